@@ -1,0 +1,59 @@
+/*
+ * image.c - construction and teardown of the in-memory image.
+ */
+#include "image.h"
+
+#include <sys/mman.h>
+
+#include "../util.h"
+
+struct image *image_new(void)
+{
+	struct image *img = calloc(1, sizeof(*img));
+	if (!img)
+		return NULL;
+	img->version = IMAGE_VERSION;
+	img->exe_file = -1;
+	return img;
+}
+
+void image_free(struct image *img)
+{
+	for (size_t i = 0; i < img->n_files; i++)
+		free(img->files[i].path);
+	for (size_t i = 0; i < img->n_threads; i++)
+		free(img->threads[i].xstate);
+	for (size_t i = 0; i < img->n_fds; i++) {
+		free(img->fds[i].path);
+		free(img->fds[i].data);
+		free(img->fds[i].tfds);
+	}
+	free(img->files);
+	free(img->vmas);
+	free(img->runs);
+	free(img->threads);
+	free(img->fds);
+	free(img->exe);
+	free(img->cwd);
+	free(img->mm.auxv);
+	if (img->pages_mapped)
+		munmap(img->pages, img->pages_len);
+	else
+		free(img->pages);
+	free(img);
+}
+
+int image_add_file(struct image *img, const char *path)
+{
+	for (size_t i = 0; i < img->n_files; i++)
+		if (strcmp(img->files[i].path, path) == 0)
+			return i;
+
+	struct image_file *f = array_push(&img->files, &img->n_files, &img->cap_files, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->path = strdup(path);
+	if (!f->path)
+		return -ENOMEM;
+	return img->n_files - 1;
+}

@@ -1,0 +1,749 @@
+/*
+ * image_io.c - the on-disk form of an image, in msgpack.
+ *
+ * core.img is   magic[8] | u32 version | u32 0 | u64 body_len | body | sha256(all before)
+ * and the body is one msgpack map. Reading checks every length and both
+ * checksums before it believes a single field, because an image may come
+ * from a disk or a peer we do not trust.
+ */
+#include <endian.h>
+#include <fcntl.h>
+#include <msgpack.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "../util.h"
+#include "image.h"
+
+#define HDR_LEN 24
+
+/* ---------- writing ---------- */
+
+static void pk_str(msgpack_packer *pk, const char *s)
+{
+	if (!s) {
+		msgpack_pack_nil(pk);
+		return;
+	}
+	size_t n = strlen(s);
+	msgpack_pack_str(pk, n);
+	msgpack_pack_str_body(pk, s, n);
+}
+
+static void pk_bin(msgpack_packer *pk, const void *p, size_t n)
+{
+	msgpack_pack_bin(pk, n);
+	msgpack_pack_bin_body(pk, p, n);
+}
+
+#define PK_KEY(pk, k) pk_str(pk, k)
+#define PK_U64(pk, k, v) (PK_KEY(pk, k), msgpack_pack_uint64(pk, (v)))
+#define PK_I64(pk, k, v) (PK_KEY(pk, k), msgpack_pack_int64(pk, (v)))
+#define PK_BOOL(pk, k, v) (PK_KEY(pk, k), (v) ? msgpack_pack_true(pk) : msgpack_pack_false(pk))
+#define PK_STR(pk, k, v) (PK_KEY(pk, k), pk_str(pk, v))
+#define PK_BIN(pk, k, p, n) (PK_KEY(pk, k), pk_bin(pk, p, n))
+
+static void pack_mm(msgpack_packer *pk, const struct image_mm *mm)
+{
+	msgpack_pack_map(pk, 12);
+	PK_U64(pk, "start_code", mm->start_code);
+	PK_U64(pk, "end_code", mm->end_code);
+	PK_U64(pk, "start_data", mm->start_data);
+	PK_U64(pk, "end_data", mm->end_data);
+	PK_U64(pk, "start_brk", mm->start_brk);
+	PK_U64(pk, "brk", mm->brk);
+	PK_U64(pk, "start_stack", mm->start_stack);
+	PK_U64(pk, "arg_start", mm->arg_start);
+	PK_U64(pk, "arg_end", mm->arg_end);
+	PK_U64(pk, "env_start", mm->env_start);
+	PK_U64(pk, "env_end", mm->env_end);
+	PK_BIN(pk, "auxv", mm->auxv, mm->auxv_len);
+}
+
+static void pack_thread(msgpack_packer *pk, const struct image_thread *t)
+{
+	const uint64_t *regs = (const uint64_t *)&t->regs;
+	size_t nregs = sizeof(t->regs) / sizeof(uint64_t);
+
+	msgpack_pack_map(pk, 13);
+	PK_I64(pk, "tid", t->tid);
+	PK_KEY(pk, "regs");
+	msgpack_pack_array(pk, nregs);
+	for (size_t i = 0; i < nregs; i++)
+		msgpack_pack_uint64(pk, regs[i]);
+	PK_BIN(pk, "xstate", t->xstate, t->xstate_len);
+	PK_U64(pk, "sigmask", t->sigmask);
+	PK_U64(pk, "ss_sp", t->ss_sp);
+	PK_U64(pk, "ss_size", t->ss_size);
+	PK_I64(pk, "ss_flags", t->ss_flags);
+	PK_U64(pk, "clear_tid", t->clear_tid_addr);
+	PK_U64(pk, "robust_head", t->robust_head);
+	PK_U64(pk, "robust_len", t->robust_len);
+	PK_U64(pk, "rseq_addr", t->rseq_addr);
+	PK_KEY(pk, "rseq");
+	msgpack_pack_array(pk, 2);
+	msgpack_pack_uint32(pk, t->rseq_len);
+	msgpack_pack_uint32(pk, t->rseq_sig);
+	PK_STR(pk, "comm", t->comm);
+}
+
+static void pack_fd(msgpack_packer *pk, const struct image_fd *f)
+{
+	msgpack_pack_map(pk, 17);
+	PK_I64(pk, "fd", f->fd);
+	PK_U64(pk, "kind", f->kind);
+	PK_BOOL(pk, "cloexec", f->cloexec);
+	PK_U64(pk, "flags", f->flags);
+	PK_STR(pk, "path", f->path);
+	PK_U64(pk, "pos", f->pos);
+	PK_U64(pk, "ino", f->ino);
+	PK_BOOL(pk, "pipe_write", f->pipe_write);
+	PK_BIN(pk, "data", f->data, f->data_len);
+	PK_U64(pk, "count", f->count);
+	PK_I64(pk, "sk_family", f->sk_family);
+	PK_I64(pk, "sk_type", f->sk_type);
+	PK_I64(pk, "sk_proto", f->sk_proto);
+	PK_BOOL(pk, "sk_reuseaddr", f->sk_reuseaddr);
+	PK_BOOL(pk, "sk_v6only", f->sk_v6only);
+	PK_KEY(pk, "tfds");
+	msgpack_pack_array(pk, f->n_tfds);
+	for (uint32_t i = 0; i < f->n_tfds; i++) {
+		msgpack_pack_array(pk, 3);
+		msgpack_pack_int32(pk, f->tfds[i].fd);
+		msgpack_pack_uint32(pk, f->tfds[i].events);
+		msgpack_pack_uint64(pk, f->tfds[i].data);
+	}
+	PK_KEY(pk, "reserved");
+	msgpack_pack_nil(pk);
+}
+
+static void pack_core(msgpack_packer *pk, const struct image *img)
+{
+	msgpack_pack_map(pk, 17);
+	PK_U64(pk, "version", img->version);
+	PK_I64(pk, "pid", img->pid);
+	PK_STR(pk, "exe", img->exe);
+	PK_I64(pk, "exe_file", img->exe_file);
+	PK_STR(pk, "cwd", img->cwd);
+	PK_U64(pk, "umask", img->umask);
+	PK_U64(pk, "personality", img->personality);
+	PK_KEY(pk, "rlimits");
+	msgpack_pack_array(pk, RLIM_NLIMITS);
+	for (int i = 0; i < RLIM_NLIMITS; i++) {
+		msgpack_pack_array(pk, 2);
+		msgpack_pack_uint64(pk, img->rlimits[i].rlim_cur);
+		msgpack_pack_uint64(pk, img->rlimits[i].rlim_max);
+	}
+	PK_KEY(pk, "mm");
+	pack_mm(pk, &img->mm);
+
+	PK_KEY(pk, "files");
+	msgpack_pack_array(pk, img->n_files);
+	for (size_t i = 0; i < img->n_files; i++) {
+		msgpack_pack_array(pk, 3);
+		pk_str(pk, img->files[i].path);
+		msgpack_pack_uint64(pk, img->files[i].size);
+		pk_bin(pk, img->files[i].sha256, 32);
+	}
+
+	PK_KEY(pk, "vmas");
+	msgpack_pack_array(pk, img->n_vmas);
+	for (size_t i = 0; i < img->n_vmas; i++) {
+		const struct image_vma *v = &img->vmas[i];
+		msgpack_pack_array(pk, 7);
+		msgpack_pack_uint64(pk, v->start);
+		msgpack_pack_uint64(pk, v->end);
+		msgpack_pack_uint32(pk, v->prot);
+		msgpack_pack_uint32(pk, v->kind);
+		v->shared ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+		msgpack_pack_uint64(pk, v->pgoff);
+		msgpack_pack_int32(pk, v->file);
+	}
+
+	PK_KEY(pk, "runs");
+	msgpack_pack_array(pk, img->n_runs);
+	for (size_t i = 0; i < img->n_runs; i++) {
+		msgpack_pack_array(pk, 3);
+		msgpack_pack_uint64(pk, img->runs[i].addr);
+		msgpack_pack_uint64(pk, img->runs[i].npages);
+		msgpack_pack_uint64(pk, img->runs[i].offset);
+	}
+
+	PK_KEY(pk, "threads");
+	msgpack_pack_array(pk, img->n_threads);
+	for (size_t i = 0; i < img->n_threads; i++)
+		pack_thread(pk, &img->threads[i]);
+
+	PK_KEY(pk, "fds");
+	msgpack_pack_array(pk, img->n_fds);
+	for (size_t i = 0; i < img->n_fds; i++)
+		pack_fd(pk, &img->fds[i]);
+
+	PK_KEY(pk, "sigactions");
+	msgpack_pack_array(pk, IMAGE_NSIG);
+	for (int i = 0; i < IMAGE_NSIG; i++) {
+		const struct image_sigaction *sa = &img->sigactions[i];
+		msgpack_pack_array(pk, 4);
+		msgpack_pack_uint64(pk, sa->handler);
+		msgpack_pack_uint64(pk, sa->flags);
+		msgpack_pack_uint64(pk, sa->restorer);
+		msgpack_pack_uint64(pk, sa->mask);
+	}
+
+	PK_U64(pk, "pages_len", img->pages_len);
+	PK_BIN(pk, "pages_sha256", img->pages_sha256, 32);
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	while (n) {
+		ssize_t r = write(fd, c, n);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		c += r;
+		n -= r;
+	}
+	return 0;
+}
+
+static void sha256(const void *p, size_t n, uint8_t out[32])
+{
+	unsigned int len = 32;
+	EVP_Digest(p, n, out, &len, EVP_sha256(), NULL);
+}
+
+/* Write a file under a temporary name, fsync it and rename it into place. */
+static int write_file_atomic(int dirfd, const char *name, const void *a, size_t alen,
+			     const void *b, size_t blen)
+{
+	char tmp[64];
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
+	_cleanup_close_ int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	r = write_all(fd, a, alen);
+	if (r == 0 && b)
+		r = write_all(fd, b, blen);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		r = -errno;
+	return r;
+}
+
+int image_write(const struct image *img, const char *dir, const char **what)
+{
+	msgpack_sbuffer sbuf;
+	msgpack_packer pk;
+	struct image *mut = (struct image *)img;
+	int r;
+
+	*what = "create image directory";
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	_cleanup_close_ int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return -errno;
+
+	sha256(img->pages, img->pages_len, mut->pages_sha256);
+	*what = "write " IMAGE_PAGES_FILE;
+	r = write_file_atomic(dirfd, IMAGE_PAGES_FILE, img->pages, img->pages_len, NULL, 0);
+	if (r < 0)
+		return r;
+
+	msgpack_sbuffer_init(&sbuf);
+	msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+	pack_core(&pk, img);
+
+	size_t total = HDR_LEN + sbuf.size + 32;
+	_cleanup_free_ uint8_t *buf = malloc(total);
+	if (!buf) {
+		msgpack_sbuffer_destroy(&sbuf);
+		return -ENOMEM;
+	}
+	memcpy(buf, IMAGE_MAGIC, 8);
+	uint32_t v = htole32(IMAGE_VERSION), z = 0;
+	uint64_t blen = htole64(sbuf.size);
+	memcpy(buf + 8, &v, 4);
+	memcpy(buf + 12, &z, 4);
+	memcpy(buf + 16, &blen, 8);
+	memcpy(buf + HDR_LEN, sbuf.data, sbuf.size);
+	sha256(buf, HDR_LEN + sbuf.size, buf + HDR_LEN + sbuf.size);
+	msgpack_sbuffer_destroy(&sbuf);
+
+	*what = "write " IMAGE_CORE_FILE;
+	r = write_file_atomic(dirfd, IMAGE_CORE_FILE, buf, total, NULL, 0);
+	if (r < 0)
+		return r;
+	*what = "sync image directory";
+	if (fsync(dirfd) < 0)
+		return -errno;
+	return 0;
+}
+
+/* ---------- reading ---------- */
+
+struct rd {
+	char *err;
+	size_t errlen;
+	bool failed;
+};
+
+static void rd_fail(struct rd *rd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void rd_fail(struct rd *rd, const char *fmt, ...)
+{
+	va_list ap;
+	if (rd->failed)
+		return;
+	rd->failed = true;
+	va_start(ap, fmt);
+	vsnprintf(rd->err, rd->errlen, fmt, ap);
+	va_end(ap);
+}
+
+static const msgpack_object *mp_get(struct rd *rd, const msgpack_object *map, const char *key)
+{
+	if (rd->failed)
+		return NULL;
+	if (map->type != MSGPACK_OBJECT_MAP) {
+		rd_fail(rd, "%s: expected a map holding '%s'", IMAGE_CORE_FILE, key);
+		return NULL;
+	}
+	size_t klen = strlen(key);
+	for (uint32_t i = 0; i < map->via.map.size; i++) {
+		const msgpack_object_kv *kv = &map->via.map.ptr[i];
+		if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == klen &&
+		    memcmp(kv->key.via.str.ptr, key, klen) == 0)
+			return &kv->val;
+	}
+	rd_fail(rd, "%s: field '%s' is missing", IMAGE_CORE_FILE, key);
+	return NULL;
+}
+
+static uint64_t obj_u64(struct rd *rd, const msgpack_object *o, const char *what)
+{
+	if (!o)
+		return 0;
+	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return o->via.u64;
+	if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+		return (uint64_t)o->via.i64;
+	rd_fail(rd, "%s: field '%s' is not an integer", IMAGE_CORE_FILE, what);
+	return 0;
+}
+
+static bool obj_bool(struct rd *rd, const msgpack_object *o, const char *what)
+{
+	if (!o)
+		return false;
+	if (o->type == MSGPACK_OBJECT_BOOLEAN)
+		return o->via.boolean;
+	rd_fail(rd, "%s: field '%s' is not a boolean", IMAGE_CORE_FILE, what);
+	return false;
+}
+
+static char *obj_str(struct rd *rd, const msgpack_object *o, const char *what)
+{
+	if (!o || o->type == MSGPACK_OBJECT_NIL)
+		return NULL;
+	if (o->type != MSGPACK_OBJECT_STR) {
+		rd_fail(rd, "%s: field '%s' is not a string", IMAGE_CORE_FILE, what);
+		return NULL;
+	}
+	return strndup(o->via.str.ptr, o->via.str.size);
+}
+
+/* Copy a bin field; max bounds what an untrusted image may make us allocate. */
+static uint8_t *obj_bin(struct rd *rd, const msgpack_object *o, const char *what, uint32_t *len,
+			uint32_t max)
+{
+	*len = 0;
+	if (!o)
+		return NULL;
+	if (o->type != MSGPACK_OBJECT_BIN) {
+		rd_fail(rd, "%s: field '%s' is not binary", IMAGE_CORE_FILE, what);
+		return NULL;
+	}
+	if (o->via.bin.size > max) {
+		rd_fail(rd, "%s: field '%s' is %u bytes, more than %u", IMAGE_CORE_FILE, what,
+			o->via.bin.size, max);
+		return NULL;
+	}
+	if (o->via.bin.size == 0)
+		return NULL;
+	uint8_t *p = malloc(o->via.bin.size);
+	if (p) {
+		memcpy(p, o->via.bin.ptr, o->via.bin.size);
+		*len = o->via.bin.size;
+	}
+	return p;
+}
+
+static const msgpack_object *obj_array(struct rd *rd, const msgpack_object *o, const char *what,
+				       uint32_t want)
+{
+	if (!o)
+		return NULL;
+	if (o->type != MSGPACK_OBJECT_ARRAY || (want && o->via.array.size != want)) {
+		rd_fail(rd, "%s: field '%s' is not an array of %u", IMAGE_CORE_FILE, what, want);
+		return NULL;
+	}
+	return o;
+}
+
+#define GET_U64(rd, m, k) obj_u64(rd, mp_get(rd, m, k), k)
+#define GET_BOOL(rd, m, k) obj_bool(rd, mp_get(rd, m, k), k)
+#define GET_STR(rd, m, k) obj_str(rd, mp_get(rd, m, k), k)
+
+static void read_mm(struct rd *rd, const msgpack_object *m, struct image_mm *mm)
+{
+	mm->start_code = GET_U64(rd, m, "start_code");
+	mm->end_code = GET_U64(rd, m, "end_code");
+	mm->start_data = GET_U64(rd, m, "start_data");
+	mm->end_data = GET_U64(rd, m, "end_data");
+	mm->start_brk = GET_U64(rd, m, "start_brk");
+	mm->brk = GET_U64(rd, m, "brk");
+	mm->start_stack = GET_U64(rd, m, "start_stack");
+	mm->arg_start = GET_U64(rd, m, "arg_start");
+	mm->arg_end = GET_U64(rd, m, "arg_end");
+	mm->env_start = GET_U64(rd, m, "env_start");
+	mm->env_end = GET_U64(rd, m, "env_end");
+	mm->auxv = obj_bin(rd, mp_get(rd, m, "auxv"), "auxv", &mm->auxv_len, 4096);
+}
+
+static void read_thread(struct rd *rd, const msgpack_object *m, struct image_thread *t)
+{
+	size_t nregs = sizeof(t->regs) / sizeof(uint64_t);
+	uint64_t *regs = (uint64_t *)&t->regs;
+
+	t->tid = GET_U64(rd, m, "tid");
+	const msgpack_object *a = obj_array(rd, mp_get(rd, m, "regs"), "regs", nregs);
+	for (size_t i = 0; a && i < nregs; i++)
+		regs[i] = obj_u64(rd, &a->via.array.ptr[i], "regs");
+	t->xstate = obj_bin(rd, mp_get(rd, m, "xstate"), "xstate", &t->xstate_len,
+			    IMAGE_XSTATE_MAX);
+	t->sigmask = GET_U64(rd, m, "sigmask");
+	t->ss_sp = GET_U64(rd, m, "ss_sp");
+	t->ss_size = GET_U64(rd, m, "ss_size");
+	t->ss_flags = GET_U64(rd, m, "ss_flags");
+	t->clear_tid_addr = GET_U64(rd, m, "clear_tid");
+	t->robust_head = GET_U64(rd, m, "robust_head");
+	t->robust_len = GET_U64(rd, m, "robust_len");
+	t->rseq_addr = GET_U64(rd, m, "rseq_addr");
+	a = obj_array(rd, mp_get(rd, m, "rseq"), "rseq", 2);
+	if (a) {
+		t->rseq_len = obj_u64(rd, &a->via.array.ptr[0], "rseq");
+		t->rseq_sig = obj_u64(rd, &a->via.array.ptr[1], "rseq");
+	}
+	_cleanup_free_ char *comm = GET_STR(rd, m, "comm");
+	if (comm)
+		snprintf(t->comm, sizeof(t->comm), "%s", comm);
+}
+
+static void read_fd(struct rd *rd, const msgpack_object *m, struct image_fd *f)
+{
+	f->fd = GET_U64(rd, m, "fd");
+	f->kind = GET_U64(rd, m, "kind");
+	f->cloexec = GET_BOOL(rd, m, "cloexec");
+	f->flags = GET_U64(rd, m, "flags");
+	f->path = GET_STR(rd, m, "path");
+	f->pos = GET_U64(rd, m, "pos");
+	f->ino = GET_U64(rd, m, "ino");
+	f->pipe_write = GET_BOOL(rd, m, "pipe_write");
+	f->data = obj_bin(rd, mp_get(rd, m, "data"), "data", &f->data_len, 1 << 20);
+	f->count = GET_U64(rd, m, "count");
+	f->sk_family = GET_U64(rd, m, "sk_family");
+	f->sk_type = GET_U64(rd, m, "sk_type");
+	f->sk_proto = GET_U64(rd, m, "sk_proto");
+	f->sk_reuseaddr = GET_BOOL(rd, m, "sk_reuseaddr");
+	f->sk_v6only = GET_BOOL(rd, m, "sk_v6only");
+	const msgpack_object *a = obj_array(rd, mp_get(rd, m, "tfds"), "tfds", 0);
+	if (!a || a->via.array.size == 0)
+		return;
+	f->tfds = calloc(a->via.array.size, sizeof(*f->tfds));
+	if (!f->tfds) {
+		rd_fail(rd, "out of memory");
+		return;
+	}
+	f->n_tfds = a->via.array.size;
+	for (uint32_t i = 0; i < f->n_tfds; i++) {
+		const msgpack_object *e = obj_array(rd, &a->via.array.ptr[i], "tfds[]", 3);
+		if (!e)
+			return;
+		f->tfds[i].fd = obj_u64(rd, &e->via.array.ptr[0], "tfd");
+		f->tfds[i].events = obj_u64(rd, &e->via.array.ptr[1], "tfd events");
+		f->tfds[i].data = obj_u64(rd, &e->via.array.ptr[2], "tfd data");
+	}
+}
+
+/* Allocate n elements for a table read from the image, bounded by what a process can have. */
+static void *rd_table(struct rd *rd, const msgpack_object *a, size_t elem, size_t *n, size_t *cap)
+{
+	if (!a)
+		return NULL;
+	*n = *cap = a->via.array.size;
+	if (*n == 0)
+		return NULL;
+	void *p = calloc(*n, elem);
+	if (!p)
+		rd_fail(rd, "out of memory");
+	return p;
+}
+
+static void read_core(struct rd *rd, const msgpack_object *root, struct image *img)
+{
+	const msgpack_object *a;
+
+	img->version = GET_U64(rd, root, "version");
+	img->pid = GET_U64(rd, root, "pid");
+	img->exe = GET_STR(rd, root, "exe");
+	img->exe_file = GET_U64(rd, root, "exe_file");
+	img->cwd = GET_STR(rd, root, "cwd");
+	img->umask = GET_U64(rd, root, "umask");
+	img->personality = GET_U64(rd, root, "personality");
+	a = obj_array(rd, mp_get(rd, root, "rlimits"), "rlimits", RLIM_NLIMITS);
+	for (int i = 0; a && i < RLIM_NLIMITS; i++) {
+		const msgpack_object *e = obj_array(rd, &a->via.array.ptr[i], "rlimits[]", 2);
+		if (!e)
+			break;
+		img->rlimits[i].rlim_cur = obj_u64(rd, &e->via.array.ptr[0], "rlim_cur");
+		img->rlimits[i].rlim_max = obj_u64(rd, &e->via.array.ptr[1], "rlim_max");
+	}
+	const msgpack_object *mm = mp_get(rd, root, "mm");
+	if (mm)
+		read_mm(rd, mm, &img->mm);
+
+	a = obj_array(rd, mp_get(rd, root, "files"), "files", 0);
+	img->files = rd_table(rd, a, sizeof(*img->files), &img->n_files, &img->cap_files);
+	for (size_t i = 0; img->files && i < img->n_files && !rd->failed; i++) {
+		const msgpack_object *e = obj_array(rd, &a->via.array.ptr[i], "files[]", 3);
+		if (!e)
+			break;
+		uint32_t hl;
+		_cleanup_free_ uint8_t *h = NULL;
+		img->files[i].path = obj_str(rd, &e->via.array.ptr[0], "file path");
+		img->files[i].size = obj_u64(rd, &e->via.array.ptr[1], "file size");
+		h = obj_bin(rd, &e->via.array.ptr[2], "file sha256", &hl, 32);
+		if (!rd->failed && (hl != 32 || !img->files[i].path))
+			rd_fail(rd, "%s: file entry %zu is malformed", IMAGE_CORE_FILE, i);
+		else if (h)
+			memcpy(img->files[i].sha256, h, 32);
+	}
+
+	a = obj_array(rd, mp_get(rd, root, "vmas"), "vmas", 0);
+	img->vmas = rd_table(rd, a, sizeof(*img->vmas), &img->n_vmas, &img->cap_vmas);
+	for (size_t i = 0; img->vmas && i < img->n_vmas && !rd->failed; i++) {
+		const msgpack_object *e = obj_array(rd, &a->via.array.ptr[i], "vmas[]", 7);
+		if (!e)
+			break;
+		struct image_vma *v = &img->vmas[i];
+		v->start = obj_u64(rd, &e->via.array.ptr[0], "vma start");
+		v->end = obj_u64(rd, &e->via.array.ptr[1], "vma end");
+		v->prot = obj_u64(rd, &e->via.array.ptr[2], "vma prot");
+		v->kind = obj_u64(rd, &e->via.array.ptr[3], "vma kind");
+		v->shared = obj_bool(rd, &e->via.array.ptr[4], "vma shared");
+		v->pgoff = obj_u64(rd, &e->via.array.ptr[5], "vma pgoff");
+		v->file = obj_u64(rd, &e->via.array.ptr[6], "vma file");
+	}
+
+	a = obj_array(rd, mp_get(rd, root, "runs"), "runs", 0);
+	img->runs = rd_table(rd, a, sizeof(*img->runs), &img->n_runs, &img->cap_runs);
+	for (size_t i = 0; img->runs && i < img->n_runs && !rd->failed; i++) {
+		const msgpack_object *e = obj_array(rd, &a->via.array.ptr[i], "runs[]", 3);
+		if (!e)
+			break;
+		img->runs[i].addr = obj_u64(rd, &e->via.array.ptr[0], "run addr");
+		img->runs[i].npages = obj_u64(rd, &e->via.array.ptr[1], "run npages");
+		img->runs[i].offset = obj_u64(rd, &e->via.array.ptr[2], "run offset");
+	}
+
+	a = obj_array(rd, mp_get(rd, root, "threads"), "threads", 0);
+	img->threads = rd_table(rd, a, sizeof(*img->threads), &img->n_threads, &img->cap_threads);
+	for (size_t i = 0; img->threads && i < img->n_threads && !rd->failed; i++)
+		read_thread(rd, &a->via.array.ptr[i], &img->threads[i]);
+
+	a = obj_array(rd, mp_get(rd, root, "fds"), "fds", 0);
+	img->fds = rd_table(rd, a, sizeof(*img->fds), &img->n_fds, &img->cap_fds);
+	for (size_t i = 0; img->fds && i < img->n_fds && !rd->failed; i++)
+		read_fd(rd, &a->via.array.ptr[i], &img->fds[i]);
+
+	a = obj_array(rd, mp_get(rd, root, "sigactions"), "sigactions", IMAGE_NSIG);
+	for (int i = 0; a && i < IMAGE_NSIG && !rd->failed; i++) {
+		const msgpack_object *e = obj_array(rd, &a->via.array.ptr[i], "sigactions[]", 4);
+		if (!e)
+			break;
+		img->sigactions[i].handler = obj_u64(rd, &e->via.array.ptr[0], "sa_handler");
+		img->sigactions[i].flags = obj_u64(rd, &e->via.array.ptr[1], "sa_flags");
+		img->sigactions[i].restorer = obj_u64(rd, &e->via.array.ptr[2], "sa_restorer");
+		img->sigactions[i].mask = obj_u64(rd, &e->via.array.ptr[3], "sa_mask");
+	}
+
+	img->pages_len = GET_U64(rd, root, "pages_len");
+	uint32_t hl;
+	_cleanup_free_ uint8_t *h =
+		obj_bin(rd, mp_get(rd, root, "pages_sha256"), "pages_sha256", &hl, 32);
+	if (h && hl == 32)
+		memcpy(img->pages_sha256, h, 32);
+	else
+		rd_fail(rd, "%s: pages checksum is missing", IMAGE_CORE_FILE);
+}
+
+/* Cross-check references inside the image, so restore can index without bounds worries. */
+static void check_core(struct rd *rd, const struct image *img)
+{
+	for (size_t i = 0; i < img->n_vmas && !rd->failed; i++) {
+		const struct image_vma *v = &img->vmas[i];
+		if (v->start >= v->end || (v->start | v->end) & (PAGE_SIZE - 1) ||
+		    v->end > (1ULL << 47) + PAGE_SIZE * 0x100000ULL)
+			rd_fail(rd, "%s: mapping %zu has bad bounds %#lx-%#lx", IMAGE_CORE_FILE, i,
+				(unsigned long)v->start, (unsigned long)v->end);
+		if (v->file != -1 && (v->file < 0 || (size_t)v->file >= img->n_files))
+			rd_fail(rd, "%s: mapping %zu names file %d of %zu", IMAGE_CORE_FILE, i,
+				v->file, img->n_files);
+	}
+	for (size_t i = 0; i < img->n_runs && !rd->failed; i++) {
+		const struct image_pagerun *r = &img->runs[i];
+		if (r->npages > img->pages_len / PAGE_SIZE ||
+		    r->offset > img->pages_len - r->npages * PAGE_SIZE)
+			rd_fail(rd, "%s: page run %zu points outside %s", IMAGE_CORE_FILE, i,
+				IMAGE_PAGES_FILE);
+	}
+	if (!rd->failed && (img->exe_file < 0 || (size_t)img->exe_file >= img->n_files || !img->exe))
+		rd_fail(rd, "%s: no executable recorded", IMAGE_CORE_FILE);
+	if (!rd->failed && img->n_threads == 0)
+		rd_fail(rd, "%s: no threads recorded", IMAGE_CORE_FILE);
+	for (size_t i = 0; i < img->n_threads && !rd->failed; i++)
+		if (img->threads[i].xstate_len && img->threads[i].xstate_len < 512)
+			rd_fail(rd, "%s: thread %d has a short FPU state", IMAGE_CORE_FILE,
+				img->threads[i].tid);
+}
+
+static int read_core_file(const char *dir, struct image *img, struct rd *rd)
+{
+	char path[4096];
+	_cleanup_free_ char *buf = NULL;
+	uint8_t sum[32];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, IMAGE_CORE_FILE);
+	n = read_file(path, &buf);
+	if (n < 0) {
+		rd_fail(rd, "cannot read %s: %s", path, strerror(-n));
+		return n;
+	}
+	if (n < HDR_LEN + 32 || memcmp(buf, IMAGE_MAGIC, 8) != 0) {
+		rd_fail(rd, "%s: not a CheckSync image (bad magic or too short: %zd bytes)", path, n);
+		return -EINVAL;
+	}
+	uint32_t version;
+	uint64_t blen;
+	memcpy(&version, buf + 8, 4);
+	memcpy(&blen, buf + 16, 8);
+	version = le32toh(version);
+	blen = le64toh(blen);
+	if (version != IMAGE_VERSION) {
+		rd_fail(rd, "%s: unsupported image version %u (this build reads version %u)", path,
+			version, IMAGE_VERSION);
+		return -EPROTO;
+	}
+	if (blen != (uint64_t)n - HDR_LEN - 32) {
+		rd_fail(rd, "%s: truncated or padded: header says %lu body bytes, file has %zd", path,
+			(unsigned long)blen, n - HDR_LEN - 32);
+		return -EBADMSG;
+	}
+	sha256(buf, HDR_LEN + blen, sum);
+	if (memcmp(sum, buf + HDR_LEN + blen, 32) != 0) {
+		rd_fail(rd, "%s: checksum mismatch, the image is corrupt", path);
+		return -EBADMSG;
+	}
+
+	msgpack_unpacked up;
+	size_t off = 0;
+	msgpack_unpacked_init(&up);
+	if (msgpack_unpack_next(&up, buf + HDR_LEN, blen, &off) != MSGPACK_UNPACK_SUCCESS ||
+	    off != blen) {
+		msgpack_unpacked_destroy(&up);
+		rd_fail(rd, "%s: body does not decode as one msgpack object", path);
+		return -EBADMSG;
+	}
+	read_core(rd, &up.data, img);
+	msgpack_unpacked_destroy(&up);
+	if (!rd->failed)
+		check_core(rd, img);
+	return rd->failed ? -EBADMSG : 0;
+}
+
+static int read_pages_file(const char *dir, struct image *img, struct rd *rd)
+{
+	char path[4096];
+	struct stat st;
+	uint8_t sum[32];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, IMAGE_PAGES_FILE);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		rd_fail(rd, "cannot read %s: %m", path);
+		return -errno;
+	}
+	if ((uint64_t)st.st_size != img->pages_len) {
+		rd_fail(rd, "%s: has %ld bytes, the image records %lu (truncated?)", path,
+			(long)st.st_size, (unsigned long)img->pages_len);
+		return -EBADMSG;
+	}
+	if (img->pages_len) {
+		void *p = mmap(NULL, img->pages_len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+		if (p == MAP_FAILED) {
+			rd_fail(rd, "cannot map %s: %m", path);
+			return -errno;
+		}
+		img->pages = p;
+		img->pages_mapped = true;
+	}
+	sha256(img->pages, img->pages_len, sum);
+	if (memcmp(sum, img->pages_sha256, 32) != 0) {
+		rd_fail(rd, "%s: checksum mismatch, the page data is corrupt", path);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+int image_read(const char *dir, struct image **out, char *err, size_t errlen)
+{
+	struct rd rd = {.err = err, .errlen = errlen};
+	_cleanup_image_ struct image *img = image_new();
+	int r;
+
+	if (!img)
+		return -ENOMEM;
+	r = read_core_file(dir, img, &rd);
+	if (r < 0)
+		return r;
+	r = read_pages_file(dir, img, &rd);
+	if (r < 0)
+		return r;
+	*out = TAKE_PTR(img);
+	return 0;
+}
+
+uint64_t image_size_on_disk(const char *dir)
+{
+	const char *names[] = {IMAGE_CORE_FILE, IMAGE_PAGES_FILE};
+	uint64_t total = 0;
+	char path[4096];
+	struct stat st;
+
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		if (stat(path, &st) == 0)
+			total += st.st_size;
+	}
+	return total;
+}

@@ -1,0 +1,161 @@
+/*
+ * proc.c - parsers for /proc/PID files.
+ */
+#include "proc.h"
+
+#include <dirent.h>
+#include <sys/mman.h>
+
+#include "image/image.h"
+#include "util.h"
+
+static uint32_t vma_kind_of(const char *path)
+{
+	static const struct {
+		const char *name;
+		uint32_t kind;
+	} special[] = {
+		{"[heap]", VMA_HEAP},	  {"[stack]", VMA_STACK},
+		{"[vdso]", VMA_VDSO},	  {"[vvar]", VMA_VVAR},
+		{"[vvar_vclock]", VMA_VVAR_VCLOCK}, {"[vsyscall]", VMA_VSYSCALL},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(special); i++)
+		if (strcmp(path, special[i].name) == 0)
+			return special[i].kind;
+	return path[0] == '/' ? VMA_FILE : VMA_ANON;
+}
+
+ssize_t proc_read_maps(pid_t pid, struct proc_vma **out)
+{
+	char path[64], line[8192];
+	struct proc_vma *v = NULL;
+	size_t n = 0, cap = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long start, end, off;
+		char perms[8];
+		int pos = 0;
+
+		if (sscanf(line, "%lx-%lx %7s %lx %*x:%*x %*u %n", &start, &end, perms, &off, &pos) <
+		    4) {
+			free(v);
+			return -EINVAL;
+		}
+		struct proc_vma *e = array_push(&v, &n, &cap, sizeof(*e));
+		if (!e) {
+			free(v);
+			return -ENOMEM;
+		}
+		e->start = start;
+		e->end = end;
+		e->pgoff = off;
+		e->prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+			  (perms[2] == 'x' ? PROT_EXEC : 0);
+		e->shared = perms[3] == 's';
+		char *p = line + pos;
+		p[strcspn(p, "\n")] = 0;
+		size_t plen = strlen(p);
+		if (plen > 10 && strcmp(p + plen - 10, " (deleted)") == 0) {
+			p[plen - 10] = 0;
+			e->deleted = true;
+		}
+		snprintf(e->path, sizeof(e->path), "%s", p);
+		e->kind = vma_kind_of(e->path);
+	}
+	*out = v;
+	return n;
+}
+
+static int cmp_pid(const void *a, const void *b)
+{
+	return *(const pid_t *)a - *(const pid_t *)b;
+}
+
+ssize_t proc_list_tasks(pid_t pid, pid_t **out)
+{
+	char path[64];
+	struct dirent *de;
+	pid_t *t = NULL;
+	size_t n = 0, cap = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		pid_t *e = array_push(&t, &n, &cap, sizeof(*e));
+		if (!e) {
+			closedir(d);
+			free(t);
+			return -ENOMEM;
+		}
+		*e = atoi(de->d_name);
+	}
+	closedir(d);
+	qsort(t, n, sizeof(*t), cmp_pid);
+	*out = t;
+	return n;
+}
+
+int proc_stat_fields(pid_t pid, uint64_t *fields, int nfields)
+{
+	char path[64];
+	_cleanup_free_ char *buf = NULL;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	ssize_t r = read_file(path, &buf);
+	if (r < 0)
+		return r;
+	/* comm may hold spaces and parentheses; fields resume after the last ')'. */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -EINVAL;
+	p += 2;
+	memset(fields, 0, nfields * sizeof(*fields));
+	for (int i = 3; i <= nfields && *p; i++) {
+		if (i == 3) {
+			fields[i - 1] = *p;
+			p++;
+		} else {
+			fields[i - 1] = strtoull(p, &p, 10);
+		}
+		while (*p == ' ')
+			p++;
+	}
+	return 0;
+}
+
+int proc_status_field(pid_t pid, const char *key, int base, uint64_t *out)
+{
+	char path[64];
+	_cleanup_free_ char *buf = NULL;
+	size_t klen = strlen(key);
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	ssize_t r = read_file(path, &buf);
+	if (r < 0)
+		return r;
+	for (char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : 0)
+		if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+			*out = strtoull(line + klen + 1, NULL, base);
+			return 0;
+		}
+	return -ENOENT;
+}
+
+int proc_readlink(pid_t pid, const char *what, char *buf, size_t len)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "/proc/%d/%s", pid, what);
+	ssize_t r = readlink(path, buf, len - 1);
+	if (r < 0)
+		return -errno;
+	buf[r] = 0;
+	return 0;
+}

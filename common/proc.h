@@ -1,0 +1,33 @@
+/*
+ * proc.h - what /proc says about a process, parsed once.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct proc_vma {
+	uint64_t start, end;
+	uint32_t prot;
+	bool shared;
+	uint64_t pgoff;
+	uint32_t kind; /* enum vma_kind */
+	char path[4096];
+	bool deleted;
+};
+
+/* All mappings of pid, in address order. Returns count or -errno. */
+ssize_t proc_read_maps(pid_t pid, struct proc_vma **out);
+
+/* Thread ids of pid. Returns count or -errno. */
+ssize_t proc_list_tasks(pid_t pid, pid_t **out);
+
+/* Fields of /proc/PID/stat, numbered as in proc(5) (1-based). */
+int proc_stat_fields(pid_t pid, uint64_t *fields, int nfields);
+
+/* The value of "Key:" in /proc/PID/status, parsed with base. */
+int proc_status_field(pid_t pid, const char *key, int base, uint64_t *out);
+
+/* readlink of /proc/PID/<what>. */
+int proc_readlink(pid_t pid, const char *what, char *buf, size_t len);

@@ -1,0 +1,192 @@
+/*
+ * tracer.c - see tracer.h.
+ */
+#include "tracer.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+
+#include "log.h"
+#include "util.h"
+
+int tracer_seize(pid_t tid, unsigned long options)
+{
+	if (ptrace(PTRACE_SEIZE, tid, 0, options) < 0)
+		return -errno;
+	return 0;
+}
+
+int tracer_wait(pid_t tid, int *status)
+{
+	for (;;) {
+		pid_t r = waitpid(tid, status, __WALL);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (WIFEXITED(*status) || WIFSIGNALED(*status))
+			return -ESRCH;
+		return 0;
+	}
+}
+
+int tracer_interrupt_wait(struct tracee *t)
+{
+	int status, r;
+
+	if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) < 0)
+		return -errno;
+	for (;;) {
+		r = tracer_wait(t->tid, &status);
+		if (r < 0)
+			return r;
+		if (status >> 16 == PTRACE_EVENT_STOP)
+			break;
+		/*
+		 * A signal-delivery-stop came first. Keep the signal for the resume
+		 * instead of delivering it now, so the thread does not run a handler
+		 * while we are trying to hold it still.
+		 */
+		int sig = WSTOPSIG(status);
+		if (!(status >> 8 & ~0xff) && sig != SIGTRAP) {
+			t->pending_sig = sig;
+			log_debug("thread %d: holding signal %d for resume", t->tid, sig);
+		}
+		if (ptrace(PTRACE_CONT, t->tid, 0, 0) < 0)
+			return -errno;
+		if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) < 0)
+			return -errno;
+	}
+	return tracer_get_regs(t->tid, &t->regs);
+}
+
+int tracer_get_regs(pid_t tid, struct user_regs_struct *regs)
+{
+	if (ptrace(PTRACE_GETREGS, tid, 0, regs) < 0)
+		return -errno;
+	return 0;
+}
+
+int tracer_set_regs(pid_t tid, const struct user_regs_struct *regs)
+{
+	if (ptrace(PTRACE_SETREGS, tid, 0, regs) < 0)
+		return -errno;
+	return 0;
+}
+
+int tracer_get_xstate(pid_t tid, void *buf, uint32_t *len)
+{
+	struct iovec iov = {.iov_base = buf, .iov_len = *len};
+	if (ptrace(PTRACE_GETREGSET, tid, NT_X86_XSTATE, &iov) < 0)
+		return -errno;
+	*len = iov.iov_len;
+	return 0;
+}
+
+int tracer_set_xstate(pid_t tid, const void *buf, uint32_t len)
+{
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	if (ptrace(PTRACE_SETREGSET, tid, NT_X86_XSTATE, &iov) < 0)
+		return -errno;
+	return 0;
+}
+
+int tracer_syscall(struct tracee *t, long *ret, long nr, uint64_t a1, uint64_t a2, uint64_t a3,
+		   uint64_t a4, uint64_t a5, uint64_t a6)
+{
+	struct user_regs_struct regs = t->regs;
+	int status, r;
+
+	regs.rax = nr;
+	/* Not a syscall in progress: keeps the kernel's restart logic off our call. */
+	regs.orig_rax = -1;
+	regs.rdi = a1;
+	regs.rsi = a2;
+	regs.rdx = a3;
+	regs.r10 = a4;
+	regs.r8 = a5;
+	regs.r9 = a6;
+	regs.rip = t->insn;
+	r = tracer_set_regs(t->tid, &regs);
+	if (r < 0)
+		return r;
+	if (ptrace(PTRACE_SINGLESTEP, t->tid, 0, 0) < 0)
+		return -errno;
+	for (;;) {
+		r = tracer_wait(t->tid, &status);
+		if (r < 0)
+			return r;
+		int sig = WSTOPSIG(status), event = status >> 16;
+		if (event == PTRACE_EVENT_CLONE) {
+			unsigned long child;
+			ptrace(PTRACE_GETEVENTMSG, t->tid, 0, &child);
+			t->last_clone = child;
+		} else if (sig == SIGTRAP && event == 0) {
+			break;
+		} else if (event == 0 && sig != SIGSTOP) {
+			t->pending_sig = sig;
+		}
+		if (ptrace(PTRACE_SINGLESTEP, t->tid, 0, 0) < 0)
+			return -errno;
+	}
+	r = tracer_get_regs(t->tid, &regs);
+	if (r < 0)
+		return r;
+	*ret = (long)regs.rax;
+	return 0;
+}
+
+int tracer_resume(struct tracee *t, int detach)
+{
+	int r = tracer_set_regs(t->tid, &t->regs);
+	if (r < 0)
+		return r;
+	if (ptrace(detach ? PTRACE_DETACH : PTRACE_CONT, t->tid, 0, t->pending_sig) < 0)
+		return -errno;
+	return 0;
+}
+
+int tracer_mem_open(pid_t pid, int writable)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+	int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int tracer_peek(int memfd, uint64_t addr, void *buf, size_t len)
+{
+	char *p = buf;
+	while (len) {
+		ssize_t r = pread(memfd, p, len, addr);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -errno : -EIO;
+		p += r;
+		addr += r;
+		len -= r;
+	}
+	return 0;
+}
+
+int tracer_poke(int memfd, uint64_t addr, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t r = pwrite(memfd, p, len, addr);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -errno : -EIO;
+		p += r;
+		addr += r;
+		len -= r;
+	}
+	return 0;
+}

@@ -1,0 +1,52 @@
+/*
+ * tracer.h - ptrace primitives shared by capture and restore.
+ *
+ * Both sides drive a stopped process the same way: stop its threads, run a
+ * single system call inside one of them, read and write registers. Injected
+ * calls execute a `syscall` instruction that already exists in the target
+ * (capture) or that restore placed there, under PTRACE_SINGLESTEP, so no
+ * code of ours ever runs inside the service.
+ */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/user.h>
+
+struct tracee {
+	pid_t tid;
+	struct user_regs_struct regs; /* as found at the stop; put back on resume */
+	uint64_t insn;                /* address of a `syscall` instruction in the tracee */
+	int pending_sig;              /* a signal that arrived while we held it */
+	pid_t last_clone;             /* child of the last injected clone, if any */
+};
+
+/* PTRACE_SEIZE and PTRACE_INTERRUPT one thread and wait until it is stopped. */
+int tracer_seize(pid_t tid, unsigned long options);
+int tracer_interrupt_wait(struct tracee *t);
+
+/* Wait for a thread's next stop; forwards unrelated signals to it. Returns the wait status. */
+int tracer_wait(pid_t tid, int *status);
+
+/* Run one syscall in t; returns 0 (result in *ret) or -errno for a ptrace failure. */
+int tracer_syscall(struct tracee *t, long *ret, long nr, uint64_t a1, uint64_t a2, uint64_t a3,
+		   uint64_t a4, uint64_t a5, uint64_t a6);
+
+#define tracer_call(t, ret, nr, ...) tracer_syscall_n(t, ret, nr, __VA_ARGS__, 0, 0, 0, 0, 0, 0)
+#define tracer_syscall_n(t, ret, nr, a, b, c, d, e, f, ...)                                        \
+	tracer_syscall(t, ret, nr, (uint64_t)(a), (uint64_t)(b), (uint64_t)(c), (uint64_t)(d),    \
+		       (uint64_t)(e), (uint64_t)(f))
+
+int tracer_get_regs(pid_t tid, struct user_regs_struct *regs);
+int tracer_set_regs(pid_t tid, const struct user_regs_struct *regs);
+/* XSAVE area; *len is the buffer size in, bytes filled out. */
+int tracer_get_xstate(pid_t tid, void *buf, uint32_t *len);
+int tracer_set_xstate(pid_t tid, const void *buf, uint32_t len);
+
+/* Put back t's registers and let it run (detaching if detach is set). */
+int tracer_resume(struct tracee *t, int detach);
+
+/* Memory of a stopped tracee through /proc/PID/mem (ignores page protections). */
+int tracer_mem_open(pid_t pid, int writable);
+int tracer_peek(int memfd, uint64_t addr, void *buf, size_t len);
+int tracer_poke(int memfd, uint64_t addr, const void *buf, size_t len);

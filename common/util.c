@@ -1,0 +1,93 @@
+/*
+ * util.c - helpers with no better home: growable arrays, whole-file reads,
+ * file hashing and a monotonic clock.
+ */
+#include "util.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <time.h>
+
+void *array_push(void *arr_p, size_t *n, size_t *cap, size_t elem_size)
+{
+	void **arr = arr_p;
+
+	if (*n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 16;
+		void *p = realloc(*arr, ncap * elem_size);
+		if (!p)
+			return NULL;
+		*arr = p;
+		*cap = ncap;
+	}
+	void *slot = (char *)*arr + (*n)++ * elem_size;
+	memset(slot, 0, elem_size);
+	return slot;
+}
+
+ssize_t read_file(const char *path, char **out)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_free_ char *buf = NULL;
+	size_t len = 0, cap = 0;
+
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		if (cap - len < 4096) {
+			cap = cap ? cap * 2 : 8192;
+			char *p = realloc(buf, cap);
+			if (!p)
+				return -ENOMEM;
+			buf = p;
+		}
+		ssize_t r = read(fd, buf + len, cap - len - 1);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			break;
+		len += r;
+	}
+	buf[len] = 0;
+	*out = TAKE_PTR(buf);
+	return len;
+}
+
+static void evp_md_ctx_freep(EVP_MD_CTX **c)
+{
+	if (*c)
+		EVP_MD_CTX_free(*c);
+}
+
+int file_sha256(const char *path, uint8_t out[32])
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	__attribute__((cleanup(evp_md_ctx_freep))) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	char buf[65536];
+	unsigned int len = 32;
+
+	if (fd < 0)
+		return -errno;
+	if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
+		return -ENOMEM;
+	for (;;) {
+		ssize_t r = read(fd, buf, sizeof(buf));
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+		EVP_DigestUpdate(ctx, buf, r);
+	}
+	EVP_DigestFinal_ex(ctx, out, &len);
+	return 0;
+}
+
+uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000ULL + ts.tv_nsec / 1000;
+}

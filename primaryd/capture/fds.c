@@ -1,0 +1,237 @@
+/*
+ * fds.c - the file-descriptor table.
+ *
+ * Each descriptor is classified from its /proc link and fdinfo. Sockets
+ * and pipes are examined through a copy taken with pidfd_getfd(), so we ask
+ * the kernel object itself instead of parsing /proc/net. Kinds we cannot
+ * bring back faithfully are refused by name rather than silently dropped.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include "capture.h"
+#include "log.h"
+#include "util.h"
+
+struct fdinfo {
+	uint64_t pos;
+	uint32_t flags;
+	uint64_t eventfd_count;
+	struct image_epoll_tfd *tfds;
+	uint32_t n_tfds;
+	size_t cap_tfds;
+};
+
+static int read_fdinfo(pid_t pid, int fd, struct fdinfo *fi)
+{
+	char path[64];
+	_cleanup_free_ char *buf = NULL;
+	size_t ntfd = fi->n_tfds;
+
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", pid, fd);
+	ssize_t r = read_file(path, &buf);
+	if (r < 0)
+		return r;
+	for (char *l = buf; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+		int tfd;
+		unsigned events;
+		unsigned long long data;
+		if (sscanf(l, "pos: %lu", &fi->pos) == 1)
+			continue;
+		if (sscanf(l, "flags: %o", &fi->flags) == 1)
+			continue;
+		if (sscanf(l, "eventfd-count: %llx", &data) == 1) {
+			fi->eventfd_count = data;
+			continue;
+		}
+		if (sscanf(l, "tfd: %d events: %x data: %llx", &tfd, &events, &data) == 3) {
+			struct image_epoll_tfd *t = array_push(&fi->tfds, &ntfd, &fi->cap_tfds,
+							       sizeof(*t));
+			if (!t)
+				return -ENOMEM;
+			t->fd = tfd;
+			t->events = events;
+			t->data = data;
+		}
+	}
+	fi->n_tfds = ntfd;
+	return 0;
+}
+
+static int steal_fd(int pidfd, int fd)
+{
+	int r = syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+	return r < 0 ? -errno : r;
+}
+
+static int getsockopt_int(int fd, int level, int opt)
+{
+	int v = 0;
+	socklen_t l = sizeof(v);
+	if (getsockopt(fd, level, opt, &v, &l) < 0)
+		return -errno;
+	return v;
+}
+
+static int capture_socket(int pidfd, struct image_fd *f)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	_cleanup_close_ int sk = steal_fd(pidfd, f->fd);
+
+	if (sk < 0)
+		return sk;
+	f->sk_family = getsockopt_int(sk, SOL_SOCKET, SO_DOMAIN);
+	f->sk_type = getsockopt_int(sk, SOL_SOCKET, SO_TYPE);
+	f->sk_proto = getsockopt_int(sk, SOL_SOCKET, SO_PROTOCOL);
+	f->sk_reuseaddr = getsockopt_int(sk, SOL_SOCKET, SO_REUSEADDR) > 0;
+	if (f->sk_family == AF_INET6)
+		f->sk_v6only = getsockopt_int(sk, IPPROTO_IPV6, IPV6_V6ONLY) > 0;
+	if (getsockname(sk, (struct sockaddr *)&ss, &sl) < 0)
+		return -errno;
+	f->data = malloc(sl);
+	if (!f->data)
+		return -ENOMEM;
+	memcpy(f->data, &ss, sl);
+	f->data_len = sl;
+
+	if (getsockopt_int(sk, SOL_SOCKET, SO_ACCEPTCONN) > 0) {
+		f->kind = FD_SOCK_LISTEN;
+		f->count = SOMAXCONN;
+	} else if (f->sk_type == SOCK_DGRAM &&
+		   (f->sk_family == AF_INET || f->sk_family == AF_INET6)) {
+		f->kind = FD_SOCK_DGRAM;
+	} else {
+		f->kind = FD_SOCK_DEAD;
+	}
+	return 0;
+}
+
+/* Copy what is buffered in a pipe without taking it: tee() into a pipe of ours. */
+static int capture_pipe_data(int pidfd, struct image_fd *f)
+{
+	_cleanup_close_ int rd = steal_fd(pidfd, f->fd);
+	int p[2];
+
+	if (rd < 0)
+		return rd;
+	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -errno;
+	_cleanup_close_ int p0 = p[0], p1 = p[1];
+	fcntl(p1, F_SETPIPE_SZ, 1 << 20);
+	ssize_t n = tee(rd, p1, 1 << 20, SPLICE_F_NONBLOCK);
+	if (n <= 0)
+		return 0;
+	f->data = malloc(n);
+	if (!f->data)
+		return -ENOMEM;
+	n = read(p0, f->data, n);
+	f->data_len = n > 0 ? n : 0;
+	return 0;
+}
+
+static int classify(pid_t pid, int pidfd, struct image_fd *f, const char *link)
+{
+	unsigned long long ino;
+	char path[64];
+	struct stat st;
+
+	if (sscanf(link, "socket:[%llu]", &ino) == 1)
+		return capture_socket(pidfd, f);
+	if (sscanf(link, "pipe:[%llu]", &ino) == 1) {
+		f->kind = FD_PIPE;
+		f->ino = ino;
+		f->pipe_write = (f->flags & O_ACCMODE) == O_WRONLY;
+		return f->pipe_write ? 0 : capture_pipe_data(pidfd, f);
+	}
+	if (strcmp(link, "anon_inode:[eventfd]") == 0) {
+		f->kind = FD_EVENTFD;
+		return 0;
+	}
+	if (strcmp(link, "anon_inode:[eventpoll]") == 0) {
+		f->kind = FD_EPOLL;
+		return 0;
+	}
+	if (link[0] != '/')
+		return -ENOTSUP;
+	size_t l = strlen(link);
+	if (l > 10 && strcmp(link + l - 10, " (deleted)") == 0)
+		return -ENOENT;
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", pid, f->fd);
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (S_ISCHR(st.st_mode))
+		f->kind = FD_CHR;
+	else if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))
+		f->kind = FD_REG;
+	else
+		return -ENOTSUP;
+	f->path = strdup(link);
+	return f->path ? 0 : -ENOMEM;
+}
+
+static int capture_fd(struct capture *c, int pidfd, int fd)
+{
+	struct image *img = c->img;
+	struct fdinfo fi = {0};
+	char what[32], link[4096];
+	int r;
+
+	snprintf(what, sizeof(what), "fd/%d", fd);
+	r = proc_readlink(c->pid, what, link, sizeof(link));
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	r = read_fdinfo(c->pid, fd, &fi);
+	if (r < 0) {
+		free(fi.tfds);
+		return r == -ENOENT ? 0 : r;
+	}
+	struct image_fd *f = array_push(&img->fds, &img->n_fds, &img->cap_fds, sizeof(*f));
+	if (!f) {
+		free(fi.tfds);
+		return -ENOMEM;
+	}
+	f->fd = fd;
+	f->cloexec = fi.flags & O_CLOEXEC;
+	f->flags = fi.flags & ~O_CLOEXEC;
+	f->pos = fi.pos;
+	f->count = fi.eventfd_count;
+	f->tfds = fi.tfds;
+	f->n_tfds = fi.n_tfds;
+	r = classify(c->pid, pidfd, f, link);
+	if (r == -ENOTSUP)
+		return log_error_errno(r, "fd %d of pid %d (%s) is of a kind CheckSync cannot "
+				       "restore", fd, c->pid, link);
+	if (r == -ENOENT)
+		return log_error_errno(r, "fd %d of pid %d is a deleted file (%s)", fd, c->pid,
+				       link);
+	if (r < 0)
+		return log_error_errno(r, "cannot capture fd %d of pid %d (%s)", fd, c->pid, link);
+	return 0;
+}
+
+int capture_fds(struct capture *c)
+{
+	char path[64];
+	struct dirent *de;
+	int r = 0;
+
+	_cleanup_close_ int pidfd = syscall(SYS_pidfd_open, c->pid, 0);
+	if (pidfd < 0)
+		return log_error_errno(-errno, "pidfd_open(%d) failed", c->pid);
+	snprintf(path, sizeof(path), "/proc/%d/fd", c->pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return log_error_errno(-errno, "cannot list %s", path);
+	while ((de = readdir(d)) && r >= 0) {
+		if (de->d_name[0] == '.')
+			continue;
+		r = capture_fd(c, pidfd, atoi(de->d_name));
+	}
+	closedir(d);
+	return r;
+}

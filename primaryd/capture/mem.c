@@ -1,0 +1,197 @@
+/*
+ * mem.c - the address space: the mapping table and the pages worth keeping.
+ *
+ * Only anonymous pages that exist are copied: PAGEMAP_SCAN reports them as
+ * ranges in one call per mapping, so Go's large reserved but untouched
+ * arenas cost nothing, and pages still identical to their file (text,
+ * rodata) are re-read from the file at restore instead of shipped.
+ */
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include "capture.h"
+#include "log.h"
+#include "pagemap.h"
+#include "util.h"
+
+int capture_find_syscall_insn(struct capture *c, uint64_t *insn)
+{
+	for (size_t i = 0; i < c->n_vmas; i++) {
+		const struct proc_vma *v = &c->vmas[i];
+		if (v->kind != VMA_VDSO)
+			continue;
+		size_t len = v->end - v->start;
+		_cleanup_free_ uint8_t *buf = malloc(len);
+		if (!buf)
+			return -ENOMEM;
+		int r = tracer_peek(c->memfd, v->start, buf, len);
+		if (r < 0)
+			return r;
+		/* Any "0f 05" will do, even inside another instruction: we jump straight to it. */
+		for (size_t j = 0; j + 1 < len; j++)
+			if (buf[j] == 0x0f && buf[j + 1] == 0x05) {
+				*insn = v->start + j;
+				return 0;
+			}
+	}
+	return -ENOEXEC;
+}
+
+int capture_scratch_map(struct capture *c)
+{
+	long ret;
+	int r = tracer_call(c->leader, &ret, SYS_mmap, 0, PAGE_SIZE, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (r < 0)
+		return r;
+	if (ret < 0 && ret > -4096)
+		return (int)ret;
+	c->scratch = ret;
+	return 0;
+}
+
+void capture_scratch_unmap(struct capture *c)
+{
+	long ret;
+	if (c->scratch)
+		tracer_call(c->leader, &ret, SYS_munmap, c->scratch, PAGE_SIZE);
+	c->scratch = 0;
+}
+
+static bool vma_has_contents(const struct image_vma *v)
+{
+	return !v->shared && (v->kind == VMA_ANON || v->kind == VMA_FILE || v->kind == VMA_HEAP ||
+			      v->kind == VMA_STACK);
+}
+
+int capture_vmas(struct capture *c)
+{
+	struct image *img = c->img;
+
+	for (size_t i = 0; i < c->n_vmas; i++) {
+		const struct proc_vma *pv = &c->vmas[i];
+		if (pv->kind == VMA_VSYSCALL)
+			continue;
+		if (pv->deleted)
+			return log_error_errno(-ENOTSUP,
+					       "mapping %#lx-%#lx is of deleted file %s, which "
+					       "cannot be restored",
+					       (unsigned long)pv->start, (unsigned long)pv->end,
+					       pv->path);
+		if (pv->shared && pv->kind != VMA_FILE)
+			return log_error_errno(-ENOTSUP,
+					       "shared anonymous mapping %#lx-%#lx (%s) is not "
+					       "supported",
+					       (unsigned long)pv->start, (unsigned long)pv->end,
+					       pv->path[0] ? pv->path : "anon");
+		struct image_vma *v = array_push(&img->vmas, &img->n_vmas, &img->cap_vmas,
+						 sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		v->start = pv->start;
+		v->end = pv->end;
+		v->prot = pv->prot;
+		v->kind = pv->kind;
+		v->shared = pv->shared;
+		v->pgoff = pv->pgoff;
+		v->file = -1;
+		if (pv->kind == VMA_FILE) {
+			int f = image_add_file(img, pv->path);
+			if (f < 0)
+				return f;
+			v->file = f;
+		}
+	}
+	return 0;
+}
+
+/* Append the present anonymous ranges of [start, end) to the image's runs. */
+static int scan_vma(int pagemap_fd, struct image *img, uint64_t start, uint64_t end)
+{
+	struct page_region regions[512];
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg),
+		.start = start,
+		.end = end,
+		.vec = (uintptr_t)regions,
+		.vec_len = ARRAY_SIZE(regions),
+		.category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO,
+		.category_mask = PAGE_IS_FILE | PAGE_IS_PFNZERO,
+		.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+	};
+
+	while (arg.start < end) {
+		int n = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
+		if (n < 0)
+			return -errno;
+		for (int i = 0; i < n; i++) {
+			struct image_pagerun *last =
+				img->n_runs ? &img->runs[img->n_runs - 1] : NULL;
+			uint64_t np = (regions[i].end - regions[i].start) / PAGE_SIZE;
+			if (last && last->addr + last->npages * PAGE_SIZE == regions[i].start) {
+				last->npages += np;
+				continue;
+			}
+			struct image_pagerun *run = array_push(&img->runs, &img->n_runs,
+							       &img->cap_runs, sizeof(*run));
+			if (!run)
+				return -ENOMEM;
+			run->addr = regions[i].start;
+			run->npages = np;
+		}
+		if (arg.walk_end <= arg.start)
+			break;
+		arg.start = arg.walk_end;
+	}
+	return 0;
+}
+
+int capture_pages(struct capture *c)
+{
+	struct image *img = c->img;
+	char path[64];
+	uint64_t total = 0;
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", c->pid);
+	_cleanup_close_ int pfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (pfd < 0)
+		return log_error_errno(-errno, "cannot open %s", path);
+
+	for (size_t i = 0; i < img->n_vmas; i++) {
+		if (!vma_has_contents(&img->vmas[i]))
+			continue;
+		r = scan_vma(pfd, img, img->vmas[i].start, img->vmas[i].end);
+		if (r < 0)
+			return log_error_errno(r, "PAGEMAP_SCAN of %#lx-%#lx failed",
+					       (unsigned long)img->vmas[i].start,
+					       (unsigned long)img->vmas[i].end);
+	}
+	for (size_t i = 0; i < img->n_runs; i++) {
+		img->runs[i].offset = total;
+		total += img->runs[i].npages * PAGE_SIZE;
+	}
+	img->pages_len = total;
+	if (!total)
+		return 0;
+
+	/* Populated up front: one fault per page here would cost more than the copy. */
+	void *buf = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS |
+			 MAP_POPULATE, -1, 0);
+	if (buf == MAP_FAILED)
+		return -errno;
+	img->pages = buf;
+	img->pages_mapped = true;
+	for (size_t i = 0; i < img->n_runs; i++) {
+		const struct image_pagerun *run = &img->runs[i];
+		r = tracer_peek(c->memfd, run->addr, img->pages + run->offset,
+				run->npages * PAGE_SIZE);
+		if (r < 0)
+			return log_error_errno(r, "cannot read memory %#lx-%#lx",
+					       (unsigned long)run->addr,
+					       (unsigned long)(run->addr + run->npages * PAGE_SIZE));
+	}
+	return 0;
+}

@@ -1,0 +1,110 @@
+/*
+ * misc.c - process-wide state that is neither memory, threads, signals nor
+ * files: the executable and the files behind mappings (with their hashes),
+ * cwd, umask, rlimits, personality, and the mm fields PR_SET_MM_MAP takes.
+ */
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include "capture.h"
+#include "log.h"
+#include "util.h"
+
+int capture_exe(struct capture *c)
+{
+	struct image *img = c->img;
+	char exe[4096];
+
+	int r = proc_readlink(c->pid, "exe", exe, sizeof(exe));
+	if (r < 0)
+		return log_error_errno(r == -ENOENT ? -ESRCH : r, "no process with pid %d", c->pid);
+	size_t l = strlen(exe);
+	if (l > 10 && strcmp(exe + l - 10, " (deleted)") == 0)
+		return log_error_errno(-ENOENT, "the executable of pid %d was deleted (%s)",
+				       c->pid, exe);
+	img->exe = strdup(exe);
+	if (!img->exe)
+		return -ENOMEM;
+	img->exe_file = image_add_file(img, exe);
+	return img->exe_file < 0 ? img->exe_file : 0;
+}
+
+int capture_hash_files(struct image *img)
+{
+	for (size_t i = 0; i < img->n_files; i++) {
+		struct image_file *f = &img->files[i];
+		struct stat st;
+		if (stat(f->path, &st) < 0)
+			return log_error_errno(-errno, "cannot stat mapped file %s", f->path);
+		f->size = st.st_size;
+		int r = file_sha256(f->path, f->sha256);
+		if (r < 0)
+			return log_error_errno(r, "cannot hash mapped file %s", f->path);
+	}
+	return 0;
+}
+
+static int capture_mm(struct capture *c)
+{
+	struct image_mm *mm = &c->img->mm;
+	uint64_t st[52];
+	char path[64];
+	long brk;
+	int r;
+
+	r = proc_stat_fields(c->pid, st, 52);
+	if (r < 0)
+		return r;
+	mm->start_code = st[25];
+	mm->end_code = st[26];
+	mm->start_stack = st[27];
+	mm->start_data = st[44];
+	mm->end_data = st[45];
+	mm->start_brk = st[46];
+	mm->arg_start = st[47];
+	mm->arg_end = st[48];
+	mm->env_start = st[49];
+	mm->env_end = st[50];
+
+	/* The current break is in no /proc file; brk(0) from inside returns it. */
+	r = tracer_call(c->leader, &brk, SYS_brk, 0);
+	if (r < 0)
+		return r;
+	mm->brk = brk;
+
+	snprintf(path, sizeof(path), "/proc/%d/auxv", c->pid);
+	_cleanup_free_ char *auxv = NULL;
+	ssize_t n = read_file(path, &auxv);
+	if (n < 0)
+		return n;
+	mm->auxv = (uint8_t *)TAKE_PTR(auxv);
+	mm->auxv_len = n;
+	return 0;
+}
+
+int capture_misc(struct capture *c)
+{
+	struct image *img = c->img;
+	char buf[4096];
+	uint64_t v;
+	int r;
+
+	r = capture_mm(c);
+	if (r < 0)
+		return log_error_errno(r, "cannot read the memory layout of pid %d", c->pid);
+	r = proc_readlink(c->pid, "cwd", buf, sizeof(buf));
+	if (r < 0)
+		return log_error_errno(r, "cannot read cwd of pid %d", c->pid);
+	img->cwd = strdup(buf);
+	if (proc_status_field(c->pid, "Umask", 8, &v) == 0)
+		img->umask = v;
+	snprintf(buf, sizeof(buf), "/proc/%d/personality", c->pid);
+	_cleanup_free_ char *pers = NULL;
+	if (read_file(buf, &pers) > 0)
+		img->personality = strtoul(pers, NULL, 16);
+	for (int i = 0; i < RLIM_NLIMITS; i++)
+		if (prlimit(c->pid, i, NULL, &img->rlimits[i]) < 0)
+			return log_error_errno(-errno, "cannot read rlimit %d of pid %d", i, c->pid);
+	return 0;
+}

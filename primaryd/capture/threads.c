@@ -1,0 +1,183 @@
+/*
+ * threads.c - holding every thread of the target and capturing its state.
+ *
+ * Threads are seized one by one and the task list re-read until no new one
+ * appears: once every known thread is stopped none can clone, so the loop
+ * ends. Per thread we keep what the kernel holds for it alone: registers,
+ * FPU/XSAVE, signal mask, alternate signal stack, the clear-child-tid
+ * address, the robust futex list and the rseq registration.
+ */
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+
+#include "capture.h"
+#include "log.h"
+#include "util.h"
+
+/* Linux 5.13; glibc 2.36 names the request but not its result. */
+#define CS_PTRACE_GET_RSEQ_CONFIGURATION 0x420f
+struct rseq_config {
+	uint64_t rseq_abi_pointer;
+	uint32_t rseq_abi_size;
+	uint32_t signature;
+	uint32_t flags;
+	uint32_t pad;
+};
+
+static bool is_seized(const struct capture *c, pid_t tid)
+{
+	for (size_t i = 0; i < c->n_threads; i++)
+		if (c->threads[i].tid == tid)
+			return true;
+	return false;
+}
+
+int capture_seize_all(struct capture *c)
+{
+	for (;;) {
+		_cleanup_free_ pid_t *tids = NULL;
+		ssize_t n = proc_list_tasks(c->pid, &tids);
+		size_t added = 0;
+
+		if (n < 0)
+			return log_error_errno(n == -ENOENT ? -ESRCH : n, "no process with pid %d",
+					       c->pid);
+		for (ssize_t i = 0; i < n; i++) {
+			if (is_seized(c, tids[i]))
+				continue;
+			int r = tracer_seize(tids[i], 0);
+			if (r == -ESRCH && tids[i] != c->pid)
+				continue; /* the thread exited meanwhile */
+			if (r < 0)
+				return log_error_errno(r, "cannot seize thread %d of pid %d",
+						       tids[i], c->pid);
+			struct tracee *t = array_push(&c->threads, &c->n_threads, &c->cap_threads,
+						      sizeof(*t));
+			if (!t)
+				return -ENOMEM;
+			t->tid = tids[i];
+			if (!c->stop_us)
+				c->stop_us = now_us();
+			r = tracer_interrupt_wait(t);
+			if (r == -ESRCH && tids[i] != c->pid) {
+				c->n_threads--;
+				continue;
+			}
+			if (r < 0)
+				return log_error_errno(r, "cannot stop thread %d", tids[i]);
+			added++;
+		}
+		if (!added)
+			break;
+	}
+	for (size_t i = 0; i < c->n_threads; i++)
+		if (c->threads[i].tid == c->pid)
+			c->leader = &c->threads[i];
+	if (!c->leader)
+		return log_error_errno(-ESRCH, "pid %d has no main thread", c->pid);
+	return 0;
+}
+
+void capture_release_all(struct capture *c)
+{
+	for (size_t i = 0; i < c->n_threads; i++) {
+		int r = tracer_resume(&c->threads[i], 1);
+		if (r < 0 && r != -ESRCH)
+			log_warn("cannot release thread %d: %s", c->threads[i].tid, strerror(-r));
+	}
+	c->resume_us = now_us();
+}
+
+/* Ask the kernel, from inside the thread, for what only the thread itself can read. */
+static int capture_thread_inside(struct capture *c, struct tracee *t, struct image_thread *it)
+{
+	struct {
+		uint64_t sp;
+		int32_t flags, pad;
+		uint64_t size;
+		uint64_t tid_addr;
+	} out;
+	long ret;
+	int r;
+
+	t->insn = c->leader->insn;
+	r = tracer_call(t, &ret, SYS_sigaltstack, 0, c->scratch);
+	if (r < 0 || ret < 0)
+		return r < 0 ? r : (int)ret;
+	r = tracer_call(t, &ret, SYS_prctl, PR_GET_TID_ADDRESS, c->scratch + 24);
+	if (r < 0 || ret < 0)
+		return r < 0 ? r : (int)ret;
+	r = tracer_peek(c->memfd, c->scratch, &out, sizeof(out));
+	if (r < 0)
+		return r;
+	it->ss_sp = out.sp;
+	it->ss_flags = out.flags;
+	it->ss_size = out.size;
+	it->clear_tid_addr = out.tid_addr;
+	return 0;
+}
+
+static int capture_thread(struct capture *c, struct tracee *t, struct image_thread *it)
+{
+	struct rseq_config rseq = {0};
+	uint8_t xbuf[IMAGE_XSTATE_MAX];
+	uint32_t xlen = sizeof(xbuf);
+	char path[96];
+	int r;
+
+	it->tid = t->tid;
+	it->regs = t->regs;
+	r = tracer_get_xstate(t->tid, xbuf, &xlen);
+	if (r < 0)
+		return log_error_errno(r, "cannot read FPU state of thread %d", t->tid);
+	it->xstate = malloc(xlen);
+	if (!it->xstate)
+		return -ENOMEM;
+	memcpy(it->xstate, xbuf, xlen);
+	it->xstate_len = xlen;
+
+	if (ptrace(PTRACE_GETSIGMASK, t->tid, sizeof(it->sigmask), &it->sigmask) < 0)
+		return log_error_errno(-errno, "cannot read signal mask of thread %d", t->tid);
+	if (ptrace(CS_PTRACE_GET_RSEQ_CONFIGURATION, t->tid, sizeof(rseq), &rseq) > 0) {
+		it->rseq_addr = rseq.rseq_abi_pointer;
+		it->rseq_len = rseq.rseq_abi_size;
+		it->rseq_sig = rseq.signature;
+	}
+	if (syscall(SYS_get_robust_list, t->tid, &it->robust_head, &it->robust_len) < 0)
+		return log_error_errno(-errno, "cannot read robust futex list of thread %d", t->tid);
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", c->pid, t->tid);
+	_cleanup_free_ char *comm = NULL;
+	if (read_file(path, &comm) > 0) {
+		comm[strcspn(comm, "\n")] = 0;
+		snprintf(it->comm, sizeof(it->comm), "%s", comm);
+	}
+
+	r = capture_thread_inside(c, t, it);
+	if (r < 0)
+		return log_error_errno(r, "cannot read signal stack of thread %d", t->tid);
+	return 0;
+}
+
+int capture_threads(struct capture *c)
+{
+	struct image *img = c->img;
+
+	/* The leader first: restore recreates the others from it. */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < c->n_threads; i++) {
+			struct tracee *t = &c->threads[i];
+			if ((t == c->leader) != (pass == 0))
+				continue;
+			struct image_thread *it = array_push(&img->threads, &img->n_threads,
+							     &img->cap_threads, sizeof(*it));
+			if (!it)
+				return -ENOMEM;
+			int r = capture_thread(c, t, it);
+			if (r < 0)
+				return r;
+		}
+	return 0;
+}
