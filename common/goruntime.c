@@ -59,15 +59,21 @@ static int64_t member_offset(Dwarf_Die *type, const char *member)
 	return -1;
 }
 
+/*
+ * Go writes a global's location as a plain block holding DW_OP_addr, which
+ * dwarf_getlocation() refuses in a DWARF 4 unit; read the block directly.
+ */
 static uint64_t variable_addr(Dwarf_Die *var)
 {
 	Dwarf_Attribute a;
-	Dwarf_Op *ops;
-	size_t nops;
-	if (!dwarf_attr(var, DW_AT_location, &a) || dwarf_getlocation(&a, &ops, &nops) != 0 ||
-	    nops != 1 || ops[0].atom != DW_OP_addr)
+	Dwarf_Block b;
+	uint64_t addr;
+
+	if (!dwarf_attr(var, DW_AT_location, &a) || dwarf_formblock(&a, &b) != 0 ||
+	    b.length != 9 || b.data[0] != DW_OP_addr)
 		return 0;
-	return ops[0].number;
+	memcpy(&addr, b.data + 1, sizeof(addr));
+	return addr;
 }
 
 static void read_dwarf(int fd, struct go_binary *info)

@@ -62,6 +62,9 @@ int restore_sigactions(struct restore *r);
 /* fds.c */
 int restore_fds(struct restore *r);
 
+/* gopatch.c */
+int restore_patch_tids(struct restore *r);
+
 /* misc.c */
 int restore_check_files(const struct image *img, char *err, size_t errlen);
 int restore_misc(struct restore *r);
