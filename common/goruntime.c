@@ -125,3 +125,267 @@ int go_binary_inspect(const char *path, struct go_binary *info)
 		read_dwarf(fd, info);
 	return 0;
 }
+
+/* ---------- the full layout, for live capture ---------- */
+
+struct named_die {
+	const char *name;
+	Dwarf_Die die;
+	bool found;
+};
+
+struct layout_scan {
+	struct named_die types[8];
+	size_t n_types;
+	struct named_die vars[16];
+	size_t n_vars;
+	struct named_die consts[24];
+	size_t n_consts;
+};
+
+static void want(struct named_die *arr, size_t *n, const char *name)
+{
+	arr[(*n)++] = (struct named_die){.name = name};
+}
+
+static void scan_cu_children(Dwarf_Die *cu, struct layout_scan *s)
+{
+	Dwarf_Die die;
+	if (dwarf_child(cu, &die) != 0)
+		return;
+	do {
+		const char *n = dwarf_diename(&die);
+		if (!n || strncmp(n, "runtime.", 8) != 0)
+			continue;
+		struct named_die *arr;
+		size_t cnt;
+		switch (dwarf_tag(&die)) {
+		case DW_TAG_structure_type:
+			arr = s->types, cnt = s->n_types;
+			break;
+		case DW_TAG_variable:
+			arr = s->vars, cnt = s->n_vars;
+			break;
+		case DW_TAG_constant:
+			arr = s->consts, cnt = s->n_consts;
+			break;
+		default:
+			continue;
+		}
+		for (size_t i = 0; i < cnt; i++)
+			if (!arr[i].found && strcmp(arr[i].name, n) == 0) {
+				arr[i].die = die;
+				arr[i].found = true;
+			}
+	} while (dwarf_siblingof(&die, &die) == 0);
+}
+
+static bool type_of(Dwarf_Die *die, Dwarf_Die *type)
+{
+	Dwarf_Attribute a;
+	if (!dwarf_attr(die, DW_AT_type, &a) || !dwarf_formref_die(&a, type))
+		return false;
+	while (dwarf_tag(type) == DW_TAG_typedef)
+		if (!dwarf_attr(type, DW_AT_type, &a) || !dwarf_formref_die(&a, type))
+			return false;
+	return true;
+}
+
+static bool find_member(Dwarf_Die *type, const char *name, Dwarf_Die *member)
+{
+	if (dwarf_child(type, member) != 0)
+		return false;
+	do {
+		const char *n = dwarf_diename(member);
+		if (dwarf_tag(member) == DW_TAG_member && n && strcmp(n, name) == 0)
+			return true;
+	} while (dwarf_siblingof(member, member) == 0);
+	return false;
+}
+
+/* Resolve a dotted member path ("stack.lo") to its offset and size. */
+static bool resolve_field(Dwarf_Die *type, const char *path, struct go_field *f)
+{
+	char buf[128];
+	Dwarf_Die cur = *type, member, mtype;
+	int64_t off = 0;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *save, *part = strtok_r(buf, ".", &save); part; part = strtok_r(NULL, ".", &save)) {
+		Dwarf_Attribute a;
+		Dwarf_Word o;
+		if (!find_member(&cur, part, &member) ||
+		    !dwarf_attr(&member, DW_AT_data_member_location, &a) ||
+		    dwarf_formudata(&a, &o) != 0 || !type_of(&member, &mtype))
+			return false;
+		off += o;
+		cur = mtype;
+	}
+	int size = dwarf_bytesize(&cur);
+	f->off = off;
+	f->size = size > 0 ? size : 8;
+	return true;
+}
+
+static struct named_die *lookup(struct named_die *arr, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(arr[i].name, name) == 0)
+			return arr[i].found ? &arr[i] : NULL;
+	return NULL;
+}
+
+struct field_spec {
+	const char *type, *path;
+	struct go_field *out;
+};
+
+static int resolve_fields(struct layout_scan *s, const struct field_spec *fs, size_t n, char *err,
+			  size_t errlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct named_die *t = lookup(s->types, s->n_types, fs[i].type);
+		if (!t) {
+			snprintf(err, errlen, "DWARF has no type %s", fs[i].type);
+			return -ENOENT;
+		}
+		if (!resolve_field(&t->die, fs[i].path, fs[i].out)) {
+			snprintf(err, errlen, "DWARF type %s has no field %s", fs[i].type,
+				 fs[i].path);
+			return -ENOENT;
+		}
+	}
+	return 0;
+}
+
+static int resolve_var(struct layout_scan *s, const char *name, uint64_t *out, bool required,
+		       char *err, size_t errlen)
+{
+	struct named_die *v = lookup(s->vars, s->n_vars, name);
+	*out = v ? variable_addr(&v->die) : 0;
+	if (!*out && required) {
+		snprintf(err, errlen, "DWARF has no address for variable %s", name);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+static int resolve_const(struct layout_scan *s, const char *name, uint64_t *out, char *err,
+			 size_t errlen)
+{
+	struct named_die *c = lookup(s->consts, s->n_consts, name);
+	Dwarf_Attribute a;
+	Dwarf_Sword sv;
+	if (!c || !dwarf_attr(&c->die, DW_AT_const_value, &a) || dwarf_formsdata(&a, &sv) != 0) {
+		snprintf(err, errlen, "DWARF has no constant %s", name);
+		return -ENOENT;
+	}
+	*out = (uint64_t)sv;
+	return 0;
+}
+
+static void layout_wants(struct layout_scan *s)
+{
+	static const char *types[] = {"runtime.mheap", "runtime.mspan", "runtime.m", "runtime.g"};
+	static const char *vars[] = {"runtime.mheap_", "runtime.allm", "runtime.allgs",
+				     "runtime.gcphase", "runtime.vdsoClockgettimeSym",
+				     "runtime.vdsoGettimeofdaySym", "runtime.epfd",
+				     "runtime.netpollBreakRd"};
+	static const char *consts[] = {"runtime._PageSize", "runtime.heapArenaBytes",
+				       "runtime.arenaBaseOffsetUintptr", "runtime._GCoff",
+				       "runtime.mSpanInUse", "runtime.mSpanManual",
+				       "runtime._Gdead", "runtime._Grunnable",
+				       "runtime._Gwaiting", "runtime._Gsyscall",
+				       "runtime._Gpreempted"};
+	for (size_t i = 0; i < ARRAY_SIZE(types); i++)
+		want(s->types, &s->n_types, types[i]);
+	for (size_t i = 0; i < ARRAY_SIZE(vars); i++)
+		want(s->vars, &s->n_vars, vars[i]);
+	for (size_t i = 0; i < ARRAY_SIZE(consts); i++)
+		want(s->consts, &s->n_consts, consts[i]);
+}
+
+static int layout_resolve(struct layout_scan *s, struct go_layout *l, char *err, size_t errlen)
+{
+	const struct field_spec fields[] = {
+		{"runtime.mheap", "lock.key", &l->heap_lock_key},
+		{"runtime.mheap", "allspans", &l->heap_allspans},
+		{"runtime.mheap", "allArenas", &l->heap_allarenas},
+		{"runtime.mspan", "startAddr", &l->span_start},
+		{"runtime.mspan", "npages", &l->span_npages},
+		{"runtime.mspan", "state.s", &l->span_state},
+		{"runtime.mspan", "elemsize", &l->span_elemsize},
+		{"runtime.m", "procid", &l->m_procid},
+		{"runtime.m", "alllink", &l->m_alllink},
+		{"runtime.m", "locks", &l->m_locks},
+		{"runtime.m", "mallocing", &l->m_mallocing},
+		{"runtime.m", "g0", &l->m_g0},
+		{"runtime.m", "gsignal", &l->m_gsignal},
+		{"runtime.m", "curg", &l->m_curg},
+		{"runtime.g", "atomicstatus", &l->g_status},
+		{"runtime.g", "stack.lo", &l->g_stack_lo},
+		{"runtime.g", "stack.hi", &l->g_stack_hi},
+		{"runtime.g", "sched.sp", &l->g_sched_sp},
+		{"runtime.g", "syscallsp", &l->g_syscallsp},
+	};
+	int r = resolve_fields(s, fields, ARRAY_SIZE(fields), err, errlen);
+	if (r < 0)
+		return r;
+	if ((r = resolve_var(s, "runtime.mheap_", &l->mheap, true, err, errlen)) < 0 ||
+	    (r = resolve_var(s, "runtime.allm", &l->allm, true, err, errlen)) < 0 ||
+	    (r = resolve_var(s, "runtime.allgs", &l->allgs, true, err, errlen)) < 0 ||
+	    (r = resolve_var(s, "runtime.gcphase", &l->gcphase, true, err, errlen)) < 0)
+		return r;
+	resolve_var(s, "runtime.vdsoClockgettimeSym", &l->vdso_clock_gettime, false, err, errlen);
+	resolve_var(s, "runtime.vdsoGettimeofdaySym", &l->vdso_gettimeofday, false, err, errlen);
+	resolve_var(s, "runtime.epfd", &l->epfd, false, err, errlen);
+	resolve_var(s, "runtime.netpollBreakRd", &l->netpoll_break_rd, false, err, errlen);
+	struct named_die *gp = lookup(s->vars, s->n_vars, "runtime.gcphase");
+	Dwarf_Die t;
+	l->gcphase_size = gp && type_of(&gp->die, &t) && dwarf_bytesize(&t) > 0 ? dwarf_bytesize(&t) : 4;
+
+	if ((r = resolve_const(s, "runtime._PageSize", &l->page_size, err, errlen)) < 0 ||
+	    (r = resolve_const(s, "runtime.heapArenaBytes", &l->arena_bytes, err, errlen)) < 0 ||
+	    (r = resolve_const(s, "runtime.arenaBaseOffsetUintptr", &l->arena_base_offset, err,
+			       errlen)) < 0 ||
+	    (r = resolve_const(s, "runtime._GCoff", &l->gc_off, err, errlen)) < 0 ||
+	    (r = resolve_const(s, "runtime.mSpanInUse", &l->span_in_use, err, errlen)) < 0 ||
+	    (r = resolve_const(s, "runtime.mSpanManual", &l->span_manual, err, errlen)) < 0 ||
+	    (r = resolve_const(s, "runtime._Gdead", &l->g_dead, err, errlen)) < 0 ||
+	    (r = resolve_const(s, "runtime._Grunnable", &l->g_runnable, err, errlen)) < 0 ||
+	    (r = resolve_const(s, "runtime._Gwaiting", &l->g_waiting, err, errlen)) < 0 ||
+	    (r = resolve_const(s, "runtime._Gsyscall", &l->g_syscall, err, errlen)) < 0 ||
+	    (r = resolve_const(s, "runtime._Gpreempted", &l->g_preempted, err, errlen)) < 0)
+		return r;
+	return 0;
+}
+
+int go_layout_read(const char *path, struct go_layout *l, char *err, size_t errlen)
+{
+	struct layout_scan s = {0};
+	Dwarf_Off off = 0, next;
+	size_t hsize;
+	int r;
+
+	memset(l, 0, sizeof(*l));
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open %s: %m", path);
+		return -errno;
+	}
+	Dwarf *dw = dwarf_begin(fd, DWARF_C_READ);
+	if (!dw) {
+		snprintf(err, errlen, "%s has no DWARF debug information", path);
+		return -ENODATA;
+	}
+	layout_wants(&s);
+	while (dwarf_nextcu(dw, off, &next, &hsize, NULL, NULL, NULL) == 0) {
+		Dwarf_Die cu;
+		if (dwarf_offdie(dw, off + hsize, &cu))
+			scan_cu_children(&cu, &s);
+		off = next;
+	}
+	r = layout_resolve(&s, l, err, errlen);
+	dwarf_end(dw);
+	return r;
+}

@@ -148,6 +148,7 @@ int tracer_resume(struct tracee *t, int detach)
 		return r;
 	if (ptrace(detach ? PTRACE_DETACH : PTRACE_CONT, t->tid, 0, t->pending_sig) < 0)
 		return -errno;
+	t->pending_sig = 0;
 	return 0;
 }
 

@@ -11,37 +11,68 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: checksync-primaryd dump --pid PID --image DIR [-v]\n");
+	fprintf(f, "usage: checksync-primaryd dump --pid PID --image DIR [--whole] [-v]\n"
+		   "  --whole  copy whole mappings instead of only live Go memory\n");
 }
+
+static const char *const class_names[MC_COUNT] = {
+	[MC_HEAP] = "heap_in_use", [MC_STACKS] = "stacks", [MC_GLOBALS] = "globals",
+	[MC_OFFHEAP] = "off_heap_runtime", [MC_FREE] = "skipped_free", [MC_ZERO] = "skipped_zero",
+};
 
 static int write_report(const char *dir, const struct dump_report *rep)
 {
+	const struct capture_stats *st = &rep->stats;
 	char path[4096];
+
 	snprintf(path, sizeof(path), "%s/report.json", dir);
 	_cleanup_fclose_ FILE *f = fopen(path, "we");
 	if (!f)
 		return -errno;
 	fprintf(f,
 		"{\"pause_us\": %lu, \"dump_us\": %lu, \"image_bytes\": %lu, \"pages\": %lu, "
-		"\"threads\": %zu, \"vmas\": %zu, \"fds\": %zu}\n",
+		"\"threads\": %zu, \"vmas\": %zu, \"fds\": %zu, \"mode\": \"%s\", "
+		"\"safepoint_tries\": %u, \"fallback\": %u, \"classes\": {",
 		(unsigned long)rep->pause_us, (unsigned long)rep->dump_us,
 		(unsigned long)rep->image_bytes, (unsigned long)rep->pages, rep->threads, rep->vmas,
-		rep->fds);
+		rep->fds, st->mode ? st->mode : "whole", st->safepoint_tries, st->fallback);
+	for (int k = 0; k < MC_COUNT; k++)
+		fprintf(f, "%s\"%s\": {\"mapped\": %lu, \"written\": %lu}", k ? ", " : "",
+			class_names[k], (unsigned long)st->mapped[k], (unsigned long)st->written[k]);
+	fprintf(f, "}}\n");
 	return 0;
+}
+
+static void print_report(pid_t pid, const char *image, const struct dump_report *rep)
+{
+	const struct capture_stats *st = &rep->stats;
+
+	printf("dumped pid %d into %s (%s capture, %u safepoint retries%s): %zu threads, "
+	       "%zu mappings, %zu fds, %lu bytes; paused %lu us, took %lu us\n",
+	       pid, image, st->mode ? st->mode : "whole", st->safepoint_tries,
+	       st->fallback ? ", fell back" : "", rep->threads, rep->vmas, rep->fds,
+	       (unsigned long)rep->image_bytes, (unsigned long)rep->pause_us,
+	       (unsigned long)rep->dump_us);
+	printf("  %-18s %14s %14s\n", "class", "mapped", "written");
+	for (int k = 0; k < MC_COUNT; k++)
+		printf("  %-18s %14lu %14lu\n", class_names[k], (unsigned long)st->mapped[k],
+		       (unsigned long)st->written[k]);
 }
 
 static int cmd_dump(int argc, char **argv)
 {
 	static const struct option opts[] = {{"pid", required_argument, NULL, 'p'},
 					     {"image", required_argument, NULL, 'i'},
+					     {"whole", no_argument, NULL, 'w'},
 					     {"verbose", no_argument, NULL, 'v'},
 					     {}};
 	const char *image = NULL;
+	struct dump_options opt = {0};
 	struct dump_report rep = {0};
 	pid_t pid = 0;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "p:i:v", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:i:wv", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p': {
 			char *end;
@@ -56,6 +87,9 @@ static int cmd_dump(int argc, char **argv)
 		case 'i':
 			image = optarg;
 			break;
+		case 'w':
+			opt.whole = true;
+			break;
 		case 'v':
 			log_set_verbose(log_get_verbose() + 1);
 			break;
@@ -68,14 +102,10 @@ static int cmd_dump(int argc, char **argv)
 		log_error("dump needs --pid PID and --image DIR");
 		return 2;
 	}
-	if (capture_dump(pid, image, &rep) < 0)
+	if (capture_dump(pid, image, &opt, &rep) < 0)
 		return 1;
 	write_report(image, &rep);
-	printf("dumped pid %d into %s: %zu threads, %zu mappings, %lu pages, %zu fds, "
-	       "%lu bytes; paused %lu us, took %lu us\n",
-	       pid, image, rep.threads, rep.vmas, (unsigned long)rep.pages, rep.fds,
-	       (unsigned long)rep.image_bytes, (unsigned long)rep.pause_us,
-	       (unsigned long)rep.dump_us);
+	print_report(pid, image, &rep);
 	return 0;
 }
 

@@ -7,12 +7,25 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #include "image/image.h"
 #include "proc.h"
 #include "tracer.h"
+
+struct go_layout;
+struct live_set;
+
+/* Bytes mapped and written per class of memory, for the dump's report. */
+enum mem_class { MC_HEAP, MC_STACKS, MC_GLOBALS, MC_OFFHEAP, MC_FREE, MC_ZERO, MC_COUNT };
+
+struct capture_stats {
+	uint64_t mapped[MC_COUNT], written[MC_COUNT];
+	unsigned safepoint_tries, fallback;
+	const char *mode; /* "live", "whole", "whole (no DWARF)", "whole (no safepoint)" */
+};
 
 struct capture {
 	pid_t pid;
@@ -24,19 +37,31 @@ struct capture {
 	uint64_t scratch; /* a page mapped inside the target for injected calls' results */
 	struct proc_vma *vmas;
 	size_t n_vmas;
-	uint64_t stop_us, resume_us;
+	uint64_t stop_us, resume_us, stopped_us;
+	bool whole;            /* copy whole mappings, not only live pages */
+	struct go_layout *go;  /* NULL: no runtime metadata, whole capture */
+	struct live_set *live; /* pages of the heap arenas worth keeping */
+	struct capture_stats stats;
 };
 
 struct dump_report {
 	uint64_t pause_us, dump_us, image_bytes, pages;
 	size_t threads, vmas, fds;
+	struct capture_stats stats;
+};
+
+struct dump_options {
+	bool whole; /* whole-mapping capture even when live capture is possible */
 };
 
 /* dump.c */
-int capture_dump(pid_t pid, const char *dir, struct dump_report *rep);
+int capture_dump(pid_t pid, const char *dir, const struct dump_options *opt,
+		 struct dump_report *rep);
 
 /* threads.c */
-int capture_seize_all(struct capture *c);
+/* Seize (first call) or re-stop (after capture_resume_all) every thread. */
+int capture_stop_all(struct capture *c);
+int capture_resume_all(struct capture *c);
 int capture_threads(struct capture *c);
 void capture_release_all(struct capture *c);
 
@@ -46,6 +71,17 @@ int capture_scratch_map(struct capture *c);
 void capture_scratch_unmap(struct capture *c);
 int capture_vmas(struct capture *c);
 int capture_pages(struct capture *c);
+
+/* live.c */
+int capture_load_layout(struct capture *c);
+/* 1 if the runtime is at a safepoint, 0 if not (why says what is busy), <0 on error. */
+int capture_at_safepoint(struct capture *c, char *why, size_t whylen);
+int capture_live_set(struct capture *c);
+void capture_live_free(struct capture *c);
+/* Which pages of [start, end) to copy; calls emit for each kept sub-range. */
+int capture_live_filter(struct capture *c, uint64_t start, uint64_t end,
+			int (*emit)(void *ctx, uint64_t s, uint64_t e), void *ctx);
+enum mem_class capture_classify(const struct capture *c, uint64_t addr);
 
 /* signals.c */
 int capture_sigactions(struct capture *c);

@@ -3,16 +3,26 @@
  *
  * Order matters for the pause the service feels: everything that needs the
  * threads held (registers, memory, descriptors, injected reads) happens
- * between capture_seize_all() and capture_release_all(); hashing files and
+ * between capture_stop_all() and capture_release_all(); hashing files and
  * writing the image happen after the service runs again.
+ *
+ * Live capture needs the runtime at a safepoint. When the threads are
+ * caught elsewhere they run again for a moment and are stopped again, a
+ * bounded number of times; past that the dump copies whole mappings,
+ * which is always consistent, only larger.
  */
 #include <fcntl.h>
 #include <signal.h>
+#include <time.h>
 
 #include "capture.h"
 #include "goruntime.h"
 #include "log.h"
 #include "util.h"
+
+#define SAFEPOINT_TRIES 8
+#define SAFEPOINT_BACKOFF_US 500
+#define SAFEPOINT_BACKOFF_MAX_US 20000
 
 static int check_go(struct capture *c)
 {
@@ -28,17 +38,69 @@ static int check_go(struct capture *c)
 	return 0;
 }
 
-static int capture_held(struct capture *c)
+static void sleep_us(uint64_t us)
 {
+	struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000};
+	nanosleep(&ts, NULL);
+}
+
+/* Returns 1 when held at a safepoint, 0 when the capture must copy whole mappings. */
+static int reach_safepoint(struct capture *c)
+{
+	uint64_t backoff = SAFEPOINT_BACKOFF_US;
+	char why[128];
 	int r;
 
-	c->memfd = tracer_mem_open(c->pid, 0);
-	if (c->memfd < 0)
-		return log_error_errno(c->memfd, "cannot open memory of pid %d", c->pid);
+	if (c->whole || !c->go) {
+		c->stats.mode = c->whole ? "whole" : "whole (no DWARF)";
+		return 0;
+	}
+	for (unsigned tries = 0;; tries++) {
+		r = capture_at_safepoint(c, why, sizeof(why));
+		if (r < 0)
+			return log_error_errno(r, "cannot read the Go runtime's state in pid %d",
+					       c->pid);
+		if (r > 0) {
+			c->stats.safepoint_tries = tries;
+			c->stats.mode = "live";
+			return 1;
+		}
+		if (tries + 1 >= SAFEPOINT_TRIES)
+			break;
+		log_debug("not at a safepoint (%s); letting it run %lu us", why,
+			  (unsigned long)backoff);
+		r = capture_resume_all(c);
+		if (r < 0)
+			return r;
+		sleep_us(backoff);
+		backoff = backoff * 2 > SAFEPOINT_BACKOFF_MAX_US ? SAFEPOINT_BACKOFF_MAX_US
+								 : backoff * 2;
+		r = capture_stop_all(c);
+		if (r < 0)
+			return r;
+	}
+	log_info("no safepoint after %d tries (%s): copying whole mappings", SAFEPOINT_TRIES, why);
+	c->stats.safepoint_tries = SAFEPOINT_TRIES;
+	c->stats.fallback = 1;
+	c->stats.mode = "whole (no safepoint)";
+	return 0;
+}
+
+static int capture_held(struct capture *c)
+{
+	int r = reach_safepoint(c);
+	if (r < 0)
+		return r;
 	ssize_t n = proc_read_maps(c->pid, &c->vmas);
 	if (n < 0)
 		return log_error_errno(n, "cannot read mappings of pid %d", c->pid);
 	c->n_vmas = n;
+	if (r > 0) {
+		r = capture_live_set(c);
+		if (r < 0)
+			return log_error_errno(r, "cannot read the Go heap metadata of pid %d",
+					       c->pid);
+	}
 	r = capture_find_syscall_insn(c, &c->leader->insn);
 	if (r < 0)
 		return log_error_errno(r, "no syscall instruction found in the vDSO of pid %d",
@@ -62,10 +124,21 @@ static int capture_held(struct capture *c)
 	return r;
 }
 
-int capture_dump(pid_t pid, const char *dir, struct dump_report *rep)
+static void capture_cleanup(struct capture *c)
+{
+	if (c->memfd >= 0)
+		close(c->memfd);
+	capture_live_free(c);
+	free(c->go);
+	free(c->vmas);
+	free(c->threads);
+}
+
+int capture_dump(pid_t pid, const char *dir, const struct dump_options *opt,
+		 struct dump_report *rep)
 {
 	_cleanup_image_ struct image *img = image_new();
-	struct capture c = {.pid = pid, .img = img, .memfd = -1};
+	struct capture c = {.pid = pid, .img = img, .memfd = -1, .whole = opt->whole};
 	uint64_t t0 = now_us();
 	const char *what;
 	int r;
@@ -76,20 +149,26 @@ int capture_dump(pid_t pid, const char *dir, struct dump_report *rep)
 	if (pid <= 0 || kill(pid, 0) < 0)
 		return log_error_errno(-ESRCH, "no process with pid %d", pid);
 	r = capture_exe(&c);
-	if (r < 0)
+	if (r >= 0)
+		r = check_go(&c);
+	if (r >= 0 && !c.whole)
+		r = capture_load_layout(&c);
+	if (r >= 0) {
+		c.memfd = tracer_mem_open(pid, 0);
+		if (c.memfd < 0)
+			r = log_error_errno(c.memfd, "cannot open memory of pid %d", pid);
+	}
+	if (r < 0) {
+		capture_cleanup(&c);
 		return r;
-	r = check_go(&c);
-	if (r < 0)
-		return r;
+	}
 
-	r = capture_seize_all(&c);
+	r = capture_stop_all(&c);
 	if (r >= 0)
 		r = capture_held(&c);
 	capture_release_all(&c);
-	if (c.memfd >= 0)
-		close(c.memfd);
-	free(c.vmas);
-	free(c.threads);
+	rep->stats = c.stats;
+	capture_cleanup(&c);
 	if (r < 0)
 		return r;
 	r = capture_hash_files(img);

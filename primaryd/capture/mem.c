@@ -106,8 +106,38 @@ int capture_vmas(struct capture *c)
 	return 0;
 }
 
-/* Append the present anonymous ranges of [start, end) to the image's runs. */
-static int scan_vma(int pagemap_fd, struct image *img, uint64_t start, uint64_t end)
+static int add_run(struct image *img, uint64_t s, uint64_t e)
+{
+	struct image_pagerun *last = img->n_runs ? &img->runs[img->n_runs - 1] : NULL;
+	uint64_t np = (e - s) / PAGE_SIZE;
+
+	if (last && last->addr + last->npages * PAGE_SIZE == s) {
+		last->npages += np;
+		return 0;
+	}
+	struct image_pagerun *run = array_push(&img->runs, &img->n_runs, &img->cap_runs,
+					       sizeof(*run));
+	if (!run)
+		return -ENOMEM;
+	run->addr = s;
+	run->npages = np;
+	return 0;
+}
+
+/* Called for each page range the live filter keeps. */
+static int keep_range(void *p, uint64_t s, uint64_t e)
+{
+	struct capture *c = p;
+	c->stats.written[capture_classify(c, s)] += e - s;
+	return add_run(c->img, s, e);
+}
+
+/*
+ * Scan [start, end) for pages that exist and differ from their file, and
+ * pass each range through the live filter.
+ */
+static int scan_vma(struct capture *c, int pagemap_fd, uint64_t start, uint64_t end,
+		    uint64_t *present)
 {
 	struct page_region regions[512];
 	struct pm_scan_arg arg = {
@@ -127,19 +157,11 @@ static int scan_vma(int pagemap_fd, struct image *img, uint64_t start, uint64_t 
 		if (n < 0)
 			return -errno;
 		for (int i = 0; i < n; i++) {
-			struct image_pagerun *last =
-				img->n_runs ? &img->runs[img->n_runs - 1] : NULL;
-			uint64_t np = (regions[i].end - regions[i].start) / PAGE_SIZE;
-			if (last && last->addr + last->npages * PAGE_SIZE == regions[i].start) {
-				last->npages += np;
-				continue;
-			}
-			struct image_pagerun *run = array_push(&img->runs, &img->n_runs,
-							       &img->cap_runs, sizeof(*run));
-			if (!run)
-				return -ENOMEM;
-			run->addr = regions[i].start;
-			run->npages = np;
+			*present += regions[i].end - regions[i].start;
+			int r = capture_live_filter(c, regions[i].start, regions[i].end,
+						    keep_range, c);
+			if (r < 0)
+				return r;
 		}
 		if (arg.walk_end <= arg.start)
 			break;
@@ -148,27 +170,11 @@ static int scan_vma(int pagemap_fd, struct image *img, uint64_t start, uint64_t 
 	return 0;
 }
 
-int capture_pages(struct capture *c)
+static int copy_runs(struct capture *c)
 {
 	struct image *img = c->img;
-	char path[64];
 	uint64_t total = 0;
-	int r;
 
-	snprintf(path, sizeof(path), "/proc/%d/pagemap", c->pid);
-	_cleanup_close_ int pfd = open(path, O_RDONLY | O_CLOEXEC);
-	if (pfd < 0)
-		return log_error_errno(-errno, "cannot open %s", path);
-
-	for (size_t i = 0; i < img->n_vmas; i++) {
-		if (!vma_has_contents(&img->vmas[i]))
-			continue;
-		r = scan_vma(pfd, img, img->vmas[i].start, img->vmas[i].end);
-		if (r < 0)
-			return log_error_errno(r, "PAGEMAP_SCAN of %#lx-%#lx failed",
-					       (unsigned long)img->vmas[i].start,
-					       (unsigned long)img->vmas[i].end);
-	}
 	for (size_t i = 0; i < img->n_runs; i++) {
 		img->runs[i].offset = total;
 		total += img->runs[i].npages * PAGE_SIZE;
@@ -178,20 +184,52 @@ int capture_pages(struct capture *c)
 		return 0;
 
 	/* Populated up front: one fault per page here would cost more than the copy. */
-	void *buf = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS |
-			 MAP_POPULATE, -1, 0);
+	void *buf = mmap(NULL, total, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	if (buf == MAP_FAILED)
 		return -errno;
 	img->pages = buf;
 	img->pages_mapped = true;
 	for (size_t i = 0; i < img->n_runs; i++) {
 		const struct image_pagerun *run = &img->runs[i];
-		r = tracer_peek(c->memfd, run->addr, img->pages + run->offset,
-				run->npages * PAGE_SIZE);
+		int r = tracer_peek(c->memfd, run->addr, img->pages + run->offset,
+				    run->npages * PAGE_SIZE);
 		if (r < 0)
 			return log_error_errno(r, "cannot read memory %#lx-%#lx",
 					       (unsigned long)run->addr,
 					       (unsigned long)(run->addr + run->npages * PAGE_SIZE));
 	}
 	return 0;
+}
+
+int capture_pages(struct capture *c)
+{
+	struct image *img = c->img;
+	char path[64];
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", c->pid);
+	_cleanup_close_ int pfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (pfd < 0)
+		return log_error_errno(-errno, "cannot open %s", path);
+
+	for (size_t i = 0; i < img->n_vmas; i++) {
+		const struct image_vma *v = &img->vmas[i];
+		uint64_t present = 0, before = 0, after = 0;
+		if (!vma_has_contents(v))
+			continue;
+		for (int k = 0; k < MC_COUNT; k++)
+			before += c->stats.written[k];
+		r = scan_vma(c, pfd, v->start, v->end, &present);
+		if (r < 0)
+			return log_error_errno(r, "PAGEMAP_SCAN of %#lx-%#lx failed",
+					       (unsigned long)v->start, (unsigned long)v->end);
+		for (int k = 0; k < MC_COUNT; k++)
+			after += c->stats.written[k];
+		enum mem_class k = capture_classify(c, v->start);
+		c->stats.mapped[k == MC_STACKS ? MC_HEAP : k] += v->end - v->start;
+		c->stats.mapped[MC_FREE] += present - (after - before);
+		c->stats.mapped[MC_ZERO] += (v->end - v->start) - present;
+	}
+	return copy_runs(c);
 }

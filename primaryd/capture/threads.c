@@ -34,49 +34,88 @@ static bool is_seized(const struct capture *c, pid_t tid)
 	return false;
 }
 
-int capture_seize_all(struct capture *c)
+/* Stop the threads we already hold again after a resume; drop those that exited. */
+static int restop_known(struct capture *c)
 {
-	for (;;) {
-		_cleanup_free_ pid_t *tids = NULL;
-		ssize_t n = proc_list_tasks(c->pid, &tids);
-		size_t added = 0;
+	size_t kept = 0;
 
-		if (n < 0)
-			return log_error_errno(n == -ENOENT ? -ESRCH : n, "no process with pid %d",
-					       c->pid);
-		for (ssize_t i = 0; i < n; i++) {
-			if (is_seized(c, tids[i]))
-				continue;
-			int r = tracer_seize(tids[i], 0);
-			if (r == -ESRCH && tids[i] != c->pid)
-				continue; /* the thread exited meanwhile */
-			if (r < 0)
-				return log_error_errno(r, "cannot seize thread %d of pid %d",
-						       tids[i], c->pid);
-			struct tracee *t = array_push(&c->threads, &c->n_threads, &c->cap_threads,
-						      sizeof(*t));
-			if (!t)
-				return -ENOMEM;
-			t->tid = tids[i];
-			if (!c->stop_us)
-				c->stop_us = now_us();
-			r = tracer_interrupt_wait(t);
-			if (r == -ESRCH && tids[i] != c->pid) {
-				c->n_threads--;
-				continue;
-			}
-			if (r < 0)
-				return log_error_errno(r, "cannot stop thread %d", tids[i]);
-			added++;
-		}
-		if (!added)
-			break;
+	for (size_t i = 0; i < c->n_threads; i++) {
+		struct tracee t = c->threads[i];
+		int r = tracer_interrupt_wait(&t);
+		if (r == -ESRCH && t.tid != c->pid)
+			continue;
+		if (r < 0)
+			return log_error_errno(r, "cannot stop thread %d", t.tid);
+		c->threads[kept++] = t;
 	}
+	c->n_threads = kept;
+	return 0;
+}
+
+/* Seize and stop every thread not yet held; returns how many were added. */
+static int seize_new(struct capture *c)
+{
+	_cleanup_free_ pid_t *tids = NULL;
+	ssize_t n = proc_list_tasks(c->pid, &tids);
+	int added = 0;
+
+	if (n < 0)
+		return log_error_errno(n == -ENOENT ? -ESRCH : n, "no process with pid %d", c->pid);
+	for (ssize_t i = 0; i < n; i++) {
+		if (is_seized(c, tids[i]))
+			continue;
+		int r = tracer_seize(tids[i], 0);
+		if (r == -ESRCH && tids[i] != c->pid)
+			continue; /* the thread exited meanwhile */
+		if (r < 0)
+			return log_error_errno(r, "cannot seize thread %d of pid %d", tids[i], c->pid);
+		struct tracee *t = array_push(&c->threads, &c->n_threads, &c->cap_threads,
+					      sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		t->tid = tids[i];
+		r = tracer_interrupt_wait(t);
+		if (r == -ESRCH && tids[i] != c->pid) {
+			c->n_threads--;
+			continue;
+		}
+		if (r < 0)
+			return log_error_errno(r, "cannot stop thread %d", tids[i]);
+		added++;
+	}
+	return added;
+}
+
+int capture_stop_all(struct capture *c)
+{
+	int r;
+
+	c->stop_us = now_us();
+	r = restop_known(c);
+	if (r < 0)
+		return r;
+	/* Once every known thread is stopped none can clone, so this ends. */
+	while ((r = seize_new(c)) > 0)
+		;
+	if (r < 0)
+		return r;
+	c->leader = NULL;
 	for (size_t i = 0; i < c->n_threads; i++)
 		if (c->threads[i].tid == c->pid)
 			c->leader = &c->threads[i];
 	if (!c->leader)
 		return log_error_errno(-ESRCH, "pid %d has no main thread", c->pid);
+	return 0;
+}
+
+int capture_resume_all(struct capture *c)
+{
+	for (size_t i = 0; i < c->n_threads; i++) {
+		int r = tracer_resume(&c->threads[i], 0);
+		if (r < 0 && r != -ESRCH)
+			return log_error_errno(r, "cannot resume thread %d", c->threads[i].tid);
+	}
+	c->stopped_us += now_us() - c->stop_us;
 	return 0;
 }
 
