@@ -286,7 +286,8 @@ static int resolve_const(struct layout_scan *s, const char *name, uint64_t *out,
 
 static void layout_wants(struct layout_scan *s)
 {
-	static const char *types[] = {"runtime.mheap", "runtime.mspan", "runtime.m", "runtime.g"};
+	static const char *types[] = {"runtime.mheap", "runtime.mspan", "runtime.m", "runtime.g",
+				      "runtime.heapArena"};
 	static const char *vars[] = {"runtime.mheap_", "runtime.allm", "runtime.allgs",
 				     "runtime.gcphase", "runtime.vdsoClockgettimeSym",
 				     "runtime.vdsoGettimeofdaySym", "runtime.epfd",
@@ -296,7 +297,8 @@ static void layout_wants(struct layout_scan *s)
 				       "runtime.mSpanInUse", "runtime.mSpanManual",
 				       "runtime._Gdead", "runtime._Grunnable",
 				       "runtime._Gwaiting", "runtime._Gsyscall",
-				       "runtime._Gpreempted"};
+				       "runtime._Gpreempted", "runtime.arenaL1Bits",
+				       "runtime.arenaL2Bits"};
 	for (size_t i = 0; i < ARRAY_SIZE(types); i++)
 		want(s->types, &s->n_types, types[i]);
 	for (size_t i = 0; i < ARRAY_SIZE(vars); i++)
@@ -311,6 +313,7 @@ static int layout_resolve(struct layout_scan *s, struct go_layout *l, char *err,
 		{"runtime.mheap", "lock.key", &l->heap_lock_key},
 		{"runtime.mheap", "allspans", &l->heap_allspans},
 		{"runtime.mheap", "allArenas", &l->heap_allarenas},
+		{"runtime.mheap", "arenas", &l->heap_arenas},
 		{"runtime.mspan", "startAddr", &l->span_start},
 		{"runtime.mspan", "npages", &l->span_npages},
 		{"runtime.mspan", "state.s", &l->span_state},
@@ -331,6 +334,13 @@ static int layout_resolve(struct layout_scan *s, struct go_layout *l, char *err,
 	int r = resolve_fields(s, fields, ARRAY_SIZE(fields), err, errlen);
 	if (r < 0)
 		return r;
+	/* Optional: lets the capture drop heap bitmap pages of free arena pages (Go <= 1.21). */
+	struct named_die *ha = lookup(s->types, s->n_types, "runtime.heapArena");
+	l->arena_bitmap.off = -1;
+	if (!ha || !resolve_field(&ha->die, "bitmap", &l->arena_bitmap) ||
+	    resolve_const(s, "runtime.arenaL1Bits", &l->arena_l1_bits, err, errlen) < 0 ||
+	    resolve_const(s, "runtime.arenaL2Bits", &l->arena_l2_bits, err, errlen) < 0)
+		l->arena_bitmap.off = -1;
 	if ((r = resolve_var(s, "runtime.mheap_", &l->mheap, true, err, errlen)) < 0 ||
 	    (r = resolve_var(s, "runtime.allm", &l->allm, true, err, errlen)) < 0 ||
 	    (r = resolve_var(s, "runtime.allgs", &l->allgs, true, err, errlen)) < 0 ||

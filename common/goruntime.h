@@ -21,7 +21,10 @@ struct go_layout {
 	uint64_t mheap, allm, allgs, gcphase;
 	uint64_t vdso_clock_gettime, vdso_gettimeofday, epfd, netpoll_break_rd;
 	/* runtime.mheap */
-	struct go_field heap_lock_key, heap_allspans, heap_allarenas;
+	struct go_field heap_lock_key, heap_allspans, heap_allarenas, heap_arenas;
+	/* runtime.heapArena: its heap bitmap, when this Go version has one there (off < 0: none) */
+	struct go_field arena_bitmap;
+	uint64_t arena_l1_bits, arena_l2_bits;
 	/* runtime.mspan */
 	struct go_field span_start, span_npages, span_state, span_elemsize;
 	/* runtime.m */

@@ -31,6 +31,7 @@ struct rangeset {
 
 struct live_set {
 	struct rangeset arenas, heap, stacks;
+	struct rangeset dead_meta; /* runtime metadata that describes only free pages */
 	uint64_t exe_lo, exe_hi;
 };
 
@@ -292,6 +293,51 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 	return err;
 }
 
+static bool rs_intersects(const struct rangeset *rs, uint64_t s, uint64_t e)
+{
+	size_t i = rs_find(rs, s);
+	return i < rs->n && rs->r[i].s < e;
+}
+
+/*
+ * The heap bitmap of an arena page is rewritten (initSpan) whenever a span
+ * is allocated there, so bitmap pages that describe only free arena pages
+ * are dead and restore as zero, like the pages they describe.
+ */
+static int live_dead_bitmaps(struct capture *c, struct memcache *mc, struct live_set *ls)
+{
+	const struct go_layout *l = c->go;
+	struct go_field ptr = {.off = 0, .size = 8};
+	int err = 0;
+
+	if (l->arena_bitmap.off < 0 || !l->arena_bitmap.size)
+		return 0;
+	uint64_t ratio = l->arena_bytes / l->arena_bitmap.size;
+	uint64_t l2mask = (1ULL << l->arena_l2_bits) - 1;
+	for (size_t i = 0; i < ls->arenas.n && !err; i++) {
+		for (uint64_t base = ls->arenas.r[i].s; base < ls->arenas.r[i].e;
+		     base += l->arena_bytes) {
+			uint64_t idx = (base - l->arena_base_offset) / l->arena_bytes;
+			uint64_t l1 = mc_uint(mc, l->mheap + l->heap_arenas.off +
+						      (idx >> l->arena_l2_bits) * 8, &ptr, &err);
+			uint64_t ha = l1 ? mc_uint(mc, l1 + (idx & l2mask) * 8, &ptr, &err) : 0;
+			if (!ha)
+				continue;
+			uint64_t bm = ha + l->arena_bitmap.off;
+			for (uint64_t p = PAGE_ALIGN_UP(bm); p + PAGE_SIZE <= bm + l->arena_bitmap.size;
+			     p += PAGE_SIZE) {
+				uint64_t s = base + (p - bm) * ratio, e = s + PAGE_SIZE * ratio;
+				if (rs_intersects(&ls->heap, s, e) || rs_intersects(&ls->stacks, s, e))
+					continue;
+				if (rs_add(&ls->dead_meta, p, p + PAGE_SIZE) < 0)
+					return -ENOMEM;
+			}
+		}
+	}
+	rs_normalize(&ls->dead_meta);
+	return err;
+}
+
 static const struct tracee *thread_of(const struct capture *c, uint64_t tid)
 {
 	for (size_t i = 0; i < c->n_threads; i++)
@@ -435,6 +481,7 @@ void capture_live_free(struct capture *c)
 	free(c->live->arenas.r);
 	free(c->live->heap.r);
 	free(c->live->stacks.r);
+	free(c->live->dead_meta.r);
 	free(c->live);
 	c->live = NULL;
 }
@@ -465,6 +512,8 @@ int capture_live_set(struct capture *c)
 		rs_normalize(&unused);
 		r = rs_subtract(&ls->stacks, &unused);
 	}
+	if (r >= 0)
+		r = live_dead_bitmaps(c, &mc, ls);
 	log_debug("live set: %zu arenas, %zu heap ranges, %zu stack ranges, %u block reads",
 		  ls->arenas.n, ls->heap.n, ls->stacks.n, mc.misses);
 	free(mc.data);
@@ -502,6 +551,20 @@ static int emit_live_piece(void *p, uint64_t s, uint64_t e)
 	return r < 0 ? r : emit_intersection(&m->ls->stacks, s, e, m->emit, m->ctx);
 }
 
+/* Emit [s, e) less the dead metadata pages. */
+static int emit_outside_arenas(const struct live_set *ls, uint64_t s, uint64_t e,
+			       int (*emit)(void *, uint64_t, uint64_t), void *ctx)
+{
+	const struct rangeset *dead = &ls->dead_meta;
+	for (size_t i = rs_find(dead, s); i < dead->n && dead->r[i].s < e && s < e; i++) {
+		int r = dead->r[i].s > s ? emit(ctx, s, dead->r[i].s) : 0;
+		if (r < 0)
+			return r;
+		s = dead->r[i].e;
+	}
+	return s < e ? emit(ctx, s, e) : 0;
+}
+
 int capture_live_filter(struct capture *c, uint64_t start, uint64_t end,
 			int (*emit)(void *ctx, uint64_t s, uint64_t e), void *ctx)
 {
@@ -516,7 +579,7 @@ int capture_live_filter(struct capture *c, uint64_t start, uint64_t end,
 		const struct range *a = &ls->arenas.r[i];
 		if (a->s >= end)
 			break;
-		if (a->s > s && (r = emit(ctx, s, a->s)) < 0)
+		if (a->s > s && (r = emit_outside_arenas(ls, s, a->s, emit, ctx)) < 0)
 			return r;
 		uint64_t ae = a->e < end ? a->e : end;
 		uint64_t as = a->s > s ? a->s : s;
@@ -524,7 +587,7 @@ int capture_live_filter(struct capture *c, uint64_t start, uint64_t end,
 			return r;
 		s = ae;
 	}
-	return s < end ? emit(ctx, s, end) : 0;
+	return s < end ? emit_outside_arenas(ls, s, end, emit, ctx) : 0;
 }
 
 enum mem_class capture_classify(const struct capture *c, uint64_t addr)
