@@ -36,8 +36,8 @@ void image_free(struct image *img)
 	free(img->exe);
 	free(img->cwd);
 	free(img->mm.auxv);
-	if (img->pages_mapped)
-		munmap(img->pages, img->pages_len);
+	if (img->pages_mapped && img->pages)
+		munmap(img->pages, img->pages_map_len ? img->pages_map_len : img->pages_len);
 	else
 		free(img->pages);
 	free(img);

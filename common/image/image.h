@@ -149,6 +149,7 @@ struct image {
 	uint8_t *pages;
 	uint64_t pages_len;
 	bool pages_mapped;
+	uint64_t pages_map_len; /* size of the mapping behind pages, when mapped */
 	uint8_t pages_sha256[32];
 };
 

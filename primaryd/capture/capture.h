@@ -71,6 +71,9 @@ int capture_scratch_map(struct capture *c);
 void capture_scratch_unmap(struct capture *c);
 int capture_vmas(struct capture *c);
 int capture_pages(struct capture *c);
+uint64_t capture_staging_estimate(pid_t pid);
+int capture_staging_prepare(struct capture *c, uint64_t bytes);
+void capture_staging_free(struct capture *c);
 
 /* live.c */
 int capture_load_layout(struct capture *c);

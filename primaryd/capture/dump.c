@@ -86,9 +86,12 @@ static int reach_safepoint(struct capture *c)
 	return 0;
 }
 
+#define STEP(c, name) log_debug("%-12s at %6lu us", name, (unsigned long)(now_us() - (c)->stop_us))
+
 static int capture_held(struct capture *c)
 {
 	int r = reach_safepoint(c);
+	STEP(c, "safepoint");
 	if (r < 0)
 		return r;
 	ssize_t n = proc_read_maps(c->pid, &c->vmas);
@@ -101,6 +104,7 @@ static int capture_held(struct capture *c)
 			return log_error_errno(r, "cannot read the Go heap metadata of pid %d",
 					       c->pid);
 	}
+	STEP(c, "live set");
 	r = capture_find_syscall_insn(c, &c->leader->insn);
 	if (r < 0)
 		return log_error_errno(r, "no syscall instruction found in the vDSO of pid %d",
@@ -114,13 +118,16 @@ static int capture_held(struct capture *c)
 	if (r >= 0)
 		r = capture_misc(c);
 	capture_scratch_unmap(c);
+	STEP(c, "threads");
 	if (r < 0)
 		return r;
 	r = capture_vmas(c);
 	if (r >= 0)
 		r = capture_pages(c);
+	STEP(c, "pages");
 	if (r >= 0)
 		r = capture_fds(c);
+	STEP(c, "fds");
 	return r;
 }
 
@@ -153,6 +160,8 @@ int capture_dump(pid_t pid, const char *dir, const struct dump_options *opt,
 		r = check_go(&c);
 	if (r >= 0 && !c.whole)
 		r = capture_load_layout(&c);
+	if (r >= 0)
+		r = capture_staging_prepare(&c, capture_staging_estimate(pid));
 	if (r >= 0) {
 		c.memfd = tracer_mem_open(pid, 0);
 		if (c.memfd < 0)

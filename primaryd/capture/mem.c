@@ -9,6 +9,11 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 #include "capture.h"
 #include "log.h"
@@ -170,6 +175,88 @@ static int scan_vma(struct capture *c, int pagemap_fd, uint64_t start, uint64_t 
 	return 0;
 }
 
+/*
+ * The staging buffer is mapped and populated before the threads are
+ * stopped, sized from the process's anonymous RSS: every page fault here
+ * costs ~20 us in this VM, and inside the pause they added up to most of
+ * it. Transparent huge pages cut the faults 512-fold where available.
+ */
+int capture_staging_prepare(struct capture *c, uint64_t bytes)
+{
+	const uint64_t huge = 2UL << 20;
+	uint64_t len = (bytes + huge - 1) & ~(huge - 1);
+
+	if (!len)
+		len = huge;
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return log_error_errno(-errno, "cannot map a %lu-byte staging buffer",
+				       (unsigned long)len);
+	madvise(p, len, MADV_HUGEPAGE);
+	if (madvise(p, len, MADV_POPULATE_WRITE) < 0)
+		memset(p, 0, len);
+	c->img->pages = p;
+	c->img->pages_mapped = true;
+	c->img->pages_map_len = len;
+	return 0;
+}
+
+void capture_staging_free(struct capture *c)
+{
+	if (c->img->pages)
+		munmap(c->img->pages, c->img->pages_map_len);
+	c->img->pages = NULL;
+	c->img->pages_map_len = 0;
+}
+
+uint64_t capture_staging_estimate(pid_t pid)
+{
+	uint64_t kb = 0;
+	if (proc_status_field(pid, "RssAnon", 10, &kb) < 0)
+		return 0;
+	return kb * 1024 + kb * 1024 / 8 + (8UL << 20);
+}
+
+#define IOV_BATCH 512
+
+/*
+ * process_vm_readv moves many runs per call; a run it cannot read (a page
+ * without read permission) is read again through /proc/PID/mem, which
+ * ignores protections.
+ */
+static int copy_batch(struct capture *c, const struct image_pagerun *runs, size_t n)
+{
+	struct iovec local[IOV_BATCH], remote[IOV_BATCH];
+	uint64_t want = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		local[i].iov_base = c->img->pages + runs[i].offset;
+		remote[i].iov_base = (void *)(uintptr_t)runs[i].addr;
+		local[i].iov_len = remote[i].iov_len = runs[i].npages * PAGE_SIZE;
+		want += local[i].iov_len;
+	}
+	ssize_t got = process_vm_readv(c->pid, local, n, remote, n, 0);
+	if (got == (ssize_t)want)
+		return 0;
+	/* Partial: find where it stopped and finish run by run. */
+	uint64_t done = got > 0 ? got : 0;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t len = runs[i].npages * PAGE_SIZE;
+		if (done >= len) {
+			done -= len;
+			continue;
+		}
+		int r = tracer_peek(c->memfd, runs[i].addr + done,
+				    c->img->pages + runs[i].offset + done, len - done);
+		if (r < 0)
+			return log_error_errno(r, "cannot read memory %#lx-%#lx",
+					       (unsigned long)runs[i].addr,
+					       (unsigned long)(runs[i].addr + len));
+		done = 0;
+	}
+	return 0;
+}
+
 static int copy_runs(struct capture *c)
 {
 	struct image *img = c->img;
@@ -183,21 +270,21 @@ static int copy_runs(struct capture *c)
 	if (!total)
 		return 0;
 
-	/* Populated up front: one fault per page here would cost more than the copy. */
-	void *buf = mmap(NULL, total, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-	if (buf == MAP_FAILED)
-		return -errno;
-	img->pages = buf;
-	img->pages_mapped = true;
-	for (size_t i = 0; i < img->n_runs; i++) {
-		const struct image_pagerun *run = &img->runs[i];
-		int r = tracer_peek(c->memfd, run->addr, img->pages + run->offset,
-				    run->npages * PAGE_SIZE);
+	if (total > img->pages_map_len) {
+		/* The estimate made before the stop was short: pay for faults now. */
+		log_debug("staging buffer of %lu bytes too small for %lu",
+			  (unsigned long)img->pages_map_len, (unsigned long)total);
+		capture_staging_free(c);
+		int r = capture_staging_prepare(c, total);
 		if (r < 0)
-			return log_error_errno(r, "cannot read memory %#lx-%#lx",
-					       (unsigned long)run->addr,
-					       (unsigned long)(run->addr + run->npages * PAGE_SIZE));
+			return r;
+	}
+	for (size_t i = 0; i < img->n_runs;) {
+		size_t n = img->n_runs - i < IOV_BATCH ? img->n_runs - i : IOV_BATCH;
+		int r = copy_batch(c, &img->runs[i], n);
+		if (r < 0)
+			return r;
+		i += n;
 	}
 	return 0;
 }
@@ -231,5 +318,6 @@ int capture_pages(struct capture *c)
 		c->stats.mapped[MC_FREE] += present - (after - before);
 		c->stats.mapped[MC_ZERO] += (v->end - v->start) - present;
 	}
+	log_debug("scanned %zu runs", img->n_runs);
 	return copy_runs(c);
 }
