@@ -3,6 +3,7 @@
 # and .ci/run. Extra arguments go to `meson test` (e.g. --suite unit).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+tests/install-deps.sh || exit 1
 [ -d build ] || meson setup build || exit 1
 meson compile -C build || exit 1
 meson test -C build --print-errorlogs "$@"
