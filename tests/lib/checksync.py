@@ -213,8 +213,8 @@ def build_workload(name, mode):
     Builds are cached under $CHECKSYNC_TEST_TMP/bin by name, mode and source hash;
     a file lock makes parallel tests wait for one build instead of racing.
     """
-    if mode not in ("cgo", "static"):
-        raise TestError(f"unknown build mode {mode!r}, expected 'cgo' or 'static'")
+    if mode not in ("cgo", "static", "stripped"):
+        raise TestError(f"unknown build mode {mode!r}, expected 'cgo', 'static' or 'stripped'")
     src = os.path.join(WORKLOADS, name)
     main_go = os.path.join(src, "main.go")
     if not os.path.isfile(main_go):
@@ -238,9 +238,10 @@ def _go_build(src, out, mode):
     env.pop("CGO_ENABLED", None)  # 'cgo' is the default build, whatever the caller's env says
     if mode == "static":
         env["CGO_ENABLED"] = "0"
+    flags = ["-ldflags=-s -w"] if mode == "stripped" else []  # no symbols, no DWARF
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = out + ".tmp"
-    r = subprocess.run(["go", "build", "-o", tmp, "."], cwd=src, env=env,
+    r = subprocess.run(["go", "build", *flags, "-o", tmp, "."], cwd=src, env=env,
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise TestError(f"go build of {src} ({mode}) failed:\n{r.stderr.strip()}")
@@ -650,17 +651,22 @@ def _engine_failed(what, r):
                      f"{r.stderr.strip() or '(empty)'}")
 
 
-def dump(pid, image, netns=None):
-    """checksync-primaryd dump --pid PID --image IMAGE; returns report.json as a dict."""
-    r = run_engine([primaryd(), "dump", "--pid", str(pid), "--image", image], netns)
+def dump(pid, image, netns=None, extra=()):
+    """checksync-primaryd dump --pid PID --image IMAGE [EXTRA]; returns report.json as a dict."""
+    r = run_engine([primaryd(), "dump", "--pid", str(pid), "--image", image, *extra], netns)
     if r.rc != 0:
         raise _engine_failed(f"dump of pid {pid}", r)
+    return dump_report(image, f"dump of pid {pid}")
+
+
+def dump_report(image, what="dump"):
+    """The dump's report.json as a dict, with its integer fields checked."""
     path = os.path.join(image, "report.json")
     try:
         with open(path) as f:
             report = json.load(f)
     except (OSError, ValueError) as e:
-        raise TestError(f"dump of pid {pid} exited 0 but {path} is not readable JSON: {e}")
+        raise TestError(f"{what} exited 0 but {path} is not readable JSON: {e}")
     missing = [k for k in REPORT_FIELDS if not isinstance(report.get(k), int)]
     if missing:
         raise TestError(f"{path}: expected integer fields {', '.join(REPORT_FIELDS)}; "
