@@ -42,6 +42,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "demo: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 
+step "Installing what the build needs (apt-get, only what is missing)"
+tests/install-deps.sh
+
 step "Building CheckSync into build/"
 [ -f build/build.ninja ] || meson setup build
 meson compile -C build
