@@ -11,7 +11,12 @@
 //
 // GET /state answers pid, instance, the counters, the pipeline's count and
 // sum, and `ok` (both invariants hold). GET /gc runs runtime.GC() and answers
-// NumGC.
+// NumGC and that collection's stop-the-world pause.
+//
+// GET /spin?ms=N starts a goroutine spinning N ms in a loop without calls:
+// the GC can stop it only by asynchronous preemption, a signal sent to the
+// thread id the runtime recorded for its M. While it spins, a /gc pause
+// near N ms means those signals miss.
 package main
 
 import (
@@ -25,6 +30,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -130,7 +136,34 @@ func handleState(w http.ResponseWriter, r *http.Request) {
 
 func handleGC(w http.ResponseWriter, r *http.Request) {
 	runtime.GC()
-	writeJSON(w, http.StatusOK, map[string]interface{}{"num_gc": numGC()})
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	writeJSON(w, http.StatusOK, map[string]interface{}{
+		"num_gc": ms.NumGC, "pause_ns": ms.PauseNs[(ms.NumGC+255)%256]})
+}
+
+var spinSink uint64
+
+func handleSpin(w http.ResponseWriter, r *http.Request) {
+	ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+	if err != nil || ms <= 0 || ms > 60000 {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "need ms in 1..60000"})
+		return
+	}
+	var stop uint32
+	started := make(chan struct{})
+	go func() {
+		close(started)
+		x := atomic.LoadUint64(&spinSink)
+		// atomic loads are intrinsics: this loop makes no call, so only a signal preempts it.
+		for atomic.LoadUint32(&stop) == 0 {
+			x = x*6364136223846793005 + 1
+		}
+		atomic.StoreUint64(&spinSink, x)
+	}()
+	time.AfterFunc(time.Duration(ms)*time.Millisecond, func() { atomic.StoreUint32(&stop, 1) })
+	<-started
+	writeJSON(w, http.StatusOK, map[string]int{"spinning_ms": ms})
 }
 
 func main() {
@@ -154,6 +187,7 @@ func main() {
 	}
 	http.HandleFunc("/state", handleState)
 	http.HandleFunc("/gc", handleGC)
+	http.HandleFunc("/spin", handleSpin)
 	log.Printf("tickers: pid %d listening on %s", os.Getpid(), ln.Addr())
 	log.Fatal(http.Serve(ln, nil))
 }
