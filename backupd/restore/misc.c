@@ -69,14 +69,20 @@ static int restore_mm_map(struct restore *r)
 	return 0;
 }
 
+/* Early: the descriptor table may need the old RLIMIT_NOFILE to hold the old numbers. */
+int restore_rlimits(struct restore *r)
+{
+	for (int i = 0; i < RLIM_NLIMITS; i++)
+		if (prlimit(r->pid, i, &r->img->rlimits[i], NULL) < 0)
+			log_warn("cannot set rlimit %d: %m", i);
+	return 0;
+}
+
 int restore_misc(struct restore *r)
 {
 	const struct image *img = r->img;
 	long ret;
 
-	for (int i = 0; i < RLIM_NLIMITS; i++)
-		if (prlimit(r->pid, i, &img->rlimits[i], NULL) < 0)
-			log_warn("cannot set rlimit %d: %m", i);
 	restore_call(r, SYS_umask, img->umask);
 	restore_call(r, SYS_personality, img->personality);
 	if (img->cwd) {

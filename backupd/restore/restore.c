@@ -130,6 +130,8 @@ static int restore_steps(struct restore *r)
 {
 	int rc = husk_start(r);
 	if (rc >= 0)
+		rc = restore_rlimits(r);
+	if (rc >= 0)
 		rc = husk_map_area(r);
 	if (rc >= 0)
 		rc = restore_mem(r);

@@ -67,4 +67,5 @@ int restore_patch_tids(struct restore *r);
 
 /* misc.c */
 int restore_check_files(const struct image *img, char *err, size_t errlen);
+int restore_rlimits(struct restore *r);
 int restore_misc(struct restore *r);
