@@ -1,0 +1,873 @@
+/*
+ * config.c - strict parsing of the daemon and service files with inih.
+ *
+ * Each kind of file is a table of keys: section, name, value type, where the
+ * value goes, which roles may set it and which must. One handler looks a key
+ * up, parses its value by type and remembers the line it came from; checks
+ * that involve several keys (command xor pid_file, lease < failover, the
+ * defaults) run once the whole file is read and use those lines in their
+ * messages.
+ *
+ * inih tells its handler neither the line number nor about section lines, so
+ * we hand ini_parse_stream() our own line reader: it counts lines (the
+ * handler always runs for the last line read), checks section names as they
+ * go by and refuses lines too long for inih's buffer instead of letting inih
+ * cut them in two.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+
+#include "util.h"
+
+#define R_PRIMARY (1u << ROLE_PRIMARY)
+#define R_BACKUP (1u << ROLE_BACKUP)
+#define R_BOTH (R_PRIMARY | R_BACKUP)
+#define MAX_KEYS 16
+#define NAME_MAX_LEN 64
+
+enum key_type {
+	KEY_PATH,     /* char *, absolute path */
+	KEY_NAME,     /* char *, [A-Za-z0-9._-]{1,64} */
+	KEY_HOSTPORT, /* struct hostport */
+	KEY_MS,	      /* uint32_t within [min, max] */
+	KEY_CMDLINE,  /* struct cmdline */
+	KEY_DIRTY,    /* enum dirty_tracking */
+};
+
+struct key_desc {
+	const char *section;
+	const char *name;
+	enum key_type type;
+	size_t offset;	   /* of the field in the config struct */
+	uint32_t min, max; /* KEY_MS */
+	unsigned only;	   /* roles that may set it; 0 for both */
+	unsigned required; /* roles that must */
+};
+
+#define DKEY(sec, key, field, t, ...)                                                              \
+	{                                                                                          \
+		.section = sec, .name = key, .type = t,                                            \
+		.offset = offsetof(struct daemon_config, field), __VA_ARGS__                       \
+	}
+#define SKEY(key, field, t, ...)                                                                   \
+	{                                                                                          \
+		.section = "service", .name = key, .type = t,                                      \
+		.offset = offsetof(struct service_config, field), __VA_ARGS__                      \
+	}
+
+static const struct key_desc daemon_keys[] = {
+    DKEY("daemon", "listen", listen, KEY_HOSTPORT, .only = R_BACKUP, .required = R_BACKUP),
+    DKEY("daemon", "state_dir", state_dir, KEY_PATH),
+    DKEY("daemon", "services_dir", services_dir, KEY_PATH),
+    DKEY("daemon", "status_socket", status_socket, KEY_PATH),
+    DKEY("daemon", "metrics_listen", metrics_listen, KEY_HOSTPORT),
+    DKEY("tls", "ca", tls_ca, KEY_PATH, .required = R_BOTH),
+    DKEY("tls", "cert", tls_cert, KEY_PATH, .required = R_BOTH),
+    DKEY("tls", "key", tls_key, KEY_PATH, .required = R_BOTH),
+};
+
+static const struct key_desc service_keys[] = {
+    SKEY("name", name, KEY_NAME),
+    SKEY("command", command, KEY_CMDLINE),
+    SKEY("pid_file", pid_file, KEY_PATH),
+    SKEY("executable", executable, KEY_PATH, .required = R_BACKUP),
+    SKEY("backup", backup, KEY_HOSTPORT, .required = R_PRIMARY),
+    SKEY("primary", primary, KEY_NAME),
+    SKEY("epoch_interval_ms", epoch_interval_ms, KEY_MS, .min = 10, .max = 60000),
+    SKEY("heartbeat_interval_ms", heartbeat_interval_ms, KEY_MS, .min = 10, .max = 60000),
+    SKEY("failover_timeout_ms", failover_timeout_ms, KEY_MS, .min = 50, .max = 600000),
+    SKEY("lease_ms", lease_ms, KEY_MS, .min = 20, .max = 600000),
+    SKEY("dirty_tracking", dirty_tracking, KEY_DIRTY),
+    SKEY("fence_hook", fence_hook, KEY_CMDLINE),
+    SKEY("takeover_hook", takeover_hook, KEY_CMDLINE),
+};
+
+_Static_assert(ARRAY_SIZE(daemon_keys) <= MAX_KEYS, "raise MAX_KEYS");
+_Static_assert(ARRAY_SIZE(service_keys) <= MAX_KEYS, "raise MAX_KEYS");
+
+struct parser {
+	const char *path;
+	FILE *f;
+	enum role role;
+	const struct key_desc *keys;
+	size_t nkeys;
+	void *out;
+	int line;		/* the line inih is working on */
+	bool indented;		/* ...begins with whitespace */
+	int set_line[MAX_KEYS]; /* per key: the line that set it, 0 if none */
+	int err_line;		/* of the error in err, 0 if it has none */
+	int r;
+	char *err;
+	size_t errlen;
+};
+
+const char *role_to_string(enum role role) { return role == ROLE_BACKUP ? "backup" : "primary"; }
+
+/* ---------- errors ---------- */
+
+static void set_error(struct parser *p, int r, int line, const char *msg)
+{
+	if (line > 0)
+		snprintf(p->err, p->errlen, "%s:%d: %s", p->path, line, msg);
+	else
+		snprintf(p->err, p->errlen, "%s: %s", p->path, msg);
+	p->err_line = line;
+	p->r = r;
+}
+
+/*
+ * Keep the first error only: later ones are often its consequences, and one
+ * line is what an operator can act on. Returns -EINVAL either way.
+ */
+static int fail(struct parser *p, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(struct parser *p, int line, const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+
+	if (p->r < 0)
+		return -EINVAL;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	set_error(p, -EINVAL, line, msg);
+	return -EINVAL;
+}
+
+static int oom(struct parser *p)
+{
+	set_error(p, -ENOMEM, 0, "out of memory");
+	return -ENOMEM;
+}
+
+/* ---------- the key table ---------- */
+
+static unsigned role_bit(enum role role) { return 1u << role; }
+
+static bool key_allowed(const struct parser *p, const struct key_desc *k)
+{
+	return !k->only || (k->only & role_bit(p->role));
+}
+
+static bool section_known(const struct parser *p, const char *section)
+{
+	for (size_t i = 0; i < p->nkeys; i++)
+		if (strcmp(p->keys[i].section, section) == 0)
+			return true;
+	return false;
+}
+
+static const struct key_desc *key_find(const struct parser *p, const char *section,
+				       const char *name)
+{
+	for (size_t i = 0; i < p->nkeys; i++)
+		if (strcmp(p->keys[i].section, section) == 0 && strcmp(p->keys[i].name, name) == 0)
+			return &p->keys[i];
+	return NULL;
+}
+
+static int key_line(const struct parser *p, const char *name)
+{
+	for (size_t i = 0; i < p->nkeys; i++)
+		if (strcmp(p->keys[i].name, name) == 0)
+			return p->set_line[i];
+	return 0;
+}
+
+/* "a, b, c": the keys of section this role may set, for "expected one of". */
+static void keys_list(const struct parser *p, const char *section, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = 0;
+	for (size_t i = 0; i < p->nkeys && off < len; i++) {
+		const struct key_desc *k = &p->keys[i];
+		if (strcmp(k->section, section) != 0 || !key_allowed(p, k))
+			continue;
+		off += snprintf(buf + off, len - off, "%s%s", off ? ", " : "", k->name);
+	}
+}
+
+/* "[daemon], [tls]" */
+static void sections_list(const struct parser *p, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = 0;
+	for (size_t i = 0; i < p->nkeys && off < len; i++)
+		if (i == 0 || strcmp(p->keys[i - 1].section, p->keys[i].section) != 0)
+			off += snprintf(buf + off, len - off, "%s[%s]", off ? ", " : "",
+					p->keys[i].section);
+}
+
+/* ---------- values ---------- */
+
+static void *field_of(const struct parser *p, const struct key_desc *k)
+{
+	return (char *)p->out + k->offset;
+}
+
+static bool name_valid(const char *s)
+{
+	size_t n = strlen(s);
+	return n >= 1 && n <= NAME_MAX_LEN &&
+	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+static int dup_into(struct parser *p, char **field, const char *v)
+{
+	*field = strdup(v);
+	return *field ? 0 : oom(p);
+}
+
+static int parse_path(struct parser *p, const struct key_desc *k, const char *v)
+{
+	if (v[0] != '/' || strlen(v) >= PATH_MAX)
+		return fail(p, p->line, "%s: expected an absolute path, got '%s'", k->name, v);
+	return dup_into(p, field_of(p, k), v);
+}
+
+static int parse_name(struct parser *p, const struct key_desc *k, const char *v)
+{
+	if (!name_valid(v))
+		return fail(
+		    p, p->line,
+		    "%s: expected a name of 1 to %d letters, digits, '.', '_' or '-', got '%s'",
+		    k->name, NAME_MAX_LEN, v);
+	return dup_into(p, field_of(p, k), v);
+}
+
+static int parse_hostport(struct parser *p, const struct key_desc *k, const char *v)
+{
+	const char *why;
+
+	if (hostport_parse(v, false, field_of(p, k), &why) < 0)
+		return fail(p, p->line, "%s: expected %s, got '%s'", k->name, why, v);
+	return 0;
+}
+
+/* Digits only: "100ms" or "1e3" in a file named *_ms is a mistake worth reporting. */
+static int parse_ms(struct parser *p, const struct key_desc *k, const char *v)
+{
+	size_t n = strlen(v);
+	bool digits = n >= 1 && n <= 10 && strspn(v, "0123456789") == n;
+	uint64_t x = digits ? strtoull(v, NULL, 10) : 0;
+
+	if (!digits || x < k->min || x > k->max)
+		return fail(p, p->line, "%s: expected an integer between %u and %u, got '%s'",
+			    k->name, k->min, k->max, v);
+	*(uint32_t *)field_of(p, k) = x;
+	return 0;
+}
+
+/* Commands are run without a shell or $PATH, so the program must be named in full. */
+static int parse_cmdline(struct parser *p, const struct key_desc *k, const char *v)
+{
+	struct cmdline *c = field_of(p, k);
+	const char *why;
+	int r;
+
+	r = cmdline_split(v, c, &why);
+	if (r == -ENOMEM)
+		return oom(p);
+	if (r < 0)
+		return fail(p, p->line, "%s: expected %s, got '%s'", k->name, why, v);
+	if (c->argv[0][0] != '/')
+		return fail(p, p->line,
+			    "%s: expected an absolute path as the program, got '%s' (commands run "
+			    "without a shell or $PATH)",
+			    k->name, c->argv[0]);
+	return 0;
+}
+
+static int parse_dirty(struct parser *p, const struct key_desc *k, const char *v)
+{
+	enum dirty_tracking *d = field_of(p, k);
+
+	if (strcmp(v, "uffd") == 0)
+		*d = DIRTY_UFFD;
+	else if (strcmp(v, "hash") == 0)
+		*d = DIRTY_HASH;
+	else
+		return fail(p, p->line, "%s: expected 'uffd' or 'hash', got '%s'", k->name, v);
+	return 0;
+}
+
+static int key_parse(struct parser *p, const struct key_desc *k, const char *v)
+{
+	switch (k->type) {
+	case KEY_PATH:
+		return parse_path(p, k, v);
+	case KEY_NAME:
+		return parse_name(p, k, v);
+	case KEY_HOSTPORT:
+		return parse_hostport(p, k, v);
+	case KEY_MS:
+		return parse_ms(p, k, v);
+	case KEY_CMDLINE:
+		return parse_cmdline(p, k, v);
+	case KEY_DIRTY:
+		return parse_dirty(p, k, v);
+	}
+	return fail(p, p->line, "%s: internal error: unknown key type", k->name);
+}
+
+/* ---------- what inih calls ---------- */
+
+static const struct key_desc *key_lookup(struct parser *p, const char *section, const char *name)
+{
+	const struct key_desc *k;
+	char list[512];
+
+	if (!*section) {
+		sections_list(p, list, sizeof(list));
+		fail(p, p->line, "key '%s' outside any section (expected one of %s first)", name,
+		     list);
+		return NULL;
+	}
+	if (!section_known(p, section)) {
+		fail(p, p->line, "key '%s' in unknown section [%s]", name, section);
+		return NULL;
+	}
+	k = key_find(p, section, name);
+	if (k && key_allowed(p, k))
+		return k;
+	keys_list(p, section, list, sizeof(list));
+	if (k)
+		fail(p, p->line, "key '%s' in [%s] is only for the %s (expected one of: %s)", name,
+		     section, role_to_string(p->role == ROLE_PRIMARY ? ROLE_BACKUP : ROLE_PRIMARY),
+		     list);
+	else
+		fail(p, p->line, "unknown key '%s' in [%s] (expected one of: %s)", name, section,
+		     list);
+	return NULL;
+}
+
+/* inih calls us again for an indented line, as the continuation of the key above it. */
+static int key_once(struct parser *p, const struct key_desc *k)
+{
+	int first = p->set_line[k - p->keys];
+
+	if (!first)
+		return 0;
+	if (p->indented)
+		return fail(
+		    p, p->line,
+		    "continuation lines are not supported (put the value of '%s' on line %d)",
+		    k->name, first);
+	return fail(p, p->line, "duplicate key '%s' in [%s] (first set on line %d)", k->name,
+		    k->section, first);
+}
+
+static int handle_key(void *user, const char *section, const char *name, const char *value)
+{
+	struct parser *p = user;
+	const struct key_desc *k;
+
+	if (p->r < 0)
+		return 1; /* only the first error is reported */
+	k = key_lookup(p, section, name);
+	if (!k || key_once(p, k) < 0 || key_parse(p, k, value) < 0)
+		return 0;
+	p->set_line[k - p->keys] = p->line;
+	return 1;
+}
+
+/* An unknown section is an error even when it holds no key at all. */
+static void check_section_line(struct parser *p, const char *buf)
+{
+	const char *s = buf + strspn(buf, " \t");
+	const char *end;
+	char name[64], list[128];
+
+	if (*s != '[' || !(end = strchr(s, ']')))
+		return; /* not a section line, or a syntax error that inih reports */
+	snprintf(name, sizeof(name), "%.*s", (int)(end - s - 1), s + 1);
+	if (section_known(p, name))
+		return;
+	sections_list(p, list, sizeof(list));
+	fail(p, p->line, "unknown section [%s] (expected %s)", name, list);
+}
+
+/*
+ * True if buf holds only the start of a line (the rest is then skipped).
+ * A line that exactly fills buf counts too: inih treats it as cut.
+ */
+static bool line_too_long(FILE *f, const char *buf, int size)
+{
+	size_t n = strlen(buf);
+	int c;
+
+	if (n + 1 < (size_t)size || buf[n - 1] == '\n')
+		return false;
+	c = getc(f);
+	if (c == EOF)
+		return false;
+	while (c != '\n' && c != EOF)
+		c = getc(f);
+	return true;
+}
+
+static char *read_line(char *buf, int size, void *stream)
+{
+	struct parser *p = stream;
+
+	if (size < 2 || !fgets(buf, size, p->f))
+		return NULL;
+	p->line++;
+	if (line_too_long(p->f, buf, size)) {
+		fail(p, p->line, "line is longer than %d characters", size - 2);
+		strcpy(buf, "\n");
+	}
+	p->indented = buf[0] == ' ' || buf[0] == '\t';
+	check_section_line(p, buf);
+	return buf;
+}
+
+/* ---------- loading ---------- */
+
+static int parse_file(struct parser *p)
+{
+	_cleanup_fclose_ FILE *f = fopen(p->path, "re");
+	int ret, r;
+
+	if (!f) {
+		r = -errno;
+		snprintf(p->err, p->errlen, "%s: cannot open: %s", p->path, strerror(-r));
+		return r;
+	}
+	p->f = f;
+	ret = ini_parse_stream(read_line, p, handle_key, p);
+	if (ferror(f)) {
+		r = errno ? -errno : -EIO;
+		snprintf(p->err, p->errlen, "%s: cannot read: %s", p->path, strerror(-r));
+		return r;
+	}
+	if (ret == -2)
+		return oom(p);
+	/* inih's own complaint (a line that is neither key nor section) may come first. */
+	if (ret > 0 && (p->r == 0 || ret < p->err_line)) {
+		p->r = 0;
+		fail(p, ret, "expected '[section]', 'key = value' or a comment");
+	}
+	return p->r;
+}
+
+static int check_required(struct parser *p)
+{
+	for (size_t i = 0; i < p->nkeys; i++) {
+		const struct key_desc *k = &p->keys[i];
+		if ((k->required & role_bit(p->role)) && !p->set_line[i])
+			return fail(p, 0, "missing required key '%s' in [%s]", k->name, k->section);
+	}
+	return 0;
+}
+
+static int default_path(struct parser *p, char **field, const char *v)
+{
+	return *field ? 0 : dup_into(p, field, v);
+}
+
+static int daemon_finish(struct parser *p, struct daemon_config *c)
+{
+	const char *sock =
+	    c->role == ROLE_BACKUP ? "/run/checksync-backup.sock" : "/run/checksync-primary.sock";
+	int r;
+
+	r = check_required(p);
+	if (r >= 0)
+		r = default_path(p, &c->state_dir, CONFIG_DEFAULT_STATE_DIR);
+	if (r >= 0)
+		r = default_path(p, &c->services_dir, CONFIG_DEFAULT_SERVICES_DIR);
+	if (r >= 0)
+		r = default_path(p, &c->status_socket, sock);
+	return r;
+}
+
+static struct parser parser_new(const char *path, enum role role, const struct key_desc *keys,
+				size_t nkeys, void *out, char *err, size_t errlen)
+{
+	return (struct parser){.path = path,
+			       .role = role,
+			       .keys = keys,
+			       .nkeys = nkeys,
+			       .out = out,
+			       .err = err,
+			       .errlen = errlen};
+}
+
+int config_load_daemon(const char *path, enum role role, struct daemon_config *out, char *err,
+		       size_t errlen)
+{
+	struct parser p =
+	    parser_new(path, role, daemon_keys, ARRAY_SIZE(daemon_keys), out, err, errlen);
+	int r;
+
+	*out = (struct daemon_config){.role = role, .path = strdup(path)};
+	r = out->path ? parse_file(&p) : oom(&p);
+	if (r >= 0)
+		r = daemon_finish(&p, out);
+	if (r < 0)
+		config_daemon_free(out);
+	return r;
+}
+
+/* The file name, less ".conf", is the service's name unless the file says otherwise. */
+static int service_default_name(struct parser *p, struct service_config *c)
+{
+	const char *base = strrchr(p->path, '/');
+	char name[NAME_MAX_LEN + 2];
+	size_t n;
+
+	if (c->name)
+		return 0;
+	base = base ? base + 1 : p->path;
+	n = strlen(base);
+	if (n > 5 && strcmp(base + n - 5, ".conf") == 0)
+		n -= 5;
+	snprintf(name, sizeof(name), "%.*s", (int)(n < sizeof(name) - 1 ? n : sizeof(name) - 1),
+		 base);
+	if (!name_valid(name))
+		return fail(p, 0,
+			    "the file name does not make a valid service name; set 'name' in "
+			    "[service] (1 to %d letters, digits, '.', '_' or '-')",
+			    NAME_MAX_LEN);
+	return dup_into(p, &c->name, name);
+}
+
+/* The primary starts the service or attaches to it: it must know which, and only one. */
+static int service_check_start(struct parser *p)
+{
+	int cmd = key_line(p, "command"), pid = key_line(p, "pid_file");
+
+	if (cmd && pid)
+		return fail(p, cmd > pid ? cmd : pid,
+			    "'command' (line %d) and 'pid_file' (line %d) are mutually exclusive: "
+			    "start the service or attach to it, not both",
+			    cmd, pid);
+	if (!cmd && !pid && p->role == ROLE_PRIMARY)
+		return fail(p, 0, "missing required key 'command' or 'pid_file' in [service]");
+	return 0;
+}
+
+/*
+ * The backup waits out the lease before it takes over, so the lease must end
+ * before the failover timeout; and it is renewed by heartbeats, so they must
+ * come more often than it lapses.
+ */
+static int service_check_timing(struct parser *p, struct service_config *c)
+{
+	int lease = key_line(p, "lease_ms"), fo = key_line(p, "failover_timeout_ms");
+	int hb = key_line(p, "heartbeat_interval_ms");
+
+	if (c->lease_ms >= c->failover_timeout_ms)
+		return fail(p, lease ? lease : fo,
+			    "lease_ms (%u) must be less than failover_timeout_ms (%u): the backup "
+			    "waits for the primary's lease to lapse before it takes over",
+			    c->lease_ms, c->failover_timeout_ms);
+	if (c->heartbeat_interval_ms >= c->lease_ms)
+		return fail(p, hb ? hb : lease,
+			    "heartbeat_interval_ms (%u) must be less than lease_ms (%u), or the "
+			    "lease lapses between heartbeats",
+			    c->heartbeat_interval_ms, c->lease_ms);
+	return 0;
+}
+
+static int service_finish(struct parser *p, struct service_config *c)
+{
+	int r;
+
+	r = service_check_start(p);
+	if (r >= 0)
+		r = service_check_timing(p, c);
+	if (r >= 0)
+		r = check_required(p);
+	if (r >= 0)
+		r = service_default_name(p, c);
+	return r;
+}
+
+int config_load_service(const char *path, enum role role, struct service_config *out, char *err,
+			size_t errlen)
+{
+	struct parser p =
+	    parser_new(path, role, service_keys, ARRAY_SIZE(service_keys), out, err, errlen);
+	int r;
+
+	*out = (struct service_config){
+	    .path = strdup(path),
+	    .epoch_interval_ms = 100,
+	    .heartbeat_interval_ms = 50,
+	    .failover_timeout_ms = 1000,
+	    .lease_ms = 500,
+	    .dirty_tracking = DIRTY_UFFD,
+	};
+	r = out->path ? parse_file(&p) : oom(&p);
+	if (r >= 0)
+		r = service_finish(&p, out);
+	if (r < 0)
+		config_service_free(out);
+	return r;
+}
+
+/* ---------- a directory of services ---------- */
+
+static int conf_filter(const struct dirent *d)
+{
+	size_t n = strlen(d->d_name);
+	return d->d_name[0] != '.' && n > 5 && strcmp(d->d_name + n - 5, ".conf") == 0;
+}
+
+struct dirents {
+	struct dirent **v;
+	int n;
+};
+
+static void dirents_free(struct dirents *d)
+{
+	for (int i = 0; i < d->n; i++)
+		free(d->v[i]);
+	free(d->v);
+}
+
+static int services_check_unique(const struct service_config *arr, size_t n, char *err,
+				 size_t errlen)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(arr[i].name, arr[n].name) == 0) {
+			snprintf(err, errlen, "%s: service name '%s' is already used by %s",
+				 arr[n].path, arr[n].name, arr[i].path);
+			return -EINVAL;
+		}
+	return 0;
+}
+
+static int load_one(const char *dir, const char *file, enum role role, struct service_config *out,
+		    char *err, size_t errlen)
+{
+	_cleanup_free_ char *path = NULL;
+
+	if (asprintf(&path, "%s/%s", dir, file) < 0) {
+		path = NULL; /* asprintf leaves it undefined */
+		return -ENOMEM;
+	}
+	return config_load_service(path, role, out, err, errlen);
+}
+
+int config_load_services_dir(const char *dir, enum role role, struct service_config **out,
+			     size_t *n, char *err, size_t errlen)
+{
+	__attribute__((cleanup(dirents_free))) struct dirents d = {0};
+	struct service_config *arr;
+	int r = 0;
+
+	d.n = scandir(dir, &d.v, conf_filter, alphasort);
+	if (d.n < 0) {
+		r = -errno;
+		d.n = 0;
+		snprintf(err, errlen, "%s: cannot read directory: %s", dir, strerror(-r));
+		return r;
+	}
+	arr = calloc(d.n ? d.n : 1, sizeof(*arr));
+	if (!arr)
+		return -ENOMEM;
+	for (size_t k = 0; r >= 0 && k < (size_t)d.n; k++) {
+		r = load_one(dir, d.v[k]->d_name, role, &arr[k], err, errlen);
+		if (r >= 0)
+			r = services_check_unique(arr, k, err, errlen);
+	}
+	if (r < 0) {
+		config_services_free(arr, d.n); /* unloaded entries are zero, which frees fine */
+		return r;
+	}
+	*out = arr;
+	*n = d.n;
+	return 0;
+}
+
+void config_daemon_free(struct daemon_config *c)
+{
+	free(c->path);
+	free(c->state_dir);
+	free(c->services_dir);
+	free(c->status_socket);
+	free(c->tls_ca);
+	free(c->tls_cert);
+	free(c->tls_key);
+	*c = (struct daemon_config){0};
+}
+
+void config_service_free(struct service_config *c)
+{
+	free(c->path);
+	free(c->name);
+	cmdline_free(&c->command);
+	free(c->pid_file);
+	free(c->executable);
+	free(c->primary);
+	cmdline_free(&c->fence_hook);
+	cmdline_free(&c->takeover_hook);
+	*c = (struct service_config){0};
+}
+
+void config_services_free(struct service_config *arr, size_t n)
+{
+	for (size_t i = 0; arr && i < n; i++)
+		config_service_free(&arr[i]);
+	free(arr);
+}
+
+/* ---------- host:port ---------- */
+
+static bool looks_numeric(const char *s) { return strspn(s, "0123456789.") == strlen(s); }
+
+static int parse_host(const char *s, size_t len, bool bracketed, struct hostport *out,
+		      const char **why)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	*why = bracketed ? "an IPv6 address inside the brackets"
+			 : "a host name or an IP address before the ':'";
+	if (len == 0 || len > HOSTPORT_HOST_MAX)
+		return -EINVAL;
+	memcpy(out->host, s, len);
+	out->host[len] = 0;
+	if (bracketed)
+		return inet_pton(AF_INET6, out->host, &a6) == 1 ? 0 : -EINVAL;
+	if (strspn(out->host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") !=
+	    len)
+		return -EINVAL;
+	if (looks_numeric(out->host) && inet_pton(AF_INET, out->host, &a4) != 1)
+		return -EINVAL;
+	return 0;
+}
+
+static int parse_port(const char *s, bool allow_zero, uint16_t *out, const char **why)
+{
+	size_t n = strlen(s);
+	unsigned long v;
+
+	*why = "a port between 1 and 65535 after the ':'";
+	if (n < 1 || n > 5 || strspn(s, "0123456789") != n)
+		return -EINVAL;
+	v = strtoul(s, NULL, 10);
+	if (v > 65535 || (v == 0 && !allow_zero))
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int hostport_parse(const char *s, bool allow_port_zero, struct hostport *out, const char **why)
+{
+	struct hostport hp = {0};
+	const char *colon = strrchr(s, ':'), *close;
+	int r;
+
+	*why = "host:port (an IPv6 address goes in brackets, as in [::1]:7000)";
+	if (s[0] == '[') {
+		close = strchr(s, ']');
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		r = parse_host(s + 1, close - s - 1, true, &hp, why);
+		colon = close + 1;
+	} else {
+		if (!colon || strchr(s, ':') != colon)
+			return -EINVAL;
+		r = parse_host(s, colon - s, false, &hp, why);
+	}
+	if (r >= 0)
+		r = parse_port(colon + 1, allow_port_zero, &hp.port, why);
+	if (r >= 0)
+		*out = hp;
+	return r;
+}
+
+const char *hostport_format(const struct hostport *hp, char *buf, size_t len)
+{
+	if (strchr(hp->host, ':'))
+		snprintf(buf, len, "[%s]:%u", hp->host, hp->port);
+	else
+		snprintf(buf, len, "%s:%u", hp->host, hp->port);
+	return buf;
+}
+
+/* ---------- command lines ---------- */
+
+/* Copy the next word of *sp into w (room for all of *sp); 1, 0 at the end, -EINVAL if unclosed. */
+static int next_word(const char **sp, char *w)
+{
+	const char *s = *sp;
+	bool quoted = false;
+
+	/* The same notion of space as below, or a \f or \v would end words forever. */
+	while (isspace((unsigned char)*s))
+		s++;
+	if (!*s)
+		return 0;
+	for (; *s && (quoted || !isspace((unsigned char)*s)); s++) {
+		if (*s == '"') {
+			quoted = !quoted;
+			continue;
+		}
+		if (quoted && *s == '\\' && (s[1] == '"' || s[1] == '\\'))
+			s++;
+		*w++ = *s;
+	}
+	*w = 0;
+	*sp = s;
+	return quoted ? -EINVAL : 1;
+}
+
+static int cmdline_push(struct cmdline *c, size_t *cap, const char *word)
+{
+	char **slot = array_push(&c->argv, &c->argc, cap, sizeof(char *));
+
+	if (!slot)
+		return -ENOMEM;
+	if (word && !(*slot = strdup(word)))
+		return -ENOMEM;
+	return 0;
+}
+
+int cmdline_split(const char *s, struct cmdline *out, const char **why)
+{
+	_cleanup_free_ char *w = malloc(strlen(s) + 1);
+	struct cmdline c = {.line = strdup(s)};
+	size_t cap = 0;
+	int r;
+
+	if (!w || !c.line) {
+		cmdline_free(&c);
+		return -ENOMEM;
+	}
+	while ((r = next_word(&s, w)) > 0 && (r = cmdline_push(&c, &cap, w)) >= 0)
+		;
+	*why = r == -EINVAL ? "a closing double quote" : "a command line";
+	if (r == 0 && c.argc == 0)
+		r = -EINVAL;
+	if (r == 0 && (r = cmdline_push(&c, &cap, NULL)) >= 0)
+		c.argc--; /* the NULL that ends argv is not an argument */
+	if (r < 0) {
+		cmdline_free(&c);
+		return r;
+	}
+	*out = c;
+	return 0;
+}
+
+void cmdline_free(struct cmdline *c)
+{
+	for (size_t i = 0; c->argv && i < c->argc; i++)
+		free(c->argv[i]);
+	free(c->argv);
+	free(c->line);
+	*c = (struct cmdline){0};
+}

@@ -1,0 +1,129 @@
+/*
+ * config.h - the daemons' configuration files, parsed with inih.
+ *
+ * Two kinds of file. The daemon's own, primary.conf or backup.conf, says
+ * where it listens, where its TLS files and state live. One file per
+ * protected service, services/NAME.conf, says how to start or find the
+ * service, where its backup is and how fast to replicate and fail over.
+ *
+ * Both are strict: an unknown section or key, a value out of range or a
+ * missing required key is an error, because a misspelt failover timeout that
+ * silently fell back to its default would only show up during a failover.
+ * Every error is one line, "FILE:LINE: what was expected", so an operator can
+ * go straight to it.
+ *
+ * A service file may be copied unchanged to both hosts: keys that only one
+ * side uses (backup, primary, command, ...) are accepted on the other.
+ *
+ * Limits that come from inih: a line holds at most ~200 characters (a longer
+ * one is an error, not truncated), ';' after whitespace starts a comment, and
+ * an indented line would continue the previous value, which we refuse.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum role {
+	ROLE_PRIMARY = 0,
+	ROLE_BACKUP = 1,
+};
+
+const char *role_to_string(enum role role);
+
+#define HOSTPORT_HOST_MAX 253
+
+/* A TCP endpoint as written in a file; port 0 means "not set". */
+struct hostport {
+	char host[HOSTPORT_HOST_MAX + 1]; /* an IPv6 literal without its brackets */
+	uint16_t port;
+};
+
+/*
+ * Parse "host:port", "1.2.3.4:port" or "[v6]:port". Port 0 is refused unless
+ * allow_port_zero (for "any free port", as tests want). Returns 0, or -EINVAL
+ * with *why saying what was expected.
+ */
+int hostport_parse(const char *s, bool allow_port_zero, struct hostport *out, const char **why);
+
+/* The same text back ("[::1]:7000"), for messages; returns buf. */
+const char *hostport_format(const struct hostport *hp, char *buf, size_t len);
+
+static inline bool hostport_is_set(const struct hostport *hp) { return hp->port != 0; }
+
+#define CONFIG_DEFAULT_STATE_DIR "/var/lib/checksync"
+#define CONFIG_DEFAULT_SERVICES_DIR "/etc/checksync/services"
+
+/* primary.conf / backup.conf */
+struct daemon_config {
+	char *path; /* the file it came from, for messages */
+	enum role role;
+	struct hostport listen; /* [daemon] listen: backup only, required there */
+	char *state_dir;	/* [daemon] state_dir, default CONFIG_DEFAULT_STATE_DIR */
+	char *services_dir;	/* [daemon] services_dir, default CONFIG_DEFAULT_SERVICES_DIR */
+	char *status_socket;	/* [daemon] status_socket, default /run/checksync-ROLE.sock */
+	struct hostport metrics_listen; /* [daemon] metrics_listen, optional */
+	char *tls_ca;			/* [tls] ca, required */
+	char *tls_cert;			/* [tls] cert, required */
+	char *tls_key;			/* [tls] key, required */
+};
+
+enum dirty_tracking {
+	DIRTY_UFFD = 0,
+	DIRTY_HASH,
+};
+
+/* A command line split into words; argc == 0 when the key was not given. */
+struct cmdline {
+	char *line;  /* as written, for messages */
+	char **argv; /* NULL-terminated */
+	size_t argc;
+};
+
+/* services/NAME.conf */
+struct service_config {
+	char *path;
+	char *name;		/* default: file name without .conf */
+	struct cmdline command; /* exactly one of command and pid_file (primary) */
+	char *pid_file;
+	char *executable;		/* required on the backup, which must start it */
+	struct hostport backup;		/* required on the primary */
+	char *primary;			/* expected peer name of the primary (backup), optional */
+	uint32_t epoch_interval_ms;	/* default 100 */
+	uint32_t heartbeat_interval_ms; /* default 50, < lease_ms */
+	uint32_t failover_timeout_ms;	/* default 1000 */
+	uint32_t lease_ms;		/* default 500, < failover_timeout_ms */
+	enum dirty_tracking dirty_tracking; /* default DIRTY_UFFD */
+	struct cmdline fence_hook;	    /* optional */
+	struct cmdline takeover_hook;	    /* optional */
+};
+
+/* Room enough for any message below, the "expected one of" key lists included. */
+#define CONFIG_ERR_MAX 1024
+
+/*
+ * Each loader returns 0, or a negative errno with err holding one line that
+ * names the file (and the line, when there is one). On failure *out holds
+ * nothing that needs freeing.
+ */
+int config_load_daemon(const char *path, enum role role, struct daemon_config *out, char *err,
+		       size_t errlen);
+int config_load_service(const char *path, enum role role, struct service_config *out, char *err,
+			size_t errlen);
+
+/* Every *.conf in dir, in name order; two files naming the same service are an error. */
+int config_load_services_dir(const char *dir, enum role role, struct service_config **out,
+			     size_t *n, char *err, size_t errlen);
+
+void config_daemon_free(struct daemon_config *c);
+void config_service_free(struct service_config *c);
+void config_services_free(struct service_config *arr, size_t n);
+
+/*
+ * Split a command line on whitespace; "double quotes" group words, and inside
+ * them \" and \\ stand for " and \. No other shell syntax. Returns 0 or
+ * -EINVAL with *why set, or -ENOMEM.
+ */
+int cmdline_split(const char *s, struct cmdline *out, const char **why);
+void cmdline_free(struct cmdline *c);

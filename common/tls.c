@@ -1,0 +1,480 @@
+/*
+ * tls.c - OpenSSL contexts for mutual TLS 1.3, and the libevent plumbing
+ * that runs a handshake before anyone else sees the connection.
+ *
+ * A struct tls_handshake follows one connection from accept() or connect()
+ * to the end of its handshake. It owns the bufferevent until then and hands
+ * it over on success; on failure it turns OpenSSL's error queue and the
+ * certificate verification result into one readable reason. A listener
+ * keeps its handshakes in a list so that freeing it frees them.
+ *
+ * Session tickets and the session cache are off: every connection proves
+ * its certificate afresh, and there is no resumption state to reason about.
+ */
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdarg.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "util.h"
+
+struct tls_handshake {
+	struct tls_handshake *prev, *next; /* in owner->handshakes */
+	struct tls_listener *owner;	   /* NULL for an outgoing connection */
+	struct bufferevent *bev;
+	struct tls_callbacks cbs;
+	char peer[TLS_PEER_MAX];
+};
+
+struct tls_listener {
+	struct event_base *base;
+	SSL_CTX *ctx;
+	struct evconnlistener *lev;
+	struct tls_callbacks cbs;
+	struct tls_handshake *handshakes;
+};
+
+/* ---------- contexts ---------- */
+
+/* "what: reason", taking the oldest error (the cause) and emptying the queue. */
+static int ssl_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int ssl_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	unsigned long e = ERR_get_error();
+	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+	char what[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	snprintf(err, errlen, "%s: %s", what, reason ? reason : "unknown OpenSSL error");
+	ERR_clear_error();
+	return -EINVAL;
+}
+
+static int ctx_setup(SSL_CTX *ctx, const char *ca, const char *cert, const char *key, char *err,
+		     size_t errlen)
+{
+	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION))
+		return ssl_fail(err, errlen, "cannot require TLS 1.3");
+	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	/* Only this CA: SSL_CTX_set_default_verify_paths() is deliberately never called. */
+	if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
+		return ssl_fail(err, errlen, "CA file %s", ca);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+		return ssl_fail(err, errlen, "certificate %s", cert);
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+		return ssl_fail(err, errlen, "private key %s", key);
+	if (SSL_CTX_check_private_key(ctx) != 1)
+		return ssl_fail(err, errlen, "private key %s does not match certificate %s", key,
+				cert);
+	return 0;
+}
+
+static SSL_CTX *ctx_new(bool server, const char *ca, const char *cert, const char *key, char *err,
+			size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+
+	if (!ctx) {
+		ssl_fail(err, errlen, "cannot create a TLS context");
+		return NULL;
+	}
+	if (ctx_setup(ctx, ca, cert, key, err, errlen) < 0) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+SSL_CTX *tls_server_ctx(const char *ca, const char *cert, const char *key, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = ctx_new(true, ca, cert, key, err, errlen);
+	STACK_OF(X509_NAME) * names;
+
+	if (!ctx)
+		return NULL;
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	/* Tell clients which CA we accept, so one with several certificates picks right. */
+	names = SSL_load_client_CA_file(ca);
+	if (!names) {
+		ssl_fail(err, errlen, "CA file %s", ca);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_client_CA_list(ctx, names);
+	return ctx;
+}
+
+SSL_CTX *tls_client_ctx(const char *ca, const char *cert, const char *key, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = ctx_new(false, ca, cert, key, err, errlen);
+
+	if (ctx)
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	return ctx;
+}
+
+/* ---------- peer identity ---------- */
+
+static void x509_freep(X509 **x) { X509_free(*x); }
+
+static void openssl_freep(unsigned char **p) { OPENSSL_free(*p); }
+
+int tls_peer_cn(SSL *ssl, char *buf, size_t len)
+{
+	__attribute__((cleanup(x509_freep))) X509 *cert = SSL_get1_peer_certificate(ssl);
+	__attribute__((cleanup(openssl_freep))) unsigned char *utf8 = NULL;
+	X509_NAME *subject;
+	int i, n;
+
+	if (!cert || SSL_get_verify_result(ssl) != X509_V_OK)
+		return -ENOENT;
+	subject = X509_get_subject_name(cert);
+	i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+	if (i < 0)
+		return -ENOENT;
+	n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i)));
+	if (n < 0 || memchr(utf8, 0, n))
+		return -EINVAL; /* an embedded NUL would let "a\0b" pass for "a" */
+	if ((size_t)n >= len)
+		return -ENAMETOOLONG;
+	memcpy(buf, utf8, n);
+	buf[n] = 0;
+	return 0;
+}
+
+int tls_bev_peer_cn(struct bufferevent *bev, char *buf, size_t len)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	return ssl ? tls_peer_cn(ssl, buf, len) : -EINVAL;
+}
+
+/* ---------- handshakes ---------- */
+
+static void handshake_free(struct tls_handshake *h)
+{
+	if (h->owner) {
+		if (h->prev)
+			h->prev->next = h->next;
+		else
+			h->owner->handshakes = h->next;
+		if (h->next)
+			h->next->prev = h->prev;
+	}
+	if (h->bev)
+		bufferevent_free(h->bev);
+	free(h);
+}
+
+void tls_handshake_cancel(struct tls_handshake *h)
+{
+	if (h)
+		handshake_free(h);
+}
+
+/*
+ * The oldest real OpenSSL error (the cause), emptying the bev's list.
+ * libevent hands errors back newest first, and mixes in SSL_get_error()
+ * codes, which belong to no library and mean nothing to a reader.
+ */
+static unsigned long oldest_ssl_error(struct bufferevent *bev)
+{
+	unsigned long e, oldest = 0;
+
+	while ((e = bufferevent_get_openssl_error(bev)))
+		if (ERR_GET_LIB(e) != 0)
+			oldest = e;
+	return oldest;
+}
+
+/* OpenSSL's reason, the certificate's problem if there was one, else the socket's. */
+static void describe(struct bufferevent *bev, short what, int sock_errno, char *buf, size_t len)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	long verify = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+	unsigned long e = oldest_ssl_error(bev);
+	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+
+	if (what & BEV_EVENT_TIMEOUT)
+		snprintf(buf, len, "timed out");
+	else if (e && verify != X509_V_OK)
+		snprintf(buf, len, "%s (%s)", reason ? reason : "TLS error",
+			 X509_verify_cert_error_string(verify));
+	else if (e)
+		snprintf(buf, len, "%s", reason ? reason : "TLS error");
+	else if (sock_errno)
+		snprintf(buf, len, "%s", strerror(sock_errno));
+	else if (what & BEV_EVENT_EOF)
+		snprintf(buf, len, "connection closed by the peer");
+	else
+		snprintf(buf, len, "connection closed");
+}
+
+void tls_describe_event(struct bufferevent *bev, short what, char *buf, size_t len)
+{
+	describe(bev, what, EVUTIL_SOCKET_ERROR(), buf, len);
+}
+
+static void handshake_succeeded(struct tls_handshake *h)
+{
+	struct bufferevent *bev = TAKE_PTR(h->bev);
+	struct tls_callbacks cbs = h->cbs;
+	char peer[TLS_PEER_MAX];
+
+	memcpy(peer, h->peer, sizeof(peer));
+	handshake_free(h);
+	bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+	bufferevent_set_timeouts(bev, NULL, NULL);
+	/* A peer that dies mid-stream is EOF to the caller, not a TLS error. */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	cbs.established(bev, peer, cbs.arg);
+}
+
+static void handshake_failed(struct tls_handshake *h, short what, int sock_errno)
+{
+	struct tls_callbacks cbs = h->cbs;
+	char peer[TLS_PEER_MAX], reason[512];
+
+	describe(h->bev, what, sock_errno, reason, sizeof(reason));
+	if (what & BEV_EVENT_TIMEOUT)
+		snprintf(reason, sizeof(reason), "TLS handshake timed out after %d s",
+			 TLS_HANDSHAKE_TIMEOUT_SEC);
+	memcpy(peer, h->peer, sizeof(peer));
+	handshake_free(h);
+	cbs.failed(peer, reason, cbs.arg);
+}
+
+static void handshake_event(struct bufferevent *bev, short what, void *arg)
+{
+	int sock_errno = EVUTIL_SOCKET_ERROR(); /* before anything can change it */
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED)
+		handshake_succeeded(arg);
+	else
+		handshake_failed(arg, what, sock_errno);
+}
+
+/* Takes ssl; fd may be -1 for a connection still to be made. */
+static struct tls_handshake *handshake_new(struct event_base *base, SSL *ssl, int fd,
+					   enum bufferevent_ssl_state state, const char *peer,
+					   const struct tls_callbacks *cbs)
+{
+	struct timeval tv = {.tv_sec = TLS_HANDSHAKE_TIMEOUT_SEC};
+	struct tls_handshake *h = calloc(1, sizeof(*h));
+
+	if (!h) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	/* On failure libevent may or may not have freed ssl; leaking it beats a double free. */
+	h->bev = bufferevent_openssl_socket_new(base, fd, ssl, state, BEV_OPT_CLOSE_ON_FREE);
+	if (!h->bev) {
+		free(h);
+		return NULL;
+	}
+	h->cbs = *cbs;
+	snprintf(h->peer, sizeof(h->peer), "%s", peer);
+	bufferevent_setcb(h->bev, NULL, NULL, handshake_event, h);
+	bufferevent_set_timeouts(h->bev, &tv, &tv);
+	bufferevent_enable(h->bev, EV_READ | EV_WRITE);
+	return h;
+}
+
+/* ---------- addresses ---------- */
+
+static int resolve(const char *hostport, bool passive, struct addrinfo **out, char *err,
+		   size_t errlen)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0)};
+	struct hostport hp;
+	const char *why;
+	char port[8];
+	int r;
+
+	if (hostport_parse(hostport, passive, &hp, &why) < 0) {
+		snprintf(err, errlen, "address '%s': expected %s", hostport, why);
+		return -EINVAL;
+	}
+	snprintf(port, sizeof(port), "%u", hp.port);
+	r = getaddrinfo(hp.host, port, &hints, out);
+	if (r != 0) {
+		snprintf(err, errlen, "address '%s': %s", hostport,
+			 r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
+		return -EADDRNOTAVAIL;
+	}
+	return 0;
+}
+
+static void addrinfo_freep(struct addrinfo **ai)
+{
+	if (*ai)
+		freeaddrinfo(*ai);
+}
+
+static void format_peer(const struct sockaddr *sa, socklen_t salen, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN + 20], port[8]; /* numeric, with room for a %scope */
+
+	if (getnameinfo(sa, salen, host, sizeof(host), port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		snprintf(buf, len, "unknown peer");
+	else if (sa->sa_family == AF_INET6)
+		snprintf(buf, len, "[%s]:%s", host, port);
+	else
+		snprintf(buf, len, "%s:%s", host, port);
+}
+
+/* ---------- listening ---------- */
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+		      int salen, void *arg)
+{
+	struct tls_listener *l = arg;
+	struct tls_handshake *h;
+	char peer[TLS_PEER_MAX];
+	SSL *ssl = SSL_new(l->ctx);
+
+	(void)lev;
+	format_peer(sa, salen, peer, sizeof(peer));
+	h = ssl ? handshake_new(l->base, ssl, fd, BUFFEREVENT_SSL_ACCEPTING, peer, &l->cbs) : NULL;
+	if (!h) {
+		close(fd);
+		l->cbs.failed(peer, "out of memory", l->cbs.arg);
+		return;
+	}
+	h->owner = l;
+	h->next = l->handshakes;
+	if (h->next)
+		h->next->prev = h;
+	l->handshakes = h;
+}
+
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+	struct tls_listener *l = arg;
+	char reason[256];
+
+	(void)lev;
+	snprintf(reason, sizeof(reason), "accept: %s", strerror(EVUTIL_SOCKET_ERROR()));
+	l->cbs.failed("listener", reason, l->cbs.arg);
+}
+
+int tls_listen(struct event_base *base, SSL_CTX *ctx, const char *hostport,
+	       const struct tls_callbacks *cbs, struct tls_listener **out, char *err, size_t errlen)
+{
+	__attribute__((cleanup(addrinfo_freep))) struct addrinfo *ai = NULL;
+	_cleanup_free_ struct tls_listener *l = NULL;
+	int r;
+
+	r = resolve(hostport, true, &ai, err, errlen);
+	if (r < 0)
+		return r;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	*l = (struct tls_listener){.base = base, .ctx = ctx, .cbs = *cbs};
+	l->lev = evconnlistener_new_bind(
+	    base, on_accept, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE,
+	    64, ai->ai_addr, ai->ai_addrlen);
+	if (!l->lev) {
+		r = errno ? -errno : -EADDRNOTAVAIL;
+		snprintf(err, errlen, "cannot listen on %s: %s", hostport, strerror(-r));
+		return r;
+	}
+	evconnlistener_set_error_cb(l->lev, on_accept_error);
+	*out = TAKE_PTR(l);
+	return 0;
+}
+
+void tls_listener_free(struct tls_listener *l)
+{
+	if (!l)
+		return;
+	while (l->handshakes)
+		handshake_free(l->handshakes);
+	evconnlistener_free(l->lev);
+	free(l);
+}
+
+int tls_listener_port(struct tls_listener *l)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(evconnlistener_get_fd(l->lev), (struct sockaddr *)&ss, &len) < 0)
+		return -errno;
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+/* ---------- connecting ---------- */
+
+static bool is_ip_literal(const char *s)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/* The server's certificate must name peer_name: as an IP SAN if it is an address. */
+static int ssl_expect_name(SSL *ssl, const char *peer_name)
+{
+	X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+
+	if (is_ip_literal(peer_name))
+		return X509_VERIFY_PARAM_set1_ip_asc(param, peer_name) == 1 ? 0 : -EINVAL;
+	SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if (SSL_set1_host(ssl, peer_name) != 1)
+		return -EINVAL;
+	return SSL_set_tlsext_host_name(ssl, peer_name) == 1 ? 0 : -EINVAL;
+}
+
+int tls_connect(struct event_base *base, SSL_CTX *ctx, const char *hostport, const char *peer_name,
+		const struct tls_callbacks *cbs, struct tls_handshake **out, char *err,
+		size_t errlen)
+{
+	__attribute__((cleanup(addrinfo_freep))) struct addrinfo *ai = NULL;
+	struct tls_handshake *h;
+	SSL *ssl;
+	int r;
+
+	r = resolve(hostport, false, &ai, err, errlen);
+	if (r < 0)
+		return r;
+	ssl = SSL_new(ctx);
+	if (!ssl)
+		return -ENOMEM;
+	if (peer_name && ssl_expect_name(ssl, peer_name) < 0) {
+		SSL_free(ssl);
+		return ssl_fail(err, errlen, "peer name '%s'", peer_name);
+	}
+	h = handshake_new(base, ssl, -1, BUFFEREVENT_SSL_CONNECTING, hostport, cbs);
+	if (!h)
+		return -ENOMEM;
+	if (bufferevent_socket_connect(h->bev, ai->ai_addr, ai->ai_addrlen) < 0) {
+		r = errno ? -errno : -ECONNREFUSED;
+		snprintf(err, errlen, "cannot connect to %s: %s", hostport, strerror(-r));
+		handshake_free(h);
+		return r;
+	}
+	if (out)
+		*out = h;
+	return 0;
+}

@@ -1,0 +1,247 @@
+/*
+ * wire.h - the replication protocol between checksync-primaryd and
+ * checksync-backupd: message types, their encoding, and a streaming decoder.
+ *
+ * Encoding. Each message is one msgpack array, [type, field, field, ...],
+ * with exactly the fields listed below in that order; messages follow each
+ * other on the TLS stream with no other framing. Arrays rather than maps: the
+ * fields are few and fixed, and a positional record is smaller and has no
+ * "which keys are missing" case to validate. Integers are unsigned; strings
+ * are msgpack str; blobs are msgpack bin. Maps, ext, floats and negative
+ * integers never appear and are refused.
+ *
+ *   1 HELLO       [1, proto_version, role, service, boot_id, pid]
+ *   2 EPOCH_BEGIN [2, epoch, base_epoch]           base_epoch < epoch; 0 = full image
+ *   3 MAPPINGS    [3, [[start, end, prot, kind, shared, pgoff, path|nil, file_size,
+ *                       sha256(bin 32)|nil], ...]]
+ *   4 THREADS     [4, [bin, ...]]                  one opaque record per thread
+ *   5 FDS         [5, bin]                         the fd table, opaque
+ *   6 PAGES       [6, addr, npages, bin]           bin is npages * 4096 bytes
+ *   7 COMMIT      [7, epoch, sha256(bin 32), npages]
+ *   8 ACK         [8, epoch]
+ *   9 HEARTBEAT   [9, seq, time_us, epoch]         sender's CLOCK_MONOTONIC; its last
+ *                                                  committed (primary) or applied (backup) epoch
+ *  10 ERROR       [10, reason]
+ *
+ * One epoch is EPOCH_BEGIN, then any number of MAPPINGS, THREADS, FDS and
+ * PAGES, then COMMIT. HEARTBEAT may come between any two messages and belongs
+ * to no epoch. COMMIT carries a SHA-256 over the epoch's messages as decoded
+ * (see wire_epoch_hash_*), so the backup checks what it is about to apply,
+ * independently of how it was encoded; it applies nothing before that check.
+ *
+ * Authentication order. In TLS 1.3 a client finishes its handshake before
+ * the server has checked the client's certificate, so the primary (client)
+ * must send nothing but HELLO until it has received the backup's HELLO:
+ * that is its proof that the backup accepted it.
+ *
+ * Robustness. The decoder is fed bytes as they arrive and is safe against any
+ * input: every length and count is bounded (WIRE_MAX_*) before msgpack
+ * allocates anything for it, and every field's type and range is checked.
+ * The first bad byte makes the stream bad for good: the caller closes the
+ * connection and logs the reason, which names the message and the field.
+ */
+#pragma once
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WIRE_PROTO_VERSION 1
+
+#define WIRE_PAGE_SIZE 4096u
+#define WIRE_MAX_PAGES 4096u	    /* pages per PAGES message: 16 MiB */
+#define WIRE_MAX_VMAS 65536u	    /* per MAPPINGS; vm.max_map_count is 65530 */
+#define WIRE_MAX_THREADS 8192u	    /* per THREADS message */
+#define WIRE_MAX_THREAD_BLOB 65536u /* registers + XSAVE area + the rest */
+#define WIRE_MAX_FDS_BLOB (16u << 20)
+#define WIRE_MAX_NAME 64u /* service name, boot id */
+#define WIRE_MAX_PATH 4096u
+#define WIRE_MAX_REASON 1024u
+#define WIRE_MAX_BIN (WIRE_MAX_PAGES * WIRE_PAGE_SIZE)
+#define WIRE_MAX_MSG (WIRE_MAX_BIN + 65536u) /* a full PAGES message and change */
+
+enum wire_type {
+	WIRE_HELLO = 1,
+	WIRE_EPOCH_BEGIN,
+	WIRE_MAPPINGS,
+	WIRE_THREADS,
+	WIRE_FDS,
+	WIRE_PAGES,
+	WIRE_COMMIT,
+	WIRE_ACK,
+	WIRE_HEARTBEAT,
+	WIRE_ERROR,
+};
+#define WIRE_TYPE_MAX WIRE_ERROR
+
+const char *wire_type_name(unsigned type);
+
+/*
+ * Decoded messages point into the decoder's memory: strings are
+ * NUL-terminated, blobs are not copied. They stay valid until the next
+ * wire_decoder_next() or wire_decoder_free().
+ */
+struct wire_hello {
+	uint32_t proto_version;
+	uint32_t role;	     /* enum role (config.h) */
+	const char *service; /* 1..WIRE_MAX_NAME bytes */
+	const char *boot_id; /* sender's /proc/sys/kernel/random/boot_id, <= WIRE_MAX_NAME */
+	uint32_t pid;	     /* sender's pid: with boot_id, names one daemon incarnation */
+};
+
+struct wire_epoch_begin {
+	uint64_t epoch;	     /* >= 1 */
+	uint64_t base_epoch; /* the image this epoch applies to; 0 = none (full image) */
+};
+
+struct wire_vma {
+	uint64_t start, end; /* page aligned, start < end */
+	uint32_t prot;	     /* PROT_READ | PROT_WRITE | PROT_EXEC */
+	uint32_t kind;	     /* enum vma_kind (image/image.h) */
+	bool shared;
+	uint64_t pgoff;	  /* byte offset into the file */
+	const char *path; /* backing file, or NULL */
+	uint64_t file_size;
+	const uint8_t *sha256; /* 32 bytes of the file's hash, or NULL */
+};
+
+struct wire_mappings {
+	const struct wire_vma *vmas;
+	uint32_t n;
+};
+
+struct wire_blob {
+	const uint8_t *data;
+	uint32_t len;
+};
+
+struct wire_threads {
+	const struct wire_blob *threads; /* each 1..WIRE_MAX_THREAD_BLOB bytes */
+	uint32_t n;
+};
+
+struct wire_fds {
+	struct wire_blob table; /* <= WIRE_MAX_FDS_BLOB bytes */
+};
+
+struct wire_pages {
+	uint64_t addr;	     /* page aligned */
+	uint32_t npages;     /* 1..WIRE_MAX_PAGES */
+	const uint8_t *data; /* npages * WIRE_PAGE_SIZE bytes */
+};
+
+struct wire_commit {
+	uint64_t epoch;
+	uint8_t sha256[32]; /* wire_epoch_hash over the epoch's messages */
+	uint64_t npages;    /* pages the epoch carried */
+};
+
+struct wire_ack {
+	uint64_t epoch;
+};
+
+struct wire_heartbeat {
+	uint64_t seq;
+	uint64_t time_us;
+	uint64_t epoch;
+};
+
+struct wire_error {
+	const char *reason; /* <= WIRE_MAX_REASON bytes */
+};
+
+struct wire_msg {
+	enum wire_type type;
+	union {
+		struct wire_hello hello;
+		struct wire_epoch_begin epoch_begin;
+		struct wire_mappings mappings;
+		struct wire_threads threads;
+		struct wire_fds fds;
+		struct wire_pages pages;
+		struct wire_commit commit;
+		struct wire_ack ack;
+		struct wire_heartbeat heartbeat;
+		struct wire_error error;
+	};
+};
+
+/*
+ * Encoding: each appends one message to sb and returns 0, -EINVAL or -E2BIG
+ * for a message the decoder would refuse (nothing is appended then), or
+ * -ENOMEM.
+ */
+int wire_pack(msgpack_sbuffer *sb, const struct wire_msg *m);
+int wire_pack_hello(msgpack_sbuffer *sb, const struct wire_hello *m);
+int wire_pack_epoch_begin(msgpack_sbuffer *sb, const struct wire_epoch_begin *m);
+int wire_pack_mappings(msgpack_sbuffer *sb, const struct wire_mappings *m);
+int wire_pack_threads(msgpack_sbuffer *sb, const struct wire_threads *m);
+int wire_pack_fds(msgpack_sbuffer *sb, const struct wire_fds *m);
+int wire_pack_pages(msgpack_sbuffer *sb, const struct wire_pages *m);
+int wire_pack_commit(msgpack_sbuffer *sb, const struct wire_commit *m);
+int wire_pack_ack(msgpack_sbuffer *sb, const struct wire_ack *m);
+int wire_pack_heartbeat(msgpack_sbuffer *sb, const struct wire_heartbeat *m);
+int wire_pack_error(msgpack_sbuffer *sb, const struct wire_error *m);
+
+/*
+ * A PAGES message without its page bytes: the caller sends exactly
+ * npages * WIRE_PAGE_SIZE bytes of page data right after it (say with
+ * evbuffer_add_reference), which saves copying 16 MiB through sb.
+ */
+int wire_pack_pages_head(msgpack_sbuffer *sb, uint64_t addr, uint32_t npages);
+
+/* Decoding */
+struct wire_decoder;
+
+struct wire_decoder *wire_decoder_new(void);
+void wire_decoder_free(struct wire_decoder *d);
+static inline void wire_decoder_freep(struct wire_decoder **d)
+{
+	if (*d)
+		wire_decoder_free(*d);
+}
+#define _cleanup_wire_decoder_ __attribute__((cleanup(wire_decoder_freep)))
+
+/*
+ * Hand the decoder bytes as they arrive. Returns 0, -ENOMEM, or -EBADMSG
+ * once the stream is known to be bad (wire_decoder_next() says why). Call
+ * wire_decoder_next() until it returns 0 after each feed: the decoder then
+ * holds at most one partial message, of at most WIRE_MAX_MSG bytes.
+ */
+int wire_decoder_feed(struct wire_decoder *d, const void *p, size_t n);
+
+/*
+ * The next whole message: 1 and *out filled, 0 if more bytes are needed, or
+ * -EBADMSG (-ENOMEM) with err naming the message type and field at fault.
+ * Messages that arrived whole before a bad one are still returned first.
+ */
+int wire_decoder_next(struct wire_decoder *d, struct wire_msg *out, char *err, size_t errlen);
+
+/*
+ * The epoch checksum that COMMIT carries: SHA-256 over every EPOCH_BEGIN,
+ * MAPPINGS, THREADS, FDS and PAGES message of the epoch, each as a fixed
+ * little-endian rendering of its decoded fields (lengths before bytes), so
+ * both sides hash the same thing whatever the msgpack encoding. The sender
+ * adds each message as it packs it and fills COMMIT with _final(); the
+ * receiver adds each as it decodes it and compares with _verify().
+ */
+struct wire_epoch_hash {
+	void *ctx;	/* EVP_MD_CTX */
+	uint64_t epoch; /* 0 until EPOCH_BEGIN */
+	uint64_t npages;
+};
+
+int wire_epoch_hash_init(struct wire_epoch_hash *h);
+void wire_epoch_hash_done(struct wire_epoch_hash *h);
+
+/* Add one message; EPOCH_BEGIN starts afresh. -EPROTO for an epoch message before any EPOCH_BEGIN.
+ */
+int wire_epoch_hash_add(struct wire_epoch_hash *h, const struct wire_msg *m);
+
+/* Sender: fill a COMMIT for the epoch added so far. */
+int wire_epoch_hash_final(struct wire_epoch_hash *h, struct wire_commit *out);
+
+/* Receiver: 0 if c commits the epoch added so far, else -EBADMSG and err says how it differs. */
+int wire_epoch_hash_verify(struct wire_epoch_hash *h, const struct wire_commit *c, char *err,
+			   size_t errlen);
