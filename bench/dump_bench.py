@@ -1,14 +1,28 @@
 #!/usr/bin/env python3
-"""dump_bench: CheckSync's one-shot dump and restore beside CRIU's, on the
-heap-heavy workload (tests/workloads/heapmap), in the same run.
+"""dump_bench: CheckSync's one-shot dump and restore beside CRIU's, on one Go
+workload process, in the same run.
 
-Each run starts one heapmap process, waits until it serves, and records the
-answer of GET /checksum. Both tools then dump that same process and leave it
-running (the order alternates from run to run so that neither always sees the
-warmer process). The original is killed, and each image is restored in turn:
-the restored process must answer /checksum with the checksum and length taken
-before the dumps and with bad == 0, else the run counts as a failure for that
-tool. The restored process is killed before the next restore.
+Three tools ("columns") dump the same process and leave it running:
+  checksync live   checksync-primaryd dump: only pages of live Go objects,
+                   captured at a runtime safepoint (the default)
+  checksync whole  checksync-primaryd dump --whole: every present anonymous page
+  criu             criu dump --leave-running
+The order rotates from run to run so that no tool always sees the warmer
+process. The original is killed, and each image is restored in turn; the
+restored process must pass the workload's check, else the run counts as a
+failure for that tool. The restored process is killed before the next restore.
+
+Workloads (--workload):
+  heapmap  (tests/workloads/heapmap) a map of 1,000,000 entries and garbage
+           churn. Before the dumps, GET /checksum on the original; a restored
+           copy must answer the same checksum and length with bad == 0.
+  churn    (tests/workloads/churn) allocates and drops 1 GiB, then keeps about
+           50 MiB live. The dumps wait for phase "steady"; a restored copy must
+           answer GET /check with ok and checked > 0. Just before and just
+           after each dump the process's own in-use figure is read from GET
+           /state (MemStats: HeapInuse + StackInuse + MSpanInuse +
+           MCacheInuse + BuckHashSys + OtherSys); each image is set against
+           the larger of the two, as tests/test_live.py does.
 
 Measured per tool and run:
   dump wall        wall time of the dump command
@@ -22,8 +36,9 @@ Measured per tool and run:
   restore serving  from starting the restore command to the first answer of
                    GET /state (cheap) from the restored process
   restore ready    from starting the restore command to the first correct
-                   /checksum answer of the restored process (the answer walks
-                   the whole map, so it includes faulting the heap in)
+                   check answer of the restored process (the check walks all
+                   live data, so it includes faulting the heap in)
+  CheckSync also: the capture mode and safepoint retries from report.json.
 
 Only the Python standard library is used. Run as root. CRIU is not part of
 this repository: pass CRIU=/path/to/criu (version 4.1 or later), or have criu
@@ -31,6 +46,7 @@ on PATH. If it does not work here the table says "criu: unavailable (why)".
 """
 
 import argparse
+import collections
 import ctypes
 import datetime
 import json
@@ -50,14 +66,15 @@ import time
 import http.client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKLOAD_DIR = os.path.join(REPO, "tests", "workloads", "heapmap")
 GOPATH = "/usr/share/gocode"
 CRIU_MIN = (4, 1)
 
 DEFAULT_CRIU_DUMP_OPTS = "--tcp-close --skip-in-flight"
 DEFAULT_CRIU_RESTORE_OPTS = "--tcp-close"
 
-TOOLS = ("checksync", "criu")
+TOOLS = ("checksync live", "checksync whole", "criu")
+ONLY = {"live": ["checksync live"], "whole": ["checksync whole"],
+        "checksync": ["checksync live", "checksync whole"], "criu": ["criu"]}
 
 
 class ToolError(Exception):
@@ -72,24 +89,21 @@ def main():
     if os.geteuid() != 0:
         sys.exit("dump_bench: must run as root (ptrace, CRIU)")
     become_subreaper()
+    workload = WORKLOADS[args.workload]()
 
-    tools = [t for t in TOOLS if args.only in (t, "both")]
+    tools = [t for t in TOOLS if t in args.only]
+    every = {"checksync live": CheckSync(args, []),
+             "checksync whole": CheckSync(args, ["--whole"]),
+             "criu": Criu(args)}
     unavailable = {}
-    checksync = CheckSync(args) if "checksync" in tools else None
-    criu = Criu(args) if "criu" in tools else None
-    if checksync:
-        why = checksync.probe()
+    for t in tools:
+        why = every[t].probe()
         if why:
-            unavailable["checksync"] = why
-    if criu:
-        why = criu.probe()
-        if why:
-            unavailable["criu"] = why
-    adapters = {name: a for name, a in (("checksync", checksync), ("criu", criu))
-                if a is not None and name not in unavailable}
+            unavailable[t] = why
+    adapters = {t: every[t] for t in tools if t not in unavailable}
 
     workdir = tempfile.mkdtemp(prefix="dump_bench.", dir=args.workdir)
-    meta = machine_info(args, criu, checksync)
+    meta = machine_info(args, tools, every)
     meta["workdir"] = workdir
     print_header(meta)
     try:
@@ -97,7 +111,8 @@ def main():
         runs = []
         if adapters:
             for i in range(args.runs):
-                runs.append(one_run(args, i, adapters, binary, workdir))
+                runs.append(one_run(args, i, workload, adapters, binary,
+                                    workdir))
                 kill_strays()
                 if not args.keep:
                     # Free the images now: each run then writes into memory
@@ -111,7 +126,7 @@ def main():
             shutil.rmtree(workdir, ignore_errors=True)
 
     summary = summarize(runs, tools, unavailable)
-    print_table(summary, tools, unavailable, runs)
+    print_table(summary, tools, unavailable, runs, workload)
     print_failures(runs)
     if args.json:
         with open(args.json, "w") as f:
@@ -124,22 +139,26 @@ def main():
 
 def parse_args():
     p = argparse.ArgumentParser(
-        description="Benchmark CheckSync dump/restore beside CRIU on heapmap.")
+        description="Benchmark CheckSync dump/restore (live and --whole) "
+        "beside CRIU on one Go workload.")
     p.add_argument("--runs", type=int, default=5, help="runs (default 5)")
-    p.add_argument("--only", choices=("both",) + TOOLS, default="both",
-                   help="measure one tool only (default both)")
+    p.add_argument("--workload", choices=sorted(WORKLOADS), default="heapmap",
+                   help="workload to dump (default heapmap)")
+    p.add_argument("--only", default=",".join(("live", "whole", "criu")),
+                   metavar="TOOL[,TOOL]",
+                   help="measure these only: live, whole, checksync (both), "
+                   "criu (default all three)")
     p.add_argument("--static", action="store_true",
                    help="build the workload with CGO_ENABLED=0")
     p.add_argument("--json", metavar="FILE", help="write raw numbers here")
     p.add_argument("--settle", type=float, default=2.0, metavar="S",
-                   help="seconds the workload runs between serving and dump")
+                   help="seconds the workload runs between ready and dump")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S",
                    help="limit for each dump, restore, and readiness wait")
     p.add_argument("--workload-arg", action="append", default=[],
-                   metavar="ARG", help="extra heapmap argument (repeatable), "
+                   metavar="ARG", help="extra workload argument (repeatable), "
                    "e.g. --workload-arg=-n=2000000")
-    p.add_argument("--workload-dir", default=WORKLOAD_DIR,
-                   help=argparse.SUPPRESS)  # development only
+    p.add_argument("--workload-dir", help=argparse.SUPPRESS)  # development
     p.add_argument("--criu-dump-opts", default=DEFAULT_CRIU_DUMP_OPTS,
                    help="extra 'criu dump' options (default: %(default)s)")
     p.add_argument("--criu-restore-opts", default=DEFAULT_CRIU_RESTORE_OPTS,
@@ -151,32 +170,37 @@ def parse_args():
     args = p.parse_args()
     if args.runs < 1:
         p.error("--runs must be at least 1")
+    only = args.only.split(",")
+    bad = [o for o in only if o not in ONLY]
+    if bad:
+        p.error("--only: unknown tool %s (choose from %s)"
+                % (", ".join(bad), ", ".join(ONLY)))
+    args.only = {t for o in only for t in ONLY[o]}
+    if not args.workload_dir:
+        args.workload_dir = os.path.join(REPO, "tests", "workloads",
+                                         args.workload)
     return args
 
 
-def one_run(args, index, adapters, binary, workdir):
-    """Dump one heapmap process with every tool, kill it, restore each image."""
+def one_run(args, index, workload, adapters, binary, workdir):
+    """Dump one workload process with every tool, kill it, restore each
+    image."""
     rundir = os.path.join(workdir, "run%d" % index)
     os.makedirs(rundir)
     port = free_port()
     order = list(adapters)
-    if index % 2:
-        order.reverse()
+    order = order[index % len(order):] + order[:index % len(order)]
     run = {"run": index, "order": order, "port": port}
     for name in order:
         run[name] = {}
 
     proc = start_workload(binary, args.workload_arg, port, rundir)
     try:
-        wait_for(lambda: get_json(port, "/checksum"), args.timeout,
-                 "workload did not serve /checksum")
+        workload.wait_ready(port, args.timeout)
         time.sleep(args.settle)
         t0 = time.monotonic()
-        pre = get_json(port, "/checksum")
-        run["checksum_query_ms"] = ms(time.monotonic() - t0)
-        if not isinstance(pre, dict) or "checksum" not in pre:
-            sys.exit("dump_bench: /checksum answered %r, expected an object "
-                     "with a checksum" % (pre,))
+        pre = workload.baseline(port)
+        run["check_query_ms"] = ms(time.monotonic() - t0)
         run["pre"] = pre
         run["pid"] = proc.pid
         run["threads"] = len(os.listdir("/proc/%d/task" % proc.pid))
@@ -184,12 +208,18 @@ def one_run(args, index, adapters, binary, workdir):
 
         for name in order:
             res = run[name]
-            image = os.path.join(rundir, name + "-image")
+            image = os.path.join(rundir, slug(name) + "-image")
             os.makedirs(image)
             res["image"] = image
             try:
-                res.update(adapters[name].dump(proc.pid, image, rundir))
+                before = workload.state(port)
+                res.update(adapters[name].dump(proc.pid, image))
                 res["image_bytes_du_sb"], res["image_bytes_du_s"] = du(image)
+                if before:  # as tests/test_live.py: the larger of the two
+                    res["states"] = [before, workload.state(port)]
+                    used = max(in_use(st) for st in res["states"])
+                    res["in_use_mib"] = used / 1048576
+                    res["in_use_ratio"] = res["image_bytes_du_sb"] / used
             except ToolError as e:
                 res["error"] = "dump: %s" % e
             if proc.poll() is not None:
@@ -208,7 +238,7 @@ def one_run(args, index, adapters, binary, workdir):
             res["ok"] = False
             continue
         try:
-            restore_and_check(args, adapters[name], res, port, pre, rundir)
+            restore_and_check(args, workload, adapters[name], res, port, pre)
             res["ok"] = True
         except ToolError as e:
             res["error"] = "restore: %s" % e
@@ -216,12 +246,14 @@ def one_run(args, index, adapters, binary, workdir):
     return run
 
 
-def restore_and_check(args, adapter, res, port, pre, rundir):
-    """Restore res['image'], time it, check /checksum, kill the copy."""
+def restore_and_check(args, workload, adapter, res, port, pre):
+    """Restore res['image'], time it, run the workload's check, kill the
+    copy."""
     t0 = time.monotonic()
     pid = None
+    path = workload.check_path
     try:
-        pid = adapter.restore(res["image"], rundir, res)
+        pid = adapter.restore(res["image"])
         res["restore_cmd_ms"] = ms(time.monotonic() - t0)
         deadline = t0 + args.timeout
         while True:  # first any answer: the copy serves again
@@ -240,20 +272,20 @@ def restore_and_check(args, adapter, res, port, pre, rundir):
         last = None
         while True:
             try:
-                last = get_json(port, "/checksum")
+                last = get_json(port, path)
             except (OSError, ValueError, http.client.HTTPException) as e:
                 last = "no answer (%s)" % e
-            if is_correct(last, pre):
+            if workload.correct(last, pre):
                 break
-            if isinstance(last, dict):  # the map never changes: final
-                raise ToolError("wrong /checksum: %s, expected %s"
-                                % (json.dumps(last), json.dumps(pre)))
+            if isinstance(last, dict):  # an answer, and a wrong one: final
+                raise ToolError("wrong %s: %s, expected %s"
+                                % (path, json.dumps(last), json.dumps(pre)))
             if not pid_alive(pid):
                 raise ToolError("restored pid %d died; last answer: %s"
                                 % (pid, last))
             if time.monotonic() > deadline:
-                raise ToolError("no correct /checksum within %gs; last: %s"
-                                % (args.timeout, last))
+                raise ToolError("no correct %s within %gs; last: %s"
+                                % (path, args.timeout, last))
             time.sleep(0.005)
         res["restore_ready_ms"] = ms(time.monotonic() - t0)
         res["restored_pid"] = pid
@@ -263,21 +295,81 @@ def restore_and_check(args, adapter, res, port, pre, rundir):
         kill_strays()
 
 
-def is_correct(answer, pre):
-    return (isinstance(answer, dict)
-            and answer.get("checksum") == pre.get("checksum")
-            and answer.get("len") == pre.get("len")
-            and answer.get("bad", 0) == 0)
+# ---------------------------------------------------------------- workloads
+
+
+class Heapmap:
+    """A faithful copy answers GET /checksum as the original did."""
+    check_path = "/checksum"
+
+    def wait_ready(self, port, timeout):
+        wait_for(lambda: get_json(port, "/checksum"), timeout,
+                 "workload did not serve /checksum")
+
+    def baseline(self, port):
+        pre = get_json(port, "/checksum")
+        if not isinstance(pre, dict) or "checksum" not in pre:
+            sys.exit("dump_bench: /checksum answered %r, expected an object "
+                     "with a checksum" % (pre,))
+        return pre
+
+    def correct(self, answer, pre):
+        return (isinstance(answer, dict)
+                and answer.get("checksum") == pre.get("checksum")
+                and answer.get("len") == pre.get("len")
+                and answer.get("bad", 0) == 0)
+
+    def state(self, port):
+        return None  # heapmap's /state has no MemStats
+
+
+class Churn:
+    """A faithful copy answers GET /check with ok and checked > 0."""
+    check_path = "/check"
+
+    def wait_ready(self, port, timeout):
+        def steady():
+            phase = get_json(port, "/state").get("phase")
+            if phase != "steady":
+                raise ValueError("phase %r" % phase)
+        wait_for(steady, timeout, "churn did not reach phase steady")
+
+    def baseline(self, port):
+        pre = get_json(port, "/check")
+        if not self.correct(pre, None):
+            sys.exit("dump_bench: /check on the original answered %r" % (pre,))
+        return pre
+
+    def correct(self, answer, pre):
+        return (isinstance(answer, dict) and answer.get("ok") is True
+                and answer.get("checked", 0) > 0)
+
+    def state(self, port):
+        try:
+            return get_json(port, "/state")
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            raise ToolError("GET /state: %s" % e)
+
+
+WORKLOADS = {"heapmap": Heapmap, "churn": Churn}
+IN_USE = ("heap_inuse", "stack_inuse", "mspan_inuse", "mcache_inuse",
+          "buckhash_sys", "other_sys")
+
+
+def in_use(state):
+    """Bytes the Go process itself reports in use (runtime.MemStats)."""
+    return sum(state[k] for k in IN_USE)
 
 
 # ---------------------------------------------------------------- tools
 
 
 class CheckSync:
-    """checksync-primaryd dump / checksync-backupd restore."""
+    """checksync-primaryd dump [--whole] / checksync-backupd restore."""
 
-    def __init__(self, args):
+    def __init__(self, args, dump_opts):
         self.args = args
+        self.dump_opts = dump_opts
         self.primaryd = os.environ.get("CHECKSYNC_PRIMARYD") or os.path.join(
             REPO, "build", "primaryd", "checksync-primaryd")
         self.backupd = os.environ.get("CHECKSYNC_BACKUPD") or os.path.join(
@@ -292,24 +384,26 @@ class CheckSync:
     def describe(self):
         return "%s, %s" % (self.primaryd, self.backupd)
 
-    def dump(self, pid, image, rundir):
-        cmd = [self.primaryd, "dump", "--pid", str(pid), "--image", image]
-        wall = run_timed(cmd, self.args.timeout,
-                         os.path.join(rundir, "checksync-dump.log"))
+    def dump(self, pid, image):
+        cmd = ([self.primaryd, "dump", "--pid", str(pid), "--image", image]
+               + self.dump_opts)
+        wall = run_timed(cmd, self.args.timeout, image + "-dump.log")
         try:
             with open(os.path.join(image, "report.json")) as f:
                 report = json.load(f)
         except (OSError, ValueError) as e:
             raise ToolError("report.json: %s" % e)
-        out = {"dump_ms": ms(wall), "report": report}
+        out = {"dump_ms": ms(wall), "report": report,
+               "mode": report.get("mode")}
+        if out["mode"] in ("live", "whole (no safepoint)"):  # it tried
+            out["safepoint_tries"] = report.get("safepoint_tries")
         if isinstance(report.get("pause_us"), (int, float)):
             out["pause_ms"] = report["pause_us"] / 1000.0
         return out
 
-    def restore(self, image, rundir, res):
+    def restore(self, image):
         cmd = [self.backupd, "restore", "--image", image]
-        log = os.path.join(rundir, "checksync-restore.log")
-        stdout = run_cmd(cmd, self.args.timeout, log)
+        stdout = run_cmd(cmd, self.args.timeout, image + "-restore.log")
         first = stdout.splitlines()[0].strip() if stdout.strip() else ""
         if not first.isdigit():
             raise ToolError("first stdout line is not a pid: %r" % first)
@@ -356,8 +450,8 @@ class Criu:
             return "not found"
         return "%s (version %s)" % (self.path, self.version or "?")
 
-    def dump(self, pid, image, rundir):
-        log = os.path.join(rundir, "criu-dump.log")
+    def dump(self, pid, image):
+        log = image + "-dump.log"
         cmd = ([self.path, "dump", "-t", str(pid), "-D", image,
                 "--leave-running", "-o", log]
                + shlex.split(self.args.criu_dump_opts))
@@ -371,9 +465,9 @@ class Criu:
             out["frozen_ms"] = stats["frozen_time"] / 1000.0
         return out
 
-    def restore(self, image, rundir, res):
-        log = os.path.join(rundir, "criu-restore.log")
-        pidfile = os.path.join(rundir, "criu-restore.pid")
+    def restore(self, image):
+        log = image + "-restore.log"
+        pidfile = image + "-restore.pid"
         if os.path.exists(pidfile):
             os.unlink(pidfile)  # criu will not overwrite it
         cmd = ([self.path, "restore", "-D", image, "-d", "-o", log,
@@ -491,7 +585,7 @@ def reap_orphans():
 
 
 def build_workload(args, workdir):
-    out = os.path.join(workdir, "heapmap")
+    out = os.path.join(workdir, args.workload)
     env = dict(os.environ, GO111MODULE="off", GOPATH=GOPATH)
     if args.static:
         env["CGO_ENABLED"] = "0"
@@ -504,9 +598,9 @@ def build_workload(args, workdir):
 
 
 def start_workload(binary, extra, port, rundir):
-    """Start heapmap in its own session, stdio on /dev/null and a log file,
-    no other inherited fds: nothing ties it to this script's terminal."""
-    log = open(os.path.join(rundir, "heapmap.log"), "ab")
+    """Start the workload in its own session, stdio on /dev/null and a log
+    file, no other inherited fds: nothing ties it to this script's terminal."""
+    log = open(os.path.join(rundir, os.path.basename(binary) + ".log"), "ab")
     try:
         return subprocess.Popen(
             [binary, "-addr", "127.0.0.1:%d" % port] + list(extra),
@@ -639,6 +733,10 @@ def ms(seconds):
     return seconds * 1000.0
 
 
+def slug(name):
+    return name.replace(" ", "-")
+
+
 def du(path):
     """(apparent bytes as du -sb, allocated bytes as du -s) of a tree."""
     apparent = allocated = 0
@@ -652,15 +750,30 @@ def du(path):
 
 
 METRICS = [  # key in a tool's result, label, scale, format
-    ("dump_ms", "dump wall (ms)", 1, "%.1f"),
-    ("pause_ms", "pause (ms)", 1, "%.2f"),
-    ("frozen_ms", "  criu frozen_time only (ms)", 1, "%.2f"),
     ("image_bytes_du_sb", "image (MiB, du -sb)", 1 / 1048576, "%.1f"),
     ("image_bytes_du_s", "image on disk (MiB, du -s)", 1 / 1048576, "%.1f"),
+    ("in_use_mib", "process in use at dump (MiB)", 1, "%.1f"),
+    ("in_use_ratio", "image / process in use", 1, "%.2f"),
+    ("dump_ms", "dump wall (ms)", 1, "%.1f"),
+    ("pause_ms", "pause, threads stopped (ms)", 1, "%.2f"),
+    ("frozen_ms", "  criu frozen_time only (ms)", 1, "%.2f"),
     ("restore_cmd_ms", "restore command wall (ms)", 1, "%.1f"),
     ("restore_serving_ms", "restore to first /state answer (ms)", 1, "%.1f"),
-    ("restore_ready_ms", "restore to correct /checksum (ms)", 1, "%.1f"),
+    ("restore_ready_ms", "restore to correct {check} (ms)", 1, "%.1f"),
+    ("safepoint_tries", "safepoint retries", 1, "%g"),
 ]
+RUN_FACTS = [  # key in a run, label, format
+    ("threads", "workload threads at dump", "%.0f"),
+    ("rss_kib", "workload RSS at dump (KiB)", "%.0f"),
+    ("check_query_ms", "{check} on the original (ms)", "%.1f"),
+]
+
+
+def stat(vals):
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals),
+            "max": max(vals), "n": len(vals)}
 
 
 def summarize(runs, tools, unavailable):
@@ -668,63 +781,66 @@ def summarize(runs, tools, unavailable):
     for tool in tools:
         if tool in unavailable:
             continue
-        s = {"runs": len(runs), "ok": sum(1 for r in runs if r[tool].get("ok"))}
+        ok = [r[tool] for r in runs if r[tool].get("ok")]
+        modes = collections.Counter(r[tool]["mode"] for r in runs
+                                    if r[tool].get("mode"))
+        s = {"runs": len(runs), "ok": len(ok), "modes": dict(modes)}
         for key, _, scale, _ in METRICS:
-            vals = [r[tool][key] * scale for r in runs
-                    if r[tool].get("ok") and isinstance(r[tool].get(key),
-                                                        (int, float))]
-            if vals:
-                s[key] = {"median": statistics.median(vals),
-                          "min": min(vals), "max": max(vals), "n": len(vals)}
+            st = stat([res[key] * scale for res in ok
+                       if isinstance(res.get(key), (int, float))])
+            if st:
+                s[key] = st
         summary[tool] = s
-    for key in ("checksum_query_ms", "threads", "rss_kib"):
-        vals = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
-        if vals:
-            summary[key] = {"median": statistics.median(vals),
-                            "min": min(vals), "max": max(vals)}
+    for key, _, _ in RUN_FACTS:
+        st = stat([r[key] for r in runs if isinstance(r.get(key),
+                                                      (int, float))])
+        if st:
+            summary[key] = st
     return summary
 
 
-def cell(stat, fmt):
-    if not stat:
+def cell(st, fmt):
+    if not st:
         return "n/a"
-    return "%s [%s..%s]" % (fmt % stat["median"], fmt % stat["min"],
-                            fmt % stat["max"])
+    return "%s [%s..%s]" % (fmt % st["median"], fmt % st["min"],
+                            fmt % st["max"])
 
 
-def print_table(summary, tools, unavailable, runs):
+def print_table(summary, tools, unavailable, runs, workload):
     nruns = len(runs)
-    errors = {t: [r[t].get("error") for r in runs if t in r] for t in tools}
-    w0, w = 36, 28
+    w0, w = 38, 28
+
+    def row(label, cells):
+        print(label.format(check=workload.check_path).ljust(w0)
+              + "".join(c.ljust(w - 1) + " " for c in cells).rstrip())
+
+    measured = [t for t in tools if t not in unavailable]
     print()
-    print("%-*s" % (w0, "metric: median [min..max]")
-          + "".join("%-*s" % (w, t) for t in tools))
+    row("metric: median [min..max]", tools)
     print("-" * (w0 + w * len(tools)))
     for key, label, _, fmt in METRICS:
-        row = []
-        for t in tools:
-            if t in unavailable:
-                row.append("-")
-            else:
-                row.append(cell(summary[t].get(key), fmt))
-        print("%-*s" % (w0, label) + "".join("%-*s" % (w, c) for c in row))
-    row = ["-" if t in unavailable else "%d/%d" % (summary[t]["ok"], nruns)
-           for t in tools]
-    print("%-*s" % (w0, "runs correct / runs")
-          + "".join("%-*s" % (w, c) for c in row))
+        if any(key in r[t] for r in runs for t in measured):  # else n/a here
+            row(label, ["-" if t in unavailable else
+                        cell(summary[t].get(key), fmt) for t in tools])
+    modes = sorted({m for t in measured for m in summary[t]["modes"]})
+    for mode in modes:  # one row per capture mode seen: dumps that ended so
+        row("capture mode: " + mode,
+            ["-" if t in unavailable else "n/a" if not summary[t]["modes"]
+             else "%d/%d" % (summary[t]["modes"].get(mode, 0), nruns)
+             for t in tools])
+    row("runs correct / runs",
+        ["-" if t in unavailable else "%d/%d" % (summary[t]["ok"], nruns)
+         for t in tools])
     print()
-    for key, label in (("threads", "workload threads at dump"),
-                       ("rss_kib", "workload RSS at dump (KiB)"),
-                       ("checksum_query_ms", "/checksum on the original (ms)")):
+    for key, label, fmt in RUN_FACTS:
         if key in summary:
-            print("%-*s%s" % (w0, label, cell(summary[key], "%.0f" if key !=
-                                              "checksum_query_ms" else "%.1f")))
+            row(label, [cell(summary[key], fmt)])
     for t in tools:
         if t in unavailable:
             print("%s: unavailable (%s)" % (t, unavailable[t]))
         elif nruns and summary[t]["ok"] == 0:
             print("%s: unavailable (no run succeeded; run 0: %s)"
-                  % (t, errors[t][0] if errors.get(t) else "?"))
+                  % (t, runs[0][t].get("error", "?")))
 
 
 def print_failures(runs):
@@ -739,8 +855,9 @@ def print_progress(run, file):
     for t in run["order"]:
         res = run[t]
         if res.get("ok"):
-            parts.append("%s dump %.0f ms pause %s restore-ready %.0f ms"
-                         % (t, res["dump_ms"],
+            parts.append("%s%s dump %.0f ms pause %s restore-ready %.0f ms"
+                         % (t, " (%s)" % res["mode"] if "mode" in res else "",
+                            res["dump_ms"],
                             "%.1f ms" % res["pause_ms"] if "pause_ms" in res
                             else "n/a", res["restore_ready_ms"]))
         else:
@@ -751,7 +868,7 @@ def print_progress(run, file):
 # ---------------------------------------------------------------- machine
 
 
-def machine_info(args, criu, checksync):
+def machine_info(args, tools, every):
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -766,6 +883,8 @@ def machine_info(args, criu, checksync):
                             text=True).stdout.strip()
     except OSError:
         go = "not found"
+    criu = "criu" in tools
+    checksync = any(t.startswith("checksync") for t in tools)
     return {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "date": datetime.datetime.now(datetime.timezone.utc)
@@ -775,14 +894,16 @@ def machine_info(args, criu, checksync):
         "cpu": cpu,
         "nproc": len(os.sched_getaffinity(0)),
         "go": go,
-        "criu": criu.describe() if criu else "not measured",
+        "criu": every["criu"].describe() if criu else "not measured",
         "criu_dump_opts": args.criu_dump_opts if criu else None,
         "criu_restore_opts": args.criu_restore_opts if criu else None,
-        "checksync": checksync.describe() if checksync else "not measured",
-        "workload": "%s (%s build) %s" % (
+        "checksync": (every["checksync live"].describe() if checksync
+                      else "not measured"),
+        "tools": ", ".join(tools),
+        "workload": ("%s (%s build) %s" % (
             os.path.relpath(args.workload_dir, REPO),
             "static CGO_ENABLED=0" if args.static else "default cgo",
-            " ".join(args.workload_arg)),
+            " ".join(args.workload_arg))).rstrip(),
         "runs": args.runs,
         "settle_s": args.settle,
     }
@@ -792,7 +913,7 @@ def print_header(meta):
     print("# dump_bench")
     for key in ("command", "date", "host", "kernel", "cpu", "nproc", "go",
                 "criu", "criu_dump_opts", "criu_restore_opts", "checksync",
-                "workload", "runs", "settle_s"):
+                "tools", "workload", "runs", "settle_s"):
         if meta.get(key) is not None:
             print("# %-19s%s" % (key + ":", meta[key]))
     sys.stdout.flush()
