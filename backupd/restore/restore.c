@@ -152,18 +152,10 @@ static int restore_steps(struct restore *r)
 	return rc;
 }
 
-int restore_image(const char *dir, pid_t *pid_out)
+int restore_image_mem(const struct image *img, pid_t *pid_out)
 {
-	_cleanup_image_ struct image *img = NULL;
 	char err[512];
-	int rc;
-
-	rc = image_read(dir, &img, err, sizeof(err));
-	if (rc < 0) {
-		log_error("%s", err);
-		return rc;
-	}
-	rc = restore_check_files(img, err, sizeof(err));
+	int rc = restore_check_files(img, err, sizeof(err));
 	if (rc < 0) {
 		log_error("%s", err);
 		return rc;
@@ -187,4 +179,17 @@ int restore_image(const char *dir, pid_t *pid_out)
 	if (rc >= 0)
 		*pid_out = r.pid;
 	return rc;
+}
+
+int restore_image(const char *dir, pid_t *pid_out)
+{
+	_cleanup_image_ struct image *img = NULL;
+	char err[512];
+
+	int rc = image_read(dir, &img, err, sizeof(err));
+	if (rc < 0) {
+		log_error("%s", err);
+		return rc;
+	}
+	return restore_image_mem(img, pid_out);
 }

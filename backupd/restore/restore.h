@@ -38,6 +38,12 @@ struct restore {
 
 /* restore.c */
 int restore_image(const char *dir, pid_t *pid_out);
+/*
+ * Restore an image already in memory (pages in img->pages, located by
+ * img->runs), as the backup daemon holds its warm image. The caller must
+ * have validated it (image_validate) if it came from outside.
+ */
+int restore_image_mem(const struct image *img, pid_t *pid_out);
 /* Copy len bytes to the scratch page at off; returns the tracee address, or 0 on error. */
 uint64_t restore_scratch_put(struct restore *r, size_t off, const void *p, size_t len);
 /* Run a syscall in the leader; returns its result (negative errno on failure). */

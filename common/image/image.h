@@ -175,3 +175,20 @@ int image_write(const struct image *img, const char *dir, const char **what);
 int image_read(const char *dir, struct image **out, char *err, size_t errlen);
 
 uint64_t image_size_on_disk(const char *dir);
+
+/*
+ * Sections of an image, for replication: an epoch carries the process
+ * record, one record per thread and the fd table as separate msgpack blobs
+ * (mappings and pages go as their own wire messages). Unpacking validates
+ * like image_read() and reports one line in err.
+ */
+#include <msgpack.h>
+int image_pack_process(const struct image *img, msgpack_sbuffer *sb);
+int image_pack_thread(const struct image_thread *t, msgpack_sbuffer *sb);
+int image_pack_fds(const struct image *img, msgpack_sbuffer *sb);
+int image_unpack_process(struct image *img, const void *p, size_t n, char *err, size_t errlen);
+int image_unpack_thread(struct image_thread *t, const void *p, size_t n, char *err,
+			size_t errlen);
+int image_unpack_fds(struct image *img, const void *p, size_t n, char *err, size_t errlen);
+/* The cross-checks image_read() makes, for an image assembled in memory (runs vs pages_len too). */
+int image_validate(const struct image *img, char *err, size_t errlen);

@@ -119,6 +119,47 @@ static void pack_fd(msgpack_packer *pk, const struct image_fd *f)
 	msgpack_pack_nil(pk);
 }
 
+static void pack_sigactions(msgpack_packer *pk, const struct image *img)
+{
+	msgpack_pack_array(pk, IMAGE_NSIG);
+	for (int i = 0; i < IMAGE_NSIG; i++) {
+		const struct image_sigaction *sa = &img->sigactions[i];
+		msgpack_pack_array(pk, 4);
+		msgpack_pack_uint64(pk, sa->handler);
+		msgpack_pack_uint64(pk, sa->flags);
+		msgpack_pack_uint64(pk, sa->restorer);
+		msgpack_pack_uint64(pk, sa->mask);
+	}
+}
+
+static void pack_rlimits(msgpack_packer *pk, const struct image *img)
+{
+	msgpack_pack_array(pk, RLIM_NLIMITS);
+	for (int i = 0; i < RLIM_NLIMITS; i++) {
+		msgpack_pack_array(pk, 2);
+		msgpack_pack_uint64(pk, img->rlimits[i].rlim_cur);
+		msgpack_pack_uint64(pk, img->rlimits[i].rlim_max);
+	}
+}
+
+/* The process-wide record an epoch carries: everything but mappings, threads, fds and pages. */
+static void pack_process(msgpack_packer *pk, const struct image *img)
+{
+	msgpack_pack_map(pk, 9);
+	PK_U64(pk, "version", img->version);
+	PK_I64(pk, "pid", img->pid);
+	PK_STR(pk, "exe", img->exe);
+	PK_STR(pk, "cwd", img->cwd);
+	PK_U64(pk, "umask", img->umask);
+	PK_U64(pk, "personality", img->personality);
+	PK_KEY(pk, "rlimits");
+	pack_rlimits(pk, img);
+	PK_KEY(pk, "mm");
+	pack_mm(pk, &img->mm);
+	PK_KEY(pk, "sigactions");
+	pack_sigactions(pk, img);
+}
+
 static void pack_core(msgpack_packer *pk, const struct image *img)
 {
 	msgpack_pack_map(pk, 17);
@@ -130,12 +171,7 @@ static void pack_core(msgpack_packer *pk, const struct image *img)
 	PK_U64(pk, "umask", img->umask);
 	PK_U64(pk, "personality", img->personality);
 	PK_KEY(pk, "rlimits");
-	msgpack_pack_array(pk, RLIM_NLIMITS);
-	for (int i = 0; i < RLIM_NLIMITS; i++) {
-		msgpack_pack_array(pk, 2);
-		msgpack_pack_uint64(pk, img->rlimits[i].rlim_cur);
-		msgpack_pack_uint64(pk, img->rlimits[i].rlim_max);
-	}
+	pack_rlimits(pk, img);
 	PK_KEY(pk, "mm");
 	pack_mm(pk, &img->mm);
 
@@ -182,15 +218,7 @@ static void pack_core(msgpack_packer *pk, const struct image *img)
 		pack_fd(pk, &img->fds[i]);
 
 	PK_KEY(pk, "sigactions");
-	msgpack_pack_array(pk, IMAGE_NSIG);
-	for (int i = 0; i < IMAGE_NSIG; i++) {
-		const struct image_sigaction *sa = &img->sigactions[i];
-		msgpack_pack_array(pk, 4);
-		msgpack_pack_uint64(pk, sa->handler);
-		msgpack_pack_uint64(pk, sa->flags);
-		msgpack_pack_uint64(pk, sa->restorer);
-		msgpack_pack_uint64(pk, sa->mask);
-	}
+	pack_sigactions(pk, img);
 
 	PK_U64(pk, "pages_len", img->pages_len);
 	PK_BIN(pk, "pages_sha256", img->pages_sha256, 32);
@@ -498,14 +526,28 @@ static void *rd_table(struct rd *rd, const msgpack_object *a, size_t elem, size_
 	return p;
 }
 
-static void read_core(struct rd *rd, const msgpack_object *root, struct image *img)
+static void read_sigactions(struct rd *rd, const msgpack_object *root, struct image *img)
+{
+	const msgpack_object *a = obj_array(rd, mp_get(rd, root, "sigactions"), "sigactions",
+					    IMAGE_NSIG);
+	for (int i = 0; a && i < IMAGE_NSIG && !rd->failed; i++) {
+		const msgpack_object *e = obj_array(rd, &a->via.array.ptr[i], "sigactions[]", 4);
+		if (!e)
+			break;
+		img->sigactions[i].handler = obj_u64(rd, &e->via.array.ptr[0], "sa_handler");
+		img->sigactions[i].flags = obj_u64(rd, &e->via.array.ptr[1], "sa_flags");
+		img->sigactions[i].restorer = obj_u64(rd, &e->via.array.ptr[2], "sa_restorer");
+		img->sigactions[i].mask = obj_u64(rd, &e->via.array.ptr[3], "sa_mask");
+	}
+}
+
+static void read_process(struct rd *rd, const msgpack_object *root, struct image *img)
 {
 	const msgpack_object *a;
 
 	img->version = GET_U64(rd, root, "version");
 	img->pid = GET_U64(rd, root, "pid");
 	img->exe = GET_STR(rd, root, "exe");
-	img->exe_file = GET_U64(rd, root, "exe_file");
 	img->cwd = GET_STR(rd, root, "cwd");
 	img->umask = GET_U64(rd, root, "umask");
 	img->personality = GET_U64(rd, root, "personality");
@@ -520,6 +562,15 @@ static void read_core(struct rd *rd, const msgpack_object *root, struct image *i
 	const msgpack_object *mm = mp_get(rd, root, "mm");
 	if (mm)
 		read_mm(rd, mm, &img->mm);
+	read_sigactions(rd, root, img);
+}
+
+static void read_core(struct rd *rd, const msgpack_object *root, struct image *img)
+{
+	const msgpack_object *a;
+
+	read_process(rd, root, img);
+	img->exe_file = GET_U64(rd, root, "exe_file");
 
 	a = obj_array(rd, mp_get(rd, root, "files"), "files", 0);
 	img->files = rd_table(rd, a, sizeof(*img->files), &img->n_files, &img->cap_files);
@@ -574,17 +625,6 @@ static void read_core(struct rd *rd, const msgpack_object *root, struct image *i
 	img->fds = rd_table(rd, a, sizeof(*img->fds), &img->n_fds, &img->cap_fds);
 	for (size_t i = 0; img->fds && i < img->n_fds && !rd->failed; i++)
 		read_fd(rd, &a->via.array.ptr[i], &img->fds[i]);
-
-	a = obj_array(rd, mp_get(rd, root, "sigactions"), "sigactions", IMAGE_NSIG);
-	for (int i = 0; a && i < IMAGE_NSIG && !rd->failed; i++) {
-		const msgpack_object *e = obj_array(rd, &a->via.array.ptr[i], "sigactions[]", 4);
-		if (!e)
-			break;
-		img->sigactions[i].handler = obj_u64(rd, &e->via.array.ptr[0], "sa_handler");
-		img->sigactions[i].flags = obj_u64(rd, &e->via.array.ptr[1], "sa_flags");
-		img->sigactions[i].restorer = obj_u64(rd, &e->via.array.ptr[2], "sa_restorer");
-		img->sigactions[i].mask = obj_u64(rd, &e->via.array.ptr[3], "sa_mask");
-	}
 
 	img->pages_len = GET_U64(rd, root, "pages_len");
 	uint32_t hl;
@@ -746,4 +786,109 @@ uint64_t image_size_on_disk(const char *dir)
 			total += st.st_size;
 	}
 	return total;
+}
+
+/* ---------- sections, for replication ---------- */
+
+static int pack_section(msgpack_sbuffer *sb, void (*fn)(msgpack_packer *, const void *),
+			const void *arg)
+{
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	fn(&pk, arg);
+	return 0;
+}
+
+static void pack_process_cb(msgpack_packer *pk, const void *img)
+{
+	pack_process(pk, img);
+}
+
+static void pack_thread_cb(msgpack_packer *pk, const void *t)
+{
+	pack_thread(pk, t);
+}
+
+static void pack_fds_cb(msgpack_packer *pk, const void *p)
+{
+	const struct image *img = p;
+	msgpack_pack_array(pk, img->n_fds);
+	for (size_t i = 0; i < img->n_fds; i++)
+		pack_fd(pk, &img->fds[i]);
+}
+
+int image_pack_process(const struct image *img, msgpack_sbuffer *sb)
+{
+	return pack_section(sb, pack_process_cb, img);
+}
+
+int image_pack_thread(const struct image_thread *t, msgpack_sbuffer *sb)
+{
+	return pack_section(sb, pack_thread_cb, t);
+}
+
+int image_pack_fds(const struct image *img, msgpack_sbuffer *sb)
+{
+	return pack_section(sb, pack_fds_cb, img);
+}
+
+/* Decode one msgpack object that must fill [p, p+n) exactly, and run fn on it. */
+static int unpack_section(const void *p, size_t n, const char *what, char *err, size_t errlen,
+			  void (*fn)(struct rd *, const msgpack_object *, void *), void *arg)
+{
+	struct rd rd = {.err = err, .errlen = errlen};
+	msgpack_unpacked up;
+	size_t off = 0;
+
+	msgpack_unpacked_init(&up);
+	if (msgpack_unpack_next(&up, p, n, &off) != MSGPACK_UNPACK_SUCCESS || off != n) {
+		msgpack_unpacked_destroy(&up);
+		snprintf(err, errlen, "%s record does not decode as one msgpack object", what);
+		return -EBADMSG;
+	}
+	fn(&rd, &up.data, arg);
+	msgpack_unpacked_destroy(&up);
+	return rd.failed ? -EBADMSG : 0;
+}
+
+static void unpack_process_cb(struct rd *rd, const msgpack_object *o, void *img)
+{
+	read_process(rd, o, img);
+}
+
+static void unpack_thread_cb(struct rd *rd, const msgpack_object *o, void *t)
+{
+	read_thread(rd, o, t);
+}
+
+static void unpack_fds_cb(struct rd *rd, const msgpack_object *o, void *p)
+{
+	struct image *img = p;
+	const msgpack_object *a = obj_array(rd, o, "fds", 0);
+	img->fds = rd_table(rd, a, sizeof(*img->fds), &img->n_fds, &img->cap_fds);
+	for (size_t i = 0; img->fds && i < img->n_fds && !rd->failed; i++)
+		read_fd(rd, &a->via.array.ptr[i], &img->fds[i]);
+}
+
+int image_unpack_process(struct image *img, const void *p, size_t n, char *err, size_t errlen)
+{
+	return unpack_section(p, n, "process", err, errlen, unpack_process_cb, img);
+}
+
+int image_unpack_thread(struct image_thread *t, const void *p, size_t n, char *err,
+			size_t errlen)
+{
+	return unpack_section(p, n, "thread", err, errlen, unpack_thread_cb, t);
+}
+
+int image_unpack_fds(struct image *img, const void *p, size_t n, char *err, size_t errlen)
+{
+	return unpack_section(p, n, "fds", err, errlen, unpack_fds_cb, img);
+}
+
+int image_validate(const struct image *img, char *err, size_t errlen)
+{
+	struct rd rd = {.err = err, .errlen = errlen};
+	check_core(&rd, img);
+	return rd.failed ? -EBADMSG : 0;
 }
