@@ -4,14 +4,18 @@
  *   checksync-primaryd dump --pid PID --image DIR
  */
 #include <getopt.h>
+#include <stdbool.h>
 
 #include "capture/capture.h"
+#include "replica/daemon.h"
 #include "log.h"
 #include "util.h"
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: checksync-primaryd dump --pid PID --image DIR [--whole] [-v]\n"
+	fprintf(f, "usage: checksync-primaryd [--config FILE] [-v]      guard the configured services\n"
+		   "       checksync-primaryd status [--config FILE]   their state\n"
+		   "       checksync-primaryd dump --pid PID --image DIR [--whole] [-v]\n"
 		   "  --whole  copy whole mappings instead of only live Go memory\n");
 }
 
@@ -109,13 +113,44 @@ static int cmd_dump(int argc, char **argv)
 	return 0;
 }
 
+#define DEFAULT_CONFIG "/etc/checksync/primary.conf"
+
+/* `checksync-primaryd [status] [--config FILE] [-v]` */
+static int cmd_daemon(int argc, char **argv, bool status)
+{
+	static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+					     {"verbose", no_argument, NULL, 'v'},
+					     {}};
+	const char *config = DEFAULT_CONFIG;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:v", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'v':
+			log_set_verbose(log_get_verbose() + 1);
+			break;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	return status ? primary_status(config) : primary_run(config);
+}
+
 int main(int argc, char **argv)
 {
 	log_set_program("checksync-primaryd");
-	if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-		usage(argc < 2 ? stderr : stdout);
-		return argc < 2 ? 2 : 0;
+	if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+		usage(stdout);
+		return 0;
 	}
+	if (argc < 2 || argv[1][0] == '-')
+		return cmd_daemon(argc, argv, false);
+	if (strcmp(argv[1], "status") == 0)
+		return cmd_daemon(argc - 1, argv + 1, true);
 	if (strcmp(argv[1], "dump") == 0)
 		return cmd_dump(argc - 1, argv + 1);
 	log_error("unknown command '%s'", argv[1]);

@@ -39,6 +39,7 @@ struct capture {
 	size_t n_vmas;
 	uint64_t stop_us, resume_us, stopped_us;
 	bool whole;            /* copy whole mappings, not only live pages */
+	unsigned long seize_options; /* PTRACE_O_EXITKILL when we guard the process */
 	struct go_layout *go;  /* NULL: no runtime metadata, whole capture */
 	struct live_set *live; /* pages of the heap arenas worth keeping */
 	struct capture_stats stats;
@@ -57,6 +58,9 @@ struct dump_options {
 /* dump.c */
 int capture_dump(pid_t pid, const char *dir, const struct dump_options *opt,
 		 struct dump_report *rep);
+/* With every thread stopped: reach a safepoint and capture everything into c->img. */
+int capture_held(struct capture *c);
+void capture_cleanup(struct capture *c);
 
 /* threads.c */
 /* Seize (first call) or re-stop (after capture_resume_all) every thread. */

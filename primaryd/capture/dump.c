@@ -88,8 +88,15 @@ static int reach_safepoint(struct capture *c)
 
 #define STEP(c, name) log_debug("%-12s at %6lu us", name, (unsigned long)(now_us() - (c)->stop_us))
 
-static int capture_held(struct capture *c)
+int capture_held(struct capture *c)
 {
+	/* Epochs reuse one struct capture: drop the last epoch's view first. */
+	free(c->vmas);
+	c->vmas = NULL;
+	c->n_vmas = 0;
+	capture_live_free(c);
+	memset(&c->stats, 0, sizeof(c->stats));
+
 	int r = reach_safepoint(c);
 	STEP(c, "safepoint");
 	if (r < 0)
@@ -131,7 +138,7 @@ static int capture_held(struct capture *c)
 	return r;
 }
 
-static void capture_cleanup(struct capture *c)
+void capture_cleanup(struct capture *c)
 {
 	if (c->memfd >= 0)
 		close(c->memfd);

@@ -52,6 +52,17 @@ static int restop_known(struct capture *c)
 	return 0;
 }
 
+static bool traced_by_us(pid_t pid, pid_t tid)
+{
+	char path[64];
+	_cleanup_free_ char *buf = NULL;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
+	if (read_file(path, &buf) < 0)
+		return false;
+	char *p = strstr(buf, "TracerPid:");
+	return p && atoi(p + 10) == getpid();
+}
+
 /* Seize and stop every thread not yet held; returns how many were added. */
 static int seize_new(struct capture *c)
 {
@@ -64,7 +75,9 @@ static int seize_new(struct capture *c)
 	for (ssize_t i = 0; i < n; i++) {
 		if (is_seized(c, tids[i]))
 			continue;
-		int r = tracer_seize(tids[i], 0);
+		int r = tracer_seize(tids[i], c->seize_options);
+		if (r == -EPERM && traced_by_us(c->pid, tids[i]))
+			r = 0; /* seized before exec by service_spawn() */
 		if (r == -ESRCH && tids[i] != c->pid)
 			continue; /* the thread exited meanwhile */
 		if (r < 0)

@@ -1,0 +1,207 @@
+/*
+ * daemon.c - `checksync-primaryd [--config FILE]`: guard every service in
+ * services_dir and replicate it to its backup, until told to stop.
+ *
+ * Stopping primaryd (or its death) kills the services it guards: they are
+ * held with PTRACE_O_EXITKILL, and a service left running unguarded would
+ * be served twice once the backup takes over.
+ */
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+
+#include "daemon.h"
+#include "guard.h"
+#include "log.h"
+#include "tls.h"
+#include "util.h"
+
+struct primary {
+	struct daemon_config cfg;
+	struct service_config *svcs;
+	size_t n_svcs;
+	struct guard *guards;
+	struct event_base *base;
+	SSL_CTX *tls;
+	struct evconnlistener *status;
+	uint64_t watchdog_us;
+	int exit_code;
+};
+
+static void on_sigchld(evutil_socket_t fd, short what, void *arg)
+{
+	struct primary *p = arg;
+	(void)fd;
+	(void)what;
+	for (size_t i = 0; i < p->n_svcs; i++) {
+		int status;
+		struct guard *g = &p->guards[i];
+		if (!g->sess || capture_session_reap(g->sess, &status) != 1)
+			continue;
+		if (g->deposed) {
+			log_info("%s: our copy is gone; the backup serves", g->svc->name);
+			continue;
+		}
+		log_error("%s: the service (pid %d) %s %d; stopping", g->svc->name, g->pid,
+			  WIFEXITED(status) ? "exited with status" : "was killed by signal",
+			  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+		p->exit_code = 1;
+		event_base_loopexit(p->base, NULL);
+	}
+}
+
+static void on_sigterm(evutil_socket_t fd, short what, void *arg)
+{
+	struct primary *p = arg;
+	(void)fd;
+	(void)what;
+	log_info("stopping: the guarded services stop with us");
+	event_base_loopexit(p->base, NULL);
+}
+
+static void notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct primary *p = arg;
+	char line[512];
+	(void)fd;
+	(void)what;
+	if (p->n_svcs) {
+		const struct guard *g = &p->guards[0];
+		snprintf(line, sizeof(line), "STATUS=%s: epoch %lu, acked %lu, %s%s",
+			 g->svc->name, (unsigned long)g->epoch, (unsigned long)g->acked,
+			 g->hello_ok ? "backup connected" : "backup not connected",
+			 g->sess && g->sess->frozen ? ", FROZEN (lease lost)" : "");
+		sd_notify(0, line);
+	}
+	if (p->watchdog_us)
+		sd_notify(0, "WATCHDOG=1");
+}
+
+static void status_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+			  int len, void *arg)
+{
+	struct primary *p = arg;
+	char line[1024];
+	(void)l;
+	(void)sa;
+	(void)len;
+	for (size_t i = 0; i < p->n_svcs; i++) {
+		guard_status_line(&p->guards[i], line, sizeof(line));
+		size_t n = strlen(line);
+		line[n++] = '\n';
+		if (write(fd, line, n) < 0)
+			break;
+	}
+	close(fd);
+}
+
+static int status_listen(struct primary *p)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	if (!p->cfg.status_socket)
+		return 0;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", p->cfg.status_socket);
+	unlink(sun.sun_path);
+	p->status = evconnlistener_new_bind(p->base, status_accept, p,
+					    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
+					    (struct sockaddr *)&sun, sizeof(sun));
+	if (!p->status)
+		return log_error_errno(-errno, "cannot listen on status socket %s",
+				       p->cfg.status_socket);
+	return 0;
+}
+
+static int load_config(struct primary *p, const char *path)
+{
+	char err[CONFIG_ERR_MAX];
+	int r = config_load_daemon(path, ROLE_PRIMARY, &p->cfg, err, sizeof(err));
+	if (r < 0) {
+		log_error("%s", err);
+		return r;
+	}
+	r = config_load_services_dir(p->cfg.services_dir, ROLE_PRIMARY, &p->svcs, &p->n_svcs, err,
+				     sizeof(err));
+	if (r < 0) {
+		log_error("%s", err);
+		return r;
+	}
+	if (!p->n_svcs) {
+		log_error("%s: no service files (*.conf) in %s", path, p->cfg.services_dir);
+		return -ENOENT;
+	}
+	p->tls = tls_client_ctx(p->cfg.tls_ca, p->cfg.tls_cert, p->cfg.tls_key, err, sizeof(err));
+	if (!p->tls) {
+		log_error("%s", err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int add_signal(struct primary *p, int sig, event_callback_fn cb)
+{
+	struct event *ev = evsignal_new(p->base, sig, cb, p);
+	return ev && event_add(ev, NULL) == 0 ? 0 : -ENOMEM;
+}
+
+int primary_run(const char *config_path)
+{
+	struct primary p = {0};
+	int r;
+
+	signal(SIGPIPE, SIG_IGN);
+	r = load_config(&p, config_path);
+	if (r < 0)
+		return 1;
+	p.base = event_base_new();
+	p.guards = calloc(p.n_svcs, sizeof(*p.guards));
+	if (!p.base || !p.guards)
+		return 1;
+	if (add_signal(&p, SIGCHLD, on_sigchld) < 0 || add_signal(&p, SIGTERM, on_sigterm) < 0 ||
+	    add_signal(&p, SIGINT, on_sigterm) < 0 || status_listen(&p) < 0)
+		return 1;
+	for (size_t i = 0; i < p.n_svcs; i++) {
+		p.guards[i] = (struct guard){.svc = &p.svcs[i], .base = p.base, .tls = p.tls};
+		if (guard_start(&p.guards[i]) < 0)
+			return 1;
+	}
+	sd_watchdog_enabled(0, &p.watchdog_us);
+	struct timeval tv = {.tv_sec = 0, .tv_usec = 500000};
+	if (p.watchdog_us && p.watchdog_us / 2 < 500000)
+		tv.tv_usec = p.watchdog_us / 2;
+	struct event *nev = event_new(p.base, -1, EV_PERSIST, notify_cb, &p);
+	event_add(nev, &tv);
+	sd_notify(0, "READY=1");
+	log_info("guarding %zu service(s)", p.n_svcs);
+	event_base_dispatch(p.base);
+	sd_notify(0, "STOPPING=1");
+	if (p.cfg.status_socket)
+		unlink(p.cfg.status_socket);
+	return p.exit_code;
+}
+
+int primary_status(const char *config_path)
+{
+	struct daemon_config cfg;
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	char err[CONFIG_ERR_MAX], buf[4096];
+
+	if (config_load_daemon(config_path, ROLE_PRIMARY, &cfg, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", cfg.status_socket);
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		log_error("cannot reach checksync-primaryd at %s: %m", sun.sun_path);
+		return 1;
+	}
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		fwrite(buf, 1, n, stdout);
+	config_daemon_free(&cfg);
+	return 0;
+}

@@ -1,0 +1,7 @@
+/*
+ * daemon.h - entry points of the primary daemon and its status command.
+ */
+#pragma once
+
+int primary_run(const char *config_path);
+int primary_status(const char *config_path);

@@ -1,0 +1,206 @@
+/*
+ * guard.c - the timers of one protected service.
+ *
+ * Epoch timer: capture and ship, unless the backup is not there or behind
+ * (then the epoch merges into the next: the hash table still holds what
+ * the backup has, so the next epoch carries every change since).
+ * Heartbeat timer: tell the backup we are alive.
+ * Lease timer: when the backup has not been heard for lease_ms, freeze the
+ * service. The backup waits at least that long (its failover timeout is
+ * longer than the lease) before it restores, so two copies never serve.
+ */
+#include <signal.h>
+
+#include "guard.h"
+#include "log.h"
+#include "util.h"
+
+#define BACKLOG_LIMIT (64u << 20)
+
+static struct timeval ms_tv(uint32_t ms)
+{
+	return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+}
+
+static void record_pause(struct guard *g, uint64_t us)
+{
+	g->pauses[g->n_pauses++ % PAUSE_RING] = us;
+}
+
+static void epoch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct guard *g = arg;
+	struct epoch_report rep = {0};
+	struct image *img = NULL;
+	(void)fd;
+	(void)what;
+
+	if (!g->hello_ok || g->sess->frozen || g->deposed)
+		return;
+	if (link_backlog(g) > BACKLOG_LIMIT) {
+		g->merged++;
+		return;
+	}
+	bool full = g->need_full;
+	int r = capture_session_epoch(g->sess, full, &img, &rep);
+	if (r < 0) {
+		log_warn("%s: epoch capture failed: %s", g->svc->name, strerror(-r));
+		return;
+	}
+	record_pause(g, rep.pause_us);
+	g->last_mode = rep.mode;
+	g->safepoint_retries += rep.safepoint_tries;
+	g->fallbacks += rep.fallback;
+	uint64_t epoch = g->epoch + 1;
+	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent);
+	image_free(img);
+	if (r < 0)
+		return;
+	g->epoch = g->sent = epoch;
+	g->need_full = false;
+	g->epochs_sent++;
+	log_debug("%s: epoch %lu (%s): %lu of %lu pages, %lu bytes, paused %lu us", g->svc->name,
+		  (unsigned long)epoch, full ? "full" : "delta", (unsigned long)rep.pages_shipped,
+		  (unsigned long)rep.pages_captured, (unsigned long)g->last_bytes,
+		  (unsigned long)rep.pause_us);
+}
+
+static void hb_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	link_send_heartbeat(arg);
+}
+
+static void lease_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct guard *g = arg;
+	(void)fd;
+	(void)what;
+	if (g->deposed || g->sess->frozen)
+		return;
+	if (now_us() - g->last_heard_us <= (uint64_t)g->svc->lease_ms * 1000)
+		return;
+	int r = capture_session_freeze(g->sess);
+	if (r < 0)
+		log_warn("%s: cannot freeze the service: %s", g->svc->name, strerror(-r));
+	else
+		log_warn("%s: backup not heard for %u ms (lease): service frozen", g->svc->name,
+			 g->svc->lease_ms);
+}
+
+void guard_heard(struct guard *g)
+{
+	g->last_heard_us = now_us();
+	if (g->sess->frozen && !g->deposed) {
+		int r = capture_session_thaw(g->sess);
+		if (r < 0)
+			log_warn("%s: cannot thaw the service: %s", g->svc->name, strerror(-r));
+		else
+			log_info("%s: backup heard again: service running", g->svc->name);
+	}
+}
+
+void guard_link_lost(struct guard *g)
+{
+	g->hello_ok = false;
+	g->need_full = true;
+	link_schedule_reconnect(g);
+}
+
+void guard_deposed(struct guard *g, const char *why)
+{
+	log_error("%s: the backup has taken over (%s): killing our copy of the service",
+		  g->svc->name, why);
+	g->deposed = true;
+	kill(g->pid, SIGKILL);
+}
+
+static uint64_t percentile(const struct guard *g, int pct)
+{
+	size_t n = g->n_pauses < PAUSE_RING ? g->n_pauses : PAUSE_RING;
+	uint64_t v[PAUSE_RING];
+	if (!n)
+		return 0;
+	memcpy(v, g->pauses, n * sizeof(*v));
+	for (size_t i = 1; i < n; i++)
+		for (size_t j = i; j && v[j - 1] > v[j]; j--) {
+			uint64_t t = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+	return v[(n - 1) * pct / 100];
+}
+
+void guard_status_line(const struct guard *g, char *buf, size_t len)
+{
+	uint64_t now = now_us();
+	const char *role = g->deposed ? "deposed" : g->sess->frozen ? "frozen" : "primary";
+	snprintf(buf, len,
+		 "service=%s role=%s pid=%d epoch=%lu acked=%lu lag_ms=%lu pause_p50_us=%lu "
+		 "pause_p99_us=%lu bytes_last=%lu bytes_mean=%lu heartbeat_age_ms=%lu "
+		 "merged=%lu safepoint_retries=%u fallbacks=%u backup=%s",
+		 g->svc->name, role, g->pid, (unsigned long)g->epoch, (unsigned long)g->acked,
+		 (unsigned long)(g->acked_at_us ? (now - g->acked_at_us) / 1000 : 0),
+		 (unsigned long)percentile(g, 50), (unsigned long)percentile(g, 99),
+		 (unsigned long)g->last_bytes,
+		 (unsigned long)(g->epochs_sent ? g->total_bytes / g->epochs_sent : 0),
+		 (unsigned long)((now - g->last_heard_us) / 1000), (unsigned long)g->merged,
+		 g->safepoint_retries, g->fallbacks, g->hello_ok ? "connected" : "disconnected");
+}
+
+/* The service has exec'd when /proc/PID/exe is no longer ours. */
+static int wait_exec(pid_t pid)
+{
+	char self[4096], exe[4096];
+	if (proc_readlink(getpid(), "exe", self, sizeof(self)) < 0)
+		return -EIO;
+	for (int i = 0; i < 2000; i++) {
+		if (proc_readlink(pid, "exe", exe, sizeof(exe)) < 0)
+			return -ESRCH;
+		if (strcmp(exe, self) != 0)
+			return 0;
+		usleep(1000);
+	}
+	return -ETIMEDOUT;
+}
+
+int guard_start(struct guard *g)
+{
+	int r;
+
+	if (g->svc->command.argc) {
+		r = service_spawn(g->svc, &g->pid);
+		if (r >= 0)
+			r = wait_exec(g->pid);
+	} else {
+		r = service_attach_pidfile(g->svc, &g->pid);
+	}
+	if (r < 0)
+		return log_error_errno(r, "%s: cannot start the service", g->svc->name);
+	r = capture_session_open(g->pid, &g->sess);
+	if (r < 0)
+		return r;
+	/* Hold every thread now, so the service dies with us from this moment on. */
+	r = capture_stop_all(&g->sess->c);
+	if (r >= 0)
+		r = capture_resume_all(&g->sess->c);
+	if (r < 0)
+		return log_error_errno(r, "%s: cannot seize the service", g->svc->name);
+
+	g->last_heard_us = now_us();
+	g->need_full = true;
+	struct timeval ep = ms_tv(g->svc->epoch_interval_ms);
+	struct timeval hb = ms_tv(g->svc->heartbeat_interval_ms);
+	struct timeval ls = ms_tv(g->svc->heartbeat_interval_ms / 2 ? g->svc->heartbeat_interval_ms / 2 : 1);
+	g->epoch_ev = event_new(g->base, -1, EV_PERSIST, epoch_cb, g);
+	g->hb_ev = event_new(g->base, -1, EV_PERSIST, hb_cb, g);
+	g->lease_ev = event_new(g->base, -1, EV_PERSIST, lease_cb, g);
+	if (!g->epoch_ev || !g->hb_ev || !g->lease_ev)
+		return -ENOMEM;
+	event_add(g->epoch_ev, &ep);
+	event_add(g->hb_ev, &hb);
+	event_add(g->lease_ev, &ls);
+	link_connect(g);
+	return 0;
+}

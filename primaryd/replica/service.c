@@ -1,0 +1,64 @@
+/*
+ * service.c - getting hold of the protected process from its first instruction.
+ *
+ * A command is forked, stops itself before exec, and is seized with
+ * PTRACE_O_EXITKILL while stopped; only then does it exec the service.
+ * So there is no instant in which the service runs unguarded: if primaryd
+ * dies, the kernel kills the service, and the backup can take over
+ * without two copies serving.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+
+#include "guard.h"
+#include "log.h"
+#include "util.h"
+
+int service_spawn(const struct service_config *svc, pid_t *out)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return log_error_errno(-errno, "%s: cannot fork", svc->name);
+	if (pid == 0) {
+		setsid();
+		raise(SIGSTOP);
+		execv(svc->command.argv[0], svc->command.argv);
+		fprintf(stderr, "checksync-primaryd: error: cannot run %s: %m\n",
+			svc->command.argv[0]);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, WUNTRACED) < 0 || !WIFSTOPPED(status))
+		return log_error_errno(-ECHILD, "%s: the service did not stop before exec",
+				       svc->name);
+	if (ptrace(PTRACE_SEIZE, pid, 0, PTRACE_O_EXITKILL) < 0) {
+		int r = -errno;
+		kill(pid, SIGKILL);
+		return log_error_errno(r, "%s: cannot seize the service", svc->name);
+	}
+	kill(pid, SIGCONT);
+	*out = pid;
+	log_info("%s: started %s as pid %d", svc->name, svc->command.line, pid);
+	return 0;
+}
+
+int service_attach_pidfile(const struct service_config *svc, pid_t *out)
+{
+	_cleanup_free_ char *buf = NULL;
+	ssize_t n = read_file(svc->pid_file, &buf);
+	if (n < 0)
+		return log_error_errno(n, "%s: cannot read pid file %s", svc->name, svc->pid_file);
+	char *end;
+	long pid = strtol(buf, &end, 10);
+	if (pid <= 0 || (*end && *end != '\n'))
+		return log_error_errno(-EINVAL, "%s: pid file %s holds no pid", svc->name,
+				       svc->pid_file);
+	if (kill(pid, 0) < 0)
+		return log_error_errno(-ESRCH, "%s: no process %ld (from %s)", svc->name, pid,
+				       svc->pid_file);
+	*out = pid;
+	return 0;
+}
