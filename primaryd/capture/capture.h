@@ -17,6 +17,7 @@
 
 struct go_layout;
 struct live_set;
+struct wp_tracker;
 
 /* Bytes mapped and written per class of memory, for the dump's report. */
 enum mem_class { MC_HEAP, MC_STACKS, MC_GLOBALS, MC_OFFHEAP, MC_FREE, MC_ZERO, MC_COUNT };
@@ -40,6 +41,9 @@ struct capture {
 	uint64_t stop_us, resume_us, stopped_us;
 	bool whole;            /* copy whole mappings, not only live pages */
 	unsigned long seize_options; /* PTRACE_O_EXITKILL when we guard the process */
+	struct wp_tracker *wp; /* write tracking to re-arm this epoch, or NULL */
+	bool wp_filter;        /* copy only pages the tracker saw written */
+	bool swap;             /* the system has swap: swapped-out pages exist */
 	struct go_layout *go;  /* NULL: no runtime metadata, whole capture */
 	struct live_set *live; /* pages of the heap arenas worth keeping */
 	struct capture_stats stats;

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "capture.h"
+#include "wp.h"
 #include "goruntime.h"
 #include "log.h"
 #include "util.h"
@@ -116,6 +117,12 @@ int capture_held(struct capture *c)
 	if (r < 0)
 		return log_error_errno(r, "no syscall instruction found in the vDSO of pid %d",
 				       c->pid);
+	if (c->wp) {
+		r = wp_collect(c, c->wp);
+		if (r < 0)
+			return r;
+		STEP(c, "written");
+	}
 	r = capture_scratch_map(c);
 	if (r < 0)
 		return log_error_errno(r, "cannot map a scratch page in pid %d", c->pid);

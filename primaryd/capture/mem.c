@@ -19,6 +19,7 @@
 #include "log.h"
 #include "pagemap.h"
 #include "util.h"
+#include "wp.h"
 
 int capture_find_syscall_insn(struct capture *c, uint64_t *insn)
 {
@@ -129,12 +130,20 @@ static int add_run(struct image *img, uint64_t s, uint64_t e)
 	return 0;
 }
 
-/* Called for each page range the live filter keeps. */
-static int keep_range(void *p, uint64_t s, uint64_t e)
+static int keep_written(void *p, uint64_t s, uint64_t e)
 {
 	struct capture *c = p;
 	c->stats.written[capture_classify(c, s)] += e - s;
 	return add_run(c->img, s, e);
+}
+
+/* Called for each page range the live filter keeps; then the write tracker has its say. */
+static int keep_range(void *p, uint64_t s, uint64_t e)
+{
+	struct capture *c = p;
+	if (c->wp && c->wp_filter)
+		return wp_filter(c->wp, s, e, keep_written, c);
+	return keep_written(c, s, e);
 }
 
 /*
@@ -153,7 +162,7 @@ static int scan_vma(struct capture *c, int pagemap_fd, uint64_t start, uint64_t 
 		.vec_len = ARRAY_SIZE(regions),
 		.category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO,
 		.category_mask = PAGE_IS_FILE | PAGE_IS_PFNZERO,
-		.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		.category_anyof_mask = PAGE_IS_PRESENT | (c->swap ? PAGE_IS_SWAPPED : 0),
 		.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
 	};
 
@@ -289,12 +298,25 @@ static int copy_runs(struct capture *c)
 	return 0;
 }
 
+/*
+ * Write-protect markers on never-touched pages (userfaultfd, wp.c) look
+ * like swap entries to PAGEMAP_SCAN. Without swap every "swapped" page is
+ * such a marker, holding nothing; with swap they are read too (as zeros).
+ */
+static bool system_has_swap(void)
+{
+	_cleanup_free_ char *buf = NULL;
+	return read_file("/proc/swaps", &buf) > 0 && strchr(buf, '\n') &&
+	       strchr(buf, '\n')[1] != 0;
+}
+
 int capture_pages(struct capture *c)
 {
 	struct image *img = c->img;
 	char path[64];
 	int r;
 
+	c->swap = system_has_swap();
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", c->pid);
 	_cleanup_close_ int pfd = open(path, O_RDONLY | O_CLOEXEC);
 	if (pfd < 0)

@@ -28,6 +28,7 @@ int capture_session_open(pid_t pid, struct capture_session **out)
 		return -ENOMEM;
 	s->c.pid = pid;
 	s->c.memfd = -1;
+	wp_init(&s->wp);
 	s->c.seize_options = PTRACE_O_EXITKILL;
 	s->c.img = image_new();
 	if (!s->c.img) {
@@ -62,6 +63,7 @@ void capture_session_close(struct capture_session *s)
 		image_free(s->c.img);
 	capture_cleanup(&s->c);
 	dirty_reset(&s->shipped);
+	wp_free(&s->wp);
 	for (size_t i = 0; i < s->n_file_cache; i++)
 		free(s->file_cache[i].path);
 	free(s->file_cache);
@@ -171,6 +173,19 @@ nomem:
 	return -ENOMEM;
 }
 
+/* Give the image a copy of the staged pages, so the staging buffer stays ours. */
+static int take_staged_pages(struct image *img)
+{
+	uint8_t *out = malloc(img->pages_len ? img->pages_len : 1);
+	if (!out)
+		return -ENOMEM;
+	memcpy(out, img->pages, img->pages_len);
+	img->pages = out;
+	img->pages_mapped = false;
+	img->pages_map_len = 0;
+	return 0;
+}
+
 int capture_session_epoch(struct capture_session *s, bool full, struct image **out,
 			  struct epoch_report *rep)
 {
@@ -195,6 +210,8 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		c->img->pages_map_len = s->staging_len;
 	}
 
+	c->wp = s->use_wp ? &s->wp : NULL;
+	c->wp_filter = s->use_wp && !full;
 	r = capture_stop_all(c);
 	if (r >= 0)
 		r = capture_held(c);
@@ -216,8 +233,9 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	rep->fallback = c->stats.fallback;
 
 	r = hash_files_cached(s, c->img);
+	/* Write tracking already limited the copy to written pages; hashing would only cost. */
 	if (r >= 0)
-		r = keep_changed_pages(s, c->img, full);
+		r = s->use_wp ? take_staged_pages(c->img) : keep_changed_pages(s, c->img, full);
 	if (r < 0) {
 		/* Leave the staging buffer with the session, not with the image. */
 		if (c->img->pages == s->staging)

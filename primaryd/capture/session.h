@@ -11,6 +11,7 @@
 
 #include "capture.h"
 #include "dirty.h"
+#include "wp.h"
 
 struct epoch_report {
 	uint64_t epoch;
@@ -28,6 +29,8 @@ struct capture_session {
 	struct image_file *file_cache; /* hashes of mapped files, by path and size */
 	size_t n_file_cache, cap_file_cache;
 	bool frozen;
+	bool use_wp; /* dirty tracking by userfaultfd write-protect, else by page hashes */
+	struct wp_tracker wp;
 };
 
 int capture_session_open(pid_t pid, struct capture_session **out);

@@ -181,6 +181,7 @@ int guard_start(struct guard *g)
 	r = capture_session_open(g->pid, &g->sess);
 	if (r < 0)
 		return r;
+	g->sess->use_wp = g->svc->dirty_tracking == DIRTY_UFFD;
 	/* Hold every thread now, so the service dies with us from this moment on. */
 	r = capture_stop_all(&g->sess->c);
 	if (r >= 0)
