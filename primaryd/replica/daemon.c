@@ -10,13 +10,12 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <systemd/sd-daemon.h>
 
 #include "daemon.h"
 #include "guard.h"
 #include "log.h"
+#include "status.h"
 #include "tls.h"
 #include "util.h"
 
@@ -27,7 +26,7 @@ struct primary {
 	struct guard *guards;
 	struct event_base *base;
 	SSL_CTX *tls;
-	struct evconnlistener *status;
+	struct status_server *status;
 	uint64_t watchdog_us;
 	int exit_code;
 };
@@ -81,38 +80,23 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
 		sd_notify(0, "WATCHDOG=1");
 }
 
-static void status_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-			  int len, void *arg)
+static void status_fill(struct status_report *r, void *arg)
 {
 	struct primary *p = arg;
-	char line[1024];
-	(void)l;
-	(void)sa;
-	(void)len;
-	for (size_t i = 0; i < p->n_svcs; i++) {
-		guard_status_line(&p->guards[i], line, sizeof(line));
-		size_t n = strlen(line);
-		line[n++] = '\n';
-		if (write(fd, line, n) < 0)
-			break;
-	}
-	close(fd);
+	for (size_t i = 0; i < p->n_svcs; i++)
+		guard_status_fill(&p->guards[i], r);
 }
 
 static int status_listen(struct primary *p)
 {
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	if (!p->cfg.status_socket)
-		return 0;
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", p->cfg.status_socket);
-	unlink(sun.sun_path);
-	p->status = evconnlistener_new_bind(p->base, status_accept, p,
-					    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
-					    (struct sockaddr *)&sun, sizeof(sun));
-	if (!p->status)
-		return log_error_errno(-errno, "cannot listen on status socket %s",
-				       p->cfg.status_socket);
-	return 0;
+	char err[256];
+	const struct hostport *metrics =
+		hostport_is_set(&p->cfg.metrics_listen) ? &p->cfg.metrics_listen : NULL;
+	int r = status_server_new(p->base, p->cfg.status_socket, metrics, "checksync", status_fill,
+				  p, &p->status, err, sizeof(err));
+	if (r < 0)
+		log_error("%s", err);
+	return r;
 }
 
 static int load_config(struct primary *p, const char *path)
@@ -178,30 +162,24 @@ int primary_run(const char *config_path)
 	log_info("guarding %zu service(s)", p.n_svcs);
 	event_base_dispatch(p.base);
 	sd_notify(0, "STOPPING=1");
-	if (p.cfg.status_socket)
-		unlink(p.cfg.status_socket);
+	status_server_free(p.status);
 	return p.exit_code;
 }
 
 int primary_status(const char *config_path)
 {
 	struct daemon_config cfg;
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	char err[CONFIG_ERR_MAX], buf[4096];
+	char err[CONFIG_ERR_MAX];
 
 	if (config_load_daemon(config_path, ROLE_PRIMARY, &cfg, err, sizeof(err)) < 0) {
 		log_error("%s", err);
 		return 1;
 	}
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", cfg.status_socket);
-	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		log_error("cannot reach checksync-primaryd at %s: %m", sun.sun_path);
+	int r = status_print(cfg.status_socket, stdout, err, sizeof(err));
+	config_daemon_free(&cfg);
+	if (r < 0) {
+		log_error("%s", err);
 		return 1;
 	}
-	ssize_t n;
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		fwrite(buf, 1, n, stdout);
-	config_daemon_free(&cfg);
 	return 0;
 }

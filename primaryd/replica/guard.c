@@ -9,10 +9,12 @@
  * service. The backup waits at least that long (its failover timeout is
  * longer than the lease) before it restores, so two copies never serve.
  */
+#include <math.h>
 #include <signal.h>
 
 #include "guard.h"
 #include "log.h"
+#include "status.h"
 #include "util.h"
 
 #define BACKLOG_LIMIT (64u << 20)
@@ -132,37 +134,36 @@ static uint64_t percentile(const struct guard *g, int pct)
 	return v[(n - 1) * pct / 100];
 }
 
-void guard_status_line(const struct guard *g, char *buf, size_t len)
+void guard_status_fill(const struct guard *g, struct status_report *r)
 {
 	uint64_t now = now_us();
-	const char *role = g->deposed ? "deposed" : g->sess->frozen ? "frozen" : "primary";
-	snprintf(buf, len,
-		 "service=%s role=%s pid=%d epoch=%lu acked=%lu lag_ms=%lu pause_p50_us=%lu "
-		 "pause_p99_us=%lu bytes_last=%lu bytes_mean=%lu heartbeat_age_ms=%lu "
-		 "merged=%lu safepoint_retries=%u fallbacks=%u backup=%s",
-		 g->svc->name, role, g->pid, (unsigned long)g->epoch, (unsigned long)g->acked,
-		 (unsigned long)(g->acked_at_us ? (now - g->acked_at_us) / 1000 : 0),
-		 (unsigned long)percentile(g, 50), (unsigned long)percentile(g, 99),
-		 (unsigned long)g->last_bytes,
-		 (unsigned long)(g->epochs_sent ? g->total_bytes / g->epochs_sent : 0),
-		 (unsigned long)((now - g->last_heard_us) / 1000), (unsigned long)g->merged,
-		 g->safepoint_retries, g->fallbacks, g->hello_ok ? "connected" : "disconnected");
-}
+	const char *role = g->deposed ? "deposed" : g->sess && g->sess->frozen ? "frozen" : "primary";
 
-/* The service has exec'd when /proc/PID/exe is no longer ours. */
-static int wait_exec(pid_t pid)
-{
-	char self[4096], exe[4096];
-	if (proc_readlink(getpid(), "exe", self, sizeof(self)) < 0)
-		return -EIO;
-	for (int i = 0; i < 2000; i++) {
-		if (proc_readlink(pid, "exe", exe, sizeof(exe)) < 0)
-			return -ESRCH;
-		if (strcmp(exe, self) != 0)
-			return 0;
-		usleep(1000);
-	}
-	return -ETIMEDOUT;
+	status_report_service(r, g->svc->name, role);
+	status_report_gauge(r, "pid", "", g->pid, "pid of the guarded service");
+	status_report_gauge(r, "epoch", "", g->epoch, "last epoch sent to the backup");
+	status_report_gauge(r, "acked_epoch", "", g->acked, "last epoch the backup acknowledged");
+	status_report_gauge(r, "lag", "seconds",
+			    g->acked_at_us ? (now - g->acked_at_us) / 1e6 : NAN,
+			    "time since the last acknowledgement");
+	status_report_gauge(r, "pause_p50", "seconds", g->n_pauses ? percentile(g, 50) / 1e6 : NAN,
+			    "median time the service was stopped per epoch (last 256)");
+	status_report_gauge(r, "pause_p99", "seconds", g->n_pauses ? percentile(g, 99) / 1e6 : NAN,
+			    "99th percentile of the pause per epoch (last 256)");
+	status_report_gauge(r, "epoch_bytes", "bytes", g->last_bytes, "bytes of the last epoch");
+	status_report_gauge(r, "epoch_bytes_mean", "bytes",
+			    g->epochs_sent ? (double)g->total_bytes / g->epochs_sent : NAN,
+			    "mean bytes per epoch");
+	status_report_gauge(r, "heartbeat_age", "seconds", (now - g->last_heard_us) / 1e6,
+			    "time since the backup was last heard");
+	status_report_gauge(r, "backup_connected", "", g->hello_ok, "1 when the backup accepted us");
+	status_report_counter(r, "epochs_sent", "", g->epochs_sent, "epochs shipped");
+	status_report_counter(r, "epochs_merged", "", g->merged,
+			      "epochs skipped while the backup caught up");
+	status_report_counter(r, "safepoint_retries", "", g->safepoint_retries,
+			      "times the runtime was let run to reach a safepoint");
+	status_report_counter(r, "safepoint_fallbacks", "", g->fallbacks,
+			      "epochs captured whole for want of a safepoint");
 }
 
 int guard_start(struct guard *g)
@@ -171,8 +172,6 @@ int guard_start(struct guard *g)
 
 	if (g->svc->command.argc) {
 		r = service_spawn(g->svc, &g->pid);
-		if (r >= 0)
-			r = wait_exec(g->pid);
 	} else {
 		r = service_attach_pidfile(g->svc, &g->pid);
 	}

@@ -68,4 +68,5 @@ int guard_start(struct guard *g);
 void guard_heard(struct guard *g);
 void guard_link_lost(struct guard *g);
 void guard_deposed(struct guard *g, const char *why);
-void guard_status_line(const struct guard *g, char *buf, size_t len);
+struct status_report;
+void guard_status_fill(const struct guard *g, struct status_report *r);

@@ -16,6 +16,26 @@
 #include "log.h"
 #include "util.h"
 
+/* Let the seized child run up to its exec (PTRACE_EVENT_EXEC), passing its signals on. */
+static int wait_exec(pid_t pid)
+{
+	int status;
+	for (;;) {
+		if (waitpid(pid, &status, __WALL) < 0)
+			return -errno;
+		if (WIFEXITED(status) || WIFSIGNALED(status))
+			return -ECHILD;
+		if (status >> 8 == (SIGTRAP | (PTRACE_EVENT_EXEC << 8)))
+			break;
+		int sig = (status >> 16) == 0 ? WSTOPSIG(status) : 0;
+		if (sig == SIGSTOP || sig == SIGCONT)
+			sig = 0;
+		if (ptrace(PTRACE_CONT, pid, 0, sig) < 0)
+			return -errno;
+	}
+	return ptrace(PTRACE_CONT, pid, 0, 0) < 0 ? -errno : 0;
+}
+
 int service_spawn(const struct service_config *svc, pid_t *out)
 {
 	int status;
@@ -34,12 +54,17 @@ int service_spawn(const struct service_config *svc, pid_t *out)
 	if (waitpid(pid, &status, WUNTRACED) < 0 || !WIFSTOPPED(status))
 		return log_error_errno(-ECHILD, "%s: the service did not stop before exec",
 				       svc->name);
-	if (ptrace(PTRACE_SEIZE, pid, 0, PTRACE_O_EXITKILL) < 0) {
+	if (ptrace(PTRACE_SEIZE, pid, 0, PTRACE_O_EXITKILL | PTRACE_O_TRACEEXEC) < 0) {
 		int r = -errno;
 		kill(pid, SIGKILL);
 		return log_error_errno(r, "%s: cannot seize the service", svc->name);
 	}
 	kill(pid, SIGCONT);
+	int r = wait_exec(pid);
+	if (r < 0) {
+		kill(pid, SIGKILL);
+		return log_error_errno(r, "%s: %s did not start", svc->name, svc->command.argv[0]);
+	}
 	*out = pid;
 	log_info("%s: started %s as pid %d", svc->name, svc->command.line, pid);
 	return 0;
