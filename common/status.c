@@ -1,0 +1,553 @@
+/*
+ * status.c - see status.h.
+ *
+ * A report is a flat list of rows built on the spot for one client and
+ * rendered twice over: as the socket's tab-separated lines and as
+ * Prometheus text. Names, roles and units are copied into fixed-size
+ * fields (cut at their size), and anything that could break a line or a
+ * label (tabs, newlines, quotes, backslashes) is replaced on the way in,
+ * so rendering never has to escape or fail.
+ *
+ * Each status client gets its own bufferevent that is freed once the
+ * answer is flushed (or after STATUS_CLIENT_TIMEOUT_SEC); the server keeps
+ * them in a list so that freeing the server frees them too.
+ */
+#include "status.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <math.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "util.h"
+
+#define STATUS_CLIENT_TIMEOUT_SEC 5
+#define STATUS_MAX_ANSWER (1u << 20)
+
+struct status_row {
+	size_t service; /* index into services */
+	char name[64];
+	char unit[16];
+	char help[160];
+	bool counter;
+	double value;
+};
+
+struct status_service {
+	char name[80];
+	char role[32];
+};
+
+struct status_report {
+	struct status_service *services;
+	size_t n_services, cap_services;
+	struct status_row *rows;
+	size_t n_rows, cap_rows;
+	bool failed; /* out of memory somewhere: the answer says so instead */
+};
+
+struct status_client {
+	struct status_client *prev, *next;
+	struct status_server *server;
+	struct bufferevent *bev;
+};
+
+struct status_server {
+	struct event_base *base;
+	char *socket_path;
+	struct evconnlistener *lev;
+	struct evhttp *http;
+	char prefix[32];
+	status_fill_fn fill;
+	void *userdata;
+	struct status_client *clients;
+};
+
+/* ---------- building a report ---------- */
+
+/* Copy s into buf, replacing what could break a line or a label. */
+static void copy_clean(char *buf, size_t len, const char *s)
+{
+	size_t i = 0;
+
+	for (; s && s[i] && i + 1 < len; i++)
+		buf[i] = (s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '"' ||
+			  s[i] == '\\')
+			     ? '?'
+			     : s[i];
+	buf[i] = 0;
+}
+
+void status_report_service(struct status_report *r, const char *service, const char *role)
+{
+	struct status_service *s =
+	    array_push(&r->services, &r->n_services, &r->cap_services, sizeof(*s));
+
+	if (!s) {
+		r->failed = true;
+		return;
+	}
+	copy_clean(s->name, sizeof(s->name), service);
+	copy_clean(s->role, sizeof(s->role), role);
+}
+
+static void add_row(struct status_report *r, const char *name, const char *unit, double value,
+		    const char *help, bool counter)
+{
+	struct status_row *row;
+
+	if (r->n_services == 0) { /* a row outside any service is a caller's bug */
+		r->failed = true;
+		return;
+	}
+	row = array_push(&r->rows, &r->n_rows, &r->cap_rows, sizeof(*row));
+	if (!row) {
+		r->failed = true;
+		return;
+	}
+	*row = (struct status_row){.service = r->n_services - 1, .counter = counter, .value = value};
+	copy_clean(row->name, sizeof(row->name), name);
+	copy_clean(row->unit, sizeof(row->unit), unit);
+	copy_clean(row->help, sizeof(row->help), help);
+}
+
+void status_report_gauge(struct status_report *r, const char *name, const char *unit, double value,
+			 const char *help)
+{
+	add_row(r, name, unit, value, help, false);
+}
+
+void status_report_counter(struct status_report *r, const char *name, const char *unit,
+			   double value, const char *help)
+{
+	add_row(r, name, unit, value, help, true);
+}
+
+static void report_done(struct status_report *r)
+{
+	free(r->services);
+	free(r->rows);
+}
+
+/* ---------- rendering ---------- */
+
+static void render_socket(const struct status_report *r, struct evbuffer *out)
+{
+	evbuffer_add_printf(out, "%s\n", STATUS_PROTO_LINE);
+	if (r->failed) {
+		evbuffer_add_printf(out, "error\tout of memory\n");
+		return;
+	}
+	for (size_t i = 0; i < r->n_rows; i++) {
+		const struct status_row *row = &r->rows[i];
+		const struct status_service *s = &r->services[row->service];
+
+		evbuffer_add_printf(out, "%s\t%s\t%s\t%s\t", s->name, s->role, row->name,
+				    row->unit);
+		if (isnan(row->value))
+			evbuffer_add_printf(out, "-\n");
+		else
+			evbuffer_add_printf(out, "%.17g\n", row->value);
+	}
+}
+
+static void metric_name(const struct status_server *srv, const struct status_row *row, char *buf,
+			size_t len)
+{
+	snprintf(buf, len, "%s_%s%s%s", srv->prefix, row->name, row->unit[0] ? "_" : "",
+		 row->unit);
+}
+
+/* Every sample of one metric together, under one HELP and TYPE, as the format requires. */
+static void render_metric(const struct status_server *srv, const struct status_report *r,
+			  size_t first, struct evbuffer *out)
+{
+	const struct status_row *f = &r->rows[first];
+	char name[128];
+
+	metric_name(srv, f, name, sizeof(name));
+	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, f->help, name,
+			    f->counter ? "counter" : "gauge");
+	for (size_t i = first; i < r->n_rows; i++) {
+		const struct status_row *row = &r->rows[i];
+		const struct status_service *s = &r->services[row->service];
+
+		if (strcmp(row->name, f->name) != 0 || strcmp(row->unit, f->unit) != 0 ||
+		    isnan(row->value))
+			continue;
+		evbuffer_add_printf(out, "%s{service=\"%s\",role=\"%s\"} %.17g\n", name, s->name,
+				    s->role, row->value);
+	}
+}
+
+static void render_metrics(const struct status_server *srv, const struct status_report *r,
+			   struct evbuffer *out)
+{
+	for (size_t i = 0; i < r->n_rows; i++) {
+		bool seen = false;
+
+		for (size_t k = 0; k < i && !seen; k++)
+			seen = strcmp(r->rows[k].name, r->rows[i].name) == 0 &&
+			       strcmp(r->rows[k].unit, r->rows[i].unit) == 0;
+		if (!seen)
+			render_metric(srv, r, i, out);
+	}
+}
+
+/* ---------- the status socket ---------- */
+
+static void client_free(struct status_client *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		c->server->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+static void client_written(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	client_free(arg);
+}
+
+static void client_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev, (void)what;
+	client_free(arg);
+}
+
+static void on_status_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+			     int salen, void *arg)
+{
+	struct status_server *srv = arg;
+	struct timeval tv = {.tv_sec = STATUS_CLIENT_TIMEOUT_SEC};
+	struct status_report r = {0};
+	struct status_client *c = calloc(1, sizeof(*c));
+
+	(void)lev, (void)sa, (void)salen;
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->server = srv;
+	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!c->bev) {
+		close(fd);
+		free(c);
+		return;
+	}
+	c->next = srv->clients;
+	if (c->next)
+		c->next->prev = c;
+	srv->clients = c;
+
+	srv->fill(&r, srv->userdata);
+	render_socket(&r, bufferevent_get_output(c->bev));
+	report_done(&r);
+	/* The write callback runs once the output has drained: then we are done. */
+	bufferevent_setcb(c->bev, NULL, client_written, client_event, c);
+	bufferevent_set_timeouts(c->bev, NULL, &tv);
+	bufferevent_enable(c->bev, EV_WRITE);
+}
+
+/* A socket file nobody answers on is left over from a daemon that died: replace it. */
+static int claim_socket_path(const struct sockaddr_un *sun, char *err, size_t errlen)
+{
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0) {
+		snprintf(err, errlen, "status socket %s: another daemon answers on it",
+			 sun->sun_path);
+		return -EADDRINUSE;
+	}
+	if (errno == ECONNREFUSED && unlink(sun->sun_path) < 0 && errno != ENOENT) {
+		snprintf(err, errlen, "status socket %s: cannot remove the stale one: %s",
+			 sun->sun_path, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static int socket_address(const char *path, struct sockaddr_un *sun, char *err, size_t errlen)
+{
+	*sun = (struct sockaddr_un){.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sun->sun_path)) {
+		snprintf(err, errlen, "status socket %s: path longer than %zu bytes", path,
+			 sizeof(sun->sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sun->sun_path, path);
+	return 0;
+}
+
+static int listen_status_socket(struct status_server *srv, const char *path, char *err,
+				size_t errlen)
+{
+	struct sockaddr_un sun;
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	r = socket_address(path, &sun, err, errlen);
+	if (r < 0)
+		return r;
+	r = claim_socket_path(&sun, err, errlen);
+	if (r < 0)
+		return r;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    chmod(path, 0660) < 0 || listen(fd, 16) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "status socket %s: %s", path, strerror(-r));
+		return r;
+	}
+	srv->lev = evconnlistener_new(srv->base, on_status_accept, srv,
+				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (!srv->lev) {
+		unlink(path);
+		return -ENOMEM;
+	}
+	TAKE_FD(fd);
+	srv->socket_path = strdup(path);
+	return srv->socket_path ? 0 : -ENOMEM;
+}
+
+/* ---------- metrics over HTTP ---------- */
+
+static void on_metrics(struct evhttp_request *req, void *arg)
+{
+	struct status_server *srv = arg;
+	struct status_report r = {0};
+	struct evbuffer *body = evbuffer_new();
+
+	if (!body) {
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		return;
+	}
+	srv->fill(&r, srv->userdata);
+	if (r.failed) {
+		evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
+	} else {
+		render_metrics(srv, &r, body);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+				  "text/plain; version=0.0.4; charset=utf-8");
+		evhttp_send_reply(req, HTTP_OK, "OK", body);
+	}
+	report_done(&r);
+	evbuffer_free(body);
+}
+
+static void addrinfo_freep(struct addrinfo **ai)
+{
+	if (*ai)
+		freeaddrinfo(*ai);
+}
+
+/* Our own socket, so it is close-on-exec whatever libevent's defaults are: hooks must not get it. */
+static int listen_metrics(struct status_server *srv, const struct hostport *hp, char *err,
+			  size_t errlen)
+{
+	__attribute__((cleanup(addrinfo_freep))) struct addrinfo *ai = NULL;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+	_cleanup_close_ int fd = -1;
+	char port[8], where[HOSTPORT_HOST_MAX + 16];
+	int one = 1, r;
+
+	hostport_format(hp, where, sizeof(where));
+	snprintf(port, sizeof(port), "%u", hp->port);
+	r = getaddrinfo(hp->host, port, &hints, &ai);
+	if (r != 0) {
+		snprintf(err, errlen, "metrics_listen %s: %s", where, gai_strerror(r));
+		return -EADDRNOTAVAIL;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 16) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot serve metrics on %s: %s", where, strerror(-r));
+		return r;
+	}
+	srv->http = evhttp_new(srv->base);
+	if (!srv->http || evhttp_accept_socket(srv->http, fd) < 0)
+		return -ENOMEM;
+	TAKE_FD(fd); /* the http server's now */
+	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_timeout(srv->http, STATUS_CLIENT_TIMEOUT_SEC);
+	return evhttp_set_cb(srv->http, "/metrics", on_metrics, srv) == 0 ? 0 : -ENOMEM;
+}
+
+/* ---------- the server ---------- */
+
+int status_server_new(struct event_base *base, const char *socket_path,
+		      const struct hostport *metrics, const char *prefix, status_fill_fn fill,
+		      void *userdata, struct status_server **out, char *err, size_t errlen)
+{
+	struct status_server *srv = calloc(1, sizeof(*srv));
+	int r;
+
+	if (!srv)
+		return -ENOMEM;
+	srv->base = base;
+	srv->fill = fill;
+	srv->userdata = userdata;
+	snprintf(srv->prefix, sizeof(srv->prefix), "%s", prefix);
+	r = listen_status_socket(srv, socket_path, err, errlen);
+	if (r >= 0 && metrics && hostport_is_set(metrics))
+		r = listen_metrics(srv, metrics, err, errlen);
+	if (r < 0) {
+		if (r == -ENOMEM)
+			snprintf(err, errlen, "status: out of memory");
+		status_server_free(srv);
+		return r;
+	}
+	*out = srv;
+	return 0;
+}
+
+void status_server_free(struct status_server *s)
+{
+	if (!s)
+		return;
+	while (s->clients)
+		client_free(s->clients);
+	if (s->lev)
+		evconnlistener_free(s->lev);
+	if (s->socket_path)
+		unlink(s->socket_path);
+	if (s->http)
+		evhttp_free(s->http);
+	free(s->socket_path);
+	free(s);
+}
+
+/* ---------- the status command ---------- */
+
+static int read_answer(const char *path, char **out, char *err, size_t errlen)
+{
+	struct sockaddr_un sun;
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *buf = malloc(STATUS_MAX_ANSWER + 1);
+	size_t len = 0;
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	r = socket_address(path, &sun, err, errlen);
+	if (r < 0)
+		return r;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot reach the daemon at %s: %s", path, strerror(-r));
+		return r;
+	}
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		ssize_t n;
+
+		if (poll(&p, 1, STATUS_CLIENT_TIMEOUT_SEC * 1000) == 0) {
+			snprintf(err, errlen, "%s: no answer within %d s", path,
+				 STATUS_CLIENT_TIMEOUT_SEC);
+			return -ETIMEDOUT;
+		}
+		n = read(fd, buf + len, STATUS_MAX_ANSWER - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			snprintf(err, errlen, "%s: %s", path, strerror(-r));
+			return r;
+		}
+		if (n == 0 || (len += n) == STATUS_MAX_ANSWER)
+			break;
+	}
+	buf[len] = 0;
+	*out = TAKE_PTR(buf);
+	return 0;
+}
+
+static void print_value(FILE *out, const char *unit, const char *text)
+{
+	char *end;
+	double v = strtod(text, &end);
+
+	if (end == text || *end) {
+		fprintf(out, "%s\n", text);
+	} else if (strcmp(unit, "seconds") == 0) {
+		if (v < 10)
+			fprintf(out, "%.0f ms\n", v * 1000);
+		else
+			fprintf(out, "%.1f s\n", v);
+	} else if (strcmp(unit, "bytes") == 0) {
+		if (v >= 1 << 20)
+			fprintf(out, "%.0f (%.1f MiB)\n", v, v / (1 << 20));
+		else
+			fprintf(out, "%.0f\n", v);
+	} else if (v == floor(v) && fabs(v) < 1e15) {
+		fprintf(out, "%.0f\n", v);
+	} else {
+		fprintf(out, "%g\n", v);
+	}
+}
+
+/* "SERVICE\tROLE\tNAME\tUNIT\tVALUE": a header line per service, then "  name   value". */
+static int print_rows(char *text, FILE *out, const char *path, char *err, size_t errlen)
+{
+	char *save = NULL, *line = strtok_r(text, "\n", &save);
+	char current[96] = "";
+
+	if (!line || strcmp(line, STATUS_PROTO_LINE) != 0) {
+		snprintf(err, errlen, "%s: not a CheckSync status answer", path);
+		return -EPROTO;
+	}
+	while ((line = strtok_r(NULL, "\n", &save))) {
+		char *f[5];
+		size_t n = 0;
+
+		/* strsep, not strtok: the unit field may be empty. */
+		while (n < 5 && line)
+			f[n++] = strsep(&line, "\t");
+		if (n == 2 && strcmp(f[0], "error") == 0) {
+			snprintf(err, errlen, "%s: the daemon says: %s", path, f[1]);
+			return -EIO;
+		}
+		if (n != 5)
+			continue; /* a line of a newer daemon's making: skip it */
+		if (strcmp(current, f[0]) != 0) {
+			fprintf(out, "%s%s\n  %-24s %s\n", current[0] ? "\n" : "", f[0], "role",
+				f[1]);
+			snprintf(current, sizeof(current), "%s", f[0]);
+		}
+		for (char *c = f[2]; *c; c++)
+			if (*c == '_')
+				*c = ' ';
+		fprintf(out, "  %-24s ", f[2]);
+		print_value(out, f[3], f[4]);
+	}
+	if (!current[0])
+		fprintf(out, "no services\n");
+	return 0;
+}
+
+int status_print(const char *socket_path, FILE *out, char *err, size_t errlen)
+{
+	_cleanup_free_ char *text = NULL;
+	int r = read_answer(socket_path, &text, err, errlen);
+
+	if (r < 0)
+		return r;
+	return print_rows(text, out, socket_path, err, errlen);
+}
