@@ -69,9 +69,14 @@ static void drop_link(struct guard *g, const char *why)
 	guard_link_lost(g);
 }
 
+/*
+ * Only HELLO, ACK and HEARTBEAT renew the lease: an ERROR from a backup that
+ * is taking over must not thaw a frozen service even for a moment.
+ */
 static void handle_msg(struct guard *g, const struct wire_msg *m)
 {
-	guard_heard(g);
+	if (m->type == WIRE_HELLO || m->type == WIRE_ACK || m->type == WIRE_HEARTBEAT)
+		guard_heard(g);
 	switch (m->type) {
 	case WIRE_HELLO:
 		if (m->hello.role != ROLE_BACKUP) {
@@ -92,7 +97,7 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 		break;
 	case WIRE_ERROR:
 		log_warn("%s: backup says: %s", g->svc->name, m->error.reason);
-		if (strstr(m->error.reason, "taken over")) {
+		if (strstr(m->error.reason, "taken over") || strstr(m->error.reason, "taking over")) {
 			guard_deposed(g, m->error.reason);
 			return;
 		}
