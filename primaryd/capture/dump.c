@@ -21,7 +21,7 @@
 #include "log.h"
 #include "util.h"
 
-#define SAFEPOINT_TRIES 8
+#define SAFEPOINT_TRIES 12
 #define SAFEPOINT_BACKOFF_US 500
 #define SAFEPOINT_BACKOFF_MAX_US 20000
 
