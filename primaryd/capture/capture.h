@@ -28,6 +28,31 @@ struct capture_stats {
 	const char *mode; /* "live", "whole", "whole (no DWARF)", "whole (no safepoint)" */
 };
 
+/*
+ * What only injected syscalls can read, kept between epochs: each injection
+ * is a round trip through the scheduler (~100 us under load), and these
+ * rarely change. Refreshed in full epochs, every CACHE_REFRESH_EPOCHS, and
+ * when a cheap outside sign changes (the signal masks in /proc, the [heap]
+ * end, a new thread id).
+ */
+#define CACHE_REFRESH_EPOCHS 50
+
+struct thread_cache {
+	pid_t tid;
+	uint64_t ss_sp, ss_size, tid_addr;
+	int32_t ss_flags;
+};
+
+struct inject_cache {
+	bool valid;
+	unsigned epochs;
+	struct image_sigaction sigactions[IMAGE_NSIG];
+	uint64_t sig_caught, sig_ignored;
+	uint64_t brk, heap_end;
+	struct thread_cache *threads;
+	size_t n_threads, cap_threads;
+};
+
 struct capture {
 	pid_t pid;
 	struct image *img;
@@ -44,6 +69,8 @@ struct capture {
 	struct wp_tracker *wp; /* write tracking to re-arm this epoch, or NULL */
 	bool wp_filter;        /* copy only pages the tracker saw written */
 	bool swap;             /* the system has swap: swapped-out pages exist */
+	struct inject_cache *cache; /* NULL: inject every time (one-shot dump) */
+	bool cache_ok;              /* this epoch may use it */
 	struct go_layout *go;  /* NULL: no runtime metadata, whole capture */
 	struct live_set *live; /* pages of the heap arenas worth keeping */
 	struct capture_stats stats;
@@ -75,7 +102,8 @@ void capture_release_all(struct capture *c);
 
 /* mem.c */
 int capture_find_syscall_insn(struct capture *c, uint64_t *insn);
-int capture_scratch_map(struct capture *c);
+/* The scratch page, mapped on first use in this stop. */
+int capture_scratch_get(struct capture *c, uint64_t *addr);
 void capture_scratch_unmap(struct capture *c);
 int capture_vmas(struct capture *c);
 int capture_pages(struct capture *c);
@@ -93,6 +121,9 @@ void capture_live_free(struct capture *c);
 int capture_live_filter(struct capture *c, uint64_t start, uint64_t end,
 			int (*emit)(void *ctx, uint64_t s, uint64_t e), void *ctx);
 enum mem_class capture_classify(const struct capture *c, uint64_t addr);
+
+/* True when cached injected reads may be used in this epoch. */
+bool capture_cache_usable(struct capture *c);
 
 /* signals.c */
 int capture_sigactions(struct capture *c);

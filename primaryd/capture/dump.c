@@ -89,6 +89,18 @@ static int reach_safepoint(struct capture *c)
 
 #define STEP(c, name) log_debug("%-12s at %6lu us", name, (unsigned long)(now_us() - (c)->stop_us))
 
+bool capture_cache_usable(struct capture *c)
+{
+	struct inject_cache *k = c->cache;
+	uint64_t caught = 0, ignored = 0;
+
+	if (!k || !k->valid || k->epochs >= CACHE_REFRESH_EPOCHS)
+		return false;
+	proc_status_field(c->pid, "SigCgt", 16, &caught);
+	proc_status_field(c->pid, "SigIgn", 16, &ignored);
+	return caught == k->sig_caught && ignored == k->sig_ignored;
+}
+
 int capture_held(struct capture *c)
 {
 	/* Epochs reuse one struct capture: drop the last epoch's view first. */
@@ -123,15 +135,17 @@ int capture_held(struct capture *c)
 			return r;
 		STEP(c, "written");
 	}
-	r = capture_scratch_map(c);
-	if (r < 0)
-		return log_error_errno(r, "cannot map a scratch page in pid %d", c->pid);
+	c->cache_ok = capture_cache_usable(c);
 	r = capture_threads(c);
 	if (r >= 0)
 		r = capture_sigactions(c);
 	if (r >= 0)
 		r = capture_misc(c);
 	capture_scratch_unmap(c);
+	if (c->cache && r >= 0) {
+		c->cache->epochs = c->cache_ok ? c->cache->epochs + 1 : 0;
+		c->cache->valid = true;
+	}
 	STEP(c, "threads");
 	if (r < 0)
 		return r;

@@ -44,9 +44,13 @@ int capture_find_syscall_insn(struct capture *c, uint64_t *insn)
 	return -ENOEXEC;
 }
 
-int capture_scratch_map(struct capture *c)
+int capture_scratch_get(struct capture *c, uint64_t *addr)
 {
 	long ret;
+	if (c->scratch) {
+		*addr = c->scratch;
+		return 0;
+	}
 	int r = tracer_call(c->leader, &ret, SYS_mmap, 0, PAGE_SIZE, PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (r < 0)
@@ -54,6 +58,7 @@ int capture_scratch_map(struct capture *c)
 	if (ret < 0 && ret > -4096)
 		return (int)ret;
 	c->scratch = ret;
+	*addr = ret;
 	return 0;
 }
 

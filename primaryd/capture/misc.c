@@ -68,10 +68,22 @@ static int capture_mm(struct capture *c)
 	mm->env_end = st[50];
 
 	/* The current break is in no /proc file; brk(0) from inside returns it. */
-	r = tracer_call(c->leader, &brk, SYS_brk, 0);
-	if (r < 0)
-		return r;
-	mm->brk = brk;
+	uint64_t heap_end = 0;
+	for (size_t i = 0; i < c->n_vmas; i++)
+		if (c->vmas[i].kind == VMA_HEAP)
+			heap_end = c->vmas[i].end;
+	if (c->cache && c->cache_ok && c->cache->heap_end == heap_end) {
+		mm->brk = c->cache->brk;
+	} else {
+		r = tracer_call(c->leader, &brk, SYS_brk, 0);
+		if (r < 0)
+			return r;
+		mm->brk = brk;
+		if (c->cache) {
+			c->cache->brk = brk;
+			c->cache->heap_end = heap_end;
+		}
+	}
 
 	snprintf(path, sizeof(path), "/proc/%d/auxv", c->pid);
 	_cleanup_free_ char *auxv = NULL;

@@ -28,6 +28,7 @@ int capture_session_open(pid_t pid, struct capture_session **out)
 		return -ENOMEM;
 	s->c.pid = pid;
 	s->c.memfd = -1;
+	s->c.cache = &s->cache;
 	wp_init(&s->wp);
 	s->c.seize_options = PTRACE_O_EXITKILL;
 	s->c.img = image_new();
@@ -64,6 +65,7 @@ void capture_session_close(struct capture_session *s)
 	capture_cleanup(&s->c);
 	dirty_reset(&s->shipped);
 	wp_free(&s->wp);
+	free(s->cache.threads);
 	for (size_t i = 0; i < s->n_file_cache; i++)
 		free(s->file_cache[i].path);
 	free(s->file_cache);
@@ -211,6 +213,8 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	}
 
 	c->wp = s->use_wp ? &s->wp : NULL;
+	if (full)
+		s->cache.valid = false; /* a full epoch re-reads everything */
 	c->wp_filter = s->use_wp && !full;
 	r = capture_stop_all(c);
 	if (r >= 0)

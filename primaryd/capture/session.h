@@ -30,6 +30,7 @@ struct capture_session {
 	size_t n_file_cache, cap_file_cache;
 	bool frozen;
 	bool use_wp; /* dirty tracking by userfaultfd write-protect, else by page hashes */
+	struct inject_cache cache;
 	struct wp_tracker wp;
 };
 

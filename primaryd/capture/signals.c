@@ -15,14 +15,23 @@
 int capture_sigactions(struct capture *c)
 {
 	struct image_sigaction sa[IMAGE_NSIG];
+	struct inject_cache *k = c->cache;
+	uint64_t scratch;
 	long ret;
 	int r;
 
+	if (k && c->cache_ok) {
+		memcpy(c->img->sigactions, k->sigactions, sizeof(sa));
+		return 0;
+	}
+	r = capture_scratch_get(c, &scratch);
+	if (r < 0)
+		return r;
 	_Static_assert(sizeof(sa) <= PAGE_SIZE, "sigactions must fit the scratch page");
 	for (int sig = 1; sig <= IMAGE_NSIG; sig++) {
 		if (sig == SIGKILL || sig == SIGSTOP)
 			continue;
-		uint64_t dst = c->scratch + (sig - 1) * sizeof(struct image_sigaction);
+		uint64_t dst = scratch + (sig - 1) * sizeof(struct image_sigaction);
 		r = tracer_call(c->leader, &ret, SYS_rt_sigaction, sig, 0, dst, 8);
 		if (r < 0)
 			return log_error_errno(r, "cannot inject rt_sigaction");
@@ -30,11 +39,16 @@ int capture_sigactions(struct capture *c)
 			return log_error_errno((int)ret, "rt_sigaction(%d) in pid %d failed", sig,
 					       c->pid);
 	}
-	r = tracer_peek(c->memfd, c->scratch, sa, sizeof(sa));
+	r = tracer_peek(c->memfd, scratch, sa, sizeof(sa));
 	if (r < 0)
 		return r;
 	for (int sig = 1; sig <= IMAGE_NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			c->img->sigactions[sig - 1] = sa[sig - 1];
+	if (k) {
+		memcpy(k->sigactions, c->img->sigactions, sizeof(sa));
+		proc_status_field(c->pid, "SigCgt", 16, &k->sig_caught);
+		proc_status_field(c->pid, "SigIgn", 16, &k->sig_ignored);
+	}
 	return 0;
 }

@@ -154,20 +154,61 @@ static int capture_thread_inside(struct capture *c, struct tracee *t, struct ima
 	long ret;
 	int r;
 
+	uint64_t scratch;
+	r = capture_scratch_get(c, &scratch);
+	if (r < 0)
+		return r;
 	t->insn = c->leader->insn;
-	r = tracer_call(t, &ret, SYS_sigaltstack, 0, c->scratch);
+	r = tracer_call(t, &ret, SYS_sigaltstack, 0, scratch);
 	if (r < 0 || ret < 0)
 		return r < 0 ? r : (int)ret;
-	r = tracer_call(t, &ret, SYS_prctl, PR_GET_TID_ADDRESS, c->scratch + 24);
+	r = tracer_call(t, &ret, SYS_prctl, PR_GET_TID_ADDRESS, scratch + 24);
 	if (r < 0 || ret < 0)
 		return r < 0 ? r : (int)ret;
-	r = tracer_peek(c->memfd, c->scratch, &out, sizeof(out));
+	r = tracer_peek(c->memfd, scratch, &out, sizeof(out));
 	if (r < 0)
 		return r;
 	it->ss_sp = out.sp;
 	it->ss_flags = out.flags;
 	it->ss_size = out.size;
 	it->clear_tid_addr = out.tid_addr;
+	return 0;
+}
+
+static struct thread_cache *cached_thread(struct capture *c, pid_t tid)
+{
+	struct inject_cache *k = c->cache;
+	for (size_t i = 0; k && i < k->n_threads; i++)
+		if (k->threads[i].tid == tid)
+			return &k->threads[i];
+	return NULL;
+}
+
+/* The alternate stack and tid address, from the cache when it may be trusted. */
+static int thread_inside_cached(struct capture *c, struct tracee *t, struct image_thread *it)
+{
+	struct thread_cache *tc = cached_thread(c, t->tid);
+	if (tc && c->cache_ok) {
+		it->ss_sp = tc->ss_sp;
+		it->ss_size = tc->ss_size;
+		it->ss_flags = tc->ss_flags;
+		it->clear_tid_addr = tc->tid_addr;
+		return 0;
+	}
+	int r = capture_thread_inside(c, t, it);
+	if (r < 0 || !c->cache)
+		return r;
+	if (!tc) {
+		tc = array_push(&c->cache->threads, &c->cache->n_threads, &c->cache->cap_threads,
+				sizeof(*tc));
+		if (!tc)
+			return -ENOMEM;
+	}
+	*tc = (struct thread_cache){.tid = t->tid,
+				    .ss_sp = it->ss_sp,
+				    .ss_size = it->ss_size,
+				    .tid_addr = it->clear_tid_addr,
+				    .ss_flags = it->ss_flags & ~SS_ONSTACK};
 	return 0;
 }
 
@@ -207,16 +248,29 @@ static int capture_thread(struct capture *c, struct tracee *t, struct image_thre
 		snprintf(it->comm, sizeof(it->comm), "%s", comm);
 	}
 
-	r = capture_thread_inside(c, t, it);
+	r = thread_inside_cached(c, t, it);
 	if (r < 0)
 		return log_error_errno(r, "cannot read signal stack of thread %d", t->tid);
 	return 0;
+}
+
+/* Forget cached threads that are gone, so a recycled thread id is read afresh. */
+static void prune_cache(struct capture *c)
+{
+	struct inject_cache *k = c->cache;
+	size_t kept = 0;
+	for (size_t i = 0; k && i < k->n_threads; i++)
+		if (is_seized(c, k->threads[i].tid))
+			k->threads[kept++] = k->threads[i];
+	if (k)
+		k->n_threads = kept;
 }
 
 int capture_threads(struct capture *c)
 {
 	struct image *img = c->img;
 
+	prune_cache(c);
 	/* The leader first: restore recreates the others from it. */
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t i = 0; i < c->n_threads; i++) {
