@@ -1,27 +1,39 @@
 /*
  * main.c - checksync-backupd: command-line entry.
  *
- *   checksync-backupd restore --image DIR
+ *   checksync-backupd [--config FILE] [-v]          the daemon (daemon.c)
+ *   checksync-backupd status [--config FILE]        what the daemon reports
+ *   checksync-backupd restore --image DIR [-v]      one-shot restore
  *
  * restore prints the new process's pid on the first line of stdout and
- * exits, leaving the process running on its own.
+ * exits, leaving the process running on its own. The daemon logs its
+ * events (connections, epochs, takeovers) at info level by default, since
+ * its stderr is the service log; -v adds a line per epoch.
  */
 #include <getopt.h>
+#include <linux/close_range.h>
 
+#include "config.h"
+#include "daemon.h"
 #include "log.h"
 #include "restore/restore.h"
+#include "status.h"
 #include "util.h"
+
+#define DEFAULT_CONFIG "/etc/checksync/backup.conf"
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: checksync-backupd restore --image DIR [-v]\n");
+	fprintf(f, "usage: checksync-backupd [--config FILE] [-v]\n"
+		   "       checksync-backupd status [--config FILE]\n"
+		   "       checksync-backupd restore --image DIR [-v]\n"
+		   "The configuration file defaults to " DEFAULT_CONFIG ".\n");
 }
 
 static int cmd_restore(int argc, char **argv)
 {
-	static const struct option opts[] = {{"image", required_argument, NULL, 'i'},
-					     {"verbose", no_argument, NULL, 'v'},
-					     {}};
+	static const struct option opts[] = {
+	    {"image", required_argument, NULL, 'i'}, {"verbose", no_argument, NULL, 'v'}, {}};
 	const char *image = NULL;
 	pid_t pid;
 	int c;
@@ -50,16 +62,92 @@ static int cmd_restore(int argc, char **argv)
 	return 0;
 }
 
+/* --config FILE and -v, shared by the daemon and status; 0, or 2 for a usage error. */
+static int parse_common(int argc, char **argv, const char **config, bool allow_verbose)
+{
+	static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+					     {"verbose", no_argument, NULL, 'v'},
+					     {"help", no_argument, NULL, 'h'},
+					     {}};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			*config = optarg;
+			break;
+		case 'v':
+			if (allow_verbose) {
+				log_set_verbose(log_get_verbose() + 1);
+				break;
+			}
+			usage(stderr);
+			return 2;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		log_error("unexpected argument '%s'", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	return 0;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	const char *config = DEFAULT_CONFIG;
+	struct daemon_config cfg;
+	char err[CONFIG_ERR_MAX];
+	int r = parse_common(argc, argv, &config, false);
+
+	if (r)
+		return r;
+	if (config_load_daemon(config, ROLE_BACKUP, &cfg, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	r = status_print(cfg.status_socket, stdout, err, sizeof(err));
+	config_daemon_free(&cfg);
+	if (r < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	return 0;
+}
+
+static int cmd_daemon(int argc, char **argv)
+{
+	const char *config = DEFAULT_CONFIG;
+	int r;
+
+	/*
+	 * Whatever our starter left open stays open, but not across exec: hooks
+	 * and restored services must not inherit it (child.c and restore close
+	 * theirs too; this covers what they cannot know about).
+	 */
+	(void)close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+	log_set_verbose(1);
+	r = parse_common(argc, argv, &config, true);
+	return r ? r : daemon_run(config);
+}
+
 int main(int argc, char **argv)
 {
 	log_set_program("checksync-backupd");
-	if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-		usage(argc < 2 ? stderr : stdout);
-		return argc < 2 ? 2 : 0;
-	}
-	if (strcmp(argv[1], "restore") == 0)
+	if (argc >= 2 && strcmp(argv[1], "restore") == 0)
 		return cmd_restore(argc - 1, argv + 1);
-	log_error("unknown command '%s'", argv[1]);
-	usage(stderr);
-	return 2;
+	if (argc >= 2 && strcmp(argv[1], "status") == 0)
+		return cmd_status(argc - 1, argv + 1);
+	if (argc >= 2 && argv[1][0] != '-') {
+		log_error("unknown command '%s'", argv[1]);
+		usage(stderr);
+		return 2;
+	}
+	return cmd_daemon(argc, argv);
 }

@@ -577,6 +577,12 @@ static int service_check_timing(struct parser *p, struct service_config *c)
 			    "heartbeat_interval_ms (%u) must be less than lease_ms (%u), or the "
 			    "lease lapses between heartbeats",
 			    c->heartbeat_interval_ms, c->lease_ms);
+	/* The backup stops renewing the lease at failover - lease - one heartbeat. */
+	if (c->lease_ms + c->heartbeat_interval_ms >= c->failover_timeout_ms)
+		return fail(p, fo ? fo : lease,
+			    "failover_timeout_ms (%u) must exceed lease_ms + heartbeat_interval_ms "
+			    "(%u + %u): the primary must be frozen before the backup takes over",
+			    c->failover_timeout_ms, c->lease_ms, c->heartbeat_interval_ms);
 	return 0;
 }
 

@@ -493,9 +493,9 @@ static void print_value(FILE *out, const char *unit, const char *text)
 			fprintf(out, "%.1f s\n", v);
 	} else if (strcmp(unit, "bytes") == 0) {
 		if (v >= 1 << 20)
-			fprintf(out, "%.0f (%.1f MiB)\n", v, v / (1 << 20));
+			fprintf(out, "%.0f bytes (%.1f MiB)\n", v, v / (1 << 20));
 		else
-			fprintf(out, "%.0f\n", v);
+			fprintf(out, "%.0f bytes\n", v);
 	} else if (v == floor(v) && fabs(v) < 1e15) {
 		fprintf(out, "%.0f\n", v);
 	} else {

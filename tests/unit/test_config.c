@@ -273,6 +273,8 @@ static const struct bad_case bad_cases[] = {
      "lease_ms (500) must be less than failover_timeout_ms (400)"},
     {ROLE_PRIMARY, false, SVC "heartbeat_interval_ms = 600\n", 4,
      "heartbeat_interval_ms (600) must be less than lease_ms (500)"},
+    {ROLE_PRIMARY, false, SVC "failover_timeout_ms = 540\n", 4,
+     "failover_timeout_ms (540) must exceed lease_ms + heartbeat_interval_ms (500 + 50)"},
     /* paths and names */
     {ROLE_PRIMARY, true, TLS "[daemon]\nstate_dir = var/lib\n", 6,
      "state_dir: expected an absolute path, got 'var/lib'"},

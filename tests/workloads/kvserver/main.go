@@ -9,6 +9,15 @@
 //	                  so a test can check thousands of keys in one request.
 //	GET /state        answers pid, instance (see below), item count and NumGC.
 //	GET /gc           runs runtime.GC() and answers NumGC.
+//
+// With -savefile PATH the cache is also saved with go-cache's own SaveFile
+// every -save-interval-ms (default 100), into PATH.tmp and renamed to PATH,
+// so PATH always holds a whole save: the persistence a service could have
+// without CheckSync, for bench/failover_bench.py to compare with. Then
+//
+//	GET /saves        answers how many saves were made and how long each of
+//	                  the last 10000 took (microseconds; SaveFile holds the
+//	                  cache's read lock meanwhile, so writers wait).
 package main
 
 import (
@@ -21,6 +30,8 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"sync"
+	"time"
 
 	"github.com/patrickmn/go-cache"
 )
@@ -95,9 +106,58 @@ func handleGC(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]interface{}{"num_gc": numGC()})
 }
 
+// saves records the -savefile loop's work.
+var saves struct {
+	sync.Mutex
+	count    int
+	failures int
+	us       []int64 // durations of the last maxSaves saves
+}
+
+const maxSaves = 10000
+
+func saveLoop(path string, interval time.Duration) {
+	for range time.Tick(interval) {
+		t0 := time.Now()
+		err := store.SaveFile(path + ".tmp")
+		if err == nil {
+			err = os.Rename(path+".tmp", path)
+		}
+		us := time.Since(t0).Microseconds()
+		saves.Lock()
+		saves.count++
+		if err != nil {
+			saves.failures++
+			log.Printf("kvserver: save to %s: %v", path, err)
+		}
+		saves.us = append(saves.us, us)
+		if len(saves.us) > maxSaves {
+			saves.us = saves.us[len(saves.us)-maxSaves:]
+		}
+		saves.Unlock()
+	}
+}
+
+func handleSaves(w http.ResponseWriter, r *http.Request) {
+	saves.Lock()
+	defer saves.Unlock()
+	writeJSON(w, http.StatusOK, map[string]interface{}{
+		"count": saves.count, "failures": saves.failures, "us": saves.us,
+	})
+}
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
+	savefile := flag.String("savefile", "", "save the cache with go-cache's SaveFile into this file periodically")
+	saveInterval := flag.Int("save-interval-ms", 100, "how often -savefile saves, in milliseconds")
 	flag.Parse()
+	if *savefile != "" {
+		if *saveInterval < 1 {
+			log.Fatalf("kvserver: -save-interval-ms must be at least 1, got %d", *saveInterval)
+		}
+		http.HandleFunc("/saves", handleSaves)
+		go saveLoop(*savefile, time.Duration(*saveInterval)*time.Millisecond)
+	}
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

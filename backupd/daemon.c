@@ -1,0 +1,306 @@
+/*
+ * daemon.c - checksync-backupd as a daemon: start-up, the event loop,
+ * signals, sd_notify, the status server, and an orderly stop.
+ *
+ * Start-up reads both kinds of configuration, loads every service's image
+ * from disk and only then listens: a primary is never told "HELLO" by a
+ * backup that has not yet found out which epoch it holds. READY=1 follows
+ * the listener. Every failure before that is one line and exit status 1.
+ *
+ * Stop (SIGTERM, SIGINT): the listener and every connection go first, so
+ * no new epoch arrives; then the journal writer finishes what is queued, so
+ * every committed epoch is on disk when we exit 0. A restored service is
+ * left running: it is not ours to stop.
+ *
+ * Signals are taken through libevent; SIGCHLD is left alone (child.h) and
+ * SIGPIPE ignored (tls.h).
+ */
+#include "daemon.h"
+
+#include <event2/event.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+
+#include "journal.h"
+#include "log.h"
+#include "service.h"
+#include "session.h"
+#include "status.h"
+#include "tls.h"
+#include "util.h"
+
+#define NOTIFY_INTERVAL_SEC 1
+
+struct service *daemon_service(struct daemon *d, const char *name)
+{
+	for (size_t i = 0; i < d->n_services; i++)
+		if (strcmp(d->services[i].cfg->name, name) == 0)
+			return &d->services[i];
+	return NULL;
+}
+
+/* ---------- sd_notify ---------- */
+
+static void status_text(struct daemon *d, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = 0;
+	if (d->n_services == 0)
+		snprintf(buf, len, "no services configured");
+	for (size_t i = 0; i < d->n_services && used + 1 < len; i++) {
+		char line[256];
+
+		service_status_line(&d->services[i], line, sizeof(line));
+		used += snprintf(buf + used, len - used, "%s%s", i ? "; " : "", line);
+	}
+}
+
+void daemon_status_changed(struct daemon *d)
+{
+	char text[sizeof(d->last_status)];
+
+	status_text(d, text, sizeof(text));
+	if (strcmp(text, d->last_status) == 0)
+		return;
+	snprintf(d->last_status, sizeof(d->last_status), "%s", text);
+	sd_notifyf(0, "STATUS=%s", text);
+}
+
+static void on_notify_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	daemon_status_changed(arg); /* the lag moves on by itself */
+}
+
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what, (void)arg;
+	sd_notify(0, "WATCHDOG=1");
+}
+
+static int add_timer(struct daemon *d, struct event **ev, uint64_t usec, event_callback_fn fn)
+{
+	struct timeval tv = {.tv_sec = usec / 1000000, .tv_usec = usec % 1000000};
+
+	*ev = event_new(d->base, -1, EV_PERSIST, fn, d);
+	return *ev && event_add(*ev, &tv) == 0 ? 0 : -ENOMEM;
+}
+
+/* WATCHDOG=1 at half systemd's interval, from the loop: a stuck loop shows. */
+static int start_watchdog(struct daemon *d)
+{
+	uint64_t usec = 0;
+
+	if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+		return 0;
+	return add_timer(d, &d->watchdog, usec / 2, on_watchdog);
+}
+
+/* ---------- connections ---------- */
+
+static void on_established(struct bufferevent *bev, const char *peer, void *arg)
+{
+	session_accept(arg, bev, peer);
+}
+
+static void on_failed(const char *peer, const char *reason, void *arg)
+{
+	(void)arg;
+	log_warn("refused connection from %s: %s", peer, reason);
+}
+
+static int start_listening(struct daemon *d)
+{
+	struct tls_callbacks cbs = {.established = on_established, .failed = on_failed, .arg = d};
+	char where[HOSTPORT_HOST_MAX + 16], err[512];
+	int r;
+
+	d->tls = tls_server_ctx(d->cfg.tls_ca, d->cfg.tls_cert, d->cfg.tls_key, err, sizeof(err));
+	if (!d->tls) {
+		log_error("%s: %s", d->cfg.path, err);
+		return -EINVAL;
+	}
+	hostport_format(&d->cfg.listen, where, sizeof(where));
+	r = tls_listen(d->base, d->tls, where, &cbs, &d->listener, err, sizeof(err));
+	if (r < 0) {
+		log_error("%s", err);
+		return r;
+	}
+	return 0;
+}
+
+/* ---------- status ---------- */
+
+static void fill_status(struct status_report *r, void *arg)
+{
+	struct daemon *d = arg;
+
+	for (size_t i = 0; i < d->n_services; i++)
+		service_report(&d->services[i], r);
+}
+
+static int start_status(struct daemon *d)
+{
+	char err[512];
+	int r = status_server_new(d->base, d->cfg.status_socket, &d->cfg.metrics_listen,
+				  "checksync", fill_status, d, &d->status, err, sizeof(err));
+
+	if (r < 0)
+		log_error("%s", err);
+	return r;
+}
+
+/* ---------- services ---------- */
+
+static void read_boot_id(struct daemon *d)
+{
+	_cleanup_free_ char *text = NULL;
+
+	if (read_file("/proc/sys/kernel/random/boot_id", &text) < 0)
+		return;
+	text[strcspn(text, "\n")] = 0;
+	snprintf(d->boot_id, sizeof(d->boot_id), "%s", text);
+}
+
+static int open_services(struct daemon *d)
+{
+	int r;
+
+	if (mkdir(d->cfg.state_dir, 0700) < 0 && errno != EEXIST)
+		return log_error_errno(-errno, "cannot create the state directory %s",
+				       d->cfg.state_dir);
+	d->services = calloc(d->n_services + 1, sizeof(*d->services));
+	if (!d->services)
+		return log_error_errno(-ENOMEM, "services");
+	for (size_t i = 0; i < d->n_services; i++) {
+		const char *name = d->svc_cfgs[i].name;
+
+		/* A name becomes a directory under state_dir: "." and ".." would not stay in it. */
+		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+			log_error("%s: the service name '%s' cannot be a directory name",
+				  d->svc_cfgs[i].path, name);
+			return -EINVAL;
+		}
+		r = service_open(d, &d->svc_cfgs[i], &d->services[i]);
+		if (r < 0)
+			return r;
+	}
+	if (d->n_services == 0)
+		log_warn("no services configured in %s", d->cfg.services_dir);
+	return 0;
+}
+
+/* ---------- signals ---------- */
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)what;
+	log_info("stopping on %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	event_base_loopbreak(d->base);
+}
+
+static int catch_signals(struct daemon *d)
+{
+	signal(SIGPIPE, SIG_IGN);
+	d->sig_term = evsignal_new(d->base, SIGTERM, on_stop_signal, d);
+	d->sig_int = evsignal_new(d->base, SIGINT, on_stop_signal, d);
+	if (!d->sig_term || !d->sig_int || event_add(d->sig_term, NULL) < 0 ||
+	    event_add(d->sig_int, NULL) < 0)
+		return log_error_errno(-ENOMEM, "cannot catch signals");
+	return 0;
+}
+
+/* ---------- start and stop ---------- */
+
+static int load_config(struct daemon *d, const char *path)
+{
+	char err[CONFIG_ERR_MAX];
+	int r;
+
+	r = config_load_daemon(path, ROLE_BACKUP, &d->cfg, err, sizeof(err));
+	if (r >= 0)
+		r = config_load_services_dir(d->cfg.services_dir, ROLE_BACKUP, &d->svc_cfgs,
+					     &d->n_services, err, sizeof(err));
+	if (r < 0)
+		log_error("%s", err);
+	return r;
+}
+
+static int start(struct daemon *d, const char *config_path)
+{
+	char where[HOSTPORT_HOST_MAX + 16];
+	int r;
+
+	r = load_config(d, config_path);
+	if (r < 0)
+		return r;
+	d->base = event_base_new();
+	if (!d->base)
+		return log_error_errno(-ENOMEM, "cannot create the event loop");
+	d->started_us = now_us();
+	read_boot_id(d);
+	r = catch_signals(d);
+	if (r >= 0 && (r = journal_writer_new(d->base, &d->writer)) < 0)
+		log_error_errno(r, "cannot start the journal writer");
+	if (r >= 0)
+		r = open_services(d);
+	if (r >= 0)
+		r = start_listening(d);
+	if (r >= 0)
+		r = start_status(d);
+	if (r >= 0)
+		r = start_watchdog(d);
+	if (r >= 0)
+		r = add_timer(d, &d->notify, NOTIFY_INTERVAL_SEC * 1000000ull, on_notify_timer);
+	if (r < 0)
+		return r;
+	log_info("listening on %s for %zu service%s (pid %d)",
+		 hostport_format(&d->cfg.listen, where, sizeof(where)), d->n_services,
+		 d->n_services == 1 ? "" : "s", getpid());
+	status_text(d, d->last_status, sizeof(d->last_status));
+	sd_notifyf(0, "READY=1\nSTATUS=%s", d->last_status);
+	return 0;
+}
+
+static void stop(struct daemon *d)
+{
+	sd_notify(0, "STOPPING=1");
+	tls_listener_free(d->listener);
+	session_free_all(d);
+	journal_writer_free(d->writer); /* every queued epoch reaches the disk */
+	status_server_free(d->status);
+	for (size_t i = 0; d->services && i < d->n_services; i++)
+		service_close(&d->services[i]);
+	free(d->services);
+	if (d->sig_term)
+		event_free(d->sig_term);
+	if (d->sig_int)
+		event_free(d->sig_int);
+	if (d->watchdog)
+		event_free(d->watchdog);
+	if (d->notify)
+		event_free(d->notify);
+	if (d->tls)
+		SSL_CTX_free(d->tls);
+	if (d->base)
+		event_base_free(d->base);
+	config_services_free(d->svc_cfgs, d->n_services);
+	config_daemon_free(&d->cfg);
+}
+
+int daemon_run(const char *config_path)
+{
+	struct daemon d = {0};
+	int r = start(&d, config_path);
+
+	if (r >= 0 && event_base_dispatch(d.base) < 0) {
+		log_error("the event loop failed");
+		r = -EIO;
+	}
+	stop(&d);
+	return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,152 @@
+/*
+ * service.c - see service.h: opening a service's image, its timer, and the
+ * figures it reports.
+ */
+#include "service.h"
+
+#include <event2/event.h>
+#include <inttypes.h>
+#include <math.h>
+
+#include "child.h"
+#include "daemon.h"
+#include "journal.h"
+#include "log.h"
+#include "session.h"
+#include "status.h"
+#include "store.h"
+#include "takeover.h"
+#include "util.h"
+
+const char *service_state_name(enum service_state state)
+{
+	switch (state) {
+	case SERVICE_BACKUP:
+		return "backup";
+	case SERVICE_FENCING:
+		return "fencing";
+	case SERVICE_SERVING:
+		return "serving";
+	}
+	return "?";
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	takeover_tick(arg);
+}
+
+static int start_tick(struct service *svc)
+{
+	uint32_t ms = svc->cfg->heartbeat_interval_ms;
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = ms % 1000 * 1000};
+
+	svc->tick = event_new(svc->d->base, -1, EV_PERSIST, on_tick, svc);
+	if (!svc->tick)
+		return -ENOMEM;
+	return event_add(svc->tick, &tv) == 0 ? 0 : -ENOMEM;
+}
+
+int service_open(struct daemon *d, const struct service_config *cfg, struct service *svc)
+{
+	int r;
+
+	*svc = (struct service){.d = d, .cfg = cfg, .last_heard_us = d->started_us};
+	if (asprintf(&svc->dir, "%s/%s", d->cfg.state_dir, cfg->name) < 0) {
+		svc->dir = NULL;
+		return log_error_errno(-ENOMEM, "%s", cfg->name);
+	}
+	r = journal_open(d->writer, svc->dir, cfg->name, &svc->journal, &svc->store);
+	if (r < 0)
+		return r;
+	svc->acked_epoch = journal_durable_epoch(svc->journal); /* an ACK follows durability */
+	if (store_epoch(svc->store)) {
+		/* Lag goes on from the epoch's write, not from our start. */
+		uint64_t age = journal_loaded_age_us(svc->journal);
+		svc->committed_at_us = age < d->started_us ? d->started_us - age : 1;
+		log_info("%s: image of epoch %" PRIu64 " loaded from %s (%" PRIu64 " pages)",
+			 cfg->name, store_epoch(svc->store), svc->dir, store_npages(svc->store));
+	} else {
+		log_info("%s: no image yet in %s", cfg->name, svc->dir);
+	}
+	if (journal_serving(svc->journal, &svc->pid, &svc->served_epoch))
+		takeover_resume(svc);
+	r = start_tick(svc);
+	return r < 0 ? log_error_errno(r, "%s: cannot start its timer", cfg->name) : 0;
+}
+
+void service_close(struct service *svc)
+{
+	if (svc->tick)
+		event_free(svc->tick);
+	child_free(svc->fence, false);
+	child_free(svc->hook, false);
+	child_free(svc->watch, false);
+	if (svc->journal)
+		journal_free(svc->journal);
+	if (svc->store)
+		store_free(svc->store);
+	free(svc->dir);
+	*svc = (struct service){0};
+}
+
+void service_heard(struct service *svc) { svc->last_heard_us = now_us(); }
+
+static double age_seconds(uint64_t then_us, uint64_t now)
+{
+	return then_us ? (double)(now - then_us) / 1e6 : NAN;
+}
+
+void service_report(const struct service *svc, struct status_report *r)
+{
+	uint64_t now = now_us(), epoch = store_epoch(svc->store);
+	bool serving = svc->state == SERVICE_SERVING;
+
+	status_report_service(r, svc->cfg->name, service_state_name(svc->state));
+	status_report_gauge(r, "epoch", "", epoch, "Last committed epoch of the warm image");
+	status_report_gauge(r, "acked_epoch", "", svc->acked_epoch,
+			    "Last epoch acknowledged to the primary (durable on disk)");
+	status_report_gauge(r, "durable_epoch", "", journal_durable_epoch(svc->journal),
+			    "Newest epoch on disk");
+	status_report_gauge(r, "lag", "seconds", age_seconds(svc->committed_at_us, now),
+			    "Time since the last epoch was committed");
+	status_report_gauge(r, "epoch_last", "bytes", svc->n_epochs ? svc->last_epoch_bytes : NAN,
+			    "Size of the last epoch as received");
+	status_report_gauge(r, "epoch_mean", "bytes",
+			    svc->n_epochs ? (double)svc->total_epoch_bytes / svc->n_epochs : NAN,
+			    "Mean size of the epochs received since the daemon started");
+	status_report_gauge(r, "heartbeat_age", "seconds", age_seconds(svc->last_heartbeat_us, now),
+			    "Time since the last heartbeat from the primary");
+	status_report_gauge(r, "heard_age", "seconds", age_seconds(svc->last_heard_us, now),
+			    "Time since anything was heard from the primary (failover clock)");
+	status_report_gauge(r, "connected", "", svc->session != NULL,
+			    "1 while the primary is connected");
+	status_report_gauge(r, "image_pages", "", store_npages(svc->store),
+			    "Pages held in the warm image");
+	status_report_gauge(r, "disk", "bytes", journal_disk_bytes(svc->journal),
+			    "Bytes of the files the image is kept in");
+	status_report_counter(r, "epochs", "total", svc->n_epochs,
+			      "Epochs committed since the daemon started");
+	status_report_counter(r, "torn_epochs", "total", svc->n_torn,
+			      "Epochs discarded before their commit since the daemon started");
+	status_report_gauge(r, "pid", "",
+			    serving && svc->pid > 0 && !svc->pid_ended ? svc->pid : NAN,
+			    "Process id of the service restored here");
+}
+
+void service_status_line(const struct service *svc, char *buf, size_t len)
+{
+	uint64_t epoch = store_epoch(svc->store);
+
+	if (svc->state == SERVICE_SERVING)
+		snprintf(buf, len, "serving %s as pid %d%s", svc->cfg->name, svc->pid,
+			 svc->pid_ended ? " (ended)" : "");
+	else if (svc->state == SERVICE_FENCING)
+		snprintf(buf, len, "fencing the primary of %s", svc->cfg->name);
+	else if (!epoch)
+		snprintf(buf, len, "waiting for %s's primary", svc->cfg->name);
+	else
+		snprintf(buf, len, "epoch %" PRIu64 " of %s, lag %" PRIu64 " ms", epoch,
+			 svc->cfg->name, (now_us() - svc->committed_at_us) / 1000);
+}

@@ -1,0 +1,551 @@
+/*
+ * session.c - see session.h.
+ *
+ * Bytes are handed to the decoder as libevent has them (evbuffer_peek, no
+ * pullup of a 16 MiB PAGES message), and every byte from an identified
+ * primary counts as hearing from it: a primary in the middle of sending a
+ * large epoch is alive even though no whole message has arrived yet.
+ *
+ * Back-pressure: if the journal falls more than SESSION_MAX_BACKLOG bytes
+ * behind, we stop reading until it has caught up to half of that, so a
+ * slow disk bounds our memory instead of growing it. The primary sees TCP
+ * push back; its heartbeats wait in the socket, and failover does not count
+ * that time against it (session_read_paused()).
+ */
+#include "session.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdarg.h>
+
+#include "daemon.h"
+#include "journal.h"
+#include "log.h"
+#include "service.h"
+#include "store.h"
+#include "tls.h"
+#include "util.h"
+#include "wire.h"
+
+#define SESSION_HELLO_TIMEOUT_SEC 10
+#define SESSION_CLOSE_TIMEOUT_SEC 5
+#define SESSION_MAX_BACKLOG (256ull << 20)
+#define SESSION_LOG_EVERY 100 /* an info line per this many epochs; each one at debug level */
+
+struct session {
+	struct session *prev, *next; /* in d->sessions */
+	struct daemon *d;
+	struct bufferevent *bev;
+	char peer[TLS_PEER_MAX];
+	uint64_t id;
+	struct wire_decoder *dec;
+	struct service *svc; /* after HELLO */
+	bool closing, read_paused, exe_checked;
+
+	struct store_epoch *epoch; /* the epoch being received */
+	msgpack_sbuffer record;	   /* the same, packed for the journal */
+
+	struct event *hb_timer, *reaper;
+	uint64_t hb_seq;
+};
+
+/* What an ACK needs to find its way back, the session having maybe gone meanwhile. */
+struct pending_ack {
+	struct service *svc;
+	uint64_t session_id;
+	uint64_t committed_us;
+};
+
+static const char *name_of(const struct session *s) { return s->svc ? s->svc->cfg->name : "?"; }
+
+/* ---------- sending ---------- */
+
+static void send_msg(struct session *s, const struct wire_msg *m)
+{
+	msgpack_sbuffer sb;
+
+	msgpack_sbuffer_init(&sb);
+	if (wire_pack(&sb, m) == 0)
+		bufferevent_write(s->bev, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+/*
+ * Our heartbeat renews the primary's lease, so we stop sending it well
+ * before we could take over: once the primary has been silent for
+ * failover_timeout - lease - one heartbeat interval. A primary that hears
+ * nothing more from us freezes its service one lease later, which is
+ * before our failover timeout runs out, so there is no moment in which both
+ * copies serve.
+ */
+static void send_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	const struct service_config *cfg = s->svc->cfg;
+	uint64_t quiet_us = (uint64_t)(cfg->failover_timeout_ms - cfg->lease_ms -
+				       cfg->heartbeat_interval_ms) * 1000;
+	struct wire_msg m = {.type = WIRE_HEARTBEAT,
+			     .heartbeat = {.seq = ++s->hb_seq,
+					   .time_us = now_us(),
+					   .epoch = store_epoch(s->svc->store)}};
+
+	(void)fd, (void)what;
+	if (now_us() - s->svc->last_heard_us > quiet_us)
+		return;
+	send_msg(s, &m);
+}
+
+/* ---------- lifetime ---------- */
+
+static void discard_epoch(struct session *s, const char *why)
+{
+	if (!s->epoch)
+		return;
+	log_warn("%s: torn epoch %" PRIu64 " from %s discarded (%" PRIu64 " pages received): %s",
+		 name_of(s), store_epoch_number(s->epoch), s->peer, store_epoch_npages(s->epoch),
+		 why);
+	s->svc->n_torn++;
+	store_epoch_free(s->epoch);
+	s->epoch = NULL;
+	msgpack_sbuffer_destroy(&s->record);
+	msgpack_sbuffer_init(&s->record);
+}
+
+static void detach(struct session *s, const char *why)
+{
+	discard_epoch(s, why);
+	if (s->svc && s->svc->session == s) {
+		s->svc->session = NULL;
+		daemon_status_changed(s->d);
+	}
+	if (s->hb_timer)
+		event_del(s->hb_timer);
+}
+
+static void session_free(struct session *s)
+{
+	detach(s, "the connection was freed");
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		s->d->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	if (s->hb_timer)
+		event_free(s->hb_timer);
+	if (s->reaper)
+		event_free(s->reaper);
+	if (s->dec)
+		wire_decoder_free(s->dec);
+	msgpack_sbuffer_destroy(&s->record);
+	bufferevent_free(s->bev);
+	free(s);
+}
+
+void session_free_all(struct daemon *d)
+{
+	while (d->sessions)
+		session_free(d->sessions);
+}
+
+static void on_flushed(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	session_free(arg);
+}
+
+static void on_closing_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev, (void)what;
+	session_free(arg);
+}
+
+/* Runs from the loop after close: free now if nothing is left to send. */
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd, (void)what;
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		session_free(s);
+}
+
+void session_close(struct session *s, const char *reason)
+{
+	struct timeval tv = {.tv_sec = SESSION_CLOSE_TIMEOUT_SEC};
+
+	if (s->closing)
+		return;
+	s->closing = true;
+	detach(s, reason ? reason : "the connection was closed");
+	bufferevent_disable(s->bev, EV_READ);
+	if (reason) {
+		struct wire_msg m = {.type = WIRE_ERROR, .error = {.reason = reason}};
+		send_msg(s, &m);
+	}
+	bufferevent_setcb(s->bev, NULL, on_flushed, on_closing_event, s);
+	bufferevent_set_timeouts(s->bev, NULL, &tv);
+	bufferevent_enable(s->bev, EV_WRITE);
+	event_active(s->reaper, EV_TIMEOUT, 0);
+}
+
+/* Close with a log line saying why; the peer gets the reason as ERROR. */
+static int refuse(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int refuse(struct session *s, const char *fmt, ...)
+{
+	char reason[WIRE_MAX_REASON];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	if (s->svc)
+		log_warn("%s: closing the connection from %s: %s", s->svc->cfg->name, s->peer,
+			 reason);
+	else
+		log_warn("closing the connection from %s: %s", s->peer, reason);
+	session_close(s, reason);
+	return -EPROTO;
+}
+
+bool session_read_paused(const struct session *s) { return s->read_paused; }
+
+/* ---------- HELLO ---------- */
+
+static bool peer_is_the_primary(struct session *s, const struct service *svc)
+{
+	char cn[256];
+	int r;
+
+	if (!svc->cfg->primary)
+		return true;
+	r = tls_bev_peer_cn(s->bev, cn, sizeof(cn));
+	if (r >= 0 && strcmp(cn, svc->cfg->primary) == 0)
+		return true;
+	(void)refuse(s, "certificate %s%s%s is not that of %s's primary '%s'",
+		     r < 0 ? "without a CN" : "CN '", r < 0 ? "" : cn, r < 0 ? "" : "'",
+		     svc->cfg->name, svc->cfg->primary);
+	return false;
+}
+
+static void attach(struct session *s, struct service *svc)
+{
+	uint32_t ms = svc->cfg->heartbeat_interval_ms;
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = ms % 1000 * 1000};
+
+	if (svc->session) {
+		log_warn("%s: a new connection from %s replaces the one from %s", svc->cfg->name,
+			 s->peer, svc->session->peer);
+		session_close(svc->session, "replaced by a newer connection from the primary");
+	}
+	s->svc = svc;
+	svc->session = s;
+	service_heard(svc);
+	bufferevent_set_timeouts(s->bev, NULL, NULL);
+	event_add(s->hb_timer, &tv);
+	daemon_status_changed(s->d);
+}
+
+static int on_hello(struct session *s, const struct wire_hello *h)
+{
+	struct service *svc;
+	struct wire_msg reply = {.type = WIRE_HELLO};
+
+	if (s->svc)
+		return refuse(s, "HELLO again");
+	if (h->proto_version != WIRE_PROTO_VERSION)
+		return refuse(s, "protocol version %u, expected %u", h->proto_version,
+			      WIRE_PROTO_VERSION);
+	if (h->role != ROLE_PRIMARY)
+		return refuse(s, "role %s, expected primary", role_to_string(h->role));
+	svc = daemon_service(s->d, h->service);
+	if (!svc)
+		return refuse(s, "unknown service '%s'", h->service);
+	if (!peer_is_the_primary(s, svc))
+		return -EPERM;
+	if (svc->state == SERVICE_SERVING)
+		return refuse(s, "backup has taken over");
+	if (svc->state == SERVICE_FENCING)
+		return refuse(s, "backup is taking over");
+	attach(s, svc);
+	reply.hello = (struct wire_hello){.proto_version = WIRE_PROTO_VERSION,
+					  .role = ROLE_BACKUP,
+					  .service = svc->cfg->name,
+					  .boot_id = s->d->boot_id,
+					  .pid = getpid()};
+	send_msg(s, &reply);
+	log_info("%s: primary connected from %s (pid %u), our epoch %" PRIu64, svc->cfg->name,
+		 s->peer, h->pid, store_epoch(svc->store));
+	return 0;
+}
+
+/* ---------- epochs ---------- */
+
+static int on_begin(struct session *s, const struct wire_msg *m)
+{
+	char err[256];
+	int r;
+
+	if (s->epoch)
+		return refuse(s, "EPOCH_BEGIN %" PRIu64 " inside epoch %" PRIu64,
+			      m->epoch_begin.epoch, store_epoch_number(s->epoch));
+	r = store_epoch_begin(s->svc->store, &m->epoch_begin, &s->epoch, err, sizeof(err));
+	if (r == -ENOMEM)
+		snprintf(err, sizeof(err), "out of memory");
+	if (r < 0)
+		return refuse(s, "%s", err);
+	if (wire_pack(&s->record, m) < 0)
+		return refuse(s, "out of memory");
+	return 0;
+}
+
+static int on_epoch_part(struct session *s, const struct wire_msg *m)
+{
+	char err[512];
+	int r;
+
+	if (!s->epoch)
+		return refuse(s, "%s outside an epoch", wire_type_name(m->type));
+	r = store_epoch_add(s->epoch, m, err, sizeof(err));
+	if (r >= 0)
+		r = wire_pack(&s->record, m);
+	if (r == -ENOMEM)
+		snprintf(err, sizeof(err), "out of memory");
+	if (r < 0)
+		return refuse(s, "epoch %" PRIu64 ": %s", store_epoch_number(s->epoch), err);
+	return 0;
+}
+
+static void resume_reading(struct session *s);
+
+static void on_durable(int r, uint64_t epoch, void *arg)
+{
+	struct pending_ack *a = arg;
+	struct service *svc = a->svc;
+	struct session *s = svc->session;
+	bool ours = s && s->id == a->session_id && !s->closing;
+	uint64_t took_us = now_us() - a->committed_us;
+
+	free(a);
+	if (r < 0) {
+		if (ours)
+			(void)refuse(s, "backup cannot store epoch %" PRIu64 ": %s", epoch,
+				     strerror(-r));
+		return;
+	}
+	if (!ours)
+		return; /* the primary that sent it is gone: its successor starts over */
+	send_msg(s, &(struct wire_msg){.type = WIRE_ACK, .ack = {.epoch = epoch}});
+	svc->acked_epoch = epoch;
+	log_debug("%s: epoch %" PRIu64 " durable and acknowledged %" PRIu64 " ms after its commit",
+		  svc->cfg->name, epoch, took_us / 1000);
+	if (s->read_paused && journal_backlog(svc->journal) < SESSION_MAX_BACKLOG / 2)
+		resume_reading(s);
+}
+
+/* The image names an executable; the one configured here is what the operator installed. */
+static void check_executable(struct session *s)
+{
+	const struct image *meta = store_meta(s->svc->store);
+
+	if (s->exe_checked || !meta || !meta->exe)
+		return;
+	s->exe_checked = true;
+	if (strcmp(meta->exe, s->svc->cfg->executable) != 0)
+		log_warn("%s: the primary runs %s, but executable = %s here; restore will use %s",
+			 s->svc->cfg->name, meta->exe, s->svc->cfg->executable, meta->exe);
+}
+
+static void committed(struct session *s, uint64_t epoch, uint64_t base, uint64_t npages,
+		      uint64_t bytes)
+{
+	struct service *svc = s->svc;
+
+	svc->committed_at_us = now_us();
+	svc->last_epoch_bytes = bytes;
+	svc->total_epoch_bytes += bytes;
+	svc->n_epochs++;
+	check_executable(s);
+	if (base == 0 || svc->n_epochs % SESSION_LOG_EVERY == 1)
+		log_info("%s: committed epoch %" PRIu64 " (%s, %" PRIu64 " pages, %" PRIu64
+			 " bytes), image of %" PRIu64 " pages",
+			 svc->cfg->name, epoch, base ? "delta" : "full image", npages, bytes,
+			 store_npages(svc->store));
+	else
+		log_debug("%s: committed epoch %" PRIu64 " on %" PRIu64 " (%" PRIu64
+			  " pages, %" PRIu64 " bytes)",
+			  svc->cfg->name, epoch, base, npages, bytes);
+}
+
+static int on_commit(struct session *s, const struct wire_msg *m)
+{
+	struct service *svc = s->svc;
+	struct pending_ack *a;
+	uint64_t epoch, base, npages, bytes;
+	char err[512];
+	int r;
+
+	if (!s->epoch)
+		return refuse(s, "COMMIT outside an epoch");
+	epoch = store_epoch_number(s->epoch);
+	base = store_epoch_base(s->epoch);
+	npages = store_epoch_npages(s->epoch);
+	r = store_epoch_commit(svc->store, s->epoch, &m->commit, err, sizeof(err));
+	if (r < 0)
+		return refuse(s, "epoch %" PRIu64 " refused: %s", epoch, err);
+	store_epoch_free(s->epoch);
+	s->epoch = NULL;
+	/* Applied in memory: a takeover from here on restores it. Durable next, then ACK. */
+	r = wire_pack(&s->record, m);
+	bytes = s->record.size;
+	a = r >= 0 ? malloc(sizeof(*a)) : NULL;
+	if (a) {
+		*a =
+		    (struct pending_ack){.svc = svc, .session_id = s->id, .committed_us = now_us()};
+		r = journal_append(svc->journal, epoch, base, &s->record, on_durable, a);
+	}
+	if (!a || r < 0) {
+		free(a);
+		return refuse(s, "backup cannot store epoch %" PRIu64 ": out of memory", epoch);
+	}
+	committed(s, epoch, base, npages, bytes);
+	if (journal_backlog(svc->journal) > SESSION_MAX_BACKLOG) {
+		log_warn("%s: %" PRIu64 " bytes wait for the disk: reading from the primary paused",
+			 svc->cfg->name, journal_backlog(svc->journal));
+		s->read_paused = true;
+		bufferevent_disable(s->bev, EV_READ);
+	}
+	return 0;
+}
+
+/* ---------- dispatch ---------- */
+
+static int on_message(struct session *s, const struct wire_msg *m)
+{
+	if (!s->svc && m->type != WIRE_HELLO)
+		return refuse(s, "expected HELLO, got %s", wire_type_name(m->type));
+	switch (m->type) {
+	case WIRE_HELLO:
+		return on_hello(s, &m->hello);
+	case WIRE_EPOCH_BEGIN:
+		return on_begin(s, m);
+	case WIRE_MAPPINGS:
+	case WIRE_THREADS:
+	case WIRE_FDS:
+	case WIRE_PAGES:
+		return on_epoch_part(s, m);
+	case WIRE_COMMIT:
+		return on_commit(s, m);
+	case WIRE_HEARTBEAT:
+		s->svc->last_heartbeat_us = now_us();
+		return 0;
+	case WIRE_ERROR:
+		log_warn("%s: the primary at %s says: %s", name_of(s), s->peer, m->error.reason);
+		session_close(s, NULL);
+		return -ECONNRESET;
+	case WIRE_ACK:
+		return refuse(s, "ACK from a primary");
+	}
+	return refuse(s, "unexpected %s", wire_type_name(m->type));
+}
+
+/* Feed what has arrived, one libevent chunk at a time, and act on each whole message. */
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	while (!s->closing && !s->read_paused && evbuffer_get_length(in)) {
+		struct evbuffer_iovec v;
+		struct wire_msg m;
+		char err[512];
+		int r = 0;
+
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		/* A bad byte shows in _next(); bytes lost for want of memory would not. */
+		if (wire_decoder_feed(s->dec, v.iov_base, v.iov_len) == -ENOMEM) {
+			(void)refuse(s, "out of memory");
+			break;
+		}
+		evbuffer_drain(in, v.iov_len);
+		if (s->svc)
+			service_heard(s->svc);
+		while (!s->closing && (r = wire_decoder_next(s->dec, &m, err, sizeof(err))) == 1)
+			(void)on_message(s, &m); /* a failure has closed s */
+		if (!s->closing && r < 0) {
+			if (s->svc)
+				log_warn("%s: bad message from %s: %s", s->svc->cfg->name, s->peer,
+					 err);
+			else
+				log_warn("bad message from %s: %s", s->peer, err);
+			session_close(s, err);
+		}
+	}
+}
+
+static void resume_reading(struct session *s)
+{
+	log_info("%s: the disk has caught up: reading from the primary again", s->svc->cfg->name);
+	s->read_paused = false;
+	bufferevent_enable(s->bev, EV_READ);
+	on_read(s->bev, s); /* what is already buffered would not wake us */
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct session *s = arg;
+	char why[512];
+
+	tls_describe_event(bev, what, why, sizeof(why));
+	if (what & BEV_EVENT_TIMEOUT)
+		snprintf(why, sizeof(why), "no HELLO within %d s", SESSION_HELLO_TIMEOUT_SEC);
+	if (s->svc)
+		log_info("%s: connection from %s closed: %s", name_of(s), s->peer, why);
+	else
+		log_info("connection from %s closed before HELLO: %s", s->peer, why);
+	detach(s, why);
+	session_free(s);
+}
+
+void session_accept(struct daemon *d, struct bufferevent *bev, const char *peer)
+{
+	struct timeval hello_tv = {.tv_sec = SESSION_HELLO_TIMEOUT_SEC};
+	struct session *s = calloc(1, sizeof(*s));
+
+	if (s) {
+		s->d = d;
+		s->bev = bev;
+		s->id = ++d->next_session_id;
+		snprintf(s->peer, sizeof(s->peer), "%s", peer);
+		msgpack_sbuffer_init(&s->record);
+		s->dec = wire_decoder_new();
+		s->hb_timer = event_new(d->base, -1, EV_PERSIST, send_heartbeat, s);
+		s->reaper = event_new(d->base, -1, 0, on_reap, s);
+	}
+	if (!s || !s->dec || !s->hb_timer || !s->reaper) {
+		log_error("connection from %s dropped: out of memory", peer);
+		if (s) {
+			if (s->dec)
+				wire_decoder_free(s->dec);
+			if (s->hb_timer)
+				event_free(s->hb_timer);
+			if (s->reaper)
+				event_free(s->reaper);
+			free(s);
+		}
+		bufferevent_free(bev);
+		return;
+	}
+	s->next = d->sessions;
+	if (s->next)
+		s->next->prev = s;
+	d->sessions = s;
+	log_info("connection from %s accepted", peer);
+	bufferevent_setcb(bev, on_read, NULL, on_event, s);
+	bufferevent_set_timeouts(bev, &hello_tv, NULL);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	on_read(bev, s); /* the handshake may have brought the HELLO along */
+}

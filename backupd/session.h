@@ -1,0 +1,36 @@
+/*
+ * session.h - one connection from a primary, after its TLS handshake:
+ * HELLO, then epochs in and ACKs out, heartbeats both ways.
+ *
+ * The primary must name a service we have in its HELLO before anything
+ * else; we answer with our own HELLO, which is the primary's proof that its
+ * certificate was accepted (wire.h). An epoch is received into a
+ * store_epoch (store.h) and, in parallel, packed into the record the
+ * journal will write; on a verified COMMIT the store applies it, the
+ * journal writes it, and the ACK goes out only once that write is durable.
+ *
+ * A session is closed, never freed, from inside its own callbacks: closing
+ * detaches it from its service at once (discarding an epoch under way),
+ * sends ERROR if there is a reason to give, and frees it once the output
+ * has drained. So a caller may use it until it returns to the loop.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct bufferevent;
+struct daemon;
+struct session;
+
+/* Take over a connection whose handshake succeeded (tls.h's established callback). */
+void session_accept(struct daemon *d, struct bufferevent *bev, const char *peer);
+
+/* Close, sending ERROR(reason) first unless reason is NULL. */
+void session_close(struct session *s, const char *reason);
+
+/* Free every session at once (daemon shutdown): no ERROR, no flush. */
+void session_free_all(struct daemon *d);
+
+/* Reading is held back while the journal catches up: silence is then ours, not the primary's. */
+bool session_read_paused(const struct session *s);

@@ -1,0 +1,563 @@
+/*
+ * store.c - see store.h.
+ *
+ * Committing an epoch allocates everything it needs (the merged page
+ * index) before it changes anything, so a commit that runs out of memory
+ * leaves the store as it was: the store is always one whole epoch.
+ */
+#include "store.h"
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <sys/mman.h>
+
+#include "epoch.h"
+#include "util.h"
+
+struct page_index {
+	uint64_t *addr; /* sorted, unique */
+	uint8_t **data; /* PAGE_SIZE bytes each, malloc'd */
+	size_t n;
+};
+
+struct store {
+	uint64_t epoch;
+	struct image *meta;
+	struct page_index pages;
+};
+
+struct pending_page {
+	uint64_t addr;
+	uint64_t seq; /* arrival order: the last copy of a page wins */
+	uint8_t *data;
+};
+
+struct store_epoch {
+	uint64_t epoch, base;
+	struct wire_epoch_hash hash;
+	struct image *meta;
+	bool has_vmas, has_threads, has_fds;
+	struct pending_page *pages;
+	size_t n_pages, cap_pages;
+};
+
+/* A private mapping whose pages the image carries. */
+struct span {
+	uint64_t start, end;
+};
+
+/* ---------- the store ---------- */
+
+struct store *store_new(void) { return calloc(1, sizeof(struct store)); }
+
+static void index_free(struct page_index *pi)
+{
+	for (size_t i = 0; i < pi->n; i++)
+		free(pi->data[i]);
+	free(pi->addr);
+	free(pi->data);
+	*pi = (struct page_index){0};
+}
+
+void store_free(struct store *s)
+{
+	index_free(&s->pages);
+	if (s->meta)
+		image_free(s->meta);
+	free(s);
+}
+
+uint64_t store_epoch(const struct store *s) { return s->epoch; }
+
+uint64_t store_npages(const struct store *s) { return s->pages.n; }
+
+const struct image *store_meta(const struct store *s) { return s->meta; }
+
+/* ---------- receiving an epoch ---------- */
+
+int store_epoch_begin(const struct store *s, const struct wire_epoch_begin *b,
+		      struct store_epoch **out, char *err, size_t errlen)
+{
+	struct wire_msg m = {.type = WIRE_EPOCH_BEGIN, .epoch_begin = *b};
+	struct store_epoch *e;
+
+	if (b->base_epoch != 0 && b->base_epoch != s->epoch) {
+		snprintf(err, errlen, "base epoch %" PRIu64 ", have %" PRIu64, b->base_epoch,
+			 s->epoch);
+		return -ESTALE;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->epoch = b->epoch;
+	e->base = b->base_epoch;
+	e->meta = image_new();
+	if (!e->meta || wire_epoch_hash_init(&e->hash) < 0 ||
+	    wire_epoch_hash_add(&e->hash, &m) < 0) {
+		store_epoch_free(e);
+		return -ENOMEM;
+	}
+	*out = e;
+	return 0;
+}
+
+static void clear_fds(struct image *img)
+{
+	for (size_t i = 0; i < img->n_fds; i++) {
+		free(img->fds[i].path);
+		free(img->fds[i].data);
+		free(img->fds[i].tfds);
+	}
+	free(img->fds);
+	img->fds = NULL;
+	img->n_fds = img->cap_fds = 0;
+}
+
+static int add_pages(struct store_epoch *e, const struct wire_pages *p, char *err, size_t errlen)
+{
+	if (e->n_pages + p->npages > STORE_MAX_EPOCH_PAGES) {
+		snprintf(err, errlen, "PAGES: epoch %" PRIu64 " carries more than %u pages",
+			 e->epoch, STORE_MAX_EPOCH_PAGES);
+		return -EBADMSG;
+	}
+	for (uint32_t i = 0; i < p->npages; i++) {
+		struct pending_page *pp =
+		    array_push(&e->pages, &e->n_pages, &e->cap_pages, sizeof(*pp));
+		if (!pp)
+			return -ENOMEM;
+		*pp = (struct pending_page){.addr = p->addr + (uint64_t)i * PAGE_SIZE,
+					    .seq = e->n_pages,
+					    .data = malloc(PAGE_SIZE)};
+		if (!pp->data) {
+			e->n_pages--;
+			return -ENOMEM;
+		}
+		memcpy(pp->data, p->data + (size_t)i * PAGE_SIZE, PAGE_SIZE);
+	}
+	return 0;
+}
+
+int store_epoch_add(struct store_epoch *e, const struct wire_msg *m, char *err, size_t errlen)
+{
+	int r;
+
+	switch (m->type) {
+	case WIRE_MAPPINGS:
+		r = epoch_set_vmas(e->meta, m->mappings.vmas, m->mappings.n, err, errlen);
+		e->has_vmas = true;
+		break;
+	case WIRE_THREADS:
+		r = epoch_set_threads(e->meta, &m->threads, err, errlen);
+		e->has_threads = true;
+		break;
+	case WIRE_FDS:
+		clear_fds(e->meta); /* image_unpack_fds() fills, it does not replace */
+		r = image_unpack_fds(e->meta, m->fds.table.data, m->fds.table.len, err, errlen);
+		e->has_fds = true;
+		break;
+	case WIRE_PAGES:
+		r = add_pages(e, &m->pages, err, errlen);
+		break;
+	default:
+		snprintf(err, errlen, "%s inside epoch %" PRIu64, wire_type_name(m->type),
+			 e->epoch);
+		return -EBADMSG;
+	}
+	if (r == -ENOMEM)
+		snprintf(err, errlen, "out of memory");
+	if (r < 0)
+		return r;
+	return wire_epoch_hash_add(&e->hash, m);
+}
+
+uint64_t store_epoch_number(const struct store_epoch *e) { return e->epoch; }
+
+uint64_t store_epoch_base(const struct store_epoch *e) { return e->base; }
+
+uint64_t store_epoch_npages(const struct store_epoch *e) { return e->n_pages; }
+
+void store_epoch_free(struct store_epoch *e)
+{
+	for (size_t i = 0; i < e->n_pages; i++)
+		free(e->pages[i].data);
+	free(e->pages);
+	if (e->meta)
+		image_free(e->meta);
+	wire_epoch_hash_done(&e->hash);
+	free(e);
+}
+
+/* ---------- committing ---------- */
+
+/* MAPPINGS may come before THREADS names the executable: find it once both are in. */
+static void find_exe_file(struct image *img)
+{
+	img->exe_file = -1;
+	for (size_t i = 0; img->exe && i < img->n_files; i++)
+		if (strcmp(img->files[i].path, img->exe) == 0)
+			img->exe_file = i;
+}
+
+static int check_metadata(struct store_epoch *e, char *err, size_t errlen)
+{
+	const char *missing = !e->has_vmas	? "MAPPINGS"
+			      : !e->has_threads ? "THREADS"
+			      : !e->has_fds	? "FDS"
+						: NULL;
+	char why[400];
+
+	if (missing) {
+		snprintf(err, errlen, "epoch %" PRIu64 " carried no %s", e->epoch, missing);
+		return -EBADMSG;
+	}
+	find_exe_file(e->meta);
+	if (image_validate(e->meta, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "epoch %" PRIu64 " is not a restorable image: %s", e->epoch,
+			 why);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+static int cmp_pending(const void *a, const void *b)
+{
+	const struct pending_page *x = a, *y = b;
+
+	if (x->addr != y->addr)
+		return x->addr < y->addr ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Sort by address, keeping only the last copy of a page sent twice. */
+static void sort_pending(struct store_epoch *e)
+{
+	size_t k = 0;
+
+	if (e->n_pages)
+		qsort(e->pages, e->n_pages, sizeof(*e->pages), cmp_pending);
+	for (size_t i = 0; i < e->n_pages; i++) {
+		if (i + 1 < e->n_pages && e->pages[i + 1].addr == e->pages[i].addr) {
+			free(e->pages[i].data);
+			continue;
+		}
+		e->pages[k++] = e->pages[i];
+	}
+	e->n_pages = k;
+}
+
+static bool is_private_data(const struct image_vma *v)
+{
+	return !v->shared && (v->kind == VMA_ANON || v->kind == VMA_FILE || v->kind == VMA_HEAP ||
+			      v->kind == VMA_STACK);
+}
+
+static int cmp_span(const void *a, const void *b)
+{
+	const struct span *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static int private_spans(const struct image *img, struct span **out, size_t *n)
+{
+	struct span *s = calloc(img->n_vmas + 1, sizeof(*s));
+	size_t k = 0;
+
+	if (!s)
+		return -ENOMEM;
+	for (size_t i = 0; i < img->n_vmas; i++)
+		if (is_private_data(&img->vmas[i]))
+			s[k++] = (struct span){img->vmas[i].start, img->vmas[i].end};
+	qsort(s, k, sizeof(*s), cmp_span);
+	*out = s;
+	*n = k;
+	return 0;
+}
+
+/* Does a private mapping cover the page at addr? Pages come in address order; *cur follows them. */
+static bool covered(const struct span *s, size_t n, size_t *cur, uint64_t addr)
+{
+	while (*cur < n && s[*cur].end <= addr)
+		(*cur)++;
+	return *cur < n && s[*cur].start <= addr && addr + PAGE_SIZE <= s[*cur].end;
+}
+
+/*
+ * The new index: old pages (none for a full epoch) overwritten by the
+ * epoch's, minus those no private mapping covers. Replaced and dropped
+ * pages are freed and the epoch's pages change owner, so this must not
+ * fail: the caller has allocated out for the worst case.
+ */
+static void merge_pages(struct page_index *old, struct store_epoch *e, const struct span *spans,
+			size_t n_spans, struct page_index *out)
+{
+	size_t i = 0, j = 0, cur = 0;
+
+	while (i < old->n || j < e->n_pages) {
+		uint64_t addr;
+		uint8_t *data;
+
+		if (j == e->n_pages || (i < old->n && old->addr[i] < e->pages[j].addr)) {
+			addr = old->addr[i];
+			data = old->data[i++];
+		} else {
+			if (i < old->n && old->addr[i] == e->pages[j].addr)
+				free(old->data[i++]);
+			addr = e->pages[j].addr;
+			data = e->pages[j++].data;
+		}
+		if (!covered(spans, n_spans, &cur, addr)) {
+			free(data);
+			continue;
+		}
+		out->addr[out->n] = addr;
+		out->data[out->n++] = data;
+	}
+	free(old->addr);
+	free(old->data);
+	*old = (struct page_index){0};
+	e->n_pages = 0;
+}
+
+int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire_commit *c,
+		       char *err, size_t errlen)
+{
+	_cleanup_free_ struct span *spans = NULL;
+	struct page_index merged = {0};
+	size_t n_spans, cap;
+	int r;
+
+	r = wire_epoch_hash_verify(&e->hash, c, err, errlen);
+	if (r < 0)
+		return r;
+	r = check_metadata(e, err, errlen);
+	if (r < 0)
+		return r;
+	cap = (e->base == 0 ? 0 : s->pages.n) + e->n_pages + 1;
+	if (private_spans(e->meta, &spans, &n_spans) < 0 ||
+	    !(merged.addr = malloc(cap * sizeof(*merged.addr))) ||
+	    !(merged.data = malloc(cap * sizeof(*merged.data)))) {
+		free(merged.addr);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	/* Nothing can fail from here on. */
+	if (e->base == 0)
+		index_free(&s->pages); /* a full image starts from nothing */
+	sort_pending(e);
+	merge_pages(&s->pages, e, spans, n_spans, &merged);
+	s->pages = merged;
+	if (s->meta)
+		image_free(s->meta);
+	s->meta = TAKE_PTR(e->meta);
+	s->epoch = e->epoch;
+	return 0;
+}
+
+/* ---------- takeover ---------- */
+
+static size_t count_runs(const struct page_index *pi)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < pi->n; i++)
+		if (i == 0 || pi->addr[i] != pi->addr[i - 1] + PAGE_SIZE)
+			n++;
+	return n;
+}
+
+/* One populated buffer: faulting 4 KiB at a time would cost more than the copy itself. */
+static uint8_t *page_buffer(size_t len)
+{
+	uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	(void)madvise(p, len, MADV_HUGEPAGE);
+	(void)madvise(p, len, MADV_POPULATE_WRITE); /* best effort: the copy faults otherwise */
+	return p;
+}
+
+int store_build_image(const struct store *s, struct image *out)
+{
+	const struct page_index *pi = &s->pages;
+	struct image_pagerun *runs;
+	size_t n_runs = count_runs(pi), k = 0;
+	uint8_t *pages = NULL;
+
+	if (!s->meta)
+		return -ENOENT;
+	runs = calloc(n_runs + 1, sizeof(*runs));
+	if (!runs)
+		return -ENOMEM;
+	if (pi->n && !(pages = page_buffer(pi->n * PAGE_SIZE))) {
+		free(runs);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < pi->n; i++) {
+		if (i == 0 || pi->addr[i] != pi->addr[i - 1] + PAGE_SIZE)
+			runs[k++] =
+			    (struct image_pagerun){.addr = pi->addr[i], .offset = i * PAGE_SIZE};
+		runs[k - 1].npages++;
+		memcpy(pages + i * PAGE_SIZE, pi->data[i], PAGE_SIZE);
+	}
+	*out = *s->meta; /* borrowed: store_release_image() frees only what is below */
+	out->runs = runs;
+	out->n_runs = out->cap_runs = n_runs;
+	out->pages = pages;
+	out->pages_len = pi->n * PAGE_SIZE;
+	out->pages_mapped = true;
+	out->pages_map_len = out->pages_len;
+	return 0;
+}
+
+void store_release_image(struct image *img)
+{
+	if (img->pages)
+		munmap(img->pages, img->pages_map_len);
+	free(img->runs);
+	*img = (struct image){0};
+}
+
+/* ---------- writing the store out as one epoch ---------- */
+
+struct packer {
+	msgpack_sbuffer sb;
+	struct wire_epoch_hash hash;
+	store_emit_fn emit;
+	void *arg;
+};
+
+static int pack_one(struct packer *p, const struct wire_msg *m)
+{
+	int r;
+
+	msgpack_sbuffer_clear(&p->sb);
+	r = wire_pack(&p->sb, m);
+	if (r < 0)
+		return r;
+	r = wire_epoch_hash_add(&p->hash, m);
+	if (r < 0)
+		return r;
+	return p->emit(p->sb.data, p->sb.size, p->arg);
+}
+
+static int pack_mappings(struct packer *p, const struct image *img)
+{
+	_cleanup_free_ struct wire_vma *v = NULL;
+	struct wire_msg m = {.type = WIRE_MAPPINGS};
+	int r = epoch_wire_vmas(img, &v, &m.mappings.n);
+
+	if (r < 0)
+		return r;
+	m.mappings.vmas = v;
+	return pack_one(p, &m);
+}
+
+/* Blob 0 the process record, then one per thread, leader first (epoch.h). */
+static int pack_threads(struct packer *p, const struct image *img)
+{
+	size_t n = img->n_threads + 1;
+	msgpack_sbuffer *sbs = calloc(n, sizeof(*sbs));
+	struct wire_blob *blobs = calloc(n, sizeof(*blobs));
+	struct wire_msg m = {.type = WIRE_THREADS};
+	int r = sbs && blobs ? 0 : -ENOMEM;
+
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		msgpack_sbuffer_init(&sbs[i]);
+		r = i == 0 ? image_pack_process(img, &sbs[i])
+			   : image_pack_thread(&img->threads[i - 1], &sbs[i]);
+		blobs[i] = (struct wire_blob){(const uint8_t *)sbs[i].data, sbs[i].size};
+	}
+	if (r >= 0) {
+		m.threads = (struct wire_threads){blobs, n};
+		r = pack_one(p, &m);
+	}
+	for (size_t i = 0; sbs && i < n; i++)
+		msgpack_sbuffer_destroy(&sbs[i]);
+	free(sbs);
+	free(blobs);
+	return r;
+}
+
+static int pack_fds(struct packer *p, const struct image *img)
+{
+	msgpack_sbuffer sb;
+	struct wire_msg m = {.type = WIRE_FDS};
+	int r;
+
+	msgpack_sbuffer_init(&sb);
+	r = image_pack_fds(img, &sb);
+	if (r >= 0) {
+		m.fds.table = (struct wire_blob){(const uint8_t *)sb.data, sb.size};
+		r = pack_one(p, &m);
+	}
+	msgpack_sbuffer_destroy(&sb);
+	return r;
+}
+
+/* Runs of adjacent pages, at most WIRE_MAX_PAGES to a message, copied together into buf. */
+static int pack_pages(struct packer *p, const struct page_index *pi, uint8_t *buf)
+{
+	size_t i = 0;
+
+	while (i < pi->n) {
+		struct wire_msg m = {.type = WIRE_PAGES};
+		uint32_t n = 0;
+		int r;
+
+		do {
+			memcpy(buf + (size_t)n * PAGE_SIZE, pi->data[i + n], PAGE_SIZE);
+			n++;
+		} while (i + n < pi->n && n < WIRE_MAX_PAGES &&
+			 pi->addr[i + n] == pi->addr[i] + (uint64_t)n * PAGE_SIZE);
+		m.pages = (struct wire_pages){.addr = pi->addr[i], .npages = n, .data = buf};
+		r = pack_one(p, &m);
+		if (r < 0)
+			return r;
+		i += n;
+	}
+	return 0;
+}
+
+static int pack_commit(struct packer *p)
+{
+	struct wire_msg m = {.type = WIRE_COMMIT};
+	int r = wire_epoch_hash_final(&p->hash, &m.commit);
+
+	if (r < 0)
+		return r;
+	msgpack_sbuffer_clear(&p->sb);
+	r = wire_pack(&p->sb, &m);
+	return r < 0 ? r : p->emit(p->sb.data, p->sb.size, p->arg);
+}
+
+int store_pack_full(const struct store *s, store_emit_fn emit, void *arg)
+{
+	struct packer p = {.emit = emit, .arg = arg};
+	struct wire_msg begin = {.type = WIRE_EPOCH_BEGIN,
+				 .epoch_begin = {.epoch = s->epoch, .base_epoch = 0}};
+	_cleanup_free_ uint8_t *buf = malloc(WIRE_MAX_BIN);
+	int r;
+
+	if (!s->meta)
+		return -ENOENT;
+	if (!buf || wire_epoch_hash_init(&p.hash) < 0) {
+		wire_epoch_hash_done(&p.hash);
+		return -ENOMEM;
+	}
+	msgpack_sbuffer_init(&p.sb);
+	r = pack_one(&p, &begin);
+	if (r >= 0)
+		r = pack_mappings(&p, s->meta);
+	if (r >= 0)
+		r = pack_threads(&p, s->meta);
+	if (r >= 0)
+		r = pack_fds(&p, s->meta);
+	if (r >= 0)
+		r = pack_pages(&p, &s->pages, buf);
+	if (r >= 0)
+		r = pack_commit(&p);
+	msgpack_sbuffer_destroy(&p.sb);
+	wire_epoch_hash_done(&p.hash);
+	return r;
+}
