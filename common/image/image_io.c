@@ -160,20 +160,13 @@ static void pack_process(msgpack_packer *pk, const struct image *img)
 	pack_sigactions(pk, img);
 }
 
+/* A whole image: the process record an epoch carries, plus everything else. */
 static void pack_core(msgpack_packer *pk, const struct image *img)
 {
-	msgpack_pack_map(pk, 17);
-	PK_U64(pk, "version", img->version);
-	PK_I64(pk, "pid", img->pid);
-	PK_STR(pk, "exe", img->exe);
+	msgpack_pack_map(pk, 9);
+	PK_KEY(pk, "process");
+	pack_process(pk, img);
 	PK_I64(pk, "exe_file", img->exe_file);
-	PK_STR(pk, "cwd", img->cwd);
-	PK_U64(pk, "umask", img->umask);
-	PK_U64(pk, "personality", img->personality);
-	PK_KEY(pk, "rlimits");
-	pack_rlimits(pk, img);
-	PK_KEY(pk, "mm");
-	pack_mm(pk, &img->mm);
 
 	PK_KEY(pk, "files");
 	msgpack_pack_array(pk, img->n_files);
@@ -216,9 +209,6 @@ static void pack_core(msgpack_packer *pk, const struct image *img)
 	msgpack_pack_array(pk, img->n_fds);
 	for (size_t i = 0; i < img->n_fds; i++)
 		pack_fd(pk, &img->fds[i]);
-
-	PK_KEY(pk, "sigactions");
-	pack_sigactions(pk, img);
 
 	PK_U64(pk, "pages_len", img->pages_len);
 	PK_BIN(pk, "pages_sha256", img->pages_sha256, 32);
@@ -569,7 +559,9 @@ static void read_core(struct rd *rd, const msgpack_object *root, struct image *i
 {
 	const msgpack_object *a;
 
-	read_process(rd, root, img);
+	const msgpack_object *proc = mp_get(rd, root, "process");
+	if (proc)
+		read_process(rd, proc, img);
 	img->exe_file = GET_U64(rd, root, "exe_file");
 
 	a = obj_array(rd, mp_get(rd, root, "files"), "files", 0);
