@@ -26,7 +26,7 @@
  * queued, and that is when an epoch may be acknowledged.
  *
  * Compaction. After JOURNAL_COMPACT_EPOCHS deltas, or once the deltas
- * outweigh the .full they build on, a forked child writes the store as a
+ * outweigh four times the .full they build on (plus some slack), a forked child writes the store as a
  * new .full: fork() gives it a copy-on-write snapshot of the warm image for
  * free (Redis's BGSAVE), so the loop goes on receiving epochs meanwhile.
  * When it has written and renamed the file, the files it merged are
@@ -46,7 +46,8 @@
 #include "store.h"
 
 #define JOURNAL_MAGIC "CSEPOCH1" /* 8 bytes, no NUL on disk */
-#define JOURNAL_COMPACT_EPOCHS 64
+#define JOURNAL_COMPACT_EPOCHS 256
+#define JOURNAL_COMPACT_SLACK (64u << 20) /* bytes of deltas always allowed */
 
 struct event_base;
 struct journal_writer;

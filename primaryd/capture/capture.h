@@ -66,6 +66,7 @@ struct capture {
 	uint64_t stop_us, resume_us, stopped_us;
 	bool whole;            /* copy whole mappings, not only live pages */
 	unsigned long seize_options; /* PTRACE_O_EXITKILL when we guard the process */
+	bool detach_between;   /* let go between stops (the process dies with us by PDEATHSIG) */
 	struct wp_tracker *wp; /* write tracking to re-arm this epoch, or NULL */
 	bool wp_filter;        /* copy only pages the tracker saw written */
 	bool swap;             /* the system has swap: swapped-out pages exist */

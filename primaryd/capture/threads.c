@@ -121,13 +121,22 @@ int capture_stop_all(struct capture *c)
 	return 0;
 }
 
+/*
+ * A traced thread stops for every signal sent to it, and waits for us to
+ * pass it on: Go sends SIGURG for preemption all the time, so a process
+ * held between epochs stalls on our scheduling. Where the process dies with
+ * us anyway (PR_SET_PDEATHSIG, set by service_spawn), we let go between
+ * stops and seize again at the next one.
+ */
 int capture_resume_all(struct capture *c)
 {
 	for (size_t i = 0; i < c->n_threads; i++) {
-		int r = tracer_resume(&c->threads[i], 0);
+		int r = tracer_resume(&c->threads[i], c->detach_between);
 		if (r < 0 && r != -ESRCH)
 			return log_error_errno(r, "cannot resume thread %d", c->threads[i].tid);
 	}
+	if (c->detach_between)
+		c->n_threads = 0;
 	c->stopped_us += now_us() - c->stop_us;
 	return 0;
 }

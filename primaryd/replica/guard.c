@@ -181,6 +181,8 @@ int guard_start(struct guard *g)
 	if (r < 0)
 		return r;
 	g->sess->use_wp = g->svc->dirty_tracking == DIRTY_UFFD;
+	/* A spawned service has PR_SET_PDEATHSIG; one we attached to must stay held. */
+	g->sess->c.detach_between = g->svc->command.argc > 0;
 	/* Hold every thread now, so the service dies with us from this moment on. */
 	r = capture_stop_all(&g->sess->c);
 	if (r >= 0)

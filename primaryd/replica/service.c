@@ -9,6 +9,7 @@
  */
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 
@@ -39,11 +40,15 @@ static int wait_exec(pid_t pid)
 int service_spawn(const struct service_config *svc, pid_t *out)
 {
 	int status;
+	pid_t parent = getpid();
 	pid_t pid = fork();
 
 	if (pid < 0)
 		return log_error_errno(-errno, "%s: cannot fork", svc->name);
 	if (pid == 0) {
+		/* The service must not outlive primaryd, whether or not we hold it at the moment. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(127);
 		setsid();
 		raise(SIGSTOP);
 		execv(svc->command.argv[0], svc->command.argv);
