@@ -1,11 +1,11 @@
 /*
  * service.c - getting hold of the protected process from its first instruction.
  *
- * A command is forked, stops itself before exec, and is seized with
+ * A command is forked, asks for SIGKILL when primaryd dies
+ * (PR_SET_PDEATHSIG), stops itself before exec, and is seized with
  * PTRACE_O_EXITKILL while stopped; only then does it exec the service.
- * So there is no instant in which the service runs unguarded: if primaryd
- * dies, the kernel kills the service, and the backup can take over
- * without two copies serving.
+ * So there is no instant in which the service could outlive primaryd, held
+ * or not, and the backup can take over without two copies serving.
  */
 #include <fcntl.h>
 #include <signal.h>
