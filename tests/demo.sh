@@ -110,9 +110,11 @@ cat "$work/a/services/kvserver.conf"
 
 step "Starting checksync-backupd on host B and checksync-primaryd on host A"
 ip netns exec "$B" "$BACKUPD" --config "$work/b/backup.conf" >"$work/backupd.log" 2>&1 &
+disown # killed by cleanup; no job-control chatter
 sleep 0.5
 ip netns exec "$A" "$PRIMARYD" --config "$work/a/primary.conf" >"$work/primaryd.log" 2>&1 &
 primaryd_pid=$!
+disown
 for _ in $(seq 100); do
 	in_a curl -sf "http://$ADDR_A:$PORT/state" >/dev/null && break
 	sleep 0.1
