@@ -250,6 +250,26 @@ static int send_threads(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuf
 	return r;
 }
 
+/* One PAGES message: its header packed, its page bytes written straight from the image. */
+static int send_page_chunk(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffer *sb,
+			   uint64_t addr, uint32_t n, const uint8_t *data)
+{
+	struct wire_msg m = {.type = WIRE_PAGES, .pages = {.addr = addr, .npages = n, .data = data}};
+	int r = wire_epoch_hash_add(h, &m);
+	if (r < 0)
+		return r;
+	r = wire_pack_pages_head(sb, addr, n);
+	if (r < 0)
+		return r;
+	r = send_sbuf(g, sb);
+	if (r < 0)
+		return r;
+	if (bufferevent_write(g->bev, data, (size_t)n * PAGE_SIZE) < 0)
+		return -EIO;
+	g->total_bytes += (uint64_t)n * PAGE_SIZE;
+	return 0;
+}
+
 static int send_pages(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffer *sb,
 		      const struct image *img)
 {
@@ -258,12 +278,8 @@ static int send_pages(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffe
 		for (uint64_t done = 0; done < run->npages;) {
 			uint32_t n = run->npages - done > WIRE_MAX_PAGES ? WIRE_MAX_PAGES
 									 : run->npages - done;
-			struct wire_msg m = {.type = WIRE_PAGES,
-					     .pages = {.addr = run->addr + done * PAGE_SIZE,
-						       .npages = n,
-						       .data = img->pages + run->offset +
-							       done * PAGE_SIZE}};
-			int r = send_msg(g, h, sb, &m);
+			int r = send_page_chunk(g, h, sb, run->addr + done * PAGE_SIZE, n,
+						img->pages + run->offset + done * PAGE_SIZE);
 			if (r < 0)
 				return r;
 			done += n;
