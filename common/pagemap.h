@@ -41,3 +41,14 @@ struct pm_scan_arg {
 #define PAGE_IS_HUGE (1 << 6)
 #define PAGE_IS_SOFT_DIRTY (1 << 7)
 #endif
+
+/*
+ * Walk [start, end) with PAGEMAP_SCAN, calling fn for each matching region.
+ * Fill in the categories and flags of *tmpl; start, end, the vector and
+ * walk_end are ours. The kernel stops when the vector fills, so the walk
+ * resumes at walk_end until it reaches end. Returns 0, -errno, or fn's
+ * negative result.
+ */
+#include <stdint.h>
+int pagemap_scan(int pagemap_fd, const struct pm_scan_arg *tmpl, uint64_t start, uint64_t end,
+		 int (*fn)(void *ctx, uint64_t s, uint64_t e), void *ctx);

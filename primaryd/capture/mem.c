@@ -151,6 +151,18 @@ static int keep_range(void *p, uint64_t s, uint64_t e)
 	return keep_written(c, s, e);
 }
 
+struct scan_ctx {
+	struct capture *c;
+	uint64_t present;
+};
+
+static int scanned_range(void *p, uint64_t s, uint64_t e)
+{
+	struct scan_ctx *sc = p;
+	sc->present += e - s;
+	return capture_live_filter(sc->c, s, e, keep_range, sc->c);
+}
+
 /*
  * Scan [start, end) for pages that exist and differ from their file, and
  * pass each range through the live filter.
@@ -158,35 +170,16 @@ static int keep_range(void *p, uint64_t s, uint64_t e)
 static int scan_vma(struct capture *c, int pagemap_fd, uint64_t start, uint64_t end,
 		    uint64_t *present)
 {
-	struct page_region regions[512];
-	struct pm_scan_arg arg = {
-		.size = sizeof(arg),
-		.start = start,
-		.end = end,
-		.vec = (uintptr_t)regions,
-		.vec_len = ARRAY_SIZE(regions),
+	const struct pm_scan_arg want = {
 		.category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO,
 		.category_mask = PAGE_IS_FILE | PAGE_IS_PFNZERO,
 		.category_anyof_mask = PAGE_IS_PRESENT | (c->swap ? PAGE_IS_SWAPPED : 0),
 		.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
 	};
-
-	while (arg.start < end) {
-		int n = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
-		if (n < 0)
-			return -errno;
-		for (int i = 0; i < n; i++) {
-			*present += regions[i].end - regions[i].start;
-			int r = capture_live_filter(c, regions[i].start, regions[i].end,
-						    keep_range, c);
-			if (r < 0)
-				return r;
-		}
-		if (arg.walk_end <= arg.start)
-			break;
-		arg.start = arg.walk_end;
-	}
-	return 0;
+	struct scan_ctx sc = {.c = c};
+	int r = pagemap_scan(pagemap_fd, &want, start, end, scanned_range, &sc);
+	*present += sc.present;
+	return r;
 }
 
 /*

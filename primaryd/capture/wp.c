@@ -93,6 +93,16 @@ static int track_range(struct wp_tracker *w, uint64_t s, uint64_t e)
 	return add_range(w, s, e);
 }
 
+static int track_cb(void *w, uint64_t s, uint64_t e)
+{
+	return track_range(w, s, e);
+}
+
+static int written_cb(void *w, uint64_t s, uint64_t e)
+{
+	return add_range(w, s, e);
+}
+
 /*
  * Scan [s, e) of a tracked mapping: ranges not yet registered (new or
  * changed mappings) are registered and count as written; written pages are
@@ -100,56 +110,18 @@ static int track_range(struct wp_tracker *w, uint64_t s, uint64_t e)
  */
 static int scan_vma(struct wp_tracker *w, int pagemap_fd, uint64_t s, uint64_t e)
 {
-	struct page_region regions[256];
-	struct pm_scan_arg arg = {
-		.size = sizeof(arg),
-		.start = s,
-		.end = e,
-		.vec = (uintptr_t)regions,
-		.vec_len = ARRAY_SIZE(regions),
+	const struct pm_scan_arg unregistered = {
 		.category_inverted = PAGE_IS_WPALLOWED,
 		.category_mask = PAGE_IS_WPALLOWED,
 		.return_mask = PAGE_IS_WPALLOWED,
 	};
-	/* First the parts that are not registered yet. */
-	while (arg.start < e) {
-		int n = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
-		if (n < 0)
-			return -errno;
-		for (int i = 0; i < n; i++) {
-			int r = track_range(w, regions[i].start, regions[i].end);
-			if (r < 0)
-				return r;
-		}
-		if (arg.walk_end <= arg.start)
-			break;
-		arg.start = arg.walk_end;
-	}
-	/* Then what was written, re-protecting it as we read. */
-	arg = (struct pm_scan_arg){
-		.size = sizeof(arg),
+	const struct pm_scan_arg written = {
 		.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
-		.start = s,
-		.end = e,
-		.vec = (uintptr_t)regions,
-		.vec_len = ARRAY_SIZE(regions),
 		.category_mask = PAGE_IS_WRITTEN,
 		.return_mask = PAGE_IS_WRITTEN,
 	};
-	while (arg.start < e) {
-		int n = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
-		if (n < 0)
-			return -errno;
-		for (int i = 0; i < n; i++) {
-			int r = add_range(w, regions[i].start, regions[i].end);
-			if (r < 0)
-				return r;
-		}
-		if (arg.walk_end <= arg.start)
-			break;
-		arg.start = arg.walk_end;
-	}
-	return 0;
+	int r = pagemap_scan(pagemap_fd, &unregistered, s, e, track_cb, w);
+	return r < 0 ? r : pagemap_scan(pagemap_fd, &written, s, e, written_cb, w);
 }
 
 static int cmp_range(const void *a, const void *b)
