@@ -131,22 +131,30 @@ int proc_stat_fields(pid_t pid, uint64_t *fields, int nfields)
 	return 0;
 }
 
-int proc_status_field(pid_t pid, const char *key, int base, uint64_t *out)
+int proc_status_fields(pid_t pid, const char *const *keys, size_t n, int base, uint64_t *out)
 {
 	char path[64];
 	_cleanup_free_ char *buf = NULL;
-	size_t klen = strlen(key);
+	size_t found = 0;
 
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
 	ssize_t r = read_file(path, &buf);
 	if (r < 0)
 		return r;
 	for (char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : 0)
-		if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
-			*out = strtoull(line + klen + 1, NULL, base);
-			return 0;
+		for (size_t k = 0; k < n; k++) {
+			size_t klen = strlen(keys[k]);
+			if (strncmp(line, keys[k], klen) == 0 && line[klen] == ':') {
+				out[k] = strtoull(line + klen + 1, NULL, base);
+				found++;
+			}
 		}
-	return -ENOENT;
+	return found == n ? 0 : -ENOENT;
+}
+
+int proc_status_field(pid_t pid, const char *key, int base, uint64_t *out)
+{
+	return proc_status_fields(pid, &key, 1, base, out);
 }
 
 int proc_readlink(pid_t pid, const char *what, char *buf, size_t len)

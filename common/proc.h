@@ -28,6 +28,8 @@ int proc_stat_fields(pid_t pid, uint64_t *fields, int nfields);
 
 /* The value of "Key:" in /proc/PID/status, parsed with base. */
 int proc_status_field(pid_t pid, const char *key, int base, uint64_t *out);
+/* Several at once, from one read of the file; -ENOENT unless all are there. */
+int proc_status_fields(pid_t pid, const char *const *keys, size_t n, int base, uint64_t *out);
 
 /* readlink of /proc/PID/<what>. */
 int proc_readlink(pid_t pid, const char *what, char *buf, size_t len);

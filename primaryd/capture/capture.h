@@ -17,6 +17,7 @@
 
 struct go_layout;
 struct live_set;
+struct memcache;
 struct wp_tracker;
 
 /* Bytes mapped and written per class of memory, for the dump's report. */
@@ -74,6 +75,7 @@ struct capture {
 	bool cache_ok;              /* this epoch may use it */
 	struct go_layout *go;  /* NULL: no runtime metadata, whole capture */
 	struct live_set *live; /* pages of the heap arenas worth keeping */
+	struct memcache *mc;   /* reads of the runtime's metadata, by 16 KiB block */
 	struct capture_stats stats;
 };
 
@@ -118,6 +120,7 @@ int capture_load_layout(struct capture *c);
 int capture_at_safepoint(struct capture *c, char *why, size_t whylen);
 int capture_live_set(struct capture *c);
 void capture_live_free(struct capture *c);
+void capture_memcache_free(struct capture *c);
 /* Which pages of [start, end) to copy; calls emit for each kept sub-range. */
 int capture_live_filter(struct capture *c, uint64_t start, uint64_t end,
 			int (*emit)(void *ctx, uint64_t s, uint64_t e), void *ctx);
@@ -128,6 +131,7 @@ bool capture_cache_usable(struct capture *c);
 
 /* signals.c */
 int capture_sigactions(struct capture *c);
+int capture_signal_masks(struct capture *c, uint64_t masks[2]);
 
 /* fds.c */
 int capture_fds(struct capture *c);
@@ -135,5 +139,11 @@ int capture_fds(struct capture *c);
 /* misc.c */
 int capture_misc(struct capture *c);
 int capture_exe(struct capture *c);
-/* Hashes the executable and mapped files; done after the threads run again. */
-int capture_hash_files(struct image *img);
+/* Hashes already computed, by path and size: mapped files rarely change between epochs. */
+struct file_cache {
+	struct image_file *v;
+	size_t n, cap;
+};
+void capture_file_cache_free(struct file_cache *fc);
+/* Hashes the executable and mapped files (after the threads run again); cache may be NULL. */
+int capture_hash_files(struct image *img, struct file_cache *cache);

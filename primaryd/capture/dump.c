@@ -92,13 +92,13 @@ static int reach_safepoint(struct capture *c)
 bool capture_cache_usable(struct capture *c)
 {
 	struct inject_cache *k = c->cache;
-	uint64_t caught = 0, ignored = 0;
+	uint64_t masks[2];
 
 	if (!k || !k->valid || k->epochs >= CACHE_REFRESH_EPOCHS)
 		return false;
-	proc_status_field(c->pid, "SigCgt", 16, &caught);
-	proc_status_field(c->pid, "SigIgn", 16, &ignored);
-	return caught == k->sig_caught && ignored == k->sig_ignored;
+	if (capture_signal_masks(c, masks) < 0)
+		return false;
+	return masks[0] == k->sig_caught && masks[1] == k->sig_ignored;
 }
 
 int capture_held(struct capture *c)
@@ -164,6 +164,7 @@ void capture_cleanup(struct capture *c)
 	if (c->memfd >= 0)
 		close(c->memfd);
 	capture_live_free(c);
+	capture_memcache_free(c);
 	free(c->go);
 	free(c->vmas);
 	free(c->threads);
@@ -208,7 +209,7 @@ int capture_dump(pid_t pid, const char *dir, const struct dump_options *opt,
 	capture_cleanup(&c);
 	if (r < 0)
 		return r;
-	r = capture_hash_files(img);
+	r = capture_hash_files(img, NULL);
 	if (r < 0)
 		return r;
 

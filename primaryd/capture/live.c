@@ -161,6 +161,38 @@ next:
 	return 0;
 }
 
+/*
+ * One cache per capture, kept across stops: a fresh 2 MiB buffer per stop
+ * would be faulted in again page by page. Emptied at each stop, since the
+ * process ran in between.
+ */
+static struct memcache *mc_for_stop(struct capture *c)
+{
+	if (!c->mc) {
+		c->mc = calloc(1, sizeof(*c->mc));
+		if (!c->mc)
+			return NULL;
+		c->mc->data = malloc(BLOCK * NBLOCKS);
+		if (!c->mc->data) {
+			free(c->mc);
+			c->mc = NULL;
+			return NULL;
+		}
+	}
+	memset(c->mc->base, 0, sizeof(c->mc->base));
+	c->mc->fd = c->memfd;
+	c->mc->misses = 0;
+	return c->mc;
+}
+
+void capture_memcache_free(struct capture *c)
+{
+	if (c->mc)
+		free(c->mc->data);
+	free(c->mc);
+	c->mc = NULL;
+}
+
 static uint64_t mc_uint(struct memcache *mc, uint64_t addr, const struct go_field *f, int *err)
 {
 	uint64_t v = 0;
@@ -213,15 +245,14 @@ int capture_load_layout(struct capture *c)
 int capture_at_safepoint(struct capture *c, char *why, size_t whylen)
 {
 	const struct go_layout *l = c->go;
-	struct memcache mc = {.fd = c->memfd};
+	struct memcache *mc = mc_for_stop(c);
 	struct go_field f = {.off = 0, .size = l->gcphase_size};
 	int err = 0;
 
-	mc.data = malloc(BLOCK * NBLOCKS);
-	if (!mc.data)
+	if (!mc)
 		return -ENOMEM;
-	uint64_t phase = mc_uint(&mc, l->gcphase, &f, &err);
-	uint64_t lock = mc_uint(&mc, l->mheap, &l->heap_lock_key, &err);
+	uint64_t phase = mc_uint(mc, l->gcphase, &f, &err);
+	uint64_t lock = mc_uint(mc, l->mheap, &l->heap_lock_key, &err);
 	if (!err && phase != l->gc_off)
 		snprintf(why, whylen, "GC phase %lu", (unsigned long)phase);
 	else if (!err && lock)
@@ -230,17 +261,16 @@ int capture_at_safepoint(struct capture *c, char *why, size_t whylen)
 		why[0] = 0;
 
 	struct go_field ptr = {.off = 0, .size = 8};
-	uint64_t m = mc_uint(&mc, l->allm, &ptr, &err);
+	uint64_t m = mc_uint(mc, l->allm, &ptr, &err);
 	for (int n = 0; !err && !why[0] && m && n < 100000; n++) {
-		uint64_t locks = mc_uint(&mc, m, &l->m_locks, &err);
-		uint64_t malloc_ = mc_uint(&mc, m, &l->m_mallocing, &err);
+		uint64_t locks = mc_uint(mc, m, &l->m_locks, &err);
+		uint64_t malloc_ = mc_uint(mc, m, &l->m_mallocing, &err);
 		if (locks || malloc_)
 			snprintf(why, whylen, "thread %lu %s",
-				 (unsigned long)mc_uint(&mc, m, &l->m_procid, &err),
+				 (unsigned long)mc_uint(mc, m, &l->m_procid, &err),
 				 malloc_ ? "is allocating" : "holds a runtime lock");
-		m = mc_uint(&mc, m, &l->m_alllink, &err);
+		m = mc_uint(mc, m, &l->m_alllink, &err);
 	}
-	free(mc.data);
 	if (err)
 		return err;
 	return why[0] ? 0 : 1;
@@ -488,7 +518,7 @@ void capture_live_free(struct capture *c)
 
 int capture_live_set(struct capture *c)
 {
-	struct memcache mc = {.fd = c->memfd};
+	struct memcache *mc = mc_for_stop(c);
 	struct rangeset unused = {0};
 	struct running_set running = {0};
 	struct live_set *ls = calloc(1, sizeof(*ls));
@@ -498,25 +528,23 @@ int capture_live_set(struct capture *c)
 		return -ENOMEM;
 	c->live = ls;
 	live_exe_range(c, ls);
-	mc.data = malloc(BLOCK * NBLOCKS);
-	if (!mc.data)
+	if (!mc)
 		return -ENOMEM;
-	r = live_arenas(c, &mc, ls);
+	r = live_arenas(c, mc, ls);
 	if (r >= 0)
-		r = live_spans(c, &mc, ls);
+		r = live_spans(c, mc, ls);
 	if (r >= 0)
-		r = unused_m_stacks(c, &mc, &unused, &running);
+		r = unused_m_stacks(c, mc, &unused, &running);
 	if (r >= 0)
-		r = unused_goroutine_stacks(c, &mc, &unused, &running);
+		r = unused_goroutine_stacks(c, mc, &unused, &running);
 	if (r >= 0) {
 		rs_normalize(&unused);
 		r = rs_subtract(&ls->stacks, &unused);
 	}
 	if (r >= 0)
-		r = live_dead_bitmaps(c, &mc, ls);
+		r = live_dead_bitmaps(c, mc, ls);
 	log_debug("live set: %zu arenas, %zu heap ranges, %zu stack ranges, %u block reads",
-		  ls->arenas.n, ls->heap.n, ls->stacks.n, mc.misses);
-	free(mc.data);
+		  ls->arenas.n, ls->heap.n, ls->stacks.n, mc->misses);
 	free(unused.r);
 	free(running.v);
 	if (r < 0)

@@ -30,7 +30,26 @@ int capture_exe(struct capture *c)
 	return img->exe_file < 0 ? img->exe_file : 0;
 }
 
-int capture_hash_files(struct image *img)
+static const struct image_file *cached_hash(const struct file_cache *fc, const char *path,
+					    uint64_t size)
+{
+	for (size_t k = 0; fc && k < fc->n; k++)
+		if (fc->v[k].size == size && strcmp(fc->v[k].path, path) == 0)
+			return &fc->v[k];
+	return NULL;
+}
+
+static int remember_hash(struct file_cache *fc, const struct image_file *f)
+{
+	struct image_file *e = array_push(&fc->v, &fc->n, &fc->cap, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	*e = *f;
+	e->path = strdup(f->path);
+	return e->path ? 0 : -ENOMEM;
+}
+
+int capture_hash_files(struct image *img, struct file_cache *cache)
 {
 	for (size_t i = 0; i < img->n_files; i++) {
 		struct image_file *f = &img->files[i];
@@ -38,11 +57,26 @@ int capture_hash_files(struct image *img)
 		if (stat(f->path, &st) < 0)
 			return log_error_errno(-errno, "cannot stat mapped file %s", f->path);
 		f->size = st.st_size;
+		const struct image_file *known = cached_hash(cache, f->path, f->size);
+		if (known) {
+			memcpy(f->sha256, known->sha256, 32);
+			continue;
+		}
 		int r = file_sha256(f->path, f->sha256);
 		if (r < 0)
 			return log_error_errno(r, "cannot hash mapped file %s", f->path);
+		if (cache && (r = remember_hash(cache, f)) < 0)
+			return r;
 	}
 	return 0;
+}
+
+void capture_file_cache_free(struct file_cache *fc)
+{
+	for (size_t i = 0; i < fc->n; i++)
+		free(fc->v[i].path);
+	free(fc->v);
+	memset(fc, 0, sizeof(*fc));
 }
 
 static int capture_mm(struct capture *c)

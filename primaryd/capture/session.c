@@ -12,7 +12,6 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "goruntime.h"
@@ -66,42 +65,8 @@ void capture_session_close(struct capture_session *s)
 	dirty_reset(&s->shipped);
 	wp_free(&s->wp);
 	free(s->cache.threads);
-	for (size_t i = 0; i < s->n_file_cache; i++)
-		free(s->file_cache[i].path);
-	free(s->file_cache);
+	capture_file_cache_free(&s->files);
 	free(s);
-}
-
-/* Mapped files rarely change; hash each (path, size) once. */
-static int hash_files_cached(struct capture_session *s, struct image *img)
-{
-	for (size_t i = 0; i < img->n_files; i++) {
-		struct image_file *f = &img->files[i];
-		struct stat st;
-		bool found = false;
-
-		if (stat(f->path, &st) < 0)
-			return log_error_errno(-errno, "cannot stat mapped file %s", f->path);
-		for (size_t k = 0; k < s->n_file_cache && !found; k++)
-			if (strcmp(s->file_cache[k].path, f->path) == 0 &&
-			    s->file_cache[k].size == (uint64_t)st.st_size) {
-				memcpy(f->sha256, s->file_cache[k].sha256, 32);
-				found = true;
-			}
-		f->size = st.st_size;
-		if (found)
-			continue;
-		int r = file_sha256(f->path, f->sha256);
-		if (r < 0)
-			return log_error_errno(r, "cannot hash mapped file %s", f->path);
-		struct image_file *e = array_push(&s->file_cache, &s->n_file_cache,
-						  &s->cap_file_cache, sizeof(*e));
-		if (!e)
-			return -ENOMEM;
-		*e = *f;
-		e->path = strdup(f->path);
-	}
-	return 0;
 }
 
 struct keep_ctx {
@@ -236,7 +201,7 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	rep->safepoint_tries = c->stats.safepoint_tries;
 	rep->fallback = c->stats.fallback;
 
-	r = hash_files_cached(s, c->img);
+	r = capture_hash_files(c->img, &s->files);
 	/* Write tracking already limited the copy to written pages; hashing would only cost. */
 	if (r >= 0)
 		r = s->use_wp ? take_staged_pages(c->img) : keep_changed_pages(s, c->img, full);

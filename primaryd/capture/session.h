@@ -26,8 +26,7 @@ struct capture_session {
 	struct dirty_table shipped; /* what the backup holds, by page hash */
 	uint8_t *staging;
 	uint64_t staging_len;
-	struct image_file *file_cache; /* hashes of mapped files, by path and size */
-	size_t n_file_cache, cap_file_cache;
+	struct file_cache files; /* hashes of mapped files, kept between epochs */
 	bool frozen;
 	bool use_wp; /* dirty tracking by userfaultfd write-protect, else by page hashes */
 	struct inject_cache cache;

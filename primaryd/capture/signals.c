@@ -12,6 +12,13 @@
 #include "log.h"
 #include "util.h"
 
+/* Caught and ignored signals as /proc shows them: the cheap sign that handlers changed. */
+int capture_signal_masks(struct capture *c, uint64_t masks[2])
+{
+	static const char *const keys[] = {"SigCgt", "SigIgn"};
+	return proc_status_fields(c->pid, keys, 2, 16, masks);
+}
+
 int capture_sigactions(struct capture *c)
 {
 	struct image_sigaction sa[IMAGE_NSIG];
@@ -46,9 +53,11 @@ int capture_sigactions(struct capture *c)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			c->img->sigactions[sig - 1] = sa[sig - 1];
 	if (k) {
+		uint64_t masks[2] = {0, 0};
 		memcpy(k->sigactions, c->img->sigactions, sizeof(sa));
-		proc_status_field(c->pid, "SigCgt", 16, &k->sig_caught);
-		proc_status_field(c->pid, "SigIgn", 16, &k->sig_ignored);
+		capture_signal_masks(c, masks);
+		k->sig_caught = masks[0];
+		k->sig_ignored = masks[1];
 	}
 	return 0;
 }
