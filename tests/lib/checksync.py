@@ -787,9 +787,10 @@ class Readers(Load):
 class KVWriter(Load):
     """Writes k0, k1, k2, ... to a kvserver, one at a time, each with a value unique
     to this writer. A write that fails is retried with the same key and value.
-    Each acknowledged write is recorded with the load's phase and the monotonic
-    time the answer arrived: a write acknowledged before a dump started is in
-    that dump's image."""
+    Each acknowledged write is recorded with the load's phase when it was sent
+    (an answer in flight when the phase changes came from the old server) and
+    the monotonic time the answer arrived: a write acknowledged before a dump
+    started is in that dump's image."""
 
     def __init__(self, client, **kw):
         kw.setdefault("interval", 0.002)
@@ -807,12 +808,12 @@ class KVWriter(Load):
         return f"v{i}-{self.token}"
 
     def step(self):
-        i = self.next
+        i, phase = self.next, self.phase
         status, body = self.client.get("/set", {"k": self.key(i), "v": self.value(i)}, timeout=5)
         if status != 200 or not body.get("ok"):
             raise TestError(f"/set k{i}: status {status} {body}")
         with self.lock:
-            self.acks.append((i, self.phase, time.monotonic()))
+            self.acks.append((i, phase, time.monotonic()))
         self.next = i + 1
 
     def acked(self, phase=None, before=None):
