@@ -122,6 +122,10 @@ static int start_listening(struct daemon *d)
 		log_error("%s: %s", d->cfg.path, err);
 		return -EINVAL;
 	}
+	/* Only the configured primaries get through the handshake, let alone to HELLO. */
+	for (size_t i = 0; i < d->n_services; i++)
+		if (tls_ctx_expect_peer(d->tls, d->svc_cfgs[i].primary) < 0)
+			return log_error_errno(-ENOMEM, "TLS peer names");
 	hostport_format(&d->cfg.listen, where, sizeof(where));
 	r = tls_listen(d->base, d->tls, where, &cbs, &d->listener, err, sizeof(err));
 	if (r < 0) {

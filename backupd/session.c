@@ -214,19 +214,16 @@ bool session_read_paused(const struct session *s) { return s->read_paused; }
 
 /* ---------- HELLO ---------- */
 
+/* The handshake admitted any configured primary (tls_ctx_expect_peer()); this must be svc's. */
 static bool peer_is_the_primary(struct session *s, const struct service *svc)
 {
-	char cn[256];
-	int r;
+	char names[300];
 
-	if (!svc->cfg->primary)
+	if (tls_bev_peer_is(s->bev, svc->cfg->primary) == 1)
 		return true;
-	r = tls_bev_peer_cn(s->bev, cn, sizeof(cn));
-	if (r >= 0 && strcmp(cn, svc->cfg->primary) == 0)
-		return true;
-	(void)refuse(s, "certificate %s%s%s is not that of %s's primary '%s'",
-		     r < 0 ? "without a CN" : "CN '", r < 0 ? "" : cn, r < 0 ? "" : "'",
-		     svc->cfg->name, svc->cfg->primary);
+	tls_peer_describe(s->bev, names, sizeof(names));
+	(void)refuse(s, "the certificate names %s, not %s's primary '%s'", names, svc->cfg->name,
+		     svc->cfg->primary);
 	return false;
 }
 

@@ -28,7 +28,7 @@
 #define R_PRIMARY (1u << ROLE_PRIMARY)
 #define R_BACKUP (1u << ROLE_BACKUP)
 #define R_BOTH (R_PRIMARY | R_BACKUP)
-#define MAX_KEYS 16
+#define MAX_KEYS 32
 #define NAME_MAX_LEN 64
 
 enum key_type {
@@ -48,6 +48,7 @@ struct key_desc {
 	uint32_t min, max; /* KEY_MS */
 	unsigned only;	   /* roles that may set it; 0 for both */
 	unsigned required; /* roles that must */
+	const char *hint;  /* said when it is missing, or NULL */
 };
 
 #define DKEY(sec, key, field, t, ...)                                                              \
@@ -78,7 +79,12 @@ static const struct key_desc service_keys[] = {
     SKEY("pid_file", pid_file, KEY_PATH),
     SKEY("executable", executable, KEY_PATH, .required = R_BACKUP),
     SKEY("backup", backup, KEY_HOSTPORT, .required = R_PRIMARY),
-    SKEY("primary", primary, KEY_NAME),
+    SKEY("primary", primary, KEY_NAME, .required = R_BACKUP,
+	 .hint = "the name the primary's certificate carries (SAN DNS or IP, else CN); the backup "
+		 "accepts no other"),
+    SKEY("backup_name", backup_name, KEY_NAME, .required = R_PRIMARY,
+	 .hint = "the name the backup's certificate carries (SAN DNS or IP, else CN); the primary "
+		 "sends its memory to no other"),
     SKEY("epoch_interval_ms", epoch_interval_ms, KEY_MS, .min = 10, .max = 60000),
     SKEY("heartbeat_interval_ms", heartbeat_interval_ms, KEY_MS, .min = 10, .max = 60000),
     SKEY("failover_timeout_ms", failover_timeout_ms, KEY_MS, .min = 50, .max = 600000),
@@ -101,6 +107,7 @@ struct parser {
 	int line;		/* the line inih is working on */
 	bool indented;		/* ...begins with whitespace */
 	int set_line[MAX_KEYS]; /* per key: the line that set it, 0 if none */
+	int section_line[MAX_KEYS]; /* per key: the line of its section's header, 0 if none */
 	int err_line;		/* of the error in err, 0 if it has none */
 	int r;
 	char *err;
@@ -390,8 +397,12 @@ static void check_section_line(struct parser *p, const char *buf)
 	if (*s != '[' || !(end = strchr(s, ']')))
 		return; /* not a section line, or a syntax error that inih reports */
 	snprintf(name, sizeof(name), "%.*s", (int)(end - s - 1), s + 1);
-	if (section_known(p, name))
+	if (section_known(p, name)) {
+		for (size_t i = 0; i < p->nkeys; i++)
+			if (!p->section_line[i] && strcmp(p->keys[i].section, name) == 0)
+				p->section_line[i] = p->line;
 		return;
+	}
 	sections_list(p, list, sizeof(list));
 	fail(p, p->line, "unknown section [%s] (expected %s)", name, list);
 }
@@ -465,7 +476,9 @@ static int check_required(struct parser *p)
 	for (size_t i = 0; i < p->nkeys; i++) {
 		const struct key_desc *k = &p->keys[i];
 		if ((k->required & role_bit(p->role)) && !p->set_line[i])
-			return fail(p, 0, "missing required key '%s' in [%s]", k->name, k->section);
+			return fail(p, p->section_line[i], "missing required key '%s' in [%s]%s%s%s",
+				    k->name, k->section, k->hint ? " (" : "", k->hint ? k->hint : "",
+				    k->hint ? ")" : "");
 	}
 	return 0;
 }
@@ -553,7 +566,8 @@ static int service_check_start(struct parser *p)
 			    "start the service or attach to it, not both",
 			    cmd, pid);
 	if (!cmd && !pid && p->role == ROLE_PRIMARY)
-		return fail(p, 0, "missing required key 'command' or 'pid_file' in [service]");
+		return fail(p, p->section_line[key_find(p, "service", "command") - p->keys],
+			    "missing required key 'command' or 'pid_file' in [service]");
 	return 0;
 }
 
@@ -718,6 +732,7 @@ void config_service_free(struct service_config *c)
 	free(c->pid_file);
 	free(c->executable);
 	free(c->primary);
+	free(c->backup_name);
 	cmdline_free(&c->fence_hook);
 	cmdline_free(&c->takeover_hook);
 	*c = (struct service_config){0};

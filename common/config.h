@@ -89,7 +89,8 @@ struct service_config {
 	char *pid_file;
 	char *executable;		/* required on the backup, which must start it */
 	struct hostport backup;		/* required on the primary */
-	char *primary;			/* expected peer name of the primary (backup), optional */
+	char *primary;			/* the primary's certificate name (backup: required) */
+	char *backup_name;		/* the backup's certificate name (primary: required) */
 	uint32_t epoch_interval_ms;	/* default 100 */
 	uint32_t heartbeat_interval_ms; /* default 50, < lease_ms */
 	uint32_t failover_timeout_ms;	/* default 1000 */

@@ -21,6 +21,7 @@
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <sys/socket.h>
 
@@ -33,6 +34,7 @@ struct tls_handshake {
 	struct bufferevent *bev;
 	struct tls_callbacks cbs;
 	char peer[TLS_PEER_MAX];
+	char why[400]; /* what verify_peer() found wrong with the peer's certificate */
 };
 
 struct tls_listener {
@@ -42,6 +44,42 @@ struct tls_listener {
 	struct tls_callbacks cbs;
 	struct tls_handshake *handshakes;
 };
+
+/*
+ * The names a listening context accepts (tls_ctx_expect_peer()), hung on the
+ * SSL_CTX so they live and die with it. OpenSSL hands application data to a
+ * verify callback only through ex_data indexes, which are process-wide: two,
+ * made once.
+ */
+struct peer_names {
+	char **v;
+	size_t n, cap;
+};
+
+static int names_idx = -1, handshake_idx = -1;
+static pthread_once_t idx_once = PTHREAD_ONCE_INIT;
+
+static void peer_names_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+			    void *argp)
+{
+	struct peer_names *pn = ptr;
+
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	if (!pn)
+		return;
+	for (size_t i = 0; i < pn->n; i++)
+		free(pn->v[i]);
+	free(pn->v);
+	free(pn);
+}
+
+static void make_indexes(void)
+{
+	names_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, peer_names_free);
+	handshake_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+static void ensure_indexes(void) { pthread_once(&idx_once, make_indexes); }
 
 /* ---------- contexts ---------- */
 
@@ -61,6 +99,193 @@ static int ssl_fail(char *err, size_t errlen, const char *fmt, ...)
 	snprintf(err, errlen, "%s: %s", what, reason ? reason : "unknown OpenSSL error");
 	ERR_clear_error();
 	return -EINVAL;
+}
+
+/* ---------- certificate checks ---------- */
+
+static bool is_ip_literal(const char *s)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/*
+ * No wildcards: a "*.example" certificate would let every host it covers
+ * pose as the peer. OpenSSL checks SAN DNS names, and the CN only when
+ * there is no DNS SAN; an address is checked against the IP SANs.
+ */
+#define TLS_HOSTFLAGS X509_CHECK_FLAG_NO_WILDCARDS
+
+static bool cert_has_name(X509 *cert, const char *name)
+{
+	if (is_ip_literal(name))
+		return X509_check_ip_asc(cert, name, 0) == 1;
+	return X509_check_host(cert, name, 0, TLS_HOSTFLAGS, NULL) == 1;
+}
+
+/* "CN x, DNS:y, IP:z": what a certificate calls itself, for messages only. */
+static void cert_names(X509 *cert, char *buf, size_t len)
+{
+	GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	X509_NAME *subject = X509_get_subject_name(cert);
+	int i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+	size_t off = 0;
+
+	buf[0] = 0;
+	if (i >= 0) {
+		const ASN1_STRING *cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+		off += snprintf(buf, len, "CN %.*s", ASN1_STRING_length(cn),
+				(const char *)ASN1_STRING_get0_data(cn));
+	}
+	for (int k = 0; sans && k < sk_GENERAL_NAME_num(sans) && off < len; k++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, k);
+		char ip[INET6_ADDRSTRLEN] = "?";
+
+		if (g->type == GEN_DNS)
+			off += snprintf(buf + off, len - off, "%sDNS:%.*s", off ? ", " : "",
+					ASN1_STRING_length(g->d.dNSName),
+					(const char *)ASN1_STRING_get0_data(g->d.dNSName));
+		else if (g->type == GEN_IPADD) {
+			int n = ASN1_STRING_length(g->d.iPAddress);
+			inet_ntop(n == 16 ? AF_INET6 : AF_INET, ASN1_STRING_get0_data(g->d.iPAddress),
+				  ip, sizeof(ip));
+			off += snprintf(buf + off, len - off, "%sIP:%s", off ? ", " : "", ip);
+		}
+	}
+	GENERAL_NAMES_free(sans);
+	if (!buf[0])
+		snprintf(buf, len, "no names");
+}
+
+/*
+ * Extended key usage, required rather than merely checked when present (as
+ * OpenSSL's purpose check does): the server's certificate says serverAuth,
+ * the client's clientAuth.
+ */
+static const char *eku_problem(X509 *cert, bool for_server)
+{
+	uint32_t want = for_server ? XKU_SSL_SERVER : XKU_SSL_CLIENT;
+
+	if (!(X509_get_extension_flags(cert) & EXFLAG_XKUSAGE))
+		return for_server ? "it has no extendedKeyUsage (serverAuth is required)"
+				  : "it has no extendedKeyUsage (clientAuth is required)";
+	if (!(X509_get_extended_key_usage(cert) & want))
+		return for_server ? "its extendedKeyUsage lacks serverAuth"
+				  : "its extendedKeyUsage lacks clientAuth";
+	return NULL;
+}
+
+/* Our own certificate, at load: better a start-up error than every handshake failing. */
+static int own_cert_check(SSL_CTX *ctx, bool server, const char *path, char *err, size_t errlen)
+{
+	X509 *cert = SSL_CTX_get0_certificate(ctx);
+	const char *why = cert ? eku_problem(cert, server) : "no certificate";
+
+	if (!why)
+		return 0;
+	snprintf(err, errlen, "certificate %s: %s; the %s side of the TLS connection needs it", path,
+		 why, server ? "listening (backup)" : "connecting (primary)");
+	return -EINVAL;
+}
+
+static void set_why(X509_STORE_CTX *xs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_why(X509_STORE_CTX *xs, const char *fmt, ...)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct tls_handshake *h = ssl ? SSL_get_ex_data(ssl, handshake_idx) : NULL;
+	va_list ap;
+
+	if (!h || h->why[0])
+		return;
+	va_start(ap, fmt);
+	vsnprintf(h->why, sizeof(h->why), fmt, ap);
+	va_end(ap);
+}
+
+/* The name tls_connect() was told to expect, which the server's certificate lacks. */
+static void expected_name_why(X509_STORE_CTX *xs, SSL *ssl, const char *names)
+{
+	X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+	const char *host = X509_VERIFY_PARAM_get0_host(param, 0);
+	char *ip = host ? NULL : X509_VERIFY_PARAM_get1_ip_asc(param);
+
+	set_why(xs, "the certificate names %s, not '%s'", names, host ? host : ip ? ip : "?");
+	OPENSSL_free(ip);
+}
+
+static bool names_accept(const struct peer_names *pn, X509 *cert)
+{
+	for (size_t i = 0; i < pn->n; i++)
+		if (cert_has_name(cert, pn->v[i]))
+			return true;
+	return false;
+}
+
+/*
+ * On top of OpenSSL's chain check, for the peer's own certificate (depth
+ * 0): its extended key usage, and on a listening context the names it must
+ * carry (tls_ctx_expect_peer()). A certificate that fails gets the
+ * handshake aborted, so its owner is never sent a byte of ours.
+ */
+static int verify_peer(int ok, X509_STORE_CTX *xs)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+	X509 *cert = X509_STORE_CTX_get_current_cert(xs);
+	bool server = ssl && SSL_is_server(ssl);
+	const struct peer_names *pn;
+	const char *why;
+	char names[300];
+
+	if (X509_STORE_CTX_get_error_depth(xs) != 0 || !cert || !ssl)
+		return ok;
+	cert_names(cert, names, sizeof(names));
+	why = eku_problem(cert, !server);
+	if (!ok) {
+		int e = X509_STORE_CTX_get_error(xs);
+		if (e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH)
+			expected_name_why(xs, ssl, names);
+		else if (e == X509_V_ERR_INVALID_PURPOSE && why)
+			set_why(xs, "certificate of %s: %s", names, why);
+		return 0;
+	}
+	if (why) {
+		set_why(xs, "certificate of %s: %s", names, why);
+		X509_STORE_CTX_set_error(xs, X509_V_ERR_INVALID_PURPOSE);
+		return 0;
+	}
+	pn = server ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), names_idx) : NULL;
+	if (pn && !names_accept(pn, cert)) {
+		set_why(xs, "the certificate names %s, which is no configured primary", names);
+		X509_STORE_CTX_set_error(xs, X509_V_ERR_HOSTNAME_MISMATCH);
+		return 0;
+	}
+	return 1;
+}
+
+int tls_peer_is(SSL *ssl, const char *name)
+{
+	X509 *cert = SSL_get0_peer_certificate(ssl);
+
+	if (!cert || SSL_get_verify_result(ssl) != X509_V_OK)
+		return -ENOENT;
+	return cert_has_name(cert, name) ? 1 : 0;
+}
+
+int tls_bev_peer_is(struct bufferevent *bev, const char *name)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	return ssl ? tls_peer_is(ssl, name) : -EINVAL;
+}
+
+void tls_peer_describe(struct bufferevent *bev, char *buf, size_t len)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+
+	if (cert)
+		cert_names(cert, buf, len);
+	else
+		snprintf(buf, len, "no certificate");
 }
 
 static int ctx_setup(SSL_CTX *ctx, const char *ca, const char *cert, const char *key, char *err,
@@ -107,7 +332,13 @@ SSL_CTX *tls_server_ctx(const char *ca, const char *cert, const char *key, char 
 
 	if (!ctx)
 		return NULL;
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	if (own_cert_check(ctx, true, cert, err, errlen) < 0) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	/* We are the server: the peer's certificate must be one for a TLS client. */
+	SSL_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_peer);
 	/* Tell clients which CA we accept, so one with several certificates picks right. */
 	names = SSL_load_client_CA_file(ca);
 	if (!names) {
@@ -123,9 +354,43 @@ SSL_CTX *tls_client_ctx(const char *ca, const char *cert, const char *key, char 
 {
 	SSL_CTX *ctx = ctx_new(false, ca, cert, key, err, errlen);
 
-	if (ctx)
-		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (!ctx)
+		return NULL;
+	if (own_cert_check(ctx, false, cert, err, errlen) < 0) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_purpose(ctx, X509_PURPOSE_SSL_SERVER);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_peer);
 	return ctx;
+}
+
+int tls_ctx_expect_peer(SSL_CTX *ctx, const char *name)
+{
+	struct peer_names *pn;
+	char **slot;
+
+	ensure_indexes();
+	pn = SSL_CTX_get_ex_data(ctx, names_idx);
+	if (!pn) {
+		pn = calloc(1, sizeof(*pn));
+		if (!pn || SSL_CTX_set_ex_data(ctx, names_idx, pn) != 1) {
+			free(pn);
+			return -ENOMEM;
+		}
+	}
+	for (size_t i = 0; i < pn->n; i++)
+		if (strcmp(pn->v[i], name) == 0)
+			return 0;
+	slot = array_push(&pn->v, &pn->n, &pn->cap, sizeof(char *));
+	if (!slot)
+		return -ENOMEM;
+	*slot = strdup(name);
+	if (!*slot) {
+		pn->n--;
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 /* ---------- peer identity ---------- */
@@ -165,8 +430,17 @@ int tls_bev_peer_cn(struct bufferevent *bev, char *buf, size_t len)
 
 /* ---------- handshakes ---------- */
 
+static void handshake_forget(struct tls_handshake *h)
+{
+	SSL *ssl = h->bev ? bufferevent_openssl_get_ssl(h->bev) : NULL;
+
+	if (ssl)
+		SSL_set_ex_data(ssl, handshake_idx, NULL);
+}
+
 static void handshake_free(struct tls_handshake *h)
 {
+	handshake_forget(h);
 	if (h->owner) {
 		if (h->prev)
 			h->prev->next = h->next;
@@ -231,10 +505,12 @@ void tls_describe_event(struct bufferevent *bev, short what, char *buf, size_t l
 
 static void handshake_succeeded(struct tls_handshake *h)
 {
-	struct bufferevent *bev = TAKE_PTR(h->bev);
+	struct bufferevent *bev;
 	struct tls_callbacks cbs = h->cbs;
 	char peer[TLS_PEER_MAX];
 
+	handshake_forget(h);
+	bev = TAKE_PTR(h->bev);
 	memcpy(peer, h->peer, sizeof(peer));
 	handshake_free(h);
 	bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
@@ -247,12 +523,16 @@ static void handshake_succeeded(struct tls_handshake *h)
 static void handshake_failed(struct tls_handshake *h, short what, int sock_errno)
 {
 	struct tls_callbacks cbs = h->cbs;
-	char peer[TLS_PEER_MAX], reason[512];
+	char peer[TLS_PEER_MAX], reason[1024];
 
 	describe(h->bev, what, sock_errno, reason, sizeof(reason));
 	if (what & BEV_EVENT_TIMEOUT)
 		snprintf(reason, sizeof(reason), "TLS handshake timed out after %d s",
 			 TLS_HANDSHAKE_TIMEOUT_SEC);
+	else if (h->why[0]) {
+		size_t n = strlen(reason);
+		snprintf(reason + n, sizeof(reason) - n, ": %s", h->why);
+	}
 	memcpy(peer, h->peer, sizeof(peer));
 	handshake_free(h);
 	cbs.failed(peer, reason, cbs.arg);
@@ -281,6 +561,8 @@ static struct tls_handshake *handshake_new(struct event_base *base, SSL *ssl, in
 		SSL_free(ssl);
 		return NULL;
 	}
+	ensure_indexes();
+	SSL_set_ex_data(ssl, handshake_idx, h); /* for verify_peer()'s reason */
 	/* On failure libevent may or may not have freed ssl; leaking it beats a double free. */
 	h->bev = bufferevent_openssl_socket_new(base, fd, ssl, state, BEV_OPT_CLOSE_ON_FREE);
 	if (!h->bev) {
@@ -427,12 +709,6 @@ int tls_listener_port(struct tls_listener *l)
 
 /* ---------- connecting ---------- */
 
-static bool is_ip_literal(const char *s)
-{
-	unsigned char buf[sizeof(struct in6_addr)];
-	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
-}
-
 /* The server's certificate must name peer_name: as an IP SAN if it is an address. */
 static int ssl_expect_name(SSL *ssl, const char *peer_name)
 {
@@ -440,7 +716,7 @@ static int ssl_expect_name(SSL *ssl, const char *peer_name)
 
 	if (is_ip_literal(peer_name))
 		return X509_VERIFY_PARAM_set1_ip_asc(param, peer_name) == 1 ? 0 : -EINVAL;
-	SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	SSL_set_hostflags(ssl, TLS_HOSTFLAGS);
 	if (SSL_set1_host(ssl, peer_name) != 1)
 		return -EINVAL;
 	return SSL_set_tlsext_host_name(ssl, peer_name) == 1 ? 0 : -EINVAL;

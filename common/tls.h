@@ -2,7 +2,12 @@
  * tls.h - mutual TLS 1.3 between the daemons, on libevent bufferevents.
  *
  * Both sides present a certificate and check the other's against one CA
- * file, and that CA only: the system trust store is never loaded, so a
+ * file, and that CA only. Each side also checks the other's name (the
+ * primary with tls_connect()'s peer_name, the backup with
+ * tls_ctx_expect_peer()) and its extended key usage: serverAuth for the
+ * listening side, clientAuth for the connecting side, required to be
+ * present. Our own certificate is checked for the same at load.
+ * As for the CA: the system trust store is never loaded, so a
  * certificate from any other authority, a self-signed one or none at all is
  * refused during the handshake. Nothing reaches the caller before the
  * handshake has succeeded: tls_listen() and tls_connect() hand over a
@@ -37,6 +42,22 @@ SSL_CTX *tls_server_ctx(const char *ca, const char *cert, const char *key, char 
 			size_t errlen);
 SSL_CTX *tls_client_ctx(const char *ca, const char *cert, const char *key, char *err,
 			size_t errlen);
+
+/*
+ * A listening context accepts a client only if its certificate carries one
+ * of the names given this way (SAN DNS or IP, else CN; no wildcards), checked
+ * during the handshake: anyone else is refused before a byte of ours is
+ * sent. Without any name, every certificate from the CA is accepted.
+ * Returns 0 or -ENOMEM.
+ */
+int tls_ctx_expect_peer(SSL_CTX *ctx, const char *name);
+
+/* 1 if the peer's verified certificate carries name (as above), 0 if not, -ENOENT without one. */
+int tls_peer_is(SSL *ssl, const char *name);
+int tls_bev_peer_is(struct bufferevent *bev, const char *name);
+
+/* "CN x, DNS:y, IP:z" of the peer's certificate, for messages. */
+void tls_peer_describe(struct bufferevent *bev, char *buf, size_t len);
 
 /* The subject CN of the peer's verified certificate: 0, or -ENOENT, -EINVAL, -ENAMETOOLONG. */
 int tls_peer_cn(SSL *ssl, char *buf, size_t len);
@@ -84,8 +105,8 @@ struct tls_handshake;
 
 /*
  * Connect to hostport and run the handshake; cbs report the outcome, once.
- * If peer_name is not NULL the server's certificate must carry it (DNS SAN,
- * or CN when it has none). The host is resolved with a blocking
+ * If peer_name is not NULL the server's certificate must carry it (SAN DNS
+ * or IP, or CN when it has no DNS SAN; no wildcards). The host is resolved with a blocking
  * getaddrinfo(): give addresses, or names /etc/hosts answers. *out, if
  * wanted, can cancel the attempt until a callback has run. Returns 0, or
  * -errno with err filled if the attempt could not even start.

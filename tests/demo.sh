@@ -16,6 +16,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. tests/lib/demo-setup.sh # the certificates and configuration files
 PORT=8080
 KEYS=100
 work=$PWD/build/demo
@@ -73,39 +74,12 @@ ip -n "$B" link set veth1 up
 
 step "Making a CA and certificates for both daemons (mutual TLS)"
 tls=$work/tls
-mkdir -p "$tls" "$work/a/services" "$work/b/services" "$work/a/state" "$work/b/state"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=demo-ca \
-	-keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
-for n in primary backup; do
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$n.demo" \
-		-keyout "$tls/$n.key" -out "$tls/$n.csr" 2>/dev/null
-	openssl x509 -req -in "$tls/$n.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
-		-days 1 -out "$tls/$n.pem" 2>/dev/null
-done
+demo_ca "$tls"
+demo_cert "$tls" primary clientAuth
+demo_cert "$tls" backup serverAuth
 
 step "Writing the configuration of host A (primary) and host B (backup)"
-for side in a b; do
-	role=$([ $side = a ] && echo primary || echo backup)
-	{
-		echo "[daemon]"
-		[ $side = b ] && echo "listen = $ADDR_B:7000"
-		echo "state_dir = $work/$side/state"
-		echo "services_dir = $work/$side/services"
-		echo "status_socket = $work/$side/status.sock"
-		echo "[tls]"
-		echo "ca = $tls/ca.pem"
-		echo "cert = $tls/$role.pem"
-		echo "key = $tls/$role.key"
-	} >"$work/$side/$role.conf"
-	cat >"$work/$side/services/kvserver.conf" <<CONF
-[service]
-name = kvserver
-command = $work/kvserver -addr 0.0.0.0:$PORT
-executable = $work/kvserver
-backup = $ADDR_B:7000
-epoch_interval_ms = 100
-CONF
-done
+demo_configs "$work" "$tls" "$ADDR_B" "$PORT" "$work/kvserver"
 cat "$work/a/services/kvserver.conf"
 
 step "Starting checksync-backupd on host B and checksync-primaryd on host A"

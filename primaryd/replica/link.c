@@ -180,7 +180,9 @@ void link_connect(struct guard *g)
 		return;
 	cbs.arg = g;
 	hostport_format(&g->svc->backup, hp, sizeof(hp));
-	if (tls_connect(g->base, g->tls, hp, NULL, &cbs, &g->hs, err, sizeof(err)) < 0) {
+	/* backup_name: the image goes to that certificate's holder and nobody else. */
+	if (tls_connect(g->base, g->tls, hp, g->svc->backup_name, &cbs, &g->hs, err, sizeof(err)) <
+	    0) {
 		log_warn("%s: cannot connect to backup %s: %s", g->svc->name, hp, err);
 		guard_link_lost(g);
 	}

@@ -227,7 +227,7 @@ subjectKeyIdentifier = hash
 [v3_leaf]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth, clientAuth
+extendedKeyUsage = ${ENV::EKU}
 subjectAltName = ${ENV::SAN}
 subjectKeyIdentifier = hash
 """
@@ -240,19 +240,21 @@ def make_certs(backup_ip):
     """Certificates for one test run, made with the openssl command (as tests/unit/test_tls.c):
 
       ca            our CA ("CheckSync test CA")
-      primary       CN primary.test, signed by ca
-      backup        CN backup.test, SAN DNS:backup.test and IP:BACKUP_IP, signed by ca
+      primary       CN primary.test, signed by ca, EKU clientAuth (it connects)
+      backup        CN backup.test, SAN DNS:backup.test and IP:BACKUP_IP, signed by ca,
+                    EKU serverAuth (it listens)
       other_ca      another CA; other: CN primary.test signed by it
       self_signed   CN primary.test, signed by itself
-      intruder      CN intruder.test, signed by ca (right CA, wrong name)
+      intruder      CN intruder.test, signed by ca (right CA, wrong name), both EKUs
+    The others carry both EKUs, so that only what each case is about is wrong.
     """
     d = cs.run_dir("certs")
     with open(os.path.join(d, "cnf"), "w") as f:
         f.write(_OPENSSL_CNF)
 
-    def openssl(*args, san="DNS:x"):
+    def openssl(*args, san="DNS:x", eku="serverAuth, clientAuth"):
         r = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True, timeout=60,
-                           env=dict(os.environ, SAN=san))
+                           env=dict(os.environ, SAN=san, EKU=eku))
         if r.returncode != 0:
             raise cs.TestError(f"`openssl {' '.join(args)}` failed: {r.stderr.strip()}")
 
@@ -264,18 +266,19 @@ def make_certs(backup_ip):
         openssl("req", "-new", "-x509", "-config", "cnf", "-extensions", "v3_ca", "-key", f"{name}.key",
                 "-subj", f"/CN={cn}", "-days", "2", "-out", f"{name}.crt")
 
-    def leaf(name, cn, issuer, san):
+    def leaf(name, cn, issuer, san, eku="serverAuth, clientAuth"):
         key(name)
         openssl("req", "-new", "-config", "cnf", "-key", f"{name}.key", "-subj", f"/CN={cn}",
-                "-out", f"{name}.csr", san=san)
+                "-out", f"{name}.csr", san=san, eku=eku)
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.crt", "-CAkey", f"{issuer}.key",
                 "-CAcreateserial", "-days", "2", "-extfile", "cnf", "-extensions", "v3_leaf",
-                "-out", f"{name}.crt", san=san)
+                "-out", f"{name}.crt", san=san, eku=eku)
+        os.chmod(os.path.join(d, f"{name}.key"), 0o600)
 
     ca("ca", "CheckSync test CA")
     ca("other_ca", "Another CA")
-    leaf("primary", "primary.test", "ca", "DNS:primary.test")
-    leaf("backup", "backup.test", "ca", f"DNS:backup.test, IP:{backup_ip}")
+    leaf("primary", "primary.test", "ca", "DNS:primary.test", eku="clientAuth")
+    leaf("backup", "backup.test", "ca", f"DNS:backup.test, IP:{backup_ip}", eku="serverAuth")
     leaf("other", "primary.test", "other_ca", "DNS:primary.test")
     leaf("intruder", "intruder.test", "ca", "DNS:intruder.test")
     key("self_signed")
@@ -619,7 +622,8 @@ key = {key}
 
     def service_text(self, **override):
         keys = {"name": SERVICE, "command": self.command, "executable": self.binary,
-                "backup": f"{self.topo.addr[self.topo.b]}:{BACKUP_PORT}", "primary": "primary.test"}
+                "backup": f"{self.topo.addr[self.topo.b]}:{BACKUP_PORT}", "primary": "primary.test",
+                "backup_name": "backup.test"}
         keys.update(self.service)
         if self.hook:
             keys["takeover_hook"] = self.hook  # records into takeover.env beside itself

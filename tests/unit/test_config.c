@@ -104,6 +104,7 @@ static void test_service_full(void)
 		       "executable = /usr/bin/kvserver\n"
 		       "backup = backup-host.example:7000\n"
 		       "primary = primary.test\n"
+		       "backup_name = backup.test\n"
 		       "epoch_interval_ms = 250\n"
 		       "heartbeat_interval_ms = 20\n"
 		       "failover_timeout_ms = 3000\n"
@@ -129,6 +130,7 @@ static void test_service_full(void)
 	CHECK_STR(c.backup.host, "backup-host.example");
 	CHECK_INT(c.backup.port, 7000);
 	CHECK_STR(c.primary, "primary.test");
+	CHECK_STR(c.backup_name, "backup.test");
 	CHECK_INT(c.epoch_interval_ms, 250);
 	CHECK_INT(c.heartbeat_interval_ms, 20);
 	CHECK_INT(c.failover_timeout_ms, 3000);
@@ -144,7 +146,8 @@ static void test_service_defaults(void)
 {
 	const char *path = write_file("web-1.conf", "[service]\n"
 						    "pid_file = /run/web.pid\n"
-						    "backup = 10.1.2.3:7000\n");
+						    "backup = 10.1.2.3:7000\n"
+						    "backup_name = 10.1.2.3\n");
 	struct service_config c;
 	char err[CONFIG_ERR_MAX] = "";
 
@@ -188,13 +191,14 @@ struct bad_case {
 };
 
 #define SVC "[service]\ncommand = /usr/bin/kv\nbackup = 10.0.0.2:7000\n" /* lines 1-3 */
+#define SVC_OK SVC "backup_name = backup.test\n"			 /* lines 1-4 */
 #define TLS "[tls]\nca = /a\ncert = /b\nkey = /c\n"			 /* lines 1-4 */
 
 static const struct bad_case bad_cases[] = {
     /* unknown key, unknown section, keys in the wrong place */
     {ROLE_PRIMARY, false, SVC "\n\n\nepoch_intervall = 100\n", 7,
      "unknown key 'epoch_intervall' in [service] (expected one of: name, command, pid_file, "
-     "executable, backup, primary, epoch_interval_ms, heartbeat_interval_ms, "
+     "executable, backup, primary, backup_name, epoch_interval_ms, heartbeat_interval_ms, "
      "failover_timeout_ms, lease_ms, dirty_tracking, fence_hook, takeover_hook)"},
     {ROLE_PRIMARY, false, "[servic]\ncommand = /bin/x\n", 1,
      "unknown section [servic] (expected [service])"},
@@ -225,14 +229,25 @@ static const struct bad_case bad_cases[] = {
     {ROLE_PRIMARY, false, SVC "dirty_tracking = soft-dirty\n", 4,
      "dirty_tracking: expected 'uffd' or 'hash', got 'soft-dirty'"},
     /* missing keys */
-    {ROLE_PRIMARY, false, "[service]\ncommand = /usr/bin/kv\n", 0,
+    {ROLE_PRIMARY, false, "[service]\ncommand = /usr/bin/kv\n", 1,
      "missing required key 'backup' in [service]"},
-    {ROLE_PRIMARY, false, "[service]\nbackup = 10.0.0.2:7000\n", 0,
+    {ROLE_PRIMARY, false, "# x\n[service]\nbackup = 10.0.0.2:7000\n", 2,
      "missing required key 'command' or 'pid_file' in [service]"},
-    {ROLE_BACKUP, false, "[service]\nbackup = 10.0.0.2:7000\n", 0,
+    {ROLE_BACKUP, false, "[service]\nbackup = 10.0.0.2:7000\n", 1,
      "missing required key 'executable' in [service]"},
     {ROLE_BACKUP, true, TLS, 0, "missing required key 'listen' in [daemon]"},
-    {ROLE_PRIMARY, true, "[tls]\ncert = /b\nkey = /c\n", 0, "missing required key 'ca' in [tls]"},
+    {ROLE_PRIMARY, true, "[tls]\ncert = /b\nkey = /c\n", 1, "missing required key 'ca' in [tls]"},
+    /* identity, both ways: each side must name the other's certificate */
+    {ROLE_PRIMARY, false, SVC, 1,
+     "missing required key 'backup_name' in [service] (the name the backup's certificate "
+     "carries (SAN DNS or IP, else CN); the primary sends its memory to no other)"},
+    {ROLE_BACKUP, false, "# a\n\n[service]\nexecutable = /usr/bin/kv\n", 3,
+     "missing required key 'primary' in [service] (the name the primary's certificate "
+     "carries (SAN DNS or IP, else CN); the backup accepts no other)"},
+    {ROLE_BACKUP, false, "[service]\nexecutable = /usr/bin/kv\nprimary = a b\n", 3,
+     "primary: expected a name of 1 to 64 letters"},
+    {ROLE_PRIMARY, false, SVC "backup_name = *.example\n", 4,
+     "backup_name: expected a name of 1 to 64 letters"},
     /* command and pid_file */
     {ROLE_PRIMARY, false, SVC "pid_file = /run/kv.pid\n", 4,
      "'command' (line 2) and 'pid_file' (line 4) are mutually exclusive"},
@@ -348,11 +363,11 @@ static void test_file_name_as_name(void)
 {
 	char err[CONFIG_ERR_MAX] = "";
 	struct service_config c;
-	const char *path = write_file("my service.conf", SVC);
+	const char *path = write_file("my service.conf", SVC_OK);
 
 	CHECK_INT(config_load_service(path, ROLE_PRIMARY, &c, err, sizeof(err)), -EINVAL);
 	CHECK_CONTAINS(err, "the file name does not make a valid service name; set 'name'");
-	path = write_file("ok.kv.conf", SVC);
+	path = write_file("ok.kv.conf", SVC_OK);
 	CHECK_INT(config_load_service(path, ROLE_PRIMARY, &c, err, sizeof(err)), 0);
 	CHECK_STR(c.name, "ok.kv");
 	config_service_free(&c);
@@ -379,8 +394,8 @@ static void test_services_dir(void)
 
 	snprintf(dir, sizeof(dir), "%s/services", tmpdir);
 	mkdir(dir, 0700);
-	write_file("services/b.conf", SVC);
-	write_file("services/a.conf", SVC "name = alpha\n");
+	write_file("services/b.conf", SVC_OK);
+	write_file("services/a.conf", SVC_OK "name = alpha\n");
 	write_file("services/README", "not a config file\n");
 	write_file("services/.hidden.conf", "garbage\n");
 	CHECK_INT(config_load_services_dir(dir, ROLE_PRIMARY, &arr, &n, err, sizeof(err)), 0);
@@ -391,7 +406,7 @@ static void test_services_dir(void)
 	}
 	config_services_free(arr, n);
 
-	write_file("services/c.conf", SVC "name = alpha\n");
+	write_file("services/c.conf", SVC_OK "name = alpha\n");
 	CHECK_INT(config_load_services_dir(dir, ROLE_PRIMARY, &arr, &n, err, sizeof(err)), -EINVAL);
 	CHECK_CONTAINS(err, "/services/c.conf: service name 'alpha' is already used by ");
 	CHECK_CONTAINS(err, "/services/a.conf");

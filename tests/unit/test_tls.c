@@ -42,7 +42,21 @@ static const char openssl_cnf[] = "[req]\n"
 				  "keyUsage = critical, digitalSignature\n"
 				  "extendedKeyUsage = serverAuth, clientAuth\n"
 				  "subjectAltName = DNS:${ENV::CN}, IP:127.0.0.1\n"
-				  "subjectKeyIdentifier = hash\n";
+				  "subjectKeyIdentifier = hash\n"
+				  "[v3_srv]\n"
+				  "basicConstraints = critical, CA:FALSE\n"
+				  "extendedKeyUsage = serverAuth\n"
+				  "subjectAltName = DNS:${ENV::CN}, IP:127.0.0.1\n"
+				  "[v3_cli]\n"
+				  "basicConstraints = critical, CA:FALSE\n"
+				  "extendedKeyUsage = clientAuth\n"
+				  "subjectAltName = DNS:${ENV::CN}\n"
+				  "[v3_noeku]\n"
+				  "basicConstraints = critical, CA:FALSE\n"
+				  "subjectAltName = DNS:${ENV::CN}\n"
+				  "[v3_cn_only]\n"
+				  "basicConstraints = critical, CA:FALSE\n"
+				  "extendedKeyUsage = clientAuth\n";
 
 static const char gen_sh[] =
     "set -e\n"
@@ -53,12 +67,18 @@ static const char gen_sh[] =
     "leaf() { key \"$1\"; CN=$2 \"$OPENSSL\" req -new -config cnf -key \"$1.key\" "
     "-subj \"/CN=$2\" -out \"$1.csr\"; CN=$2 \"$OPENSSL\" x509 -req -in \"$1.csr\" "
     "-CA \"$3.crt\" -CAkey \"$3.key\" -CAcreateserial -days 2 -extfile cnf "
-    "-extensions v3_leaf -out \"$1.crt\"; }\n"
+    "-extensions \"${4:-v3_leaf}\" -out \"$1.crt\"; }\n"
     "ca ca 'CheckSync test CA'\n"
     "ca ca2 'Another CA'\n"
     "leaf server backup.test ca\n"
     "leaf client primary.test ca\n"
     "leaf other primary.test ca2\n"
+    "leaf intruder intruder.test ca\n"
+    "leaf cli_noeku primary.test ca v3_noeku\n"
+    "leaf cli_srvonly primary.test ca v3_srv\n"
+    "leaf cli_cn primary.test ca v3_cn_only\n"
+    "leaf cli_cn_other intruder.test ca v3_cn_only\n"
+    "leaf srv_clionly backup.test ca v3_cli\n"
     "key self\n"
     "CN=primary.test \"$OPENSSL\" req -new -x509 -config cnf -extensions v3_leaf "
     "-key self.key -subj /CN=primary.test -days 2 -out self.crt\n";
@@ -380,18 +400,27 @@ static SSL_CTX *client(const char *ca, const char *name)
 }
 
 /* What a peer without a certificate, or stuck at TLS 1.2, would bring. */
-static SSL_CTX *odd_client(bool with_cert, int max_version)
+static SSL_CTX *odd_client_cert(const char *name, int max_version)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 
 	SSL_CTX_set_max_proto_version(ctx, max_version);
 	SSL_CTX_load_verify_locations(ctx, in_tmp("ca.crt"), NULL);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	if (with_cert) {
-		SSL_CTX_use_certificate_chain_file(ctx, in_tmp("client.crt"));
-		SSL_CTX_use_PrivateKey_file(ctx, in_tmp("client.key"), SSL_FILETYPE_PEM);
+	if (name) {
+		char crt[64], key[64];
+
+		snprintf(crt, sizeof(crt), "%s.crt", name);
+		snprintf(key, sizeof(key), "%s.key", name);
+		SSL_CTX_use_certificate_chain_file(ctx, in_tmp(crt));
+		SSL_CTX_use_PrivateKey_file(ctx, in_tmp(key), SSL_FILETYPE_PEM);
 	}
 	return ctx;
+}
+
+static SSL_CTX *odd_client(bool with_cert, int max_version)
+{
+	return odd_client_cert(with_cert ? "client" : NULL, max_version);
 }
 
 static void test_context_errors(void)
@@ -408,6 +437,69 @@ static void test_context_errors(void)
 	CHECK(!tls_client_ctx(in_tmp("cnf"), in_tmp("client.crt"), in_tmp("client.key"), err,
 			      sizeof(err)));
 	CHECK_CONTAINS(err, "CA file ");
+	/* Our own certificate must be fit for our side of the connection. */
+	CHECK(!tls_client_ctx(in_tmp("ca.crt"), in_tmp("cli_srvonly.crt"), in_tmp("cli_srvonly.key"),
+			      err, sizeof(err)));
+	CHECK_CONTAINS(err, "cli_srvonly.crt: its extendedKeyUsage lacks clientAuth");
+	CHECK(!tls_client_ctx(in_tmp("ca.crt"), in_tmp("cli_noeku.crt"), in_tmp("cli_noeku.key"),
+			      err, sizeof(err)));
+	CHECK_CONTAINS(err, "cli_noeku.crt: it has no extendedKeyUsage (clientAuth is required)");
+	CHECK(!tls_server_ctx(in_tmp("ca.crt"), in_tmp("srv_clionly.crt"), in_tmp("srv_clionly.key"),
+			      err, sizeof(err)));
+	CHECK_CONTAINS(err, "srv_clionly.crt: its extendedKeyUsage lacks serverAuth");
+}
+
+/*
+ * Names and extended key usage of the peer. sctx expects primary.test (as
+ * backupd's does, from the service files' primary =).
+ */
+static void test_identity(SSL_CTX *sctx)
+{
+	SSL_CTX *good = client("ca.crt", "client"), *intruder = client("ca.crt", "intruder"),
+		*noeku = odd_client_cert("cli_noeku", 0), *srvonly = odd_client_cert("cli_srvonly", 0),
+		*cn = client("ca.crt", "cli_cn"), *cn_other = client("ca.crt", "cli_cn_other"),
+		*bad_srv = SSL_CTX_new(TLS_server_method());
+	const struct tls_case cases[] = {
+	    {"intruder: right CA, other name", intruder, "backup.test", false,
+	     "certificate verify failed (hostname mismatch): the certificate names CN intruder.test, "
+	     "DNS:intruder.test, IP:127.0.0.1, which is no configured primary",
+	     NULL},
+	    {"client certificate without EKU", noeku, NULL, false,
+	     "(unsuitable certificate purpose): certificate of CN primary.test, DNS:primary.test: it "
+	     "has no extendedKeyUsage (clientAuth is required)",
+	     NULL},
+	    {"client certificate for servers only", srvonly, NULL, false,
+	     "certificate verify failed (unsuitable certificate purpose): certificate of CN "
+	     "primary.test, DNS:primary.test, IP:127.0.0.1: its extendedKeyUsage lacks clientAuth",
+	     NULL},
+	    {"client named by CN alone", cn, "backup.test", true},
+	    {"client with another CN alone", cn_other, "backup.test", false, "hostname mismatch",
+	     NULL},
+	    {"server has the wrong name (IP)", good, "127.0.0.2", false, NULL,
+	     "certificate verify failed (IP address mismatch): the certificate names CN "
+	     "backup.test, DNS:backup.test, IP:127.0.0.1, not '127.0.0.2'"},
+	};
+	const struct tls_case srv_case = {"server certificate without serverAuth", good,
+					  "backup.test", false, NULL,
+					  "(unsuitable certificate purpose): certificate of CN "
+					  "backup.test, DNS:backup.test: its extendedKeyUsage lacks "
+					  "serverAuth"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		check_case(sctx, &cases[i]);
+	/* A listener whose certificate is for clients only, made without our checks. */
+	SSL_CTX_use_certificate_chain_file(bad_srv, in_tmp("srv_clionly.crt"));
+	SSL_CTX_use_PrivateKey_file(bad_srv, in_tmp("srv_clionly.key"), SSL_FILETYPE_PEM);
+	SSL_CTX_load_verify_locations(bad_srv, in_tmp("ca.crt"), NULL);
+	SSL_CTX_set_verify(bad_srv, SSL_VERIFY_PEER, NULL);
+	check_case(bad_srv, &srv_case);
+	SSL_CTX_free(good);
+	SSL_CTX_free(intruder);
+	SSL_CTX_free(noeku);
+	SSL_CTX_free(srvonly);
+	SSL_CTX_free(cn);
+	SSL_CTX_free(cn_other);
+	SSL_CTX_free(bad_srv);
 }
 
 static void test_listen_errors(SSL_CTX *sctx)
@@ -484,7 +576,10 @@ int main(void)
 				      err, sizeof(err));
 		CHECK(sctx != NULL);
 		if (sctx) {
+			CHECK_INT(tls_ctx_expect_peer(sctx, "primary.test"), 0);
+			CHECK_INT(tls_ctx_expect_peer(sctx, "primary.test"), 0); /* once is enough */
 			run_cases(sctx);
+			test_identity(sctx);
 			test_listen_errors(sctx);
 		}
 		test_context_errors();
