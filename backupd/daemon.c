@@ -17,12 +17,14 @@
  */
 #include "daemon.h"
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
 #include "journal.h"
+#include "listener.h"
 #include "log.h"
 #include "service.h"
 #include "session.h"
@@ -102,18 +104,40 @@ static int start_watchdog(struct daemon *d)
 
 static void on_established(struct bufferevent *bev, const char *peer, void *arg)
 {
-	session_accept(arg, bev, peer);
+	struct daemon *d = arg;
+
+	if (!conn_policy_established(d->policy, peer)) {
+		conn_policy_log(d->policy, peer, "too many connections");
+		bufferevent_free(bev);
+		return;
+	}
+	session_accept(d, bev, peer);
+}
+
+void daemon_connection_closed(struct daemon *d, const char *peer)
+{
+	conn_policy_closed(d->policy, peer);
 }
 
 static void on_failed(const char *peer, const char *reason, void *arg)
 {
-	(void)arg;
-	log_warn("refused connection from %s: %s", peer, reason);
+	struct daemon *d = arg;
+	conn_policy_log(d->policy, peer, reason);
+}
+
+static void on_accept_error(int err, const char *reason, void *arg)
+{
+	(void)err;
+	on_failed("listener", reason, arg);
 }
 
 static int start_listening(struct daemon *d)
 {
-	struct tls_callbacks cbs = {.established = on_established, .failed = on_failed, .arg = d};
+	struct tls_callbacks cbs = {.established = on_established,
+				    .failed = on_failed,
+				    .refused = on_failed,
+				    .accept_error = on_accept_error,
+				    .arg = d};
 	char where[HOSTPORT_HOST_MAX + 16], err[512];
 	int r;
 
@@ -127,11 +151,14 @@ static int start_listening(struct daemon *d)
 		if (tls_ctx_expect_peer(d->tls, d->svc_cfgs[i].primary) < 0)
 			return log_error_errno(-ENOMEM, "TLS peer names");
 	hostport_format(&d->cfg.listen, where, sizeof(where));
+	if (conn_policy_new(d->n_services, &d->policy) < 0)
+		return log_error_errno(-ENOMEM, "connection limits");
 	r = tls_listen(d->base, d->tls, where, &cbs, &d->listener, err, sizeof(err));
 	if (r < 0) {
 		log_error("%s", err);
 		return r;
 	}
+	conn_policy_attach(d->policy, d->listener);
 	return 0;
 }
 
@@ -275,6 +302,7 @@ static void stop(struct daemon *d)
 	sd_notify(0, "STOPPING=1");
 	tls_listener_free(d->listener);
 	session_free_all(d);
+	conn_policy_free(d->policy);
 	journal_writer_free(d->writer); /* every queued epoch reaches the disk */
 	status_server_free(d->status);
 	for (size_t i = 0; d->services && i < d->n_services; i++)

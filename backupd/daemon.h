@@ -16,6 +16,7 @@
 struct event;
 struct event_base;
 struct journal_writer;
+struct conn_policy;
 struct service;
 struct session;
 struct status_server;
@@ -30,6 +31,7 @@ struct daemon {
 	struct event_base *base;
 	SSL_CTX *tls;
 	struct tls_listener *listener;
+	struct conn_policy *policy; /* what the listener lets in (listener.h) */
 	struct journal_writer *writer;
 	struct status_server *status;
 	struct session *sessions; /* every connection, for shutdown */
@@ -46,6 +48,9 @@ struct service *daemon_service(struct daemon *d, const char *name);
 
 /* Something an operator would want to see changed: send STATUS= now. */
 void daemon_status_changed(struct daemon *d);
+
+/* A connection handed to session_accept() is gone (frees its place under the limits). */
+void daemon_connection_closed(struct daemon *d, const char *peer);
 
 /* Run until SIGTERM or SIGINT: 0, or 1 if it could not start (logged). */
 int daemon_run(const char *config_path);

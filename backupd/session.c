@@ -141,6 +141,7 @@ static void session_free(struct session *s)
 		wire_decoder_free(s->dec);
 	msgpack_sbuffer_destroy(&s->record);
 	bufferevent_free(s->bev);
+	daemon_connection_closed(s->d, s->peer);
 	free(s);
 }
 
@@ -534,6 +535,7 @@ void session_accept(struct daemon *d, struct bufferevent *bev, const char *peer)
 			free(s);
 		}
 		bufferevent_free(bev);
+		daemon_connection_closed(d, peer);
 		return;
 	}
 	s->next = d->sessions;

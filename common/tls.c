@@ -34,7 +34,9 @@ struct tls_handshake {
 	struct bufferevent *bev;
 	struct tls_callbacks cbs;
 	char peer[TLS_PEER_MAX];
+	char addr[INET6_ADDRSTRLEN + 20]; /* the peer's address without the port, for limits */
 	char why[400]; /* what verify_peer() found wrong with the peer's certificate */
+	struct event *deadline; /* the whole handshake's, not an inactivity timeout */
 };
 
 struct tls_listener {
@@ -43,6 +45,10 @@ struct tls_listener {
 	struct evconnlistener *lev;
 	struct tls_callbacks cbs;
 	struct tls_handshake *handshakes;
+	size_t n_pending;
+	struct tls_limits limits;
+	struct event *resume; /* re-enables accepting after an accept error */
+	int backoff_ms;
 };
 
 /*
@@ -441,7 +447,10 @@ static void handshake_forget(struct tls_handshake *h)
 static void handshake_free(struct tls_handshake *h)
 {
 	handshake_forget(h);
+	if (h->deadline)
+		event_free(h->deadline);
 	if (h->owner) {
+		h->owner->n_pending--;
 		if (h->prev)
 			h->prev->next = h->next;
 		else
@@ -527,7 +536,7 @@ static void handshake_failed(struct tls_handshake *h, short what, int sock_errno
 
 	describe(h->bev, what, sock_errno, reason, sizeof(reason));
 	if (what & BEV_EVENT_TIMEOUT)
-		snprintf(reason, sizeof(reason), "TLS handshake timed out after %d s",
+		snprintf(reason, sizeof(reason), "TLS handshake not done within %d s",
 			 TLS_HANDSHAKE_TIMEOUT_SEC);
 	else if (h->why[0]) {
 		size_t n = strlen(reason);
@@ -547,6 +556,12 @@ static void handshake_event(struct bufferevent *bev, short what, void *arg)
 		handshake_succeeded(arg);
 	else
 		handshake_failed(arg, what, sock_errno);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	handshake_failed(arg, BEV_EVENT_TIMEOUT, 0);
 }
 
 /* Takes ssl; fd may be -1 for a connection still to be made. */
@@ -571,8 +586,16 @@ static struct tls_handshake *handshake_new(struct event_base *base, SSL *ssl, in
 	}
 	h->cbs = *cbs;
 	snprintf(h->peer, sizeof(h->peer), "%s", peer);
+	/*
+	 * One deadline for the whole handshake: a peer trickling a byte every few
+	 * seconds would reset an inactivity timeout for ever.
+	 */
+	h->deadline = evtimer_new(base, on_deadline, h);
+	if (!h->deadline || evtimer_add(h->deadline, &tv) < 0) {
+		handshake_free(h);
+		return NULL;
+	}
 	bufferevent_setcb(h->bev, NULL, NULL, handshake_event, h);
-	bufferevent_set_timeouts(h->bev, &tv, &tv);
 	bufferevent_enable(h->bev, EV_READ | EV_WRITE);
 	return h;
 }
@@ -625,38 +648,115 @@ static void format_peer(const struct sockaddr *sa, socklen_t salen, char *buf, s
 
 /* ---------- listening ---------- */
 
+static void format_addr(const struct sockaddr *sa, socklen_t salen, char *buf, size_t len)
+{
+	if (getnameinfo(sa, salen, buf, len, NULL, 0, NI_NUMERICHOST) != 0)
+		snprintf(buf, len, "?");
+}
+
+static size_t pending_from(const struct tls_listener *l, const char *addr)
+{
+	size_t n = 0;
+
+	for (const struct tls_handshake *h = l->handshakes; h; h = h->next)
+		n += strcmp(h->addr, addr) == 0;
+	return n;
+}
+
+/* NULL, or why a new connection from addr may not start a handshake now. */
+static const char *over_limit(const struct tls_listener *l, const char *addr)
+{
+	if (l->limits.max_pending && l->n_pending >= l->limits.max_pending)
+		return "too many TLS handshakes under way";
+	if (l->limits.max_pending_per_addr &&
+	    pending_from(l, addr) >= l->limits.max_pending_per_addr)
+		return "too many TLS handshakes under way from this address";
+	if (l->limits.admit && !l->limits.admit(addr, l->limits.arg))
+		return "too many connections from this address";
+	return NULL;
+}
+
 static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		      int salen, void *arg)
 {
 	struct tls_listener *l = arg;
 	struct tls_handshake *h;
-	char peer[TLS_PEER_MAX];
-	SSL *ssl = SSL_new(l->ctx);
+	char peer[TLS_PEER_MAX], addr[sizeof(h->addr)];
+	const char *why;
+	SSL *ssl;
 
 	(void)lev;
+	l->backoff_ms = 0; /* accept works again */
 	format_peer(sa, salen, peer, sizeof(peer));
+	format_addr(sa, salen, addr, sizeof(addr));
+	why = over_limit(l, addr);
+	if (why) {
+		close(fd); /* before a byte of TLS: it costs us nothing more */
+		if (l->cbs.refused)
+			l->cbs.refused(peer, why, l->cbs.arg);
+		return;
+	}
+	ssl = SSL_new(l->ctx);
 	h = ssl ? handshake_new(l->base, ssl, fd, BUFFEREVENT_SSL_ACCEPTING, peer, &l->cbs) : NULL;
 	if (!h) {
 		close(fd);
 		l->cbs.failed(peer, "out of memory", l->cbs.arg);
 		return;
 	}
+	snprintf(h->addr, sizeof(h->addr), "%s", addr);
 	h->owner = l;
+	l->n_pending++;
 	h->next = l->handshakes;
 	if (h->next)
 		h->next->prev = h;
 	l->handshakes = h;
 }
 
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct tls_listener *l = arg;
+
+	(void)fd, (void)what;
+	evconnlistener_enable(l->lev);
+}
+
+/*
+ * accept() failed, most likely for want of descriptors (EMFILE, ENFILE) or
+ * memory: trying again at once would fail again, in a loop that eats the CPU
+ * and fills the log. Stop accepting for a while, longer each time in a row
+ * (up to TLS_ACCEPT_BACKOFF_MAX_MS); the caller rate-limits its log line.
+ */
 static void on_accept_error(struct evconnlistener *lev, void *arg)
 {
 	struct tls_listener *l = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	struct timeval tv;
 	char reason[256];
 
 	(void)lev;
-	snprintf(reason, sizeof(reason), "accept: %s", strerror(EVUTIL_SOCKET_ERROR()));
-	l->cbs.failed("listener", reason, l->cbs.arg);
+	if (e == EAGAIN || e == EINTR || e == ECONNABORTED)
+		return; /* the peer gave up before we got to it: nothing to back off from */
+	l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : TLS_ACCEPT_BACKOFF_MS;
+	if (l->backoff_ms > TLS_ACCEPT_BACKOFF_MAX_MS)
+		l->backoff_ms = TLS_ACCEPT_BACKOFF_MAX_MS;
+	tv = (struct timeval){.tv_sec = l->backoff_ms / 1000, .tv_usec = l->backoff_ms % 1000 * 1000};
+	evconnlistener_disable(l->lev);
+	if (l->resume)
+		evtimer_add(l->resume, &tv);
+	snprintf(reason, sizeof(reason), "accept: %s; not accepting for %d ms", strerror(e),
+		 l->backoff_ms);
+	if (l->cbs.accept_error)
+		l->cbs.accept_error(e, reason, l->cbs.arg);
+	else
+		l->cbs.failed("listener", reason, l->cbs.arg);
 }
+
+void tls_listener_set_limits(struct tls_listener *l, const struct tls_limits *limits)
+{
+	l->limits = *limits;
+}
+
+size_t tls_listener_pending(const struct tls_listener *l) { return l->n_pending; }
 
 int tls_listen(struct event_base *base, SSL_CTX *ctx, const char *hostport,
 	       const struct tls_callbacks *cbs, struct tls_listener **out, char *err, size_t errlen)
@@ -681,6 +781,11 @@ int tls_listen(struct event_base *base, SSL_CTX *ctx, const char *hostport,
 		return r;
 	}
 	evconnlistener_set_error_cb(l->lev, on_accept_error);
+	l->resume = evtimer_new(base, on_resume, l);
+	if (!l->resume) {
+		evconnlistener_free(l->lev);
+		return -ENOMEM;
+	}
 	*out = TAKE_PTR(l);
 	return 0;
 }
@@ -691,6 +796,8 @@ void tls_listener_free(struct tls_listener *l)
 		return;
 	while (l->handshakes)
 		handshake_free(l->handshakes);
+	if (l->resume)
+		event_free(l->resume);
 	evconnlistener_free(l->lev);
 	free(l);
 }

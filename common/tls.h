@@ -25,12 +25,15 @@
 #pragma once
 
 #include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 struct bufferevent;
 struct event_base;
 
-#define TLS_HANDSHAKE_TIMEOUT_SEC 10
+#define TLS_HANDSHAKE_TIMEOUT_SEC 10 /* the whole handshake, from accept() or connect() */
+#define TLS_ACCEPT_BACKOFF_MS 100	 /* after a failed accept(), doubling while it fails */
+#define TLS_ACCEPT_BACKOFF_MAX_MS 2000
 #define TLS_PEER_MAX 300 /* "host:port" as configured, or "[v6addr%scope]:port" */
 
 /*
@@ -82,6 +85,27 @@ struct tls_callbacks {
 	/* The connection or its handshake failed; it is already closed. */
 	void (*failed)(const char *peer, const char *reason, void *arg);
 	void *arg;
+	/*
+	 * Optional, listeners only. refused: a connection closed at once, before
+	 * any TLS, because of tls_limits. accept_error: accept() failed (err is
+	 * its errno) and the listener pauses (reason says how long); without it
+	 * failed("listener", reason) is called. Both can come in floods: rate-
+	 * limit what they log.
+	 */
+	void (*refused)(const char *peer, const char *reason, void *arg);
+	void (*accept_error)(int err, const char *reason, void *arg);
+};
+
+/*
+ * What a listener lets in; 0 is "no limit". Checked at accept(), before any
+ * TLS; a connection over a limit is closed at once. admit, if set, is asked
+ * too (addr: the peer's address without port), for the caller's own limits.
+ */
+struct tls_limits {
+	size_t max_pending;	     /* handshakes under way, in all */
+	size_t max_pending_per_addr; /* ... from one address */
+	bool (*admit)(const char *addr, void *arg);
+	void *arg;
 };
 
 struct tls_listener;
@@ -94,6 +118,11 @@ struct tls_listener;
 int tls_listen(struct event_base *base, SSL_CTX *ctx, const char *hostport,
 	       const struct tls_callbacks *cbs, struct tls_listener **out, char *err,
 	       size_t errlen);
+
+void tls_listener_set_limits(struct tls_listener *l, const struct tls_limits *limits);
+
+/* Handshakes under way. */
+size_t tls_listener_pending(const struct tls_listener *l);
 
 /* Stop listening and drop handshakes still under way (without callbacks). */
 void tls_listener_free(struct tls_listener *l);
