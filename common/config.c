@@ -23,6 +23,7 @@
 #include <limits.h>
 #include <stdarg.h>
 
+#include "filemode.h"
 #include "util.h"
 
 #define R_PRIMARY (1u << ROLE_PRIMARY)
@@ -483,6 +484,36 @@ static int check_required(struct parser *p)
 	return 0;
 }
 
+/* ---------- files the configuration names ---------- */
+
+/* The configuration file itself, before a line of it is believed. */
+static int check_own_file(struct parser *p)
+{
+	int r = file_check_trusted(p->path, FILE_CONFIG, p->err, p->errlen);
+
+	if (r < 0)
+		p->r = r;
+	return r;
+}
+
+/* A file named by key: its own complaint, then where the configuration names it. */
+static int check_named_file(struct parser *p, const char *key, const char *path,
+			    enum file_kind kind)
+{
+	char why[CONFIG_ERR_MAX / 2];
+	int r;
+
+	if (!path)
+		return 0;
+	r = file_check_trusted(path, kind, why, sizeof(why));
+	if (r < 0) {
+		snprintf(p->err, p->errlen, "%s (%s, set in %s:%d)", why, key, p->path,
+			 key_line(p, key));
+		p->r = r;
+	}
+	return r;
+}
+
 static int default_path(struct parser *p, char **field, const char *v)
 {
 	return *field ? 0 : dup_into(p, field, v);
@@ -495,6 +526,12 @@ static int daemon_finish(struct parser *p, struct daemon_config *c)
 	int r;
 
 	r = check_required(p);
+	if (r >= 0)
+		r = check_named_file(p, "ca", c->tls_ca, FILE_CERT);
+	if (r >= 0)
+		r = check_named_file(p, "cert", c->tls_cert, FILE_CERT);
+	if (r >= 0)
+		r = check_named_file(p, "key", c->tls_key, FILE_PRIVATE_KEY);
 	if (r >= 0)
 		r = default_path(p, &c->state_dir, CONFIG_DEFAULT_STATE_DIR);
 	if (r >= 0)
@@ -524,7 +561,9 @@ int config_load_daemon(const char *path, enum role role, struct daemon_config *o
 	int r;
 
 	*out = (struct daemon_config){.role = role, .path = strdup(path)};
-	r = out->path ? parse_file(&p) : oom(&p);
+	r = out->path ? check_own_file(&p) : oom(&p);
+	if (r >= 0)
+		r = parse_file(&p);
 	if (r >= 0)
 		r = daemon_finish(&p, out);
 	if (r < 0)
@@ -610,6 +649,13 @@ static int service_finish(struct parser *p, struct service_config *c)
 	if (r >= 0)
 		r = check_required(p);
 	if (r >= 0)
+		r = check_named_file(p, "fence_hook", c->fence_hook.argv ? c->fence_hook.argv[0] : NULL,
+				     FILE_PROGRAM);
+	if (r >= 0)
+		r = check_named_file(p, "takeover_hook",
+				     c->takeover_hook.argv ? c->takeover_hook.argv[0] : NULL,
+				     FILE_PROGRAM);
+	if (r >= 0)
 		r = service_default_name(p, c);
 	return r;
 }
@@ -629,7 +675,9 @@ int config_load_service(const char *path, enum role role, struct service_config 
 	    .lease_ms = 500,
 	    .dirty_tracking = DIRTY_UFFD,
 	};
-	r = out->path ? parse_file(&p) : oom(&p);
+	r = out->path ? check_own_file(&p) : oom(&p);
+	if (r >= 0)
+		r = parse_file(&p);
 	if (r >= 0)
 		r = service_finish(&p, out);
 	if (r < 0)

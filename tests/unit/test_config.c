@@ -462,6 +462,85 @@ static void test_hostport(void)
 	CHECK_INT(hostport_parse("127.0.0.1:000080", false, &hp, &why), -EINVAL);
 }
 
+/* ---------- owners and modes of the files a daemon trusts ---------- */
+
+/* A copy of the path: write_file()'s is overwritten by the next call. Free it. */
+static char *write_mode(const char *name, const char *text, mode_t mode)
+{
+	char *path = strdup(write_file(name, text));
+
+	if (chmod(path, mode) < 0) {
+		perror(path);
+		exit(2);
+	}
+	return path;
+}
+
+static void test_file_modes(void)
+{
+	char err[CONFIG_ERR_MAX] = "", text[4096], want[4400];
+	struct daemon_config d;
+	struct service_config c;
+	char *key, *ca, *conf, *hook, *svc;
+
+	ca = write_mode("m-ca.pem", "x\n", 0644);
+	key = write_mode("m.key", "x\n", 0600);
+	snprintf(text, sizeof(text), "[tls]\nca = %s\ncert = %s\nkey = %s\n", ca, ca, key);
+	conf = write_mode("m-primary.conf", text, 0644);
+	CHECK_INT(config_load_daemon(conf, ROLE_PRIMARY, &d, err, sizeof(err)), 0);
+	CHECK_STR(err, "");
+	config_daemon_free(&d);
+	/* A key group members may read is allowed (a group of admins); others may not. */
+	chmod(key, 0640);
+	CHECK_INT(config_load_daemon(conf, ROLE_PRIMARY, &d, err, sizeof(err)), 0);
+	chmod(key, 0644);
+	CHECK_INT(config_load_daemon(conf, ROLE_PRIMARY, &d, err, sizeof(err)), -EPERM);
+	snprintf(want, sizeof(want),
+		 "%s: mode 0644, the key must not be readable by others (key, set in %s:4)", key,
+		 conf);
+	CHECK_STR(err, want);
+	chmod(key, 0600);
+	chmod(ca, 0664);
+	CHECK_INT(config_load_daemon(conf, ROLE_PRIMARY, &d, err, sizeof(err)), -EPERM);
+	snprintf(want, sizeof(want),
+		 "%s: mode 0664, a certificate must not be writable by its group (ca, set in %s:2)",
+		 ca, conf);
+	CHECK_STR(err, want);
+	chmod(ca, 0644);
+	chmod(conf, 0666);
+	CHECK_INT(config_load_daemon(conf, ROLE_PRIMARY, &d, err, sizeof(err)), -EPERM);
+	snprintf(want, sizeof(want),
+		 "%s: mode 0666, a configuration file must not be writable by others", conf);
+	CHECK_STR(err, want);
+	chmod(conf, 0644);
+
+	hook = write_mode("m-hook.sh", "#!/bin/sh\n", 0757);
+	snprintf(text, sizeof(text), SVC_OK "takeover_hook = %s --now\n", hook);
+	svc = write_mode("m-svc.conf", text, 0644);
+	CHECK_INT(config_load_service(svc, ROLE_PRIMARY, &c, err, sizeof(err)), -EPERM);
+	snprintf(want, sizeof(want),
+		 "%s: mode 0757, a hook must not be writable by others (takeover_hook, set in %s:5)",
+		 hook, svc);
+	CHECK_STR(err, want);
+	chmod(hook, 0755);
+	CHECK_INT(config_load_service(svc, ROLE_PRIMARY, &c, err, sizeof(err)), 0);
+	config_service_free(&c);
+	chmod(svc, 0620);
+	CHECK_INT(config_load_service(svc, ROLE_PRIMARY, &c, err, sizeof(err)), -EPERM);
+	CHECK_CONTAINS(err, "m-svc.conf: mode 0620, a configuration file must not be writable by its group");
+
+	/* Owned by someone else (needs root to arrange: skipped otherwise). */
+	if (geteuid() == 0 && chown(hook, 1234, 1234) == 0) {
+		CHECK_INT(config_load_service(svc, ROLE_PRIMARY, &c, err, sizeof(err)), -EPERM);
+		chmod(svc, 0644);
+		CHECK_INT(config_load_service(svc, ROLE_PRIMARY, &c, err, sizeof(err)), -EPERM);
+		snprintf(want, sizeof(want), "%s: owned by uid 1234, a hook must be owned by root", hook);
+		CHECK_CONTAINS(err, want);
+	}
+	chmod(svc, 0644);
+	free(key), free(ca), free(conf), free(hook), free(svc);
+}
+
 /* The examples under conf/ must load, on both sides. */
 static void test_examples(const char *conf)
 {
@@ -505,6 +584,7 @@ int main(int argc, char **argv)
 	test_services_dir();
 	test_cmdline_split();
 	test_hostport();
+	test_file_modes();
 	if (argc > 1)
 		test_examples(argv[1]);
 	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
