@@ -658,6 +658,79 @@ static void check_core(struct rd *rd, const struct image *img)
 				img->threads[i].tid);
 }
 
+/*
+ * msgpack-c allocates a container's element table from its header alone, so
+ * five bytes claiming 2^32 elements cost a 64 GiB allocation before any
+ * element is read (found by fuzz/fuzz_image.c). Every element promised
+ * needs at least one byte of its own, so walk the headers first and refuse
+ * a body whose promises its remaining bytes cannot keep: msgpack-c then
+ * never allocates more than 16 bytes per body byte. NULL if plausible, else
+ * what is wrong.
+ */
+static uint64_t be_n(const uint8_t *p, size_t n)
+{
+	uint64_t v = 0;
+
+	for (size_t i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static const char *msgpack_implausible(const uint8_t *p, size_t n)
+{
+	uint64_t owed = 1; /* objects still to come */
+	size_t off = 0;
+
+	while (owed) {
+		uint8_t b;
+		size_t hdr = 1, lenb = 0;
+		uint64_t skip = 0, children = 0;
+
+		if (off >= n)
+			return "it ends inside an object";
+		b = p[off];
+		if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+			;
+		else if (b >= 0x80 && b <= 0x8f)
+			children = 2 * (b & 0x0f);
+		else if (b >= 0x90 && b <= 0x9f)
+			children = b & 0x0f;
+		else if (b >= 0xa0 && b <= 0xbf)
+			skip = b & 0x1f;
+		else if (b >= 0xc4 && b <= 0xc6) /* bin 8/16/32 */
+			lenb = 1u << (b - 0xc4);
+		else if (b >= 0xc7 && b <= 0xc9) /* ext 8/16/32 */
+			lenb = 1u << (b - 0xc7), skip = 1;
+		else if (b == 0xca || b == 0xcb)
+			skip = b == 0xca ? 4 : 8;
+		else if (b >= 0xcc && b <= 0xd3) /* (u)int 8..64 */
+			skip = 1u << ((b - 0xcc) & 3);
+		else if (b >= 0xd4 && b <= 0xd8) /* fixext 1..16 */
+			skip = 1 + (1u << (b - 0xd4));
+		else if (b >= 0xd9 && b <= 0xdb) /* str 8/16/32 */
+			lenb = 1u << (b - 0xd9);
+		else if (b == 0xdc || b == 0xdd || b == 0xde || b == 0xdf)
+			lenb = b & 1 ? 4 : 2;
+		else
+			return "it holds an invalid byte";
+		hdr += lenb;
+		if (hdr > n - off)
+			return "it ends inside a header";
+		if (b >= 0xdc)
+			children = be_n(p + off + 1, lenb) * (b >= 0xde ? 2 : 1);
+		else if (lenb)
+			skip += be_n(p + off + 1, lenb);
+		off += hdr;
+		if (skip > n - off)
+			return "a string or binary is longer than the rest of it";
+		off += skip;
+		owed = owed - 1 + children;
+		if (owed > n - off)
+			return "an array or map claims more elements than the rest of it could hold";
+	}
+	return NULL;
+}
+
 static int read_core_file(const char *dir, struct image *img, struct rd *rd)
 {
 	char path[4096];
@@ -699,6 +772,11 @@ static int read_core_file(const char *dir, struct image *img, struct rd *rd)
 
 	msgpack_unpacked up;
 	size_t off = 0;
+	const char *bad = msgpack_implausible((const uint8_t *)buf + HDR_LEN, blen);
+	if (bad) {
+		rd_fail(rd, "%s: the body is not valid msgpack: %s", path, bad);
+		return -EBADMSG;
+	}
 	msgpack_unpacked_init(&up);
 	if (msgpack_unpack_next(&up, buf + HDR_LEN, blen, &off) != MSGPACK_UNPACK_SUCCESS ||
 	    off != blen) {
@@ -832,6 +910,12 @@ static int unpack_section(const void *p, size_t n, const char *what, char *err, 
 	msgpack_unpacked up;
 	size_t off = 0;
 
+	const char *bad = msgpack_implausible(p, n);
+
+	if (bad) {
+		snprintf(err, errlen, "%s record is not valid msgpack: %s", what, bad);
+		return -EBADMSG;
+	}
 	msgpack_unpacked_init(&up);
 	if (msgpack_unpack_next(&up, p, n, &off) != MSGPACK_UNPACK_SUCCESS || off != n) {
 		msgpack_unpacked_destroy(&up);
