@@ -1,6 +1,9 @@
 #!/bin/bash
-# Builds CheckSync and runs every test suite (unit, e2e). Used by README.md
-# and .ci/run. Extra arguments go to `meson test` (e.g. --suite unit).
+# Builds CheckSync and runs every test suite (unit, e2e, fuzz), then the unit
+# suite again in a second build with AddressSanitizer and
+# UndefinedBehaviorSanitizer (build-asan/). Used by README.md and .ci/run.
+# Extra arguments go to `meson test` of the first build only (e.g. --suite
+# unit); the sanitizer build runs only when there are none.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 tests/install-deps.sh || exit 1
@@ -8,16 +11,27 @@ tests/install-deps.sh || exit 1
 meson compile -C build || exit 1
 meson test -C build --print-errorlogs "$@"
 rc=$?
-# One closing line that any reader of the log can count.
-python3 - <<'PY'
-import json
+logs=(build/meson-logs/testlog.json)
+if [ $# -eq 0 ]; then
+	# -Db_lundef=false: the sanitizers' runtimes resolve some symbols at load time.
+	[ -d build-asan ] || meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false ||
+		exit 1
+	meson compile -C build-asan || exit 1
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		meson test -C build-asan --print-errorlogs --suite unit || rc=1
+	logs+=(build-asan/meson-logs/testlog.json)
+fi
+# One closing line that any reader of the log can count, over both builds.
+python3 - "${logs[@]}" <<'PY'
+import json, sys
 passed = failed = skipped = 0
-with open("build/meson-logs/testlog.json") as f:
-    for line in f:
-        r = json.loads(line)["result"]
-        if r in ("OK", "EXPECTEDFAIL"): passed += 1
-        elif r == "SKIP": skipped += 1
-        else: failed += 1
+for path in sys.argv[1:]:
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)["result"]
+            if r in ("OK", "EXPECTEDFAIL"): passed += 1
+            elif r == "SKIP": skipped += 1
+            else: failed += 1
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
 PY
 exit $rc

@@ -493,6 +493,7 @@ static void test_file_modes(void)
 	/* A key group members may read is allowed (a group of admins); others may not. */
 	chmod(key, 0640);
 	CHECK_INT(config_load_daemon(conf, ROLE_PRIMARY, &d, err, sizeof(err)), 0);
+	config_daemon_free(&d);
 	chmod(key, 0644);
 	CHECK_INT(config_load_daemon(conf, ROLE_PRIMARY, &d, err, sizeof(err)), -EPERM);
 	snprintf(want, sizeof(want),
