@@ -39,6 +39,7 @@ struct store_epoch {
 	bool has_vmas, has_threads, has_fds;
 	struct pending_page *pages;
 	size_t n_pages, cap_pages;
+	uint64_t max_pages; /* what the service's mappings can hold; 0 while none are known */
 };
 
 /* A private mapping whose pages the image carries. */
@@ -75,6 +76,16 @@ const struct image *store_meta(const struct store *s) { return s->meta; }
 
 /* ---------- receiving an epoch ---------- */
 
+/* Pages all of img's mappings span: no epoch of this service can carry more. */
+static uint64_t mapped_pages(const struct image *img)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; img && i < img->n_vmas; i++)
+		n += (img->vmas[i].end - img->vmas[i].start) / PAGE_SIZE;
+	return n;
+}
+
 int store_epoch_begin(const struct store *s, const struct wire_epoch_begin *b,
 		      struct store_epoch **out, char *err, size_t errlen)
 {
@@ -91,6 +102,7 @@ int store_epoch_begin(const struct store *s, const struct wire_epoch_begin *b,
 		return -ENOMEM;
 	e->epoch = b->epoch;
 	e->base = b->base_epoch;
+	e->max_pages = mapped_pages(s->meta); /* until the epoch's own MAPPINGS say otherwise */
 	e->meta = image_new();
 	if (!e->meta || wire_epoch_hash_init(&e->hash) < 0 ||
 	    wire_epoch_hash_add(&e->hash, &m) < 0) {
@@ -115,6 +127,17 @@ static void clear_fds(struct image *img)
 
 static int add_pages(struct store_epoch *e, const struct wire_pages *p, char *err, size_t errlen)
 {
+	/*
+	 * Every page is held in memory until COMMIT: a peer sending more than
+	 * the mappings can hold is not replicating a process, it is filling us.
+	 */
+	if (e->max_pages && e->n_pages + p->npages > e->max_pages) {
+		snprintf(err, errlen,
+			 "PAGES: epoch %" PRIu64 " carries more than the %" PRIu64
+			 " pages its mappings can hold",
+			 e->epoch, e->max_pages);
+		return -EBADMSG;
+	}
 	if (e->n_pages + p->npages > STORE_MAX_EPOCH_PAGES) {
 		snprintf(err, errlen, "PAGES: epoch %" PRIu64 " carries more than %u pages",
 			 e->epoch, STORE_MAX_EPOCH_PAGES);
@@ -145,6 +168,7 @@ int store_epoch_add(struct store_epoch *e, const struct wire_msg *m, char *err, 
 	case WIRE_MAPPINGS:
 		r = epoch_set_vmas(e->meta, m->mappings.vmas, m->mappings.n, err, errlen);
 		e->has_vmas = true;
+		e->max_pages = mapped_pages(e->meta);
 		break;
 	case WIRE_THREADS:
 		r = epoch_set_threads(e->meta, &m->threads, err, errlen);
