@@ -3,9 +3,11 @@
  *
  * Established connections are counted per source address in a small array:
  * there are at most a few per service, so a linear search is the simplest
- * thing that is fast enough. The log limit is a fixed window: the first
- * LISTENER_LOG_BURST lines of a window are written, the rest counted, and
- * the count is said with the next line written.
+ * thing that is fast enough. The log limit is a fixed window: a line is
+ * written if its address and reason have not been written in this window
+ * and the window has room left (so an operator fixing a certificate sees
+ * each new reason at once, and a flood costs a bounded number of lines);
+ * the rest are counted, and the count is said with the next line written.
  */
 #include "listener.h"
 
@@ -31,6 +33,7 @@ struct conn_policy {
 	size_t n_counts, cap_counts;
 
 	uint64_t window_start_us;
+	uint64_t logged[LISTENER_LOG_BURST]; /* hashes of address + reason written this window */
 	unsigned lines_in_window;
 	uint64_t suppressed;
 };
@@ -137,19 +140,39 @@ void conn_policy_closed(struct conn_policy *p, const char *peer)
 		*c = p->counts[--p->n_counts];
 }
 
+/* FNV-1a over the address (not the port) and the reason. */
+static uint64_t line_key(const char *peer, const char *reason)
+{
+	char addr[TLS_PEER_MAX];
+	uint64_t h = 1469598103934665603ull;
+
+	addr_of(peer, addr, sizeof(addr));
+	for (const char *s = addr; *s; s++)
+		h = (h ^ (uint8_t)*s) * 1099511628211ull;
+	h = (h ^ 0xff) * 1099511628211ull;
+	for (const char *s = reason; *s; s++)
+		h = (h ^ (uint8_t)*s) * 1099511628211ull;
+	return h;
+}
+
 void conn_policy_log(struct conn_policy *p, const char *peer, const char *reason)
 {
-	uint64_t now = now_us();
+	uint64_t now = now_us(), key = line_key(peer, reason);
 
 	if (now - p->window_start_us >= LISTENER_LOG_WINDOW_US) {
 		p->window_start_us = now;
 		p->lines_in_window = 0;
 	}
+	for (unsigned i = 0; i < p->lines_in_window; i++)
+		if (p->logged[i] == key) {
+			p->suppressed++;
+			return;
+		}
 	if (p->lines_in_window >= LISTENER_LOG_BURST) {
 		p->suppressed++;
 		return;
 	}
-	p->lines_in_window++;
+	p->logged[p->lines_in_window++] = key;
 	if (p->suppressed)
 		log_warn("refused connection from %s: %s (and %" PRIu64
 			 " more refusals since the last line, not logged)",

@@ -24,7 +24,12 @@ struct tls_listener;
 
 #define LISTENER_MAX_PENDING 256	/* TLS handshakes under way, in all */
 #define LISTENER_MAX_PENDING_PER_ADDR 16 /* ... from one source address */
-#define LISTENER_LOG_BURST 5		/* refusal lines per LISTENER_LOG_WINDOW_US, then a count */
+/*
+ * Refusal lines: in each window of LISTENER_LOG_WINDOW_US, one per source
+ * address and reason, at most LISTENER_LOG_BURST in all; the rest are
+ * counted, and the count is given with the next line written.
+ */
+#define LISTENER_LOG_BURST 20
 #define LISTENER_LOG_WINDOW_US 10000000ull
 
 struct conn_policy;

@@ -19,7 +19,12 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
 
 #include "tls.h"
 #include "unit.h"
@@ -519,6 +524,79 @@ static void test_listen_errors(SSL_CTX *sctx)
 	event_base_free(base);
 }
 
+/* ---------- accept() failing ---------- */
+
+struct accept_errors {
+	int calls;
+	char last[256];
+};
+
+static void count_accept_error(int err, const char *reason, void *arg)
+{
+	struct accept_errors *a = arg;
+
+	(void)err;
+	a->calls++;
+	snprintf(a->last, sizeof(a->last), "%s", reason);
+}
+
+static void no_established(struct bufferevent *bev, const char *peer, void *arg)
+{
+	(void)peer, (void)arg;
+	bufferevent_free(bev);
+}
+
+static void no_failed(const char *peer, const char *reason, void *arg)
+{
+	(void)peer, (void)reason, (void)arg;
+}
+
+/*
+ * Out of descriptors, accept() fails at once every time it is tried; a
+ * listener that kept trying would spin (issue 8: 130-150% CPU and a
+ * gigabyte of log). It must pause, longer each time: over one second,
+ * 100 + 200 + 400 ms of pauses leave room for about four tries.
+ */
+static void test_accept_backoff(SSL_CTX *sctx)
+{
+	struct accept_errors a = {0};
+	struct tls_callbacks cbs = {.established = no_established,
+				    .failed = no_failed,
+				    .accept_error = count_accept_error,
+				    .arg = &a};
+	struct event_base *base = event_base_new();
+	struct tls_listener *l = NULL;
+	struct timeval second = {.tv_sec = 1};
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct rlimit old, low;
+	char err[512];
+	int clients[4], next_fd;
+
+	CHECK_INT(tls_listen(base, sctx, "127.0.0.1:0", &cbs, &l, err, sizeof(err)), 0);
+	if (!l)
+		return;
+	sin.sin_port = htons(tls_listener_port(l));
+	for (int i = 0; i < 4; i++) {
+		clients[i] = socket(AF_INET, SOCK_STREAM, 0);
+		CHECK_INT(connect(clients[i], (struct sockaddr *)&sin, sizeof(sin)), 0);
+	}
+	next_fd = open("/dev/null", O_RDONLY);
+	close(next_fd);
+	getrlimit(RLIMIT_NOFILE, &old);
+	low = (struct rlimit){.rlim_cur = next_fd, .rlim_max = old.rlim_max};
+	CHECK_INT(setrlimit(RLIMIT_NOFILE, &low), 0);
+	event_base_loopexit(base, &second);
+	event_base_dispatch(base);
+	setrlimit(RLIMIT_NOFILE, &old);
+	printf("accept() out of descriptors for 1 s: %d tries, last: %s\n", a.calls, a.last);
+	CHECK(a.calls >= 1 && a.calls <= 5);
+	CHECK_CONTAINS(a.last, "accept: Too many open files; not accepting for ");
+	for (int i = 0; i < 4; i++)
+		close(clients[i]);
+	tls_listener_free(l);
+	event_base_free(base);
+}
+
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st, (void)flag, (void)ftw;
@@ -580,6 +658,7 @@ int main(void)
 			CHECK_INT(tls_ctx_expect_peer(sctx, "primary.test"), 0); /* once is enough */
 			run_cases(sctx);
 			test_identity(sctx);
+			test_accept_backoff(sctx);
 			test_listen_errors(sctx);
 		}
 		test_context_errors();
