@@ -8,16 +8,25 @@
  * label (tabs, newlines, quotes, backslashes) is replaced on the way in,
  * so rendering never has to escape or fail.
  *
- * Each status client gets its own bufferevent that is freed once the
- * answer is flushed (or after STATUS_CLIENT_TIMEOUT_SEC); the server keeps
- * them in a list so that freeing the server frees them too.
+ * Each client, of the socket or of /metrics, gets its own bufferevent that
+ * is freed once the answer is flushed, or STATUS_CLIENT_TIMEOUT_SEC after it
+ * connected, whichever comes first (a deadline, not an inactivity timeout:
+ * a client trickling bytes or reading slowly is cut off all the same); the
+ * server keeps them in a list so that freeing the server frees them too.
+ * At most STATUS_MAX_CLIENTS of each kind at a time: others are closed at
+ * once.
+ *
+ * /metrics is served by a few lines of our own rather than evhttp: evhttp
+ * (libevent 2.1) can bound a request's size but neither how many
+ * connections it holds nor for how long, and we need only GET of one
+ * path: read the request head (at most STATUS_MAX_REQUEST bytes), answer
+ * and close.
  */
 #include "status.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <event2/listener.h>
 #include <math.h>
 #include <netdb.h>
@@ -30,6 +39,8 @@
 
 #define STATUS_CLIENT_TIMEOUT_SEC 5
 #define STATUS_MAX_ANSWER (1u << 20)
+#define STATUS_MAX_CLIENTS 16	   /* per kind: socket, metrics */
+#define STATUS_MAX_REQUEST 8192 /* an HTTP request head, request line included */
 
 struct status_row {
 	size_t service; /* index into services */
@@ -57,13 +68,17 @@ struct status_client {
 	struct status_client *prev, *next;
 	struct status_server *server;
 	struct bufferevent *bev;
+	struct event *deadline;
+	bool http;
 };
 
 struct status_server {
 	struct event_base *base;
 	char *socket_path;
 	struct evconnlistener *lev;
-	struct evhttp *http;
+	struct evconnlistener *http; /* metrics_listen */
+	struct event *resume;	      /* re-enables both listeners after an accept() error */
+	size_t n_clients[2];	      /* socket, http */
 	char prefix[32];
 	status_fill_fn fill;
 	void *userdata;
@@ -211,8 +226,46 @@ static void client_free(struct status_client *c)
 		c->server->clients = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	bufferevent_free(c->bev);
+	c->server->n_clients[c->http]--;
+	if (c->deadline)
+		event_free(c->deadline);
+	if (c->bev)
+		bufferevent_free(c->bev);
 	free(c);
+}
+
+static void client_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	client_free(arg);
+}
+
+/* A client for fd, or NULL (fd closed) when there are too many or no memory. */
+static struct status_client *client_new(struct status_server *srv, int fd, bool http)
+{
+	struct timeval tv = {.tv_sec = STATUS_CLIENT_TIMEOUT_SEC};
+	struct status_client *c;
+
+	if (srv->n_clients[http] >= STATUS_MAX_CLIENTS || !(c = calloc(1, sizeof(*c)))) {
+		close(fd);
+		return NULL;
+	}
+	c->server = srv;
+	c->http = http;
+	srv->n_clients[http]++;
+	c->next = srv->clients;
+	if (c->next)
+		c->next->prev = c;
+	srv->clients = c;
+	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->deadline = evtimer_new(srv->base, client_deadline, c);
+	if (!c->bev || !c->deadline || evtimer_add(c->deadline, &tv) < 0) {
+		if (!c->bev)
+			close(fd);
+		client_free(c);
+		return NULL;
+	}
+	return c;
 }
 
 static void client_written(struct bufferevent *bev, void *arg)
@@ -231,34 +284,40 @@ static void on_status_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 			     int salen, void *arg)
 {
 	struct status_server *srv = arg;
-	struct timeval tv = {.tv_sec = STATUS_CLIENT_TIMEOUT_SEC};
 	struct status_report r = {0};
-	struct status_client *c = calloc(1, sizeof(*c));
+	struct status_client *c = client_new(srv, fd, false);
 
 	(void)lev, (void)sa, (void)salen;
-	if (!c) {
-		close(fd);
+	if (!c)
 		return;
-	}
-	c->server = srv;
-	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (!c->bev) {
-		close(fd);
-		free(c);
-		return;
-	}
-	c->next = srv->clients;
-	if (c->next)
-		c->next->prev = c;
-	srv->clients = c;
-
 	srv->fill(&r, srv->userdata);
 	render_socket(&r, bufferevent_get_output(c->bev));
 	report_done(&r);
 	/* The write callback runs once the output has drained: then we are done. */
 	bufferevent_setcb(c->bev, NULL, client_written, client_event, c);
-	bufferevent_set_timeouts(c->bev, NULL, &tv);
 	bufferevent_enable(c->bev, EV_WRITE);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct status_server *srv = arg;
+
+	(void)fd, (void)what;
+	if (srv->lev)
+		evconnlistener_enable(srv->lev);
+	if (srv->http)
+		evconnlistener_enable(srv->http);
+}
+
+/* accept() failed (out of descriptors, say): pause a second rather than retry in a loop. */
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+	struct status_server *srv = arg;
+	struct timeval second = {.tv_sec = 1};
+
+	evconnlistener_disable(lev);
+	if (srv->resume)
+		evtimer_add(srv->resume, &second);
 }
 
 /* A socket file nobody answers on is left over from a daemon that died: replace it. */
@@ -319,6 +378,7 @@ static int listen_status_socket(struct status_server *srv, const char *path, cha
 		unlink(path);
 		return -ENOMEM;
 	}
+	evconnlistener_set_error_cb(srv->lev, on_accept_error);
 	TAKE_FD(fd);
 	srv->socket_path = strdup(path);
 	return srv->socket_path ? 0 : -ENOMEM;
@@ -326,27 +386,117 @@ static int listen_status_socket(struct status_server *srv, const char *path, cha
 
 /* ---------- metrics over HTTP ---------- */
 
-static void on_metrics(struct evhttp_request *req, void *arg)
+/* An answer, then close once it has gone out. */
+static void http_answer(struct status_client *c, const char *status, const char *type,
+			struct evbuffer *body, bool head_only)
 {
-	struct status_server *srv = arg;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t len = body ? evbuffer_get_length(body) : 0;
+
+	evbuffer_add_printf(out,
+			    "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+			    "Connection: close\r\n\r\n",
+			    status, type, len);
+	if (body && !head_only)
+		evbuffer_add_buffer(out, body);
+	bufferevent_disable(c->bev, EV_READ);
+	bufferevent_setcb(c->bev, NULL, client_written, client_event, c);
+	bufferevent_enable(c->bev, EV_WRITE);
+}
+
+static void http_error(struct status_client *c, const char *status)
+{
+	struct evbuffer *body = evbuffer_new();
+
+	if (body)
+		evbuffer_add_printf(body, "%s\n", status);
+	http_answer(c, status, "text/plain; charset=utf-8", body, false);
+	if (body)
+		evbuffer_free(body);
+}
+
+static void http_metrics(struct status_client *c, bool head_only)
+{
+	struct status_server *srv = c->server;
 	struct status_report r = {0};
 	struct evbuffer *body = evbuffer_new();
 
 	if (!body) {
-		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		http_error(c, "500 Internal Server Error");
 		return;
 	}
 	srv->fill(&r, srv->userdata);
-	if (r.failed) {
-		evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
-	} else {
+	if (r.failed)
+		http_error(c, "500 Internal Server Error");
+	else {
 		render_metrics(srv, &r, body);
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-				  "text/plain; version=0.0.4; charset=utf-8");
-		evhttp_send_reply(req, HTTP_OK, "OK", body);
+		http_answer(c, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body, head_only);
 	}
 	report_done(&r);
 	evbuffer_free(body);
+}
+
+/* "GET /metrics HTTP/1.1" (a query string is ignored), GET or HEAD only. */
+static void http_request_line(struct status_client *c, const char *line)
+{
+	char method[8], target[256], version[16];
+	size_t plen;
+
+	if (sscanf(line, "%7s %255s %15s", method, target, version) != 3 ||
+	    strncmp(version, "HTTP/1.", 7) != 0) {
+		http_error(c, "400 Bad Request");
+		return;
+	}
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+		http_error(c, "405 Method Not Allowed");
+		return;
+	}
+	plen = strcspn(target, "?");
+	if (plen != strlen("/metrics") || strncmp(target, "/metrics", plen) != 0) {
+		http_error(c, "404 Not Found");
+		return;
+	}
+	http_metrics(c, method[0] == 'H');
+}
+
+/* Wait for the whole request head (it ends with an empty line); no body is read. */
+static void http_read(struct bufferevent *bev, void *arg)
+{
+	struct status_client *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+	char *line;
+
+	if (end.pos < 0) {
+		if (evbuffer_get_length(in) > STATUS_MAX_REQUEST)
+			http_error(c, "431 Request Header Fields Too Large");
+		return;
+	}
+	if ((size_t)end.pos > STATUS_MAX_REQUEST) {
+		http_error(c, "431 Request Header Fields Too Large");
+		return;
+	}
+	line = evbuffer_readln(in, NULL, EVBUFFER_EOL_CRLF);
+	if (!line) {
+		http_error(c, "400 Bad Request");
+		return;
+	}
+	http_request_line(c, line);
+	free(line);
+}
+
+static void on_metrics_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+			      int salen, void *arg)
+{
+	struct status_client *c = client_new(arg, fd, true);
+
+	(void)lev, (void)sa, (void)salen;
+	if (!c)
+		return;
+	/* Reading stops at a little more than the limit: a longer head is refused anyway. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, STATUS_MAX_REQUEST + 4);
+	bufferevent_setcb(c->bev, http_read, NULL, client_event, c);
+	bufferevent_enable(c->bev, EV_READ);
 }
 
 static void addrinfo_freep(struct addrinfo **ai)
@@ -380,13 +530,13 @@ static int listen_metrics(struct status_server *srv, const struct hostport *hp, 
 		snprintf(err, errlen, "cannot serve metrics on %s: %s", where, strerror(-r));
 		return r;
 	}
-	srv->http = evhttp_new(srv->base);
-	if (!srv->http || evhttp_accept_socket(srv->http, fd) < 0)
+	srv->http = evconnlistener_new(srv->base, on_metrics_accept, srv,
+				       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (!srv->http)
 		return -ENOMEM;
-	TAKE_FD(fd); /* the http server's now */
-	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-	evhttp_set_timeout(srv->http, STATUS_CLIENT_TIMEOUT_SEC);
-	return evhttp_set_cb(srv->http, "/metrics", on_metrics, srv) == 0 ? 0 : -ENOMEM;
+	TAKE_FD(fd); /* the listener's now */
+	evconnlistener_set_error_cb(srv->http, on_accept_error);
+	return 0;
 }
 
 /* ---------- the server ---------- */
@@ -404,7 +554,8 @@ int status_server_new(struct event_base *base, const char *socket_path,
 	srv->fill = fill;
 	srv->userdata = userdata;
 	snprintf(srv->prefix, sizeof(srv->prefix), "%s", prefix);
-	r = listen_status_socket(srv, socket_path, err, errlen);
+	srv->resume = evtimer_new(base, on_resume, srv);
+	r = srv->resume ? listen_status_socket(srv, socket_path, err, errlen) : -ENOMEM;
 	if (r >= 0 && metrics && hostport_is_set(metrics))
 		r = listen_metrics(srv, metrics, err, errlen);
 	if (r < 0) {
@@ -428,7 +579,9 @@ void status_server_free(struct status_server *s)
 	if (s->socket_path)
 		unlink(s->socket_path);
 	if (s->http)
-		evhttp_free(s->http);
+		evconnlistener_free(s->http);
+	if (s->resume)
+		event_free(s->resume);
 	free(s->socket_path);
 	free(s);
 }
