@@ -303,6 +303,7 @@ def intruder_as_primary(r, topo, flavour, binary):
                                              state_dir=os.path.join(idir, "state"),
                                              socket=f"{topo.sockdir}/intruder.sock"))
     rp.write_file(os.path.join(idir, "services", "kvserver.conf"), flavour.service)
+    log_from = len(backup.log_text())  # refusals are logged once per address and reason per 10 s
     intruder = rp.start_daemon("primaryd", cs.primaryd(), iconf, topo.c, idir, topo.sockdir,
                                name="intruder-primaryd")
     ipids = rp.wait_for("the intruder's kvserver in C", lambda: rp.running_in(topo, topo.c, binary), 20)
@@ -312,7 +313,6 @@ def intruder_as_primary(r, topo, flavour, binary):
         i_client.json("/set", {"k": f"intruder{i}", "v": "stolen"})
 
     acked0 = primary.field("acked")
-    log_from = len(backup.log_text())
     got, how = raw_intruder_client(topo, flavour)
     r.check(f"{tag}: a raw TLS client with the intruder's certificate receives no byte",
             got == b"", "0 bytes", f"{len(got)} bytes {got[:40]!r} ({how})")
