@@ -8,7 +8,8 @@ set -euo pipefail
 PKGS="build-essential meson ninja-build pkg-config
 	libevent-dev libmsgpack-dev libssl-dev libsystemd-dev libdw-dev libelf-dev libinih-dev
 	golang-go golang-github-patrickmn-go-cache-dev
-	iproute2 openssl curl python3 procps file systemd wrk"
+	iproute2 openssl curl python3 procps file systemd wrk
+	debootstrap systemd-container"
 BACKPORTS_PKGS="golang-1.21-go golang-1.22-go golang-1.23-go"
 
 missing() { # the packages of "$@" that are not installed
