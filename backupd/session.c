@@ -172,7 +172,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 		session_free(s);
 }
 
-void session_close(struct session *s, const char *reason)
+void session_close(struct session *s, enum wire_error_code code, const char *reason)
 {
 	struct timeval tv = {.tv_sec = SESSION_CLOSE_TIMEOUT_SEC};
 
@@ -182,7 +182,7 @@ void session_close(struct session *s, const char *reason)
 	detach(s, reason ? reason : "the connection was closed");
 	bufferevent_disable(s->bev, EV_READ);
 	if (reason) {
-		struct wire_msg m = {.type = WIRE_ERROR, .error = {.reason = reason}};
+		struct wire_msg m = {.type = WIRE_ERROR, .error = {.code = code, .reason = reason}};
 		send_msg(s, &m);
 	}
 	bufferevent_setcb(s->bev, NULL, on_flushed, on_closing_event, s);
@@ -192,8 +192,9 @@ void session_close(struct session *s, const char *reason)
 }
 
 /* Close with a log line saying why; the peer gets the reason as ERROR. */
-static int refuse(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int refuse(struct session *s, const char *fmt, ...)
+static int refuse(struct session *s, enum wire_error_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int refuse(struct session *s, enum wire_error_code code, const char *fmt, ...)
 {
 	char reason[WIRE_MAX_REASON];
 	va_list ap;
@@ -206,7 +207,7 @@ static int refuse(struct session *s, const char *fmt, ...)
 			 reason);
 	else
 		log_warn("closing the connection from %s: %s", s->peer, reason);
-	session_close(s, reason);
+	session_close(s, code, reason);
 	return -EPROTO;
 }
 
@@ -224,7 +225,7 @@ static bool peer_is_the_primary(struct session *s, const struct service *svc)
 	r = tls_bev_peer_cn(s->bev, cn, sizeof(cn));
 	if (r >= 0 && strcmp(cn, svc->cfg->primary) == 0)
 		return true;
-	(void)refuse(s, "certificate %s%s%s is not that of %s's primary '%s'",
+	(void)refuse(s, WIRE_ERR_IDENTITY, "certificate %s%s%s is not that of %s's primary '%s'",
 		     r < 0 ? "without a CN" : "CN '", r < 0 ? "" : cn, r < 0 ? "" : "'",
 		     svc->cfg->name, svc->cfg->primary);
 	return false;
@@ -238,7 +239,8 @@ static void attach(struct session *s, struct service *svc)
 	if (svc->session) {
 		log_warn("%s: a new connection from %s replaces the one from %s", svc->cfg->name,
 			 s->peer, svc->session->peer);
-		session_close(svc->session, "replaced by a newer connection from the primary");
+		session_close(svc->session, WIRE_ERR_REPLACED,
+			      "replaced by a newer connection from the primary");
 	}
 	s->svc = svc;
 	svc->session = s;
@@ -254,21 +256,21 @@ static int on_hello(struct session *s, const struct wire_hello *h)
 	struct wire_msg reply = {.type = WIRE_HELLO};
 
 	if (s->svc)
-		return refuse(s, "HELLO again");
+		return refuse(s, WIRE_ERR_PROTOCOL, "HELLO again");
 	if (h->proto_version != WIRE_PROTO_VERSION)
-		return refuse(s, "protocol version %u, expected %u", h->proto_version,
+		return refuse(s, WIRE_ERR_PROTOCOL, "protocol version %u, expected %u", h->proto_version,
 			      WIRE_PROTO_VERSION);
 	if (h->role != ROLE_PRIMARY)
-		return refuse(s, "role %s, expected primary", role_to_string(h->role));
+		return refuse(s, WIRE_ERR_PROTOCOL, "role %s, expected primary", role_to_string(h->role));
 	svc = daemon_service(s->d, h->service);
 	if (!svc)
-		return refuse(s, "unknown service '%s'", h->service);
+		return refuse(s, WIRE_ERR_WRONG_SERVICE, "unknown service '%s'", h->service);
 	if (!peer_is_the_primary(s, svc))
 		return -EPERM;
 	if (svc->state == SERVICE_SERVING)
-		return refuse(s, "backup has taken over");
+		return refuse(s, WIRE_ERR_TAKEN_OVER, "backup has taken over");
 	if (svc->state == SERVICE_FENCING)
-		return refuse(s, "backup is taking over");
+		return refuse(s, WIRE_ERR_TAKEN_OVER, "backup is taking over");
 	attach(s, svc);
 	reply.hello = (struct wire_hello){.proto_version = WIRE_PROTO_VERSION,
 					  .role = ROLE_BACKUP,
@@ -289,15 +291,15 @@ static int on_begin(struct session *s, const struct wire_msg *m)
 	int r;
 
 	if (s->epoch)
-		return refuse(s, "EPOCH_BEGIN %" PRIu64 " inside epoch %" PRIu64,
+		return refuse(s, WIRE_ERR_PROTOCOL, "EPOCH_BEGIN %" PRIu64 " inside epoch %" PRIu64,
 			      m->epoch_begin.epoch, store_epoch_number(s->epoch));
 	r = store_epoch_begin(s->svc->store, &m->epoch_begin, &s->epoch, err, sizeof(err));
 	if (r == -ENOMEM)
 		snprintf(err, sizeof(err), "out of memory");
 	if (r < 0)
-		return refuse(s, "%s", err);
+		return refuse(s, WIRE_ERR_PROTOCOL, "%s", err);
 	if (wire_pack(&s->record, m) < 0)
-		return refuse(s, "out of memory");
+		return refuse(s, WIRE_ERR_STORAGE, "out of memory");
 	return 0;
 }
 
@@ -307,14 +309,14 @@ static int on_epoch_part(struct session *s, const struct wire_msg *m)
 	int r;
 
 	if (!s->epoch)
-		return refuse(s, "%s outside an epoch", wire_type_name(m->type));
+		return refuse(s, WIRE_ERR_PROTOCOL, "%s outside an epoch", wire_type_name(m->type));
 	r = store_epoch_add(s->epoch, m, err, sizeof(err));
 	if (r >= 0)
 		r = wire_pack(&s->record, m);
 	if (r == -ENOMEM)
 		snprintf(err, sizeof(err), "out of memory");
 	if (r < 0)
-		return refuse(s, "epoch %" PRIu64 ": %s", store_epoch_number(s->epoch), err);
+		return refuse(s, WIRE_ERR_PROTOCOL, "epoch %" PRIu64 ": %s", store_epoch_number(s->epoch), err);
 	return 0;
 }
 
@@ -331,7 +333,7 @@ static void on_durable(int r, uint64_t epoch, void *arg)
 	free(a);
 	if (r < 0) {
 		if (ours)
-			(void)refuse(s, "backup cannot store epoch %" PRIu64 ": %s", epoch,
+			(void)refuse(s, WIRE_ERR_STORAGE, "backup cannot store epoch %" PRIu64 ": %s", epoch,
 				     strerror(-r));
 		return;
 	}
@@ -388,13 +390,13 @@ static int on_commit(struct session *s, const struct wire_msg *m)
 	int r;
 
 	if (!s->epoch)
-		return refuse(s, "COMMIT outside an epoch");
+		return refuse(s, WIRE_ERR_PROTOCOL, "COMMIT outside an epoch");
 	epoch = store_epoch_number(s->epoch);
 	base = store_epoch_base(s->epoch);
 	npages = store_epoch_npages(s->epoch);
 	r = store_epoch_commit(svc->store, s->epoch, &m->commit, err, sizeof(err));
 	if (r < 0)
-		return refuse(s, "epoch %" PRIu64 " refused: %s", epoch, err);
+		return refuse(s, WIRE_ERR_PROTOCOL, "epoch %" PRIu64 " refused: %s", epoch, err);
 	store_epoch_free(s->epoch);
 	s->epoch = NULL;
 	/* Applied in memory: a takeover from here on restores it. Durable next, then ACK. */
@@ -408,7 +410,7 @@ static int on_commit(struct session *s, const struct wire_msg *m)
 	}
 	if (!a || r < 0) {
 		free(a);
-		return refuse(s, "backup cannot store epoch %" PRIu64 ": out of memory", epoch);
+		return refuse(s, WIRE_ERR_STORAGE, "backup cannot store epoch %" PRIu64 ": out of memory", epoch);
 	}
 	committed(s, epoch, base, npages, bytes);
 	if (journal_backlog(svc->journal) > SESSION_MAX_BACKLOG) {
@@ -425,7 +427,7 @@ static int on_commit(struct session *s, const struct wire_msg *m)
 static int on_message(struct session *s, const struct wire_msg *m)
 {
 	if (!s->svc && m->type != WIRE_HELLO)
-		return refuse(s, "expected HELLO, got %s", wire_type_name(m->type));
+		return refuse(s, WIRE_ERR_PROTOCOL, "expected HELLO, got %s", wire_type_name(m->type));
 	switch (m->type) {
 	case WIRE_HELLO:
 		return on_hello(s, &m->hello);
@@ -443,12 +445,14 @@ static int on_message(struct session *s, const struct wire_msg *m)
 		return 0;
 	case WIRE_ERROR:
 		log_warn("%s: the primary at %s says: %s", name_of(s), s->peer, m->error.reason);
-		session_close(s, NULL);
+		session_close(s, 0, NULL);
 		return -ECONNRESET;
 	case WIRE_ACK:
-		return refuse(s, "ACK from a primary");
+	case WIRE_HANDOVER:
+	case WIRE_STAND_DOWN:
+		break;
 	}
-	return refuse(s, "unexpected %s", wire_type_name(m->type));
+	return refuse(s, WIRE_ERR_PROTOCOL, "unexpected %s", wire_type_name(m->type));
 }
 
 /* Feed what has arrived, one libevent chunk at a time, and act on each whole message. */
@@ -467,7 +471,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 			break;
 		/* A bad byte shows in _next(); bytes lost for want of memory would not. */
 		if (wire_decoder_feed(s->dec, v.iov_base, v.iov_len) == -ENOMEM) {
-			(void)refuse(s, "out of memory");
+			(void)refuse(s, WIRE_ERR_STORAGE, "out of memory");
 			break;
 		}
 		evbuffer_drain(in, v.iov_len);
@@ -481,7 +485,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 					 err);
 			else
 				log_warn("bad message from %s: %s", s->peer, err);
-			session_close(s, err);
+			session_close(s, WIRE_ERR_PROTOCOL, err);
 		}
 	}
 }

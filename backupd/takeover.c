@@ -122,7 +122,7 @@ static void take_over(struct service *svc)
 	pid_t pid;
 
 	if (svc->session)
-		session_close(svc->session, "backup is taking over");
+		session_close(svc->session, WIRE_ERR_TAKEN_OVER, "backup is taking over");
 	if (journal_mark_serving(svc->journal, 0, epoch) < 0) {
 		try_later(svc, retry_ms);
 		return;

@@ -96,8 +96,9 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 	case WIRE_HEARTBEAT:
 		break;
 	case WIRE_ERROR:
-		log_warn("%s: backup says: %s", g->svc->name, m->error.reason);
-		if (strstr(m->error.reason, "taken over") || strstr(m->error.reason, "taking over")) {
+		log_warn("%s: backup says (%s): %s", g->svc->name,
+			 wire_error_code_name(m->error.code), m->error.reason);
+		if (m->error.code == WIRE_ERR_TAKEN_OVER) {
 			guard_deposed(g, m->error.reason);
 			return;
 		}
