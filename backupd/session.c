@@ -72,27 +72,17 @@ static void send_msg(struct session *s, const struct wire_msg *m)
 	msgpack_sbuffer_destroy(&sb);
 }
 
-/*
- * Our heartbeat renews the primary's lease, so we stop sending it well
- * before we could take over: once the primary has been silent for
- * failover_timeout - lease - one heartbeat interval. A primary that hears
- * nothing more from us freezes its service one lease later, which is
- * before our failover timeout runs out, so there is no moment in which both
- * copies serve.
- */
+/* Our heartbeat renews the primary's lease: failover.c says until when. */
 static void send_heartbeat(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	const struct service_config *cfg = s->svc->cfg;
-	uint64_t quiet_us = (uint64_t)(cfg->failover_timeout_ms - cfg->lease_ms -
-				       cfg->heartbeat_interval_ms) * 1000;
 	struct wire_msg m = {.type = WIRE_HEARTBEAT,
 			     .heartbeat = {.seq = ++s->hb_seq,
 					   .time_us = now_us(),
 					   .epoch = store_epoch(s->svc->store)}};
 
 	(void)fd, (void)what;
-	if (now_us() - s->svc->last_heard_us > quiet_us)
+	if (!failover_renews_lease(s->svc, now_us()))
 		return;
 	send_msg(s, &m);
 }
@@ -106,7 +96,7 @@ static void discard_epoch(struct session *s, const char *why)
 	log_warn("%s: torn epoch %" PRIu64 " from %s discarded (%" PRIu64 " pages received): %s",
 		 name_of(s), store_epoch_number(s->epoch), s->peer, store_epoch_npages(s->epoch),
 		 why);
-	s->svc->n_torn++;
+	service_torn(s->svc);
 	store_epoch_free(s->epoch);
 	s->epoch = NULL;
 	msgpack_sbuffer_destroy(&s->record);
@@ -116,10 +106,8 @@ static void discard_epoch(struct session *s, const char *why)
 static void detach(struct session *s, const char *why)
 {
 	discard_epoch(s, why);
-	if (s->svc && s->svc->session == s) {
-		s->svc->session = NULL;
-		daemon_status_changed(s->d);
-	}
+	if (s->svc)
+		service_detached(s->svc, s);
 	if (s->hb_timer)
 		event_del(s->hb_timer);
 }
@@ -243,17 +231,17 @@ static void attach(struct session *s, struct service *svc)
 			      "replaced by a newer connection from the primary");
 	}
 	s->svc = svc;
-	svc->session = s;
-	service_heard(svc);
+	service_attached(svc, s);
 	bufferevent_set_timeouts(s->bev, NULL, NULL);
 	event_add(s->hb_timer, &tv);
-	daemon_status_changed(s->d);
 }
 
 static int on_hello(struct session *s, const struct wire_hello *h)
 {
 	struct service *svc;
 	struct wire_msg reply = {.type = WIRE_HELLO};
+	enum wire_error_code code;
+	const char *why;
 
 	if (s->svc)
 		return refuse(s, WIRE_ERR_PROTOCOL, "HELLO again");
@@ -267,10 +255,8 @@ static int on_hello(struct session *s, const struct wire_hello *h)
 		return refuse(s, WIRE_ERR_WRONG_SERVICE, "unknown service '%s'", h->service);
 	if (!peer_is_the_primary(s, svc))
 		return -EPERM;
-	if (svc->state == SERVICE_SERVING)
-		return refuse(s, WIRE_ERR_TAKEN_OVER, "backup has taken over");
-	if (svc->state == SERVICE_FENCING)
-		return refuse(s, WIRE_ERR_TAKEN_OVER, "backup is taking over");
+	if ((code = failover_refuses_primary(svc, &why)))
+		return refuse(s, code, "%s", why);
 	attach(s, svc);
 	reply.hello = (struct wire_hello){.proto_version = WIRE_PROTO_VERSION,
 					  .role = ROLE_BACKUP,
@@ -340,7 +326,7 @@ static void on_durable(int r, uint64_t epoch, void *arg)
 	if (!ours)
 		return; /* the primary that sent it is gone: its successor starts over */
 	send_msg(s, &(struct wire_msg){.type = WIRE_ACK, .ack = {.epoch = epoch}});
-	svc->acked_epoch = epoch;
+	service_acked(svc, epoch);
 	log_debug("%s: epoch %" PRIu64 " durable and acknowledged %" PRIu64 " ms after its commit",
 		  svc->cfg->name, epoch, took_us / 1000);
 	if (s->read_paused && journal_backlog(svc->journal) < SESSION_MAX_BACKLOG / 2)
@@ -365,10 +351,7 @@ static void committed(struct session *s, uint64_t epoch, uint64_t base, uint64_t
 {
 	struct service *svc = s->svc;
 
-	svc->committed_at_us = now_us();
-	svc->last_epoch_bytes = bytes;
-	svc->total_epoch_bytes += bytes;
-	svc->n_epochs++;
+	service_committed(svc, bytes);
 	check_executable(s);
 	if (base == 0 || svc->n_epochs % SESSION_LOG_EVERY == 1)
 		log_info("%s: committed epoch %" PRIu64 " (%s, %" PRIu64 " pages, %" PRIu64
@@ -441,7 +424,7 @@ static int on_message(struct session *s, const struct wire_msg *m)
 	case WIRE_COMMIT:
 		return on_commit(s, m);
 	case WIRE_HEARTBEAT:
-		s->svc->last_heartbeat_us = now_us();
+		service_heartbeat(s->svc);
 		return 0;
 	case WIRE_ERROR:
 		log_warn("%s: the primary at %s says: %s", name_of(s), s->peer, m->error.reason);
@@ -476,7 +459,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 		}
 		evbuffer_drain(in, v.iov_len);
 		if (s->svc)
-			service_heard(s->svc);
+			failover_heard(s->svc, now_us()); /* bulk data in flight counts as heard */
 		while (!s->closing && (r = wire_decoder_next(s->dec, &m, err, sizeof(err))) == 1)
 			(void)on_message(s, &m); /* a failure has closed s */
 		if (!s->closing && r < 0) {

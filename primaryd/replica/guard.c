@@ -37,7 +37,7 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 
-	if (!g->hello_ok || g->sess->frozen || g->deposed)
+	if (!g->hello_ok || !pfailover_ships_epochs(g))
 		return;
 	if (link_backlog(g) > BACKLOG_LIMIT) {
 		g->merged++;
@@ -76,31 +76,9 @@ static void hb_cb(evutil_socket_t fd, short what, void *arg)
 
 static void lease_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct guard *g = arg;
 	(void)fd;
 	(void)what;
-	if (g->deposed || g->sess->frozen)
-		return;
-	if (now_us() - g->last_heard_us <= (uint64_t)g->svc->lease_ms * 1000)
-		return;
-	int r = capture_session_freeze(g->sess);
-	if (r < 0)
-		log_warn("%s: cannot freeze the service: %s", g->svc->name, strerror(-r));
-	else
-		log_warn("%s: backup not heard for %u ms (lease): service frozen", g->svc->name,
-			 g->svc->lease_ms);
-}
-
-void guard_heard(struct guard *g)
-{
-	g->last_heard_us = now_us();
-	if (g->sess->frozen && !g->deposed) {
-		int r = capture_session_thaw(g->sess);
-		if (r < 0)
-			log_warn("%s: cannot thaw the service: %s", g->svc->name, strerror(-r));
-		else
-			log_info("%s: backup heard again: service running", g->svc->name);
-	}
+	pfailover_lease_tick(arg);
 }
 
 void guard_link_lost(struct guard *g)
@@ -108,14 +86,6 @@ void guard_link_lost(struct guard *g)
 	g->hello_ok = false;
 	g->need_full = true;
 	link_schedule_reconnect(g);
-}
-
-void guard_deposed(struct guard *g, const char *why)
-{
-	log_error("%s: the backup has taken over (%s): killing our copy of the service",
-		  g->svc->name, why);
-	g->deposed = true;
-	kill(g->pid, SIGKILL);
 }
 
 static uint64_t percentile(const struct guard *g, int pct)
@@ -137,7 +107,7 @@ static uint64_t percentile(const struct guard *g, int pct)
 void guard_status_fill(const struct guard *g, struct status_report *r)
 {
 	uint64_t now = now_us();
-	const char *role = g->deposed ? "deposed" : g->sess && g->sess->frozen ? "frozen" : "primary";
+	const char *role = pfailover_state_name(g->fo.state);
 
 	status_report_service(r, g->svc->name, role);
 	status_report_gauge(r, "pid", "", g->pid, "pid of the guarded service");
@@ -191,6 +161,7 @@ int guard_start(struct guard *g)
 		return log_error_errno(r, "%s: cannot seize the service", g->svc->name);
 
 	g->last_heard_us = now_us();
+	pfailover_start(g, g->last_heard_us);
 	g->need_full = true;
 	struct timeval ep = ms_tv(g->svc->epoch_interval_ms);
 	struct timeval hb = ms_tv(g->svc->heartbeat_interval_ms);

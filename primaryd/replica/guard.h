@@ -16,6 +16,7 @@
 
 #include "capture/session.h"
 #include "config.h"
+#include "failover.h"
 #include "wire.h"
 
 #define PAUSE_RING 256
@@ -38,7 +39,8 @@ struct guard {
 	uint64_t epoch, sent, acked;
 	uint64_t acked_at_us;
 	bool need_full;
-	bool deposed; /* the backup has taken over: never run again */
+	bool deposed;	     /* the backup has taken over: never run again (set by failover.c) */
+	struct pfailover fo; /* failover.c's */
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
 	uint64_t merged; /* epochs skipped while the backup caught up */
 
@@ -65,8 +67,6 @@ size_t link_backlog(const struct guard *g);
 
 /* guard.c */
 int guard_start(struct guard *g);
-void guard_heard(struct guard *g);
 void guard_link_lost(struct guard *g);
-void guard_deposed(struct guard *g, const char *why);
 struct status_report;
 void guard_status_fill(const struct guard *g, struct status_report *r);

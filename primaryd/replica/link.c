@@ -75,8 +75,10 @@ static void drop_link(struct guard *g, const char *why)
  */
 static void handle_msg(struct guard *g, const struct wire_msg *m)
 {
-	if (m->type == WIRE_HELLO || m->type == WIRE_ACK || m->type == WIRE_HEARTBEAT)
-		guard_heard(g);
+	if (m->type == WIRE_HELLO || m->type == WIRE_ACK || m->type == WIRE_HEARTBEAT) {
+		g->last_heard_us = now_us();
+		pfailover_backup_heard(g, g->last_heard_us);
+	}
 	switch (m->type) {
 	case WIRE_HELLO:
 		if (m->hello.role != ROLE_BACKUP) {
@@ -99,7 +101,7 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 		log_warn("%s: backup says (%s): %s", g->svc->name,
 			 wire_error_code_name(m->error.code), m->error.reason);
 		if (m->error.code == WIRE_ERR_TAKEN_OVER) {
-			guard_deposed(g, m->error.reason);
+			pfailover_deposed(g, m->error.reason);
 			return;
 		}
 		drop_link(g, "backup reported an error");
