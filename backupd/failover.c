@@ -270,6 +270,15 @@ void failover_stand_down(struct service *svc)
 		session_close(svc->session, WIRE_ERR_STOOD_DOWN, reason);
 }
 
+void failover_primary_replaced(struct service *svc)
+{
+	if (svc->fo.state != FAILOVER_STOOD_DOWN)
+		return;
+	(void)journal_mark_stood_down(svc->journal, false);
+	svc->fo.heard_us = now_us();
+	enter(svc, FAILOVER_WAITING);
+}
+
 /* ---------- questions ---------- */
 
 enum wire_error_code failover_refuses_primary(const struct service *svc, const char **why)

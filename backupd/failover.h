@@ -98,6 +98,8 @@ void failover_handover(struct service *svc, uint64_t epoch);
 void failover_take_over_now(struct service *svc, const char *why);
 /* STAND_DOWN: the service is stopped everywhere. */
 void failover_stand_down(struct service *svc);
+/* A new incarnation's full epoch replaced the image: stood down no more. */
+void failover_primary_replaced(struct service *svc);
 
 /* ---------- questions ---------- */
 

@@ -43,6 +43,8 @@ struct session {
 	struct wire_decoder *dec;
 	struct service *svc; /* after HELLO */
 	bool closing, read_paused, exe_checked;
+	uint64_t incarnation; /* the primary's, from its HELLO */
+	bool may_replace;     /* its full epoch may replace the image of another incarnation */
 
 	struct store_epoch *epoch; /* the epoch being received */
 	msgpack_sbuffer record;	   /* the same, packed for the journal */
@@ -236,6 +238,54 @@ static void attach(struct session *s, struct service *svc)
 	event_add(s->hb_timer, &tv);
 }
 
+/*
+ * Each run of the service is an incarnation (wire.h). The image is
+ * replaced by another incarnation's only when an operator asked
+ * (accept-new-incarnation) or stopped the service everywhere. A primary
+ * about to start a fresh run while we hold another's image has no copy of
+ * it running (its service runs only under it, and dies with it): the
+ * image is the only copy, and we take over at once rather than let an
+ * empty service start over it. A primary already running another
+ * incarnation is refused: taking over would make two copies serve.
+ * Returns 0 to go on, or the code it refused (or took over) with.
+ */
+static enum wire_error_code judge_incarnation(struct session *s, struct service *svc,
+					      const struct wire_hello *h)
+{
+	uint64_t have = store_incarnation(svc->store), epoch = store_epoch(svc->store);
+
+	s->incarnation = h->incarnation;
+	if (!epoch || !have || have == h->incarnation)
+		return 0;
+	if (svc->accept_new || svc->fo.state == FAILOVER_STOOD_DOWN) {
+		s->may_replace = true;
+		log_warn("%s: incarnation %016" PRIx64 " from %s will replace the image of %016" PRIx64
+			 " (epoch %" PRIu64 "): %s",
+			 svc->cfg->name, h->incarnation, s->peer, have, epoch,
+			 svc->accept_new ? "an operator accepted a new incarnation"
+					 : "the service was stopped everywhere");
+		return 0;
+	}
+	if (!(h->flags & WIRE_HELLO_FRESH)) {
+		(void)refuse(s, WIRE_ERR_INCARNATION_REFUSED,
+			     "backup holds the image of incarnation %016" PRIx64 " (epoch %" PRIu64
+			     "), this primary runs %016" PRIx64
+			     "; `checksync-backupd accept-new-incarnation %s` on the backup lets it "
+			     "replace the image",
+			     have, epoch, h->incarnation, svc->cfg->name);
+		return WIRE_ERR_INCARNATION_REFUSED;
+	}
+	if (svc->session) {
+		(void)refuse(s, WIRE_ERR_OTHER,
+			     "the previous primary's connection is still open; ask again");
+		return WIRE_ERR_OTHER;
+	}
+	attach(s, svc);
+	failover_take_over_now(svc, "the primary restarted afresh while we hold the image of its "
+				    "last incarnation, which no longer runs");
+	return WIRE_ERR_TAKEN_OVER;
+}
+
 static int on_hello(struct session *s, const struct wire_hello *h)
 {
 	struct service *svc;
@@ -257,12 +307,17 @@ static int on_hello(struct session *s, const struct wire_hello *h)
 		return -EPERM;
 	if ((code = failover_refuses_primary(svc, &why)))
 		return refuse(s, code, "%s", why);
+	if (!h->incarnation)
+		return refuse(s, WIRE_ERR_PROTOCOL, "HELLO without an incarnation");
+	if ((code = judge_incarnation(s, svc, h)))
+		return code == WIRE_ERR_TAKEN_OVER ? 0 : -EPROTO;
 	attach(s, svc);
 	reply.hello = (struct wire_hello){.proto_version = WIRE_PROTO_VERSION,
 					  .role = ROLE_BACKUP,
 					  .service = svc->cfg->name,
 					  .boot_id = s->d->boot_id,
-					  .pid = getpid()};
+					  .pid = getpid(),
+					  .incarnation = store_incarnation(svc->store)};
 	send_msg(s, &reply);
 	log_info("%s: primary connected from %s (pid %u), our epoch %" PRIu64, svc->cfg->name,
 		 s->peer, h->pid, store_epoch(svc->store));
@@ -279,6 +334,15 @@ static int on_begin(struct session *s, const struct wire_msg *m)
 	if (s->epoch)
 		return refuse(s, WIRE_ERR_PROTOCOL, "EPOCH_BEGIN %" PRIu64 " inside epoch %" PRIu64,
 			      m->epoch_begin.epoch, store_epoch_number(s->epoch));
+	if (m->epoch_begin.incarnation != s->incarnation)
+		return refuse(s, WIRE_ERR_PROTOCOL,
+			      "EPOCH_BEGIN of incarnation %016" PRIx64 ", HELLO said %016" PRIx64,
+			      m->epoch_begin.incarnation, s->incarnation);
+	if (store_epoch(s->svc->store) && store_incarnation(s->svc->store) &&
+	    store_incarnation(s->svc->store) != s->incarnation && !s->may_replace)
+		return refuse(s, WIRE_ERR_INCARNATION_REFUSED,
+			      "an epoch of incarnation %016" PRIx64 " over the image of %016" PRIx64,
+			      s->incarnation, store_incarnation(s->svc->store));
 	r = store_epoch_begin(s->svc->store, &m->epoch_begin, &s->epoch, err, sizeof(err));
 	if (r == -ENOMEM)
 		snprintf(err, sizeof(err), "out of memory");
@@ -351,6 +415,12 @@ static void committed(struct session *s, uint64_t epoch, uint64_t base, uint64_t
 {
 	struct service *svc = s->svc;
 
+	if (s->may_replace && base == 0) {
+		log_warn("%s: the image now holds incarnation %016" PRIx64 " (epoch %" PRIu64 ")",
+			 svc->cfg->name, s->incarnation, epoch);
+		s->may_replace = false;
+		service_replaced(svc);
+	}
 	service_committed(svc, bytes);
 	check_executable(s);
 	if (base == 0 || svc->n_epochs % SESSION_LOG_EVERY == 1)

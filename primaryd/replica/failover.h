@@ -3,12 +3,30 @@
  * service: every state and every transition is in failover.c; guard.c
  * (timers) and link.c (the wire) only report events to it.
  *
+ *   starting ──backup's HELLO──▶ protected        (a service we start)
+ *      │ TAKEN_OVER
+ *      ▼
+ *   deposed, nothing started                      (the backup restored the last run)
+ *
  *   protected ──lease lapsed──▶ frozen ──backup heard──▶ protected
  *       │                          │
  *       │ TAKEN_OVER               │ TAKEN_OVER
  *       ▼                          ▼
  *    deposed ◀──────────────── deposed: our copy is killed, never run again
  *
+ * starting   a service we are to start: we ask the backup first, sending
+ *            HELLO with a fresh incarnation id, and start the service
+ *            only once it answers with its HELLO. If it holds the image of
+ *            an earlier run (which died with the primaryd that ran it), it
+ *            takes over at once and answers TAKEN_OVER instead: an empty
+ *            copy never starts over the only copy of the state. While the
+ *            backup cannot be reached we keep asking (every 500 ms) and
+ *            start nothing: a service started then would be frozen one
+ *            lease later anyway, for want of a backup to renew its lease.
+ *            A service we attach to (pid_file) is running already: its
+ *            incarnation is derived from the process (boot id, pid, start
+ *            time), so a restarted primaryd that attaches to the same
+ *            process continues the same incarnation.
  * protected  the service runs; the backup renews our lease (lease_ms).
  * frozen     the lease lapsed: the service is held stopped, because the
  *            backup may take over once our lease is over. Only HELLO, ACK
@@ -28,6 +46,7 @@
 struct guard;
 
 enum pfailover_state {
+	PFAILOVER_STARTING,
 	PFAILOVER_PROTECTED,
 	PFAILOVER_FROZEN,
 	PFAILOVER_DEPOSED,
@@ -41,6 +60,8 @@ struct pfailover {
 
 const char *pfailover_state_name(enum pfailover_state state);
 
+/* Before anything: starting (a service to spawn) with a fresh incarnation id. */
+void pfailover_init(struct guard *g);
 /* The service is running under our guard from now: the lease starts afresh. */
 void pfailover_start(struct guard *g, uint64_t now);
 
@@ -52,8 +73,12 @@ void pfailover_backup_heard(struct guard *g, uint64_t sent_us);
 void pfailover_lease_tick(struct guard *g);
 /* ERROR TAKEN_OVER. */
 void pfailover_deposed(struct guard *g, const char *why);
+/* The backup's HELLO: it accepted us; image_incarnation is what it holds. */
+void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation);
 
 /* ---------- questions ---------- */
 
 /* May an epoch be captured and shipped now? */
 bool pfailover_ships_epochs(const struct guard *g);
+/* HELLO's flags: WIRE_HELLO_FRESH while the service has not started. */
+uint32_t pfailover_hello_flags(const struct guard *g);

@@ -136,7 +136,8 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			      "epochs captured whole for want of a safepoint");
 }
 
-int guard_start(struct guard *g)
+/* Start or attach the service and hold it; the lease starts now. */
+int guard_start_service(struct guard *g)
 {
 	int r;
 
@@ -159,10 +160,28 @@ int guard_start(struct guard *g)
 		r = capture_resume_all(&g->sess->c);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot seize the service", g->svc->name);
-
 	g->last_heard_us = now_us();
 	pfailover_start(g, g->last_heard_us);
 	g->need_full = true;
+	return 0;
+}
+
+/*
+ * A service we start is started only once the backup has answered
+ * (failover.h, "starting"); one we attach to is running already, and is
+ * held from the start.
+ */
+int guard_start(struct guard *g)
+{
+	int r;
+
+	pfailover_init(g);
+	if (!g->svc->command.argc) {
+		r = guard_start_service(g);
+		if (r < 0)
+			return r;
+	}
+	g->last_heard_us = now_us();
 	struct timeval ep = ms_tv(g->svc->epoch_interval_ms);
 	struct timeval hb = ms_tv(g->svc->heartbeat_interval_ms);
 	struct timeval ls = ms_tv(g->svc->heartbeat_interval_ms / 2 ? g->svc->heartbeat_interval_ms / 2 : 1);

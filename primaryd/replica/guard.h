@@ -41,6 +41,7 @@ struct guard {
 	bool need_full;
 	bool deposed;	     /* the backup has taken over: never run again (set by failover.c) */
 	struct pfailover fo; /* failover.c's */
+	uint64_t incarnation; /* this run of the service (wire.h), set by failover.c */
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
 	uint64_t merged; /* epochs skipped while the backup caught up */
 
@@ -67,6 +68,7 @@ size_t link_backlog(const struct guard *g);
 
 /* guard.c */
 int guard_start(struct guard *g);
+int guard_start_service(struct guard *g);
 void guard_link_lost(struct guard *g);
 struct status_report;
 void guard_status_fill(const struct guard *g, struct status_report *r);

@@ -48,7 +48,9 @@ static void send_hello(struct guard *g)
 			       .role = ROLE_PRIMARY,
 			       .service = g->svc->name,
 			       .boot_id = bid,
-			       .pid = getpid()};
+			       .pid = getpid(),
+			       .incarnation = g->incarnation,
+			       .flags = pfailover_hello_flags(g)};
 	msgpack_sbuffer_init(&sb);
 	if (wire_pack_hello(&sb, &h) == 0)
 		send_sbuf(g, &sb);
@@ -88,6 +90,7 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 		g->hello_ok = true;
 		g->need_full = true;
 		log_info("%s: backup %s accepted us", g->svc->name, g->peer);
+		pfailover_backup_hello(g, m->hello.incarnation);
 		break;
 	case WIRE_ACK:
 		if (m->ack.epoch > g->acked) {
@@ -294,7 +297,10 @@ static int send_pages(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffe
 static int send_epoch_body(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffer *sb,
 			   const struct image *img, uint64_t epoch, uint64_t base)
 {
-	struct wire_msg m = {.type = WIRE_EPOCH_BEGIN, .epoch_begin = {epoch, base}};
+	struct wire_msg m = {.type = WIRE_EPOCH_BEGIN,
+			     .epoch_begin = {.epoch = epoch,
+					     .base_epoch = base,
+					     .incarnation = g->incarnation}};
 	_cleanup_free_ struct wire_vma *vmas = NULL;
 	uint32_t nv;
 	int r = send_msg(g, h, sb, &m);
