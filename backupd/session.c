@@ -500,9 +500,13 @@ static int on_message(struct session *s, const struct wire_msg *m)
 		log_warn("%s: the primary at %s says: %s", name_of(s), s->peer, m->error.reason);
 		session_close(s, 0, NULL);
 		return -ECONNRESET;
-	case WIRE_ACK:
 	case WIRE_HANDOVER:
+		failover_handover(s->svc, m->handover.epoch);
+		return 0;
 	case WIRE_STAND_DOWN:
+		failover_stand_down(s->svc);
+		return 0;
+	case WIRE_ACK:
 		break;
 	}
 	return refuse(s, WIRE_ERR_PROTOCOL, "unexpected %s", wire_type_name(m->type));

@@ -2,7 +2,8 @@
 """Failover that keeps its promises: a primaryd restart loses no state, a planned
 handover loses no acknowledged write, and a stalled backup takes nothing over.
 
-Usage: test_promises.py SCENARIO...   (restart, handover-command, handover-sigterm, stall)
+Usage: test_promises.py SCENARIO...   (restart, handover-command, handover-sigterm, stall,
+                                       stop-everywhere)
 ROUNDS=N changes the number of rounds (default 10; stall: 3 per length).
 
 Hosts A, B and C are network namespaces (tests/lib/replication.py): primaryd and
@@ -202,6 +203,37 @@ def handover(r, binary, how):
            f"longest gap {rp.stats(gaps)} (target 200 ms)")
 
 
+# ---------------------------------------------------------------- stop everywhere
+
+def stop_everywhere(r, binary):
+    """`stop kvserver --everywhere`: A's copy ends, B stands down (no takeover, even once
+    primaryd is gone) and keeps the image; a later start of primaryd starts afresh."""
+    topo, certs = new_topology()
+    with topo:
+        up = rp.bring_up(topo, certs, binary)
+        write_keys(up.vip, "e", 50)
+        wait_replicated(up)
+        epoch = up.backup.field("epoch")
+        res = cs.run_engine([cs.primaryd(), "stop", rp.SERVICE, "--everywhere", "--config",
+                             up.dep.primary_conf], topo.a, timeout=30)
+        r.check("stop --everywhere succeeds", res.rc == 0, "exit 0",
+                f"exit {res.rc}: {(res.stdout + res.stderr).strip()}")
+        rp.wait_for("the service gone from A", lambda: not rp.running_in(topo, topo.a, binary), 10)
+        up.primary.kill9()
+        time.sleep(3)  # more than the failover timeout
+        st = up.backup.status()
+        r.check("the backup stood down and keeps the image", st.get("role") == "stood" and
+                (st.get("epoch") or 0) >= epoch and not rp.running_in(topo, topo.b, binary),
+                f"role stood-down, epoch >= {epoch}, nothing running in B",
+                f"{st['raw']}; in B {rp.running_in(topo, topo.b, binary)}")
+        primary = up.dep.start_primaryd()
+        rp.service_proc(primary, binary)
+        rp.wait_for("a fresh run acknowledged", lambda: primary.field("acked") or None, 20)
+        st = up.backup.status()
+        r.check("a fresh start afterwards replaces the stopped image, the backup waits again",
+                st.get("role") == "backup", "role backup", st["raw"])
+
+
 # ---------------------------------------------------------------- stall
 
 STALLS = (0.6, 1.1, 1.5, 2.0, 3.0)
@@ -259,6 +291,7 @@ SCENARIOS = {
     "handover-command": lambda r, b: handover(r, b, "command"),
     "handover-sigterm": lambda r, b: handover(r, b, "sigterm"),
     "stall": stall,
+    "stop-everywhere": stop_everywhere,
 }
 
 

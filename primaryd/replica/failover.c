@@ -12,6 +12,10 @@
 #include "log.h"
 #include "util.h"
 
+static void thaw(struct guard *g);
+static void finish(struct guard *g, bool ok, const char *what);
+static void handover_failed(struct guard *g, const char *why);
+
 const char *pfailover_state_name(enum pfailover_state state)
 {
 	switch (state) {
@@ -23,6 +27,12 @@ const char *pfailover_state_name(enum pfailover_state state)
 		return "frozen";
 	case PFAILOVER_DEPOSED:
 		return "deposed";
+	case PFAILOVER_HANDING_OVER:
+		return "handing-over";
+	case PFAILOVER_STOPPING:
+		return "stopping";
+	case PFAILOVER_STOPPED:
+		return "stopped";
 	}
 	return "?";
 }
@@ -85,6 +95,16 @@ void pfailover_start(struct guard *g, uint64_t now)
 
 void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation)
 {
+	if (g->fo.state == PFAILOVER_HANDING_OVER) {
+		/* It accepts us as primary: it is not restoring, the handover did not happen. */
+		handover_failed(g, "the link was lost and the backup took nothing over");
+		return;
+	}
+	if (g->fo.state == PFAILOVER_STOPPING) {
+		g->fo.state = PFAILOVER_PROTECTED;
+		finish(g, false, "the link was lost before the backup stood down");
+		return;
+	}
 	if (g->fo.state != PFAILOVER_STARTING)
 		return;
 	if (image_incarnation && image_incarnation != g->incarnation)
@@ -110,12 +130,17 @@ static bool lease_lapsed(const struct guard *g, uint64_t now)
 
 void pfailover_backup_heard(struct guard *g, uint64_t sent_us)
 {
-	int r;
-
 	if (sent_us > g->fo.lease_from_us)
 		g->fo.lease_from_us = sent_us;
 	if (g->fo.state != PFAILOVER_FROZEN || lease_lapsed(g, now_us()))
 		return;
+	thaw(g);
+}
+
+static void thaw(struct guard *g)
+{
+	int r;
+
 	r = capture_session_thaw(g->sess);
 	if (r < 0) {
 		log_warn("%s: cannot thaw the service: %s", g->svc->name, strerror(-r));
@@ -141,9 +166,42 @@ void pfailover_lease_tick(struct guard *g)
 		 g->svc->lease_ms);
 }
 
+static void finish(struct guard *g, bool ok, const char *what)
+{
+	pfailover_done_fn done = g->fo.done;
+
+	g->fo.done = NULL;
+	if (done)
+		done(g, ok, what, g->fo.done_arg);
+}
+
+static void handed_over(struct guard *g, const char *why)
+{
+	uint64_t now = now_us(), total = (now - g->fo.frozen_at_us) / 1000;
+	char what[512];
+
+	snprintf(what, sizeof(what),
+		 "%s: handed over to the backup at epoch %lu: unavailable for %lu ms (final epoch "
+		 "acknowledged %lu ms after the freeze; the backup says: %s)",
+		 g->svc->name, (unsigned long)g->fo.final_epoch, (unsigned long)total,
+		 (unsigned long)((g->fo.acked_at_us ? g->fo.acked_at_us : now) - g->fo.frozen_at_us) /
+		     1000,
+		 why);
+	log_info("%s", what);
+	g->fo.state = PFAILOVER_DEPOSED;
+	g->deposed = true;
+	if (g->pid > 0)
+		kill(g->pid, SIGKILL);
+	finish(g, true, what);
+}
+
 void pfailover_deposed(struct guard *g, const char *why)
 {
-	if (g->fo.state == PFAILOVER_DEPOSED)
+	if (g->fo.state == PFAILOVER_HANDING_OVER) {
+		handed_over(g, why);
+		return;
+	}
+	if (g->fo.state == PFAILOVER_DEPOSED || g->fo.state == PFAILOVER_STOPPED)
 		return;
 	if (g->fo.state == PFAILOVER_STARTING)
 		log_warn("%s: the backup has taken over the last run (%s): not starting the service "
@@ -159,3 +217,101 @@ void pfailover_deposed(struct guard *g, const char *why)
 }
 
 bool pfailover_ships_epochs(const struct guard *g) { return g->fo.state == PFAILOVER_PROTECTED; }
+
+/* ---------- planned handover ---------- */
+
+static void handover_failed(struct guard *g, const char *why)
+{
+	char what[512];
+
+	snprintf(what, sizeof(what), "%s: handover failed: %s; the service runs here again",
+		 g->svc->name, why);
+	log_warn("%s", what);
+	g->fo.state = PFAILOVER_FROZEN;
+	g->fo.lease_from_us = now_us(); /* the backup answered just now */
+	thaw(g);
+	finish(g, false, what);
+}
+
+void pfailover_handover(struct guard *g, pfailover_done_fn done, void *arg)
+{
+	char what[256];
+	int r;
+
+	if (g->fo.state != PFAILOVER_PROTECTED || !g->hello_ok) {
+		snprintf(what, sizeof(what), "%s: cannot hand over: %s", g->svc->name,
+			 g->fo.state != PFAILOVER_PROTECTED ? pfailover_state_name(g->fo.state)
+							    : "the backup is not connected");
+		done(g, false, what, arg);
+		return;
+	}
+	g->fo.done = done;
+	g->fo.done_arg = arg;
+	g->fo.frozen_at_us = now_us();
+	g->fo.acked_at_us = 0;
+	g->fo.handover_sent = false;
+	r = guard_ship_epoch(g, true); /* frozen from the capture on */
+	if (r < 0) {
+		snprintf(what, sizeof(what), "cannot capture the final epoch: %s", strerror(-r));
+		g->fo.state = PFAILOVER_PROTECTED;
+		finish(g, false, what);
+		return;
+	}
+	g->fo.state = PFAILOVER_HANDING_OVER;
+	g->fo.final_epoch = g->epoch;
+	log_info("%s: handing over: service frozen, final epoch %lu shipped", g->svc->name,
+		 (unsigned long)g->epoch);
+	pfailover_acked(g, g->acked);
+}
+
+void pfailover_acked(struct guard *g, uint64_t epoch)
+{
+	if (g->fo.state != PFAILOVER_HANDING_OVER || g->fo.handover_sent ||
+	    epoch < g->fo.final_epoch)
+		return;
+	g->fo.acked_at_us = now_us();
+	if (link_send_handover(g, g->fo.final_epoch) < 0)
+		return; /* the link is gone: the backup's next HELLO decides */
+	g->fo.handover_sent = true;
+}
+
+void pfailover_handover_failed(struct guard *g, const char *why)
+{
+	if (g->fo.state == PFAILOVER_HANDING_OVER)
+		handover_failed(g, why);
+}
+
+/* ---------- stop everywhere ---------- */
+
+void pfailover_stop_everywhere(struct guard *g, pfailover_done_fn done, void *arg)
+{
+	char what[256];
+
+	if ((g->fo.state != PFAILOVER_PROTECTED && g->fo.state != PFAILOVER_FROZEN) ||
+	    !g->hello_ok || link_send_stand_down(g) < 0) {
+		snprintf(what, sizeof(what), "%s: cannot stop everywhere: %s", g->svc->name,
+			 g->hello_ok ? pfailover_state_name(g->fo.state)
+				     : "the backup is not connected (it must agree not to take over)");
+		done(g, false, what, arg);
+		return;
+	}
+	g->fo.done = done;
+	g->fo.done_arg = arg;
+	g->fo.state = PFAILOVER_STOPPING;
+	log_info("%s: stopping everywhere: asking the backup to stand down", g->svc->name);
+}
+
+void pfailover_stood_down(struct guard *g, const char *why)
+{
+	char what[512];
+
+	if (g->fo.state != PFAILOVER_STOPPING)
+		return;
+	snprintf(what, sizeof(what), "%s: stopped everywhere (%s)", g->svc->name, why);
+	log_info("%s", what);
+	g->fo.state = PFAILOVER_STOPPED;
+	g->deposed = true;
+	if (g->pid > 0)
+		kill(g->pid, SIGKILL);
+	finish(g, true, what);
+}

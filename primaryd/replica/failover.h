@@ -33,6 +33,18 @@
  *            and HEARTBEAT renew it (never an ERROR: a backup that is
  *            taking over must not thaw the service even for a moment).
  * deposed    the backup said (ERROR code TAKEN_OVER) that it serves.
+ * handing over  a planned handover (the handover command, SIGTERM): the
+ *            service is frozen as its final epoch is captured, that epoch
+ *            is shipped and, once acknowledged, HANDOVER tells the backup
+ *            to restore at once. Its TAKEN_OVER ends it (deposed, our
+ *            frozen copy killed, the unavailability logged: from the
+ *            freeze to the backup's answer); HANDOVER_FAILED thaws the
+ *            service and it stays primary. A lost link leaves it frozen
+ *            (the backup may be restoring): the next HELLO from the backup
+ *            says it is not, and the service runs again.
+ * stopping, stopped  `stop NAME --everywhere`: STAND_DOWN tells the backup
+ *            not to take over (it keeps the image); its STOOD_DOWN answer
+ *            lets us kill the service.
  *
  * The lease counts from the time the backup is known to have sent what
  * renewed it, as failover_backup_heard() is given it, never from when we
@@ -50,12 +62,23 @@ enum pfailover_state {
 	PFAILOVER_PROTECTED,
 	PFAILOVER_FROZEN,
 	PFAILOVER_DEPOSED,
+	PFAILOVER_HANDING_OVER,
+	PFAILOVER_STOPPING,
+	PFAILOVER_STOPPED,
 };
+
+/* How a handover or a stop ended: ok, and a line saying what happened. */
+typedef void (*pfailover_done_fn)(struct guard *g, bool ok, const char *what, void *arg);
 
 /* Written by failover.c only. */
 struct pfailover {
 	enum pfailover_state state;
 	uint64_t lease_from_us; /* the backup renewed our lease at this time (our clock) */
+	/* a handover or a stop under way */
+	uint64_t frozen_at_us, acked_at_us, final_epoch;
+	bool handover_sent;
+	pfailover_done_fn done;
+	void *done_arg;
 };
 
 const char *pfailover_state_name(enum pfailover_state state);
@@ -73,6 +96,14 @@ void pfailover_backup_heard(struct guard *g, uint64_t sent_us);
 void pfailover_lease_tick(struct guard *g);
 /* ERROR TAKEN_OVER. */
 void pfailover_deposed(struct guard *g, const char *why);
+/* An ACK of epoch. */
+void pfailover_acked(struct guard *g, uint64_t epoch);
+/* ERROR HANDOVER_FAILED, ERROR STOOD_DOWN. */
+void pfailover_handover_failed(struct guard *g, const char *why);
+void pfailover_stood_down(struct guard *g, const char *why);
+/* Hand over to the backup, or stop everywhere; done runs once, maybe before returning. */
+void pfailover_handover(struct guard *g, pfailover_done_fn done, void *arg);
+void pfailover_stop_everywhere(struct guard *g, pfailover_done_fn done, void *arg);
 /* The backup's HELLO: it accepted us; image_incarnation is what it holds. */
 void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation);
 

@@ -29,25 +29,19 @@ static void record_pause(struct guard *g, uint64_t us)
 	g->pauses[g->n_pauses++ % PAUSE_RING] = us;
 }
 
-static void epoch_cb(evutil_socket_t fd, short what, void *arg)
+/* Capture and ship one epoch; with hold, the service stays frozen as captured. */
+int guard_ship_epoch(struct guard *g, bool hold)
 {
-	struct guard *g = arg;
 	struct epoch_report rep = {0};
 	struct image *img = NULL;
-	(void)fd;
-	(void)what;
-
-	if (!g->hello_ok || !pfailover_ships_epochs(g))
-		return;
-	if (link_backlog(g) > BACKLOG_LIMIT) {
-		g->merged++;
-		return;
-	}
 	bool full = g->need_full;
+
+	g->sess->hold_after_epoch = hold;
 	int r = capture_session_epoch(g->sess, full, &img, &rep);
+	g->sess->hold_after_epoch = false;
 	if (r < 0) {
 		log_warn("%s: epoch capture failed: %s", g->svc->name, strerror(-r));
-		return;
+		return r;
 	}
 	record_pause(g, rep.pause_us);
 	g->last_mode = rep.mode;
@@ -57,7 +51,7 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent);
 	image_free(img);
 	if (r < 0)
-		return;
+		return r;
 	g->epoch = g->sent = epoch;
 	g->need_full = false;
 	g->epochs_sent++;
@@ -65,6 +59,22 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 		  (unsigned long)epoch, full ? "full" : "delta", (unsigned long)rep.pages_shipped,
 		  (unsigned long)rep.pages_captured, (unsigned long)g->last_bytes,
 		  (unsigned long)rep.pause_us);
+	return 0;
+}
+
+static void epoch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct guard *g = arg;
+	(void)fd;
+	(void)what;
+
+	if (!g->hello_ok || !pfailover_ships_epochs(g))
+		return;
+	if (link_backlog(g) > BACKLOG_LIMIT) {
+		g->merged++;
+		return;
+	}
+	(void)guard_ship_epoch(g, false);
 }
 
 static void hb_cb(evutil_socket_t fd, short what, void *arg)

@@ -65,10 +65,13 @@ void link_schedule_reconnect(struct guard *g);
 void link_send_heartbeat(struct guard *g);
 int link_send_epoch(struct guard *g, const struct image *img, uint64_t epoch, uint64_t base);
 size_t link_backlog(const struct guard *g);
+int link_send_handover(struct guard *g, uint64_t epoch);
+int link_send_stand_down(struct guard *g);
 
 /* guard.c */
 int guard_start(struct guard *g);
 int guard_start_service(struct guard *g);
+int guard_ship_epoch(struct guard *g, bool hold);
 void guard_link_lost(struct guard *g);
 struct status_report;
 void guard_status_fill(const struct guard *g, struct status_report *r);

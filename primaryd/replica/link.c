@@ -97,6 +97,7 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 			g->acked = m->ack.epoch;
 			g->acked_at_us = now_us();
 		}
+		pfailover_acked(g, m->ack.epoch);
 		break;
 	case WIRE_HEARTBEAT:
 		break;
@@ -105,6 +106,12 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 			 wire_error_code_name(m->error.code), m->error.reason);
 		if (m->error.code == WIRE_ERR_TAKEN_OVER) {
 			pfailover_deposed(g, m->error.reason);
+			return;
+		}
+		if (m->error.code == WIRE_ERR_HANDOVER_FAILED)
+			pfailover_handover_failed(g, m->error.reason);
+		if (m->error.code == WIRE_ERR_STOOD_DOWN) {
+			pfailover_stood_down(g, m->error.reason);
 			return;
 		}
 		drop_link(g, "backup reported an error");
@@ -215,6 +222,36 @@ void link_send_heartbeat(struct guard *g)
 	if (wire_pack_heartbeat(&sb, &hb) == 0)
 		send_sbuf(g, &sb);
 	msgpack_sbuffer_destroy(&sb);
+}
+
+int link_send_handover(struct guard *g, uint64_t epoch)
+{
+	msgpack_sbuffer sb;
+	int r;
+
+	if (!g->bev || !g->hello_ok)
+		return -ENOTCONN;
+	msgpack_sbuffer_init(&sb);
+	r = wire_pack_handover(&sb, &(struct wire_handover){.epoch = epoch});
+	if (r == 0)
+		r = send_sbuf(g, &sb);
+	msgpack_sbuffer_destroy(&sb);
+	return r;
+}
+
+int link_send_stand_down(struct guard *g)
+{
+	msgpack_sbuffer sb;
+	int r;
+
+	if (!g->bev || !g->hello_ok)
+		return -ENOTCONN;
+	msgpack_sbuffer_init(&sb);
+	r = wire_pack_stand_down(&sb);
+	if (r == 0)
+		r = send_sbuf(g, &sb);
+	msgpack_sbuffer_destroy(&sb);
+	return r;
 }
 
 /* Pack one message, add it to the epoch hash, queue it. */
