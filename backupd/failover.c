@@ -196,11 +196,20 @@ void failover_tick(struct service *svc)
 	struct failover *fo = &svc->fo;
 	uint64_t now = now_us(), silent;
 
+	/* We stalled ourselves (SIGSTOP, a stuck disk, the host): what we missed says nothing. */
+	if (now - fo->last_tick_us > ms_to_us(svc->cfg->lease_ms) && fo->state == FAILOVER_WAITING) {
+		log_warn("%s: backupd itself was stalled for %" PRIu64
+			 " ms: starting a fresh failover timeout",
+			 svc->cfg->name, (now - fo->last_tick_us) / 1000);
+		failover_heard(svc, now);
+	}
 	fo->last_tick_us = now;
 	if (fo->state != FAILOVER_WAITING)
 		return;
 	if (svc->session && session_read_paused(svc->session))
 		failover_heard(svc, now); /* we stopped listening, it did not stop talking */
+	if (svc->session && session_has_unread(svc->session))
+		return; /* what it sent decides, once read: the read callback runs next */
 	silent = now > fo->heard_us ? now - fo->heard_us : 0;
 	if (!store_epoch(svc->store) || silent < ms_to_us(svc->cfg->failover_timeout_ms) ||
 	    now < fo->retry_at_us)

@@ -16,8 +16,10 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <sys/ioctl.h>
 #include <stdarg.h>
 
 #include "daemon.h"
@@ -51,6 +53,7 @@ struct session {
 
 	struct event *hb_timer, *reaper;
 	uint64_t hb_seq;
+	uint64_t peer_stamp_us, peer_stamp_at_us; /* the primary's newest time_us, and when it came */
 };
 
 /* What an ACK needs to find its way back, the session having maybe gone meanwhile. */
@@ -78,13 +81,16 @@ static void send_msg(struct session *s, const struct wire_msg *m)
 static void send_heartbeat(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
+	uint64_t now = now_us();
 	struct wire_msg m = {.type = WIRE_HEARTBEAT,
 			     .heartbeat = {.seq = ++s->hb_seq,
-					   .time_us = now_us(),
-					   .epoch = store_epoch(s->svc->store)}};
+					   .time_us = now,
+					   .epoch = store_epoch(s->svc->store),
+					   .echo_us = s->peer_stamp_us,
+					   .echo_age_us = s->peer_stamp_us ? now - s->peer_stamp_at_us : 0}};
 
 	(void)fd, (void)what;
-	if (!failover_renews_lease(s->svc, now_us()))
+	if (!failover_renews_lease(s->svc, now))
 		return;
 	send_msg(s, &m);
 }
@@ -202,6 +208,17 @@ static int refuse(struct session *s, enum wire_error_code code, const char *fmt,
 }
 
 bool session_read_paused(const struct session *s) { return s->read_paused; }
+
+/* Bytes the primary has sent that we have not read yet: in the kernel, in TLS, in libevent. */
+bool session_has_unread(const struct session *s)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+	int fd = bufferevent_getfd(s->bev), n = 0;
+
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) || (ssl && SSL_pending(ssl) > 0))
+		return true;
+	return fd >= 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
 
 /* ---------- HELLO ---------- */
 
@@ -495,6 +512,11 @@ static int on_message(struct session *s, const struct wire_msg *m)
 		return on_commit(s, m);
 	case WIRE_HEARTBEAT:
 		service_heartbeat(s->svc);
+		s->peer_stamp_us = m->heartbeat.time_us;
+		s->peer_stamp_at_us = now_us();
+		/* It was sent after it had our stamp echo_us, held for echo_age_us: alive then. */
+		if (m->heartbeat.echo_us)
+			failover_heard(s->svc, m->heartbeat.echo_us + m->heartbeat.echo_age_us);
 		return 0;
 	case WIRE_ERROR:
 		log_warn("%s: the primary at %s says: %s", name_of(s), s->peer, m->error.reason);

@@ -36,3 +36,6 @@ void session_free_all(struct daemon *d);
 
 /* Reading is held back while the journal catches up: silence is then ours, not the primary's. */
 bool session_read_paused(const struct session *s);
+
+/* Has the primary sent bytes we have not read yet? Then it is not silent: read them first. */
+bool session_has_unread(const struct session *s);

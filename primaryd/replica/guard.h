@@ -43,6 +43,8 @@ struct guard {
 	struct pfailover fo; /* failover.c's */
 	uint64_t incarnation; /* this run of the service (wire.h), set by failover.c */
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
+	uint64_t hello_sent_us;			  /* our HELLO: the backup's answers it */
+	uint64_t peer_stamp_us, peer_stamp_at_us; /* the backup's newest time_us, and when it came */
 	uint64_t merged; /* epochs skipped while the backup caught up */
 
 	/* figures for status */

@@ -52,6 +52,8 @@ static void send_hello(struct guard *g)
 			       .incarnation = g->incarnation,
 			       .flags = pfailover_hello_flags(g)};
 	msgpack_sbuffer_init(&sb);
+	g->hello_sent_us = now_us();
+	g->peer_stamp_us = 0;
 	if (wire_pack_hello(&sb, &h) == 0)
 		send_sbuf(g, &sb);
 	msgpack_sbuffer_destroy(&sb);
@@ -72,15 +74,34 @@ static void drop_link(struct guard *g, const char *why)
 }
 
 /*
- * Only HELLO, ACK and HEARTBEAT renew the lease: an ERROR from a backup that
- * is taking over must not thaw a frozen service even for a moment.
+ * Only HELLO and HEARTBEAT renew the lease (an ERROR from a backup that is
+ * taking over must not thaw a frozen service even for a moment), and from
+ * the time the backup is known to have sent them, never from when we read
+ * them (a primaryd that stalled reads old heartbeats): a HELLO answers
+ * ours, so it was sent after we sent that; a HEARTBEAT echoes our newest
+ * stamp it had and how long it had held it (wire.h).
  */
+static void renew_lease(struct guard *g, const struct wire_msg *m)
+{
+	uint64_t now = now_us(), sent = 0;
+
+	if (m->type == WIRE_HELLO) {
+		sent = g->hello_sent_us;
+	} else if (m->type == WIRE_HEARTBEAT) {
+		g->peer_stamp_us = m->heartbeat.time_us;
+		g->peer_stamp_at_us = now;
+		if (m->heartbeat.echo_us)
+			sent = m->heartbeat.echo_us + m->heartbeat.echo_age_us;
+	}
+	if (!sent)
+		return;
+	g->last_heard_us = now;
+	pfailover_backup_heard(g, sent < now ? sent : now);
+}
+
 static void handle_msg(struct guard *g, const struct wire_msg *m)
 {
-	if (m->type == WIRE_HELLO || m->type == WIRE_ACK || m->type == WIRE_HEARTBEAT) {
-		g->last_heard_us = now_us();
-		pfailover_backup_heard(g, g->last_heard_us);
-	}
+	renew_lease(g, m);
 	switch (m->type) {
 	case WIRE_HELLO:
 		if (m->hello.role != ROLE_BACKUP) {
@@ -217,7 +238,12 @@ void link_send_heartbeat(struct guard *g)
 	msgpack_sbuffer sb;
 	if (!g->bev || !g->hello_ok)
 		return;
-	struct wire_heartbeat hb = {.seq = ++g->hb_seq, .time_us = now_us(), .epoch = g->acked};
+	uint64_t now = now_us();
+	struct wire_heartbeat hb = {.seq = ++g->hb_seq,
+				    .time_us = now,
+				    .epoch = g->acked,
+				    .echo_us = g->peer_stamp_us,
+				    .echo_age_us = g->peer_stamp_us ? now - g->peer_stamp_at_us : 0};
 	msgpack_sbuffer_init(&sb);
 	if (wire_pack_heartbeat(&sb, &hb) == 0)
 		send_sbuf(g, &sb);
