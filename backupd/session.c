@@ -27,6 +27,7 @@
 #include "log.h"
 #include "service.h"
 #include "store.h"
+#include "takeover.h"
 #include "tls.h"
 #include "util.h"
 #include "wire.h"
@@ -414,17 +415,16 @@ static void on_durable(int r, uint64_t epoch, void *arg)
 		resume_reading(s);
 }
 
-/* The image names an executable; the one configured here is what the operator installed. */
+/* The image names an executable; the one configured here must be it: say so early. */
 static void check_executable(struct session *s)
 {
-	const struct image *meta = store_meta(s->svc->store);
+	char err[768];
 
-	if (s->exe_checked || !meta || !meta->exe)
+	if (s->exe_checked || !store_meta(s->svc->store))
 		return;
 	s->exe_checked = true;
-	if (strcmp(meta->exe, s->svc->cfg->executable) != 0)
-		log_warn("%s: the primary runs %s, but executable = %s here; restore will use %s",
-			 s->svc->cfg->name, meta->exe, s->svc->cfg->executable, meta->exe);
+	if (takeover_check_executable(s->svc, err, sizeof(err)) < 0)
+		log_warn("%s: %s", s->svc->cfg->name, err);
 }
 
 static void committed(struct session *s, uint64_t epoch, uint64_t base, uint64_t npages,

@@ -9,7 +9,9 @@
 #include "takeover.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdlib.h>
 
 #include "child.h"
 #include "daemon.h"
@@ -104,12 +106,63 @@ void takeover_run_hook(struct service *svc, pid_t pid, uint64_t epoch)
 
 /* ---------- the restore ---------- */
 
+static void hex12(const uint8_t *sum, char out[13])
+{
+	for (int i = 0; i < 6; i++)
+		snprintf(out + 2 * i, 3, "%02x", sum[i]);
+}
+
+int takeover_check_executable(const struct service *svc, char *err, size_t errlen)
+{
+	const struct image *meta = store_meta(svc->store);
+	const char *want = svc->cfg->executable;
+	uint8_t sum[32];
+	char a[13], b[13];
+	int r;
+
+	if (!meta || !meta->exe)
+		return 0;
+	char real[PATH_MAX];
+
+	if (strcmp(meta->exe, want) != 0 &&
+	    (!realpath(want, real) || strcmp(meta->exe, real) != 0)) {
+		snprintf(err, errlen,
+			 "the image's executable is %s, but %s says executable = %s: restore "
+			 "refused",
+			 meta->exe, svc->cfg->path, want);
+		return -ESTALE;
+	}
+	if (meta->exe_file < 0 || (size_t)meta->exe_file >= meta->n_files)
+		return 0;
+	r = file_sha256(want, sum);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot read executable = %s (%s): %s: restore refused", want,
+			 svc->cfg->path, strerror(-r));
+		return r;
+	}
+	if (memcmp(sum, meta->files[meta->exe_file].sha256, 32) != 0) {
+		hex12(sum, a);
+		hex12(meta->files[meta->exe_file].sha256, b);
+		snprintf(err, errlen,
+			 "executable = %s (%s) has sha256 %s..., the image's executable %s had "
+			 "%s...: restore refused",
+			 want, svc->cfg->path, a, meta->exe, b);
+		return -ESTALE;
+	}
+	return 0;
+}
+
 static int restore_warm_image(struct service *svc, pid_t *pid)
 {
 	struct image img;
 	char err[512];
-	int r = store_build_image(svc->store, &img);
+	int r = takeover_check_executable(svc, err, sizeof(err));
 
+	if (r < 0) {
+		log_error("%s: %s", svc->cfg->name, err);
+		return r;
+	}
+	r = store_build_image(svc->store, &img);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot assemble the image", svc->cfg->name);
 	r = image_validate(&img, err, sizeof(err));

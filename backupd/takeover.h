@@ -12,6 +12,7 @@
  */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -25,6 +26,12 @@ struct takeover {
 
 /* Run the fence hook; failover_fence_done() follows. 0, or -errno (logged). */
 int takeover_start_fence(struct service *svc);
+
+/*
+ * The configured executable must be the image's, by path and by SHA-256:
+ * 0, or -ESTALE (or the error reading it) with err naming both.
+ */
+int takeover_check_executable(const struct service *svc, char *err, size_t errlen);
 
 /* Restore the warm image; failover_restore_done() or _failed() follows. */
 void takeover_start_restore(struct service *svc);

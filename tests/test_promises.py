@@ -3,7 +3,7 @@
 handover loses no acknowledged write, and a stalled backup takes nothing over.
 
 Usage: test_promises.py SCENARIO...   (restart, handover-command, handover-sigterm, stall,
-                                       stop-everywhere)
+                                       stop-everywhere, executable)
 ROUNDS=N changes the number of rounds (default 10; stall: 3 per length).
 
 Hosts A, B and C are network namespaces (tests/lib/replication.py): primaryd and
@@ -33,6 +33,7 @@ stall: SIGSTOP of backupd for 0.6, 1.1, 1.5, 2 and 3 s, a client writing through
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -234,6 +235,56 @@ def stop_everywhere(r, binary):
                 st.get("role") == "backup", "role backup", st["raw"])
 
 
+# ---------------------------------------------------------------- executable
+
+def executable(r, binary):
+    """The backup's configured executable must be the image's, by path and by hash: a
+    different path, or the same path holding another file, refuses the restore with an
+    error naming both, keeps the image, and nothing runs in B."""
+    for case in ("path", "hash"):
+        topo, certs = new_topology()
+        with topo:
+            own = cs.run_dir("exe")
+            mine = os.path.join(own, "kvserver")
+            other = os.path.join(own, "kvserver-elsewhere")
+            shutil.copy2(binary, mine)
+            shutil.copy2(binary, other)
+            dep = rp.Deployment(topo, certs, mine)
+            if case == "path":
+                dep.write_service("b", executable=other)
+            backup = dep.start_backupd()
+            primary = dep.start_primaryd()
+            service = rp.service_proc(primary, mine)
+            rp.wait_acked(primary, backup, at_least=2)
+            if case == "hash":  # what B has at that path now is another file
+                with open(other, "ab") as f:
+                    f.write(b"not the same")
+                os.replace(other, mine)
+            rp.kill_now(service, primary.proc)
+            want = (f"image's executable is {mine}, but" if case == "path"
+                    else f"executable = {mine}")
+            try:
+                rp.wait_for("the restore refused, naming both", lambda: any(
+                    want in l and "error:" in l and "restore refused" in l
+                    for l in backup.log_text().splitlines()), 15)
+            except cs.TestError as e:
+                r.fail(f"executable {case}: {e}; backupd log:\n{backup.log_tail()}")
+                continue
+            line = next(l for l in backup.log_text().splitlines()
+                        if "error:" in l and "restore refused" in l)
+            names_both = (other in line and mine in line) if case == "path" else (
+                mine in line and "sha256" in line)
+            r.check(f"executable {case}: the error names both executables", names_both,
+                    "both named", line)
+            st = backup.status()
+            m = re.search(r"restores failed\s+(\d+)", st["raw"])
+            r.check(f"executable {case}: nothing restored, the image kept, the failure counted",
+                    st.get("role") == "backup" and not rp.running_in(topo, topo.b, mine) and
+                    (st.get("epoch") or 0) >= 2 and m is not None and int(m.group(1)) >= 1,
+                    "role backup, epoch >= 2, restores failed >= 1", st["raw"])
+            cs.log(f"executable {case}: {line}")
+
+
 # ---------------------------------------------------------------- stall
 
 STALLS = (0.6, 1.1, 1.5, 2.0, 3.0)
@@ -292,6 +343,7 @@ SCENARIOS = {
     "handover-sigterm": lambda r, b: handover(r, b, "sigterm"),
     "stall": stall,
     "stop-everywhere": stop_everywhere,
+    "executable": executable,
 }
 
 
