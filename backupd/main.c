@@ -26,22 +26,33 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: checksync-backupd [--config FILE] [-v]\n"
 		   "       checksync-backupd status [--config FILE]\n"
-		   "       checksync-backupd restore --image DIR [-v]\n"
+		   "       checksync-backupd restore --image DIR [--debug-file FILE]\n"
+		   "                [--debug-root DIR] [-v]\n"
 		   "The configuration file defaults to " DEFAULT_CONFIG ".\n");
 }
 
 static int cmd_restore(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"image", required_argument, NULL, 'i'}, {"verbose", no_argument, NULL, 'v'}, {}};
+	static const struct option opts[] = {{"image", required_argument, NULL, 'i'},
+					     {"debug-file", required_argument, NULL, 'D'},
+					     {"debug-root", required_argument, NULL, 'R'},
+					     {"verbose", no_argument, NULL, 'v'},
+					     {}};
+	struct restore_opts ro = {0};
 	const char *image = NULL;
 	pid_t pid;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "i:v", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "i:D:R:v", opts, NULL)) != -1) {
 		switch (c) {
 		case 'i':
 			image = optarg;
+			break;
+		case 'D':
+			ro.debug_file = optarg;
+			break;
+		case 'R':
+			ro.debug_root = optarg;
 			break;
 		case 'v':
 			log_set_verbose(log_get_verbose() + 1);
@@ -55,7 +66,7 @@ static int cmd_restore(int argc, char **argv)
 		log_error("restore needs --image DIR");
 		return 2;
 	}
-	if (restore_image(image, &pid) < 0)
+	if (restore_image_opts(image, &ro, &pid) < 0)
 		return 1;
 	printf("%d\n", pid);
 	fflush(stdout);

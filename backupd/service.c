@@ -70,6 +70,7 @@ int service_open(struct daemon *d, const struct service_config *cfg, struct serv
 	} else {
 		log_info("%s: no image yet in %s", cfg->name, svc->dir);
 	}
+	service_check_debuginfo(svc, NULL);
 	if (journal_serving(svc->journal, &svc->pid, &svc->served_epoch))
 		takeover_resume(svc);
 	r = start_tick(svc);
@@ -133,6 +134,10 @@ void service_report(const struct service *svc, struct status_report *r)
 	status_report_gauge(r, "pid", "",
 			    serving && svc->pid > 0 && !svc->pid_ended ? svc->pid : NAN,
 			    "Process id of the service restored here");
+	char di[512];
+	status_report_text(r, "debug_info", service_debuginfo_text(svc, di, sizeof(di)),
+			   "The executable's DWARF on this host, which a takeover patches thread "
+			   "ids with");
 }
 
 void service_status_line(const struct service *svc, char *buf, size_t len)

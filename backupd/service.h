@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "goruntime.h"
 
 struct child;
 struct daemon;
@@ -59,6 +60,8 @@ struct service {
 	uint64_t retry_at_us;
 	struct child *fence, *hook, *watch;
 	struct event *tick;
+
+	struct go_debuginfo debuginfo; /* this host's DWARF for the executable (debuginfo.c) */
 };
 
 const char *service_state_name(enum service_state state);
@@ -73,5 +76,10 @@ void service_heard(struct service *svc);
 
 /* The service's rows for the status socket and /metrics. */
 void service_report(const struct service *svc, struct status_report *r);
+/* debuginfo.c: look up the DWARF a takeover needs; warn if there is none (peer: at HELLO). */
+void service_check_debuginfo(struct service *svc, const char *peer);
+/* Its path, or what is missing, for status. */
+const char *service_debuginfo_text(const struct service *svc, char *buf, size_t len);
+
 /* One phrase for sd_notify STATUS=: "epoch 42 of kvserver, lag 80 ms". */
 void service_status_line(const struct service *svc, char *buf, size_t len);

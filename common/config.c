@@ -88,6 +88,7 @@ static const struct key_desc service_keys[] = {
     SKEY("dirty_tracking", dirty_tracking, KEY_DIRTY),
     SKEY("fence_hook", fence_hook, KEY_CMDLINE),
     SKEY("takeover_hook", takeover_hook, KEY_CMDLINE),
+    SKEY("debug_file", debug_file, KEY_PATH),
 };
 
 _Static_assert(ARRAY_SIZE(daemon_keys) <= MAX_KEYS, "raise MAX_KEYS");
@@ -775,6 +776,7 @@ void config_service_free(struct service_config *c)
 	cmdline_free(&c->command);
 	free(c->pid_file);
 	free(c->executable);
+	free(c->debug_file);
 	free(c->primary);
 	cmdline_free(&c->fence_hook);
 	cmdline_free(&c->takeover_hook);

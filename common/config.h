@@ -90,6 +90,7 @@ struct service_config {
 	struct cmdline command; /* exactly one of command and pid_file (primary) */
 	char *pid_file;
 	char *executable;		/* required on the backup, which must start it */
+	char *debug_file;		/* the executable's DWARF, when no standard lookup finds it */
 	struct hostport backup;		/* required on the primary */
 	char *primary;			/* expected peer name of the primary (backup), optional */
 	uint32_t epoch_interval_ms;	/* default 100 */
