@@ -22,6 +22,13 @@ preemption check fails (the GC waits for the spin to end), which shows that the
 check can tell.
 
 Each kind's mode, image size, pause and preemption result are printed as a table.
+
+Then the daemons, with the debug file given as the service's debug_file: the
+primary's status must show live capture and the file, and so must the backup's
+while its own file is right. With a backup whose debug_file is another build's,
+the backup must say at HELLO, in its log (naming the refused file) and in its
+status, that it lacks the DWARF the primary uses, while replication goes on;
+host A then dies and B must serve the service with the state it had.
 """
 
 import hashlib
@@ -33,6 +40,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import checksync as cs  # noqa: E402
+import replication as rp  # noqa: E402
 
 SPIN_MS = 4000
 MAX_PAUSE_MS = 500
@@ -191,6 +199,61 @@ def try_kind(r, kind, exe, extra, want_debug, table):
     return report
 
 
+def text_row(daemon, name, service=rp.SERVICE):
+    rows = [row[4] for row in rp.status_socket_rows(daemon.socket)
+            if row[0] == service and row[2] == name and row[3] == "text"]
+    return rows[0] if rows else None
+
+
+def daemons(r, exe, debug_file, wrong):
+    """primaryd and backupd with debug_file set; then B given another build's file."""
+    topo = rp.Topology()
+    certs = rp.make_certs(f"10.213.{topo.net}.2")
+    with topo:
+        up = rp.bring_up(topo, certs, exe, debug_file=debug_file)
+        for d, what in ((up.primary, "primaryd"), (up.backup, "backupd")):
+            r.check(f"daemons: {what}'s status names debug_file {debug_file}",
+                    text_row(d, "debug_info") == debug_file, debug_file, text_row(d, "debug_info"))
+        r.check("daemons: primaryd's status says live capture", text_row(up.primary, "capture_mode") == "live",
+                "live", text_row(up.primary, "capture_mode"))
+        log = up.primary.log_text()  # (which file: an info line, shown with -v)
+        r.check("daemons: primaryd's log has no fallback warning", "falling back" not in log,
+                "no 'falling back'", log[-1500:])
+        log = up.backup.log_text()
+        r.check("daemons: backupd's log says once which file a takeover would read",
+                log.count(f"DWARF for {exe} from {debug_file} (debug_file)") == 1, "one line",
+                log[-1500:])
+
+        # B's file is now another build's: said when the primary says HELLO again.
+        up.backup.kill9()
+        up.dep.write_service("b", debug_file=wrong)
+        backup = up.dep.start_backupd()
+        up = up._replace(backup=backup)
+        rp.wait_acked(up.primary, backup, at_least=up.primary.field("epoch") + 1)
+        di = text_row(backup, "debug_info")
+        r.check("daemons: a backup with another build's debug_file says in its status that it "
+                "has no DWARF", di and di.startswith("missing"), "missing: ...", di)
+        hello = [l for l in backup.log_text().splitlines()
+                 if "primary connected from" in l and "no DWARF" in l]
+        r.check("daemons: ... and in its log at the primary's HELLO, naming the refused file",
+                hello and f"debug_file {wrong} refused" in hello[-1], f"'debug_file {wrong} refused'",
+                hello or backup.log_tail())
+        state = up.vip.state()
+        epoch = up.primary.field("epoch")
+        rp.wait_acked(up.primary, backup, at_least=epoch + 2)
+        rp.kill_now(up.service, up.primary.proc)
+        up.primary.proc.wait_gone(5)
+        up.service.wait_gone(5)
+        got = rp.wait_for("B to serve tickers through the VIP", lambda: up.vip.state(timeout=1), 30, 0.1)
+        r.check("daemons: after A's death B serves the same instance with at least its state",
+                got["instance"] == state["instance"] and got["ok"]
+                and all(a >= b for a, b in zip(got["counters"], state["counters"])),
+                f"instance {state['instance']}, counters >= {state['counters']}", got)
+        for pid in rp.running_in(topo, topo.b, exe):
+            cs.Proc(pid, "tickers restored in B").kill9()
+        backup.kill9()
+
+
 def main(r):
     top = os.path.realpath(cs.run_dir("debuginfo-bins"))
     kinds = make_kinds(top)
@@ -206,6 +269,8 @@ def main(r):
     for kind, mode, size, pause, pre, pauses in table:
         shown = ", ".join(f"{p:.1f}" if isinstance(p, float) else "none" for p in pauses)
         print(f"{kind:34} {mode:18} {size:12} {pause:9}  {pre} (GC pauses ms: {shown})")
+    exe, extra, dbg = kinds["stripped + debug_file"]
+    daemons(r, exe, dbg, kinds["stripped + build-id debug file"][2])
 
 
 if __name__ == "__main__":
