@@ -143,6 +143,11 @@ static int cmd_daemon(int argc, char **argv)
 	 * theirs too; this covers what they cannot know about).
 	 */
 	(void)close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+	/*
+	 * The DWARF lookup at each HELLO runs in the event loop: libdwfl must not
+	 * go to a debuginfod server from there (it would while this is set).
+	 */
+	unsetenv("DEBUGINFOD_URLS");
 	log_set_verbose(1);
 	r = parse_common(argc, argv, &config, true);
 	return r ? r : daemon_run(config);
