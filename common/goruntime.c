@@ -306,9 +306,9 @@ static void name_refused(const char *exe, const char *root, const char *link, co
 	size_t n = 0, off = 0;
 
 	buf[0] = 0;
-	if (!dir)
-		return;
-	*strrchr(dir, '/') = 0; /* exe is an absolute path: /proc/PID/exe's target or a config's */
+	if (!dir || !strrchr(dir, '/'))
+		return; /* libdwfl looks beside absolute paths only */
+	*strrchr(dir, '/') = 0;
 	if (strncmp(id, "gnu:", 4) == 0 && strlen(id) > 6)
 		snprintf(cand[n++], sizeof(cand[0]), "%s/.build-id/%.2s/%s.debug", root, id + 4,
 			 id + 6);
