@@ -57,6 +57,7 @@ int service_open(struct daemon *d, const struct service_config *cfg, struct serv
 	} else {
 		log_info("%s: no image yet in %s", cfg->name, svc->dir);
 	}
+	service_check_debuginfo(svc, NULL);
 	failover_init(svc, d->started_us);
 	r = start_tick(svc);
 	return r < 0 ? log_error_errno(r, "%s: cannot start its timer", cfg->name) : 0;
@@ -161,6 +162,10 @@ void service_report(const struct service *svc, struct status_report *r)
 			      "Restores failed in a row (the image is kept; retried after a back-off)");
 	status_report_gauge(r, "pid", "", serving && fo->pid > 0 && !fo->pid_ended ? fo->pid : NAN,
 			    "Process id of the service restored here");
+	char di[512];
+	status_report_text(r, "debug_info", service_debuginfo_text(svc, di, sizeof(di)),
+			   "The executable's DWARF on this host, which a takeover patches thread "
+			   "ids with");
 }
 
 void service_status_line(const struct service *svc, char *buf, size_t len)
