@@ -146,8 +146,8 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			    "median time the service was stopped per epoch (last 256)");
 	status_report_gauge(r, "pause_p99", "seconds", g->n_pauses ? percentile(g, 99) / 1e6 : NAN,
 			    "99th percentile of the pause per epoch (last 256)");
-	status_report_gauge(r, "epoch_bytes", "bytes", g->last_bytes, "bytes of the last epoch");
-	status_report_gauge(r, "epoch_bytes_mean", "bytes",
+	status_report_gauge(r, "epoch_size", "bytes", g->last_bytes, "bytes of the last epoch");
+	status_report_gauge(r, "epoch_size_mean", "bytes",
 			    g->epochs_sent ? (double)g->total_bytes / g->epochs_sent : NAN,
 			    "mean bytes per epoch");
 	status_report_gauge(r, "heartbeat_age", "seconds", (now - g->last_heard_us) / 1e6,
