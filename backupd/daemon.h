@@ -20,6 +20,7 @@ struct conn_policy;
 struct service;
 struct session;
 struct status_server;
+struct control_server;
 struct tls_listener;
 
 struct daemon {
@@ -34,6 +35,7 @@ struct daemon {
 	struct conn_policy *policy; /* what the listener lets in (listener.h) */
 	struct journal_writer *writer;
 	struct status_server *status;
+	struct control_server *control;
 	struct session *sessions; /* every connection, for shutdown */
 	uint64_t next_session_id;
 
@@ -52,5 +54,6 @@ void daemon_status_changed(struct daemon *d);
 /* A connection handed to session_accept() is gone (frees its place under the limits). */
 void daemon_connection_closed(struct daemon *d, const char *peer);
 
-/* Run until SIGTERM or SIGINT: 0, or 1 if it could not start (logged). */
+/* Run until SIGTERM or SIGINT: 0, EXIT_CONFIG for a bad configuration, or 1 if it
+ * could not start (logged). */
 int daemon_run(const char *config_path);
