@@ -52,22 +52,28 @@ TAKEOVER_SLACK_S = 4.0  # restore and hook on a shared, loaded machine, on top o
 # ---------------------------------------------------------------- configuration flavours
 
 def set_keys(text, **values):
-    """TEXT with each `key = value` line of a key in VALUES given that value (None: dropped);
-    a commented-out `#key = ...` line is set too. Keys not in TEXT are a TestError."""
-    out, seen = [], set()
-    for line in text.splitlines():
-        m = re.match(r"^#?\s*([a-z_]+)\s*=", line)
+    """TEXT with the `key = value` line of each key in VALUES given that value (None:
+    dropped). A key only present as a commented-out `#key = ...` line is set there;
+    other commented examples are left alone. A key in neither form is a TestError."""
+    lines = text.splitlines()
+    live = {}
+    for i, line in enumerate(lines):
+        m = re.match(r"^([a-z_]+)\s*=", line)
         if m and m.group(1) in values:
-            k = m.group(1)
-            seen.add(k)
-            if values[k] is not None:
-                out.append(f"{k} = {values[k]}")
+            live.setdefault(m.group(1), i)
+    for k in values:
+        if k in live:
             continue
-        out.append(line)
-    missing = set(values) - seen
+        for i, line in enumerate(lines):
+            if re.match(rf"^#{k}\s*=", line):
+                live[k] = i
+                break
+    missing = set(values) - set(live)
     if missing:
         raise cs.TestError(f"the flavour's file has no key {sorted(missing)}:\n{text}")
-    return "\n".join(out) + "\n"
+    for k, i in live.items():
+        lines[i] = f"{k} = {values[k]}" if values[k] is not None else ""
+    return "\n".join(lines) + "\n"
 
 
 def openssl(cwd, *args, env=None):
@@ -302,13 +308,20 @@ def intruder_as_primary(r, topo, flavour, binary):
                                              services_dir=os.path.join(idir, "services"),
                                              state_dir=os.path.join(idir, "state"),
                                              socket=f"{topo.sockdir}/intruder.sock"))
-    rp.write_file(os.path.join(idir, "services", "kvserver.conf"), flavour.service)
+    # Its own kvserver in C, which it attaches to (a primaryd that is to start its
+    # service asks the backup first, and this one never gets an answer).
+    iwork = cs.start_workload(binary, port=rp.PORT, host=topo.addr[topo.c], listen=f"0.0.0.0:{rp.PORT}",
+                              netns=topo.c)
+    pid_file = os.path.join(idir, "kvserver.pid")
+    with open(pid_file, "w") as f:
+        f.write(f"{iwork.proc.pid}\n")
+    isvc = re.sub(r"(?m)^command = .*$", f"pid_file = {pid_file}", flavour.service)
+    rp.write_file(os.path.join(idir, "services", "kvserver.conf"), isvc)
     log_from = len(backup.log_text())  # refusals are logged once per address and reason per 10 s
     intruder = rp.start_daemon("primaryd", cs.primaryd(), iconf, topo.c, idir, topo.sockdir,
                                name="intruder-primaryd")
-    ipids = rp.wait_for("the intruder's kvserver in C", lambda: rp.running_in(topo, topo.c, binary), 20)
     i_client = dep.client_to(topo.c)
-    i_state = cs.wait_serving(i_client, cs.Proc(ipids[0], "intruder's kvserver"))
+    i_state = i_client.state()
     for i in range(20):
         i_client.json("/set", {"k": f"intruder{i}", "v": "stolen"})
 
