@@ -167,3 +167,87 @@ int proc_readlink(pid_t pid, const char *what, char *buf, size_t len)
 	buf[r] = 0;
 	return 0;
 }
+
+static int parse_ids(const char *v, uint32_t *out[4])
+{
+	char *end;
+	for (int i = 0; i < 4; i++) {
+		unsigned long id = strtoul(v, &end, 10);
+		if (end == v)
+			return -EBADMSG;
+		*out[i] = id;
+		v = end;
+	}
+	return 0;
+}
+
+static int parse_groups(const char *v, struct image_creds *cr)
+{
+	size_t n = 0, cap = 0;
+	char *end;
+
+	for (;;) {
+		unsigned long g = strtoul(v, &end, 10);
+		if (end == v)
+			break;
+		uint32_t *slot = array_push(&cr->groups, &n, &cap, sizeof(*slot));
+		if (!slot)
+			return -ENOMEM;
+		*slot = g;
+		v = end;
+	}
+	cr->n_groups = n;
+	return n > IMAGE_GROUPS_MAX ? -E2BIG : 0;
+}
+
+int proc_task_creds(pid_t pid, pid_t tid, struct image_creds *cr, int *seccomp)
+{
+	char path[96];
+	_cleanup_free_ char *buf = NULL;
+	unsigned found = 0;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
+	ssize_t n = read_file(path, &buf);
+	if (n < 0)
+		return n;
+	*seccomp = 0;
+	free(cr->groups);
+	cr->groups = NULL;
+	cr->n_groups = 0;
+	for (char *line = buf, *next; line && *line && r >= 0; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = 0; /* a field's parser must not run into the next line */
+		char *colon = strchr(line, ':');
+		if (!colon)
+			continue;
+		const char *v = colon + 1;
+		size_t klen = colon - line;
+#define KEY(k) (klen == sizeof(k) - 1 && memcmp(line, k, klen) == 0 && ++found)
+		if (KEY("Uid"))
+			r = parse_ids(v, (uint32_t *[4]){&cr->uid, &cr->euid, &cr->suid, &cr->fsuid});
+		else if (KEY("Gid"))
+			r = parse_ids(v, (uint32_t *[4]){&cr->gid, &cr->egid, &cr->sgid, &cr->fsgid});
+		else if (KEY("Groups"))
+			r = parse_groups(v, cr);
+		else if (KEY("CapInh"))
+			cr->cap_inh = strtoull(v, NULL, 16);
+		else if (KEY("CapPrm"))
+			cr->cap_prm = strtoull(v, NULL, 16);
+		else if (KEY("CapEff"))
+			cr->cap_eff = strtoull(v, NULL, 16);
+		else if (KEY("CapBnd"))
+			cr->cap_bnd = strtoull(v, NULL, 16);
+		else if (KEY("CapAmb"))
+			cr->cap_amb = strtoull(v, NULL, 16);
+		else if (KEY("NoNewPrivs"))
+			cr->no_new_privs = strtoul(v, NULL, 10) != 0;
+		else if (KEY("Seccomp"))
+			*seccomp = strtoul(v, NULL, 10);
+#undef KEY
+	}
+	if (r < 0)
+		return r;
+	return found == 10 ? 0 : -EBADMSG;
+}

@@ -33,3 +33,12 @@ int proc_status_fields(pid_t pid, const char *const *keys, size_t n, int base, u
 
 /* readlink of /proc/PID/<what>. */
 int proc_readlink(pid_t pid, const char *what, char *buf, size_t len);
+
+/*
+ * The credentials of one thread, from /proc/PID/task/TID/status: ids,
+ * groups, capability sets, NoNewPrivs (securebits are in no /proc file and
+ * are left alone). *seccomp is the thread's seccomp mode (0 none, 1 strict,
+ * 2 filter). groups is malloc'd into cr->groups.
+ */
+struct image_creds;
+int proc_task_creds(pid_t pid, pid_t tid, struct image_creds *cr, int *seccomp);

@@ -146,6 +146,8 @@ static int restore_steps(struct restore *r)
 	if (rc >= 0)
 		rc = restore_patch_tids(r);
 	if (rc >= 0)
+		rc = restore_creds(r); /* after everything that needs root */
+	if (rc >= 0)
 		rc = husk_unmap_area(r);
 	if (rc >= 0)
 		rc = restore_threads_finish(r);

@@ -71,6 +71,10 @@ int restore_fds(struct restore *r);
 /* gopatch.c */
 int restore_patch_tids(struct restore *r);
 
+/* creds.c */
+/* Last of the injected steps: each thread's ids, groups, capabilities, securebits, no_new_privs. */
+int restore_creds(struct restore *r);
+
 /* misc.c */
 int restore_check_files(const struct image *img, char *err, size_t errlen);
 int restore_rlimits(struct restore *r);

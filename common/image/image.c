@@ -14,6 +14,7 @@ struct image *image_new(void)
 		return NULL;
 	img->version = IMAGE_VERSION;
 	img->exe_file = -1;
+	img->dumpable = 1;
 	return img;
 }
 
@@ -21,8 +22,10 @@ void image_free(struct image *img)
 {
 	for (size_t i = 0; i < img->n_files; i++)
 		free(img->files[i].path);
-	for (size_t i = 0; i < img->n_threads; i++)
+	for (size_t i = 0; i < img->n_threads; i++) {
 		free(img->threads[i].xstate);
+		free(img->threads[i].creds.groups);
+	}
 	for (size_t i = 0; i < img->n_fds; i++) {
 		free(img->fds[i].path);
 		free(img->fds[i].data);

@@ -42,6 +42,7 @@ struct thread_cache {
 	pid_t tid;
 	uint64_t ss_sp, ss_size, tid_addr;
 	int32_t ss_flags;
+	uint32_t securebits;
 };
 
 struct inject_cache {
@@ -50,6 +51,7 @@ struct inject_cache {
 	struct image_sigaction sigactions[IMAGE_NSIG];
 	uint64_t sig_caught, sig_ignored;
 	uint64_t brk, heap_end;
+	int32_t dumpable;
 	struct thread_cache *threads;
 	size_t n_threads, cap_threads;
 };
@@ -135,6 +137,14 @@ int capture_signal_masks(struct capture *c, uint64_t masks[2]);
 
 /* fds.c */
 int capture_fds(struct capture *c);
+
+/* creds.c */
+/* A thread's ids, groups, capabilities and no_new_privs; refuses seccomp by name. */
+int capture_creds(struct capture *c, struct tracee *t, struct image_thread *it);
+/* Securebits, read from inside the thread (injected prctl). */
+int capture_securebits_inside(struct capture *c, struct tracee *t, uint32_t *bits);
+/* The process's dumpable flag into c->img (injected in the leader, cached). */
+int capture_dumpable(struct capture *c);
 
 /* misc.c */
 int capture_misc(struct capture *c);
