@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The restored process has the identity it had: uids, gids, groups, capabilities, NoNewPrivs.
 
-Usage: test_identity.py [SCENARIO...]   (default: all of nobody, nocaps, ambient)
+Usage: test_identity.py [SCENARIO...]   (default: nobody, nocaps, ambient; or: failover)
 
 Each scenario starts kvserver under `setpriv` with another identity (setpriv
 execs it in place, so the pid is the workload's), writes keys into it, dumps
@@ -19,6 +19,12 @@ new writes.
   ambient  nobody with supplementary groups and one ambient capability
            (net_bind_service in every set, the bounding set cut down to it)
 
+  failover the same through the daemons: a kvserver started as nobody in host
+           A, protected by attaching to it (pid_file), replicated to B; A's
+           primaryd and the service are killed; the copy B restores has the
+           original's identity on every thread and every write acknowledged
+           well before the kill.
+
 Dumping a service that runs as nobody also checks that capture needs no
 privilege root may lack (rlimits of another uid through prlimit() need
 CAP_SYS_RESOURCE; capture reads /proc/PID/limits instead).
@@ -30,6 +36,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import checksync as cs  # noqa: E402
+import replication as rp  # noqa: E402
 
 ORIGINAL, RESTORED = 0, 1
 FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")
@@ -122,8 +129,50 @@ def scenario(r, name, binary):
     restored.kill9()
 
 
+def failover(r, binary):
+    prefix, expected = SCENARIOS["nobody"]
+    topo = rp.Topology()
+    certs = rp.make_certs(f"10.213.{topo.net}.2")
+    with topo:
+        w = cs.start_workload(binary, port=rp.PORT, host=topo.addr[topo.a],
+                              listen=f"0.0.0.0:{rp.PORT}", netns=topo.a, prefix=prefix)
+        original = identity(w.pid)
+        leader = original[w.pid]
+        check_identity(r, "failover: original in A", w.proc, leader, expected)
+        pid_file = os.path.join(cs.run_dir("pidfile"), "kvserver.pid")
+        with open(pid_file, "w") as f:
+            f.write(f"{w.pid}\n")
+        dep = rp.Deployment(topo, certs, binary, command=None, pid_file=pid_file)
+        backup = dep.start_backupd()
+        primary = dep.start_primaryd()
+        rp.wait_acked(primary, backup, at_least=3)
+        r.check("failover: primaryd attached to the nobody service replicates it (epoch >= 3 "
+                "acknowledged)", True)
+        vip = dep.vip_client()
+        up = rp.Up(topo, dep, backup, primary, w.proc, vip, vip.state())
+        writer = rp.Writer(vip)
+        writer.start()
+        try:
+            writer.wait_acks(200)
+            time.sleep(0.5)  # writes old enough to be in an acknowledged epoch
+            t_kill = rp.kill_now(w.proc, primary.proc)
+            w.proc.wait_gone(5)
+            primary.proc.wait_gone(5)
+        except BaseException:
+            writer.stop()
+            raise
+        rp.check_takeover(r, "failover", up, writer, t_kill)
+        restored = rp.running_in(topo, topo.b, binary)
+        r.require("failover: one kvserver runs in B", len(restored) == 1, "one", restored)
+        check_identity(r, "failover: restored in B", cs.Proc(restored[0], "kvserver restored in B"),
+                       leader, expected)
+
+
 def main(r, *names):
     names = names or tuple(SCENARIOS)
+    if names == ("failover",):
+        failover(r, cs.build_workload("kvserver", "cgo"))
+        return
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise cs.TestError(f"unknown scenario(s) {unknown}, expected some of {list(SCENARIOS)}")
