@@ -62,6 +62,8 @@ static int husk_start(struct restore *r)
 	if (pid == 0) {
 		char *argv[] = {(char *)exe, NULL}, *envp[] = {NULL};
 		setsid();
+		if (restore_timens_enter(&r->timens) < 0) /* entered at exec */
+			_exit(126);
 		if (ptrace(PTRACE_TRACEME, 0, 0, 0) < 0)
 			_exit(127);
 		execve(exe, argv, envp);
@@ -128,7 +130,9 @@ static int release_all(struct restore *r)
 
 static int restore_steps(struct restore *r)
 {
-	int rc = husk_start(r);
+	int rc = restore_timens_plan(r->img, &r->timens);
+	if (rc >= 0)
+		rc = husk_start(r);
 	if (rc >= 0)
 		rc = restore_rlimits(r);
 	if (rc >= 0)

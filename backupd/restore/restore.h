@@ -24,6 +24,12 @@
 #define AREA_STACK_LEN (16 * PAGE_SIZE)
 #define AREA_LEN (AREA_STACK + AREA_STACK_LEN)
 
+/* The time namespace the husk enters (timens.c): offsets from the host's clocks, ns. */
+struct timens_plan {
+	bool enter;
+	int64_t off[2]; /* CLOCK_MONOTONIC, CLOCK_BOOTTIME */
+};
+
 struct restore {
 	const struct image *img;
 	pid_t pid;
@@ -34,6 +40,7 @@ struct restore {
 	bool same_tids;
 	struct proc_vma *husk_vmas;
 	size_t n_husk_vmas;
+	struct timens_plan timens;
 };
 
 /* restore.c */
@@ -70,6 +77,12 @@ int restore_fds(struct restore *r);
 
 /* gopatch.c */
 int restore_patch_tids(struct restore *r);
+
+/* timens.c */
+/* Before the husk is forked: the offsets that make the image's clocks carry on. */
+int restore_timens_plan(const struct image *img, struct timens_plan *plan);
+/* In the forked husk, before exec: unshare CLONE_NEWTIME and set the offsets. */
+int restore_timens_enter(const struct timens_plan *plan);
 
 /* creds.c */
 /* Last of the injected steps: each thread's ids, groups, capabilities, securebits, no_new_privs. */

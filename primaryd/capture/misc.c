@@ -192,5 +192,8 @@ int capture_misc(struct capture *c)
 	r = capture_rlimits(c);
 	if (r < 0)
 		return log_error_errno(r, "cannot read the rlimits of pid %d", c->pid);
-	return capture_dumpable(c);
+	r = capture_dumpable(c);
+	if (r < 0)
+		return r;
+	return capture_clocks(c);
 }
