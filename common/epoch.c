@@ -81,7 +81,7 @@ static void clear_threads(struct image *img)
 {
 	for (size_t i = 0; i < img->n_threads; i++) {
 		free(img->threads[i].xstate);
-		free(img->threads[i].creds.groups);
+		image_creds_free(&img->threads[i].creds);
 	}
 	free(img->threads);
 	img->threads = NULL;

@@ -4,6 +4,7 @@
 #include "proc.h"
 
 #include <dirent.h>
+#include <sys/ptrace.h>
 #include <sys/mman.h>
 
 #include "image/image.h"
@@ -200,7 +201,7 @@ static int parse_groups(const char *v, struct image_creds *cr)
 	return n > IMAGE_GROUPS_MAX ? -E2BIG : 0;
 }
 
-int proc_task_creds(pid_t pid, pid_t tid, struct image_creds *cr, int *seccomp)
+int proc_task_creds(pid_t pid, pid_t tid, struct image_creds *cr, int seccomp[2])
 {
 	char path[96];
 	_cleanup_free_ char *buf = NULL;
@@ -211,7 +212,7 @@ int proc_task_creds(pid_t pid, pid_t tid, struct image_creds *cr, int *seccomp)
 	ssize_t n = read_file(path, &buf);
 	if (n < 0)
 		return n;
-	*seccomp = 0;
+	seccomp[0] = seccomp[1] = 0;
 	free(cr->groups);
 	cr->groups = NULL;
 	cr->n_groups = 0;
@@ -244,10 +245,45 @@ int proc_task_creds(pid_t pid, pid_t tid, struct image_creds *cr, int *seccomp)
 		else if (KEY("NoNewPrivs"))
 			cr->no_new_privs = strtoul(v, NULL, 10) != 0;
 		else if (KEY("Seccomp"))
-			*seccomp = strtoul(v, NULL, 10);
+			seccomp[0] = strtoul(v, NULL, 10);
+		else if (KEY("Seccomp_filters"))
+			seccomp[1] = strtoul(v, NULL, 10);
 #undef KEY
 	}
 	if (r < 0)
 		return r;
-	return found == 10 ? 0 : -EBADMSG;
+	return found == 11 ? 0 : -EBADMSG;
+}
+
+int task_seccomp_filters(pid_t tid, int n, struct image_creds *cr)
+{
+	if (n < 0 || n > IMAGE_SECCOMP_FILTERS_MAX)
+		return -E2BIG;
+	cr->filters = calloc(n, sizeof(*cr->filters));
+	if (n && !cr->filters)
+		return -ENOMEM;
+	cr->n_filters = n;
+	for (int i = 0; i < n; i++) {
+		/*
+		 * Index 0 is the oldest filter (the kernel counts back from the
+		 * newest to the n-th from the start, whatever ptrace(2) says), which
+		 * is the order images keep them in: the order to install them.
+		 */
+		struct image_seccomp_filter *f = &cr->filters[i];
+		long len = ptrace(PTRACE_SECCOMP_GET_FILTER, tid, i, NULL);
+		if (len < 0)
+			return -errno;
+		if (len == 0 || len > IMAGE_SECCOMP_INSNS_MAX)
+			return -E2BIG;
+		f->insns = calloc(len, 8);
+		if (!f->insns)
+			return -ENOMEM;
+		f->len = len;
+		if (ptrace(PTRACE_SECCOMP_GET_FILTER, tid, i, f->insns) != len)
+			return -EIO;
+		struct __ptrace_seccomp_metadata md = {.filter_off = i};
+		if (ptrace(PTRACE_SECCOMP_GET_METADATA, tid, sizeof(md), &md) == sizeof(md))
+			f->flags = md.flags;
+	}
+	return 0;
 }

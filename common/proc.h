@@ -37,8 +37,15 @@ int proc_readlink(pid_t pid, const char *what, char *buf, size_t len);
 /*
  * The credentials of one thread, from /proc/PID/task/TID/status: ids,
  * groups, capability sets, NoNewPrivs (securebits are in no /proc file and
- * are left alone). *seccomp is the thread's seccomp mode (0 none, 1 strict,
- * 2 filter). groups is malloc'd into cr->groups.
+ * are left alone). seccomp[0] is the thread's seccomp mode (0 none, 1
+ * strict, 2 filter), seccomp[1] its number of filters. groups is malloc'd
+ * into cr->groups.
  */
 struct image_creds;
-int proc_task_creds(pid_t pid, pid_t tid, struct image_creds *cr, int *seccomp);
+int proc_task_creds(pid_t pid, pid_t tid, struct image_creds *cr, int seccomp[2]);
+
+/*
+ * The n seccomp filters of a ptrace-stopped thread we trace, oldest first,
+ * into cr->filters (PTRACE_SECCOMP_GET_FILTER: needs CAP_SYS_ADMIN).
+ */
+int task_seccomp_filters(pid_t tid, int n, struct image_creds *cr);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The restored process has the identity it had: uids, gids, groups, capabilities, NoNewPrivs.
 
-Usage: test_identity.py [SCENARIO...]   (default: nobody, nocaps, ambient; or: failover)
+Usage: test_identity.py [SCENARIO...]   (default: all but failover; or: failover)
 
 Each scenario starts kvserver under `setpriv` with another identity (setpriv
 execs it in place, so the pid is the workload's), writes keys into it, dumps
@@ -18,6 +18,14 @@ new writes.
            setpriv --inh-caps=-all --bounding-set=-all --no-new-privs
   ambient  nobody with supplementary groups and one ambient capability
            (net_bind_service in every set, the bounding set cut down to it)
+  seccomp  root with no_new_privs and two seccomp filters (tests/lib/
+           seccomp_exec.py: uname fails with EPERM, then EACCES; the newer
+           wins): Seccomp 2, Seccomp_filters 2, and uname still answers EACCES
+  seccomp-nobody  the filters installed by root without no_new_privs, then
+           setpriv to nobody: filters the process could not install again
+  lacking  a root kvserver restored by a backupd whose bounding set lacks
+           cap_net_bind_service: refused at once with one line naming it,
+           nothing left running
 
   failover the same through the daemons: a kvserver started as nobody in host
            A, protected by attaching to it (pid_file), replicated to B; A's
@@ -39,7 +47,11 @@ import checksync as cs  # noqa: E402
 import replication as rp  # noqa: E402
 
 ORIGINAL, RESTORED = 0, 1
-FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")
+FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs",
+          "Seccomp", "Seccomp_filters")
+SECCOMP_EXEC = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib",
+                                             "seccomp_exec.py")]
+EACCES = 13
 NET_BIND = "0000000000000400"
 ZERO = "0000000000000000"
 
@@ -55,6 +67,16 @@ SCENARIOS = {
                  "--bounding-set=-all,+net_bind_service"],
                 {"Uid": "65534 65534 65534 65534", "Groups": "4242 4243", "CapInh": NET_BIND,
                  "CapPrm": NET_BIND, "CapEff": NET_BIND, "CapBnd": NET_BIND, "CapAmb": NET_BIND}),
+    # Two filters making uname fail with EPERM, then EACCES: the newer wins, so
+    # uname's EACCES shows both are there, in their order.
+    "seccomp": (SECCOMP_EXEC + ["--nnp", "1", str(EACCES), "--"],
+                {"Uid": "0 0 0 0", "NoNewPrivs": "1", "Seccomp": "2", "Seccomp_filters": "2"}),
+    # Installed as root without no_new_privs, then setpriv drops to nobody: the
+    # process holds filters it could not install itself any more.
+    "seccomp-nobody": (SECCOMP_EXEC + ["1", str(EACCES), "--", "setpriv", "--reuid=nobody",
+                                       "--regid=nogroup", "--clear-groups"],
+                       {"Uid": "65534 65534 65534 65534", "CapEff": ZERO, "NoNewPrivs": "0",
+                        "Seccomp": "2", "Seccomp_filters": "2"}),
 }
 
 
@@ -103,6 +125,10 @@ def scenario(r, name, binary):
               all(t == leader for t in original.values()), leader,
               [t for t in original.values() if t != leader][:1])
     check_identity(r, f"{name}: original", w.proc, leader, expected)
+    uname = w.client.json("/uname")["errno"]
+    want_uname = EACCES if "Seccomp" in expected else 0
+    r.require(f"{name}: uname in the original answers errno {want_uname}", uname == want_uname,
+              want_uname, uname)
 
     image = os.path.join(cs.run_dir(f"identity-{name}"), "image")
     t_dump = time.monotonic()
@@ -116,6 +142,9 @@ def scenario(r, name, binary):
     load.resume(RESTORED)
     cs.wait_serving(w.client, restored)
     check_identity(r, f"{name}: restored", restored, leader, expected)
+    uname = w.client.json("/uname")["errno"]
+    r.check(f"{name}: uname in the restored process answers errno {want_uname}, as in the original",
+            uname == want_uname, want_uname, uname)
 
     durable = load.acked(phase=ORIGINAL, before=t_dump)
     problems = cs.kv_check(w.client, durable, each=False)
@@ -168,17 +197,42 @@ def failover(r, binary):
                        leader, expected)
 
 
+def lacking(r, binary):
+    """A restorer without a capability the process had refuses, naming it, at once."""
+    w = cs.start_workload(binary)
+    image = os.path.join(cs.run_dir("identity-lacking"), "image")
+    cs.dump(w.pid, image)
+    w.proc.kill9()
+    t0 = time.monotonic()
+    res = cs.run_engine(["setpriv", "--bounding-set=-net_bind_service", cs.backupd(), "restore",
+                         "--image", image], timeout=60)
+    took = time.monotonic() - t0
+    r.check("lacking: a restore by a backupd without cap_net_bind_service fails",
+            res.rc != 0, "non-zero exit", res.rc)
+    r.check("lacking: ... within 10 s (the threads it had cloned are reaped, not waited on forever)",
+            took < 10, "< 10 s", f"{took:.1f} s")
+    problem = cs.one_line_error(res.stderr, "checksync-backupd")
+    r.check("lacking: ... with one error line naming the capability",
+            problem is None and "cap_net_bind_service" in res.stderr and "capability set" in res.stderr,
+            "one line naming cap_net_bind_service and its capability set", problem or res.stderr.strip())
+    r.check(f"lacking: nothing runs as the image's pid {w.pid} after the failed restore",
+            not os.path.exists(f"/proc/{w.pid}"), "no such process", "it exists")
+
+
 def main(r, *names):
-    names = names or tuple(SCENARIOS)
+    names = names or tuple(SCENARIOS) + ("lacking",)
     if names == ("failover",):
         failover(r, cs.build_workload("kvserver", "cgo"))
         return
-    unknown = [n for n in names if n not in SCENARIOS]
+    unknown = [n for n in names if n not in SCENARIOS and n != "lacking"]
     if unknown:
         raise cs.TestError(f"unknown scenario(s) {unknown}, expected some of {list(SCENARIOS)}")
     binary = cs.build_workload("kvserver", "cgo")
     for name in names:
-        scenario(r, name, binary)
+        if name == "lacking":
+            lacking(r, binary)
+        else:
+            scenario(r, name, binary)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 /*
  * creds.c - giving every restored thread the identity it had: uids and
  * gids (real, effective, saved, fs), supplementary groups, the capability
- * sets, securebits and no_new_privs; and the process its dumpable flag.
+ * sets, securebits, no_new_privs and seccomp filters; and the process its
+ * dumpable flag.
  *
  * This runs last among the injected steps, once everything that needs root
  * (mappings, descriptors, rlimits, PR_SET_MM_MAP, cloning the threads) is
@@ -19,7 +20,9 @@
  *   6. PR_CAPBSET_DROP of what the old bounding set lacked, and
  *   7. the old securebits, both while CAP_SETPCAP is still effective;
  *   8. capset of the old sets, which can only lose capabilities;
- *   9. PR_SET_NO_NEW_PRIVS, which no later step could undo.
+ *   9. PR_SET_NO_NEW_PRIVS, which no later step could undo;
+ *  10. the seccomp filters, oldest first (or before 8., see
+ *      restore_thread_creds).
  * Then PR_SET_DUMPABLE (a uid change made the process non-dumpable), and
  * every thread's /proc status is compared with the image: what the kernel
  * holds is what the image said, or the restore fails naming the field.
@@ -29,6 +32,7 @@
  */
 #include <linux/capability.h>
 #include <linux/prctl.h>
+#include <linux/seccomp.h>
 #include <linux/securebits.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -39,7 +43,7 @@
 
 /* Scratch offsets (restore.h: the scratch area is AREA_SCRATCH_LEN bytes). */
 #define SCR_CAPS 0
-#define SCR_GROUPS 256
+#define SCR_DATA 256 /* groups, then seccomp programs */
 
 static const char *const cap_names[] = {
 	"chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid",
@@ -121,10 +125,37 @@ static int check_grantable(const struct image_thread *it, const struct image_cre
 			  it->tid, names, sets[i].set);
 		return -EPERM;
 	}
-	if (want->n_groups * sizeof(uint32_t) > AREA_SCRATCH_LEN - SCR_GROUPS) {
+	if (want->n_groups * sizeof(uint32_t) > AREA_SCRATCH_LEN - SCR_DATA) {
 		log_error("thread %d had %u supplementary groups, more than the restore can pass",
 			  it->tid, want->n_groups);
 		return -E2BIG;
+	}
+	for (uint32_t i = 0; i < want->n_filters; i++)
+		if (want->filters[i].len * 8 > AREA_SCRATCH_LEN - SCR_DATA) {
+			log_error("thread %d: seccomp filter %u has %u instructions, more than the "
+				  "restore can pass", it->tid, i, want->filters[i].len);
+			return -E2BIG;
+		}
+	return 0;
+}
+
+/* Oldest first, as they were installed: the newest filter's answer wins a tie. */
+static long install_filters(struct restore *r, struct tracee *t, const struct image_creds *cr)
+{
+	for (uint32_t i = 0; i < cr->n_filters; i++) {
+		const struct image_seccomp_filter *f = &cr->filters[i];
+		struct {
+			uint16_t len;
+			uint16_t pad[3];
+			uint64_t filter;
+		} prog = {.len = f->len};
+		prog.filter = restore_scratch_put(r, SCR_DATA, f->insns, f->len * 8);
+		uint64_t p = restore_scratch_put(r, SCR_CAPS, &prog, sizeof(prog));
+		if (!prog.filter || !p)
+			return -EFAULT;
+		long ret = call(t, SYS_seccomp, SECCOMP_SET_MODE_FILTER, f->flags, p);
+		if (ret < 0)
+			return ret;
 	}
 	return 0;
 }
@@ -141,10 +172,10 @@ static int restore_thread_creds(struct restore *r, struct tracee *t, const struc
 				const struct image_creds *have, unsigned last_cap)
 {
 	const struct image_creds *cr = &it->creds;
-	uint64_t groups = r->area + AREA_SCRATCH + SCR_GROUPS;
+	uint64_t groups = r->area + AREA_SCRATCH + SCR_DATA;
 
 	if (cr->n_groups &&
-	    !restore_scratch_put(r, SCR_GROUPS, cr->groups, cr->n_groups * sizeof(uint32_t)))
+	    !restore_scratch_put(r, SCR_DATA, cr->groups, cr->n_groups * sizeof(uint32_t)))
 		return -EFAULT;
 	t->insn = r->area + AREA_CODE;
 	STEP("supplementary groups", call(t, SYS_setgroups, cr->n_groups, groups, 0));
@@ -164,9 +195,20 @@ static int restore_thread_creds(struct restore *r, struct tracee *t, const struc
 		if ((have->cap_bnd & ~cr->cap_bnd) & (1ULL << c))
 			STEP("bounding set", call(t, SYS_prctl, PR_CAPBSET_DROP, c, 0));
 	STEP("securebits", call(t, SYS_prctl, PR_SET_SECUREBITS, cr->securebits, 0));
+	/*
+	 * Installing a filter takes no_new_privs or CAP_SYS_ADMIN, and every call
+	 * after it goes through the filter. So: last, if the thread ends with
+	 * either; else now, while we still hold CAP_SYS_ADMIN (the process had
+	 * it, or no_new_privs, when it installed them, and dropped it since).
+	 */
+	bool late = cr->no_new_privs || (cr->cap_eff & (1ULL << CAP_SYS_ADMIN));
+	if (!late)
+		STEP("seccomp filters", install_filters(r, t, cr));
 	STEP("capabilities", set_caps(r, t, cr->cap_eff, cr->cap_prm, cr->cap_inh));
 	if (cr->no_new_privs)
 		STEP("no_new_privs", call(t, SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0));
+	if (late)
+		STEP("seccomp filters", install_filters(r, t, cr));
 	return 0;
 }
 
@@ -176,37 +218,57 @@ static bool same_groups(const struct image_creds *a, const struct image_creds *b
 	       (!a->n_groups || memcmp(a->groups, b->groups, a->n_groups * sizeof(uint32_t)) == 0);
 }
 
-/* Compare what the kernel now holds for the thread with the image. */
+static bool same_filters(const struct image_creds *a, const struct image_creds *b)
+{
+	if (a->n_filters != b->n_filters)
+		return false;
+	for (uint32_t i = 0; i < a->n_filters; i++)
+		if (a->filters[i].len != b->filters[i].len || a->filters[i].flags != b->filters[i].flags ||
+		    memcmp(a->filters[i].insns, b->filters[i].insns, a->filters[i].len * 8) != 0)
+			return false;
+	return true;
+}
+
+/* What the kernel now holds for the thread against the image; NULL if they agree. */
+static const char *compare_thread(pid_t pid, pid_t tid, const struct image_creds *want,
+				  struct image_creds *got, int *rc)
+{
+	int seccomp[2];
+
+	*rc = proc_task_creds(pid, tid, got, seccomp);
+	if (*rc >= 0 && seccomp[0] == 2)
+		*rc = task_seccomp_filters(tid, seccomp[1], got);
+	if (*rc < 0)
+		return "credentials (unreadable)";
+	if (got->uid != want->uid || got->euid != want->euid || got->suid != want->suid ||
+	    got->fsuid != want->fsuid)
+		return "uids";
+	if (got->gid != want->gid || got->egid != want->egid || got->sgid != want->sgid ||
+	    got->fsgid != want->fsgid)
+		return "gids";
+	if (!same_groups(got, want))
+		return "supplementary groups";
+	if (got->cap_inh != want->cap_inh || got->cap_prm != want->cap_prm ||
+	    got->cap_eff != want->cap_eff || got->cap_bnd != want->cap_bnd ||
+	    got->cap_amb != want->cap_amb)
+		return "capability sets";
+	if (got->no_new_privs != want->no_new_privs)
+		return "no_new_privs";
+	if (!same_filters(got, want))
+		return "seccomp filters";
+	return NULL;
+}
+
 static int verify_thread(struct restore *r, pid_t tid, const struct image_thread *it)
 {
 	struct image_creds got = {0};
-	int seccomp;
-	int rc = proc_task_creds(r->pid, tid, &got, &seccomp);
-	const struct image_creds *want = &it->creds;
-	const char *bad = NULL;
+	int rc;
+	const char *bad = compare_thread(r->pid, tid, &it->creds, &got, &rc);
 
-	if (rc < 0) {
-		free(got.groups);
-		return log_error_errno(rc, "cannot read the credentials of restored thread %d", tid);
-	}
-	if (got.uid != want->uid || got.euid != want->euid || got.suid != want->suid ||
-	    got.fsuid != want->fsuid)
-		bad = "uids";
-	else if (got.gid != want->gid || got.egid != want->egid || got.sgid != want->sgid ||
-		 got.fsgid != want->fsgid)
-		bad = "gids";
-	else if (!same_groups(&got, want))
-		bad = "supplementary groups";
-	else if (got.cap_inh != want->cap_inh || got.cap_prm != want->cap_prm ||
-		 got.cap_eff != want->cap_eff || got.cap_bnd != want->cap_bnd ||
-		 got.cap_amb != want->cap_amb)
-		bad = "capability sets";
-	else if (got.no_new_privs != want->no_new_privs)
-		bad = "no_new_privs";
-	free(got.groups);
+	image_creds_free(&got);
 	if (bad)
-		return log_error_errno(-EPERM, "restored thread %d does not have the %s it had",
-				       tid, bad);
+		return log_error_errno(rc < 0 ? rc : -EPERM,
+				       "restored thread %d does not have the %s it had", tid, bad);
 	return 0;
 }
 
@@ -215,14 +277,18 @@ int restore_creds(struct restore *r)
 	const struct image *img = r->img;
 	unsigned last_cap = cap_last_cap();
 	struct image_creds have = {0};
-	int seccomp;
+	int seccomp[2];
 	int rc;
 
 	/* What the husk holds now: ours, inherited through fork and exec as root. */
-	rc = proc_task_creds(r->pid, r->pid, &have, &seccomp);
+	rc = proc_task_creds(r->pid, r->pid, &have, seccomp);
 	free(have.groups);
 	if (rc < 0)
 		return log_error_errno(rc, "cannot read the credentials of the husk");
+	if (seccomp[0])
+		return log_error_errno(-EPERM, "backupd runs under seccomp (mode %d), which the "
+					       "restored process would inherit on top of its own",
+				       seccomp[0]);
 	for (size_t i = 0; i < r->n_threads; i++) {
 		rc = check_grantable(&img->threads[i], &have);
 		if (rc < 0)

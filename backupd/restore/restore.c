@@ -128,6 +128,19 @@ static int release_all(struct restore *r)
 	return 0;
 }
 
+/*
+ * A failed restore leaves nothing running. The threads we cloned are traced
+ * by us, so each must be reaped by its own tid before the leader's exit can
+ * be reported: waiting for the leader alone would wait forever.
+ */
+static void husk_kill(struct restore *r)
+{
+	kill(r->pid, SIGKILL);
+	for (size_t i = 1; i < r->n_threads; i++)
+		waitpid(r->threads[i].tid, NULL, __WALL);
+	waitpid(r->pid, NULL, __WALL);
+}
+
 static int restore_steps(struct restore *r)
 {
 	int rc = restore_timens_plan(r->img, &r->timens);
@@ -174,10 +187,8 @@ int restore_image_mem(const struct image *img, pid_t *pid_out)
 	rc = restore_steps(&r);
 	if (rc >= 0)
 		rc = release_all(&r);
-	if (rc < 0 && r.pid > 0) {
-		kill(r.pid, SIGKILL);
-		waitpid(r.pid, NULL, __WALL);
-	}
+	if (rc < 0 && r.pid > 0)
+		husk_kill(&r);
 	if (r.memfd >= 0)
 		close(r.memfd);
 	free(r.husk_vmas);

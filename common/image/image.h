@@ -58,6 +58,15 @@ struct image_pagerun {
 
 #define IMAGE_XSTATE_MAX 16384
 #define IMAGE_GROUPS_MAX 65536 /* NGROUPS_MAX */
+#define IMAGE_SECCOMP_FILTERS_MAX 512 /* a thread's filters hold at most 32768 instructions */
+#define IMAGE_SECCOMP_INSNS_MAX 4096  /* BPF_MAXINSNS */
+
+/* One seccomp filter program, as PTRACE_SECCOMP_GET_FILTER gives it. */
+struct image_seccomp_filter {
+	uint32_t flags;  /* SECCOMP_FILTER_FLAG_LOG, the one flag a filter keeps */
+	uint32_t len;    /* instructions (struct sock_filter, 8 bytes each) */
+	uint64_t *insns;
+};
 
 /*
  * Who a thread is: Linux keeps credentials per thread (Go keeps them
@@ -72,7 +81,10 @@ struct image_creds {
 	uint64_t cap_inh, cap_prm, cap_eff, cap_bnd, cap_amb;
 	uint32_t securebits; /* SECBIT_* */
 	bool no_new_privs;
+	struct image_seccomp_filter *filters; /* seccomp filters, oldest first */
+	uint32_t n_filters;
 };
+void image_creds_free(struct image_creds *cr);
 
 struct image_thread {
 	int32_t tid;

@@ -64,7 +64,7 @@ static void pack_mm(msgpack_packer *pk, const struct image_mm *mm)
 
 static void pack_creds(msgpack_packer *pk, const struct image_creds *cr)
 {
-	msgpack_pack_map(pk, 6);
+	msgpack_pack_map(pk, 7);
 	PK_KEY(pk, "uids");
 	msgpack_pack_array(pk, 4);
 	msgpack_pack_uint32(pk, cr->uid);
@@ -90,6 +90,13 @@ static void pack_creds(msgpack_packer *pk, const struct image_creds *cr)
 	msgpack_pack_uint64(pk, cr->cap_amb);
 	PK_U64(pk, "securebits", cr->securebits);
 	PK_BOOL(pk, "no_new_privs", cr->no_new_privs);
+	PK_KEY(pk, "seccomp");
+	msgpack_pack_array(pk, cr->n_filters);
+	for (uint32_t i = 0; i < cr->n_filters; i++) {
+		msgpack_pack_array(pk, 2);
+		msgpack_pack_uint32(pk, cr->filters[i].flags);
+		pk_bin(pk, cr->filters[i].insns, cr->filters[i].len * 8);
+	}
 }
 
 static void pack_thread(msgpack_packer *pk, const struct image_thread *t)
@@ -488,6 +495,38 @@ static void read_ids(struct rd *rd, const msgpack_object *m, const char *key, ui
 	}
 }
 
+static void read_seccomp(struct rd *rd, const msgpack_object *o, struct image_creds *cr)
+{
+	const msgpack_object *a = obj_array(rd, o, "seccomp", 0);
+	if (!a || rd->failed || !a->via.array.size)
+		return;
+	if (a->via.array.size > IMAGE_SECCOMP_FILTERS_MAX) {
+		rd_fail(rd, "%s: %u seccomp filters, more than %u", IMAGE_CORE_FILE,
+			a->via.array.size, IMAGE_SECCOMP_FILTERS_MAX);
+		return;
+	}
+	cr->filters = calloc(a->via.array.size, sizeof(*cr->filters));
+	if (!cr->filters) {
+		rd_fail(rd, "out of memory");
+		return;
+	}
+	cr->n_filters = a->via.array.size;
+	for (uint32_t i = 0; i < cr->n_filters && !rd->failed; i++) {
+		struct image_seccomp_filter *f = &cr->filters[i];
+		const msgpack_object *e = obj_array(rd, &a->via.array.ptr[i], "seccomp[]", 2);
+		if (!e)
+			return;
+		uint32_t bytes;
+		f->flags = obj_u64(rd, &e->via.array.ptr[0], "seccomp flags");
+		f->insns = (uint64_t *)obj_bin(rd, &e->via.array.ptr[1], "seccomp filter", &bytes,
+					       IMAGE_SECCOMP_INSNS_MAX * 8);
+		f->len = bytes / 8;
+		if (!rd->failed && (bytes % 8 || !bytes))
+			rd_fail(rd, "%s: seccomp filter %u is %u bytes, not whole instructions",
+				IMAGE_CORE_FILE, i, bytes);
+	}
+}
+
 static void read_creds(struct rd *rd, const msgpack_object *m, struct image_creds *cr)
 {
 	read_ids(rd, m, "uids", (uint32_t *[4]){&cr->uid, &cr->euid, &cr->suid, &cr->fsuid});
@@ -511,6 +550,7 @@ static void read_creds(struct rd *rd, const msgpack_object *m, struct image_cred
 		*caps[i] = obj_u64(rd, &a->via.array.ptr[i], "caps");
 	cr->securebits = GET_U64(rd, m, "securebits");
 	cr->no_new_privs = GET_BOOL(rd, m, "no_new_privs");
+	read_seccomp(rd, mp_get(rd, m, "seccomp"), cr);
 }
 
 static void read_thread(struct rd *rd, const msgpack_object *m, struct image_thread *t)

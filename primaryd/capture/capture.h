@@ -142,7 +142,7 @@ int capture_signal_masks(struct capture *c, uint64_t masks[2]);
 int capture_fds(struct capture *c);
 
 /* creds.c */
-/* A thread's ids, groups, capabilities and no_new_privs; refuses seccomp by name. */
+/* A thread's ids, groups, capabilities, no_new_privs, seccomp filters; refuses strict mode. */
 int capture_creds(struct capture *c, struct tracee *t, struct image_thread *it);
 /* Securebits, read from inside the thread (injected prctl). */
 int capture_securebits_inside(struct capture *c, struct tracee *t, uint32_t *bits);

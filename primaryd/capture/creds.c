@@ -1,8 +1,8 @@
 /*
  * creds.c - who the process is, so that it comes back as the same user
  * with the same privileges: per thread the uids and gids (real, effective,
- * saved, fs), supplementary groups, the five capability sets, securebits
- * and no_new_privs; for the process, the dumpable flag.
+ * saved, fs), supplementary groups, the five capability sets, securebits,
+ * no_new_privs and seccomp filters; for the process, the dumpable flag.
  *
  * Linux keeps credentials per thread, so each thread's are read on their
  * own. Everything but securebits and the dumpable flag comes from
@@ -11,9 +11,10 @@
  * ptrace. Securebits and dumpable only the task itself can read, by an
  * injected prctl; they are cached with the other injected reads.
  *
- * A seccomp filter is not carried (yet): the dump is refused, naming the
- * thread, rather than restoring a process with fewer restrictions than it
- * had.
+ * Seccomp filters are carried: each thread's programs, read with
+ * PTRACE_SECCOMP_GET_FILTER while it is stopped, are installed again in
+ * the same order at restore. Strict mode (read, write and exit only) is
+ * out of a restore's reach and is refused by name.
  */
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -24,23 +25,23 @@
 
 int capture_creds(struct capture *c, struct tracee *t, struct image_thread *it)
 {
-	int seccomp;
-	int r = proc_task_creds(c->pid, t->tid, &it->creds, &seccomp);
+	int seccomp[2];
+	int r = proc_task_creds(c->pid, t->tid, &it->creds, seccomp);
 
 	if (r < 0)
 		return log_error_errno(r, "cannot read the credentials of thread %d of pid %d",
 				       t->tid, c->pid);
-	if (seccomp == 1)
+	if (seccomp[0] == 1)
 		return log_error_errno(-EOPNOTSUPP,
 				       "thread %d of pid %d runs in seccomp strict mode, which a "
 				       "restore cannot reproduce; refusing to dump it",
 				       t->tid, c->pid);
-	if (seccomp == 2)
-		return log_error_errno(-EOPNOTSUPP,
-				       "thread %d of pid %d runs under a seccomp filter, which "
-				       "CheckSync cannot carry to the restored process; refusing to "
-				       "dump it rather than restore it unconfined",
-				       t->tid, c->pid);
+	if (seccomp[0] != 2)
+		return 0;
+	r = task_seccomp_filters(t->tid, seccomp[1], &it->creds);
+	if (r < 0)
+		return log_error_errno(r, "cannot read the %d seccomp filters of thread %d of pid %d",
+				       seccomp[1], t->tid, c->pid);
 	return 0;
 }
 
