@@ -97,8 +97,16 @@ def identity(pid):
     return out
 
 
+def proc_owner(pid):
+    """The owner of /proc/PID/status: the process's uid while it is dumpable, root when not."""
+    return os.stat(f"/proc/{pid}/status").st_uid
+
+
 def check_identity(r, when, proc, want_all, want_scenario):
     """Every thread of PROC has the identity WANT_ALL (the original's) and WANT_SCENARIO."""
+    euid = int(want_all["Uid"].split()[1])
+    r.check(f"{when}: /proc/{proc.pid}/status belongs to uid {euid} (the process is dumpable, as it was)",
+            proc_owner(proc.pid) == euid, euid, proc_owner(proc.pid))
     ids = identity(proc.pid)
     r.check(f"{when}: {proc} has threads", len(ids) > 1, "> 1 thread", len(ids))
     for field in FIELDS:
