@@ -4,6 +4,7 @@
 #include "proc.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
 #include <sys/ptrace.h>
 #include <sys/mman.h>
 
@@ -284,6 +285,56 @@ int task_seccomp_filters(pid_t tid, int n, struct image_creds *cr)
 		struct __ptrace_seccomp_metadata md = {.filter_off = i};
 		if (ptrace(PTRACE_SECCOMP_GET_METADATA, tid, sizeof(md), &md) == sizeof(md))
 			f->flags = md.flags;
+	}
+	return 0;
+}
+
+int proc_ns_inode(pid_t pid, const char *which, uint64_t *ino)
+{
+	char path[64];
+	struct stat st;
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, which);
+	else
+		snprintf(path, sizeof(path), "/proc/self/ns/%s", which);
+	if (stat(path, &st) < 0)
+		return -errno;
+	*ino = st.st_ino;
+	return 0;
+}
+
+int proc_timens_offsets(pid_t pid, int64_t off[2])
+{
+	char path[64];
+	_cleanup_free_ char *buf = NULL;
+	uint64_t self, children;
+	int r = proc_ns_inode(pid, "time", &self);
+
+	if (r >= 0)
+		r = proc_ns_inode(pid, "time_for_children", &children);
+	if (r < 0)
+		return r;
+	if (self != children)
+		return -ENOTUNIQ;
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/timens_offsets", pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/timens_offsets");
+	ssize_t n = read_file(path, &buf);
+	if (n < 0)
+		return n;
+	off[0] = off[1] = 0;
+	/* "monotonic SEC NSEC" and "boottime SEC NSEC", NSEC in [0, 1e9) even for negative offsets. */
+	for (char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : 0) {
+		char name[32];
+		long long sec;
+		long nsec;
+		if (sscanf(line, "%31s %lld %ld", name, &sec, &nsec) != 3)
+			return -EBADMSG;
+		if (strcmp(name, "monotonic") == 0)
+			off[0] = sec * 1000000000LL + nsec;
+		else if (strcmp(name, "boottime") == 0)
+			off[1] = sec * 1000000000LL + nsec;
 	}
 	return 0;
 }

@@ -49,3 +49,14 @@ int proc_task_creds(pid_t pid, pid_t tid, struct image_creds *cr, int seccomp[2]
  * into cr->filters (PTRACE_SECCOMP_GET_FILTER: needs CAP_SYS_ADMIN).
  */
 int task_seccomp_filters(pid_t tid, int n, struct image_creds *cr);
+
+/* The inode of /proc/PID/ns/<which> (pid 0: ourselves), which names the namespace. */
+int proc_ns_inode(pid_t pid, const char *which, uint64_t *ino);
+
+/*
+ * Offsets (ns) of the time namespace pid (0: ourselves) is in, from
+ * /proc/PID/timens_offsets: off[0] CLOCK_MONOTONIC, off[1] CLOCK_BOOTTIME.
+ * That file shows the namespace the process's children get; -ENOTUNIQ when
+ * that is not its own (it unshared CLONE_NEWTIME and has not entered it).
+ */
+int proc_timens_offsets(pid_t pid, int64_t off[2]);

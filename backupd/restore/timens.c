@@ -26,7 +26,6 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <sched.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "log.h"
@@ -40,35 +39,6 @@ static int64_t clock_ns(clockid_t id)
 	struct timespec ts;
 	clock_gettime(id, &ts);
 	return (int64_t)ts.tv_sec * NSEC + ts.tv_nsec;
-}
-
-/* Offsets of our own time namespace (ns): what our clocks read minus the host's. */
-static int own_offsets(int64_t off[2])
-{
-	struct stat self, children;
-	_cleanup_free_ char *buf = NULL;
-
-	if (stat("/proc/self/ns/time", &self) < 0 ||
-	    stat("/proc/self/ns/time_for_children", &children) < 0)
-		return -errno;
-	if (self.st_ino != children.st_ino)
-		return -ENOTUNIQ; /* /proc/self/timens_offsets would show the other one */
-	ssize_t n = read_file("/proc/self/timens_offsets", &buf);
-	if (n < 0)
-		return n;
-	off[0] = off[1] = 0;
-	for (char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : 0) {
-		char name[32];
-		long long sec;
-		long nsec;
-		if (sscanf(line, "%31s %lld %ld", name, &sec, &nsec) != 3)
-			return -EBADMSG;
-		if (strcmp(name, "monotonic") == 0)
-			off[0] = sec * NSEC + nsec;
-		else if (strcmp(name, "boottime") == 0)
-			off[1] = sec * NSEC + nsec;
-	}
-	return 0;
 }
 
 static bool have_cap(unsigned cap)
@@ -90,7 +60,7 @@ int restore_timens_plan(const struct image *img, struct timens_plan *plan)
 	if (!have_cap(CAP_SYS_ADMIN) || !have_cap(CAP_SYS_TIME))
 		return log_error_errno(-EPERM, "a restore needs CAP_SYS_ADMIN and CAP_SYS_TIME to "
 					       "give the process a time namespace with its clocks");
-	int r = own_offsets(own);
+	int r = proc_timens_offsets(0, own);
 	if (r < 0)
 		return log_error_errno(r, "cannot read the offsets of our own time namespace");
 

@@ -13,7 +13,6 @@
  * after it started, in which case they are measured by reading the clocks
  * from inside it (an injected clock_gettime).
  */
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 
@@ -26,63 +25,6 @@ static int64_t clock_ns(clockid_t id)
 	struct timespec ts;
 	clock_gettime(id, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int ns_inode(pid_t pid, const char *which, uint64_t *ino)
-{
-	char path[64];
-	struct stat st;
-	if (pid)
-		snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, which);
-	else
-		snprintf(path, sizeof(path), "/proc/self/ns/%s", which);
-	if (stat(path, &st) < 0)
-		return -errno;
-	*ino = st.st_ino;
-	return 0;
-}
-
-/* Offsets (ns) of the time namespace whose children pid (0: ourselves) gets. */
-static int read_offsets(pid_t pid, int64_t off[2])
-{
-	char path[64];
-	_cleanup_free_ char *buf = NULL;
-
-	if (pid)
-		snprintf(path, sizeof(path), "/proc/%d/timens_offsets", pid);
-	else
-		snprintf(path, sizeof(path), "/proc/self/timens_offsets");
-	ssize_t n = read_file(path, &buf);
-	if (n < 0)
-		return n;
-	off[0] = off[1] = 0;
-	for (char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : 0) {
-		char name[32];
-		long long sec;
-		long nsec;
-		if (sscanf(line, "%31s %lld %ld", name, &sec, &nsec) != 3)
-			return -EBADMSG;
-		int64_t v = sec * 1000000000LL + nsec;
-		if (strcmp(name, "monotonic") == 0)
-			off[0] = v;
-		else if (strcmp(name, "boottime") == 0)
-			off[1] = v;
-	}
-	return 0;
-}
-
-/* Offsets of pid's own namespace (0: ours), if /proc shows them; -ENOTUNIQ if it cannot. */
-static int own_offsets(pid_t pid, int64_t off[2])
-{
-	uint64_t self, children;
-	int r = ns_inode(pid, "time", &self);
-	if (r >= 0)
-		r = ns_inode(pid, "time_for_children", &children);
-	if (r < 0)
-		return r;
-	if (self != children)
-		return -ENOTUNIQ;
-	return read_offsets(pid, off);
 }
 
 /* The process unshared a namespace it has not entered: ask its own clocks. */
@@ -114,17 +56,17 @@ static int clock_delta(struct capture *c, uint64_t ino, int64_t delta[2])
 {
 	int64_t theirs[2], ours[2];
 	uint64_t self;
-	int r = ns_inode(0, "time", &self);
+	int r = proc_ns_inode(0, "time", &self);
 
 	delta[0] = delta[1] = 0;
 	if (r < 0)
 		return r;
 	if (ino == self)
 		return 0;
-	r = own_offsets(0, ours);
+	r = proc_timens_offsets(0, ours);
 	if (r < 0)
 		return log_error_errno(r, "cannot read the offsets of primaryd's own time namespace");
-	r = own_offsets(c->pid, theirs);
+	r = proc_timens_offsets(c->pid, theirs);
 	if (r == -ENOTUNIQ) {
 		r = measure_offsets(c, delta);
 		if (r < 0)
@@ -144,7 +86,7 @@ int capture_clocks(struct capture *c)
 	struct image_clocks *ck = &c->img->clocks;
 	int64_t delta[2];
 	uint64_t ino;
-	int r = ns_inode(c->pid, "time", &ino);
+	int r = proc_ns_inode(c->pid, "time", &ino);
 
 	if (r < 0)
 		return log_error_errno(r, "cannot find the time namespace of pid %d", c->pid);
