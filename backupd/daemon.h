@@ -19,6 +19,7 @@ struct journal_writer;
 struct service;
 struct session;
 struct status_server;
+struct control_server;
 struct tls_listener;
 
 struct daemon {
@@ -32,6 +33,7 @@ struct daemon {
 	struct tls_listener *listener;
 	struct journal_writer *writer;
 	struct status_server *status;
+	struct control_server *control;
 	struct session *sessions; /* every connection, for shutdown */
 	uint64_t next_session_id;
 

@@ -23,11 +23,22 @@ checksync-backup.service keeps its image. In order:
   6. `systemctl enable` + reboot of B: the unit comes up by itself after
      the boot, with the image it had;
   7. host A dies (SIGKILL of its init): B takes over and serves every key
-     from step 2; `systemctl stop checksync-backup` then stops the daemon
-     cleanly (inactive, not failed) and leaves the restored service
-     running (KillMode=process).
+     from step 2, from its own unit checksync-kvserver.scope;
+     `systemctl stop checksync-backup` then stops the daemon cleanly
+     (inactive, not failed) and leaves the restored service running, and
+     a start finds no left-over process of its own.
+
+Then the primary's side, each on a fresh pair of containers with 200 keys
+written and replicated first (the failover-promises issue): kill -9 of
+primaryd (systemd brings it back at once: the backup must take the dead
+run's image over at once instead of accepting an empty service over it),
+`systemctl restart` and `systemctl stop` of checksync-primary (a planned
+handover: B serves at once, the unavailability is in A's journal), and a
+reboot of A with the unit enabled. In each, every key is served by B at
+the end, B says serving, and A runs no second copy of the service.
 
 Usage: test_systemd.py   (meson test --suite systemd; root, debootstrap, systemd-nspawn)
+       SD_ONLY="systemctl stop,reboot" test_systemd.py   only those primary events, for development
 The root file system is made once with debootstrap and cached under
 $CHECKSYNC_TEST_TMP/nspawn (about 3 minutes the first time).
 """
@@ -128,18 +139,125 @@ def check_comes_back(r, tag, a, b, before, how):
 def scenario(r):
     kvserver = cs.build_workload("kvserver", "cgo")
     nspawn.base_root()  # the slow part, once; before any timing starts
+    if not os.environ.get("SD_ONLY"):
+        with_pair(kvserver, lambda topo, a, b: lifecycle(r, topo, a, b))
+    for event in (os.environ.get("SD_ONLY") or "kill -9,systemctl restart,systemctl stop,reboot").split(","):
+        with_pair(kvserver, lambda topo, a, b: primary_event(r, topo, a, b, event))
+
+
+def with_pair(kvserver, fn):
+    """FN(topo, a, b) with containers A (primary) and B (backup) in a fresh topology."""
     with rp.Topology() as topo:
         certs = rp.make_certs(topo.addr[topo.b])
         a = install_host(f"cs-sd-a-{topo.a[-6:]}", topo, certs, kvserver, "primary")
         b = install_host(f"cs-sd-b-{topo.b[-6:]}", topo, certs, kvserver, "backup")
         try:
-            run(r, topo, a, b)
+            fn(topo, a, b)
         finally:
             for ct in (a, b):
                 ct.kill()
 
 
-def run(r, topo, a, b):
+def start_pair(r, a, b, tag=""):
+    """Boots both, starts the daemons (B's first), waits for an acknowledged epoch."""
+    b.boot()
+    a.boot()
+    for ct, name in ((b, BACKUP), (a, PRIMARY)):
+        res = ct.systemctl("start", name)
+        if res.rc != 0:
+            raise cs.TestError(f"{tag}`systemctl start {name}` failed: {res}\n{ct.journal(name, 30)}")
+    wait_replicating(a, b, 0)
+
+
+def write_keys(topo, prefix):
+    """KEYS keys written through A's address from C; {key: value}."""
+    client_a = cs.Client(topo.addr[topo.a], rp.PORT, netns=topo.c)
+    written = {}
+    for i in range(KEYS):
+        k, v = f"{prefix}{i}", f"v{i}-{os.getpid()}"
+        status_, body = client_a.get("/set", {"k": k, "v": v}, timeout=5, retries=3)
+        if status_ != 200 or not body.get("ok"):
+            raise cs.TestError(f"/set {k} on A: {status_} {body}")
+        written[k] = v
+    return written
+
+
+def services_in(ct):
+    """Pids of kvserver processes running in container CT (by its pid namespace)."""
+    try:
+        ns = os.readlink(f"/proc/{ct.leader}/ns/pid")
+    except OSError:
+        return []
+    out = []
+    for pid in cs.processes_running(KV) + cs.processes_running(ct.path(KV)):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") == ns:
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def primary_event(r, topo, a, b, event):
+    """EVENT done to A's primaryd (or A itself) after KEYS keys are replicated: B serves
+    them all at the end, and A never serves a second, empty copy."""
+    tag = f"primaryd {event}: "
+    start_pair(r, a, b, tag)
+    written = write_keys(topo, "p")
+    wait_replicating(a, b, acked(a) + 2)
+    client_b = cs.Client(topo.addr[topo.b], rp.PORT, netns=topo.c)
+    client_a = cs.Client(topo.addr[topo.a], rp.PORT, netns=topo.c)
+    t0 = time.monotonic()
+    if event == "kill -9":
+        a.systemctl("kill", "-s", "KILL", "--kill-whom=main", PRIMARY)
+    elif event == "reboot":
+        res = a.systemctl("enable", PRIMARY)
+        r.check(f"{tag}`systemctl enable {PRIMARY}`", res.rc == 0, "exit 0", str(res))
+        a.reboot()
+    else:
+        res = a.systemctl(event.split()[1], PRIMARY)
+        r.check(f"{tag}`{event} {PRIMARY}` succeeds", res.rc == 0, "exit 0", str(res))
+
+    def b_serves():
+        st = status(b, "backup")
+        return st if st.get("role") == "serving" else None
+    try:
+        st = rp.wait_for("B serving", b_serves, 30, 0.2)
+    except cs.TestError as e:
+        r.fail(f"{tag}B took the service over: {e}\nA's journal:\n{a.journal(PRIMARY, 40)}\n"
+               f"B's journal:\n{b.journal(BACKUP, 40)}")
+        return
+    took = time.monotonic() - t0
+    items = rp.wait_for("kvserver answering on B", lambda: _items(client_b), 30, 0.1)
+    missing = [k for k, v in written.items() if items.get(k) != v]
+    r.check(f"{tag}B serves all {KEYS} keys ({took * 1000:.0f} ms after the event)", not missing,
+            "none missing", cs.summarize(missing))
+    if event != "reboot":
+        r.check(f"{tag}B took over at once, without waiting out a failover timeout "
+                f"({took * 1000:.0f} ms; failover_timeout_ms {rp.TIMING['failover_timeout_ms']})",
+                took * 1000 < rp.TIMING["failover_timeout_ms"] + 2000, "well under failover + 2 s", took)
+    time.sleep(1.0)  # time enough for a restarted primaryd to start a fresh copy, if it would
+    copies = services_in(a)
+    stale = _items(client_a)
+    r.check(f"{tag}A runs no second copy of the service (kvserver in A: {copies}; A's address "
+            f"answers: {stale is not None})", not copies and stale is None, "none", copies)
+    if event in ("systemctl stop", "systemctl restart"):
+        jr = a.journal(PRIMARY, 80)
+        m = re.search(r"unavailable for (\d+) ms", jr)
+        r.check(f"{tag}A's journal tells the handover's unavailability ({m.group(0) if m else 'none'})",
+                m is not None, "a line 'unavailable for N ms'", jr[-1500:])
+    u = unit(a, PRIMARY)
+    cs.log(f"{tag}A's unit afterwards: {u['ActiveState']}/{u['SubState']}, STATUS={u['StatusText']!r}")
+
+
+def _items(client):
+    try:
+        return client.json("/items", timeout=2)
+    except cs.TestError:
+        return None
+
+
+def lifecycle(r, topo, a, b):
     # 1. start returns after READY; STATUS=
     b.boot()
     a.boot()
@@ -270,14 +388,25 @@ def run(r, topo, a, b):
             not missing, "none missing", cs.summarize(missing))
     st = status(b, "backup")
     r.check("B's status says serving", st.get("role") == "serving", "serving", st["raw"])
+    scope = "checksync-kvserver.scope"
+    sc = b.show(scope, "ActiveState", "MainPID", "ControlGroup")
+    procs = b.run("cat", f"/sys/fs/cgroup/systemd{sc.get('ControlGroup', '')}/cgroup.procs").stdout.split()
+    r.check(f"the restored service runs in its own unit, {scope} (active, holding pid {st.get('pid')})",
+            sc.get("ActiveState") == "active" and str(st.get("pid")) in procs, "active, with the pid",
+            f"{sc}, procs {procs}")
     res = b.systemctl("stop", BACKUP)
     u = unit(b, BACKUP)
     r.check(f"`systemctl stop {BACKUP}` stops it cleanly (inactive, result success)",
             res.rc == 0 and u["ActiveState"] == "inactive" and u["Result"] == "success",
             "inactive/success", u)
     problems = cs.kv_check(client_b, written, each=False)
-    r.check("the restored service runs on after its daemon stopped (KillMode=process)", not problems,
+    r.check("the restored service runs on after its daemon stopped", not problems,
             "all keys", cs.summarize(problems))
+    res = b.systemctl("start", BACKUP)
+    jr = b.journal(BACKUP, 30)
+    r.check("the daemon starts again and finds no left-over process of its own (the service is in "
+            "its scope)", res.rc == 0 and "left-over process" not in jr, "no 'left-over process' line",
+            jr[-1500:])
 
 
 if __name__ == "__main__":
