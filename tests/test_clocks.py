@@ -17,7 +17,7 @@ Usage: test_clocks.py [SCENARIO...]   (default: all)
                  and restored again
 
 Each checks, with the tickers workload (tickers on 5-20 ms periods and a 10 ms
-re-armed timer): the restored process's ticker counters and timer fires go on
+re-armed timer): the restored process's 20 ms ticker and timer fires go on
 at their cadence: at least 90% of the rate measured before the dump, and at
 most 110% of what their period allows (a loaded machine only ever makes them
 slower; a clock that stopped or jumped shows as 0, or as a burst), and its
@@ -36,7 +36,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 import checksync as cs  # noqa: E402
 
 AHEAD = 100000
-NOMINAL = (200.0, 100.0)  # ticker 0 (5 ms period) and the re-armed 10 ms timer, per second
+# The 20 ms ticker (tickers' counter 3) and the re-armed 10 ms timer, per second. The
+# 5 ms ticker would measure the loaded scheduler more than the clock: a tick
+# is lost whenever its goroutine waits more than one period to run.
+TICKER = 3
+NOMINAL = (50.0, 100.0)
 RATE_WINDOW = 2.0   # seconds over which a rate is measured
 RATE_TOLERANCE = 0.10
 SINCE_TOLERANCE = 0.5
@@ -100,13 +104,14 @@ def restore(image, offset, what):
 
 
 def rates(client):
-    """(ticker 0 per s, timer fires per s) over RATE_WINDOW, and the last state."""
+    """(ticker TICKER per s, timer fires per s) over RATE_WINDOW, and the last state."""
     a = client.state()
     t0 = time.monotonic()
     time.sleep(RATE_WINDOW)
     b = client.state()
     dt = time.monotonic() - t0
-    return ((b["counters"][0] - a["counters"][0]) / dt, (b["timer_fires"] - a["timer_fires"]) / dt), b
+    return ((b["counters"][TICKER] - a["counters"][TICKER]) / dt,
+            (b["timer_fires"] - a["timer_fires"]) / dt), b
 
 
 def own_monotonic(pid):
@@ -123,9 +128,9 @@ def round_trip(r, tag, w, restore_offset):
     """Dump W, kill it, restore it (the restorer RESTORE_OFFSET s from the host), check the
     clocks carried on. Returns the restored process and its client."""
     (tick_before, timer_before), _ = rates(w.client)
-    cs.log(f"{tag}: before the dump: ticker 0 {tick_before:.0f}/s, timer {timer_before:.0f}/s")
+    cs.log(f"{tag}: before the dump: 20 ms ticker {tick_before:.1f}/s, timer {timer_before:.1f}/s")
     r.require(f"{tag}: before the dump the ticker and the timer fire", tick_before > 10 and timer_before > 10,
-              "> 10/s each", f"{tick_before:.0f}/s, {timer_before:.0f}/s")
+              "> 10/s each", f"{tick_before:.1f}/s, {timer_before:.1f}/s")
     image = os.path.join(cs.run_dir(f"clocks-{tag}"), "image")
     pre = w.client.state()
     t_pre = time.monotonic()
@@ -144,8 +149,8 @@ def round_trip(r, tag, w, restore_offset):
             abs(since_moved - real) <= SINCE_TOLERANCE, f"{real:.2f} s", f"{since_moved:.2f} s")
 
     (tick_after, timer_after), last = rates(w.client)
-    cs.log(f"{tag}: after the restore: ticker 0 {tick_after:.0f}/s, timer {timer_after:.0f}/s")
-    for what, before, after, nominal in (("ticker 0", tick_before, tick_after, NOMINAL[0]),
+    cs.log(f"{tag}: after the restore: 20 ms ticker {tick_after:.1f}/s, timer {timer_after:.1f}/s")
+    for what, before, after, nominal in (("20 ms ticker", tick_before, tick_after, NOMINAL[0]),
                                          ("10 ms timer", timer_before, timer_after, NOMINAL[1])):
         low, high = (1 - RATE_TOLERANCE) * before, (1 + RATE_TOLERANCE) * nominal
         r.check(f"{tag}: {what} keeps its cadence after the restore (within {RATE_TOLERANCE:.0%}: "
