@@ -28,10 +28,11 @@ new writes.
            nothing left running
 
   failover the same through the daemons: a kvserver started as nobody in host
-           A, protected by attaching to it (pid_file), replicated to B; A's
-           primaryd and the service are killed; the copy B restores has the
-           original's identity on every thread and every write acknowledged
-           well before the kill.
+           A (whose clocks run 100000 s ahead: a time namespace), protected by
+           attaching to it (pid_file), replicated to B; A's primaryd and the
+           service are killed; the copy B restores has the original's identity
+           on every thread, every write acknowledged well before the kill, and
+           clocks that carry on from A's.
 
 Dumping a service that runs as nobody also checks that capture needs no
 privilege root may lack (rlimits of another uid through prlimit() need
@@ -166,8 +167,24 @@ def scenario(r, name, binary):
     restored.kill9()
 
 
+# Host A's clocks, as if it had booted 100000 s before B: `unshare --time` without --fork
+# execs the rest in place, and the exec enters the new time namespace (same pid).
+A_CLOCKS = 100000
+
+
+def monotonic_offset(pid):
+    """The CLOCK_MONOTONIC offset (s, fractional) of PID's time namespace."""
+    with open(f"/proc/{pid}/timens_offsets") as f:
+        for line in f:
+            name, sec, nsec = line.split()
+            if name == "monotonic":
+                return int(sec) + int(nsec) / 1e9
+    return 0.0
+
+
 def failover(r, binary):
     prefix, expected = SCENARIOS["nobody"]
+    prefix = ["unshare", "--time", "--monotonic", str(A_CLOCKS), "--boottime", str(A_CLOCKS)] + prefix
     topo = rp.Topology()
     certs = rp.make_certs(f"10.213.{topo.net}.2")
     with topo:
@@ -176,6 +193,8 @@ def failover(r, binary):
         original = identity(w.pid)
         leader = original[w.pid]
         check_identity(r, "failover: original in A", w.proc, leader, expected)
+        r.require(f"failover: the original's clocks run {A_CLOCKS} s ahead of B's",
+                  monotonic_offset(w.pid) == A_CLOCKS, A_CLOCKS, monotonic_offset(w.pid))
         pid_file = os.path.join(cs.run_dir("pidfile"), "kvserver.pid")
         with open(pid_file, "w") as f:
             f.write(f"{w.pid}\n")
@@ -203,6 +222,10 @@ def failover(r, binary):
         r.require("failover: one kvserver runs in B", len(restored) == 1, "one", restored)
         check_identity(r, "failover: restored in B", cs.Proc(restored[0], "kvserver restored in B"),
                        leader, expected)
+        # Its clocks carry on from A's: offset = A's clock at the last epoch + time away - B's now.
+        off = monotonic_offset(restored[0])
+        r.check(f"failover: the copy in B runs in a time namespace whose clocks carry on from A's "
+                f"({A_CLOCKS} s ahead, within 2 s)", abs(off - A_CLOCKS) <= 2, A_CLOCKS, f"{off:.3f}")
 
 
 def lacking(r, binary):
