@@ -271,14 +271,11 @@ static int load_config(struct daemon *d, const char *path)
 	return r;
 }
 
-static int start(struct daemon *d, const char *config_path)
+static int start(struct daemon *d)
 {
 	char where[HOSTPORT_HOST_MAX + 16];
 	int r;
 
-	r = load_config(d, config_path);
-	if (r < 0)
-		return r;
 	d->base = event_base_new();
 	if (!d->base)
 		return log_error_errno(-ENOMEM, "cannot create the event loop");
@@ -339,8 +336,11 @@ static void stop(struct daemon *d)
 int daemon_run(const char *config_path)
 {
 	struct daemon d = {0};
-	int r = start(&d, config_path);
+	int r = load_config(&d, config_path);
 
+	if (r < 0)
+		return EXIT_CONFIG;
+	r = start(&d);
 	if (r >= 0 && event_base_dispatch(d.base) < 0) {
 		log_error("the event loop failed");
 		r = -EIO;

@@ -49,5 +49,6 @@ struct service *daemon_service(struct daemon *d, const char *name);
 /* Something an operator would want to see changed: send STATUS= now. */
 void daemon_status_changed(struct daemon *d);
 
-/* Run until SIGTERM or SIGINT: 0, or 1 if it could not start (logged). */
+/* Run until SIGTERM or SIGINT: 0, EXIT_CONFIG for a bad configuration, or 1 if it
+ * could not start (logged). */
 int daemon_run(const char *config_path);

@@ -169,7 +169,8 @@ static int restore_warm_image(struct service *svc, pid_t *pid)
 	if (r < 0)
 		log_error("%s: the image is not restorable: %s", svc->cfg->name, err);
 	else
-		r = restore_image_mem(&img, pid); /* it logs its own errors */
+		r = restore_image_mem_opts(&img, &(struct restore_opts){.debug_file = svc->cfg->debug_file},
+					   pid); /* it logs its own errors */
 	store_release_image(&img);
 	return r;
 }

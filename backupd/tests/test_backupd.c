@@ -5,7 +5,7 @@
  *   test_backupd unit DAEMON                  no root needed, seconds
  *   test_backupd e2e DAEMON PRIMARYD SRCDIR   a real Go service: root, ptrace, go
  *
- * unit: a bad configuration is one line and exit 1; a certificate from
+ * unit: a bad configuration is one line and exit EXIT_CONFIG (78); a certificate from
  * another CA is refused; an unknown service gets ERROR; a synthetic image
  * is committed and ACKed, a delta on it too, with heartbeats flowing; a
  * delta on the wrong base gets "base epoch N, have M"; a torn epoch is
@@ -33,6 +33,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include "config.h"
 #include "log.h"
 #include "tclient.h"
 #include "tls.h"
@@ -386,7 +387,7 @@ static void test_bad_config(struct env *e)
 	char *text;
 
 	t_write_file(bad, "[daemon]\nlisten = 127.0.0.1:1\nlisten_here = 1\n");
-	CHECK_INT(t_sh(out, "'%s' --config '%s'", e->daemon, bad), 1);
+	CHECK_INT(t_sh(out, "'%s' --config '%s'", e->daemon, bad), EXIT_CONFIG);
 	text = t_read_file(out);
 	CHECK_CONTAINS(text, "bad.conf:3:");
 	CHECK(text && strchr(text, '\n') == text + strlen(text) - 1); /* one line */

@@ -206,7 +206,7 @@ int primary_run(const char *config_path)
 	signal(SIGPIPE, SIG_IGN);
 	r = load_config(&p, config_path);
 	if (r < 0)
-		return 1;
+		return EXIT_CONFIG;
 	p.base = event_base_new();
 	p.guards = calloc(p.n_svcs, sizeof(*p.guards));
 	if (!p.base || !p.guards)
@@ -231,6 +231,7 @@ int primary_run(const char *config_path)
 		tv.tv_usec = p.watchdog_us / 2;
 	struct event *nev = event_new(p.base, -1, EV_PERSIST, notify_cb, &p);
 	event_add(nev, &tv);
+	notify_cb(-1, 0, &p); /* STATUS= before READY=1: a started unit never shows an empty status */
 	sd_notify(0, "READY=1");
 	log_info("guarding %zu service(s)", p.n_svcs);
 	event_base_dispatch(p.base);
