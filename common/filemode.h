@@ -24,6 +24,6 @@ enum file_kind {
 /*
  * 0 if path (followed through symlinks) is safe to trust as kind, or
  * -EPERM with err saying "PATH: what is wrong", or -errno if it cannot be
- * looked at (not -ENOENT: a missing file is 0).
+ * looked at (not -ENOENT or -ENOTDIR: a missing file is 0).
  */
 int file_check_trusted(const char *path, enum file_kind kind, char *err, size_t errlen);

@@ -526,6 +526,13 @@ static void test_file_modes(void)
 	chmod(hook, 0755);
 	CHECK_INT(config_load_service(svc, ROLE_PRIMARY, &c, err, sizeof(err)), 0);
 	config_service_free(&c);
+	/* A hook that cannot exist (found by fuzz_config: stat() says ENOTDIR) is missing, not an error. */
+	{
+		char *nowhere = write_mode("m-nowhere.conf", SVC_OK "takeover_hook = /bin/true/true\n", 0644);
+		CHECK_INT(config_load_service(nowhere, ROLE_PRIMARY, &c, err, sizeof(err)), 0);
+		config_service_free(&c);
+		free(nowhere);
+	}
 	chmod(svc, 0620);
 	CHECK_INT(config_load_service(svc, ROLE_PRIMARY, &c, err, sizeof(err)), -EPERM);
 	CHECK_CONTAINS(err, "m-svc.conf: mode 0620, a configuration file must not be writable by its group");
