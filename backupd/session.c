@@ -330,16 +330,18 @@ static int on_hello(struct session *s, const struct wire_hello *h)
 	if ((code = judge_incarnation(s, svc, h)))
 		return code == WIRE_ERR_TAKEN_OVER ? 0 : -EPROTO;
 	attach(s, svc);
-	reply.hello = (struct wire_hello){.proto_version = WIRE_PROTO_VERSION,
-					  .role = ROLE_BACKUP,
-					  .service = svc->cfg->name,
-					  .boot_id = s->d->boot_id,
-					  .pid = getpid(),
-					  .incarnation = store_incarnation(svc->store)};
+	service_check_debuginfo(svc, s->peer);
+	reply.hello = (struct wire_hello){
+		.proto_version = WIRE_PROTO_VERSION,
+		.role = ROLE_BACKUP,
+		.service = svc->cfg->name,
+		.boot_id = s->d->boot_id,
+		.pid = getpid(),
+		.incarnation = store_incarnation(svc->store),
+		.flags = svc->debuginfo.source == GO_DEBUG_NONE ? WIRE_HELLO_NO_DWARF : 0};
 	send_msg(s, &reply);
 	log_info("%s: primary connected from %s (pid %u), our epoch %" PRIu64, svc->cfg->name,
 		 s->peer, h->pid, store_epoch(svc->store));
-	service_check_debuginfo(svc, s->peer);
 	return 0;
 }
 

@@ -77,7 +77,10 @@
 #define WIRE_MAX_REASON 1024u
 #define WIRE_MAX_ERROR_CODE 255u
 #define WIRE_HELLO_FRESH 1u /* HELLO flags: the incarnation has not started yet */
-#define WIRE_HELLO_FLAGS WIRE_HELLO_FRESH
+/* The backup's HELLO: this host has no DWARF for the service's executable (a takeover
+ * under new thread ids could not patch the runtime), said while the primary still runs. */
+#define WIRE_HELLO_NO_DWARF 2u
+#define WIRE_HELLO_FLAGS (WIRE_HELLO_FRESH | WIRE_HELLO_NO_DWARF)
 #define WIRE_MAX_BIN (WIRE_MAX_PAGES * WIRE_PAGE_SIZE)
 #define WIRE_MAX_MSG (WIRE_MAX_BIN + 65536u) /* a full PAGES message and change */
 

@@ -128,6 +128,9 @@ static void guard_status_debuginfo(const struct guard *g, struct status_report *
 	status_report_text(r, "debug_info",
 			   c && c->debuginfo.source != GO_DEBUG_NONE ? c->debuginfo.path : "none",
 			   "the file the runtime layout was read from");
+	status_report_text(r, "backup_debug_info",
+			   !g->hello_ok ? "-" : g->backup_no_dwarf ? "missing" : "found",
+			   "whether the backup's host has the DWARF a takeover may need");
 }
 
 void guard_status_fill(const struct guard *g, struct status_report *r)

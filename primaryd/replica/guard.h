@@ -33,6 +33,7 @@ struct guard {
 	struct tls_handshake *hs;
 	struct wire_decoder *dec;
 	bool hello_ok;
+	bool backup_no_dwarf; /* its HELLO said its host has no DWARF for the service */
 	char peer[128];
 
 	/* epochs */

@@ -118,6 +118,12 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 		g->hello_ok = true;
 		g->need_full = true;
 		log_info("%s: backup %s accepted us", g->svc->name, g->peer);
+		g->backup_no_dwarf = m->hello.flags & WIRE_HELLO_NO_DWARF;
+		if (g->backup_no_dwarf)
+			log_warn("%s: the backup's host (%s) has no DWARF for the service: a takeover "
+				 "there whose thread ids are taken cannot patch the runtime, and Go's "
+				 "preemption signals may go astray (install the debug file there, or "
+				 "set debug_file)", g->svc->name, g->peer);
 		link_send_heartbeat(g); /* a first stamp, before any epoch is queued */
 		pfailover_backup_hello(g, m->hello.incarnation);
 		break;

@@ -427,7 +427,7 @@ static const struct {
     {"92 0b 00", "HANDOVER: field 'epoch': epochs are numbered from 1"},
     {"92 0c 00", "STAND_DOWN: 1 fields, expected 0"},
     {"96 09 00 00 00 00 a1 78", "HEARTBEAT: field 'echo_age_us': expected an unsigned integer, got a string"},
-    {"98 01 02 00 a1 6b a0 00 00 02", "HELLO: field 'flags': 0x2 has unknown bits"},
+    {"98 01 02 00 a1 6b a0 00 00 04", "HELLO: field 'flags': 0x4 has unknown bits"},
     {"98 01 02 00 a1 6b a0 00 00 01",
      "HELLO: field 'incarnation': 0 with the fresh flag: a new run needs an id"},
     {"81 01 02", "message: msgpack type byte 0x81 is never sent"},
