@@ -133,6 +133,8 @@ void service_report(const struct service *svc, struct status_report *r)
 	status_report_gauge(r, "pid", "",
 			    serving && svc->pid > 0 && !svc->pid_ended ? svc->pid : NAN,
 			    "Process id of the service restored here");
+	store_report(svc->store, r);
+	journal_report(svc->journal, r);
 }
 
 void service_status_line(const struct service *svc, char *buf, size_t len)

@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 
 #include "epoch.h"
+#include "status.h"
 #include "util.h"
 
 struct page_index {
@@ -24,6 +25,7 @@ struct store {
 	uint64_t epoch;
 	struct image *meta;
 	struct page_index pages;
+	struct store_cost cost;
 };
 
 struct pending_page {
@@ -34,6 +36,7 @@ struct pending_page {
 
 struct store_epoch {
 	uint64_t epoch, base;
+	uint64_t begun_us, verify_us, apply_us; /* for the cost breakdown */
 	struct wire_epoch_hash hash;
 	struct image *meta;
 	bool has_vmas, has_threads, has_fds;
@@ -91,6 +94,7 @@ int store_epoch_begin(const struct store *s, const struct wire_epoch_begin *b,
 		return -ENOMEM;
 	e->epoch = b->epoch;
 	e->base = b->base_epoch;
+	e->begun_us = now_us();
 	e->meta = image_new();
 	if (!e->meta || wire_epoch_hash_init(&e->hash) < 0 ||
 	    wire_epoch_hash_add(&e->hash, &m) < 0) {
@@ -139,6 +143,7 @@ static int add_pages(struct store_epoch *e, const struct wire_pages *p, char *er
 
 int store_epoch_add(struct store_epoch *e, const struct wire_msg *m, char *err, size_t errlen)
 {
+	uint64_t t0 = now_us(), t1;
 	int r;
 
 	switch (m->type) {
@@ -167,7 +172,11 @@ int store_epoch_add(struct store_epoch *e, const struct wire_msg *m, char *err, 
 		snprintf(err, errlen, "out of memory");
 	if (r < 0)
 		return r;
-	return wire_epoch_hash_add(&e->hash, m);
+	t1 = now_us();
+	e->apply_us += t1 - t0;
+	r = wire_epoch_hash_add(&e->hash, m);
+	e->verify_us += now_us() - t1;
+	return r;
 }
 
 uint64_t store_epoch_number(const struct store_epoch *e) { return e->epoch; }
@@ -324,9 +333,12 @@ int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire
 	_cleanup_free_ struct span *spans = NULL;
 	struct page_index merged = {0};
 	size_t n_spans, cap;
+	uint64_t t0 = now_us(), t1;
 	int r;
 
 	r = wire_epoch_hash_verify(&e->hash, c, err, errlen);
+	t1 = now_us();
+	e->verify_us += t1 - t0;
 	if (r < 0)
 		return r;
 	r = check_metadata(e, err, errlen);
@@ -350,7 +362,21 @@ int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire
 		image_free(s->meta);
 	s->meta = TAKE_PTR(e->meta);
 	s->epoch = e->epoch;
+	e->apply_us += now_us() - t1;
+	hist_add_us(&s->cost.h[STORE_COST_RECEIVE], t0 - e->begun_us);
+	hist_add_us(&s->cost.h[STORE_COST_VERIFY], e->verify_us);
+	hist_add_us(&s->cost.h[STORE_COST_APPLY], e->apply_us);
 	return 0;
+}
+
+void store_report(const struct store *s, struct status_report *r)
+{
+	status_report_histogram(r, "recv_read", &s->cost.h[STORE_COST_RECEIVE],
+				"EPOCH_BEGIN to COMMIT received: network, TLS decryption, decoding (wall)");
+	status_report_histogram(r, "recv_verify", &s->cost.h[STORE_COST_VERIFY],
+				"the epoch checksum over the decoded pages");
+	status_report_histogram(r, "recv_apply", &s->cost.h[STORE_COST_APPLY],
+				"decoding deltas, copying pages and merging them into the warm image");
 }
 
 /* ---------- takeover ---------- */

@@ -27,6 +27,7 @@
 
 #include <stdint.h>
 
+#include "hist.h"
 #include "image/image.h"
 #include "wire.h"
 
@@ -35,6 +36,15 @@
 
 struct store;
 struct store_epoch;
+
+/* The backup's part of the epoch cost breakdown, per committed epoch. */
+enum store_cost_kind { STORE_COST_RECEIVE, STORE_COST_VERIFY, STORE_COST_APPLY, STORE_COST_COUNT };
+struct store_cost {
+	struct hist h[STORE_COST_COUNT];
+};
+struct status_report;
+/* recv_read, recv_verify, recv_apply histograms for the status report. */
+void store_report(const struct store *s, struct status_report *r);
 
 struct store *store_new(void);
 void store_free(struct store *s);

@@ -16,7 +16,32 @@
 
 #include "goruntime.h"
 #include "log.h"
+#include "status.h"
 #include "util.h"
+
+static const struct {
+	const char *name, *help;
+} cost_rows[COST_COUNT] = {
+    [COST_STOP] = {"pause_stop", "pause: stopping every thread"},
+    [COST_SAFEPOINT] = {"pause_safepoint", "pause: reaching a Go runtime safepoint"},
+    [COST_LIVE_SET] = {"pause_live_set", "pause: mappings and the live spans of the Go heap"},
+    [COST_DIRTY_SCAN] = {"pause_dirty_scan", "pause: reading and re-arming write tracking"},
+    [COST_THREADS] = {"pause_threads", "pause: registers, signal state, injected reads"},
+    [COST_COPY] = {"pause_copy", "pause: present-page scan and copy into staging"},
+    [COST_FDS] = {"pause_fds", "pause: the descriptor table"},
+    [COST_RESUME] = {"pause_resume", "pause: letting the threads go"},
+    [COST_PAUSE] = {"pause", "time the service was stopped per epoch"},
+    [COST_ENCODE] = {"ship_encode", "after resume: file hashes, page selection, deltas"},
+    [COST_COMPRESS] = {"ship_compress", "after resume: compressing the deltas"},
+    [COST_PACK] = {"ship_pack", "after resume: msgpack and the epoch checksum"},
+    [COST_TLS_WRITE] = {"ship_tls_write", "epoch queued to its last byte sent (wall)"},
+};
+
+void capture_session_report(const struct capture_session *s, struct status_report *r)
+{
+	for (int i = 0; i < COST_COUNT; i++)
+		status_report_histogram(r, cost_rows[i].name, &s->cost.h[i], cost_rows[i].help);
+}
 
 int capture_session_open(pid_t pid, struct capture_session **out)
 {
@@ -182,12 +207,24 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		s->cache.valid = false; /* a full epoch re-reads everything */
 	c->wp_filter = s->use_wp && !full;
 	r = capture_stop_all(c);
+	uint64_t held_us = now_us(), stop_us = c->stop_us;
 	if (r >= 0)
 		r = capture_held(c);
+	uint64_t resume_us = now_us();
 	int rr = capture_resume_all(c);
 	if (r >= 0)
 		r = rr;
-	rep->pause_us = now_us() - c->stop_us;
+	uint64_t ran_us = now_us();
+	/* A safepoint retry stops the threads again: the pause is the last stop, as before. */
+	rep->pause_us = ran_us - c->stop_us;
+	if (r >= 0) {
+		struct hist *h = s->cost.h;
+		hist_add_us(&h[COST_STOP], held_us - stop_us);
+		for (int i = 0; i < CPH_COUNT; i++)
+			hist_add_us(&h[COST_SAFEPOINT + i], c->stats.phase_us[i]);
+		hist_add_us(&h[COST_RESUME], ran_us - resume_us);
+		hist_add_us(&h[COST_PAUSE], rep->pause_us);
+	}
 
 	/* The staging buffer may have been replaced by a bigger one: keep whichever is current. */
 	s->staging = c->img->pages;
@@ -212,6 +249,7 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		return r;
 	}
 	rep->pages_shipped = c->img->pages_len / PAGE_SIZE;
+	hist_add_us(&s->cost.h[COST_ENCODE], now_us() - ran_us);
 	*out = c->img;
 	c->img = image_new();
 	return c->img ? 0 : -ENOMEM;

@@ -11,7 +11,34 @@
 
 #include "capture.h"
 #include "dirty.h"
+#include "hist.h"
 #include "wp.h"
+
+/*
+ * The epoch cost breakdown, kept as a feature (status, metrics, bench/):
+ * the pause by phase, then the work after the service runs again. The
+ * link (primaryd/replica/link.c) fills the pack and TLS-write figures.
+ */
+enum cost_phase {
+	COST_STOP,	 /* PTRACE_SEIZE/INTERRUPT of every thread */
+	COST_SAFEPOINT,	 /* CPH_* of capture_held(), in order */
+	COST_LIVE_SET,
+	COST_DIRTY_SCAN,
+	COST_THREADS,
+	COST_COPY,
+	COST_FDS,
+	COST_RESUME,	 /* letting every thread go */
+	COST_PAUSE,	 /* the whole stop, as the service feels it */
+	COST_ENCODE,	 /* after resume: file hashes, page selection, deltas against the cache */
+	COST_COMPRESS,	 /* the codec over the delta payload */
+	COST_PACK,	 /* msgpack and the epoch checksum */
+	COST_TLS_WRITE,	 /* from the epoch queued to its last byte handed to the kernel (wall) */
+	COST_COUNT
+};
+
+struct session_cost {
+	struct hist h[COST_COUNT];
+};
 
 struct epoch_report {
 	uint64_t epoch;
@@ -31,6 +58,7 @@ struct capture_session {
 	bool use_wp; /* dirty tracking by userfaultfd write-protect, else by page hashes */
 	struct inject_cache cache;
 	struct wp_tracker wp;
+	struct session_cost cost;
 };
 
 int capture_session_open(pid_t pid, struct capture_session **out);
@@ -42,6 +70,10 @@ void capture_session_close(struct capture_session *s);
  */
 int capture_session_epoch(struct capture_session *s, bool full, struct image **out,
 			  struct epoch_report *rep);
+
+/* Add the cost breakdown's histograms to a status report (after status_report_service). */
+struct status_report;
+void capture_session_report(const struct capture_session *s, struct status_report *r);
 
 /* Hold the process stopped (lease lost) and let it go again. */
 int capture_session_freeze(struct capture_session *s);

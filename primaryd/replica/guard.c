@@ -164,6 +164,10 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			      "times the runtime was let run to reach a safepoint");
 	status_report_counter(r, "safepoint_fallbacks", "", g->fallbacks,
 			      "epochs captured whole for want of a safepoint");
+	status_report_counter(r, "shipped", "bytes", g->total_bytes,
+			      "bytes queued to the backup since start (epochs, heartbeats, HELLO)");
+	if (g->sess)
+		capture_session_report(g->sess, r);
 }
 
 int guard_start(struct guard *g)

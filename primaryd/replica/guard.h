@@ -41,6 +41,7 @@ struct guard {
 	bool deposed; /* the backup has taken over: never run again */
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
 	uint64_t merged; /* epochs skipped while the backup caught up */
+	uint64_t ship_queued_us; /* when the oldest epoch not yet drained was queued (cost breakdown) */
 
 	/* figures for status */
 	uint64_t pauses[PAUSE_RING];

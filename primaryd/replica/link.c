@@ -66,6 +66,7 @@ static void drop_link(struct guard *g, const char *why)
 		wire_decoder_free(g->dec);
 	g->dec = NULL;
 	g->hello_ok = false;
+	g->ship_queued_us = 0;
 	guard_link_lost(g);
 }
 
@@ -132,6 +133,16 @@ static void on_read(struct bufferevent *bev, void *arg)
 	}
 }
 
+/* The output has drained (write low watermark 0): the epochs queued so far are on their way. */
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct guard *g = arg;
+	(void)bev;
+	if (g->ship_queued_us && g->sess)
+		hist_add_us(&g->sess->cost.h[COST_TLS_WRITE], now_us() - g->ship_queued_us);
+	g->ship_queued_us = 0;
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct guard *g = arg;
@@ -147,7 +158,7 @@ static void on_established(struct bufferevent *bev, const char *peer, void *arg)
 	g->bev = bev;
 	snprintf(g->peer, sizeof(g->peer), "%s", peer);
 	g->dec = wire_decoder_new();
-	bufferevent_setcb(bev, on_read, NULL, on_event, g);
+	bufferevent_setcb(bev, on_read, on_write, on_event, g);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	/* Nothing but HELLO until the backup's HELLO proves it accepted our certificate. */
 	send_hello(g);
@@ -323,7 +334,7 @@ int link_send_epoch(struct guard *g, const struct image *img, uint64_t epoch, ui
 	struct wire_epoch_hash h;
 	struct wire_msg commit = {.type = WIRE_COMMIT};
 	msgpack_sbuffer sb;
-	uint64_t before = g->total_bytes;
+	uint64_t before = g->total_bytes, t0 = now_us();
 	int r;
 
 	if (!g->bev)
@@ -343,7 +354,13 @@ int link_send_epoch(struct guard *g, const struct image *img, uint64_t epoch, ui
 	msgpack_sbuffer_destroy(&sb);
 	wire_epoch_hash_done(&h);
 	g->last_bytes = g->total_bytes - before;
-	if (r < 0)
+	if (r < 0) {
 		drop_link(g, "cannot encode an epoch");
+		return r;
+	}
+	hist_add_us(&g->sess->cost.h[COST_PACK], now_us() - t0);
+	/* The oldest epoch still in the output: its time to the kernel is what TLS writing costs. */
+	if (!g->ship_queued_us)
+		g->ship_queued_us = t0;
 	return r;
 }
