@@ -435,6 +435,7 @@ static int on_message(struct session *s, const struct wire_msg *m)
 	case WIRE_THREADS:
 	case WIRE_FDS:
 	case WIRE_PAGES:
+	case WIRE_DELTA:
 		return on_epoch_part(s, m);
 	case WIRE_COMMIT:
 		return on_commit(s, m);

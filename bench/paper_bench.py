@@ -127,6 +127,8 @@ def parse_args():
     p.add_argument("--save-ms", type=int, default=100, help="SaveFile interval (default 100)")
     p.add_argument("--criu-ms", type=int, default=100, help="CRIU dump interval (default 100)")
     p.add_argument("--criu-dump-opts", default="--tcp-close --skip-in-flight")
+    p.add_argument("--compression", choices=("zstd", "lz4", "none"), help="the service's compression key")
+    p.add_argument("--delta-cache-mb", type=int, help="the service's delta_cache_mb key (0: whole pages)")
     p.add_argument("--json", metavar="FILE", help="write the raw numbers here")
     p.add_argument("--keep", action="store_true", help="keep logs, configs and state")
     args = p.parse_args()
@@ -156,7 +158,10 @@ def run_one(layout, name, args, binary, criu):
         up = None
         if name == "uffd":
             certs = rp.make_certs(topo.addr[topo.b])
-            up = rp.bring_up(topo, certs, binary, epoch_interval_ms=args.epoch_ms, dirty_tracking="uffd")
+            keys = {k: v for k, v in (("compression", args.compression),
+                                      ("delta_cache_mb", args.delta_cache_mb)) if v is not None}
+            up = rp.bring_up(topo, certs, binary, epoch_interval_ms=args.epoch_ms, dirty_tracking="uffd",
+                             **keys)
             pid = up.service.pid
             if layout == "pinned":
                 pin(up.primary.proc.pid, 0)
@@ -195,6 +200,10 @@ def run_one(layout, name, args, binary, criu):
             res["bytes_per_request"] = (after["shipped"] - before["shipped"]) / max(1, requests)
             res["bytes_per_epoch"] = (after["shipped"] - before["shipped"]) / max(1, epochs)
             res["primary"] = after
+            d = {k: after.get(k, 0) - before.get(k, 0) for k in
+                 ("delta_pages_runs", "delta_pages_blocks", "delta_pages_whole", "delta_page", "delta_raw",
+                  "delta_wire", "delta_cache_hits", "delta_cache_misses")}
+            res["delta"] = d
             res["backup"] = brows
             for p in (up.primary.proc.pid, up.backup.proc.pid, pid):
                 res.setdefault("affinity", {})[str(p)] = affinity(p)
@@ -268,6 +277,11 @@ def cells(results, layout, name):
         c["epochs/s shipped (merged)"] = f"{res['epochs_per_s']:.2f} ({res['merged']:.0f})"
         c["bytes shipped / request"] = f"{res['bytes_per_request']:,.0f}"
         c["bytes / epoch"] = f"{res['bytes_per_epoch']:,.0f}"
+    if name == "uffd" and res.get("delta", {}).get("delta_page"):
+        d = res["delta"]
+        c["delta pages runs/blocks/whole"] = (f"{d['delta_pages_runs']:.0f}/{d['delta_pages_blocks']:.0f}/"
+                                              f"{d['delta_pages_whole']:.0f}")
+        c["page->delta->wire ratio"] = f"{d['delta_raw'] / d['delta_page']:.3f} / {d['delta_wire'] / d['delta_page']:.3f}"
     if name == "savefile":
         c["bytes shipped / request"] = f"{res['bytes_per_request']:,.0f} (file)"
         c["epochs/s shipped (merged)"] = f"{res['count']} saves"
@@ -277,7 +291,8 @@ def cells(results, layout, name):
 
 
 ROWS = ["throughput (req/s)", "vs unprotected", "latency p50 / p99 (ms)", "errors socket / non-2xx",
-        "epochs/s shipped (merged)", "pause p50 / p99 (ms)", "bytes shipped / request", "bytes / epoch"]
+        "epochs/s shipped (merged)", "pause p50 / p99 (ms)", "bytes shipped / request", "bytes / epoch",
+        "delta pages runs/blocks/whole", "page->delta->wire ratio"]
 
 
 def print_tables(args, configs, results, failed):
@@ -327,7 +342,9 @@ def machine(args, criu):
         "nproc": len(os.sched_getaffinity(0)), "loadavg": " ".join(load) + " (at start; other users' load skews)",
         "workload": f"tests/workloads/kvserver (go-cache, cgo build), {args.keys} keys of {args.value_size} B",
         "load": f"wrk -t1 -c16 -d{args.duration}s --latency, {args.set_percent}% /set, random keys, from C",
-        "protection": f"epoch {args.epoch_ms} ms (uffd); SaveFile every {args.save_ms} ms (from the end of the fill)"
+        "protection": f"epoch {args.epoch_ms} ms (uffd, compression {args.compression or 'default'}, "
+                      f"delta_cache_mb {'default' if args.delta_cache_mb is None else args.delta_cache_mb}); "
+                      f"SaveFile every {args.save_ms} ms (from the end of the fill)"
                       + (f"; CRIU every {args.criu_ms} ms: {criu.describe()}" if criu else ""),
         "checksync": f"{os.environ['CHECKSYNC_PRIMARYD']}, {os.environ['CHECKSYNC_BACKUPD']}",
     }

@@ -14,8 +14,10 @@
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 
+#include "delta.h"
 #include "goruntime.h"
 #include "log.h"
+#include "wire.h"
 #include "status.h"
 #include "util.h"
 
@@ -39,8 +41,48 @@ static const struct {
 
 void capture_session_report(const struct capture_session *s, struct status_report *r)
 {
+	const struct delta_stats *d = &s->delta;
+
 	for (int i = 0; i < COST_COUNT; i++)
 		status_report_histogram(r, cost_rows[i].name, &s->cost.h[i], cost_rows[i].help);
+	if (!shipped_enabled(&s->shipped_pages))
+		return;
+	status_report_counter(r, "delta_pages_whole", "", d->pages[DELTA_WHOLE],
+			      "pages shipped whole (not in the last-shipped cache, or all changed)");
+	status_report_counter(r, "delta_pages_runs", "", d->pages[DELTA_ZRUN],
+			      "pages shipped as runs of changed bytes");
+	status_report_counter(r, "delta_pages_blocks", "", d->pages[DELTA_BLOCKS],
+			      "pages shipped as changed 64-byte blocks");
+	status_report_counter(r, "delta_page", "bytes", d->page_bytes,
+			      "bytes of the pages the deltas stand for");
+	status_report_counter(r, "delta_raw", "bytes", d->raw_bytes,
+			      "bytes of the delta records before compression");
+	status_report_counter(r, "delta_wire", "bytes", d->wire_bytes,
+			      "bytes of the delta records as shipped (compressed)");
+	status_report_counter(r, "delta_cache_hits", "", s->shipped_pages.hits,
+			      "pages found in the last-shipped cache");
+	status_report_counter(r, "delta_cache_misses", "", s->shipped_pages.misses,
+			      "pages not in the last-shipped cache");
+	status_report_counter(r, "delta_cache_evictions", "", s->shipped_pages.evictions,
+			      "pages pushed out of the last-shipped cache");
+}
+
+int capture_session_set_deltas(struct capture_session *s, uint64_t cache_bytes, unsigned codec)
+{
+	shipped_free(&s->shipped_pages);
+	s->codec = codec;
+	if (!cache_bytes)
+		return 0;
+	if (!s->raw && !(s->raw = malloc(WIRE_MAX_DELTA_RAW)))
+		return -ENOMEM;
+	return shipped_init(&s->shipped_pages, cache_bytes);
+}
+
+static void batches_clear(struct capture_session *s)
+{
+	for (size_t i = 0; i < s->n_batches; i++)
+		free(s->batches[i].data);
+	s->n_batches = 0;
 }
 
 int capture_session_open(pid_t pid, struct capture_session **out)
@@ -89,6 +131,10 @@ void capture_session_close(struct capture_session *s)
 	capture_cleanup(&s->c);
 	dirty_reset(&s->shipped);
 	wp_free(&s->wp);
+	batches_clear(s);
+	free(s->batches);
+	free(s->raw);
+	shipped_free(&s->shipped_pages);
 	free(s->cache.threads);
 	capture_file_cache_free(&s->files);
 	free(s);
@@ -98,17 +144,105 @@ struct keep_ctx {
 	const struct image *img;
 };
 
-/* The backup drops pages outside the private mappings that carry contents; so do we. */
+/*
+ * The backup drops pages outside the private mappings that carry contents;
+ * so do we. The mappings come in address order (/proc/PID/maps).
+ */
 static bool page_in_content_vma(void *p, uint64_t addr)
 {
 	const struct image *img = ((struct keep_ctx *)p)->img;
-	for (size_t i = 0; i < img->n_vmas; i++) {
-		const struct image_vma *v = &img->vmas[i];
-		if (addr >= v->start && addr < v->end)
-			return !v->shared && (v->kind == VMA_ANON || v->kind == VMA_FILE ||
-					      v->kind == VMA_HEAP || v->kind == VMA_STACK);
+	size_t lo = 0, hi = img->n_vmas;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (img->vmas[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	return false;
+	if (lo == img->n_vmas || addr < img->vmas[lo].start)
+		return false;
+	const struct image_vma *v = &img->vmas[lo];
+	return !v->shared && (v->kind == VMA_ANON || v->kind == VMA_FILE || v->kind == VMA_HEAP ||
+			      v->kind == VMA_STACK);
+}
+
+/* Compress the batch encoded so far into a delta_batch of its own. */
+static int flush_batch(struct capture_session *s, uint32_t npages, size_t raw_len,
+		       uint64_t *compress_us)
+{
+	uint64_t t0 = now_us();
+	unsigned codec = s->codec;
+	size_t cap = delta_bound(codec, raw_len);
+	uint8_t *out = malloc(cap ? cap : 1);
+	struct delta_batch *b;
+	size_t len;
+
+	if (!out)
+		return -ENOMEM;
+	len = delta_compress(codec, s->raw, raw_len, out, cap);
+	if (len == 0 || len >= raw_len) { /* incompressible: ship it as it is */
+		codec = DELTA_CODEC_NONE;
+		memcpy(out, s->raw, raw_len);
+		len = raw_len;
+	}
+	b = array_push(&s->batches, &s->n_batches, &s->cap_batches, sizeof(*b));
+	if (!b) {
+		free(out);
+		return -ENOMEM;
+	}
+	*b = (struct delta_batch){.npages = npages, .raw_len = raw_len, .codec = codec,
+				  .data = out, .len = len};
+	s->delta.raw_bytes += raw_len;
+	s->delta.wire_bytes += len;
+	*compress_us += now_us() - t0;
+	return 0;
+}
+
+/*
+ * Encode every page of img against what the backup holds, then remember
+ * each as shipped. The cache is updated before the epoch is on the wire:
+ * if it never gets there, the link is lost, and the next epoch is a full
+ * one, which resets the cache.
+ */
+static int encode_deltas(struct capture_session *s, const struct image *img, bool full,
+			 uint64_t *compress_us)
+{
+	struct shipped_cache *c = &s->shipped_pages;
+	struct keep_ctx kc = {.img = img};
+	uint32_t npages = 0;
+	size_t raw_len = 0;
+	int r;
+
+	batches_clear(s);
+	if (full)
+		shipped_reset(c);
+	else
+		shipped_retain(c, page_in_content_vma, &kc);
+	for (size_t i = 0; i < img->n_runs; i++)
+		for (uint64_t p = 0; p < img->runs[i].npages; p++) {
+			uint64_t addr = img->runs[i].addr + p * PAGE_SIZE;
+			const uint8_t *cur = img->pages + img->runs[i].offset + p * PAGE_SIZE;
+			uint8_t *base = full ? NULL : shipped_lookup(c, addr);
+			enum delta_kind kind = DELTA_WHOLE;
+
+			if (base) {
+				raw_len += delta_encode_page(addr, base, cur, s->raw + raw_len, &kind);
+				memcpy(base, cur, PAGE_SIZE);
+			} else {
+				raw_len += delta_encode_whole(addr, cur, s->raw + raw_len);
+				shipped_store(c, addr, cur);
+			}
+			s->delta.pages[kind]++;
+			s->delta.page_bytes += PAGE_SIZE;
+			if (++npages == WIRE_MAX_DELTA_PAGES) {
+				if ((r = flush_batch(s, npages, raw_len, compress_us)) < 0)
+					return r;
+				npages = 0;
+				raw_len = 0;
+			}
+		}
+	return npages ? flush_batch(s, npages, raw_len, compress_us) : 0;
 }
 
 /* Replace img's pages (the staging copy) with only the changed ones, in a buffer of its own. */
@@ -234,6 +368,10 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		return r;
 	}
 	rep->pages_captured = c->img->pages_len / PAGE_SIZE;
+	if (s->use_wp && wp_carry_unshipped(&s->wp, c->img) < 0) {
+		c->img->pages = NULL;
+		return -ENOMEM;
+	}
 	rep->mode = c->stats.mode;
 	rep->safepoint_tries = c->stats.safepoint_tries;
 	rep->fallback = c->stats.fallback;
@@ -249,7 +387,17 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		return r;
 	}
 	rep->pages_shipped = c->img->pages_len / PAGE_SIZE;
-	hist_add_us(&s->cost.h[COST_ENCODE], now_us() - ran_us);
+	uint64_t compress_us = 0;
+	if (shipped_enabled(&s->shipped_pages)) {
+		r = encode_deltas(s, c->img, full, &compress_us);
+		if (r < 0) {
+			batches_clear(s);
+			shipped_reset(&s->shipped_pages); /* it may hold pages that never went out */
+			return r;
+		}
+	}
+	hist_add_us(&s->cost.h[COST_ENCODE], now_us() - ran_us - compress_us);
+	hist_add_us(&s->cost.h[COST_COMPRESS], compress_us);
 	*out = c->img;
 	c->img = image_new();
 	return c->img ? 0 : -ENOMEM;

@@ -12,6 +12,7 @@
 #include "capture.h"
 #include "dirty.h"
 #include "hist.h"
+#include "shipped.h"
 #include "wp.h"
 
 /*
@@ -40,6 +41,23 @@ struct session_cost {
 	struct hist h[COST_COUNT];
 };
 
+/*
+ * One DELTA message's worth of the epoch's pages (wire.h), encoded against
+ * the cache of what was last shipped and compressed, in the order of the
+ * image's runs: the link sends them in order and hashes the image's pages
+ * in the same order.
+ */
+struct delta_batch {
+	uint32_t npages, raw_len, codec;
+	uint8_t *data;
+	size_t len;
+};
+
+struct delta_stats {
+	uint64_t pages[3]; /* by enum delta_kind */
+	uint64_t raw_bytes, wire_bytes, page_bytes;
+};
+
 struct epoch_report {
 	uint64_t epoch;
 	uint64_t pause_us;
@@ -59,7 +77,18 @@ struct capture_session {
 	struct inject_cache cache;
 	struct wp_tracker wp;
 	struct session_cost cost;
+
+	/* deltas: on when the cache has room (delta_cache_mb) */
+	struct shipped_cache shipped_pages;
+	unsigned codec; /* enum delta_codec */
+	uint8_t *raw;	/* WIRE_MAX_DELTA_RAW bytes: the batch being encoded */
+	struct delta_batch *batches;
+	size_t n_batches, cap_batches;
+	struct delta_stats delta;
 };
+
+/* Ship sub-page deltas against a cache of cache_bytes (0: whole pages), compressed with codec. */
+int capture_session_set_deltas(struct capture_session *s, uint64_t cache_bytes, unsigned codec);
 
 int capture_session_open(pid_t pid, struct capture_session **out);
 void capture_session_close(struct capture_session *s);

@@ -185,6 +185,11 @@ int guard_start(struct guard *g)
 	if (r < 0)
 		return r;
 	g->sess->use_wp = g->svc->dirty_tracking == DIRTY_UFFD;
+	r = capture_session_set_deltas(g->sess, (uint64_t)g->svc->delta_cache_mb << 20,
+				       g->svc->compression);
+	if (r < 0)
+		return log_error_errno(r, "%s: cannot make the %u MiB delta cache", g->svc->name,
+				       g->svc->delta_cache_mb);
 	/* A spawned service has PR_SET_PDEATHSIG; one we attached to must stay held. */
 	g->sess->c.detach_between = g->svc->command.argc > 0;
 	/* Hold every thread now, so the service dies with us from this moment on. */

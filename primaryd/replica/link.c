@@ -299,6 +299,35 @@ static int send_pages(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffe
 	return 0;
 }
 
+/*
+ * The epoch's pages as the DELTA batches the session encoded; the checksum
+ * covers each page's new contents in the same order the records carry them.
+ */
+static int send_deltas(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffer *sb,
+		       const struct image *img)
+{
+	const struct capture_session *s = g->sess;
+	int r;
+
+	for (size_t i = 0; i < img->n_runs; i++)
+		for (uint64_t p = 0; p < img->runs[i].npages; p++) {
+			r = wire_epoch_hash_add_page(h, img->runs[i].addr + p * PAGE_SIZE,
+						     img->pages + img->runs[i].offset + p * PAGE_SIZE);
+			if (r < 0)
+				return r;
+		}
+	for (size_t i = 0; i < s->n_batches; i++) {
+		const struct delta_batch *b = &s->batches[i];
+		struct wire_delta m = {.codec = b->codec,
+				       .npages = b->npages,
+				       .raw_len = b->raw_len,
+				       .data = {b->data, b->len}};
+		if ((r = wire_pack_delta(sb, &m)) < 0 || (r = send_sbuf(g, sb)) < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int send_epoch_body(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffer *sb,
 			   const struct image *img, uint64_t epoch, uint64_t base)
 {
@@ -326,6 +355,8 @@ static int send_epoch_body(struct guard *g, struct wire_epoch_hash *h, msgpack_s
 	msgpack_sbuffer_destroy(&fds);
 	if (r < 0)
 		return r;
+	if (shipped_enabled(&g->sess->shipped_pages))
+		return send_deltas(g, h, sb, img);
 	return send_pages(g, h, sb, img);
 }
 
