@@ -36,7 +36,8 @@ static const struct {
     [COST_ENCODE] = {"ship_encode", "after resume: file hashes, page selection, deltas"},
     [COST_COMPRESS] = {"ship_compress", "after resume: compressing the deltas"},
     [COST_PACK] = {"ship_pack", "after resume: msgpack and the epoch checksum"},
-    [COST_TLS_WRITE] = {"ship_tls_write", "epoch queued to its last byte sent (wall)"},
+    [COST_TLS_WRITE] = {"ship_tls_write",
+			"epoch queued to its COMMIT handed to TLS, within 256 KiB of the wire (wall)"},
 };
 
 void capture_session_report(const struct capture_session *s, struct status_report *r)
@@ -78,12 +79,7 @@ int capture_session_set_deltas(struct capture_session *s, uint64_t cache_bytes, 
 	return shipped_init(&s->shipped_pages, cache_bytes);
 }
 
-static void batches_clear(struct capture_session *s)
-{
-	for (size_t i = 0; i < s->n_batches; i++)
-		free(s->batches[i].data);
-	s->n_batches = 0;
-}
+
 
 int capture_session_open(pid_t pid, struct capture_session **out)
 {
@@ -131,8 +127,6 @@ void capture_session_close(struct capture_session *s)
 	capture_cleanup(&s->c);
 	dirty_reset(&s->shipped);
 	wp_free(&s->wp);
-	batches_clear(s);
-	free(s->batches);
 	free(s->raw);
 	shipped_free(&s->shipped_pages);
 	free(s->cache.threads);
@@ -167,15 +161,41 @@ static bool page_in_content_vma(void *p, uint64_t addr)
 			      v->kind == VMA_STACK);
 }
 
-/* Compress the batch encoded so far into a delta_batch of its own. */
-static int flush_batch(struct capture_session *s, uint32_t npages, size_t raw_len,
-		       uint64_t *compress_us)
+void capture_session_batch_begin(struct capture_session *s)
+{
+	s->batch_pages = 0;
+	s->batch_raw = 0;
+}
+
+/*
+ * Encode one page against what the backup holds, and remember it as
+ * shipped. The cache is updated before the epoch is on the wire: if it
+ * never gets there, the link is lost, and the next epoch is a full one,
+ * which resets the cache.
+ */
+void capture_session_batch_add(struct capture_session *s, uint64_t addr, const uint8_t *cur)
+{
+	uint8_t *base = s->enc_full ? NULL : shipped_lookup(&s->shipped_pages, addr);
+	enum delta_kind kind = DELTA_WHOLE;
+
+	if (base) {
+		s->batch_raw += delta_encode_page(addr, base, cur, s->raw + s->batch_raw, &kind);
+		memcpy(base, cur, PAGE_SIZE);
+	} else {
+		s->batch_raw += delta_encode_whole(addr, cur, s->raw + s->batch_raw);
+		shipped_store(&s->shipped_pages, addr, cur);
+	}
+	s->delta.pages[kind]++;
+	s->delta.page_bytes += PAGE_SIZE;
+	s->batch_pages++;
+}
+
+int capture_session_batch_end(struct capture_session *s, struct delta_batch *b)
 {
 	uint64_t t0 = now_us();
 	unsigned codec = s->codec;
-	size_t cap = delta_bound(codec, raw_len);
+	size_t raw_len = s->batch_raw, cap = delta_bound(codec, raw_len);
 	uint8_t *out = malloc(cap ? cap : 1);
-	struct delta_batch *b;
 	size_t len;
 
 	if (!out)
@@ -186,63 +206,12 @@ static int flush_batch(struct capture_session *s, uint32_t npages, size_t raw_le
 		memcpy(out, s->raw, raw_len);
 		len = raw_len;
 	}
-	b = array_push(&s->batches, &s->n_batches, &s->cap_batches, sizeof(*b));
-	if (!b) {
-		free(out);
-		return -ENOMEM;
-	}
-	*b = (struct delta_batch){.npages = npages, .raw_len = raw_len, .codec = codec,
+	*b = (struct delta_batch){.npages = s->batch_pages, .raw_len = raw_len, .codec = codec,
 				  .data = out, .len = len};
 	s->delta.raw_bytes += raw_len;
 	s->delta.wire_bytes += len;
-	*compress_us += now_us() - t0;
+	s->enc_compress_us += now_us() - t0;
 	return 0;
-}
-
-/*
- * Encode every page of img against what the backup holds, then remember
- * each as shipped. The cache is updated before the epoch is on the wire:
- * if it never gets there, the link is lost, and the next epoch is a full
- * one, which resets the cache.
- */
-static int encode_deltas(struct capture_session *s, const struct image *img, bool full,
-			 uint64_t *compress_us)
-{
-	struct shipped_cache *c = &s->shipped_pages;
-	struct keep_ctx kc = {.img = img};
-	uint32_t npages = 0;
-	size_t raw_len = 0;
-	int r;
-
-	batches_clear(s);
-	if (full)
-		shipped_reset(c);
-	else
-		shipped_retain(c, page_in_content_vma, &kc);
-	for (size_t i = 0; i < img->n_runs; i++)
-		for (uint64_t p = 0; p < img->runs[i].npages; p++) {
-			uint64_t addr = img->runs[i].addr + p * PAGE_SIZE;
-			const uint8_t *cur = img->pages + img->runs[i].offset + p * PAGE_SIZE;
-			uint8_t *base = full ? NULL : shipped_lookup(c, addr);
-			enum delta_kind kind = DELTA_WHOLE;
-
-			if (base) {
-				raw_len += delta_encode_page(addr, base, cur, s->raw + raw_len, &kind);
-				memcpy(base, cur, PAGE_SIZE);
-			} else {
-				raw_len += delta_encode_whole(addr, cur, s->raw + raw_len);
-				shipped_store(c, addr, cur);
-			}
-			s->delta.pages[kind]++;
-			s->delta.page_bytes += PAGE_SIZE;
-			if (++npages == WIRE_MAX_DELTA_PAGES) {
-				if ((r = flush_batch(s, npages, raw_len, compress_us)) < 0)
-					return r;
-				npages = 0;
-				raw_len = 0;
-			}
-		}
-	return npages ? flush_batch(s, npages, raw_len, compress_us) : 0;
 }
 
 /* Replace img's pages (the staging copy) with only the changed ones, in a buffer of its own. */
@@ -378,7 +347,11 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 
 	r = capture_hash_files(c->img, &s->files);
 	/* Write tracking already limited the copy to written pages; hashing would only cost. */
-	if (r >= 0)
+	/*
+	 * With deltas the link reads the pages straight from staging, slice by
+	 * slice, and no capture starts before it is done (link_busy()): no copy.
+	 */
+	if (r >= 0 && !(s->use_wp && shipped_enabled(&s->shipped_pages)))
 		r = s->use_wp ? take_staged_pages(c->img) : keep_changed_pages(s, c->img, full);
 	if (r < 0) {
 		/* Leave the staging buffer with the session, not with the image. */
@@ -387,17 +360,17 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		return r;
 	}
 	rep->pages_shipped = c->img->pages_len / PAGE_SIZE;
-	uint64_t compress_us = 0;
 	if (shipped_enabled(&s->shipped_pages)) {
-		r = encode_deltas(s, c->img, full, &compress_us);
-		if (r < 0) {
-			batches_clear(s);
-			shipped_reset(&s->shipped_pages); /* it may hold pages that never went out */
-			return r;
-		}
+		/* The pages are encoded batch by batch as the link sends them (link.c). */
+		struct keep_ctx kc = {.img = c->img};
+		s->enc_full = full;
+		s->enc_compress_us = 0;
+		if (full)
+			shipped_reset(&s->shipped_pages);
+		else
+			shipped_retain(&s->shipped_pages, page_in_content_vma, &kc);
 	}
-	hist_add_us(&s->cost.h[COST_ENCODE], now_us() - ran_us - compress_us);
-	hist_add_us(&s->cost.h[COST_COMPRESS], compress_us);
+	s->enc_start_us = ran_us;
 	*out = c->img;
 	c->img = image_new();
 	return c->img ? 0 : -ENOMEM;

@@ -43,9 +43,7 @@ struct session_cost {
 
 /*
  * One DELTA message's worth of the epoch's pages (wire.h), encoded against
- * the cache of what was last shipped and compressed, in the order of the
- * image's runs: the link sends them in order and hashes the image's pages
- * in the same order.
+ * the cache of what was last shipped, and compressed.
  */
 struct delta_batch {
 	uint32_t npages, raw_len, codec;
@@ -82,10 +80,22 @@ struct capture_session {
 	struct shipped_cache shipped_pages;
 	unsigned codec; /* enum delta_codec */
 	uint8_t *raw;	/* WIRE_MAX_DELTA_RAW bytes: the batch being encoded */
-	struct delta_batch *batches;
-	size_t n_batches, cap_batches;
+	uint32_t batch_pages;
+	size_t batch_raw;
+	bool enc_full;
+	uint64_t enc_start_us, enc_compress_us; /* for the cost breakdown */
 	struct delta_stats delta;
 };
+
+/*
+ * Deltas of the epoch's pages, one batch (DELTA message) at a time, after
+ * capture_session_epoch() returned the image: begin, add at most
+ * WIRE_MAX_DELTA_PAGES pages in the image's order, end (compresses into
+ * *b, whose data the caller frees).
+ */
+void capture_session_batch_begin(struct capture_session *s);
+void capture_session_batch_add(struct capture_session *s, uint64_t addr, const uint8_t *page);
+int capture_session_batch_end(struct capture_session *s, struct delta_batch *b);
 
 /* Ship sub-page deltas against a cache of cache_bytes (0: whole pages), compressed with codec. */
 int capture_session_set_deltas(struct capture_session *s, uint64_t cache_bytes, unsigned codec);

@@ -39,7 +39,7 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (!g->hello_ok || g->sess->frozen || g->deposed)
 		return;
-	if (link_backlog(g) > BACKLOG_LIMIT) {
+	if (link_backlog(g) > BACKLOG_LIMIT || link_busy(g)) {
 		g->merged++;
 		return;
 	}
@@ -54,8 +54,7 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 	g->safepoint_retries += rep.safepoint_tries;
 	g->fallbacks += rep.fallback;
 	uint64_t epoch = g->epoch + 1;
-	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent);
-	image_free(img);
+	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent); /* takes img */
 	if (r < 0)
 		return;
 	g->epoch = g->sent = epoch;

@@ -16,6 +16,7 @@
 
 #include "capture/session.h"
 #include "config.h"
+#include "sendq.h"
 #include "wire.h"
 
 #define PAUSE_RING 256
@@ -41,7 +42,9 @@ struct guard {
 	bool deposed; /* the backup has taken over: never run again */
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
 	uint64_t merged; /* epochs skipped while the backup caught up */
-	uint64_t ship_queued_us; /* when the oldest epoch not yet drained was queued (cost breakdown) */
+	struct sendq sendq; /* epoch data not yet handed to the bufferevent (sendq.h) */
+	struct link_epoch *sending; /* the epoch whose pages are being queued (link.c) */
+	uint64_t epoch_bytes_from;
 
 	/* figures for status */
 	uint64_t pauses[PAUSE_RING];
@@ -61,7 +64,9 @@ int service_attach_pidfile(const struct service_config *svc, pid_t *pid);
 void link_connect(struct guard *g);
 void link_schedule_reconnect(struct guard *g);
 void link_send_heartbeat(struct guard *g);
-int link_send_epoch(struct guard *g, const struct image *img, uint64_t epoch, uint64_t base);
+/* Takes img, and queues its pages slice by slice from the loop; link_busy() until done. */
+int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t base);
+bool link_busy(const struct guard *g);
 size_t link_backlog(const struct guard *g);
 
 /* guard.c */
