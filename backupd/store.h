@@ -14,6 +14,11 @@
  *    epoch.h) and only the pages are incremental, so "apply" is: replace
  *    the metadata, overwrite pages by address, then drop pages that no
  *    private anonymous, file, heap or stack mapping covers any more.
+ *  - A DELTA record (common/delta.h) is rebuilt into a whole page as it
+ *    arrives, from the committed copy of the base epoch, and hashed as
+ *    rebuilt: from there on it is a page like any PAGES page, so commit,
+ *    merge and restore never see deltas. The journal keeps the DELTA
+ *    messages as received, and replays them onto the same base.
  *  - Pages are kept one malloc'd 4 KiB block per page behind a sorted
  *    address index: an epoch overwrites pages wherever they fall, no run
  *    ever needs splitting, and a merge is linear. Takeover pays one copy
