@@ -152,6 +152,25 @@ size_t delta_encode_page(uint64_t addr, const uint8_t *base, const uint8_t *cur,
 	return DELTA_REC_HEAD + len;
 }
 
+size_t delta_encode_as(enum delta_kind want, uint64_t addr, const uint8_t *base, const uint8_t *cur,
+		       uint8_t *out)
+{
+	uint8_t *body = out + DELTA_REC_HEAD;
+	size_t len = SIZE_MAX;
+
+	if (want == DELTA_ZRUN)
+		len = encode_zrun(base, cur, body);
+	else if (want == DELTA_BLOCKS) {
+		uint64_t mask = changed_blocks(base, cur);
+		if (8 + (size_t)__builtin_popcountll(mask) * BLOCK < DELTA_PAGE)
+			len = encode_blocks(mask, cur, body);
+	}
+	if (len == SIZE_MAX)
+		return delta_encode_whole(addr, cur, out);
+	put_head(out, addr, want, len);
+	return DELTA_REC_HEAD + len;
+}
+
 size_t delta_encode_whole(uint64_t addr, const uint8_t *cur, uint8_t *out)
 {
 	put_head(out, addr, DELTA_WHOLE, DELTA_PAGE);

@@ -49,6 +49,10 @@ enum delta_codec { DELTA_CODEC_NONE = 0, DELTA_CODEC_LZ4 = 1, DELTA_CODEC_ZSTD =
 size_t delta_encode_page(uint64_t addr, const uint8_t *base, const uint8_t *cur, uint8_t *out,
 			 enum delta_kind *kind);
 
+/* The same with one encoding forced (whole if it is no shorter): for bench/delta_micro.c. */
+size_t delta_encode_as(enum delta_kind want, uint64_t addr, const uint8_t *base, const uint8_t *cur,
+		       uint8_t *out);
+
 /* Append the record of a page shipped whole (no base). Returns DELTA_REC_MAX. */
 size_t delta_encode_whole(uint64_t addr, const uint8_t *cur, uint8_t *out);
 
