@@ -24,6 +24,7 @@ struct page_index {
 
 struct store {
 	uint64_t epoch;
+	uint64_t incarnation; /* whose state the image is (wire.h); 0: not known */
 	struct image *meta;
 	struct page_index pages;
 	struct store_cost cost;
@@ -36,7 +37,7 @@ struct pending_page {
 };
 
 struct store_epoch {
-	uint64_t epoch, base;
+	uint64_t epoch, base, incarnation;
 	uint64_t begun_us, verify_us, apply_us; /* for the cost breakdown */
 	const struct store *store; /* the base a DELTA record applies to */
 	struct wire_epoch_hash hash;
@@ -74,6 +75,8 @@ void store_free(struct store *s)
 
 uint64_t store_epoch(const struct store *s) { return s->epoch; }
 
+uint64_t store_incarnation(const struct store *s) { return s->incarnation; }
+
 uint64_t store_npages(const struct store *s) { return s->pages.n; }
 
 const struct image *store_meta(const struct store *s) { return s->meta; }
@@ -106,11 +109,18 @@ int store_epoch_begin(const struct store *s, const struct wire_epoch_begin *b,
 			 s->epoch);
 		return -ESTALE;
 	}
+	/* Epoch numbers start again with each run: a delta applies only to its own run's image. */
+	if (b->base_epoch != 0 && b->incarnation != s->incarnation) {
+		snprintf(err, errlen, "a delta of incarnation %016" PRIx64 " on the image of %016" PRIx64,
+			 b->incarnation, s->incarnation);
+		return -ESTALE;
+	}
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
 	e->epoch = b->epoch;
 	e->base = b->base_epoch;
+	e->incarnation = b->incarnation;
 	e->begun_us = now_us();
 	e->store = s;
 	e->meta = image_new();
@@ -439,6 +449,7 @@ int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire
 		image_free(s->meta);
 	s->meta = TAKE_PTR(e->meta);
 	s->epoch = e->epoch;
+	s->incarnation = e->incarnation;
 	e->apply_us += now_us() - t1;
 	hist_add_us(&s->cost.h[STORE_COST_RECEIVE], t0 - e->begun_us);
 	hist_add_us(&s->cost.h[STORE_COST_VERIFY], e->verify_us);
@@ -638,7 +649,9 @@ int store_pack_full(const struct store *s, store_emit_fn emit, void *arg)
 {
 	struct packer p = {.emit = emit, .arg = arg};
 	struct wire_msg begin = {.type = WIRE_EPOCH_BEGIN,
-				 .epoch_begin = {.epoch = s->epoch, .base_epoch = 0}};
+				 .epoch_begin = {.epoch = s->epoch,
+						 .base_epoch = 0,
+						 .incarnation = s->incarnation}};
 	_cleanup_free_ uint8_t *buf = malloc(WIRE_MAX_BIN);
 	int r;
 

@@ -80,8 +80,7 @@ int capture_session_set_deltas(struct capture_session *s, uint64_t cache_bytes, 
 }
 
 
-
-int capture_session_open(pid_t pid, struct capture_session **out)
+int capture_session_open(pid_t pid, const char *debug_file, struct capture_session **out)
 {
 	struct capture_session *s = calloc(1, sizeof(*s));
 	int r;
@@ -91,6 +90,7 @@ int capture_session_open(pid_t pid, struct capture_session **out)
 	s->c.pid = pid;
 	s->c.memfd = -1;
 	s->c.cache = &s->cache;
+	s->c.debug_file = debug_file;
 	wp_init(&s->wp);
 	s->c.seize_options = PTRACE_O_EXITKILL;
 	s->c.img = image_new();
@@ -314,9 +314,12 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	if (r >= 0)
 		r = capture_held(c);
 	uint64_t resume_us = now_us();
-	int rr = capture_resume_all(c);
+	/* A final epoch (handover) leaves the service held, frozen, exactly as captured. */
+	int rr = s->hold_after_epoch && r >= 0 ? 0 : capture_resume_all(c);
 	if (r >= 0)
 		r = rr;
+	if (s->hold_after_epoch && r >= 0)
+		s->frozen = true;
 	uint64_t ran_us = now_us();
 	/* A safepoint retry stops the threads again: the pause is the last stop, as before. */
 	rep->pause_us = ran_us - c->stop_us;
