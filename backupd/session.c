@@ -510,6 +510,7 @@ static int on_message(struct session *s, const struct wire_msg *m)
 	case WIRE_THREADS:
 	case WIRE_FDS:
 	case WIRE_PAGES:
+	case WIRE_DELTA:
 		return on_epoch_part(s, m);
 	case WIRE_COMMIT:
 		return on_commit(s, m);
@@ -537,13 +538,24 @@ static int on_message(struct session *s, const struct wire_msg *m)
 	return refuse(s, WIRE_ERR_PROTOCOL, "unexpected %s", wire_type_name(m->type));
 }
 
-/* Feed what has arrived, one libevent chunk at a time, and act on each whole message. */
+/*
+ * Feed what has arrived, one libevent chunk at a time, and act on each whole
+ * message. At most SESSION_READ_BUDGET bytes per call, then the rest from a
+ * deferred callback: the heartbeat timer and the journal's acknowledgements
+ * get the loop in between, however much an epoch has brought in.
+ */
+#define SESSION_READ_BUDGET (1u << 20)
 static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t budget = SESSION_READ_BUDGET;
 
 	while (!s->closing && !s->read_paused && evbuffer_get_length(in)) {
+		if (budget == 0) {
+			bufferevent_trigger(bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+			return;
+		}
 		struct evbuffer_iovec v;
 		struct wire_msg m;
 		char err[512];
@@ -557,6 +569,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 			break;
 		}
 		evbuffer_drain(in, v.iov_len);
+		budget = v.iov_len < budget ? budget - v.iov_len : 0;
 		if (s->svc)
 			failover_heard(s->svc, now_us()); /* bulk data in flight counts as heard */
 		while (!s->closing && (r = wire_decoder_next(s->dec, &m, err, sizeof(err))) == 1)

@@ -30,7 +30,7 @@
 #define R_PRIMARY (1u << ROLE_PRIMARY)
 #define R_BACKUP (1u << ROLE_BACKUP)
 #define R_BOTH (R_PRIMARY | R_BACKUP)
-#define MAX_KEYS 16
+#define MAX_KEYS 24
 #define NAME_MAX_LEN 64
 
 enum key_type {
@@ -40,6 +40,7 @@ enum key_type {
 	KEY_MS,	      /* uint32_t within [min, max] */
 	KEY_CMDLINE,  /* struct cmdline */
 	KEY_DIRTY,    /* enum dirty_tracking */
+	KEY_CODEC,    /* enum compression */
 };
 
 struct key_desc {
@@ -89,6 +90,8 @@ static const struct key_desc service_keys[] = {
     SKEY("fence_hook", fence_hook, KEY_CMDLINE),
     SKEY("takeover_hook", takeover_hook, KEY_CMDLINE),
     SKEY("debug_file", debug_file, KEY_PATH),
+    SKEY("compression", compression, KEY_CODEC),
+    SKEY("delta_cache_mb", delta_cache_mb, KEY_MS, .max = 1048576),
 };
 
 _Static_assert(ARRAY_SIZE(daemon_keys) <= MAX_KEYS, "raise MAX_KEYS");
@@ -337,6 +340,21 @@ static int parse_dirty(struct parser *p, const struct key_desc *k, const char *v
 	return 0;
 }
 
+static int parse_codec(struct parser *p, const struct key_desc *k, const char *v)
+{
+	enum compression *c = field_of(p, k);
+
+	if (strcmp(v, "zstd") == 0)
+		*c = COMPRESSION_ZSTD;
+	else if (strcmp(v, "lz4") == 0)
+		*c = COMPRESSION_LZ4;
+	else if (strcmp(v, "none") == 0)
+		*c = COMPRESSION_NONE;
+	else
+		return fail(p, p->line, "%s: expected 'zstd', 'lz4' or 'none', got '%s'", k->name, v);
+	return 0;
+}
+
 static int key_parse(struct parser *p, const struct key_desc *k, const char *v)
 {
 	switch (k->type) {
@@ -352,6 +370,8 @@ static int key_parse(struct parser *p, const struct key_desc *k, const char *v)
 		return parse_cmdline(p, k, v);
 	case KEY_DIRTY:
 		return parse_dirty(p, k, v);
+	case KEY_CODEC:
+		return parse_codec(p, k, v);
 	}
 	return fail(p, p->line, "%s: internal error: unknown key type", k->name);
 }
@@ -673,6 +693,8 @@ int config_load_service(const char *path, enum role role, struct service_config 
 	    .failover_timeout_ms = 1000,
 	    .lease_ms = 500,
 	    .dirty_tracking = DIRTY_UFFD,
+	    .compression = COMPRESSION_ZSTD,
+	    .delta_cache_mb = 64,
 	};
 	r = out->path ? parse_file(&p) : oom(&p);
 	if (r >= 0)

@@ -25,7 +25,19 @@ struct wp_tracker;
 /* Bytes mapped and written per class of memory, for the dump's report. */
 enum mem_class { MC_HEAP, MC_STACKS, MC_GLOBALS, MC_OFFHEAP, MC_FREE, MC_ZERO, MC_COUNT };
 
+/* The parts of capture_held(), timed for the epoch cost breakdown (session.h). */
+enum capture_phase {
+	CPH_SAFEPOINT,	/* reaching a safepoint, retries included */
+	CPH_LIVE_SET,	/* mappings and the Go heap's live spans */
+	CPH_DIRTY_SCAN, /* write tracking: PAGEMAP_SCAN and re-arming */
+	CPH_THREADS,	/* registers, signal state, injected reads */
+	CPH_COPY,	/* present-page scan and the copy into staging */
+	CPH_FDS,	/* the descriptor table */
+	CPH_COUNT
+};
+
 struct capture_stats {
+	uint64_t phase_us[CPH_COUNT];
 	uint64_t mapped[MC_COUNT], written[MC_COUNT];
 	unsigned safepoint_tries, fallback;
 	const char *mode; /* "live", "whole", "whole (no DWARF)", "whole (no safepoint)" */

@@ -34,6 +34,10 @@ int guard_ship_epoch(struct guard *g, bool hold)
 {
 	struct epoch_report rep = {0};
 	struct image *img = NULL;
+	/* The last epoch's pages are still being queued (link.c): this one waits, a final one not. */
+	if (link_busy(g) && !hold)
+		return -EBUSY;
+	link_finish_epoch(g);
 	bool full = g->need_full;
 
 	g->sess->hold_after_epoch = hold;
@@ -48,8 +52,7 @@ int guard_ship_epoch(struct guard *g, bool hold)
 	g->safepoint_retries += rep.safepoint_tries;
 	g->fallbacks += rep.fallback;
 	uint64_t epoch = g->epoch + 1;
-	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent);
-	image_free(img);
+	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent); /* takes img */
 	if (r < 0)
 		return r;
 	g->epoch = g->sent = epoch;
@@ -70,7 +73,7 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (!g->hello_ok || !pfailover_ships_epochs(g))
 		return;
-	if (link_backlog(g) > BACKLOG_LIMIT) {
+	if (link_backlog(g) > BACKLOG_LIMIT || link_busy(g)) {
 		g->merged++;
 		return;
 	}
@@ -163,7 +166,12 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			      "times the runtime was let run to reach a safepoint");
 	status_report_counter(r, "safepoint_fallbacks", "", g->fallbacks,
 			      "epochs captured whole for want of a safepoint");
+	status_report_counter(r, "shipped", "bytes", g->total_bytes,
+			      "bytes queued to the backup since start (epochs, heartbeats, HELLO)");
+
 	guard_status_debuginfo(g, r);
+	if (g->sess)
+		capture_session_report(g->sess, r);
 }
 
 /* Start or attach the service and hold it; the lease starts now. */
@@ -182,6 +190,11 @@ int guard_start_service(struct guard *g)
 	if (r < 0)
 		return r;
 	g->sess->use_wp = g->svc->dirty_tracking == DIRTY_UFFD;
+	r = capture_session_set_deltas(g->sess, (uint64_t)g->svc->delta_cache_mb << 20,
+				       g->svc->compression);
+	if (r < 0)
+		return log_error_errno(r, "%s: cannot make the %u MiB delta cache", g->svc->name,
+				       g->svc->delta_cache_mb);
 	/* A spawned service has PR_SET_PDEATHSIG; one we attached to must stay held. */
 	g->sess->c.detach_between = g->svc->command.argc > 0;
 	/* Hold every thread now, so the service dies with us from this moment on. */

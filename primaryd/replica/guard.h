@@ -17,6 +17,7 @@
 #include "capture/session.h"
 #include "config.h"
 #include "failover.h"
+#include "sendq.h"
 #include "wire.h"
 
 #define PAUSE_RING 256
@@ -51,6 +52,9 @@ struct guard {
 	uint64_t hb_stamp, hb_end;	 /* the heartbeat queued last, and where it ends */
 	uint64_t hb_left_stamp, hb_left_us; /* the heartbeat that left last, and when */
 	uint64_t merged; /* epochs skipped while the backup caught up */
+	struct sendq sendq; /* epoch data not yet handed to the bufferevent (sendq.h) */
+	struct link_epoch *sending; /* the epoch whose pages are being queued (link.c) */
+	uint64_t epoch_bytes_from;
 
 	/* figures for status */
 	uint64_t pauses[PAUSE_RING];
@@ -70,7 +74,11 @@ int service_attach_pidfile(const struct service_config *svc, pid_t *pid);
 void link_connect(struct guard *g);
 void link_schedule_reconnect(struct guard *g);
 void link_send_heartbeat(struct guard *g);
-int link_send_epoch(struct guard *g, const struct image *img, uint64_t epoch, uint64_t base);
+/* Takes img, and queues its pages slice by slice from the loop; link_busy() until done. */
+int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t base);
+bool link_busy(const struct guard *g);
+/* Queue the rest of the epoch in flight now, on the spot (a final epoch must follow it). */
+void link_finish_epoch(struct guard *g);
 size_t link_backlog(const struct guard *g);
 int link_send_handover(struct guard *g, uint64_t epoch);
 int link_send_stand_down(struct guard *g);
