@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <time.h>
 
 void *array_push(void *arr_p, size_t *n, size_t *cap, size_t elem_size)
@@ -62,15 +63,22 @@ static void evp_md_ctx_freep(EVP_MD_CTX **c)
 		EVP_MD_CTX_free(*c);
 }
 
+/* Regular files only: O_NONBLOCK so that a FIFO found at path is refused, never waited on. */
 int file_sha256(const char *path, uint8_t out[32])
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	__attribute__((cleanup(evp_md_ctx_freep))) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	char buf[65536];
 	unsigned int len = 32;
 
+	struct stat st;
+
 	if (fd < 0)
 		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
 	if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
 		return -ENOMEM;
 	for (;;) {
