@@ -99,3 +99,33 @@ uint64_t now_us(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1000000ULL + ts.tv_nsec / 1000;
 }
+
+int write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+
+	while (n) {
+		ssize_t r = write(fd, c, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		c += r;
+		n -= r;
+	}
+	return 0;
+}
+
+int read_boot_id(char *buf, size_t len)
+{
+	_cleanup_free_ char *text = NULL;
+	ssize_t r = read_file("/proc/sys/kernel/random/boot_id", &text);
+
+	if (r <= 0) {
+		snprintf(buf, len, "unknown");
+		return r < 0 ? (int)r : -ENODATA;
+	}
+	text[strcspn(text, "\n")] = 0;
+	snprintf(buf, len, "%s", text);
+	return 0;
+}

@@ -64,3 +64,9 @@ ssize_t read_file(const char *path, char **out);
 int file_sha256(const char *path, uint8_t out[32]);
 
 uint64_t now_us(void);
+
+/* Write all n bytes, retrying short writes and EINTR; 0 or -errno. */
+int write_all(int fd, const void *p, size_t n);
+
+/* This boot's /proc/sys/kernel/random/boot_id into buf; "unknown" and -errno if unreadable. */
+int read_boot_id(char *buf, size_t len);

@@ -38,7 +38,7 @@ static const char *fd_kind_name(uint32_t kind)
 static long open_path(struct restore *r, const char *path, uint32_t flags)
 {
 	uint64_t p;
-	int rc = restore_scratch_put(r, 0, path, strlen(path) + 1, &p);
+	int rc = inject_put(&r->inj, 0, path, strlen(path) + 1, &p);
 	if (rc < 0)
 		return rc;
 	return restore_call(r, SYS_openat, AT_FDCWD, p,
@@ -102,7 +102,7 @@ static int fill_pipe(struct restore *r, const struct image_fd *f, long wfd)
 	for (uint32_t off = 0; off < g->data_len;) {
 		size_t n = g->data_len - off < chunk ? g->data_len - off : chunk;
 		uint64_t d;
-		int rc = restore_scratch_put(r, PAGE_SIZE, g->data + off, n, &d);
+		int rc = inject_put(&r->inj, PAGE_SIZE, g->data + off, n, &d);
 		if (rc < 0)
 			return restore_fail(r, rc, "fd %d: cannot stage the contents of pipe %lu",
 					    f->fd, (unsigned long)f->ino);
@@ -121,14 +121,14 @@ static long create_pipe(struct restore *r, const struct image_fd *f, long *other
 {
 	int p[2] = {-1, -1};
 	uint64_t a;
-	int rc = restore_scratch_put(r, 0, p, sizeof(p), &a);
+	int rc = inject_put(&r->inj, 0, p, sizeof(p), &a);
 	if (rc < 0)
 		return restore_fail(r, rc, "fd %d: cannot stage pipe2", f->fd);
 	long ret = restore_call(r, SYS_pipe2, a, O_CLOEXEC | O_NONBLOCK);
 	if (ret < 0)
 		return restore_fail(r, ret, "fd %d: cannot create pipe %lu (pipe2)", f->fd,
 				    (unsigned long)f->ino);
-	rc = restore_scratch_get(r, a, p, sizeof(p));
+	rc = inject_get(&r->inj, a, p, sizeof(p));
 	if (rc < 0)
 		return restore_fail(r, rc, "fd %d: cannot read the result of pipe2", f->fd);
 	rc = fill_pipe(r, f, p[1]);
@@ -141,14 +141,14 @@ static long create_pipe(struct restore *r, const struct image_fd *f, long *other
 static long setsockopt_int(struct restore *r, long fd, int level, int opt, int val)
 {
 	uint64_t p;
-	int rc = restore_scratch_put(r, 1024, &val, sizeof(val), &p);
+	int rc = inject_put(&r->inj, 1024, &val, sizeof(val), &p);
 	return rc < 0 ? rc : restore_call(r, SYS_setsockopt, fd, level, opt, p, sizeof(val));
 }
 
 static long bind_socket(struct restore *r, long fd, const struct image_fd *f)
 {
 	uint64_t a;
-	long ret = restore_scratch_put(r, 0, f->data, f->data_len, &a);
+	long ret = inject_put(&r->inj, 0, f->data, f->data_len, &a);
 	if (ret < 0)
 		return ret;
 	ret = restore_call(r, SYS_bind, fd, a, f->data_len);
@@ -172,7 +172,7 @@ static long unlink_socket_path(struct restore *r, const struct image_fd *f)
 	uint64_t p;
 
 	snprintf(buf, sizeof(buf), "%.*s", (int)strnlen(path, 108), path);
-	long ret = restore_scratch_put(r, 2048, buf, strlen(buf) + 1, &p);
+	long ret = inject_put(&r->inj, 2048, buf, strlen(buf) + 1, &p);
 	if (ret >= 0)
 		ret = restore_call(r, SYS_unlinkat, AT_FDCWD, p, 0);
 	return ret == -ENOENT ? 0 : ret;
@@ -224,11 +224,11 @@ static long create_dead_socket(struct restore *r, const struct image_fd *f)
 	int sv[2] = {-1, -1};
 	uint64_t a;
 	int type = f->sk_type == SOCK_DGRAM ? SOCK_DGRAM : SOCK_STREAM;
-	long ret = restore_scratch_put(r, 0, sv, sizeof(sv), &a);
+	long ret = inject_put(&r->inj, 0, sv, sizeof(sv), &a);
 	if (ret >= 0)
 		ret = restore_call(r, SYS_socketpair, AF_UNIX, type | SOCK_CLOEXEC, 0, a);
 	if (ret >= 0)
-		ret = restore_scratch_get(r, a, sv, sizeof(sv));
+		ret = inject_get(&r->inj, a, sv, sizeof(sv));
 	if (ret >= 0)
 		ret = restore_call(r, SYS_close, sv[1]);
 	if (ret < 0)
@@ -364,7 +364,7 @@ static int add_epoll_targets(struct restore *r, const struct image_fd *ep)
 		const struct image_epoll_tfd *t = &ep->tfds[k];
 		struct epoll_event ev = {.events = t->events, .data.u64 = t->data};
 		uint64_t a;
-		long ret = restore_scratch_put(r, 0, &ev, sizeof(ev), &a);
+		long ret = inject_put(&r->inj, 0, &ev, sizeof(ev), &a);
 		if (ret >= 0)
 			ret = restore_call(r, SYS_epoll_ctl, ep->fd, EPOLL_CTL_ADD, t->fd, a);
 		if (ret < 0)

@@ -23,7 +23,7 @@ static pid_t new_tid_of(const struct restore *r, uint64_t old)
 static int patch_go_ms(struct restore *r, const struct go_binary *gb)
 {
 	uint64_t m;
-	int rc = restore_fault(r);
+	int rc = inject_fault(&r->inj);
 	if (rc < 0)
 		return rc;
 	rc = tracer_peek(r->memfd, gb->allm_addr, &m, sizeof(m));
@@ -62,7 +62,7 @@ int restore_patch_tids(struct restore *r)
 		int32_t tid = r->threads[i].tid;
 		if (!it->clear_tid_addr)
 			continue;
-		int rc = restore_fault(r);
+		int rc = inject_fault(&r->inj);
 		if (rc >= 0)
 			rc = tracer_poke(r->memfd, it->clear_tid_addr, &tid, sizeof(tid));
 		if (rc < 0)

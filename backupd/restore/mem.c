@@ -126,7 +126,7 @@ static int open_in_husk(struct restore *r, const struct image_vma *v, int *fds)
 	const char *path = r->img->files[v->file].path;
 	uint64_t p;
 	int flags = (v->shared && (v->prot & PROT_WRITE)) ? O_RDWR : O_RDONLY;
-	long fd = restore_scratch_put(r, 0, path, strlen(path) + 1, &p);
+	long fd = inject_put(&r->inj, 0, path, strlen(path) + 1, &p);
 	if (fd >= 0)
 		fd = restore_call(r, SYS_openat, AT_FDCWD, p, flags | O_CLOEXEC | O_NONBLOCK, 0);
 	if (fd < 0)
@@ -192,7 +192,7 @@ static int write_pages(struct restore *r)
 	const struct image *img = r->img;
 	for (size_t i = 0; i < img->n_runs; i++) {
 		const struct image_pagerun *run = &img->runs[i];
-		int rc = restore_fault(r);
+		int rc = inject_fault(&r->inj);
 		if (rc >= 0)
 			rc = tracer_poke(r->memfd, run->addr, img->pages + run->offset,
 					 run->npages * PAGE_SIZE);

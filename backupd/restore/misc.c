@@ -110,11 +110,11 @@ static int restore_mm_map(struct restore *r)
 		.exe_fd = (uint32_t)-1,
 	};
 	uint64_t auxv, p;
-	int rc = restore_scratch_put(r, 1024, mm->auxv, mm->auxv_len, &auxv);
+	int rc = inject_put(&r->inj, 1024, mm->auxv, mm->auxv_len, &auxv);
 	if (rc < 0)
 		return restore_fail(r, rc, "cannot stage the auxv (%u bytes)", mm->auxv_len);
 	map.auxv = (__u64 *)(uintptr_t)auxv;
-	rc = restore_scratch_put(r, 0, &map, sizeof(map), &p);
+	rc = inject_put(&r->inj, 0, &map, sizeof(map), &p);
 	if (rc < 0)
 		return restore_fail(r, rc, "cannot stage the mm map");
 	long ret = restore_call(r, SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, p, sizeof(map), 0);
@@ -148,7 +148,7 @@ int restore_rlimits(struct restore *r)
 {
 	for (int i = 0; i < RLIM_NLIMITS; i++) {
 		const struct rlimit *rl = &r->img->rlimits[i];
-		int rc = restore_fault(r);
+		int rc = inject_fault(&r->inj);
 		if (rc >= 0 && prlimit(r->pid, i, rl, NULL) < 0)
 			rc = -errno;
 		if (rc < 0)
@@ -172,7 +172,7 @@ int restore_misc(struct restore *r)
 				    img->personality);
 	if (img->cwd) {
 		uint64_t p;
-		ret = restore_scratch_put(r, 0, img->cwd, strlen(img->cwd) + 1, &p);
+		ret = inject_put(&r->inj, 0, img->cwd, strlen(img->cwd) + 1, &p);
 		if (ret < 0)
 			return restore_fail(r, ret, "cannot stage the directory %s", img->cwd);
 		ret = restore_call(r, SYS_chdir, p);

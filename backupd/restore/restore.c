@@ -21,15 +21,6 @@
 #include "restore.h"
 #include "util.h"
 
-int restore_fault(struct restore *r)
-{
-	r->ops++;
-	if (!r->fault.n || r->ops != r->fault.n || strcmp(r->fault.step, r->step) != 0)
-		return 0;
-	log_debug("fault point %s:%u reached", r->step, r->ops);
-	return -ECANCELED;
-}
-
 int restore_fail(struct restore *r, int rc, const char *fmt, ...)
 {
 	char what[1024];
@@ -38,68 +29,8 @@ int restore_fail(struct restore *r, int rc, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	return log_error_errno(rc, "restore step %s: %s%s", r->step, what,
-			       rc == -ECANCELED && r->fault.n ? " (fault point)" : "");
-}
-
-int restore_scratch_put(struct restore *r, size_t off, const void *p, size_t len,
-			uint64_t *addr)
-{
-	int rc = restore_fault(r);
-	if (rc < 0)
-		return rc;
-	if (off + len > AREA_SCRATCH_LEN)
-		return -E2BIG;
-	uint64_t a = r->area + AREA_SCRATCH + off;
-	rc = tracer_poke(r->memfd, a, p, len);
-	if (rc < 0)
-		return rc;
-	*addr = a;
-	return 0;
-}
-
-int restore_scratch_get(struct restore *r, uint64_t a, void *p, size_t len)
-{
-	int rc = restore_fault(r);
-	return rc < 0 ? rc : tracer_peek(r->memfd, a, p, len);
-}
-
-long restore_thread_call(struct restore *r, struct tracee *t, long nr, uint64_t a1, uint64_t a2,
-			 uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6)
-{
-	long ret;
-	int rc = restore_fault(r);
-
-	if (rc < 0 && !r->fault.hang)
-		return rc;
-	if (rc < 0) /* a call that never returns, for the deadline to end */
-		nr = SYS_pause;
-	t->timeout_ms = RESTORE_CALL_TIMEOUT_MS;
-	rc = tracer_syscall(t, &ret, nr, a1, a2, a3, a4, a5, a6);
-	return rc < 0 ? rc : ret;
-}
-
-long restore_leader_call(struct restore *r, long nr, uint64_t a1, uint64_t a2, uint64_t a3,
-			 uint64_t a4, uint64_t a5, uint64_t a6)
-{
-	return restore_thread_call(r, &r->threads[0], nr, a1, a2, a3, a4, a5, a6);
-}
-
-/* CHECKSYNC_FAULT=restore-STEP:N[:hang]; anything else there is ignored with a warning. */
-static void read_fault_point(struct restore_fault *f)
-{
-	const char *spec = getenv("CHECKSYNC_FAULT");
-	char hang[8] = "";
-
-	if (!spec || !*spec)
-		return;
-	if (sscanf(spec, "restore-%31[a-z-]:%u:%7s", f->step, &f->n, hang) < 2 || !f->n ||
-	    (hang[0] && strcmp(hang, "hang") != 0)) {
-		log_warn("CHECKSYNC_FAULT=%s is not restore-STEP:N[:hang]; ignored", spec);
-		*f = (struct restore_fault){0};
-		return;
-	}
-	f->hang = hang[0] != 0;
+	return log_error_errno(rc, "restore step %s: %s%s", r->inj.step, what,
+			       rc == -ECANCELED && r->inj.fault.n ? " (fault point)" : "");
 }
 
 static pid_t husk_fork(pid_t want)
@@ -142,7 +73,7 @@ static int husk_start(struct restore *r)
 	int rc = tracer_wait_until(pid, &status, now_us() + RESTORE_CALL_TIMEOUT_MS * 1000ULL);
 	if (rc < 0 || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
 		return restore_fail(r, rc < 0 ? rc : -ECHILD, "%s did not start under ptrace", exe);
-	rc = restore_fault(r);
+	rc = inject_fault(&r->inj);
 	if (rc >= 0 && ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL) < 0)
 		rc = -errno;
 	if (rc >= 0)
@@ -163,6 +94,7 @@ static int husk_map_area(struct restore *r)
 	r->memfd = tracer_mem_open(r->pid, 1);
 	if (r->memfd < 0)
 		return restore_fail(r, r->memfd, "cannot open the memory of husk %d", r->pid);
+	r->inj.memfd = r->memfd;
 	uint64_t area = restore_find_free_area(r, AREA_LEN);
 	if (!area)
 		return restore_fail(r, -ENOMEM, "no free address range for the restorer area");
@@ -182,6 +114,8 @@ static int husk_map_area(struct restore *r)
 		return restore_fail(r, -ENOMEM, "the restorer area landed at %#lx, not %#lx",
 				    (unsigned long)ret, (unsigned long)area);
 	r->area = area;
+	r->inj.scratch = area + AREA_SCRATCH;
+	r->inj.scratch_len = AREA_SCRATCH_LEN;
 	leader->insn = area + AREA_CODE;
 	rc = tracer_poke(r->memfd, leader->insn, code, sizeof(code));
 	return rc < 0 ? restore_fail(r, rc, "cannot write the restorer code at %#lx",
@@ -202,7 +136,7 @@ static int release_all(struct restore *r)
 {
 	for (size_t i = 0; i < r->n_threads; i++) {
 		struct tracee *t = &r->threads[i];
-		int rc = restore_fault(r);
+		int rc = inject_fault(&r->inj);
 		if (rc >= 0 && ptrace(PTRACE_DETACH, t->tid, 0, 0) < 0)
 			rc = -errno;
 		if (rc < 0)
@@ -233,8 +167,7 @@ static const struct {
 static int restore_steps(struct restore *r)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(steps); i++) {
-		r->step = steps[i].name;
-		r->ops = 0;
+		inject_step(&r->inj, steps[i].name);
 		int rc = steps[i].run(r);
 		if (rc < 0)
 			return rc;
@@ -263,11 +196,15 @@ int restore_image_mem(const struct image *img, pid_t *pid_out)
 		return rc;
 	}
 
-	struct restore r = {.img = img, .memfd = -1, .n_threads = 1, .step = "start"};
-	read_fault_point(&r.fault);
+	struct restore r = {.img = img, .memfd = -1, .n_threads = 1,
+			    .inj = {.memfd = -1, .timeout_ms = RESTORE_CALL_TIMEOUT_MS, .step = "start"}};
+	if (inject_read_fault(&r.inj.fault, "restore") < 0)
+		log_warn("CHECKSYNC_FAULT=%s is not restore-STEP:N[:hang]; ignored",
+			 getenv("CHECKSYNC_FAULT"));
 	r.threads = calloc(img->n_threads ? img->n_threads : 1, sizeof(*r.threads));
 	if (!r.threads)
 		return restore_fail(&r, -ENOMEM, "no memory for %zu threads", img->n_threads);
+	r.inj.t = &r.threads[0];
 	rc = restore_steps(&r);
 	if (rc < 0 && r.pid > 0)
 		husk_kill(&r);

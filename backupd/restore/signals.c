@@ -17,7 +17,7 @@
 static int set_action(struct restore *r, int sig, const struct image_sigaction *sa)
 {
 	uint64_t p;
-	int rc = restore_scratch_put(r, 0, sa, sizeof(*sa), &p);
+	int rc = inject_put(&r->inj, 0, sa, sizeof(*sa), &p);
 	if (rc < 0)
 		return restore_fail(r, rc, "signal %d: cannot stage its action", sig);
 	long ret = restore_call(r, SYS_rt_sigaction, sig, p, 0, 8);
@@ -51,7 +51,7 @@ static int verify_actions(struct restore *r)
 			return restore_fail(r, ret, "signal %d: cannot read its action back "
 					    "(rt_sigaction)", sig);
 	}
-	int rc = restore_scratch_get(r, base, got, sizeof(got));
+	int rc = inject_get(&r->inj, base, got, sizeof(got));
 	if (rc < 0)
 		return restore_fail(r, rc, "cannot read the signal actions back");
 	for (int sig = 1; sig <= IMAGE_NSIG; sig++) {

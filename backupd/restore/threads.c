@@ -39,12 +39,12 @@ static int clone_thread(struct restore *r, const struct image_thread *it, struct
 	int status, rc = 0;
 
 	if (r->same_tids) {
-		rc = restore_scratch_put(r, 256, &want, sizeof(want), &a);
+		rc = inject_put(&r->inj, 256, &want, sizeof(want), &a);
 		args.set_tid = a;
 		args.set_tid_size = 1;
 	}
 	if (rc >= 0)
-		rc = restore_scratch_put(r, 0, &args, sizeof(args), &a);
+		rc = inject_put(&r->inj, 0, &args, sizeof(args), &a);
 	if (rc < 0)
 		return restore_fail(r, rc, "thread %d: cannot stage clone3", it->tid);
 	long tid = restore_call(r, SYS_clone3, a, sizeof(args));
@@ -60,7 +60,6 @@ static int clone_thread(struct restore *r, const struct image_thread *it, struct
 		      : 0;
 }
 
-#define thread_call(r, t, nr, a, b, c, d) restore_thread_call(r, t, nr, a, b, c, d, 0, 0)
 
 static int restore_thread_kernel_state(struct restore *r, struct tracee *t,
 				       const struct image_thread *it)
@@ -74,34 +73,34 @@ static int restore_thread_kernel_state(struct restore *r, struct tracee *t,
 			uint64_t size;
 		} ss = {.sp = it->ss_sp, .flags = 0, .size = it->ss_size};
 		uint64_t p;
-		ret = restore_scratch_put(r, 512, &ss, sizeof(ss), &p);
+		ret = inject_put(&r->inj, 512, &ss, sizeof(ss), &p);
 		if (ret >= 0)
-			ret = thread_call(r, t, SYS_sigaltstack, p, 0, 0, 0);
+			ret = inject_call_in(&r->inj, t, SYS_sigaltstack, p, 0, 0, 0);
 		if (ret < 0)
 			return restore_fail(r, ret, "thread %d: cannot restore its signal stack at "
 					    "%#lx (sigaltstack)", it->tid, (unsigned long)it->ss_sp);
 	}
 	if (it->robust_head) {
-		ret = thread_call(r, t, SYS_set_robust_list, it->robust_head, it->robust_len, 0, 0);
+		ret = inject_call_in(&r->inj, t, SYS_set_robust_list, it->robust_head, it->robust_len, 0, 0);
 		if (ret < 0)
 			return restore_fail(r, ret, "thread %d: cannot restore its robust list at "
 					    "%#lx (set_robust_list)", it->tid,
 					    (unsigned long)it->robust_head);
 	}
 	if (it->rseq_addr) {
-		ret = thread_call(r, t, SYS_rseq, it->rseq_addr, it->rseq_len, 0, it->rseq_sig);
+		ret = inject_call_in(&r->inj, t, SYS_rseq, it->rseq_addr, it->rseq_len, 0, it->rseq_sig);
 		if (ret < 0)
 			return restore_fail(r, ret, "thread %d: cannot register its rseq area at "
 					    "%#lx (rseq)", it->tid, (unsigned long)it->rseq_addr);
 	}
-	ret = thread_call(r, t, SYS_set_tid_address, it->clear_tid_addr, 0, 0, 0);
+	ret = inject_call_in(&r->inj, t, SYS_set_tid_address, it->clear_tid_addr, 0, 0, 0);
 	if (ret < 0)
 		return restore_fail(r, ret, "thread %d: cannot set its tid address %#lx "
 				    "(set_tid_address)", it->tid, (unsigned long)it->clear_tid_addr);
 	uint64_t name;
-	ret = restore_scratch_put(r, 512, it->comm, sizeof(it->comm), &name);
+	ret = inject_put(&r->inj, 512, it->comm, sizeof(it->comm), &name);
 	if (ret >= 0)
-		ret = thread_call(r, t, SYS_prctl, PR_SET_NAME, name, 0, 0);
+		ret = inject_call_in(&r->inj, t, SYS_prctl, PR_SET_NAME, name, 0, 0);
 	if (ret < 0)
 		return restore_fail(r, ret, "thread %d: cannot set its name (PR_SET_NAME)", it->tid);
 	return 0;
@@ -163,7 +162,7 @@ int restore_threads_finish(struct restore *r)
 		int rc;
 
 		t->regs = regs_for_resume(it);
-		rc = restore_fault(r);
+		rc = inject_fault(&r->inj);
 		if (rc >= 0)
 			rc = tracer_set_regs(t->tid, &t->regs);
 		if (rc >= 0 && it->xstate_len)

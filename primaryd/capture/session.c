@@ -80,8 +80,7 @@ static bool page_in_content_vma(void *p, uint64_t addr)
 	for (size_t i = 0; i < img->n_vmas; i++) {
 		const struct image_vma *v = &img->vmas[i];
 		if (addr >= v->start && addr < v->end)
-			return !v->shared && (v->kind == VMA_ANON || v->kind == VMA_FILE ||
-					      v->kind == VMA_HEAP || v->kind == VMA_STACK);
+			return vma_carries_contents(v->shared, v->kind);
 	}
 	return false;
 }
