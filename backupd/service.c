@@ -3,6 +3,7 @@
  * figures it reports.
  */
 #include "service.h"
+#include "restorer.h"
 
 #include <event2/event.h>
 #include <inttypes.h>
@@ -27,6 +28,8 @@ const char *service_state_name(enum service_state state)
 		return "fencing";
 	case SERVICE_SERVING:
 		return "serving";
+	case SERVICE_RESTORING:
+		return "restoring";
 	}
 	return "?";
 }
@@ -80,6 +83,7 @@ void service_close(struct service *svc)
 {
 	if (svc->tick)
 		event_free(svc->tick);
+	restorer_cancel(svc->restorer);
 	child_free(svc->fence, false);
 	child_free(svc->hook, false);
 	child_free(svc->watch, false);
@@ -144,6 +148,8 @@ void service_status_line(const struct service *svc, char *buf, size_t len)
 			 svc->pid_ended ? " (ended)" : "");
 	else if (svc->state == SERVICE_FENCING)
 		snprintf(buf, len, "fencing the primary of %s", svc->cfg->name);
+	else if (svc->state == SERVICE_RESTORING)
+		snprintf(buf, len, "restoring %s", svc->cfg->name);
 	else if (!epoch)
 		snprintf(buf, len, "waiting for %s's primary", svc->cfg->name);
 	else

@@ -6,6 +6,7 @@
  * A service is in one of three states:
  *   backup   - keeping the image; the primary may connect and stream epochs
  *   fencing  - the primary went silent and the fence hook is running
+ *   restoring - the takeover's restore runs in a child (restorer.h)
  *   serving  - we restored the service here; a primary is refused for good
  * "serving" is kept on disk (journal.h), so it survives our own restart.
  *
@@ -21,6 +22,7 @@
 #include "config.h"
 
 struct child;
+struct restorer;
 struct daemon;
 struct event;
 struct journal;
@@ -32,6 +34,7 @@ enum service_state {
 	SERVICE_BACKUP,
 	SERVICE_FENCING,
 	SERVICE_SERVING,
+	SERVICE_RESTORING, /* the takeover's restore runs (restorer.h) */
 };
 
 struct service {
@@ -58,6 +61,8 @@ struct service {
 	bool pid_ended;
 	uint64_t retry_at_us;
 	struct child *fence, *hook, *watch;
+	struct restorer *restorer;		   /* the restore under way, if any */
+	uint64_t takeover_started_us, takeover_epoch; /* of the restore under way */
 	struct event *tick;
 };
 

@@ -267,7 +267,7 @@ static int on_hello(struct session *s, const struct wire_hello *h)
 		return -EPERM;
 	if (svc->state == SERVICE_SERVING)
 		return refuse(s, "backup has taken over");
-	if (svc->state == SERVICE_FENCING)
+	if (svc->state == SERVICE_FENCING || svc->state == SERVICE_RESTORING)
 		return refuse(s, "backup is taking over");
 	attach(s, svc);
 	reply.hello = (struct wire_hello){.proto_version = WIRE_PROTO_VERSION,

@@ -19,6 +19,7 @@
 #include "journal.h"
 #include "log.h"
 #include "restore/restore.h"
+#include "restorer.h"
 #include "service.h"
 #include "session.h"
 #include "store.h"
@@ -98,7 +99,10 @@ static void try_later(struct service *svc, uint32_t ms)
 	daemon_status_changed(svc->d);
 }
 
-static int restore_warm_image(struct service *svc, pid_t *pid)
+static void on_restored(pid_t pid, int err, const char *why, void *arg);
+
+/* Off the event loop (restorer.h); on_restored() hears how it went. */
+static int restore_warm_image(struct service *svc)
 {
 	struct image img;
 	char err[512];
@@ -109,17 +113,17 @@ static int restore_warm_image(struct service *svc, pid_t *pid)
 	r = image_validate(&img, err, sizeof(err));
 	if (r < 0)
 		log_error("%s: the image is not restorable: %s", svc->cfg->name, err);
-	else
-		r = restore_image_mem(&img, pid); /* it logs its own errors */
-	store_release_image(&img);
+	else if ((r = restorer_start(svc->d->base, &img, RESTORER_DEADLINE_MS, on_restored, svc,
+				     &svc->restorer)) < 0)
+		log_error_errno(r, "%s: cannot start the restore", svc->cfg->name);
+	store_release_image(&img); /* the restorer's child has its own copy */
 	return r;
 }
 
 static void take_over(struct service *svc)
 {
-	uint64_t epoch = store_epoch(svc->store), t0 = now_us();
+	uint64_t epoch = store_epoch(svc->store);
 	uint32_t retry_ms = svc->cfg->failover_timeout_ms;
-	pid_t pid;
 
 	if (svc->session)
 		session_close(svc->session, "backup is taking over");
@@ -127,10 +131,27 @@ static void take_over(struct service *svc)
 		try_later(svc, retry_ms);
 		return;
 	}
-	if (restore_warm_image(svc, &pid) < 0) {
-		log_error("%s: takeover failed: epoch %" PRIu64 " could not be restored; trying "
-			  "again in %u ms",
-			  svc->cfg->name, epoch, retry_ms);
+	svc->takeover_started_us = now_us();
+	svc->takeover_epoch = epoch;
+	if (restore_warm_image(svc) < 0) {
+		on_restored(0, -EIO, "it could not be started", svc);
+		return;
+	}
+	svc->state = SERVICE_RESTORING;
+	daemon_status_changed(svc->d);
+}
+
+static void on_restored(pid_t pid, int err, const char *why, void *arg)
+{
+	struct service *svc = arg;
+	uint64_t epoch = svc->takeover_epoch;
+	uint32_t retry_ms = svc->cfg->failover_timeout_ms;
+
+	svc->restorer = NULL;
+	if (err < 0) {
+		log_error("%s: takeover failed: epoch %" PRIu64 " could not be restored (%s); "
+			  "keeping the image and trying again in %u ms",
+			  svc->cfg->name, epoch, why, retry_ms);
 		(void)journal_clear_serving(svc->journal);
 		try_later(svc, retry_ms);
 		return;
@@ -139,7 +160,7 @@ static void take_over(struct service *svc)
 	svc->pid = pid;
 	svc->served_epoch = epoch;
 	log_info("took over service %s: restored pid %d from epoch %" PRIu64 " in %" PRIu64 " ms",
-		 svc->cfg->name, pid, epoch, (now_us() - t0) / 1000);
+		 svc->cfg->name, pid, epoch, (now_us() - svc->takeover_started_us) / 1000);
 	/* The process runs already: a marker that failed to record its pid still says "serving". */
 	(void)journal_mark_serving(svc->journal, pid, epoch);
 	watch_service(svc);

@@ -9,10 +9,10 @@
  * run out (the primary freezes its service when it has not heard from us
  * for lease_ms, which is shorter than failover_timeout_ms).
  *
- * Restore runs synchronously on the event loop: it takes well under a
- * second, ptraces and waits for its husk by pid (see child.h on why
- * nothing else may reap it), and needs no disk reads, the image being in
- * memory. Hooks run asynchronously (child.h).
+ * Restore runs off the event loop, in a child with a deadline
+ * (restorer.h); while it runs the service is "restoring" and a primary is
+ * refused. A failed or timed-out restore keeps the image and is tried
+ * again after failover_timeout_ms. Hooks run asynchronously (child.h).
  */
 #pragma once
 

@@ -69,6 +69,8 @@ static int husk_start(struct restore *r)
 	}
 	r->pid = pid;
 	r->same_tids = pid == r->img->pid;
+	if (r->report_fd >= 0)
+		dprintf(r->report_fd, "husk %d\n", pid);
 	r->threads[0].tid = pid;
 	int rc = tracer_wait_until(pid, &status, now_us() + RESTORE_CALL_TIMEOUT_MS * 1000ULL);
 	if (rc < 0 || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
@@ -189,6 +191,11 @@ static void husk_kill(struct restore *r)
 
 int restore_image_mem(const struct image *img, pid_t *pid_out)
 {
+	return restore_image_mem_report(img, -1, pid_out);
+}
+
+int restore_image_mem_report(const struct image *img, int report_fd, pid_t *pid_out)
+{
 	char err[512];
 	int rc = restore_check_files(img, err, sizeof(err));
 	if (rc < 0) {
@@ -196,7 +203,7 @@ int restore_image_mem(const struct image *img, pid_t *pid_out)
 		return rc;
 	}
 
-	struct restore r = {.img = img, .memfd = -1, .n_threads = 1,
+	struct restore r = {.img = img, .memfd = -1, .n_threads = 1, .report_fd = report_fd,
 			    .inj = {.memfd = -1, .timeout_ms = RESTORE_CALL_TIMEOUT_MS, .step = "start"}};
 	if (inject_read_fault(&r.inj.fault, "restore") < 0)
 		log_warn("CHECKSYNC_FAULT=%s is not restore-STEP:N[:hang]; ignored",

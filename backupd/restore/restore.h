@@ -38,6 +38,7 @@ struct restore {
 	bool same_tids;
 	struct proc_vma *husk_vmas;
 	size_t n_husk_vmas;
+	int report_fd;	     /* where to say the husk's pid; -1: nowhere */
 	struct injector inj; /* in the leader; inj.step is the step running, named in errors */
 };
 
@@ -49,6 +50,8 @@ int restore_image(const char *dir, pid_t *pid_out);
  * have validated it (image_validate) if it came from outside.
  */
 int restore_image_mem(const struct image *img, pid_t *pid_out);
+/* The same, writing "husk PID\n" to report_fd as soon as the husk exists (restorer.c). */
+int restore_image_mem_report(const struct image *img, int report_fd, pid_t *pid_out);
 /*
  * Log once, where the resource is known: "STEP: what: strerror(-rc)".
  * Returns rc, for `return restore_fail(r, rc, "fd %d: ...", fd)`.
