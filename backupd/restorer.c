@@ -1,19 +1,22 @@
 /*
  * restorer.c - see restorer.h.
  *
- * The child tells us two things through a pipe, one line each: "husk PID"
- * as soon as the husk is forked, and "pid PID" once the restored process
- * runs on its own. The first lets us reap a husk that died with a restorer
- * killed at its deadline (as subreaper we inherit it); the second is the
- * answer.
+ * The child reports through a pipe, one line each: "husk PID" as soon as
+ * the husk is forked (so that we can reap a husk that died with a restorer
+ * killed at its deadline: as subreaper we inherit it), "ready PID" when
+ * the process is rebuilt but still held, and "pid PID" once it runs on its
+ * own. On "ready" the caller records the pid (takeover.c: the serving
+ * marker) and only then do we send the one byte that lets the child
+ * release the threads: no restored process ever runs without the daemon
+ * having recorded it first.
  */
 #include "restorer.h"
 
 #include <event2/event.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
@@ -24,25 +27,32 @@
 
 struct restorer {
 	struct child *child;
-	struct event *deadline_ev;
-	int report_fd; /* read end */
+	struct event *deadline_ev, *report_ev;
+	int report_fd, go_fd; /* our ends: read the reports, write the go-ahead */
+	char buf[256];
+	size_t len;
+	pid_t husk, pid;
 	unsigned deadline_ms;
-	bool timed_out;
+	bool timed_out, refused;
+	restorer_ready_fn ready;
 	restorer_done_fn done;
 	void *arg;
 };
 
 struct child_job {
 	const struct image *img;
-	int report_fd; /* write end, in the child */
+	int report_fd, go_fd;		/* the child's ends */
+	int parent_report, parent_go; /* the daemon's ends, closed in the child */
 };
 
 static int run_restore(void *p)
 {
 	struct child_job *job = p;
 	pid_t pid;
-	int r = restore_image_mem_report(job->img, job->report_fd, &pid);
 
+	close(job->parent_report);
+	close(job->parent_go);
+	int r = restore_image_mem_report(job->img, job->report_fd, job->go_fd, &pid);
 	if (r >= 0) {
 		char line[32];
 		int n = snprintf(line, sizeof(line), "pid %d\n", pid);
@@ -55,28 +65,71 @@ static void release(struct restorer *rs)
 {
 	if (rs->deadline_ev)
 		event_free(rs->deadline_ev);
+	if (rs->report_ev)
+		event_free(rs->report_ev);
 	if (rs->report_fd >= 0)
 		close(rs->report_fd);
+	if (rs->go_fd >= 0)
+		close(rs->go_fd);
 	free(rs);
 }
 
-/* The husk's and the service's pids as the child reported them (0: not reported). */
-static void read_report(int fd, pid_t *husk, pid_t *pid)
+static void on_line(struct restorer *rs, const char *l)
 {
-	char buf[128];
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	int v;
 
-	*husk = *pid = 0;
-	if (n <= 0)
-		return;
-	buf[n] = 0;
-	for (char *l = buf; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
-		int v;
-		if (sscanf(l, "husk %d", &v) == 1)
-			*husk = v;
-		else if (sscanf(l, "pid %d", &v) == 1)
-			*pid = v;
+	if (sscanf(l, "husk %d", &v) == 1) {
+		rs->husk = v;
+	} else if (sscanf(l, "pid %d", &v) == 1) {
+		rs->pid = v;
+	} else if (sscanf(l, "ready %d", &v) == 1) {
+		int r = rs->ready(v, rs->arg);
+		if (r >= 0 && write(rs->go_fd, "g", 1) == 1)
+			return;
+		rs->refused = true; /* the child fails for want of the go-ahead */
+		if (rs->child)
+			kill(child_pid(rs->child), SIGKILL);
 	}
+}
+
+/* Whatever the child has written so far, line by line. */
+static void read_reports(struct restorer *rs)
+{
+	for (;;) {
+		ssize_t n = read(rs->report_fd, rs->buf + rs->len, sizeof(rs->buf) - 1 - rs->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		rs->len += n;
+		rs->buf[rs->len] = 0;
+		char *nl;
+		while ((nl = strchr(rs->buf, '\n'))) {
+			*nl = 0;
+			on_line(rs, rs->buf);
+			size_t used = nl + 1 - rs->buf;
+			memmove(rs->buf, nl + 1, rs->len - used + 1);
+			rs->len -= used;
+		}
+		if (rs->len == sizeof(rs->buf) - 1)
+			rs->len = 0; /* not our child's words: drop them */
+	}
+}
+
+static void on_report(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	read_reports(arg);
+}
+
+/* Killed half way, its husk died with it and came to us (subreaper): reap it. */
+static void reap_husk(struct restorer *rs)
+{
+	if (rs->husk <= 0)
+		return;
+	kill(rs->husk, SIGKILL);
+	while (waitpid(rs->husk, NULL, __WALL) < 0 && errno == EINTR)
+		;
 }
 
 static void on_child_exit(pid_t cpid, int status, void *arg)
@@ -85,28 +138,25 @@ static void on_child_exit(pid_t cpid, int status, void *arg)
 	restorer_done_fn done = rs->done;
 	void *done_arg = rs->arg;
 	char why[192], how[128];
-	pid_t husk, pid;
+	pid_t pid = 0;
 	int err = 0;
 
 	rs->child = NULL;
-	read_report(rs->report_fd, &husk, &pid);
-	if (status == 0 && pid > 0) {
+	read_reports(rs);
+	if (status == 0 && rs->pid > 0) {
+		pid = rs->pid;
 		why[0] = 0;
 	} else {
-		err = rs->timed_out ? -ETIMEDOUT : -EIO;
+		err = rs->timed_out ? -ETIMEDOUT : rs->refused ? -ECANCELED : -EIO;
 		if (rs->timed_out)
 			snprintf(why, sizeof(why), "the restore did not finish within %u ms and was "
 				 "killed", rs->deadline_ms);
+		else if (rs->refused)
+			snprintf(why, sizeof(why), "the restored pid could not be recorded");
 		else
 			snprintf(why, sizeof(why), "the restorer (pid %d) %s", cpid,
 				 child_describe(status, how, sizeof(how)));
-		/* Killed half way, its husk died with it and came to us (subreaper): reap it. */
-		if (husk > 0) {
-			kill(husk, SIGKILL);
-			while (waitpid(husk, NULL, __WALL) < 0 && errno == EINTR)
-				;
-		}
-		pid = 0;
+		reap_husk(rs);
 	}
 	release(rs);
 	done(pid, err, why, done_arg);
@@ -122,53 +172,78 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 		kill(child_pid(rs->child), SIGKILL); /* reported by on_child_exit */
 }
 
-int restorer_start(struct event_base *base, const struct image *img, unsigned deadline_ms,
-		   restorer_done_fn done, void *arg, struct restorer **out)
+static int open_pipes(struct restorer *rs, struct child_job *job)
 {
-	int p[2];
+	int rep[2], go[2];
+
+	if (pipe2(rep, O_CLOEXEC) < 0)
+		return -errno;
+	if (pipe2(go, O_CLOEXEC) < 0) {
+		int r = -errno;
+		close(rep[0]);
+		close(rep[1]);
+		return r;
+	}
+	rs->report_fd = rep[0];
+	rs->go_fd = go[1];
+	*job = (struct child_job){.report_fd = rep[1], .go_fd = go[0], .parent_report = rep[0],
+				  .parent_go = go[1]};
+	return fcntl(rs->report_fd, F_SETFL, O_NONBLOCK) < 0 ? -errno : 0;
+}
+
+static int start_child(struct event_base *base, struct restorer *rs, struct child_job *job)
+{
+	rs->deadline_ev = evtimer_new(base, on_deadline, rs);
+	rs->report_ev = event_new(base, rs->report_fd, EV_READ | EV_PERSIST, on_report, rs);
+	if (!rs->deadline_ev || !rs->report_ev)
+		return -ENOMEM;
+	int r = child_fork(base, run_restore, job, on_child_exit, rs, &rs->child);
+	if (r < 0)
+		return r;
+	struct timeval tv = {.tv_sec = rs->deadline_ms / 1000,
+			     .tv_usec = rs->deadline_ms % 1000 * 1000};
+	evtimer_add(rs->deadline_ev, &tv);
+	event_add(rs->report_ev, NULL);
+	return 0;
+}
+
+int restorer_start(struct event_base *base, const struct image *img, unsigned deadline_ms,
+		   restorer_ready_fn ready, restorer_done_fn done, void *arg,
+		   struct restorer **out)
+{
+	struct child_job job = {.report_fd = -1, .go_fd = -1};
 
 	/* Idempotent; the restored service, our grandchild, is reparented to us. */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
 		return -errno;
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return -errno;
-	_cleanup_close_ int wr = p[1];
 	struct restorer *rs = calloc(1, sizeof(*rs));
-	if (!rs) {
-		close(p[0]);
+	if (!rs)
 		return -ENOMEM;
-	}
-	*rs = (struct restorer){.report_fd = p[0], .deadline_ms = deadline_ms, .done = done,
-				.arg = arg};
-	rs->deadline_ev = evtimer_new(base, on_deadline, rs);
-	if (!rs->deadline_ev) {
-		release(rs);
-		return -ENOMEM;
-	}
-	struct child_job job = {.img = img, .report_fd = wr};
-	int r = child_fork(base, run_restore, &job, on_child_exit, rs, &rs->child);
+	*rs = (struct restorer){.report_fd = -1, .go_fd = -1, .deadline_ms = deadline_ms,
+				.ready = ready, .done = done, .arg = arg};
+	int r = open_pipes(rs, &job);
+	job.img = img;
+	if (r >= 0)
+		r = start_child(base, rs, &job);
+	if (job.report_fd >= 0)
+		close(job.report_fd);
+	if (job.go_fd >= 0)
+		close(job.go_fd);
 	if (r < 0) {
 		release(rs);
 		return r;
 	}
-	struct timeval tv = {.tv_sec = deadline_ms / 1000, .tv_usec = deadline_ms % 1000 * 1000};
-	evtimer_add(rs->deadline_ev, &tv);
 	*out = rs;
 	return 0;
 }
 
 void restorer_cancel(struct restorer *rs)
 {
-	pid_t husk, pid;
-
 	if (!rs)
 		return;
 	child_free(rs->child, true);
-	read_report(rs->report_fd, &husk, &pid);
-	if (husk > 0 && !pid) {
-		kill(husk, SIGKILL);
-		while (waitpid(husk, NULL, __WALL) < 0 && errno == EINTR)
-			;
-	}
+	read_reports(rs);
+	if (!rs->pid)
+		reap_husk(rs);
 	release(rs);
 }

@@ -33,11 +33,19 @@ struct restorer;
 typedef void (*restorer_done_fn)(pid_t pid, int err, const char *why, void *arg);
 
 /*
+ * Called on the event loop when the process is rebuilt under pid but still
+ * held: record it (0) and it is let go; a negative errno aborts the restore
+ * (done then reports -ECANCELED). Nothing restored runs before this says 0.
+ */
+typedef int (*restorer_ready_fn)(pid_t pid, void *arg);
+
+/*
  * Restore img (validated, pages in memory) in a child; img may be released
  * as soon as this returns (the child has its own copy). Returns 0 or -errno.
  */
 int restorer_start(struct event_base *base, const struct image *img, unsigned deadline_ms,
-		   restorer_done_fn done, void *arg, struct restorer **out);
+		   restorer_ready_fn ready, restorer_done_fn done, void *arg,
+		   struct restorer **out);
 
 /* Kill a restore under way, without a callback. NULL is allowed. */
 void restorer_cancel(struct restorer *rs);

@@ -4,10 +4,12 @@
  * A fence hook that has exited 0 has, by its contract, stopped the primary:
  * the takeover then goes on even if the primary spoke while it ran.
  *
- * The "serving" marker is written before the restore starts and cleared
- * if it fails: a crash in between then leaves a marker without a process,
- * which an operator clears, rather than a process without a marker, which
- * a restarted daemon would restore a second time.
+ * The "serving" marker is written (pid 0) before the restore starts, gets
+ * the restored pid before that process may run (on_ready), and is cleared
+ * if the restore fails. A daemon that dies in between leaves pid 0 and no
+ * process (the restorer dies with it): takeover_resume() then goes back to
+ * backup. A marker with a pid names a process that did run: if it is gone,
+ * an operator decides, since it may have served writes the image lacks.
  */
 #include "takeover.h"
 
@@ -101,6 +103,17 @@ static void try_later(struct service *svc, uint32_t ms)
 
 static void on_restored(pid_t pid, int err, const char *why, void *arg);
 
+/* Rebuilt and still held: the marker names the pid before the process may run. */
+static int on_ready(pid_t pid, void *arg)
+{
+	struct service *svc = arg;
+	int r = journal_mark_serving(svc->journal, pid, svc->takeover_epoch);
+
+	if (r < 0)
+		log_error_errno(r, "%s: cannot record pid %d as serving", svc->cfg->name, pid);
+	return r;
+}
+
 /* Off the event loop (restorer.h); on_restored() hears how it went. */
 static int restore_warm_image(struct service *svc)
 {
@@ -113,8 +126,8 @@ static int restore_warm_image(struct service *svc)
 	r = image_validate(&img, err, sizeof(err));
 	if (r < 0)
 		log_error("%s: the image is not restorable: %s", svc->cfg->name, err);
-	else if ((r = restorer_start(svc->d->base, &img, RESTORER_DEADLINE_MS, on_restored, svc,
-				     &svc->restorer)) < 0)
+	else if ((r = restorer_start(svc->d->base, &img, RESTORER_DEADLINE_MS, on_ready, on_restored,
+				     svc, &svc->restorer)) < 0)
 		log_error_errno(r, "%s: cannot start the restore", svc->cfg->name);
 	store_release_image(&img); /* the restorer's child has its own copy */
 	return r;
@@ -161,9 +174,7 @@ static void on_restored(pid_t pid, int err, const char *why, void *arg)
 	svc->served_epoch = epoch;
 	log_info("took over service %s: restored pid %d from epoch %" PRIu64 " in %" PRIu64 " ms",
 		 svc->cfg->name, pid, epoch, (now_us() - svc->takeover_started_us) / 1000);
-	/* The process runs already: a marker that failed to record its pid still says "serving". */
-	(void)journal_mark_serving(svc->journal, pid, epoch);
-	watch_service(svc);
+	watch_service(svc); /* on_ready() has recorded the pid */
 	run_takeover_hook(svc);
 	daemon_status_changed(svc->d);
 }
@@ -254,6 +265,20 @@ static bool runs_the_image(const struct service *svc)
 
 void takeover_resume(struct service *svc)
 {
+	/*
+	 * Pid 0: a restore was under way when the daemon stopped. Its restorer
+	 * died with us (PR_SET_PDEATHSIG) and its husk with the restorer, and
+	 * nothing restored runs before its pid is recorded (on_ready): nothing
+	 * of it runs, so this is a backup again and the takeover can be retried.
+	 * (An unreadable marker reads as pid 0 of epoch 0 and stays "serving".)
+	 */
+	if (svc->pid == 0 && svc->served_epoch && journal_clear_serving(svc->journal) >= 0) {
+		log_warn("%s: a takeover's restore was under way when the daemon stopped; nothing "
+			 "of it runs: back to backup, keeping epoch %" PRIu64, svc->cfg->name,
+			 store_epoch(svc->store));
+		svc->state = SERVICE_BACKUP;
+		return;
+	}
 	svc->state = SERVICE_SERVING;
 	log_warn("%s: serving here since an earlier run (pid %d, epoch %" PRIu64
 		 "); remove %s/serving to make this host its backup again",

@@ -15,6 +15,13 @@ SIGKILLed). Expected:
   instance answers through the VIP with the writes A acknowledged, and its
   pipe holds the 1 MiB it held (restored without blocking, the pipe sized
   first).
+
+Then a second deployment, whose backupd starts with an injected call that
+hangs (CHECKSYNC_FAULT=restore-fds:3:hang): once A is dead and B reports
+"restoring", backupd is SIGKILLed mid-restore. No kvserver task may be left
+in B (its restorer dies with it, the husk with the restorer), and backupd,
+restarted without the fault, must say the restore was under way, go back to
+backup (not "serving pid 0") and take over with A's writes.
 """
 
 import ctypes
@@ -106,6 +113,62 @@ def main(r):
         scenario(r, binary, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    killed_mid_restore(r, binary)
+
+
+def tasks_in(topo, host, binary):
+    """Every task of any process running BINARY in HOST's namespace, as pid/tid."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or not topo.in_netns(int(pid), host):
+            continue
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                if os.readlink(f"/proc/{pid}/task/{tid}/exe") == binary:
+                    out.append(f"{pid}/{tid}")
+        except OSError:
+            continue
+    return out
+
+
+def killed_mid_restore(r, binary):
+    tag = "killed mid-restore"
+    topo = rp.Topology()
+    certs = rp.make_certs(f"10.213.{topo.net}.2")
+    with topo:
+        os.environ["CHECKSYNC_FAULT"] = "restore-fds:3:hang"  # backupd's restores hang 5 s
+        try:
+            up = rp.bring_up(topo, certs, binary)
+        finally:
+            del os.environ["CHECKSYNC_FAULT"]
+        writer = rp.Writer(up.vip)
+        writer.start()
+        try:
+            writer.wait_acks(30)
+            rp.wait_acked(up.primary, up.backup, at_least=3)
+            time.sleep(1.0)  # writes acknowledged well before the kill, for check_takeover
+            t_kill = rp.kill_now(up.service, up.primary.proc)
+            up.primary.proc.wait_gone(5)
+            up.service.wait_gone(5)
+            role = rp.wait_for("backupd to report restoring",
+                               lambda: up.backup.status().get("role") == "restoring", 15)
+            r.check(f"{tag}: backupd reports 'restoring' while its restore hangs", role)
+            up.backup.proc.kill9()
+            deadline = time.monotonic() + 3
+            while tasks_in(topo, topo.b, binary) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            left = tasks_in(topo, topo.b, binary)
+            r.check(f"{tag}: nothing of the restore is left running in B once backupd is killed",
+                    not left, "no kvserver task in B", left)
+            up = up._replace(backup=up.dep.start_backupd())
+        except BaseException:
+            writer.stop()
+            raise
+        rp.check_takeover(r, f"{tag}: takeover by the restarted backupd", up, writer, t_kill)
+        log = up.backup.log_text()
+        r.check(f"{tag}: the restarted backupd saw the restore under way and went back to backup "
+                f"instead of 'serving pid 0'", "a takeover's restore was under way" in log,
+                "'a takeover's restore was under way ... back to backup'", log[-1500:])
 
 
 def scenario(r, binary, base):
@@ -129,6 +192,7 @@ def scenario(r, binary, base):
         try:
             writer.wait_acks(30)
             rp.wait_acked(up.primary, up.backup, at_least=3)
+            time.sleep(1.0)  # writes acknowledged well before the kill, for check_takeover
             os.rename(datafile, datafile + ".saved")
             os.mkfifo(datafile)
             t_kill = rp.kill_now(up.service, up.primary.proc)

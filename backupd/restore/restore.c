@@ -147,6 +147,23 @@ static int release_all(struct restore *r)
 	return 0;
 }
 
+/* The caller may want to record the pid before the process can run on its own. */
+static int await_go(struct restore *r)
+{
+	char go;
+	ssize_t n;
+
+	if (r->report_fd < 0 || r->go_fd < 0)
+		return 0;
+	int rc = inject_fault(&r->inj);
+	if (rc >= 0 && dprintf(r->report_fd, "ready %d\n", r->pid) < 0)
+		rc = -errno;
+	while (rc >= 0 && (n = read(r->go_fd, &go, 1)) != 1)
+		if (n == 0 || errno != EINTR)
+			rc = n == 0 ? -ECONNABORTED : -errno;
+	return rc < 0 ? restore_fail(r, rc, "no go-ahead to release pid %d", r->pid) : 0;
+}
+
 /* In order; each logs its own error, naming itself (restore_fail) and the resource. */
 static const struct {
 	const char *name;
@@ -163,6 +180,7 @@ static const struct {
 	{"gopatch", restore_patch_tids},
 	{"unmap-area", husk_unmap_area},
 	{"registers", restore_threads_finish},
+	{"ready", await_go},
 	{"release", release_all},
 };
 
@@ -191,10 +209,11 @@ static void husk_kill(struct restore *r)
 
 int restore_image_mem(const struct image *img, pid_t *pid_out)
 {
-	return restore_image_mem_report(img, -1, pid_out);
+	return restore_image_mem_report(img, -1, -1, pid_out);
 }
 
-int restore_image_mem_report(const struct image *img, int report_fd, pid_t *pid_out)
+int restore_image_mem_report(const struct image *img, int report_fd, int go_fd,
+			     pid_t *pid_out)
 {
 	char err[512];
 	int rc = restore_check_files(img, err, sizeof(err));
@@ -204,6 +223,7 @@ int restore_image_mem_report(const struct image *img, int report_fd, pid_t *pid_
 	}
 
 	struct restore r = {.img = img, .memfd = -1, .n_threads = 1, .report_fd = report_fd,
+			    .go_fd = go_fd,
 			    .inj = {.memfd = -1, .timeout_ms = RESTORE_CALL_TIMEOUT_MS, .step = "start"}};
 	if (inject_read_fault(&r.inj.fault, "restore") < 0)
 		log_warn("CHECKSYNC_FAULT=%s is not restore-STEP:N[:hang]; ignored",

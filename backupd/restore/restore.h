@@ -39,6 +39,7 @@ struct restore {
 	struct proc_vma *husk_vmas;
 	size_t n_husk_vmas;
 	int report_fd;	     /* where to say the husk's pid; -1: nowhere */
+	int go_fd;	     /* where the go-ahead to release comes from; -1: none needed */
 	struct injector inj; /* in the leader; inj.step is the step running, named in errors */
 };
 
@@ -50,8 +51,14 @@ int restore_image(const char *dir, pid_t *pid_out);
  * have validated it (image_validate) if it came from outside.
  */
 int restore_image_mem(const struct image *img, pid_t *pid_out);
-/* The same, writing "husk PID\n" to report_fd as soon as the husk exists (restorer.c). */
-int restore_image_mem_report(const struct image *img, int report_fd, pid_t *pid_out);
+/*
+ * The same for restorer.c: "husk PID\n" goes to report_fd as soon as the husk
+ * exists, and "ready PID\n" just before its threads are let go; then one byte
+ * must come on go_fd (the daemon has recorded PID as serving), or the restore
+ * fails. Nothing of the image runs on its own before that byte.
+ */
+int restore_image_mem_report(const struct image *img, int report_fd, int go_fd,
+			     pid_t *pid_out);
 /*
  * Log once, where the resource is known: "STEP: what: strerror(-rc)".
  * Returns rc, for `return restore_fail(r, rc, "fd %d: ...", fd)`.
