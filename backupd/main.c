@@ -18,6 +18,7 @@
 #include "log.h"
 #include "restore/restore.h"
 #include "status.h"
+#include "control.h"
 #include "util.h"
 
 #define DEFAULT_CONFIG "/etc/checksync/backup.conf"
@@ -26,6 +27,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: checksync-backupd [--config FILE] [-v]\n"
 		   "       checksync-backupd status [--config FILE]\n"
+		   "       checksync-backupd accept-new-incarnation NAME [--config FILE]\n"
+		   "         let the next other run of NAME replace the image (logged)\n"
 		   "       checksync-backupd restore --image DIR [-v]\n"
 		   "The configuration file defaults to " DEFAULT_CONFIG ".\n");
 }
@@ -121,6 +124,36 @@ static int cmd_status(int argc, char **argv)
 	return 0;
 }
 
+/* `checksync-backupd accept-new-incarnation NAME [--config FILE]` */
+static int cmd_control(int argc, char **argv)
+{
+	const char *config = DEFAULT_CONFIG;
+	struct daemon_config cfg;
+	char err[CONFIG_ERR_MAX];
+	char *words[2] = {argv[0], NULL};
+	int r;
+
+	if (argc < 2 || argv[1][0] == '-') {
+		log_error("%s needs the name of a service", argv[0]);
+		return 2;
+	}
+	words[1] = argv[1];
+	r = parse_common(argc - 1, argv + 1, &config, false);
+	if (r)
+		return r;
+	if (config_load_daemon(config, ROLE_BACKUP, &cfg, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	r = control_send(cfg.status_socket, 2, words, stdout, err, sizeof(err));
+	config_daemon_free(&cfg);
+	if (r < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	return r;
+}
+
 static int cmd_daemon(int argc, char **argv)
 {
 	const char *config = DEFAULT_CONFIG;
@@ -144,6 +177,8 @@ int main(int argc, char **argv)
 		return cmd_restore(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "status") == 0)
 		return cmd_status(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "accept-new-incarnation") == 0)
+		return cmd_control(argc - 1, argv + 1);
 	if (argc >= 2 && argv[1][0] != '-') {
 		log_error("unknown command '%s'", argv[1]);
 		usage(stderr);

@@ -25,6 +25,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * The exit status of a daemon whose configuration is wrong (sysexits.h's
+ * EX_CONFIG). The units name it in RestartPreventExitStatus=: restarting
+ * cannot mend a file, and a unit that fails once keeps the error line in
+ * the tail of `systemctl status`, where a restart loop would push it out.
+ */
+#define EXIT_CONFIG 78
+
 enum role {
 	ROLE_PRIMARY = 0,
 	ROLE_BACKUP = 1,

@@ -15,6 +15,10 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: checksync-primaryd [--config FILE] [-v]      guard the configured services\n"
 		   "       checksync-primaryd status [--config FILE]   their state\n"
+		   "       checksync-primaryd handover NAME [--config FILE]\n"
+		   "         hand NAME over to its backup: no loss, no failover timeout\n"
+		   "       checksync-primaryd stop NAME --everywhere [--config FILE]\n"
+		   "         stop NAME here; its backup stands down and keeps the image\n"
 		   "       checksync-primaryd dump --pid PID --image DIR [--whole] [-v]\n"
 		   "  --whole  copy whole mappings instead of only live Go memory\n");
 }
@@ -115,6 +119,30 @@ static int cmd_dump(int argc, char **argv)
 
 #define DEFAULT_CONFIG "/etc/checksync/primary.conf"
 
+/* `checksync-primaryd handover NAME | stop NAME --everywhere [--config FILE]` */
+static int cmd_control(int argc, char **argv)
+{
+	const char *config = DEFAULT_CONFIG;
+	char *words[4];
+	int n = 0;
+
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+			config = argv[++i];
+		} else if (n < 3) {
+			words[n++] = argv[i];
+		} else {
+			log_error("unexpected argument '%s'", argv[i]);
+			return 2;
+		}
+	}
+	if (n < 2) {
+		log_error("%s needs the name of a service", argv[0]);
+		return 2;
+	}
+	return primary_command(config, n, words);
+}
+
 /* `checksync-primaryd [status] [--config FILE] [-v]` */
 static int cmd_daemon(int argc, char **argv, bool status)
 {
@@ -124,6 +152,8 @@ static int cmd_daemon(int argc, char **argv, bool status)
 	const char *config = DEFAULT_CONFIG;
 	int c;
 
+	if (!status)
+		log_set_verbose(1); /* the daemon logs its normal life (a handover's figures, ...) */
 	while ((c = getopt_long(argc, argv, "c:v", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -153,6 +183,8 @@ int main(int argc, char **argv)
 		return cmd_daemon(argc - 1, argv + 1, true);
 	if (strcmp(argv[1], "dump") == 0)
 		return cmd_dump(argc - 1, argv + 1);
+	if (strcmp(argv[1], "handover") == 0 || strcmp(argv[1], "stop") == 0)
+		return cmd_control(argc - 1, argv + 1);
 	log_error("unknown command '%s'", argv[1]);
 	usage(stderr);
 	return 2;

@@ -215,7 +215,7 @@ def scenario(r, binary, base):
                               rf"FIFO", log) is not None,
                     f"'restore step files: fd {data_fd}: {datafile} is now a FIFO'", log[-1500:])
             r.check("the backup says it keeps the image and tries again",
-                    "keeping the image and trying again" in line, "'keeping the image and trying "
+                    "the image is kept; trying again" in line, "'the image is kept; trying "
                     "again'", line)
             st = up.backup.status()
             serving = rp.running_in(topo, topo.b, binary)

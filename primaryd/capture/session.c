@@ -183,9 +183,12 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	r = capture_stop_all(c);
 	if (r >= 0)
 		r = capture_held(c);
-	int rr = capture_resume_all(c);
+	/* A final epoch (handover) leaves the service held, frozen, exactly as captured. */
+	int rr = s->hold_after_epoch && r >= 0 ? 0 : capture_resume_all(c);
 	if (r >= 0)
 		r = rr;
+	if (s->hold_after_epoch && r >= 0)
+		s->frozen = true;
 	rep->pause_us = now_us() - c->stop_us;
 
 	/* The staging buffer may have been replaced by a bigger one: keep whichever is current. */

@@ -28,6 +28,7 @@ struct capture_session {
 	uint64_t staging_len;
 	struct file_cache files; /* hashes of mapped files, kept between epochs */
 	bool frozen;
+	bool hold_after_epoch; /* the next epoch leaves the process frozen (a final epoch) */
 	bool use_wp; /* dirty tracking by userfaultfd write-protect, else by page hashes */
 	struct inject_cache cache;
 	struct wp_tracker wp;

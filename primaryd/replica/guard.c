@@ -29,25 +29,19 @@ static void record_pause(struct guard *g, uint64_t us)
 	g->pauses[g->n_pauses++ % PAUSE_RING] = us;
 }
 
-static void epoch_cb(evutil_socket_t fd, short what, void *arg)
+/* Capture and ship one epoch; with hold, the service stays frozen as captured. */
+int guard_ship_epoch(struct guard *g, bool hold)
 {
-	struct guard *g = arg;
 	struct epoch_report rep = {0};
 	struct image *img = NULL;
-	(void)fd;
-	(void)what;
-
-	if (!g->hello_ok || g->sess->frozen || g->deposed)
-		return;
-	if (link_backlog(g) > BACKLOG_LIMIT) {
-		g->merged++;
-		return;
-	}
 	bool full = g->need_full;
+
+	g->sess->hold_after_epoch = hold;
 	int r = capture_session_epoch(g->sess, full, &img, &rep);
+	g->sess->hold_after_epoch = false;
 	if (r < 0) {
 		log_warn("%s: epoch capture failed: %s", g->svc->name, strerror(-r));
-		return;
+		return r;
 	}
 	record_pause(g, rep.pause_us);
 	g->last_mode = rep.mode;
@@ -57,7 +51,7 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent);
 	image_free(img);
 	if (r < 0)
-		return;
+		return r;
 	g->epoch = g->sent = epoch;
 	g->need_full = false;
 	g->epochs_sent++;
@@ -65,6 +59,22 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 		  (unsigned long)epoch, full ? "full" : "delta", (unsigned long)rep.pages_shipped,
 		  (unsigned long)rep.pages_captured, (unsigned long)g->last_bytes,
 		  (unsigned long)rep.pause_us);
+	return 0;
+}
+
+static void epoch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct guard *g = arg;
+	(void)fd;
+	(void)what;
+
+	if (!g->hello_ok || !pfailover_ships_epochs(g))
+		return;
+	if (link_backlog(g) > BACKLOG_LIMIT) {
+		g->merged++;
+		return;
+	}
+	(void)guard_ship_epoch(g, false);
 }
 
 static void hb_cb(evutil_socket_t fd, short what, void *arg)
@@ -76,31 +86,9 @@ static void hb_cb(evutil_socket_t fd, short what, void *arg)
 
 static void lease_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct guard *g = arg;
 	(void)fd;
 	(void)what;
-	if (g->deposed || g->sess->frozen)
-		return;
-	if (now_us() - g->last_heard_us <= (uint64_t)g->svc->lease_ms * 1000)
-		return;
-	int r = capture_session_freeze(g->sess);
-	if (r < 0)
-		log_warn("%s: cannot freeze the service: %s", g->svc->name, strerror(-r));
-	else
-		log_warn("%s: backup not heard for %u ms (lease): service frozen", g->svc->name,
-			 g->svc->lease_ms);
-}
-
-void guard_heard(struct guard *g)
-{
-	g->last_heard_us = now_us();
-	if (g->sess->frozen && !g->deposed) {
-		int r = capture_session_thaw(g->sess);
-		if (r < 0)
-			log_warn("%s: cannot thaw the service: %s", g->svc->name, strerror(-r));
-		else
-			log_info("%s: backup heard again: service running", g->svc->name);
-	}
+	pfailover_lease_tick(arg);
 }
 
 void guard_link_lost(struct guard *g)
@@ -108,14 +96,6 @@ void guard_link_lost(struct guard *g)
 	g->hello_ok = false;
 	g->need_full = true;
 	link_schedule_reconnect(g);
-}
-
-void guard_deposed(struct guard *g, const char *why)
-{
-	log_error("%s: the backup has taken over (%s): killing our copy of the service",
-		  g->svc->name, why);
-	g->deposed = true;
-	kill(g->pid, SIGKILL);
 }
 
 static uint64_t percentile(const struct guard *g, int pct)
@@ -137,7 +117,7 @@ static uint64_t percentile(const struct guard *g, int pct)
 void guard_status_fill(const struct guard *g, struct status_report *r)
 {
 	uint64_t now = now_us();
-	const char *role = g->deposed ? "deposed" : g->sess && g->sess->frozen ? "frozen" : "primary";
+	const char *role = pfailover_state_name(g->fo.state);
 
 	status_report_service(r, g->svc->name, role);
 	status_report_gauge(r, "pid", "", g->pid, "pid of the guarded service");
@@ -166,7 +146,8 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			      "epochs captured whole for want of a safepoint");
 }
 
-int guard_start(struct guard *g)
+/* Start or attach the service and hold it; the lease starts now. */
+int guard_start_service(struct guard *g)
 {
 	int r;
 
@@ -189,9 +170,28 @@ int guard_start(struct guard *g)
 		r = capture_resume_all(&g->sess->c);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot seize the service", g->svc->name);
-
 	g->last_heard_us = now_us();
+	pfailover_start(g, g->last_heard_us);
 	g->need_full = true;
+	return 0;
+}
+
+/*
+ * A service we start is started only once the backup has answered
+ * (failover.h, "starting"); one we attach to is running already, and is
+ * held from the start.
+ */
+int guard_start(struct guard *g)
+{
+	int r;
+
+	pfailover_init(g);
+	if (!g->svc->command.argc) {
+		r = guard_start_service(g);
+		if (r < 0)
+			return r;
+	}
+	g->last_heard_us = now_us();
 	struct timeval ep = ms_tv(g->svc->epoch_interval_ms);
 	struct timeval hb = ms_tv(g->svc->heartbeat_interval_ms);
 	struct timeval ls = ms_tv(g->svc->heartbeat_interval_ms / 2 ? g->svc->heartbeat_interval_ms / 2 : 1);
