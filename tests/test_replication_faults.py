@@ -19,7 +19,8 @@ backupd in B, a client in C talking to the service address VIP):
                  it must stay a backup (no takeover while A lives), and the
                  primary must reconnect and epochs advance again. Then A is
                  killed and B must take over with the data.
-  torn-epoch     A's link cut while large epochs flow, until an epoch is caught
+  torn-epoch     A's link cut while large epochs flow (A's uplink shaped to 40
+                 Mbit/s, so that an epoch spends long on the wire), until an epoch is caught
                  on the wire (the primary shipped more than it heard
                  acknowledged, and backupd, its connection ended under it
                  with ss -K, logs a torn epoch discarded; retried until both
@@ -186,6 +187,24 @@ def check_resumes(r, tag, up, held, acked, timeout=20):
 TEAR_TRIES = 30
 
 
+def shape(topo, rate):
+    """Limits A's outgoing traffic to RATE (tc tbf), or lifts the limit (None)."""
+    if rate is None:
+        subprocess.run(["tc", "-n", topo.a, "qdisc", "del", "dev", rp.DEV, "root"], check=True)
+    else:
+        subprocess.run(["tc", "-n", topo.a, "qdisc", "add", "dev", rp.DEV, "root", "tbf", "rate", rate,
+                        "burst", "64kb", "latency", "2s"], check=True)
+
+
+def primary_sees_close(up, closed_before, timeout=10):
+    """Waits until primaryd has noticed that its link to the killed backupd is gone.
+    A restarted backupd counts the primary's silence from its own start, and a primary
+    that is still waiting on a TCP retransmission into the healed link may reconnect
+    only after that count has run out; that race is not what this scenario is about."""
+    rp.wait_for("primaryd to notice its link to the killed backupd closed",
+                lambda: up.primary.log_text().count("link to backup") > closed_before, timeout)
+
+
 def tear_an_epoch(r, tag, up, failover_s):
     """Cuts A's link until an epoch is caught on the wire: the primary has shipped
     more than it heard acknowledged, and backupd, its connection then ended under it
@@ -222,8 +241,10 @@ def tear_an_epoch(r, tag, up, failover_s):
         cs.log(f"{tag}: attempt {attempt}: shipped {shipped}, acked {acked}, torn line {torn}: again")
         if in_flight:
             # Its connection is gone and A is cut: it would take over. Start it afresh.
+            closed_before = up.primary.log_text().count("link to backup")
             up.backup.proc.kill9()
             topo.heal(topo.a)
+            primary_sees_close(up, closed_before)
             up = restart_backupd(up)
         else:
             topo.heal(topo.a)
@@ -242,11 +263,16 @@ def torn_epoch(r, binary):
         try:
             writer.wait_acks(50)
             rp.wait_acked(up.primary, up.backup, at_least=3)
+            # A's uplink at 40 Mbit/s: an epoch of a few MB is on the wire for a good part of
+            # a second, so a cut usually lands inside one (it is retried until one does).
+            shape(topo, "40mbit")
             for it in range(1, 4):
                 tag = f"torn-epoch {it}"
+                closed_before = up.primary.log_text().count("link to backup")
                 up, acked, shipped = tear_an_epoch(r, tag, up, failover_s)
                 up.backup.proc.kill9()
                 topo.heal(topo.a)
+                primary_sees_close(up, closed_before)
                 up = restart_backupd(up)
                 st = up.backup.status()
                 e = st.get("epoch")
@@ -257,6 +283,11 @@ def torn_epoch(r, binary):
                         f"heard acknowledged, at most the last it shipped",
                         ok, f"{acked} <= epoch <= {shipped}", f"epoch {e} in:\n{st['raw']}")
                 check_resumes(r, tag, up, e or 0, acked or 0)
+            # Full speed for the takeover, whose check wants the lag of an unshaped link.
+            shape(topo, None)
+            p = up.primary.status()
+            rp.wait_acked(up.primary, up.backup, at_least=(p.get("epoch") or 0) + 3)
+            time.sleep(1.0)
             t_kill = rp.kill_now(up.service, up.primary.proc)
             up.primary.proc.wait_gone(5)
             up.service.wait_gone(5)
