@@ -11,6 +11,7 @@
 #include "daemon.h"
 #include "journal.h"
 #include "log.h"
+#include "scope.h"
 #include "service.h"
 #include "session.h"
 #include "store.h"
@@ -101,6 +102,18 @@ static void start_restore(struct service *svc, enum failover_cause cause)
 	takeover_start_restore(svc); /* done(pid) or failed(err), now or later */
 }
 
+/* The restored service as a unit of its own (scope.h); without systemd there is none to make. */
+static void adopt_into_scope(struct service *svc, pid_t pid)
+{
+	char unit[256], err[512];
+	int r = scope_adopt(svc->cfg->name, pid, unit, sizeof(unit), err, sizeof(err));
+
+	if (r == 0)
+		log_info("%s: restored pid %d runs in %s", svc->cfg->name, pid, unit);
+	else if (r != -ENOMEDIUM)
+		log_warn("%s: %s; it stays in the daemon's cgroup", svc->cfg->name, err);
+}
+
 void failover_restore_done(struct service *svc, pid_t pid)
 {
 	struct failover *fo = &svc->fo;
@@ -128,6 +141,7 @@ void failover_restore_done(struct service *svc, pid_t pid)
 			 pid, epoch, took);
 		session_close(svc->session, WIRE_ERR_TAKEN_OVER, reason);
 	}
+	adopt_into_scope(svc, pid);
 	if (takeover_watch(svc, pid) < 0)
 		fo->pid_ended = true;
 	takeover_run_hook(svc, pid, epoch);

@@ -29,22 +29,33 @@ static void usage(FILE *f)
 		   "       checksync-backupd status [--config FILE]\n"
 		   "       checksync-backupd accept-new-incarnation NAME [--config FILE]\n"
 		   "         let the next other run of NAME replace the image (logged)\n"
-		   "       checksync-backupd restore --image DIR [-v]\n"
+		   "       checksync-backupd restore --image DIR [--debug-file FILE]\n"
+		   "                [--debug-root DIR] [-v]\n"
 		   "The configuration file defaults to " DEFAULT_CONFIG ".\n");
 }
 
 static int cmd_restore(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"image", required_argument, NULL, 'i'}, {"verbose", no_argument, NULL, 'v'}, {}};
+	static const struct option opts[] = {{"image", required_argument, NULL, 'i'},
+					     {"debug-file", required_argument, NULL, 'D'},
+					     {"debug-root", required_argument, NULL, 'R'},
+					     {"verbose", no_argument, NULL, 'v'},
+					     {}};
+	struct restore_opts ro = {0};
 	const char *image = NULL;
 	pid_t pid;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "i:v", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "i:D:R:v", opts, NULL)) != -1) {
 		switch (c) {
 		case 'i':
 			image = optarg;
+			break;
+		case 'D':
+			ro.debug_file = optarg;
+			break;
+		case 'R':
+			ro.debug_root = optarg;
 			break;
 		case 'v':
 			log_set_verbose(log_get_verbose() + 1);
@@ -58,7 +69,7 @@ static int cmd_restore(int argc, char **argv)
 		log_error("restore needs --image DIR");
 		return 2;
 	}
-	if (restore_image(image, &pid) < 0)
+	if (restore_image_opts(image, &ro, &pid) < 0)
 		return 1;
 	printf("%d\n", pid);
 	fflush(stdout);
@@ -165,6 +176,11 @@ static int cmd_daemon(int argc, char **argv)
 	 * theirs too; this covers what they cannot know about).
 	 */
 	(void)close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+	/*
+	 * The DWARF lookup at each HELLO runs in the event loop: libdwfl must not
+	 * go to a debuginfod server from there (it would while this is set).
+	 */
+	unsetenv("DEBUGINFOD_URLS");
 	log_set_verbose(1);
 	r = parse_common(argc, argv, &config, true);
 	return r ? r : daemon_run(config);

@@ -41,6 +41,7 @@ struct restorer {
 
 struct child_job {
 	const struct image *img;
+	struct restore_opts opts;
 	int report_fd, go_fd;		/* the child's ends */
 	int parent_report, parent_go; /* the daemon's ends, closed in the child */
 };
@@ -52,7 +53,7 @@ static int run_restore(void *p)
 
 	close(job->parent_report);
 	close(job->parent_go);
-	int r = restore_image_mem_report(job->img, job->report_fd, job->go_fd, &pid);
+	int r = restore_image_mem_report(job->img, &job->opts, job->report_fd, job->go_fd, &pid);
 	if (r >= 0) {
 		char line[32];
 		int n = snprintf(line, sizeof(line), "pid %d\n", pid);
@@ -207,9 +208,9 @@ static int start_child(struct event_base *base, struct restorer *rs, struct chil
 	return 0;
 }
 
-int restorer_start(struct event_base *base, const struct image *img, unsigned deadline_ms,
-		   restorer_ready_fn ready, restorer_done_fn done, void *arg,
-		   struct restorer **out)
+int restorer_start(struct event_base *base, const struct image *img,
+		   const struct restore_opts *opts, unsigned deadline_ms, restorer_ready_fn ready,
+		   restorer_done_fn done, void *arg, struct restorer **out)
 {
 	struct child_job job = {.report_fd = -1, .go_fd = -1};
 
@@ -223,6 +224,8 @@ int restorer_start(struct event_base *base, const struct image *img, unsigned de
 				.ready = ready, .done = done, .arg = arg};
 	int r = open_pipes(rs, &job);
 	job.img = img;
+	if (opts)
+		job.opts = *opts;
 	if (r >= 0)
 		r = start_child(base, rs, &job);
 	if (job.report_fd >= 0)

@@ -19,6 +19,7 @@
 
 struct event_base;
 struct image;
+struct restore_opts;
 struct restorer;
 
 /* How long a whole restore may take before its child is killed. */
@@ -40,12 +41,13 @@ typedef void (*restorer_done_fn)(pid_t pid, int err, const char *why, void *arg)
 typedef int (*restorer_ready_fn)(pid_t pid, void *arg);
 
 /*
- * Restore img (validated, pages in memory) in a child; img may be released
- * as soon as this returns (the child has its own copy). Returns 0 or -errno.
+ * Restore img (validated, pages in memory) in a child; img and opts may be
+ * released as soon as this returns (the child has its own copy of our
+ * memory). Returns 0 or -errno.
  */
-int restorer_start(struct event_base *base, const struct image *img, unsigned deadline_ms,
-		   restorer_ready_fn ready, restorer_done_fn done, void *arg,
-		   struct restorer **out);
+int restorer_start(struct event_base *base, const struct image *img,
+		   const struct restore_opts *opts, unsigned deadline_ms, restorer_ready_fn ready,
+		   restorer_done_fn done, void *arg, struct restorer **out);
 
 /* Kill a restore under way, without a callback. NULL is allowed. */
 void restorer_cancel(struct restorer *rs);

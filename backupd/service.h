@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "failover.h"
+#include "goruntime.h"
 #include "takeover.h"
 
 struct child;
@@ -49,6 +50,8 @@ struct service {
 	uint64_t committed_at_us; /* 0: none; after a restart, when the loaded epoch was written */
 	uint64_t acked_epoch;
 	uint64_t last_epoch_bytes, total_epoch_bytes, n_epochs, n_torn;
+
+	struct go_debuginfo debuginfo; /* this host's DWARF for the executable (debuginfo.c) */
 };
 
 /* Load the image from STATE_DIR/NAME and start the service's timer. Logs its errors. */
@@ -71,5 +74,10 @@ void service_accept_new_incarnation(struct service *svc);
 
 /* The service's rows for the status socket and /metrics. */
 void service_report(const struct service *svc, struct status_report *r);
+/* debuginfo.c: look up the DWARF a takeover needs; warn if there is none (peer: at HELLO). */
+void service_check_debuginfo(struct service *svc, const char *peer);
+/* Its path, or what is missing, for status. */
+const char *service_debuginfo_text(const struct service *svc, char *buf, size_t len);
+
 /* One phrase for sd_notify STATUS=: "epoch 42 of kvserver, lag 80 ms". */
 void service_status_line(const struct service *svc, char *buf, size_t len);

@@ -339,6 +339,7 @@ static int on_hello(struct session *s, const struct wire_hello *h)
 	send_msg(s, &reply);
 	log_info("%s: primary connected from %s (pid %u), our epoch %" PRIu64, svc->cfg->name,
 		 s->peer, h->pid, store_epoch(svc->store));
+	service_check_debuginfo(svc, s->peer);
 	return 0;
 }
 

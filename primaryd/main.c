@@ -19,14 +19,36 @@ static void usage(FILE *f)
 		   "         hand NAME over to its backup: no loss, no failover timeout\n"
 		   "       checksync-primaryd stop NAME --everywhere [--config FILE]\n"
 		   "         stop NAME here; its backup stands down and keeps the image\n"
-		   "       checksync-primaryd dump --pid PID --image DIR [--whole] [-v]\n"
-		   "  --whole  copy whole mappings instead of only live Go memory\n");
+		   "       checksync-primaryd dump --pid PID --image DIR [--whole]\n"
+		   "                [--debug-file FILE] [--debug-root DIR] [-v]\n"
+		   "  --whole       copy whole mappings instead of only live Go memory\n"
+		   "  --debug-file  the executable's DWARF, if neither it nor the lookup by\n"
+		   "                build-id or .gnu_debuglink has it\n"
+		   "  --debug-root  look for debug files under DIR, not /usr/lib/debug\n");
 }
 
 static const char *const class_names[MC_COUNT] = {
 	[MC_HEAP] = "heap_in_use", [MC_STACKS] = "stacks", [MC_GLOBALS] = "globals",
 	[MC_OFFHEAP] = "off_heap_runtime", [MC_FREE] = "skipped_free", [MC_ZERO] = "skipped_zero",
 };
+
+/* A JSON string (quoted), or null for "". */
+static void json_string(FILE *f, const char *s)
+{
+	if (!*s) {
+		fputs("null", f);
+		return;
+	}
+	fputc('"', f);
+	for (; *s; s++)
+		if (*s == '"' || *s == '\\')
+			fprintf(f, "\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			fprintf(f, "\\u%04x", *s);
+		else
+			fputc(*s, f);
+	fputc('"', f);
+}
 
 static int write_report(const char *dir, const struct dump_report *rep)
 {
@@ -47,7 +69,12 @@ static int write_report(const char *dir, const struct dump_report *rep)
 	for (int k = 0; k < MC_COUNT; k++)
 		fprintf(f, "%s\"%s\": {\"mapped\": %lu, \"written\": %lu}", k ? ", " : "",
 			class_names[k], (unsigned long)st->mapped[k], (unsigned long)st->written[k]);
-	fprintf(f, "}}\n");
+	fprintf(f, "}, \"debug_info\": ");
+	json_string(f, rep->debuginfo.path);
+	fprintf(f, ", \"debug_source\": \"%s\", \"build_id\": ",
+		go_debug_source_name(rep->debuginfo.source));
+	json_string(f, rep->debuginfo.build_id);
+	fprintf(f, "}\n");
 	return 0;
 }
 
@@ -61,6 +88,9 @@ static void print_report(pid_t pid, const char *image, const struct dump_report 
 	       st->fallback ? ", fell back" : "", rep->threads, rep->vmas, rep->fds,
 	       (unsigned long)rep->image_bytes, (unsigned long)rep->pause_us,
 	       (unsigned long)rep->dump_us);
+	if (rep->debuginfo.source != GO_DEBUG_NONE)
+		printf("  DWARF %s: %s\n", go_debug_source_name(rep->debuginfo.source),
+		       rep->debuginfo.path);
 	printf("  %-18s %14s %14s\n", "class", "mapped", "written");
 	for (int k = 0; k < MC_COUNT; k++)
 		printf("  %-18s %14lu %14lu\n", class_names[k], (unsigned long)st->mapped[k],
@@ -72,6 +102,8 @@ static int cmd_dump(int argc, char **argv)
 	static const struct option opts[] = {{"pid", required_argument, NULL, 'p'},
 					     {"image", required_argument, NULL, 'i'},
 					     {"whole", no_argument, NULL, 'w'},
+					     {"debug-file", required_argument, NULL, 'D'},
+					     {"debug-root", required_argument, NULL, 'R'},
 					     {"verbose", no_argument, NULL, 'v'},
 					     {}};
 	const char *image = NULL;
@@ -80,7 +112,7 @@ static int cmd_dump(int argc, char **argv)
 	pid_t pid = 0;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "p:i:wv", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:i:wD:R:v", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p': {
 			char *end;
@@ -97,6 +129,12 @@ static int cmd_dump(int argc, char **argv)
 			break;
 		case 'w':
 			opt.whole = true;
+			break;
+		case 'D':
+			opt.debug_file = optarg;
+			break;
+		case 'R':
+			opt.debug_root = optarg;
 			break;
 		case 'v':
 			log_set_verbose(log_get_verbose() + 1);

@@ -9,7 +9,7 @@ PKGS="build-essential meson ninja-build pkg-config
 	libevent-dev libmsgpack-dev libssl-dev libsystemd-dev libdw-dev libelf-dev libinih-dev
 	golang-go golang-github-patrickmn-go-cache-dev
 	iproute2 openssl curl python3 procps file systemd wrk
-	debootstrap systemd-container prometheus"
+	debootstrap systemd-container prometheus prometheus-pushgateway"
 BACKPORTS_PKGS="golang-1.21-go golang-1.22-go golang-1.23-go"
 
 missing() { # the packages of "$@" that are not installed
@@ -49,4 +49,11 @@ echo "installing: $main_missing$bpo_missing"
 apt-get update -q
 [ -n "${main_missing// /}" ] && apt-get install -y -q --no-install-recommends $main_missing
 [ -n "${bpo_missing// /}" ] && apt-get install -y -q --no-install-recommends -t bookworm-backports $bpo_missing
+# prometheus-pushgateway (a real Go service as Debian ships it, stripped with a
+# .gnu_debuglink, for tests/test_pushgateway.py) is run by the tests alone: not
+# at boot either. systemctl disable edits links with or without systemd running.
+if [[ " $main_missing " == *" prometheus-pushgateway "* ]]; then
+	update-rc.d prometheus-pushgateway disable >/dev/null 2>&1 || true
+	systemctl disable prometheus-pushgateway.service >/dev/null 2>&1 || true
+fi
 exit 0

@@ -23,9 +23,10 @@ checksync-backup.service keeps its image. In order:
   6. `systemctl enable` + reboot of B: the unit comes up by itself after
      the boot, with the image it had;
   7. host A dies (SIGKILL of its init): B takes over and serves every key
-     from step 2; `systemctl stop checksync-backup` then stops the daemon
-     cleanly (inactive, not failed) and leaves the restored service
-     running (KillMode=process).
+     from step 2, from its own unit checksync-kvserver.scope;
+     `systemctl stop checksync-backup` then stops the daemon cleanly
+     (inactive, not failed) and leaves the restored service running, and
+     a start finds no left-over process of its own.
 
 Then the primary's side, each on a fresh pair of containers with 200 keys
 written and replicated first (the failover-promises issue): kill -9 of
@@ -37,6 +38,7 @@ reboot of A with the unit enabled. In each, every key is served by B at
 the end, B says serving, and A runs no second copy of the service.
 
 Usage: test_systemd.py   (meson test --suite systemd; root, debootstrap, systemd-nspawn)
+       SD_ONLY="systemctl stop,reboot" test_systemd.py   only those primary events, for development
 The root file system is made once with debootstrap and cached under
 $CHECKSYNC_TEST_TMP/nspawn (about 3 minutes the first time).
 """
@@ -139,7 +141,7 @@ def scenario(r):
     nspawn.base_root()  # the slow part, once; before any timing starts
     if not os.environ.get("SD_ONLY"):
         with_pair(kvserver, lambda topo, a, b: lifecycle(r, topo, a, b))
-    for event in os.environ.get("SD_ONLY", "kill -9,systemctl restart,systemctl stop,reboot").split(","):
+    for event in (os.environ.get("SD_ONLY") or "kill -9,systemctl restart,systemctl stop,reboot").split(","):
         with_pair(kvserver, lambda topo, a, b: primary_event(r, topo, a, b, event))
 
 
@@ -386,14 +388,25 @@ def lifecycle(r, topo, a, b):
             not missing, "none missing", cs.summarize(missing))
     st = status(b, "backup")
     r.check("B's status says serving", st.get("role") == "serving", "serving", st["raw"])
+    scope = "checksync-kvserver.scope"
+    sc = b.show(scope, "ActiveState", "MainPID", "ControlGroup")
+    procs = b.run("cat", f"/sys/fs/cgroup/systemd{sc.get('ControlGroup', '')}/cgroup.procs").stdout.split()
+    r.check(f"the restored service runs in its own unit, {scope} (active, holding pid {st.get('pid')})",
+            sc.get("ActiveState") == "active" and str(st.get("pid")) in procs, "active, with the pid",
+            f"{sc}, procs {procs}")
     res = b.systemctl("stop", BACKUP)
     u = unit(b, BACKUP)
     r.check(f"`systemctl stop {BACKUP}` stops it cleanly (inactive, result success)",
             res.rc == 0 and u["ActiveState"] == "inactive" and u["Result"] == "success",
             "inactive/success", u)
     problems = cs.kv_check(client_b, written, each=False)
-    r.check("the restored service runs on after its daemon stopped (KillMode=process)", not problems,
+    r.check("the restored service runs on after its daemon stopped", not problems,
             "all keys", cs.summarize(problems))
+    res = b.systemctl("start", BACKUP)
+    jr = b.journal(BACKUP, 30)
+    r.check("the daemon starts again and finds no left-over process of its own (the service is in "
+            "its scope)", res.rc == 0 and "left-over process" not in jr, "no 'left-over process' line",
+            jr[-1500:])
 
 
 if __name__ == "__main__":

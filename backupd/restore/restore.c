@@ -207,14 +207,16 @@ static void husk_kill(struct restore *r)
 			;
 }
 
-int restore_image_mem(const struct image *img, pid_t *pid_out)
+int restore_image_mem_opts(const struct image *img, const struct restore_opts *opts,
+			   pid_t *pid_out)
 {
-	return restore_image_mem_report(img, -1, -1, pid_out);
+	return restore_image_mem_report(img, opts, -1, -1, pid_out);
 }
 
-int restore_image_mem_report(const struct image *img, int report_fd, int go_fd,
-			     pid_t *pid_out)
+int restore_image_mem_report(const struct image *img, const struct restore_opts *opts,
+			     int report_fd, int go_fd, pid_t *pid_out)
 {
+	static const struct restore_opts defaults = {0};
 	char err[512];
 	int rc = restore_check_files(img, err, sizeof(err));
 	if (rc < 0) {
@@ -222,8 +224,8 @@ int restore_image_mem_report(const struct image *img, int report_fd, int go_fd,
 		return rc;
 	}
 
-	struct restore r = {.img = img, .memfd = -1, .n_threads = 1, .report_fd = report_fd,
-			    .go_fd = go_fd,
+	struct restore r = {.img = img, .opts = opts ? opts : &defaults, .memfd = -1, .n_threads = 1,
+			    .report_fd = report_fd, .go_fd = go_fd,
 			    .inj = {.memfd = -1, .timeout_ms = RESTORE_CALL_TIMEOUT_MS, .step = "start"}};
 	if (inject_read_fault(&r.inj.fault, "restore") < 0)
 		log_warn("CHECKSYNC_FAULT=%s is not restore-STEP:N[:hang]; ignored",
@@ -244,7 +246,12 @@ int restore_image_mem_report(const struct image *img, int report_fd, int go_fd,
 	return rc;
 }
 
-int restore_image(const char *dir, pid_t *pid_out)
+int restore_image_mem(const struct image *img, pid_t *pid_out)
+{
+	return restore_image_mem_opts(img, NULL, pid_out);
+}
+
+int restore_image_opts(const char *dir, const struct restore_opts *opts, pid_t *pid_out)
 {
 	_cleanup_image_ struct image *img = NULL;
 	char err[512];
@@ -254,5 +261,10 @@ int restore_image(const char *dir, pid_t *pid_out)
 		log_error("%s", err);
 		return rc;
 	}
-	return restore_image_mem(img, pid_out);
+	return restore_image_mem_opts(img, opts, pid_out);
+}
+
+int restore_image(const char *dir, pid_t *pid_out)
+{
+	return restore_image_opts(dir, NULL, pid_out);
 }

@@ -28,8 +28,15 @@
 /* How long one injected call may take before the restore gives up on it. */
 #define RESTORE_CALL_TIMEOUT_MS 5000
 
+/* Where gopatch.c looks for the executable's DWARF (goruntime.h). */
+struct restore_opts {
+	const char *debug_file; /* the service's debug_file, or NULL */
+	const char *debug_root; /* NULL: /usr/lib/debug */
+};
+
 struct restore {
 	const struct image *img;
+	const struct restore_opts *opts; /* never NULL */
 	pid_t pid;
 	struct tracee *threads; /* one per image thread, [0] is the leader */
 	size_t n_threads;
@@ -51,14 +58,18 @@ int restore_image(const char *dir, pid_t *pid_out);
  * have validated it (image_validate) if it came from outside.
  */
 int restore_image_mem(const struct image *img, pid_t *pid_out);
+/* The same two, with options (NULL: the defaults). */
+int restore_image_opts(const char *dir, const struct restore_opts *opts, pid_t *pid_out);
+int restore_image_mem_opts(const struct image *img, const struct restore_opts *opts,
+			   pid_t *pid_out);
 /*
  * The same for restorer.c: "husk PID\n" goes to report_fd as soon as the husk
  * exists, and "ready PID\n" just before its threads are let go; then one byte
  * must come on go_fd (the daemon has recorded PID as serving), or the restore
  * fails. Nothing of the image runs on its own before that byte.
  */
-int restore_image_mem_report(const struct image *img, int report_fd, int go_fd,
-			     pid_t *pid_out);
+int restore_image_mem_report(const struct image *img, const struct restore_opts *opts,
+			     int report_fd, int go_fd, pid_t *pid_out);
 /*
  * Log once, where the resource is known: "STEP: what: strerror(-rc)".
  * Returns rc, for `return restore_fail(r, rc, "fd %d: ...", fd)`.

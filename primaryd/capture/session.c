@@ -18,7 +18,7 @@
 #include "log.h"
 #include "util.h"
 
-int capture_session_open(pid_t pid, struct capture_session **out)
+int capture_session_open(pid_t pid, const char *debug_file, struct capture_session **out)
 {
 	struct capture_session *s = calloc(1, sizeof(*s));
 	int r;
@@ -28,6 +28,7 @@ int capture_session_open(pid_t pid, struct capture_session **out)
 	s->c.pid = pid;
 	s->c.memfd = -1;
 	s->c.cache = &s->cache;
+	s->c.debug_file = debug_file;
 	wp_init(&s->wp);
 	s->c.seize_options = PTRACE_O_EXITKILL;
 	s->c.img = image_new();

@@ -34,7 +34,8 @@ struct capture_session {
 	struct wp_tracker wp;
 };
 
-int capture_session_open(pid_t pid, struct capture_session **out);
+/* debug_file: the service's debug_file, or NULL (see goruntime.h); it must outlive the session. */
+int capture_session_open(pid_t pid, const char *debug_file, struct capture_session **out);
 void capture_session_close(struct capture_session *s);
 
 /*

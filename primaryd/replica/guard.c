@@ -114,6 +114,22 @@ static uint64_t percentile(const struct guard *g, int pct)
 	return v[(n - 1) * pct / 100];
 }
 
+/* How epochs are captured, and from which DWARF: known from the session's start. */
+static void guard_status_debuginfo(const struct guard *g, struct status_report *r)
+{
+	const struct capture *c = g->sess ? &g->sess->c : NULL;
+	const char *mode = g->last_mode ? g->last_mode
+			   : c && !c->go    ? "whole (no DWARF)"
+					    : NULL;
+
+	status_report_text(r, "capture_mode", mode ? mode : "-",
+			   "how the last epoch was captured: live, whole (no DWARF) or whole (no "
+			   "safepoint)");
+	status_report_text(r, "debug_info",
+			   c && c->debuginfo.source != GO_DEBUG_NONE ? c->debuginfo.path : "none",
+			   "the file the runtime layout was read from");
+}
+
 void guard_status_fill(const struct guard *g, struct status_report *r)
 {
 	uint64_t now = now_us();
@@ -130,8 +146,8 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			    "median time the service was stopped per epoch (last 256)");
 	status_report_gauge(r, "pause_p99", "seconds", g->n_pauses ? percentile(g, 99) / 1e6 : NAN,
 			    "99th percentile of the pause per epoch (last 256)");
-	status_report_gauge(r, "epoch_bytes", "bytes", g->last_bytes, "bytes of the last epoch");
-	status_report_gauge(r, "epoch_bytes_mean", "bytes",
+	status_report_gauge(r, "epoch_size", "bytes", g->last_bytes, "bytes of the last epoch");
+	status_report_gauge(r, "epoch_size_mean", "bytes",
 			    g->epochs_sent ? (double)g->total_bytes / g->epochs_sent : NAN,
 			    "mean bytes per epoch");
 	status_report_gauge(r, "heartbeat_age", "seconds", (now - g->last_heard_us) / 1e6,
@@ -144,6 +160,7 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			      "times the runtime was let run to reach a safepoint");
 	status_report_counter(r, "safepoint_fallbacks", "", g->fallbacks,
 			      "epochs captured whole for want of a safepoint");
+	guard_status_debuginfo(g, r);
 }
 
 /* Start or attach the service and hold it; the lease starts now. */
@@ -158,7 +175,7 @@ int guard_start_service(struct guard *g)
 	}
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot start the service", g->svc->name);
-	r = capture_session_open(g->pid, &g->sess);
+	r = capture_session_open(g->pid, g->svc->debug_file, &g->sess);
 	if (r < 0)
 		return r;
 	g->sess->use_wp = g->svc->dirty_tracking == DIRTY_UFFD;
