@@ -188,12 +188,14 @@ TEAR_TRIES = 30
 
 
 def shape(topo, rate):
-    """Limits A's outgoing traffic to RATE (tc tbf), or lifts the limit (None)."""
+    """Limits A's outgoing traffic to RATE (tc tbf), or lifts the limit (None). The queue
+    is kept short (50 ms): a long one would hold a reconnecting primary's SYN behind the
+    dead connection's data after the link heals."""
     if rate is None:
         subprocess.run(["tc", "-n", topo.a, "qdisc", "del", "dev", rp.DEV, "root"], check=True)
     else:
         subprocess.run(["tc", "-n", topo.a, "qdisc", "add", "dev", rp.DEV, "root", "tbf", "rate", rate,
-                        "burst", "64kb", "latency", "2s"], check=True)
+                        "burst", "64kb", "latency", "50ms"], check=True)
 
 
 def primary_sees_close(up, closed_before, timeout=10):
