@@ -55,6 +55,7 @@ RESOURCE = {
     "signals": r"\bsignal \d+|signal actions",
     "misc": r"umask|personality|directory|mm (fields|map)|auxv",
     "threads": r"\bthread \d+",
+    "creds": r"\bthread \d+|credentials|dumpable",
     "unmap-area": r"restorer area at 0x[0-9a-f]+",
     "registers": r"\bthread \d+",
     "release": r"\bthread \d+",

@@ -62,6 +62,8 @@ static int husk_start(struct restore *r)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL); /* each thread's own mask comes last */
 		setsid();
+		if (restore_timens_enter(&r->timens) < 0) /* entered at exec */
+			_exit(126);
 		if (ptrace(PTRACE_TRACEME, 0, 0, 0) < 0)
 			_exit(127);
 		execve(exe, argv, envp);
@@ -164,11 +166,17 @@ static int await_go(struct restore *r)
 	return rc < 0 ? restore_fail(r, rc, "no go-ahead to release pid %d", r->pid) : 0;
 }
 
+static int plan_timens(struct restore *r)
+{
+	return restore_timens_plan(r->img, &r->timens);
+}
+
 /* In order; each logs its own error, naming itself (restore_fail) and the resource. */
 static const struct {
 	const char *name;
 	int (*run)(struct restore *r);
 } steps[] = {
+	{"timens", plan_timens},
 	{"husk", husk_start},
 	{"rlimits", restore_rlimits},
 	{"area", husk_map_area},
@@ -178,6 +186,7 @@ static const struct {
 	{"misc", restore_misc},
 	{"threads", restore_threads},
 	{"gopatch", restore_patch_tids},
+	{"creds", restore_creds}, /* after everything that needs root */
 	{"unmap-area", husk_unmap_area},
 	{"registers", restore_threads_finish},
 	{"ready", await_go},

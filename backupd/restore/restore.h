@@ -28,6 +28,12 @@
 /* How long one injected call may take before the restore gives up on it. */
 #define RESTORE_CALL_TIMEOUT_MS 5000
 
+/* The time namespace the husk enters (timens.c): offsets from the host's clocks, ns. */
+struct timens_plan {
+	bool enter;
+	int64_t off[2]; /* CLOCK_MONOTONIC, CLOCK_BOOTTIME */
+};
+
 /* Where gopatch.c looks for the executable's DWARF (goruntime.h). */
 struct restore_opts {
 	const char *debug_file; /* the service's debug_file, or NULL */
@@ -45,6 +51,7 @@ struct restore {
 	bool same_tids;
 	struct proc_vma *husk_vmas;
 	size_t n_husk_vmas;
+	struct timens_plan timens;
 	int report_fd;	     /* where to say the husk's pid; -1: nowhere */
 	int go_fd;	     /* where the go-ahead to release comes from; -1: none needed */
 	struct injector inj; /* in the leader; inj.step is the step running, named in errors */
@@ -95,6 +102,16 @@ int restore_fds(struct restore *r);
 
 /* gopatch.c */
 int restore_patch_tids(struct restore *r);
+
+/* timens.c */
+/* Before the husk is forked: the offsets that make the image's clocks carry on. */
+int restore_timens_plan(const struct image *img, struct timens_plan *plan);
+/* In the forked husk, before exec: unshare CLONE_NEWTIME and set the offsets. */
+int restore_timens_enter(const struct timens_plan *plan);
+
+/* creds.c */
+/* Last of the injected steps: each thread's ids, groups, capabilities, securebits, no_new_privs. */
+int restore_creds(struct restore *r);
 
 /* misc.c */
 int restore_check_files(const struct image *img, char *err, size_t errlen);
