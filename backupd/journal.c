@@ -103,22 +103,6 @@ struct file_out {
 	uint64_t bytes;
 };
 
-static int write_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-
-	while (n) {
-		ssize_t r = write(fd, c, n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		c += r;
-		n -= r;
-	}
-	return 0;
-}
-
 static int file_begin(int dirfd, const char *name, struct file_out *fo)
 {
 	char tmp[JOURNAL_NAME_MAX + 8];

@@ -343,8 +343,7 @@ static void sort_pending(struct store_epoch *e)
 
 static bool is_private_data(const struct image_vma *v)
 {
-	return !v->shared && (v->kind == VMA_ANON || v->kind == VMA_FILE || v->kind == VMA_HEAP ||
-			      v->kind == VMA_STACK);
+	return vma_carries_contents(v->shared, v->kind);
 }
 
 static int cmp_span(const void *a, const void *b)

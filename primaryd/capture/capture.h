@@ -14,6 +14,7 @@
 
 #include "goruntime.h"
 #include "image/image.h"
+#include "inject.h"
 #include "proc.h"
 #include "tracer.h"
 
@@ -129,6 +130,8 @@ void capture_release_all(struct capture *c);
 
 /* mem.c */
 int capture_find_syscall_insn(struct capture *c, uint64_t *insn);
+/* Injected calls in the leader, with the scratch page if mapped (common/inject.h). */
+struct injector capture_injector(struct capture *c);
 /* The scratch page, mapped on first use in this stop. */
 int capture_scratch_get(struct capture *c, uint64_t *addr);
 void capture_scratch_unmap(struct capture *c);

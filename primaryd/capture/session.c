@@ -157,8 +157,7 @@ static bool page_in_content_vma(void *p, uint64_t addr)
 	if (lo == img->n_vmas || addr < img->vmas[lo].start)
 		return false;
 	const struct image_vma *v = &img->vmas[lo];
-	return !v->shared && (v->kind == VMA_ANON || v->kind == VMA_FILE || v->kind == VMA_HEAP ||
-			      v->kind == VMA_STACK);
+	return vma_carries_contents(v->shared, v->kind);
 }
 
 void capture_session_batch_begin(struct capture_session *s)

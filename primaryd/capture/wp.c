@@ -35,9 +35,7 @@
 
 static bool vma_tracked(const struct proc_vma *v)
 {
-	return !v->shared && (v->prot & PROT_WRITE) &&
-	       (v->kind == VMA_ANON || v->kind == VMA_FILE || v->kind == VMA_HEAP ||
-		v->kind == VMA_STACK);
+	return vma_carries_contents(v->shared, v->kind) && (v->prot & PROT_WRITE);
 }
 
 /* Create the userfaultfd inside the stopped service and take it. */

@@ -56,22 +56,11 @@ static int send_sbuf(struct guard *g, msgpack_sbuffer *sb)
 
 static void epoch_free(struct guard *g);
 
-static void boot_id(char *buf, size_t len)
-{
-	_cleanup_free_ char *b = NULL;
-	if (read_file("/proc/sys/kernel/random/boot_id", &b) > 0) {
-		b[strcspn(b, "\n")] = 0;
-		snprintf(buf, len, "%s", b);
-	} else {
-		snprintf(buf, len, "unknown");
-	}
-}
-
 static void send_hello(struct guard *g)
 {
 	char bid[64];
 	msgpack_sbuffer sb;
-	boot_id(bid, sizeof(bid));
+	(void)read_boot_id(bid, sizeof(bid));
 	struct wire_hello h = {.proto_version = WIRE_PROTO_VERSION,
 			       .role = ROLE_PRIMARY,
 			       .service = g->svc->name,
