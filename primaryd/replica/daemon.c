@@ -10,6 +10,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 
 #include "daemon.h"
@@ -31,25 +32,29 @@ struct primary {
 	int exit_code;
 };
 
+/*
+ * The daemon's one reaper: every wait status (a service's exit, a ptrace
+ * stop of one of its threads) goes to the guard that owns the thread, so
+ * no service can swallow another's events; a tracee nobody owns is let run.
+ */
 static void on_sigchld(evutil_socket_t fd, short what, void *arg)
 {
 	struct primary *p = arg;
+	int st;
+	pid_t pid;
 	(void)fd;
 	(void)what;
-	for (size_t i = 0; i < p->n_svcs; i++) {
-		int status;
-		struct guard *g = &p->guards[i];
-		if (!g->sess || capture_session_reap(g->sess, &status) != 1)
-			continue;
-		if (g->deposed) {
-			log_info("%s: our copy is gone; the backup serves", g->svc->name);
-			continue;
+	while ((pid = waitpid(-1, &st, WNOHANG | __WALL)) > 0) {
+		struct guard *owner = NULL;
+		for (size_t i = 0; i < p->n_svcs && !owner; i++) {
+			struct guard *g = &p->guards[i];
+			if (g->pid == pid || (g->sess && capture_session_owns(g->sess, pid)))
+				owner = g;
 		}
-		log_error("%s: the service (pid %d) %s %d; stopping", g->svc->name, g->pid,
-			  WIFEXITED(status) ? "exited with status" : "was killed by signal",
-			  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-		p->exit_code = 1;
-		event_base_loopexit(p->base, NULL);
+		if (owner)
+			guard_on_wait(owner, pid, st);
+		else
+			capture_session_on_wait(NULL, pid, st);
 	}
 }
 

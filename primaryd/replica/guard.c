@@ -11,6 +11,7 @@
  */
 #include <math.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include "guard.h"
 #include "log.h"
@@ -107,7 +108,50 @@ void guard_link_lost(struct guard *g)
 {
 	g->hello_ok = false;
 	g->need_full = true;
-	link_schedule_reconnect(g);
+	if (!g->ended)
+		link_schedule_reconnect(g);
+}
+
+static void describe_wait(int st, char *buf, size_t len)
+{
+	if (WIFEXITED(st))
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(st));
+	else
+		snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(st),
+			 strsignal(WTERMSIG(st)));
+}
+
+/*
+ * The service is gone: only this service is affected. Its timers stop and
+ * its link closes, so its backup hears nothing more and takes it over on
+ * its failover timeout; the daemon and the other services carry on.
+ */
+static void service_ended(struct guard *g, int st)
+{
+	char how[96];
+
+	describe_wait(st, how, sizeof(how));
+	g->ended = true;
+	g->end_status = st;
+	event_del(g->epoch_ev);
+	event_del(g->hb_ev);
+	event_del(g->lease_ev);
+	if (g->deposed) {
+		log_info("%s: our copy (pid %d) %s; the backup serves", g->svc->name, g->pid, how);
+	} else {
+		log_error("%s: the service (pid %d) %s; closing its link so its backup takes it "
+			  "over; the other services carry on",
+			  g->svc->name, g->pid, how);
+	}
+	link_close(g, "the service has ended");
+	capture_session_close(g->sess);
+	g->sess = NULL;
+}
+
+void guard_on_wait(struct guard *g, pid_t pid, int st)
+{
+	if (g->sess && capture_session_on_wait(g->sess, pid, st) == 1)
+		service_ended(g, st);
 }
 
 void guard_deposed(struct guard *g, const char *why)
@@ -137,7 +181,10 @@ static uint64_t percentile(const struct guard *g, int pct)
 void guard_status_fill(const struct guard *g, struct status_report *r)
 {
 	uint64_t now = now_us();
-	const char *role = g->deposed ? "deposed" : g->sess && g->sess->frozen ? "frozen" : "primary";
+	const char *role = g->deposed		    ? "deposed"
+			   : g->ended		    ? "failed"
+			   : g->sess && g->sess->frozen ? "frozen"
+						    : "primary";
 
 	status_report_service(r, g->svc->name, role);
 	status_report_gauge(r, "pid", "", g->pid, "pid of the guarded service");

@@ -39,6 +39,8 @@ struct guard {
 	uint64_t acked_at_us;
 	bool need_full;
 	bool deposed; /* the backup has taken over: never run again */
+	bool ended;   /* the service died: no more epochs, no link (the backup takes over) */
+	int end_status; /* its wait status */
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
 	uint64_t merged; /* epochs skipped while the backup caught up */
 
@@ -62,11 +64,15 @@ void link_schedule_reconnect(struct guard *g);
 void link_send_heartbeat(struct guard *g);
 int link_send_epoch(struct guard *g, const struct image *img, uint64_t epoch, uint64_t base);
 size_t link_backlog(const struct guard *g);
+/* Close the link (or cancel its handshake) and any reconnect timer. */
+void link_close(struct guard *g, const char *why);
 
 /* guard.c */
 int guard_start(struct guard *g);
 void guard_heard(struct guard *g);
 void guard_link_lost(struct guard *g);
 void guard_deposed(struct guard *g, const char *why);
+/* A wait status for one of the service's threads (pid), from the daemon's reaper. */
+void guard_on_wait(struct guard *g, pid_t pid, int status);
 struct status_report;
 void guard_status_fill(const struct guard *g, struct status_report *r);

@@ -347,3 +347,13 @@ int link_send_epoch(struct guard *g, const struct image *img, uint64_t epoch, ui
 		drop_link(g, "cannot encode an epoch");
 	return r;
 }
+
+void link_close(struct guard *g, const char *why)
+{
+	if (g->hs)
+		tls_handshake_cancel(g->hs);
+	g->hs = NULL;
+	drop_link(g, why);
+	if (g->reconnect_ev)
+		evtimer_del(g->reconnect_ev);
+}
