@@ -38,6 +38,7 @@ struct status_row {
 	char help[160];
 	bool counter;
 	double value;
+	char text[200]; /* a text row (status_report_text): shown by status, not a metric */
 };
 
 struct status_service {
@@ -130,6 +131,13 @@ void status_report_counter(struct status_report *r, const char *name, const char
 	add_row(r, name, unit, value, help, true);
 }
 
+void status_report_text(struct status_report *r, const char *name, const char *text)
+{
+	add_row(r, name, "text", NAN, "", false);
+	if (!r->failed)
+		copy_clean(r->rows[r->n_rows - 1].text, sizeof(r->rows[0].text), text);
+}
+
 static void report_done(struct status_report *r)
 {
 	free(r->services);
@@ -151,7 +159,9 @@ static void render_socket(const struct status_report *r, struct evbuffer *out)
 
 		evbuffer_add_printf(out, "%s\t%s\t%s\t%s\t", s->name, s->role, row->name,
 				    row->unit);
-		if (isnan(row->value))
+		if (row->text[0])
+			evbuffer_add_printf(out, "%s\n", row->text);
+		else if (isnan(row->value))
 			evbuffer_add_printf(out, "-\n");
 		else
 			evbuffer_add_printf(out, "%.17g\n", row->value);
@@ -191,7 +201,7 @@ static void render_metrics(const struct status_server *srv, const struct status_
 			   struct evbuffer *out)
 {
 	for (size_t i = 0; i < r->n_rows; i++) {
-		bool seen = false;
+		bool seen = strcmp(r->rows[i].unit, "text") == 0; /* text rows are no metrics */
 
 		for (size_t k = 0; k < i && !seen; k++)
 			seen = strcmp(r->rows[k].name, r->rows[i].name) == 0 &&

@@ -44,6 +44,13 @@ void status_report_gauge(struct status_report *r, const char *name, const char *
 void status_report_counter(struct status_report *r, const char *name, const char *unit,
 			   double value, const char *help);
 
+/*
+ * A line of text about the current service (unit "text" on the socket),
+ * shown by the status command and left out of the metrics: say it with a
+ * gauge as well.
+ */
+void status_report_text(struct status_report *r, const char *name, const char *text);
+
 typedef void (*status_fill_fn)(struct status_report *r, void *userdata);
 
 struct status_server;

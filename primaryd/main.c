@@ -124,6 +124,10 @@ static int cmd_daemon(int argc, char **argv, bool status)
 	const char *config = DEFAULT_CONFIG;
 	int c;
 
+	/* The daemon tells its normal life (started, connected, acknowledged) at info level. */
+	if (!status && log_get_verbose() < 1)
+		log_set_verbose(1);
+
 	while ((c = getopt_long(argc, argv, "c:v", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':

@@ -67,20 +67,46 @@ static void on_sigterm(evutil_socket_t fd, short what, void *arg)
 	event_base_loopexit(p->base, NULL);
 }
 
+/*
+ * STATUS= for systemd: UNPROTECTED first, with the reason of each service
+ * the backup could not take over from a recent epoch; never "connected"
+ * for a service that nothing protects.
+ */
+static void notify_status(struct primary *p)
+{
+	char line[1024], why[256];
+	size_t n = 0;
+	bool any = false;
+
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < p->n_svcs && n < sizeof(line); i++) {
+			const struct guard *g = &p->guards[i];
+			bool unprot = guard_protection(g, why, sizeof(why)) != UNPROT_NONE;
+			if (unprot != (pass == 0))
+				continue;
+			const char *sep = n ? "; " : "STATUS=";
+			if (unprot && !any)
+				sep = "STATUS=UNPROTECTED: ";
+			any |= unprot;
+			if (unprot)
+				n += snprintf(line + n, sizeof(line) - n, "%s%s: %s", sep, g->svc->name,
+					      why);
+			else
+				n += snprintf(line + n, sizeof(line) - n,
+					      "%s%s: protected, epoch %lu, acked %lu", sep,
+					      g->svc->name, (unsigned long)g->epoch,
+					      (unsigned long)g->acked);
+		}
+	sd_notify(0, line);
+}
+
 static void notify_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct primary *p = arg;
-	char line[512];
 	(void)fd;
 	(void)what;
-	if (p->n_svcs) {
-		const struct guard *g = &p->guards[0];
-		snprintf(line, sizeof(line), "STATUS=%s: epoch %lu, acked %lu, %s%s",
-			 g->svc->name, (unsigned long)g->epoch, (unsigned long)g->acked,
-			 g->hello_ok ? "backup connected" : "backup not connected",
-			 g->sess && g->sess->frozen ? ", FROZEN (lease lost)" : "");
-		sd_notify(0, line);
-	}
+	if (p->n_svcs)
+		notify_status(p);
 	if (p->watchdog_us)
 		sd_notify(0, "WATCHDOG=1");
 }
@@ -158,8 +184,9 @@ int primary_run(const char *config_path)
 			return 1;
 	}
 	sd_watchdog_enabled(0, &p.watchdog_us);
-	struct timeval tv = {.tv_sec = 0, .tv_usec = 500000};
-	if (p.watchdog_us && p.watchdog_us / 2 < 500000)
+	/* STATUS= within a quarter second of a change: operators look there first. */
+	struct timeval tv = {.tv_sec = 0, .tv_usec = 250000};
+	if (p.watchdog_us && p.watchdog_us / 2 < 250000)
 		tv.tv_usec = p.watchdog_us / 2;
 	struct event *nev = event_new(p.base, -1, EV_PERSIST, notify_cb, &p);
 	event_add(nev, &tv);

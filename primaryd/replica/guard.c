@@ -11,7 +11,9 @@
  */
 #include <math.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "guard.h"
 #include "log.h"
@@ -30,6 +32,8 @@ static void record_pause(struct guard *g, uint64_t us)
 	g->pauses[g->n_pauses++ % PAUSE_RING] = us;
 }
 
+static void guard_check(struct guard *g);
+
 static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct guard *g = arg;
@@ -45,11 +49,18 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	bool full = g->need_full;
+	char why[200];
+	/* An epoch that fails fails again 10 times a second: say so once, by guard_check(). */
+	log_hold_errors(why, sizeof(why));
 	int r = capture_session_epoch(g->sess, full, &img, &rep);
+	log_hold_errors(NULL, 0);
 	if (r < 0) {
-		log_warn("%s: epoch capture failed: %s", g->svc->name, strerror(-r));
+		snprintf(g->capture_err, sizeof(g->capture_err), "epoch capture failing: %s",
+			 why[0] ? why : strerror(-r));
+		guard_check(g);
 		return;
 	}
+	g->capture_err[0] = 0;
 	record_pause(g, rep.pause_us);
 	g->last_mode = rep.mode;
 	g->safepoint_retries += rep.safepoint_tries;
@@ -68,6 +79,70 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 		  (unsigned long)rep.pause_us);
 }
 
+static void describe_wait(int st, char *buf, size_t len)
+{
+	if (st == -1)
+		snprintf(buf, len, "ended");
+	else if (WIFEXITED(st))
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(st));
+	else
+		snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(st),
+			 strsignal(WTERMSIG(st)));
+}
+
+int guard_protection(const struct guard *g, char *buf, size_t len)
+{
+	char how[96], hp[300];
+	uint64_t since = g->acked_at_us ? now_us() - g->acked_at_us : 0;
+
+	buf[0] = 0;
+	if (g->deposed)
+		return snprintf(buf, len, "the backup has taken over"), UNPROT_DEPOSED;
+	if (g->ended) {
+		describe_wait(g->end_status, how, sizeof(how));
+		return snprintf(buf, len, "the service %s", how), UNPROT_ENDED;
+	}
+	if (g->sess && g->sess->frozen)
+		return snprintf(buf, len, "service frozen: backup not heard for over %u ms (lease)",
+				g->svc->lease_ms),
+		       UNPROT_FROZEN;
+	if (g->capture_err[0])
+		return snprintf(buf, len, "%s", g->capture_err), UNPROT_CAPTURE;
+	if (!g->hello_ok) {
+		hostport_format(&g->svc->backup, hp, sizeof(hp));
+		return snprintf(buf, len, "backup %s not connected", hp), UNPROT_NOT_CONNECTED;
+	}
+	if (!g->acked_at_us)
+		return snprintf(buf, len, "no epoch acknowledged yet"), UNPROT_NO_ACK;
+	/* The backup would take over from an image older than this. */
+	if (since > (uint64_t)g->svc->failover_timeout_ms * 1000)
+		return snprintf(buf, len, "no epoch acknowledged for over %u ms",
+				g->svc->failover_timeout_ms),
+		       UNPROT_NO_ACK;
+	return UNPROT_NONE;
+}
+
+/* Log the changes of protection (not every epoch) and the milestones of a normal life. */
+static void guard_check(struct guard *g)
+{
+	char why[sizeof(g->unprotected)];
+
+	if (g->acked && !g->first_ack_logged) {
+		g->first_ack_logged = true;
+		log_info("%s: first epoch acknowledged by the backup (epoch %lu)", g->svc->name,
+			 (unsigned long)g->acked);
+	}
+	guard_protection(g, why, sizeof(why));
+	if (strcmp(why, g->unprotected) == 0)
+		return;
+	if (why[0])
+		log_warn("%s: UNPROTECTED: %s", g->svc->name, why);
+	else
+		log_info("%s: protected: the backup holds epoch %lu", g->svc->name,
+			 (unsigned long)g->acked);
+	snprintf(g->unprotected, sizeof(g->unprotected), "%s", why);
+}
+
 static void hb_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -80,6 +155,7 @@ static void lease_cb(evutil_socket_t fd, short what, void *arg)
 	struct guard *g = arg;
 	(void)fd;
 	(void)what;
+	guard_check(g);
 	if (g->deposed || g->sess->frozen)
 		return;
 	if (now_us() - g->last_heard_us <= (uint64_t)g->svc->lease_ms * 1000)
@@ -112,15 +188,6 @@ void guard_link_lost(struct guard *g)
 		link_schedule_reconnect(g);
 }
 
-static void describe_wait(int st, char *buf, size_t len)
-{
-	if (WIFEXITED(st))
-		snprintf(buf, len, "exited with status %d", WEXITSTATUS(st));
-	else
-		snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(st),
-			 strsignal(WTERMSIG(st)));
-}
-
 /*
  * The service is gone: only this service is affected. Its timers stop and
  * its link closes, so its backup hears nothing more and takes it over on
@@ -130,8 +197,11 @@ static void service_ended(struct guard *g, int st)
 {
 	char how[96];
 
+	if (g->ended)
+		return;
 	describe_wait(st, how, sizeof(how));
 	g->ended = true;
+	event_del(g->exit_ev);
 	g->end_status = st;
 	event_del(g->epoch_ev);
 	event_del(g->hb_ev);
@@ -146,12 +216,30 @@ static void service_ended(struct guard *g, int st)
 	link_close(g, "the service has ended");
 	capture_session_close(g->sess);
 	g->sess = NULL;
+	guard_check(g);
 }
 
 void guard_on_wait(struct guard *g, pid_t pid, int st)
 {
 	if (g->sess && capture_session_on_wait(g->sess, pid, st) == 1)
 		service_ended(g, st);
+}
+
+/*
+ * The service's pidfd is readable: it has ended. Usually the daemon's
+ * reaper has seen that first; but a capture that was seizing the service
+ * as it died may have taken its exit with waitpid(tid), and then only the
+ * pidfd tells.
+ */
+static void exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct guard *g = arg;
+	siginfo_t si = {0};
+	int st = -1;
+	(void)what;
+	if (waitid(P_PIDFD, fd, &si, WEXITED | WNOHANG | __WALL) == 0 && si.si_pid)
+		st = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status;
+	service_ended(g, st);
 }
 
 void guard_deposed(struct guard *g, const char *why)
@@ -204,6 +292,13 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	status_report_gauge(r, "heartbeat_age", "seconds", (now - g->last_heard_us) / 1e6,
 			    "time since the backup was last heard");
 	status_report_gauge(r, "backup_connected", "", g->hello_ok, "1 when the backup accepted us");
+	char why[256];
+	int code = guard_protection(g, why, sizeof(why));
+	status_report_gauge(r, "protected", "", code == UNPROT_NONE,
+			    "1 while the backup holds a recent acknowledged epoch");
+	status_report_gauge(r, "unprotected_reason", "", code,
+			    "0 protected, 1 backup not connected, 2 no recent acknowledgement, "
+			    "3 capture failing, 4 frozen, 5 service ended, 6 deposed");
 	status_report_counter(r, "epochs_sent", "", g->epochs_sent, "epochs shipped");
 	status_report_counter(r, "epochs_merged", "", g->merged,
 			      "epochs skipped while the backup caught up");
@@ -211,6 +306,8 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			      "times the runtime was let run to reach a safepoint");
 	status_report_counter(r, "safepoint_fallbacks", "", g->fallbacks,
 			      "epochs captured whole for want of a safepoint");
+	if (code != UNPROT_NONE)
+		status_report_text(r, "unprotected", why);
 }
 
 int guard_start(struct guard *g)
@@ -224,6 +321,13 @@ int guard_start(struct guard *g)
 	}
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot start the service", g->svc->name);
+	g->pidfd = (int)syscall(SYS_pidfd_open, g->pid, 0);
+	if (g->pidfd < 0)
+		return log_error_errno(-errno, "%s: cannot watch pid %d", g->svc->name, g->pid);
+	g->exit_ev = event_new(g->base, g->pidfd, EV_READ, exit_cb, g);
+	if (!g->exit_ev)
+		return -ENOMEM;
+	event_add(g->exit_ev, NULL);
 	r = capture_session_open(g->pid, &g->sess);
 	if (r < 0)
 		return r;

@@ -40,7 +40,13 @@ struct guard {
 	bool need_full;
 	bool deposed; /* the backup has taken over: never run again */
 	bool ended;   /* the service died: no more epochs, no link (the backup takes over) */
-	int end_status; /* its wait status */
+	int end_status; /* its wait status, -1 when a capture's waitpid took it */
+	int pidfd;      /* the service's: readable once it has ended, whoever reaped it */
+
+	/* protection, as an operator sees it (guard_protection) */
+	char capture_err[256]; /* why the last epoch could not be captured, "" when it was */
+	char unprotected[256]; /* the reason last logged, "" while protected */
+	bool first_ack_logged;
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
 	uint64_t merged; /* epochs skipped while the backup caught up */
 
@@ -51,7 +57,7 @@ struct guard {
 	const char *last_mode;
 	unsigned safepoint_retries, fallbacks;
 
-	struct event *epoch_ev, *hb_ev, *lease_ev, *reconnect_ev;
+	struct event *epoch_ev, *hb_ev, *lease_ev, *reconnect_ev, *exit_ev;
 };
 
 /* service.c */
@@ -74,5 +80,19 @@ void guard_link_lost(struct guard *g);
 void guard_deposed(struct guard *g, const char *why);
 /* A wait status for one of the service's threads (pid), from the daemon's reaper. */
 void guard_on_wait(struct guard *g, pid_t pid, int status);
+/*
+ * Whether the backup holds a recent acknowledged epoch of the service: 0
+ * when it does, else a code (enum unprotected_reason) with why in buf.
+ */
+enum unprotected_reason {
+	UNPROT_NONE,
+	UNPROT_NOT_CONNECTED,
+	UNPROT_NO_ACK,
+	UNPROT_CAPTURE,
+	UNPROT_FROZEN,
+	UNPROT_ENDED,
+	UNPROT_DEPOSED,
+};
+int guard_protection(const struct guard *g, char *buf, size_t len);
 struct status_report;
 void guard_status_fill(const struct guard *g, struct status_report *r);

@@ -488,6 +488,8 @@ class Daemon:
             if not text:
                 text.append(f"role {role}")
             label = name.replace("_", " ")
+            if unit == "text":
+                continue  # words, which parse_status could misread as figures
             if value is None:
                 text.append(f"{label} -")
             elif unit == "seconds":
@@ -543,7 +545,10 @@ def status_socket_rows(path, timeout=5):
     for line in lines[1:]:
         f = line.split("\t")
         if len(f) == 5:
-            rows.append((f[0], f[1], f[2], f[3], None if f[4] == "-" else float(f[4])))
+            if f[3] == "text":  # a line of text (common/status.h), not a figure
+                rows.append((f[0], f[1], f[2], f[3], f[4]))
+            else:
+                rows.append((f[0], f[1], f[2], f[3], None if f[4] == "-" else float(f[4])))
     return rows
 
 
