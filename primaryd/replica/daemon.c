@@ -48,6 +48,10 @@ static void on_sigchld(evutil_socket_t fd, short what, void *arg)
 		struct guard *owner = NULL;
 		for (size_t i = 0; i < p->n_svcs && !owner; i++) {
 			struct guard *g = &p->guards[i];
+			if (g->keeper.pid == pid) {
+				guard_keeper_ended(g, st);
+				break;
+			}
 			if (g->pid == pid || (g->sess && capture_session_owns(g->sess, pid)))
 				owner = g;
 		}

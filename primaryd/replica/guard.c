@@ -33,6 +33,9 @@ static void record_pause(struct guard *g, uint64_t us)
 }
 
 static void guard_check(struct guard *g);
+static void note_stall(struct guard *g, uint64_t now);
+static void lease_enforce(struct guard *g);
+static bool in_stale_window(const struct guard *g, uint64_t now);
 
 static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -42,7 +45,12 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 
-	if (!g->hello_ok || g->sess->frozen || g->deposed)
+	if (!g->hello_ok || g->deposed)
+		return;
+	note_stall(g, now_us());
+	lease_enforce(g);
+	/* A capture would let a service go that the keeper holds (PTRACE_CONT ends a group-stop). */
+	if (g->sess->frozen || keeper_holds(&g->keeper) || in_stale_window(g, now_us()))
 		return;
 	if (link_backlog(g) > BACKLOG_LIMIT) {
 		g->merged++;
@@ -150,13 +158,10 @@ static void hb_cb(evutil_socket_t fd, short what, void *arg)
 	link_send_heartbeat(arg);
 }
 
-static void lease_cb(evutil_socket_t fd, short what, void *arg)
+/* Freeze the service if the backup has not been heard for lease_ms. */
+static void lease_enforce(struct guard *g)
 {
-	struct guard *g = arg;
-	(void)fd;
-	(void)what;
-	guard_check(g);
-	if (g->deposed || g->sess->frozen)
+	if (g->deposed || g->ended || g->sess->frozen)
 		return;
 	if (now_us() - g->last_heard_us <= (uint64_t)g->svc->lease_ms * 1000)
 		return;
@@ -168,10 +173,59 @@ static void lease_cb(evutil_socket_t fd, short what, void *arg)
 			 g->svc->lease_ms);
 }
 
+/*
+ * Did we (primaryd) not run for longer than the lease? Then what the socket
+ * holds may have waited out the stall: heartbeats the backup sent before it
+ * decided to take over, with its "taking over" still to come (a backup
+ * restoring on its event loop sends it late). Such messages must not renew
+ * the lease; only one read a while after we run again can.
+ */
+static void note_stall(struct guard *g, uint64_t now)
+{
+	uint64_t lease_us = (uint64_t)g->svc->lease_ms * 1000;
+	if (!g->last_tick_us || now - g->last_tick_us <= lease_us || g->stalled_at_us > g->last_tick_us)
+		return;
+	g->stalled_at_us = now;
+	log_warn("%s: primaryd did not run for %lu ms (more than the lease); the lease keeper %s",
+		 g->svc->name, (unsigned long)((now - g->last_tick_us) / 1000),
+		 keeper_holds(&g->keeper) ? "has stopped the service meanwhile"
+					  : "did not need to stop the service");
+}
+
+static bool in_stale_window(const struct guard *g, uint64_t now)
+{
+	return g->stalled_at_us &&
+	       now - g->stalled_at_us < 2ull * g->svc->heartbeat_interval_ms * 1000;
+}
+
+static void lease_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct guard *g = arg;
+	uint64_t now = now_us();
+	(void)fd;
+	(void)what;
+	note_stall(g, now);
+	g->last_tick_us = now;
+	guard_check(g);
+	if (g->deposed)
+		return;
+	lease_enforce(g);
+	/*
+	 * The keeper's deadline moves here, on a timer, not as a message
+	 * arrives, so the whole batch a stall left in the socket (old heartbeats,
+	 * then the backup's "taking over") is read before it moves.
+	 */
+	keeper_renew(&g->keeper, g->last_heard_us + (uint64_t)g->svc->lease_ms * 1000);
+}
+
 void guard_heard(struct guard *g)
 {
-	g->last_heard_us = now_us();
-	if (g->sess->frozen && !g->deposed) {
+	uint64_t now = now_us();
+	note_stall(g, now);
+	if (in_stale_window(g, now))
+		return;
+	g->last_heard_us = now;
+	if (g->sess && g->sess->frozen && !g->deposed) {
 		int r = capture_session_thaw(g->sess);
 		if (r < 0)
 			log_warn("%s: cannot thaw the service: %s", g->svc->name, strerror(-r));
@@ -214,6 +268,7 @@ static void service_ended(struct guard *g, int st)
 			  g->svc->name, g->pid, how);
 	}
 	link_close(g, "the service has ended");
+	keeper_stop(&g->keeper);
 	capture_session_close(g->sess);
 	g->sess = NULL;
 	guard_check(g);
@@ -223,6 +278,22 @@ void guard_on_wait(struct guard *g, pid_t pid, int st)
 {
 	if (g->sess && capture_session_on_wait(g->sess, pid, st) == 1)
 		service_ended(g, st);
+}
+
+void guard_keeper_ended(struct guard *g, int st)
+{
+	char how[96];
+	describe_wait(st, how, sizeof(how));
+	g->keeper.pid = 0; /* reaped: the pid is no longer ours to signal */
+	keeper_stop(&g->keeper);
+	if (g->ended || g->deposed)
+		return;
+	log_warn("%s: the lease keeper %s; starting another", g->svc->name, how);
+	int r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull);
+	if (r < 0)
+		log_error("%s: cannot start the lease keeper: %s; a stalled primaryd could no "
+			  "longer stop the service",
+			  g->svc->name, strerror(-r));
 }
 
 /*
@@ -292,6 +363,8 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	status_report_gauge(r, "heartbeat_age", "seconds", (now - g->last_heard_us) / 1e6,
 			    "time since the backup was last heard");
 	status_report_gauge(r, "backup_connected", "", g->hello_ok, "1 when the backup accepted us");
+	status_report_gauge(r, "keeper_holds", "", keeper_holds(&g->keeper),
+			    "1 while the lease keeper holds the service stopped (lease not renewed)");
 	char why[256];
 	int code = guard_protection(g, why, sizeof(why));
 	status_report_gauge(r, "protected", "", code == UNPROT_NONE,
@@ -343,6 +416,9 @@ int guard_start(struct guard *g)
 
 	g->last_heard_us = now_us();
 	g->need_full = true;
+	r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull);
+	if (r < 0)
+		return log_error_errno(r, "%s: cannot start the lease keeper", g->svc->name);
 	struct timeval ep = ms_tv(g->svc->epoch_interval_ms);
 	struct timeval hb = ms_tv(g->svc->heartbeat_interval_ms);
 	struct timeval ls = ms_tv(g->svc->heartbeat_interval_ms / 2 ? g->svc->heartbeat_interval_ms / 2 : 1);

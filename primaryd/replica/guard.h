@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "capture/session.h"
+#include "keeper.h"
 #include "config.h"
 #include "wire.h"
 
@@ -47,6 +48,11 @@ struct guard {
 	char capture_err[256]; /* why the last epoch could not be captured, "" when it was */
 	char unprotected[256]; /* the reason last logged, "" while protected */
 	bool first_ack_logged;
+
+	/* the lease keeper (keeper.h) and our own last lease tick, to see that we stalled */
+	struct keeper keeper;
+	uint64_t last_tick_us;
+	uint64_t stalled_at_us; /* when we last found we had not run for longer than the lease */
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
 	uint64_t merged; /* epochs skipped while the backup caught up */
 
@@ -80,6 +86,8 @@ void guard_link_lost(struct guard *g);
 void guard_deposed(struct guard *g, const char *why);
 /* A wait status for one of the service's threads (pid), from the daemon's reaper. */
 void guard_on_wait(struct guard *g, pid_t pid, int status);
+/* The lease keeper (g->keeper.pid) has ended with this wait status. */
+void guard_keeper_ended(struct guard *g, int status);
 /*
  * Whether the backup holds a recent acknowledged epoch of the service: 0
  * when it does, else a code (enum unprotected_reason) with why in buf.
