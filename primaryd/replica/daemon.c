@@ -28,9 +28,16 @@ struct primary {
 	struct event_base *base;
 	SSL_CTX *tls;
 	struct status_server *status;
+	struct event *sig_chld, *sig_term, *sig_int, *notify;
 	uint64_t watchdog_us;
 	int exit_code;
 };
+
+void primary_stop(struct primary *p, const char *why)
+{
+	log_info("stopping (%s): the guarded services stop with us", why);
+	event_base_loopexit(p->base, NULL);
+}
 
 /*
  * The daemon's one reaper: every wait status (a service's exit, a ptrace
@@ -64,11 +71,8 @@ static void on_sigchld(evutil_socket_t fd, short what, void *arg)
 
 static void on_sigterm(evutil_socket_t fd, short what, void *arg)
 {
-	struct primary *p = arg;
-	(void)fd;
 	(void)what;
-	log_info("stopping: the guarded services stop with us");
-	event_base_loopexit(p->base, NULL);
+	primary_stop(arg, fd == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
 /*
@@ -160,46 +164,92 @@ static int load_config(struct primary *p, const char *path)
 	return 0;
 }
 
-static int add_signal(struct primary *p, int sig, event_callback_fn cb)
+static struct event *add_signal(struct primary *p, int sig, event_callback_fn cb)
 {
 	struct event *ev = evsignal_new(p->base, sig, cb, p);
-	return ev && event_add(ev, NULL) == 0 ? 0 : -ENOMEM;
+	if (ev && event_add(ev, NULL) < 0) {
+		event_free(ev);
+		return NULL;
+	}
+	return ev;
+}
+
+static void free_event(struct event *ev)
+{
+	if (ev)
+		event_free(ev);
+}
+
+/* Everything primary_start made, in reverse: the services stop with us (see the top). */
+static void primary_free(struct primary *p)
+{
+	sd_notify(0, "STOPPING=1");
+	for (size_t i = 0; p->guards && i < p->n_svcs; i++)
+		guard_stop(&p->guards[i]);
+	free(p->guards);
+	status_server_free(p->status);
+	free_event(p->notify);
+	free_event(p->sig_chld);
+	free_event(p->sig_term);
+	free_event(p->sig_int);
+	if (p->tls)
+		SSL_CTX_free(p->tls);
+	if (p->base)
+		event_base_free(p->base);
+	config_services_free(p->svcs, p->n_svcs);
+	config_daemon_free(&p->cfg);
+}
+
+static int primary_start(struct primary *p, const char *config_path)
+{
+	int r = load_config(p, config_path);
+	if (r < 0)
+		return r;
+	p->base = event_base_new();
+	p->guards = calloc(p->n_svcs, sizeof(*p->guards));
+	if (!p->base || !p->guards)
+		return -ENOMEM;
+	p->sig_chld = add_signal(p, SIGCHLD, on_sigchld);
+	p->sig_term = add_signal(p, SIGTERM, on_sigterm);
+	p->sig_int = add_signal(p, SIGINT, on_sigterm);
+	if (!p->sig_chld || !p->sig_term || !p->sig_int)
+		return -ENOMEM;
+	r = status_listen(p);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < p->n_svcs; i++) {
+		p->guards[i] = (struct guard){.svc = &p->svcs[i], .base = p->base, .tls = p->tls,
+					      .pidfd = -1};
+		r = guard_start(&p->guards[i]);
+		if (r < 0)
+			return r;
+	}
+	sd_watchdog_enabled(0, &p->watchdog_us);
+	/* STATUS= within a quarter second of a change: operators look there first. */
+	struct timeval tv = {.tv_sec = 0, .tv_usec = 250000};
+	if (p->watchdog_us && p->watchdog_us / 2 < 250000)
+		tv.tv_usec = p->watchdog_us / 2;
+	p->notify = event_new(p->base, -1, EV_PERSIST, notify_cb, p);
+	if (!p->notify)
+		return -ENOMEM;
+	event_add(p->notify, &tv);
+	return 0;
 }
 
 int primary_run(const char *config_path)
 {
 	struct primary p = {0};
-	int r;
 
 	signal(SIGPIPE, SIG_IGN);
-	r = load_config(&p, config_path);
-	if (r < 0)
-		return 1;
-	p.base = event_base_new();
-	p.guards = calloc(p.n_svcs, sizeof(*p.guards));
-	if (!p.base || !p.guards)
-		return 1;
-	if (add_signal(&p, SIGCHLD, on_sigchld) < 0 || add_signal(&p, SIGTERM, on_sigterm) < 0 ||
-	    add_signal(&p, SIGINT, on_sigterm) < 0 || status_listen(&p) < 0)
-		return 1;
-	for (size_t i = 0; i < p.n_svcs; i++) {
-		p.guards[i] = (struct guard){.svc = &p.svcs[i], .base = p.base, .tls = p.tls};
-		if (guard_start(&p.guards[i]) < 0)
-			return 1;
+	int r = primary_start(&p, config_path);
+	if (r >= 0) {
+		sd_notify(0, "READY=1");
+		log_info("guarding %zu service(s)", p.n_svcs);
+		if (event_base_dispatch(p.base) < 0)
+			r = log_error_errno(-EIO, "the event loop failed");
 	}
-	sd_watchdog_enabled(0, &p.watchdog_us);
-	/* STATUS= within a quarter second of a change: operators look there first. */
-	struct timeval tv = {.tv_sec = 0, .tv_usec = 250000};
-	if (p.watchdog_us && p.watchdog_us / 2 < 250000)
-		tv.tv_usec = p.watchdog_us / 2;
-	struct event *nev = event_new(p.base, -1, EV_PERSIST, notify_cb, &p);
-	event_add(nev, &tv);
-	sd_notify(0, "READY=1");
-	log_info("guarding %zu service(s)", p.n_svcs);
-	event_base_dispatch(p.base);
-	sd_notify(0, "STOPPING=1");
-	status_server_free(p.status);
-	return p.exit_code;
+	primary_free(&p);
+	return r < 0 ? 1 : p.exit_code;
 }
 
 int primary_status(const char *config_path)

@@ -238,7 +238,7 @@ void guard_link_lost(struct guard *g)
 {
 	g->hello_ok = false;
 	g->need_full = true;
-	if (!g->ended)
+	if (!g->ended && !g->stopping)
 		link_schedule_reconnect(g);
 }
 
@@ -432,4 +432,42 @@ int guard_start(struct guard *g)
 	event_add(g->lease_ev, &ls);
 	link_connect(g);
 	return 0;
+}
+
+static void free_event(struct event **ev)
+{
+	if (*ev)
+		event_free(*ev);
+	*ev = NULL;
+}
+
+void guard_stop(struct guard *g)
+{
+	if (!g->svc)
+		return; /* never started */
+	g->stopping = true;
+	free_event(&g->epoch_ev);
+	free_event(&g->hb_ev);
+	free_event(&g->lease_ev);
+	free_event(&g->exit_ev);
+	link_close(g, "primaryd is stopping");
+	free_event(&g->reconnect_ev);
+	keeper_stop(&g->keeper);
+	if (g->pid > 0 && !g->ended) {
+		kill(g->pid, SIGKILL);
+		/*
+		 * Its exit is ours to reap (our child, or our tracee), but a traced
+		 * leader is reported only once its traced threads are reaped: take
+		 * whatever comes until it is among them.
+		 */
+		pid_t r;
+		do
+			r = waitpid(-1, NULL, __WALL);
+		while (r != g->pid && (r >= 0 || errno == EINTR));
+	}
+	capture_session_close(g->sess);
+	g->sess = NULL;
+	if (g->pidfd >= 0)
+		close(g->pidfd);
+	g->pidfd = -1;
 }

@@ -48,6 +48,7 @@ struct guard {
 	char capture_err[256]; /* why the last epoch could not be captured, "" when it was */
 	char unprotected[256]; /* the reason last logged, "" while protected */
 	bool first_ack_logged;
+	bool stopping; /* guard_stop(): no reconnect */
 
 	/* the lease keeper (keeper.h) and our own last lease tick, to see that we stalled */
 	struct keeper keeper;
@@ -81,6 +82,8 @@ void link_close(struct guard *g, const char *why);
 
 /* guard.c */
 int guard_start(struct guard *g);
+/* Stop its timers and link, kill the service (it stops with us), free everything. */
+void guard_stop(struct guard *g);
 void guard_heard(struct guard *g);
 void guard_link_lost(struct guard *g);
 void guard_deposed(struct guard *g, const char *why);
