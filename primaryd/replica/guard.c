@@ -192,10 +192,16 @@ static void note_stall(struct guard *g, uint64_t now)
 					  : "did not need to stop the service");
 }
 
+/*
+ * The same holds after a silence that froze the service (a partition, a
+ * backup that stalled): the first bytes to come through may be heartbeats
+ * TCP retransmits from long ago, with "taking over" a round trip behind.
+ */
 static bool in_stale_window(const struct guard *g, uint64_t now)
 {
-	return g->stalled_at_us &&
-	       now - g->stalled_at_us < 2ull * g->svc->heartbeat_interval_ms * 1000;
+	uint64_t w = 2ull * g->svc->heartbeat_interval_ms * 1000;
+	return (g->stalled_at_us && now - g->stalled_at_us < w) ||
+	       (g->heard_again_us && now - g->heard_again_us < w);
 }
 
 static void lease_cb(evutil_socket_t fd, short what, void *arg)
@@ -222,9 +228,12 @@ void guard_heard(struct guard *g)
 {
 	uint64_t now = now_us();
 	note_stall(g, now);
+	if (g->sess && g->sess->frozen && !g->heard_again_us)
+		g->heard_again_us = now;
 	if (in_stale_window(g, now))
 		return;
 	g->last_heard_us = now;
+	g->heard_again_us = 0;
 	if (g->sess && g->sess->frozen && !g->deposed) {
 		int r = capture_session_thaw(g->sess);
 		if (r < 0)

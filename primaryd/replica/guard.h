@@ -54,6 +54,7 @@ struct guard {
 	struct keeper keeper;
 	uint64_t last_tick_us;
 	uint64_t stalled_at_us; /* when we last found we had not run for longer than the lease */
+	uint64_t heard_again_us; /* the first message after a silence that froze the service */
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
 	uint64_t merged; /* epochs skipped while the backup caught up */
 
