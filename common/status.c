@@ -38,7 +38,7 @@ struct status_row {
 	char help[160];
 	bool counter;
 	double value;
-	char text[200]; /* a text row (status_report_text): shown by status, not a metric */
+	char text[256]; /* unit "text": the value is this, not a number */
 };
 
 struct status_service {
@@ -131,10 +131,11 @@ void status_report_counter(struct status_report *r, const char *name, const char
 	add_row(r, name, unit, value, help, true);
 }
 
-void status_report_text(struct status_report *r, const char *name, const char *text)
+void status_report_text(struct status_report *r, const char *name, const char *text,
+			const char *help)
 {
-	add_row(r, name, "text", NAN, "", false);
-	if (!r->failed)
+	add_row(r, name, "text", 1, help, false);
+	if (!r->failed && r->n_rows)
 		copy_clean(r->rows[r->n_rows - 1].text, sizeof(r->rows[0].text), text);
 }
 
@@ -159,8 +160,8 @@ static void render_socket(const struct status_report *r, struct evbuffer *out)
 
 		evbuffer_add_printf(out, "%s\t%s\t%s\t%s\t", s->name, s->role, row->name,
 				    row->unit);
-		if (row->text[0])
-			evbuffer_add_printf(out, "%s\n", row->text);
+		if (strcmp(row->unit, "text") == 0)
+			evbuffer_add_printf(out, "%s\n", row->text[0] ? row->text : "-");
 		else if (isnan(row->value))
 			evbuffer_add_printf(out, "-\n");
 		else
@@ -171,8 +172,10 @@ static void render_socket(const struct status_report *r, struct evbuffer *out)
 static void metric_name(const struct status_server *srv, const struct status_row *row, char *buf,
 			size_t len)
 {
-	snprintf(buf, len, "%s_%s%s%s", srv->prefix, row->name, row->unit[0] ? "_" : "",
-		 row->unit);
+	bool text = strcmp(row->unit, "text") == 0;
+
+	snprintf(buf, len, "%s_%s%s%s", srv->prefix, row->name, row->unit[0] && !text ? "_" : "",
+		 text ? "" : row->unit);
 }
 
 /* Every sample of one metric together, under one HELP and TYPE, as the format requires. */
@@ -192,8 +195,12 @@ static void render_metric(const struct status_server *srv, const struct status_r
 		if (strcmp(row->name, f->name) != 0 || strcmp(row->unit, f->unit) != 0 ||
 		    isnan(row->value))
 			continue;
-		evbuffer_add_printf(out, "%s{service=\"%s\",role=\"%s\"} %.17g\n", name, s->name,
-				    s->role, row->value);
+		if (strcmp(row->unit, "text") == 0)
+			evbuffer_add_printf(out, "%s{service=\"%s\",role=\"%s\",%s=\"%s\"} 1\n", name,
+					    s->name, s->role, row->name, row->text);
+		else
+			evbuffer_add_printf(out, "%s{service=\"%s\",role=\"%s\"} %.17g\n", name,
+					    s->name, s->role, row->value);
 	}
 }
 
@@ -494,7 +501,7 @@ static void print_value(FILE *out, const char *unit, const char *text)
 	char *end;
 	double v = strtod(text, &end);
 
-	if (end == text || *end) {
+	if (strcmp(unit, "text") == 0 || end == text || *end) {
 		fprintf(out, "%s\n", text);
 	} else if (strcmp(unit, "seconds") == 0) {
 		if (v < 10)

@@ -45,11 +45,13 @@ void status_report_counter(struct status_report *r, const char *name, const char
 			   double value, const char *help);
 
 /*
- * A line of text about the current service (unit "text" on the socket),
- * shown by the status command and left out of the metrics: say it with a
- * gauge as well.
+ * A figure that is words, not a number ("live", a file's path): the status
+ * socket carries the text in the VALUE field with unit "text", and /metrics
+ * an info-style sample, PREFIX_NAME{service=..,role=..,NAME="TEXT"} 1.
+ * Text is cut at 255 bytes.
  */
-void status_report_text(struct status_report *r, const char *name, const char *text);
+void status_report_text(struct status_report *r, const char *name, const char *text,
+			const char *help);
 
 typedef void (*status_fill_fn)(struct status_report *r, void *userdata);
 

@@ -331,7 +331,8 @@ int tc_hello(struct tclient *c, const char *service)
 				       .role = 0,
 				       .service = service,
 				       .boot_id = "test-boot",
-				       .pid = getpid()}};
+				       .pid = getpid(),
+				       .incarnation = TC_INCARNATION}};
 	return tc_send(c, &m);
 }
 
@@ -359,6 +360,8 @@ int tc_recv(struct tclient *c, struct wire_msg *m, int ms, int hb_ms)
 		if (r == 1 && m->type == WIRE_HEARTBEAT) {
 			c->heartbeats_seen++;
 			c->last_heartbeat_epoch = m->heartbeat.epoch;
+			c->peer_time_us = m->heartbeat.time_us;
+			c->peer_at_us = now_us();
 			continue;
 		}
 		if (r == 1)
@@ -460,7 +463,9 @@ int t_epoch_each(const struct image *img, uint64_t epoch, uint64_t base, const s
 {
 	struct epoch_gen g = {.fn = fn, .arg = arg};
 	struct wire_msg m = {.type = WIRE_EPOCH_BEGIN,
-			     .epoch_begin = {.epoch = epoch, .base_epoch = base}};
+			     .epoch_begin = {.epoch = epoch,
+					     .base_epoch = base,
+					     .incarnation = TC_INCARNATION}};
 	int r;
 
 	wire_epoch_hash_init(&g.hash);

@@ -54,6 +54,9 @@ char *t_http_get(int port, const char *path, int *status);
 
 /* ---------- the primary ---------- */
 
+/* The one run of the service this fake primary plays (wire.h). */
+#define TC_INCARNATION 0x7e57c11e47ULL
+
 struct tclient {
 	int fd;
 	SSL *ssl;
@@ -62,6 +65,7 @@ struct tclient {
 	uint64_t hb_seq;
 	uint64_t last_heartbeat_epoch; /* from the backup's heartbeats */
 	unsigned heartbeats_seen;
+	uint64_t peer_time_us, peer_at_us; /* the peer's newest heartbeat stamp, when it came */
 };
 
 /* Connect and handshake; NULL with err filled (a refused certificate may only show on first read).

@@ -5,11 +5,5 @@
 
 int primary_run(const char *config_path);
 int primary_status(const char *config_path);
-
-struct primary;
-/*
- * Stop the daemon (SIGTERM, SIGINT): ends the event loop, after which
- * primary_run frees everything and the guarded services stop with us.
- * The one place a planned stop starts, so a handover can be added here.
- */
-void primary_stop(struct primary *p, const char *why);
+/* `handover NAME`, `stop NAME --everywhere`: ask the running daemon; the exit status. */
+int primary_command(const char *config_path, int argc, char **argv);

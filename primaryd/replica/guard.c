@@ -27,46 +27,33 @@ static struct timeval ms_tv(uint32_t ms)
 	return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 }
 
+static void guard_check(struct guard *g);
+
 static void record_pause(struct guard *g, uint64_t us)
 {
 	g->pauses[g->n_pauses++ % PAUSE_RING] = us;
 }
 
-static void guard_check(struct guard *g);
-static void note_stall(struct guard *g, uint64_t now);
-static void lease_enforce(struct guard *g);
-static bool in_stale_window(const struct guard *g, uint64_t now);
-
-static void epoch_cb(evutil_socket_t fd, short what, void *arg)
+/* Capture and ship one epoch; with hold, the service stays frozen as captured. */
+int guard_ship_epoch(struct guard *g, bool hold)
 {
-	struct guard *g = arg;
 	struct epoch_report rep = {0};
 	struct image *img = NULL;
-	(void)fd;
-	(void)what;
-
-	if (!g->hello_ok || g->deposed)
-		return;
-	note_stall(g, now_us());
-	lease_enforce(g);
-	/* A capture would let a service go that the keeper holds (PTRACE_CONT ends a group-stop). */
-	if (g->sess->frozen || keeper_holds(&g->keeper) || in_stale_window(g, now_us()))
-		return;
-	if (link_backlog(g) > BACKLOG_LIMIT) {
-		g->merged++;
-		return;
-	}
 	bool full = g->need_full;
+
 	char why[200];
+
+	g->sess->hold_after_epoch = hold;
 	/* An epoch that fails fails again 10 times a second: say so once, by guard_check(). */
 	log_hold_errors(why, sizeof(why));
 	int r = capture_session_epoch(g->sess, full, &img, &rep);
 	log_hold_errors(NULL, 0);
+	g->sess->hold_after_epoch = false;
 	if (r < 0) {
 		snprintf(g->capture_err, sizeof(g->capture_err), "epoch capture failing: %s",
 			 why[0] ? why : strerror(-r));
 		guard_check(g);
-		return;
+		return r;
 	}
 	g->capture_err[0] = 0;
 	record_pause(g, rep.pause_us);
@@ -77,7 +64,7 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent);
 	image_free(img);
 	if (r < 0)
-		return;
+		return r;
 	g->epoch = g->sent = epoch;
 	g->need_full = false;
 	g->epochs_sent++;
@@ -85,6 +72,33 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 		  (unsigned long)epoch, full ? "full" : "delta", (unsigned long)rep.pages_shipped,
 		  (unsigned long)rep.pages_captured, (unsigned long)g->last_bytes,
 		  (unsigned long)rep.pause_us);
+	return 0;
+}
+
+static void epoch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct guard *g = arg;
+	(void)fd;
+	(void)what;
+
+	if (!g->hello_ok || g->ended)
+		return;
+	pfailover_lease_tick(g); /* a lease that lapsed while we did not run freezes first */
+	/* A capture would let a service go that the keeper holds (PTRACE_CONT ends a group-stop). */
+	if (!pfailover_ships_epochs(g) || keeper_holds(&g->keeper))
+		return;
+	if (link_backlog(g) > BACKLOG_LIMIT) {
+		g->merged++;
+		return;
+	}
+	(void)guard_ship_epoch(g, false);
+}
+
+static void hb_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	link_send_heartbeat(arg);
 }
 
 static void describe_wait(int st, char *buf, size_t len)
@@ -110,10 +124,22 @@ int guard_protection(const struct guard *g, char *buf, size_t len)
 		describe_wait(g->end_status, how, sizeof(how));
 		return snprintf(buf, len, "the service %s", how), UNPROT_ENDED;
 	}
-	if (g->sess && g->sess->frozen)
+	switch (g->fo.state) {
+	case PFAILOVER_STARTING:
+		return snprintf(buf, len, "service not started: waiting for the backup to answer"),
+		       UNPROT_NOT_STARTED;
+	case PFAILOVER_FROZEN:
 		return snprintf(buf, len, "service frozen: backup not heard for over %u ms (lease)",
 				g->svc->lease_ms),
 		       UNPROT_FROZEN;
+	case PFAILOVER_HANDING_OVER:
+		return snprintf(buf, len, "handing over to the backup"), UNPROT_FROZEN;
+	case PFAILOVER_STOPPING:
+	case PFAILOVER_STOPPED:
+		return snprintf(buf, len, "stopped everywhere"), UNPROT_DEPOSED;
+	default:
+		break;
+	}
 	if (g->capture_err[0])
 		return snprintf(buf, len, "%s", g->capture_err), UNPROT_CAPTURE;
 	if (!g->hello_ok) {
@@ -151,96 +177,28 @@ static void guard_check(struct guard *g)
 	snprintf(g->unprotected, sizeof(g->unprotected), "%s", why);
 }
 
-static void hb_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	link_send_heartbeat(arg);
-}
-
-/* Freeze the service if the backup has not been heard for lease_ms. */
-static void lease_enforce(struct guard *g)
-{
-	if (g->deposed || g->ended || g->sess->frozen)
-		return;
-	if (now_us() - g->last_heard_us <= (uint64_t)g->svc->lease_ms * 1000)
-		return;
-	int r = capture_session_freeze(g->sess);
-	if (r < 0)
-		log_warn("%s: cannot freeze the service: %s", g->svc->name, strerror(-r));
-	else
-		log_warn("%s: backup not heard for %u ms (lease): service frozen", g->svc->name,
-			 g->svc->lease_ms);
-}
-
-/*
- * Did we (primaryd) not run for longer than the lease? Then what the socket
- * holds may have waited out the stall: heartbeats the backup sent before it
- * decided to take over, with its "taking over" still to come (a backup
- * restoring on its event loop sends it late). Such messages must not renew
- * the lease; only one read a while after we run again can.
- */
-static void note_stall(struct guard *g, uint64_t now)
-{
-	uint64_t lease_us = (uint64_t)g->svc->lease_ms * 1000;
-	if (!g->last_tick_us || now - g->last_tick_us <= lease_us || g->stalled_at_us > g->last_tick_us)
-		return;
-	g->stalled_at_us = now;
-	log_warn("%s: primaryd did not run for %lu ms (more than the lease); the lease keeper %s",
-		 g->svc->name, (unsigned long)((now - g->last_tick_us) / 1000),
-		 keeper_holds(&g->keeper) ? "has stopped the service meanwhile"
-					  : "did not need to stop the service");
-}
-
-/*
- * The same holds after a silence that froze the service (a partition, a
- * backup that stalled): the first bytes to come through may be heartbeats
- * TCP retransmits from long ago, with "taking over" a round trip behind.
- */
-static bool in_stale_window(const struct guard *g, uint64_t now)
-{
-	uint64_t w = 2ull * g->svc->heartbeat_interval_ms * 1000;
-	return (g->stalled_at_us && now - g->stalled_at_us < w) ||
-	       (g->heard_again_us && now - g->heard_again_us < w);
-}
-
 static void lease_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct guard *g = arg;
-	uint64_t now = now_us();
+	uint64_t now = now_us(), lease_us = (uint64_t)g->svc->lease_ms * 1000;
 	(void)fd;
 	(void)what;
-	note_stall(g, now);
+	if (g->last_tick_us && now - g->last_tick_us > lease_us)
+		log_warn("%s: primaryd did not run for %lu ms (more than the lease); the lease "
+			 "keeper %s",
+			 g->svc->name, (unsigned long)((now - g->last_tick_us) / 1000),
+			 keeper_holds(&g->keeper) ? "has stopped the service meanwhile"
+						  : "did not need to stop the service");
 	g->last_tick_us = now;
+	pfailover_lease_tick(g);
 	guard_check(g);
-	if (g->deposed)
-		return;
-	lease_enforce(g);
 	/*
-	 * The keeper's deadline moves here, on a timer, not as a message
-	 * arrives, so the whole batch a stall left in the socket (old heartbeats,
-	 * then the backup's "taking over") is read before it moves.
+	 * The keeper's deadline is the lease's end as failover.c counts it (from
+	 * the backup's send time): renewed while the lease runs, left to lapse
+	 * when it has, so a primaryd that stops running stops the service too.
 	 */
-	keeper_renew(&g->keeper, g->last_heard_us + (uint64_t)g->svc->lease_ms * 1000);
-}
-
-void guard_heard(struct guard *g)
-{
-	uint64_t now = now_us();
-	note_stall(g, now);
-	if (g->sess && g->sess->frozen && !g->heard_again_us)
-		g->heard_again_us = now;
-	if (in_stale_window(g, now))
-		return;
-	g->last_heard_us = now;
-	g->heard_again_us = 0;
-	if (g->sess && g->sess->frozen && !g->deposed) {
-		int r = capture_session_thaw(g->sess);
-		if (r < 0)
-			log_warn("%s: cannot thaw the service: %s", g->svc->name, strerror(-r));
-		else
-			log_info("%s: backup heard again: service running", g->svc->name);
-	}
+	if (g->fo.state == PFAILOVER_PROTECTED || g->fo.state == PFAILOVER_HANDING_OVER)
+		keeper_renew(&g->keeper, g->fo.lease_from_us + lease_us);
 }
 
 void guard_link_lost(struct guard *g)
@@ -330,6 +288,8 @@ void guard_deposed(struct guard *g, const char *why)
 	kill(g->pid, SIGKILL);
 }
 
+
+
 static uint64_t percentile(const struct guard *g, int pct)
 {
 	size_t n = g->n_pauses < PAUSE_RING ? g->n_pauses : PAUSE_RING;
@@ -346,13 +306,26 @@ static uint64_t percentile(const struct guard *g, int pct)
 	return v[(n - 1) * pct / 100];
 }
 
+/* How epochs are captured, and from which DWARF: known from the session's start. */
+static void guard_status_debuginfo(const struct guard *g, struct status_report *r)
+{
+	const struct capture *c = g->sess ? &g->sess->c : NULL;
+	const char *mode = g->last_mode ? g->last_mode
+			   : c && !c->go    ? "whole (no DWARF)"
+					    : NULL;
+
+	status_report_text(r, "capture_mode", mode ? mode : "-",
+			   "how the last epoch was captured: live, whole (no DWARF) or whole (no "
+			   "safepoint)");
+	status_report_text(r, "debug_info",
+			   c && c->debuginfo.source != GO_DEBUG_NONE ? c->debuginfo.path : "none",
+			   "the file the runtime layout was read from");
+}
+
 void guard_status_fill(const struct guard *g, struct status_report *r)
 {
 	uint64_t now = now_us();
-	const char *role = g->deposed		    ? "deposed"
-			   : g->ended		    ? "failed"
-			   : g->sess && g->sess->frozen ? "frozen"
-						    : "primary";
+	const char *role = g->ended ? "failed" : pfailover_state_name(g->fo.state);
 
 	status_report_service(r, g->svc->name, role);
 	status_report_gauge(r, "pid", "", g->pid, "pid of the guarded service");
@@ -365,8 +338,8 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			    "median time the service was stopped per epoch (last 256)");
 	status_report_gauge(r, "pause_p99", "seconds", g->n_pauses ? percentile(g, 99) / 1e6 : NAN,
 			    "99th percentile of the pause per epoch (last 256)");
-	status_report_gauge(r, "epoch_bytes", "bytes", g->last_bytes, "bytes of the last epoch");
-	status_report_gauge(r, "epoch_bytes_mean", "bytes",
+	status_report_gauge(r, "epoch_size", "bytes", g->last_bytes, "bytes of the last epoch");
+	status_report_gauge(r, "epoch_size_mean", "bytes",
 			    g->epochs_sent ? (double)g->total_bytes / g->epochs_sent : NAN,
 			    "mean bytes per epoch");
 	status_report_gauge(r, "heartbeat_age", "seconds", (now - g->last_heard_us) / 1e6,
@@ -380,7 +353,7 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			    "1 while the backup holds a recent acknowledged epoch");
 	status_report_gauge(r, "unprotected_reason", "", code,
 			    "0 protected, 1 backup not connected, 2 no recent acknowledgement, "
-			    "3 capture failing, 4 frozen, 5 service ended, 6 deposed");
+			    "3 capture failing, 4 frozen, 5 service ended, 6 deposed, 7 not started");
 	status_report_counter(r, "epochs_sent", "", g->epochs_sent, "epochs shipped");
 	status_report_counter(r, "epochs_merged", "", g->merged,
 			      "epochs skipped while the backup caught up");
@@ -388,11 +361,14 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			      "times the runtime was let run to reach a safepoint");
 	status_report_counter(r, "safepoint_fallbacks", "", g->fallbacks,
 			      "epochs captured whole for want of a safepoint");
+	guard_status_debuginfo(g, r);
 	if (code != UNPROT_NONE)
-		status_report_text(r, "unprotected", why);
+		status_report_text(r, "unprotected", why, "why the backup could not take over from a "
+					 "recent epoch");
 }
 
-int guard_start(struct guard *g)
+/* Start or attach the service and hold it; the lease starts now. */
+int guard_start_service(struct guard *g)
 {
 	int r;
 
@@ -403,14 +379,7 @@ int guard_start(struct guard *g)
 	}
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot start the service", g->svc->name);
-	g->pidfd = (int)syscall(SYS_pidfd_open, g->pid, 0);
-	if (g->pidfd < 0)
-		return log_error_errno(-errno, "%s: cannot watch pid %d", g->svc->name, g->pid);
-	g->exit_ev = event_new(g->base, g->pidfd, EV_READ, exit_cb, g);
-	if (!g->exit_ev)
-		return -ENOMEM;
-	event_add(g->exit_ev, NULL);
-	r = capture_session_open(g->pid, &g->sess);
+	r = capture_session_open(g->pid, g->svc->debug_file, &g->sess);
 	if (r < 0)
 		return r;
 	g->sess->use_wp = g->svc->dirty_tracking == DIRTY_UFFD;
@@ -422,12 +391,38 @@ int guard_start(struct guard *g)
 		r = capture_resume_all(&g->sess->c);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot seize the service", g->svc->name);
-
+	g->pidfd = (int)syscall(SYS_pidfd_open, g->pid, 0);
+	if (g->pidfd < 0)
+		return log_error_errno(-errno, "%s: cannot watch pid %d", g->svc->name, g->pid);
+	g->exit_ev = event_new(g->base, g->pidfd, EV_READ, exit_cb, g);
+	if (!g->exit_ev)
+		return -ENOMEM;
+	event_add(g->exit_ev, NULL);
 	g->last_heard_us = now_us();
-	g->need_full = true;
+	pfailover_start(g, g->last_heard_us);
 	r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot start the lease keeper", g->svc->name);
+	g->need_full = true;
+	return 0;
+}
+
+/*
+ * A service we start is started only once the backup has answered
+ * (failover.h, "starting"); one we attach to is running already, and is
+ * held from the start.
+ */
+int guard_start(struct guard *g)
+{
+	int r;
+
+	pfailover_init(g);
+	if (!g->svc->command.argc) {
+		r = guard_start_service(g);
+		if (r < 0)
+			return r;
+	}
+	g->last_heard_us = now_us();
 	struct timeval ep = ms_tv(g->svc->epoch_interval_ms);
 	struct timeval hb = ms_tv(g->svc->heartbeat_interval_ms);
 	struct timeval ls = ms_tv(g->svc->heartbeat_interval_ms / 2 ? g->svc->heartbeat_interval_ms / 2 : 1);

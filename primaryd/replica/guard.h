@@ -17,6 +17,7 @@
 #include "capture/session.h"
 #include "keeper.h"
 #include "config.h"
+#include "failover.h"
 #include "wire.h"
 
 #define PAUSE_RING 256
@@ -39,7 +40,9 @@ struct guard {
 	uint64_t epoch, sent, acked;
 	uint64_t acked_at_us;
 	bool need_full;
-	bool deposed; /* the backup has taken over: never run again */
+	bool deposed;	     /* the backup has taken over: never run again (set by failover.c) */
+	struct pfailover fo; /* failover.c's */
+	uint64_t incarnation; /* this run of the service (wire.h), set by failover.c */
 	bool ended;   /* the service died: no more epochs, no link (the backup takes over) */
 	int end_status; /* its wait status, -1 when a capture's waitpid took it */
 	int pidfd;      /* the service's: readable once it has ended, whoever reaped it */
@@ -53,9 +56,9 @@ struct guard {
 	/* the lease keeper (keeper.h) and our own last lease tick, to see that we stalled */
 	struct keeper keeper;
 	uint64_t last_tick_us;
-	uint64_t stalled_at_us; /* when we last found we had not run for longer than the lease */
-	uint64_t heard_again_us; /* the first message after a silence that froze the service */
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
+	uint64_t hello_sent_us;			  /* our HELLO: the backup's answers it */
+	uint64_t peer_stamp_us, peer_stamp_at_us; /* the backup's newest time_us, and when it came */
 	uint64_t merged; /* epochs skipped while the backup caught up */
 
 	/* figures for status */
@@ -78,16 +81,18 @@ void link_schedule_reconnect(struct guard *g);
 void link_send_heartbeat(struct guard *g);
 int link_send_epoch(struct guard *g, const struct image *img, uint64_t epoch, uint64_t base);
 size_t link_backlog(const struct guard *g);
+int link_send_handover(struct guard *g, uint64_t epoch);
+int link_send_stand_down(struct guard *g);
 /* Close the link (or cancel its handshake) and any reconnect timer. */
 void link_close(struct guard *g, const char *why);
 
 /* guard.c */
 int guard_start(struct guard *g);
+int guard_start_service(struct guard *g);
+int guard_ship_epoch(struct guard *g, bool hold);
+void guard_link_lost(struct guard *g);
 /* Stop its timers and link, kill the service (it stops with us), free everything. */
 void guard_stop(struct guard *g);
-void guard_heard(struct guard *g);
-void guard_link_lost(struct guard *g);
-void guard_deposed(struct guard *g, const char *why);
 /* A wait status for one of the service's threads (pid), from the daemon's reaper. */
 void guard_on_wait(struct guard *g, pid_t pid, int status);
 /* The lease keeper (g->keeper.pid) has ended with this wait status. */
@@ -104,6 +109,7 @@ enum unprotected_reason {
 	UNPROT_FROZEN,
 	UNPROT_ENDED,
 	UNPROT_DEPOSED,
+	UNPROT_NOT_STARTED,
 };
 int guard_protection(const struct guard *g, char *buf, size_t len);
 struct status_report;
