@@ -325,7 +325,7 @@ static void guard_status_debuginfo(const struct guard *g, struct status_report *
 void guard_status_fill(const struct guard *g, struct status_report *r)
 {
 	uint64_t now = now_us();
-	const char *role = g->ended ? "failed" : pfailover_state_name(g->fo.state);
+	const char *role = g->ended && !g->deposed ? "failed" : pfailover_state_name(g->fo.state);
 
 	status_report_service(r, g->svc->name, role);
 	status_report_gauge(r, "pid", "", g->pid, "pid of the guarded service");
