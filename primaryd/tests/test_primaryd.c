@@ -270,7 +270,7 @@ static void test_lease(struct env *e, struct tclient *c, pid_t svc)
 	struct wire_msg m;
 	uint64_t t0 = t_now_ms();
 
-	CHECK(strchr("SR", proc_state(svc)) != NULL);
+	CHECK(wait_state(svc, "SR", 500)); /* running (between epochs, which stop it briefly) */
 	/* Silent: read (and ACK nothing), send no heartbeat, for longer than the lease. */
 	while (t_now_ms() - t0 < LEASE_MS + 300)
 		tc_recv(c, &m, 20, 0);

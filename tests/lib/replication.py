@@ -488,8 +488,6 @@ class Daemon:
             if not text:
                 text.append(f"role {role}")
             label = name.replace("_", " ")
-            if unit == "text":
-                continue  # words, which parse_status could misread as figures
             if value is None:
                 text.append(f"{label} -")
             elif unit == "text":
