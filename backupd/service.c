@@ -138,9 +138,9 @@ void service_report(const struct service *svc, struct status_report *r)
 			    "Newest epoch on disk");
 	status_report_gauge(r, "lag", "seconds", age_seconds(svc->committed_at_us, now),
 			    "Time since the last epoch was committed");
-	status_report_gauge(r, "epoch_last", "bytes", svc->n_epochs ? svc->last_epoch_bytes : NAN,
+	status_report_gauge(r, "epoch_size", "bytes", svc->n_epochs ? svc->last_epoch_bytes : NAN,
 			    "Size of the last epoch as received");
-	status_report_gauge(r, "epoch_mean", "bytes",
+	status_report_gauge(r, "epoch_size_mean", "bytes",
 			    svc->n_epochs ? (double)svc->total_epoch_bytes / svc->n_epochs : NAN,
 			    "Mean size of the epochs received since the daemon started");
 	status_report_gauge(r, "heartbeat_age", "seconds", age_seconds(svc->last_heartbeat_us, now),
@@ -154,9 +154,9 @@ void service_report(const struct service *svc, struct status_report *r)
 			    "Pages held in the warm image");
 	status_report_gauge(r, "disk", "bytes", journal_disk_bytes(svc->journal),
 			    "Bytes of the files the image is kept in");
-	status_report_counter(r, "epochs", "total", svc->n_epochs,
+	status_report_counter(r, "epochs", "", svc->n_epochs,
 			      "Epochs committed since the daemon started");
-	status_report_counter(r, "torn_epochs", "total", svc->n_torn,
+	status_report_counter(r, "torn_epochs", "", svc->n_torn,
 			      "Epochs discarded before their commit since the daemon started");
 	status_report_gauge(r, "restores_failed", "", fo->failures,
 			      "Restores failed in a row (the image is kept; retried after a back-off)");

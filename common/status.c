@@ -174,8 +174,9 @@ static void metric_name(const struct status_server *srv, const struct status_row
 {
 	bool text = strcmp(row->unit, "text") == 0;
 
-	snprintf(buf, len, "%s_%s%s%s", srv->prefix, row->name, row->unit[0] && !text ? "_" : "",
-		 text ? "" : row->unit);
+	/* Prometheus conventions: the base unit last but for a counter's _total. */
+	snprintf(buf, len, "%s_%s%s%s%s", srv->prefix, row->name, row->unit[0] && !text ? "_" : "",
+		 text ? "" : row->unit, row->counter ? "_total" : "");
 }
 
 /* Every sample of one metric together, under one HELP and TYPE, as the format requires. */

@@ -38,6 +38,9 @@ void status_report_service(struct status_report *r, const char *service, const c
  * One figure of the current service. unit is "" (a count or a number),
  * "bytes" or "seconds" (status_print shows seconds as milliseconds); help
  * is the metric's # HELP text. Names are [a-z0-9_]; a counter only grows.
+ * The metric is PREFIX_NAME_UNIT, and a counter's ends in _total too
+ * (Prometheus's conventions): name it without either. A figure both
+ * daemons report has the same name on both.
  */
 void status_report_gauge(struct status_report *r, const char *name, const char *unit, double value,
 			 const char *help);
