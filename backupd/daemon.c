@@ -26,6 +26,7 @@
 #include "control.h"
 #include "journal.h"
 #include "log.h"
+#include "restore/restore.h"
 #include "service.h"
 #include "session.h"
 #include "status.h"
@@ -301,6 +302,10 @@ static int start(struct daemon *d)
 	log_info("listening on %s for %zu service%s (pid %d)",
 		 hostport_format(&d->cfg.listen, where, sizeof(where)), d->n_services,
 		 d->n_services == 1 ? "" : "s", getpid());
+	if (!restore_can_make_timens())
+		log_warn("we lack CAP_SYS_ADMIN or CAP_SYS_TIME, which a takeover needs to give the "
+			 "restored process its clocks: takeovers will fail (in systemd-nspawn: "
+			 "--capability=CAP_SYS_TIME)");
 	status_text(d, d->last_status, sizeof(d->last_status));
 	sd_notifyf(0, "READY=1\nSTATUS=%s", d->last_status);
 	return 0;

@@ -416,7 +416,7 @@ static void on_durable(int r, uint64_t epoch, void *arg)
 		resume_reading(s);
 }
 
-/* The image names an executable; the one configured here must be it: say so early. */
+/* The image names an executable; the one configured here must be it: say so early (by path). */
 static void check_executable(struct session *s)
 {
 	char err[768];
@@ -424,7 +424,7 @@ static void check_executable(struct session *s)
 	if (s->exe_checked || !store_meta(s->svc->store))
 		return;
 	s->exe_checked = true;
-	if (takeover_check_executable(s->svc, err, sizeof(err)) < 0)
+	if (takeover_check_executable(s->svc, false, err, sizeof(err)) < 0)
 		log_warn("%s: %s", s->svc->cfg->name, err);
 }
 

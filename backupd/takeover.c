@@ -112,7 +112,7 @@ static void hex12(const uint8_t *sum, char out[13])
 		snprintf(out + 2 * i, 3, "%02x", sum[i]);
 }
 
-int takeover_check_executable(const struct service *svc, char *err, size_t errlen)
+int takeover_check_executable(const struct service *svc, bool hash, char *err, size_t errlen)
 {
 	const struct image *meta = store_meta(svc->store);
 	const char *want = svc->cfg->executable;
@@ -132,7 +132,7 @@ int takeover_check_executable(const struct service *svc, char *err, size_t errle
 			 meta->exe, svc->cfg->path, want);
 		return -ESTALE;
 	}
-	if (meta->exe_file < 0 || (size_t)meta->exe_file >= meta->n_files)
+	if (!hash || meta->exe_file < 0 || (size_t)meta->exe_file >= meta->n_files)
 		return 0;
 	r = file_sha256(want, sum);
 	if (r < 0) {
@@ -156,7 +156,7 @@ static int restore_warm_image(struct service *svc, pid_t *pid)
 {
 	struct image img;
 	char err[512];
-	int r = takeover_check_executable(svc, err, sizeof(err));
+	int r = takeover_check_executable(svc, true, err, sizeof(err));
 
 	if (r < 0) {
 		log_error("%s: %s", svc->cfg->name, err);

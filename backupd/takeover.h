@@ -12,6 +12,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -28,10 +29,12 @@ struct takeover {
 int takeover_start_fence(struct service *svc);
 
 /*
- * The configured executable must be the image's, by path and by SHA-256:
- * 0, or -ESTALE (or the error reading it) with err naming both.
+ * The configured executable must be the image's, by path and (with hash)
+ * by SHA-256: 0, or -ESTALE (or the error reading it) with err naming both.
+ * Hashing reads the whole file: the restore does it, not the event loop
+ * between epochs.
  */
-int takeover_check_executable(const struct service *svc, char *err, size_t errlen);
+int takeover_check_executable(const struct service *svc, bool hash, char *err, size_t errlen);
 
 /* Restore the warm image; failover_restore_done() or _failed() follows. */
 void takeover_start_restore(struct service *svc);

@@ -256,21 +256,33 @@ int proc_task_creds(pid_t pid, pid_t tid, struct image_creds *cr, int seccomp[2]
 	return found == 11 ? 0 : -EBADMSG;
 }
 
-int task_seccomp_filters(pid_t tid, int n, struct image_creds *cr)
+int self_seccomp_filters(void)
 {
-	if (n < 0 || n > IMAGE_SECCOMP_FILTERS_MAX)
+	struct image_creds self = {0};
+	int seccomp[2];
+	int r = proc_task_creds(getpid(), gettid(), &self, seccomp);
+
+	free(self.groups);
+	if (r < 0)
+		return r;
+	return seccomp[0] == 2 ? seccomp[1] : 0;
+}
+
+int task_seccomp_filters(pid_t tid, int first, int n, struct image_creds *cr)
+{
+	if (first < 0 || first > n || n - first > IMAGE_SECCOMP_FILTERS_MAX)
 		return -E2BIG;
-	cr->filters = calloc(n, sizeof(*cr->filters));
-	if (n && !cr->filters)
+	cr->filters = calloc(n - first, sizeof(*cr->filters));
+	if (n > first && !cr->filters)
 		return -ENOMEM;
-	cr->n_filters = n;
-	for (int i = 0; i < n; i++) {
+	cr->n_filters = n - first;
+	for (int i = first; i < n; i++) {
 		/*
 		 * Index 0 is the oldest filter (the kernel counts back from the
 		 * newest to the n-th from the start, whatever ptrace(2) says), which
 		 * is the order images keep them in: the order to install them.
 		 */
-		struct image_seccomp_filter *f = &cr->filters[i];
+		struct image_seccomp_filter *f = &cr->filters[i - first];
 		long len = ptrace(PTRACE_SECCOMP_GET_FILTER, tid, i, NULL);
 		if (len < 0)
 			return -errno;
@@ -282,7 +294,7 @@ int task_seccomp_filters(pid_t tid, int n, struct image_creds *cr)
 		f->len = len;
 		if (ptrace(PTRACE_SECCOMP_GET_FILTER, tid, i, f->insns) != len)
 			return -EIO;
-		struct __ptrace_seccomp_metadata md = {.filter_off = i};
+		struct __ptrace_seccomp_metadata md = {.filter_off = (uint64_t)i};
 		if (ptrace(PTRACE_SECCOMP_GET_METADATA, tid, sizeof(md), &md) == sizeof(md))
 			f->flags = md.flags;
 	}

@@ -45,10 +45,21 @@ struct image_creds;
 int proc_task_creds(pid_t pid, pid_t tid, struct image_creds *cr, int seccomp[2]);
 
 /*
- * The n seccomp filters of a ptrace-stopped thread we trace, oldest first,
- * into cr->filters (PTRACE_SECCOMP_GET_FILTER: needs CAP_SYS_ADMIN).
+ * How many seccomp filters the calling thread runs under (0 when none):
+ * the filters of this daemon's own environment, a container's (nspawn's)
+ * or its unit's. A process the daemon starts inherits them as the oldest
+ * of its own, and so does one it restores; a filter-mode tracer cannot
+ * read any filter (PTRACE_SECCOMP_GET_FILTER), so only the filters past
+ * these can be carried, and only by an unconfined daemon.
  */
-int task_seccomp_filters(pid_t tid, int n, struct image_creds *cr);
+int self_seccomp_filters(void);
+
+/*
+ * Filters first..n-1 (0 is the oldest) of a ptrace-stopped thread we trace,
+ * oldest first, into cr->filters (PTRACE_SECCOMP_GET_FILTER: needs
+ * CAP_SYS_ADMIN and an unconfined caller).
+ */
+int task_seccomp_filters(pid_t tid, int first, int n, struct image_creds *cr);
 
 /* The inode of /proc/PID/ns/<which> (pid 0: ourselves), which names the namespace. */
 int proc_ns_inode(pid_t pid, const char *which, uint64_t *ino);

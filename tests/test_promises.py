@@ -166,10 +166,12 @@ def handover_round(r, n, binary, how):
             writer.stop()
         took_s = time.monotonic() - t0
         log = up.primary.log_text()
-        m = re.search(r"handed over .*?unavailable for (\d+) ms", said + "\n" + log)
+        m = re.search(r"handed over .*?unavailable for (\d+) ms.*", said + "\n" + log)
         r.check(f"{tag}: the unavailability is printed (command) or logged (primaryd)",
                 m is not None, "a line '... unavailable for N ms'", (said or log[-800:]))
         unavailable_ms = int(m.group(1)) if m else None
+        if m:
+            cs.log(f"{tag}: {m.group(0)[:400]}")
         acks = sorted(t for i, p, t in writer.acks)
         gap_ms = max((b - a for a, b in zip(acks, acks[1:])), default=0) * 1000
         items = up.dep.client_to(topo.b).json("/items", timeout=30)

@@ -381,7 +381,10 @@ def lifecycle(r, topo, a, b):
         except cs.TestError:
             return None
         return items
-    items = rp.wait_for("kvserver answering on B after A died", served, 30, 0.1)
+    try:
+        items = rp.wait_for("kvserver answering on B after A died", served, 30, 0.1)
+    except cs.TestError as e:
+        raise cs.TestError(f"{e}\nB's journal:\n{b.journal(BACKUP, 40)}")
     took = time.monotonic() - t_kill
     missing = [k for k, v in written.items() if items.get(k) != v]
     r.check(f"B took over {took * 1000:.0f} ms after A died and serves all {KEYS} keys",

@@ -229,17 +229,24 @@ static bool same_filters(const struct image_creds *a, const struct image_creds *
 	return true;
 }
 
-/* What the kernel now holds for the thread against the image; NULL if they agree. */
-static const char *compare_thread(pid_t pid, pid_t tid, const struct image_creds *want,
+/*
+ * What the kernel now holds for the thread against the image; NULL if they
+ * agree. env filters are the husk's own, inherited from backupd's
+ * environment beneath the image's; a confined backupd cannot read filters,
+ * so then only their number is compared.
+ */
+static const char *compare_thread(pid_t pid, pid_t tid, const struct image_creds *want, int env,
 				  struct image_creds *got, int *rc)
 {
 	int seccomp[2];
 
 	*rc = proc_task_creds(pid, tid, got, seccomp);
-	if (*rc >= 0 && seccomp[0] == 2)
-		*rc = task_seccomp_filters(tid, seccomp[1], got);
+	if (*rc >= 0 && seccomp[0] == 2 && env == 0)
+		*rc = task_seccomp_filters(tid, 0, seccomp[1], got);
 	if (*rc < 0)
 		return "credentials (unreadable)";
+	if (env > 0 && seccomp[1] != env + (int)want->n_filters)
+		return "seccomp filters";
 	if (got->uid != want->uid || got->euid != want->euid || got->suid != want->suid ||
 	    got->fsuid != want->fsuid)
 		return "uids";
@@ -254,16 +261,16 @@ static const char *compare_thread(pid_t pid, pid_t tid, const struct image_creds
 		return "capability sets";
 	if (got->no_new_privs != want->no_new_privs)
 		return "no_new_privs";
-	if (!same_filters(got, want))
+	if (env == 0 && !same_filters(got, want))
 		return "seccomp filters";
 	return NULL;
 }
 
-static int verify_thread(struct restore *r, pid_t tid, const struct image_thread *it)
+static int verify_thread(struct restore *r, pid_t tid, const struct image_thread *it, int env)
 {
 	struct image_creds got = {0};
 	int rc;
-	const char *bad = compare_thread(r->pid, tid, &it->creds, &got, &rc);
+	const char *bad = compare_thread(r->pid, tid, &it->creds, env, &got, &rc);
 
 	image_creds_free(&got);
 	if (bad)
@@ -285,10 +292,10 @@ int restore_creds(struct restore *r)
 	free(have.groups);
 	if (rc < 0)
 		return log_error_errno(rc, "cannot read the credentials of the husk");
-	if (seccomp[0])
-		return log_error_errno(-EPERM, "backupd runs under seccomp (mode %d), which the "
-					       "restored process would inherit on top of its own",
-				       seccomp[0]);
+	if (seccomp[0] == 1)
+		return log_error_errno(-EPERM, "backupd runs in seccomp strict mode");
+	/* A container's filters (backupd's, so the husk's): the new host's, beneath the image's. */
+	int env = seccomp[0] == 2 ? seccomp[1] : 0;
 	for (size_t i = 0; i < r->n_threads; i++) {
 		rc = check_grantable(&img->threads[i], &have);
 		if (rc < 0)
@@ -307,7 +314,7 @@ int restore_creds(struct restore *r)
 			return log_error_errno(ret, "cannot restore the dumpable flag");
 	}
 	for (size_t i = 0; i < r->n_threads; i++) {
-		rc = verify_thread(r, r->threads[i].tid, &img->threads[i]);
+		rc = verify_thread(r, r->threads[i].tid, &img->threads[i], env);
 		if (rc < 0)
 			return rc;
 	}

@@ -92,6 +92,8 @@ int restore_patch_tids(struct restore *r);
 /* timens.c */
 /* Before the husk is forked: the offsets that make the image's clocks carry on. */
 int restore_timens_plan(const struct image *img, struct timens_plan *plan);
+/* Whether we hold what a time namespace takes (CAP_SYS_ADMIN, CAP_SYS_TIME). */
+bool restore_can_make_timens(void);
 /* In the forked husk, before exec: unshare CLONE_NEWTIME and set the offsets. */
 int restore_timens_enter(const struct timens_plan *plan);
 

@@ -47,6 +47,8 @@ static bool have_cap(unsigned cap)
 	return proc_status_field(getpid(), "CapEff", 16, &eff) == 0 && (eff & (1ULL << cap));
 }
 
+bool restore_can_make_timens(void) { return have_cap(CAP_SYS_ADMIN) && have_cap(CAP_SYS_TIME); }
+
 int restore_timens_plan(const struct image *img, struct timens_plan *plan)
 {
 	const struct image_clocks *ck = &img->clocks;
@@ -57,9 +59,10 @@ int restore_timens_plan(const struct image *img, struct timens_plan *plan)
 		log_warn("the image records no clocks: the process runs on this host's clocks");
 		return 0;
 	}
-	if (!have_cap(CAP_SYS_ADMIN) || !have_cap(CAP_SYS_TIME))
+	if (!restore_can_make_timens())
 		return log_error_errno(-EPERM, "a restore needs CAP_SYS_ADMIN and CAP_SYS_TIME to "
-					       "give the process a time namespace with its clocks");
+					       "give the process a time namespace with its clocks (in "
+					       "systemd-nspawn: --capability=CAP_SYS_TIME)");
 	int r = proc_timens_offsets(0, own);
 	if (r < 0)
 		return log_error_errno(r, "cannot read the offsets of our own time namespace");

@@ -324,6 +324,9 @@ int tc_send(struct tclient *c, const struct wire_msg *m)
 	return r < 0 ? -1 : 0;
 }
 
+uint64_t tc_incarnation = TC_INCARNATION;
+uint32_t tc_hello_flags;
+
 int tc_hello(struct tclient *c, const char *service)
 {
 	struct wire_msg m = {.type = WIRE_HELLO,
@@ -332,7 +335,8 @@ int tc_hello(struct tclient *c, const char *service)
 				       .service = service,
 				       .boot_id = "test-boot",
 				       .pid = getpid(),
-				       .incarnation = TC_INCARNATION}};
+				       .incarnation = tc_incarnation,
+				       .flags = tc_hello_flags}};
 	return tc_send(c, &m);
 }
 
@@ -465,7 +469,7 @@ int t_epoch_each(const struct image *img, uint64_t epoch, uint64_t base, const s
 	struct wire_msg m = {.type = WIRE_EPOCH_BEGIN,
 			     .epoch_begin = {.epoch = epoch,
 					     .base_epoch = base,
-					     .incarnation = TC_INCARNATION}};
+					     .incarnation = tc_incarnation}};
 	int r;
 
 	wire_epoch_hash_init(&g.hash);

@@ -56,6 +56,9 @@ char *t_http_get(int port, const char *path, int *status);
 
 /* The one run of the service this fake primary plays (wire.h). */
 #define TC_INCARNATION 0x7e57c11e47ULL
+/* What tc_hello() and the epochs send: TC_INCARNATION and no flags unless a test changes them. */
+extern uint64_t tc_incarnation;
+extern uint32_t tc_hello_flags;
 
 struct tclient {
 	int fd;

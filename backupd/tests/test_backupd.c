@@ -536,6 +536,60 @@ static void test_restart(struct env *e, struct image *img)
 	}
 }
 
+/*
+ * Incarnations: a primary running another run of svc is refused, naming the
+ * command; after accept-new-incarnation its full epoch replaces the image;
+ * a fresh run over an image makes the backup take over at once (here the
+ * synthetic image cannot be restored: it says so, and the image stays).
+ */
+static void test_incarnations(struct env *e, struct image *img)
+{
+	struct tc_run full = {ANON, 8, synth_pages};
+	struct tclient *c = connect_as(e, e->primary);
+	char *text;
+
+	tc_incarnation = 0xa11e0;
+	if (c) {
+		CHECK_INT(tc_hello(c, "svc"), 0);
+		expect(c, WIRE_ERROR, WIRE_ERR_INCARNATION_REFUSED,
+		       "`checksync-backupd accept-new-incarnation svc` on the backup", 5000, 0);
+		tc_close(c);
+	}
+	text = status_of(e);
+	CHECK_INT(status_value(text, "svc\n", "  epoch "), 4);
+	free(text);
+
+	CHECK_INT(t_sh(t_path(e->tmp, "accept.out"), "'%s' accept-new-incarnation svc --config '%s'",
+		       e->daemon, e->conf),
+		  0);
+	CHECK(t_wait_file_contains(t_path(e->tmp, "accept.out"), "will replace the image", 100));
+	CHECK(log_contains(e, "an operator accepts a new incarnation", 5000));
+	c = hello(e, "svc");
+	if (c) {
+		CHECK_INT(tc_send_epoch(c, img, 1, 0, &full, 1, UINT64_MAX), 0);
+		expect(c, WIRE_ACK, 1, NULL, 10000, 50);
+		tc_close(c);
+	}
+	CHECK(log_contains(e, "svc: the image now holds incarnation 00000000000a11e0", 5000));
+
+	/* A fresh run (primaryd restarted) while we hold the image of 0xa11e0: take over now. */
+	tc_incarnation = 0xf7e54;
+	tc_hello_flags = WIRE_HELLO_FRESH;
+	c = connect_as(e, e->primary);
+	if (c) {
+		CHECK_INT(tc_hello(c, "svc"), 0);
+		expect(c, WIRE_ERROR, WIRE_ERR_OTHER, "backup could not restore epoch 1", 10000, 0);
+		tc_close(c);
+	}
+	CHECK(log_contains(e, "svc: the primary restarted afresh", 100));
+	CHECK(log_contains(e, "svc: takeover failed: epoch 1 could not be restored", 100));
+	text = status_of(e);
+	CHECK_INT(status_value(text, "svc\n", "  epoch "), 1); /* kept, not replaced */
+	free(text);
+	tc_incarnation = TC_INCARNATION;
+	tc_hello_flags = 0;
+}
+
 /* "doomed" fails over fast: its fence hook runs, then /bin/true's fake hash fails the restore. */
 static void test_failed_takeover(struct env *e, struct image *img)
 {
@@ -596,6 +650,7 @@ static int run_unit(const char *daemon)
 		test_status(&e, 3);
 		test_restart(&e, img);
 		test_failed_takeover(&e, img);
+		test_incarnations(&e, img);
 		CHECK_INT(stop_daemon(&e, SIGTERM), 0);
 		CHECK(access(t_path(e.tmp, "status.sock"), F_OK) < 0);
 	}

@@ -15,6 +15,15 @@
  * PTRACE_SECCOMP_GET_FILTER while it is stopped, are installed again in
  * the same order at restore. Strict mode (read, write and exit only) is
  * out of a restore's reach and is refused by name.
+ *
+ * The oldest filters of a thread may be its environment's: those primaryd
+ * itself runs under (a container's, such as nspawn's, or a unit's), which
+ * a service primaryd starts inherits, as one in the same container does.
+ * They are not the service's to carry: the restored process gets its new
+ * host's from backupd in the same way. So only the filters past primaryd's
+ * own count are carried, and since a confined tracer can read no filter at
+ * all, a confined primaryd refuses, by name, a service with filters of its
+ * own.
  */
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -38,7 +47,18 @@ int capture_creds(struct capture *c, struct tracee *t, struct image_thread *it)
 				       t->tid, c->pid);
 	if (seccomp[0] != 2)
 		return 0;
-	r = task_seccomp_filters(t->tid, seccomp[1], &it->creds);
+	int env = self_seccomp_filters();
+	if (env < 0)
+		return log_error_errno(env, "cannot read our own seccomp state");
+	if (seccomp[1] <= env)
+		return 0; /* all the environment's: the restored process gets its host's */
+	if (env > 0)
+		return log_error_errno(-EOPNOTSUPP,
+				       "thread %d of pid %d runs under %d seccomp filters of its own "
+				       "beyond the %d of our environment, and a confined primaryd "
+				       "cannot read them to carry them; refusing to dump it",
+				       t->tid, c->pid, seccomp[1] - env, env);
+	r = task_seccomp_filters(t->tid, 0, seccomp[1], &it->creds);
 	if (r < 0)
 		return log_error_errno(r, "cannot read the %d seccomp filters of thread %d of pid %d",
 				       seccomp[1], t->tid, c->pid);

@@ -59,6 +59,10 @@ struct guard {
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
 	uint64_t hello_sent_us;			  /* our HELLO: the backup's answers it */
 	uint64_t peer_stamp_us, peer_stamp_at_us; /* the backup's newest time_us, and when it came */
+	/* when our newest heartbeat left the output buffer (link.c: its stamp renews the lease) */
+	uint64_t out_added, out_drained; /* bytes through the output buffer */
+	uint64_t hb_stamp, hb_end;	 /* the heartbeat queued last, and where it ends */
+	uint64_t hb_left_stamp, hb_left_us; /* the heartbeat that left last, and when */
 	uint64_t merged; /* epochs skipped while the backup caught up */
 
 	/* figures for status */

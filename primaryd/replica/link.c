@@ -9,6 +9,8 @@
  * instead of queueing them.
  */
 #include <event2/buffer.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -88,10 +90,15 @@ static void renew_lease(struct guard *g, const struct wire_msg *m)
 	if (m->type == WIRE_HELLO) {
 		sent = g->hello_sent_us;
 	} else if (m->type == WIRE_HEARTBEAT) {
+		uint64_t echo = m->heartbeat.echo_us;
+
 		g->peer_stamp_us = m->heartbeat.time_us;
 		g->peer_stamp_at_us = now;
-		if (m->heartbeat.echo_us)
-			sent = m->heartbeat.echo_us + m->heartbeat.echo_age_us;
+		/* It left us no earlier than it was stamped: when it left, if we know. */
+		if (echo && echo == g->hb_left_stamp)
+			echo = g->hb_left_us;
+		if (echo)
+			sent = echo + m->heartbeat.echo_age_us;
 	}
 	if (!sent)
 		return;
@@ -111,6 +118,7 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 		g->hello_ok = true;
 		g->need_full = true;
 		log_info("%s: backup %s accepted us", g->svc->name, g->peer);
+		link_send_heartbeat(g); /* a first stamp, before any epoch is queued */
 		pfailover_backup_hello(g, m->hello.incarnation);
 		break;
 	case WIRE_ACK:
@@ -166,6 +174,21 @@ static void on_read(struct bufferevent *bev, void *arg)
 	}
 }
 
+/* Bytes leave the output buffer for TLS and the socket: note when our last heartbeat went. */
+static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct guard *g = arg;
+
+	(void)buf;
+	g->out_added += info->n_added;
+	g->out_drained += info->n_deleted;
+	if (g->hb_stamp && info->n_deleted && g->out_drained >= g->hb_end) {
+		g->hb_left_stamp = g->hb_stamp;
+		g->hb_left_us = now_us();
+		g->hb_stamp = 0;
+	}
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct guard *g = arg;
@@ -182,6 +205,8 @@ static void on_established(struct bufferevent *bev, const char *peer, void *arg)
 	snprintf(g->peer, sizeof(g->peer), "%s", peer);
 	g->dec = wire_decoder_new();
 	bufferevent_setcb(bev, on_read, NULL, on_event, g);
+	g->out_added = g->out_drained = g->hb_stamp = g->hb_left_stamp = 0;
+	evbuffer_add_cb(bufferevent_get_output(bev), on_output, g);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	/* Nothing but HELLO until the backup's HELLO proves it accepted our certificate. */
 	send_hello(g);
@@ -233,10 +258,31 @@ size_t link_backlog(const struct guard *g)
 	return g->bev ? evbuffer_get_length(bufferevent_get_output(g->bev)) : 0;
 }
 
+/*
+ * Bytes we have queued that have not left for the wire yet: in our buffer,
+ * or in the socket's not yet sent (SIOCOUTQNSD).
+ */
+static bool output_waits(const struct guard *g)
+{
+	int fd = bufferevent_getfd(g->bev), unsent = 0;
+
+	if (evbuffer_get_length(bufferevent_get_output(g->bev)))
+		return true;
+	return fd >= 0 && ioctl(fd, SIOCOUTQNSD, &unsent) == 0 && unsent > 0;
+}
+
+/*
+ * A heartbeat's stamp is what the backup echoes to renew our lease (from
+ * the time we sent it, plus how long the backup has held it), so it must
+ * leave at once: one queued behind an epoch would arrive late and renew
+ * from too early. While an epoch drains we send none; the backup counts
+ * the epoch's bytes as hearing us, and its echo of our last stamp ages
+ * with its own clock, so the lease goes on being renewed.
+ */
 void link_send_heartbeat(struct guard *g)
 {
 	msgpack_sbuffer sb;
-	if (!g->bev || !g->hello_ok)
+	if (!g->bev || !g->hello_ok || output_waits(g))
 		return;
 	uint64_t now = now_us();
 	struct wire_heartbeat hb = {.seq = ++g->hb_seq,
@@ -245,8 +291,10 @@ void link_send_heartbeat(struct guard *g)
 				    .echo_us = g->peer_stamp_us,
 				    .echo_age_us = g->peer_stamp_us ? now - g->peer_stamp_at_us : 0};
 	msgpack_sbuffer_init(&sb);
-	if (wire_pack_heartbeat(&sb, &hb) == 0)
-		send_sbuf(g, &sb);
+	if (wire_pack_heartbeat(&sb, &hb) == 0 && send_sbuf(g, &sb) == 0) {
+		g->hb_stamp = now;
+		g->hb_end = g->out_added;
+	}
 	msgpack_sbuffer_destroy(&sb);
 }
 

@@ -18,8 +18,10 @@ Design decisions a reader needs:
 - PID 1 of this machine is not systemd: nspawn runs with --register=no
   and --keep-unit (no machined to register with, no scope to create).
 - nspawn's default seccomp filter denies pidfd_getfd, which primaryd needs
-  to take the service's userfaultfd; the containers allow it
-  (--system-call-filter=pidfd_getfd), as README tells operators to.
+  to take the service's userfaultfd, and its default capabilities lack
+  CAP_SYS_TIME, which backupd needs to give a restored process a time
+  namespace; the containers get both (--system-call-filter=pidfd_getfd
+  --capability=CAP_SYS_TIME), as README tells operators to.
 - "Host dies" is a SIGKILL of the container's init: the kernel then kills
   every process in its pid namespace at once.
 """
@@ -127,7 +129,8 @@ class Container:
         argv = ["systemd-nspawn", "--boot", "--quiet", "--register=no", "--keep-unit",
                 "-D", self.root, "-M", self.name, "--console=read-only",
                 f"--network-namespace-path=/run/netns/{self.netns}",
-                "--system-call-filter=pidfd_getfd", "--resolv-conf=off", "--timezone=off",
+                "--system-call-filter=pidfd_getfd", "--capability=CAP_SYS_TIME",
+                "--resolv-conf=off", "--timezone=off",
                 "--link-journal=no"]
         log = open(self.console, "a")
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
