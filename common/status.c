@@ -272,7 +272,7 @@ static void render_metrics(const struct status_server *srv, const struct status_
 			   struct evbuffer *out)
 {
 	for (size_t i = 0; i < r->n_rows; i++) {
-		bool seen = false;
+		bool seen = strcmp(r->rows[i].unit, "text") == 0; /* text rows are no metrics */
 
 		for (size_t k = 0; k < i && !seen; k++)
 			seen = strcmp(r->rows[k].name, r->rows[i].name) == 0 &&

@@ -406,28 +406,30 @@ static void forget_thread(struct capture *c, pid_t tid)
 		}
 }
 
-int capture_session_reap(struct capture_session *s, int *status)
+bool capture_session_owns(const struct capture_session *s, pid_t tid)
 {
-	int st;
-	pid_t pid;
+	if (tid == s->c.pid)
+		return true;
+	for (size_t i = 0; i < s->c.n_threads; i++)
+		if (s->c.threads[i].tid == tid)
+			return true;
+	return false;
+}
 
-	while ((pid = waitpid(-1, &st, WNOHANG | __WALL)) > 0) {
-		if (WIFEXITED(st) || WIFSIGNALED(st)) {
+int capture_session_on_wait(struct capture_session *s, pid_t pid, int st)
+{
+	if (WIFEXITED(st) || WIFSIGNALED(st)) {
+		if (s)
 			forget_thread(&s->c, pid);
-			if (pid == s->c.pid) {
-				*status = st;
-				return 1;
-			}
-			continue;
-		}
-		if (!WIFSTOPPED(st))
-			continue;
-		int sig = WSTOPSIG(st), event = st >> 16;
-		/* A signal for the service: pass it on. Anything else: let it run. */
-		int deliver = (event == 0 && sig != SIGTRAP) ? sig : 0;
-		if (event == PTRACE_EVENT_STOP && s->frozen)
-			continue;
-		ptrace(PTRACE_CONT, pid, 0, deliver);
+		return s && pid == s->c.pid;
 	}
+	if (!WIFSTOPPED(st))
+		return 0;
+	int sig = WSTOPSIG(st), event = st >> 16;
+	/* A signal for the service: pass it on. Anything else: let it run. */
+	int deliver = (event == 0 && sig != SIGTRAP) ? sig : 0;
+	if (event == PTRACE_EVENT_STOP && s && s->frozen)
+		return 0;
+	ptrace(PTRACE_CONT, pid, 0, deliver);
 	return 0;
 }

@@ -121,7 +121,11 @@ int capture_session_freeze(struct capture_session *s);
 int capture_session_thaw(struct capture_session *s);
 
 /*
- * Handle ptrace stops that arrive between epochs (signals for the service
- * are passed on). Returns 1 when the service has exited (*status set), else 0.
+ * The daemon's one reaper (waitpid(-1) in primaryd/replica/daemon.c) hands
+ * each wait status to the session that owns the thread: owns() says
+ * whether tid is one of ours. on_wait() passes a signal-delivery stop on to
+ * the service (s may be NULL for a tracee no session knows) and returns 1
+ * when the service itself has ended, else 0.
  */
-int capture_session_reap(struct capture_session *s, int *status);
+bool capture_session_owns(const struct capture_session *s, pid_t tid);
+int capture_session_on_wait(struct capture_session *s, pid_t pid, int status);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "capture/session.h"
+#include "keeper.h"
 #include "config.h"
 #include "failover.h"
 #include "sendq.h"
@@ -44,6 +45,19 @@ struct guard {
 	bool deposed;	     /* the backup has taken over: never run again (set by failover.c) */
 	struct pfailover fo; /* failover.c's */
 	uint64_t incarnation; /* this run of the service (wire.h), set by failover.c */
+	bool ended;   /* the service died: no more epochs, no link (the backup takes over) */
+	int end_status; /* its wait status, -1 when a capture's waitpid took it */
+	int pidfd;      /* the service's: readable once it has ended, whoever reaped it */
+
+	/* protection, as an operator sees it (guard_protection) */
+	char capture_err[256]; /* why the last epoch could not be captured, "" when it was */
+	char unprotected[256]; /* the reason last logged, "" while protected */
+	bool first_ack_logged;
+	bool stopping; /* guard_stop(): no reconnect */
+
+	/* the lease keeper (keeper.h) and our own last lease tick, to see that we stalled */
+	struct keeper keeper;
+	uint64_t last_tick_us;
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
 	uint64_t hello_sent_us;			  /* our HELLO: the backup's answers it */
 	uint64_t peer_stamp_us, peer_stamp_at_us; /* the backup's newest time_us, and when it came */
@@ -63,7 +77,7 @@ struct guard {
 	const char *last_mode;
 	unsigned safepoint_retries, fallbacks;
 
-	struct event *epoch_ev, *hb_ev, *lease_ev, *reconnect_ev;
+	struct event *epoch_ev, *hb_ev, *lease_ev, *reconnect_ev, *exit_ev;
 };
 
 /* service.c */
@@ -82,11 +96,34 @@ void link_finish_epoch(struct guard *g);
 size_t link_backlog(const struct guard *g);
 int link_send_handover(struct guard *g, uint64_t epoch);
 int link_send_stand_down(struct guard *g);
+/* Close the link (or cancel its handshake) and any reconnect timer. */
+void link_close(struct guard *g, const char *why);
 
 /* guard.c */
 int guard_start(struct guard *g);
 int guard_start_service(struct guard *g);
 int guard_ship_epoch(struct guard *g, bool hold);
 void guard_link_lost(struct guard *g);
+/* Stop its timers and link, kill the service (it stops with us), free everything. */
+void guard_stop(struct guard *g);
+/* A wait status for one of the service's threads (pid), from the daemon's reaper. */
+void guard_on_wait(struct guard *g, pid_t pid, int status);
+/* The lease keeper (g->keeper.pid) has ended with this wait status. */
+void guard_keeper_ended(struct guard *g, int status);
+/*
+ * Whether the backup holds a recent acknowledged epoch of the service: 0
+ * when it does, else a code (enum unprotected_reason) with why in buf.
+ */
+enum unprotected_reason {
+	UNPROT_NONE,
+	UNPROT_NOT_CONNECTED,
+	UNPROT_NO_ACK,
+	UNPROT_CAPTURE,
+	UNPROT_FROZEN,
+	UNPROT_ENDED,
+	UNPROT_DEPOSED,
+	UNPROT_NOT_STARTED,
+};
+int guard_protection(const struct guard *g, char *buf, size_t len);
 struct status_report;
 void guard_status_fill(const struct guard *g, struct status_report *r);

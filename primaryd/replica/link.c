@@ -663,3 +663,13 @@ int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t
 	slice_cb(-1, 0, g); /* the first slice now; the rest from the loop */
 	return 0;
 }
+
+void link_close(struct guard *g, const char *why)
+{
+	if (g->hs)
+		tls_handshake_cancel(g->hs);
+	g->hs = NULL;
+	drop_link(g, why);
+	if (g->reconnect_ev)
+		evtimer_del(g->reconnect_ev);
+}
