@@ -38,6 +38,7 @@ enum key_type {
 	KEY_MS,	      /* uint32_t within [min, max] */
 	KEY_CMDLINE,  /* struct cmdline */
 	KEY_DIRTY,    /* enum dirty_tracking */
+	KEY_ONOFF,    /* bool, "on" or "off" */
 };
 
 struct key_desc {
@@ -86,6 +87,7 @@ static const struct key_desc service_keys[] = {
     SKEY("dirty_tracking", dirty_tracking, KEY_DIRTY),
     SKEY("fence_hook", fence_hook, KEY_CMDLINE),
     SKEY("takeover_hook", takeover_hook, KEY_CMDLINE),
+    SKEY("output_commit", output_commit, KEY_ONOFF),
 };
 
 _Static_assert(ARRAY_SIZE(daemon_keys) <= MAX_KEYS, "raise MAX_KEYS");
@@ -300,6 +302,17 @@ static int parse_dirty(struct parser *p, const struct key_desc *k, const char *v
 	return 0;
 }
 
+/* "on" or "off" only: a promise about acknowledged writes should not hang on how "1" reads. */
+static int parse_onoff(struct parser *p, const struct key_desc *k, const char *v)
+{
+	bool *b = field_of(p, k);
+
+	if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
+		return fail(p, p->line, "%s: expected 'on' or 'off', got '%s'", k->name, v);
+	*b = strcmp(v, "on") == 0;
+	return 0;
+}
+
 static int key_parse(struct parser *p, const struct key_desc *k, const char *v)
 {
 	switch (k->type) {
@@ -315,6 +328,8 @@ static int key_parse(struct parser *p, const struct key_desc *k, const char *v)
 		return parse_cmdline(p, k, v);
 	case KEY_DIRTY:
 		return parse_dirty(p, k, v);
+	case KEY_ONOFF:
+		return parse_onoff(p, k, v);
 	}
 	return fail(p, p->line, "%s: internal error: unknown key type", k->name);
 }

@@ -97,6 +97,7 @@ struct service_config {
 	enum dirty_tracking dirty_tracking; /* default DIRTY_UFFD */
 	struct cmdline fence_hook;	    /* optional */
 	struct cmdline takeover_hook;	    /* optional */
+	bool output_commit;		    /* hold output until its epoch is acked; off */
 };
 
 /* Room enough for any message below, the "expected one of" key lists included. */
