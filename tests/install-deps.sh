@@ -5,7 +5,8 @@ set -euo pipefail
 PKGS="build-essential meson ninja-build pkg-config
 	libevent-dev libmsgpack-dev libssl-dev libsystemd-dev libdw-dev libelf-dev libinih-dev
 	golang-go golang-github-patrickmn-go-cache-dev
-	iproute2 openssl curl python3 procps file systemd wrk"
+	iproute2 openssl curl python3 procps file systemd wrk
+	libnl-nf-3-dev iptables"
 missing=$(dpkg-query -W -f='${Package} ${Status}\n' $PKGS 2>/dev/null |
 	awk '$NF != "installed" {print $1}'; for p in $PKGS; do
 	dpkg-query -W "$p" >/dev/null 2>&1 || echo "$p"; done)

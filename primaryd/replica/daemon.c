@@ -162,6 +162,8 @@ int primary_run(const char *config_path)
 	log_info("guarding %zu service(s)", p.n_svcs);
 	event_base_dispatch(p.base);
 	sd_notify(0, "STOPPING=1");
+	for (size_t i = 0; i < p.n_svcs; i++)
+		guard_stop_output(&p.guards[i]);
 	status_server_free(p.status);
 	return p.exit_code;
 }

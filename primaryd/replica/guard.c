@@ -14,6 +14,7 @@
 
 #include "guard.h"
 #include "log.h"
+#include "outcommit.h"
 #include "status.h"
 #include "util.h"
 
@@ -44,6 +45,7 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	bool full = g->need_full;
+	outcommit_stop_point(g->oc);
 	int r = capture_session_epoch(g->sess, full, &img, &rep);
 	if (r < 0) {
 		log_warn("%s: epoch capture failed: %s", g->svc->name, strerror(-r));
@@ -55,6 +57,8 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 	g->fallbacks += rep.fallback;
 	uint64_t epoch = g->epoch + 1;
 	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent);
+	if (r == 0)
+		outcommit_epoch(g->oc, epoch, img);
 	image_free(img);
 	if (r < 0)
 		return;
@@ -116,6 +120,17 @@ void guard_deposed(struct guard *g, const char *why)
 		  g->svc->name, why);
 	g->deposed = true;
 	kill(g->pid, SIGKILL);
+	guard_stop_output(g);
+}
+
+/* Output held for epochs the backup never acknowledged is dropped, never let go. */
+void guard_stop_output(struct guard *g)
+{
+	if (!g->oc)
+		return;
+	kill(g->pid, SIGKILL); /* it dies with us anyway; it must send nothing once the rules go */
+	outcommit_close(g->oc);
+	g->oc = NULL;
 }
 
 static uint64_t percentile(const struct guard *g, int pct)
@@ -164,12 +179,16 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			      "times the runtime was let run to reach a safepoint");
 	status_report_counter(r, "safepoint_fallbacks", "", g->fallbacks,
 			      "epochs captured whole for want of a safepoint");
+	outcommit_status_fill(g->oc, r);
 }
 
 int guard_start(struct guard *g)
 {
 	int r;
 
+	/* Before the service runs, so that a failure is said before it serves. */
+	if (g->svc->output_commit && !(g->oc = outcommit_open(g->base, g->svc->name)))
+		return -ENOMEM;
 	if (g->svc->command.argc) {
 		r = service_spawn(g->svc, &g->pid);
 	} else {

@@ -50,6 +50,7 @@ struct guard {
 	unsigned safepoint_retries, fallbacks;
 
 	struct event *epoch_ev, *hb_ev, *lease_ev, *reconnect_ev;
+	struct outcommit *oc; /* output_commit = on: outcommit.c */
 };
 
 /* service.c */
@@ -68,5 +69,6 @@ int guard_start(struct guard *g);
 void guard_heard(struct guard *g);
 void guard_link_lost(struct guard *g);
 void guard_deposed(struct guard *g, const char *why);
+void guard_stop_output(struct guard *g);
 struct status_report;
 void guard_status_fill(const struct guard *g, struct status_report *r);
