@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Output commit: with output_commit = on, a failover loses no acknowledged write.
+
+Usage: test_output_commit.py SCENARIO [ROUNDS]
+
+  on           ROUNDS (default 20) failover rounds with output_commit = on: a
+               client in C writes k0, k1, ... one at a time through the VIP;
+               after 1 to 3 s, primaryd and the service on A are killed with
+               SIGKILL together. Asserted: EVERY write the client saw
+               acknowledged, however shortly before the kill, is on B with its
+               value (besides everything test_failover.py checks of a
+               takeover: replication.check_takeover); primaryd's status said
+               output_commit 1 and had released packets.
+  off          the same with output_commit = off (default ROUNDS 5): the count
+               of acknowledged writes lost per round is reported, not
+               asserted (it is one epoch's worth, and may be 0).
+  loopback     output_commit = on, and a second client on host A itself
+               (127.0.0.1:8080 inside A) writes L0, L1, ...; every write it saw
+               acknowledged must be on B too (default ROUNDS 3).
+  reconnect    output_commit = on, and before A is killed, backupd is killed
+               with SIGKILL and restarted: the epochs sent on the lost link are
+               never acknowledged; what they hold must be let go by the full
+               epoch after the reconnect (writes go on), and still no
+               acknowledged write is lost (default ROUNDS 3).
+  unplugged    as loopback, but once replication runs the test deletes the
+               jump to primaryd's chain from A's OUTPUT (the plug is gone, the
+               configuration still says on). Expected to FAIL: it shows that
+               the zero-loss checks above catch a missing plug.
+  setup-fails  every netfilter queue number primaryd would bind in A is taken
+               beforehand by the test: primaryd must still guard the service,
+               log that output commit is NOT in force and why, and show
+               output_commit -1 in status (never silently unheld).
+  teardown     SIGTERM to primaryd with output commit in force: no chain or
+               rule of its own is left in A. (The "on" rounds check the
+               reverse for kill -9: the rules stay, so what was held and
+               what the dying sockets still send is dropped, not sent.)
+
+Per round the topology, daemons and certificates are fresh (replication.py).
+Printed at the end: acknowledged writes lost per round, and how long before
+the kill the latest lost one was acknowledged.
+"""
+
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import checksync as cs  # noqa: E402
+import replication as rp  # noqa: E402
+
+BUDGET_S = 820  # start no round after this (meson's timeout is 900 s)
+DEFAULT_ROUNDS = {"on": 20, "off": 5, "loopback": 3, "reconnect": 3, "unplugged": 3, "setup-fails": 1,
+                  "teardown": 1}
+QUEUE_FIRST, QUEUE_TRIES = 17200, 64  # primaryd/replica/outcommit.c
+
+
+class SetupFailed(Exception):
+    """The round never got to the kill: later rounds would fail the same way."""
+
+
+def gauge(daemon, name):
+    """One figure of kvserver from DAEMON's status socket (None if it has no such row)."""
+    for svc, _, n, _, value in rp.status_socket_rows(daemon.socket):
+        if svc == rp.SERVICE and n == name:
+            return value
+    return None
+
+
+def xtables(ns, *args):
+    out = []
+    for cmd in ("iptables", "ip6tables"):
+        r = subprocess.run(["ip", "netns", "exec", ns, cmd, "-w", "-t", "mangle", *args],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise cs.TestError(f"{cmd} -t mangle {' '.join(args)} in {ns}: {r.stderr.strip()}")
+        out.append(r.stdout)
+    return out
+
+
+def our_chains(topo):
+    """The CHECKSYNC-OC- chains in A's mangle table (IPv4 and IPv6), and the jumps to them."""
+    return [f"{fam}: {l}" for fam, out in zip(("IPv4", "IPv6"), xtables(topo.a, "-S"))
+            for l in out.splitlines() if "CHECKSYNC-OC-" in l]
+
+
+def unplug(topo):
+    """Deletes the jump from OUTPUT to primaryd's chain in A, in both tables; the chain's name."""
+    chains = sorted({l.split()[-1] for l in xtables(topo.a, "-S", "OUTPUT")[0].splitlines()
+                     if "CHECKSYNC-OC-" in l})
+    if len(chains) != 1:
+        raise cs.TestError(f"expected one CHECKSYNC-OC- chain jumped to from OUTPUT in A, saw {chains}")
+    xtables(topo.a, "-D", "OUTPUT", "-j", chains[0])
+    return chains[0]
+
+
+def lost_writes(writer, items, t_kill):
+    """[(key, ms before the kill it was acknowledged)] of WRITER's acknowledged writes (sent to A)
+    that ITEMS (B's /items) lacks or holds with another value."""
+    with writer.lock:
+        acks = list(writer.acks)
+    return [(writer.key(i), (t_kill - t) * 1000) for i, p, t in acks
+            if p == 0 and items.get(writer.key(i)) != writer.value(i)]
+
+
+def one_round(r, n, scenario, binary, certs, net):
+    tag = f"round {n}"
+    oc = "off" if scenario == "off" else "on"
+    with rp.Topology(net) as topo:
+        try:
+            up = rp.bring_up(topo, certs, binary, output_commit=oc)
+        except cs.TestError as e:
+            raise SetupFailed(f"{tag}: setup: {e}")
+        cs.log(f"{tag}: {topo}; service pid {up.service.pid}, output_commit = {oc}")
+        r.check(f"{tag}: primaryd status says output_commit {1 if oc == 'on' else 0}",
+                gauge(up.primary, "output_commit") == (1 if oc == "on" else 0),
+                1 if oc == "on" else 0, gauge(up.primary, "output_commit"))
+        if scenario == "unplugged":
+            cs.log(f"{tag}: deleted the jump to {unplug(topo)} from A's OUTPUT: the plug is gone")
+
+        writers = [rp.Writer(up.vip, prefix="k")]
+        if scenario in ("loopback", "unplugged"):
+            writers.append(rp.Writer(cs.Client("127.0.0.1", rp.PORT, netns=topo.a), prefix="L"))
+        for w in writers:
+            w.start()
+        try:
+            for w in writers:
+                w.wait_acks(20, timeout=60)
+            if scenario == "reconnect":
+                up = reconnect(r, tag, up, writers[0])
+            time.sleep(random.uniform(1.0, 3.0))
+            released = gauge(up.primary, "output_released_packets")
+            held = gauge(up.primary, "output_held_packets")
+            t_kill = rp.kill_now(up.service, up.primary.proc)
+            writers[0].phase = 1  # A is gone: an answer to a write sent from now on comes from B
+            up.primary.proc.wait_gone(5)
+            up.service.wait_gone(5)
+        except BaseException:
+            for w in writers:
+                w.stop()
+            raise
+        for w in writers[1:]:
+            w.stop()  # on A's loopback: nothing to reach any more
+        if oc == "on":
+            chains = our_chains(topo)
+            r.check(f"{tag}: A's rules outlive primaryd's kill -9 (what it held is dropped, not sent)",
+                    chains, "a CHECKSYNC-OC- chain still jumped to from OUTPUT", chains)
+        if oc == "on":
+            r.check(f"{tag}: primaryd had let packets go as their epochs were acknowledged",
+                    (released or 0) > 0, "output_released_packets > 0", released)
+        cs.log(f"{tag}: killed A after {', '.join(f'{len(w.acked(phase=0))} {w.prefix}-writes' for w in writers)}; "
+               f"primaryd held {held} packets, had released {released}")
+        failover_ms = rp.check_takeover(r, tag, up, writers[0], t_kill)
+        items = up.vip.json("/items", timeout=60)
+    lost = {}
+    for w in writers:
+        where = "through the VIP" if w.prefix == "k" else "on A's loopback"
+        lost[w.prefix] = lost_writes(w, items, t_kill)
+        latest = min((ms for _, ms in lost[w.prefix]), default=None)
+        cs.log(f"{tag}: {len(lost[w.prefix])} of {len(w.acked(phase=0))} writes acknowledged {where} "
+               f"are not on B" + (f" (the latest acknowledged {latest:.0f} ms before the kill)"
+                                  if latest is not None else ""))
+        if oc == "on":
+            r.check(f"{tag}: every write acknowledged {where} before the kill is on B, however recent",
+                    not lost[w.prefix], "none lost",
+                    cs.summarize([f"{k} (acked {ms:.0f} ms before the kill)" for k, ms in lost[w.prefix]]))
+    return failover_ms, lost
+
+
+def reconnect(r, tag, up, writer):
+    """SIGKILL of backupd and a restart on its state dir: the link drops, epochs sent on it go
+    unacknowledged (their marks wait), the primary reconnects with a full epoch whose ACK must
+    let them go. Returns UP with the new backupd."""
+    acked = up.primary.field("acked")
+    up.backup.proc.kill9()
+    n = len(writer.acked())
+    time.sleep(0.2)
+    up = up._replace(backup=up.dep.start_backupd())
+    rp.wait_acked(up.primary, up.backup, at_least=acked + 1)
+    writer.wait_acks(n + 20, timeout=60)
+    r.check(f"{tag}: writes go on after backupd's restart (held output let go on the new link)",
+            len(writer.acked()) >= n + 20, f">= {n + 20}", len(writer.acked()))
+    return up
+
+
+def bind_all_queues(ns):
+    """Binds every queue number primaryd tries, from a netlink socket of ours in NS; the socket."""
+    with cs.in_netns(ns):
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+    s.bind((0, 0))
+    for seq, q in enumerate(range(QUEUE_FIRST, QUEUE_FIRST + QUEUE_TRIES), 1):
+        body = struct.pack("BBH", 0, 0, socket.htons(q))  # nfgenmsg, res_id = queue
+        body += struct.pack("HHBBH", 8, 1, 1, 0, 0)  # NFQA_CFG_CMD: NFQNL_CFG_CMD_BIND
+        msg = struct.pack("IHHII", 16 + len(body), (3 << 8) | 2, 1 | 4, seq, 0) + body
+        s.send(msg)  # NFNL_SUBSYS_QUEUE, NFQNL_MSG_CONFIG; NLM_F_REQUEST | NLM_F_ACK
+        err = struct.unpack_from("i", s.recv(4096), 16)[0]
+        if err:
+            raise cs.TestError(f"binding queue {q} in {ns}: {os.strerror(-err)}")
+    return s
+
+
+def setup_fails(r, binary, certs, net):
+    with rp.Topology(net) as topo:
+        holder = bind_all_queues(topo.a)
+        try:
+            up = rp.bring_up(topo, certs, binary, output_commit="on")
+            log = up.primary.log_text()
+            line = next((l for l in log.splitlines() if "output commit is NOT in force" in l), None)
+            r.check("primaryd logs that output commit is not in force, and why", line is not None
+                    and "netfilter queue" in line, "a line '... output commit is NOT in force ...: "
+                    "cannot bind a netfilter queue ...'", line or log[-1500:])
+            r.check("primaryd status shows output_commit -1", gauge(up.primary, "output_commit") == -1,
+                    -1, gauge(up.primary, "output_commit"))
+            w = rp.Writer(up.vip)
+            w.start()
+            try:
+                w.wait_acks(20)
+            finally:
+                w.stop()
+            r.check("the service is still guarded and replicated", rp.wait_acked(up.primary, up.backup, 2),
+                    "epoch 2 acknowledged", "no")
+        finally:
+            holder.close()
+
+
+def teardown(r, binary, certs, net):
+    """SIGTERM to primaryd with output commit in force: it stops, and takes its rules with it."""
+    with rp.Topology(net) as topo:
+        up = rp.bring_up(topo, certs, binary, output_commit="on")
+        w = rp.Writer(up.vip)
+        w.start()
+        try:
+            w.wait_acks(10)
+        finally:
+            w.stop()
+        before = our_chains(topo)
+        r.check("while it runs, primaryd's chain is in A's OUTPUT (IPv4 and IPv6)",
+                sum("-A OUTPUT -j CHECKSYNC-OC-" in l for l in before) == 2, "two jumps", before)
+        os.kill(up.primary.pid, signal.SIGTERM)
+        up.primary.proc.wait_gone(15)
+        up.service.wait_gone(5)
+        after = our_chains(topo)
+        r.check("after SIGTERM no CHECKSYNC-OC- chain or rule is left in A", not after, "none", after)
+
+
+def main(r, scenario, rounds=None):
+    if scenario not in DEFAULT_ROUNDS:
+        raise cs.TestError(f"unknown scenario {scenario!r}; expected one of {', '.join(DEFAULT_ROUNDS)}")
+    rounds = int(rounds) if rounds else DEFAULT_ROUNDS[scenario]
+    binary = cs.build_workload("kvserver", "cgo")
+    net = random.randint(1, 254)  # one subnet for every round: the backup's certificate names its IP
+    certs = rp.make_certs(f"10.213.{net}.2")
+    if scenario == "setup-fails":
+        return setup_fails(r, binary, certs, net)
+    if scenario == "teardown":
+        return teardown(r, binary, certs, net)
+    t0 = time.monotonic()
+    times, lost = [], []
+    for n in range(1, rounds + 1):
+        if time.monotonic() - t0 > BUDGET_S:
+            r.fail(f"ran out of time: {n - 1} of {rounds} rounds done in {BUDGET_S}s")
+            break
+        try:
+            ms, lw = one_round(r, n, scenario, binary, certs, net)
+            times.append(ms)
+            lost.append(lw)
+        except SetupFailed as e:
+            r.fail(str(e))
+            r.fail(f"stopped after round {n} of {rounds}: the daemons did not get to replicating")
+            break
+        except cs.TestError as e:
+            r.fail(str(e))
+    for prefix in sorted({p for lw in lost for p in lw}):
+        counts = [len(lw[prefix]) for lw in lost]
+        recent = [min(ms for _, ms in lw[prefix]) for lw in lost if lw[prefix]]
+        cs.log(f"{scenario}: {prefix}-writes acknowledged but lost per round: {counts} (total "
+               f"{sum(counts)}); latest lost acked {rp.stats(recent)} before the kill")
+    cs.log(f"kill -9 to first successful request on B, {len(times)} of {rounds} rounds: {rp.stats(times)}")
+
+
+if __name__ == "__main__":
+    cs.run(main, *sys.argv[1:])
