@@ -44,6 +44,10 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 		g->merged++;
 		return;
 	}
+	if (!g->need_full && outcommit_wait(g->oc, g->sent, g->acked)) {
+		g->merged++; /* output commit: one epoch in flight (outcommit.h) */
+		return;
+	}
 	bool full = g->need_full;
 	outcommit_stop_point(g->oc);
 	int r = capture_session_epoch(g->sess, full, &img, &rep);

@@ -194,9 +194,9 @@ static int rule(struct outcommit *oc, bool v6, const char *op, const struct oc_p
 	char port[8], queue[8];
 	snprintf(port, sizeof(port), "%u", p->port);
 	snprintf(queue, sizeof(queue), "%u", oc->queue);
-	const char *args[] = {op,	   oc->chain,	     "-p",	   p->proto == IPPROTO_TCP ? "tcp" : "udp",
-			      "--sport",   port,	     "-j",	   "NFQUEUE",
-			      "--queue-num", queue,	     NULL};
+	const char *proto = p->proto == IPPROTO_TCP ? "tcp" : "udp";
+	const char *args[] = {op,   oc->chain, "-p",	      proto, "--sport", port,
+			      "-j", "NFQUEUE", "--queue-num", queue, NULL};
 	return xtables(v6, args, err, errlen);
 }
 
@@ -223,7 +223,8 @@ static void chain_remove(struct outcommit *oc)
 	for (int v6 = 0; v6 < 2; v6++) {
 		const char *unjump[] = {"-D", "OUTPUT", "-j", oc->chain, NULL};
 		const char *flush[] = {"-F", oc->chain, NULL}, *del[] = {"-X", oc->chain, NULL};
-		if (xtables(v6, unjump, err, sizeof(err)) < 0 || xtables(v6, flush, err, sizeof(err)) < 0 ||
+		if (xtables(v6, unjump, err, sizeof(err)) < 0 ||
+		    xtables(v6, flush, err, sizeof(err)) < 0 ||
 		    xtables(v6, del, err, sizeof(err)) < 0)
 			log_warn("%s: output commit: %s", oc->service, err);
 	}
@@ -240,7 +241,8 @@ static int on_packet(struct nl_msg *msg, void *arg)
 	if (nfnlmsg_subsys(nlh) != NFNL_SUBSYS_QUEUE || nfnlmsg_subtype(nlh) != NFQNL_MSG_PACKET)
 		return NL_SKIP;
 	if (nlmsg_parse(nlh, sizeof(struct nfgenmsg), tb, NFQA_MAX, NULL) < 0 ||
-	    !tb[NFQA_PACKET_HDR] || nla_len(tb[NFQA_PACKET_HDR]) < (int)sizeof(struct nfqnl_msg_packet_hdr))
+	    !tb[NFQA_PACKET_HDR] ||
+	    nla_len(tb[NFQA_PACKET_HDR]) < (int)sizeof(struct nfqnl_msg_packet_hdr))
 		return NL_SKIP;
 	const struct nfqnl_msg_packet_hdr *h = nla_data(tb[NFQA_PACKET_HDR]);
 	oc->last_id = ntohl(h->packet_id);
@@ -256,7 +258,8 @@ static void drain(struct outcommit *oc)
 		int r = nl_recvmsgs_default(oc->sk);
 		if (r == -NLE_AGAIN || r == 0)
 			return;
-		if (r == -NLE_NOMEM) { /* ENOBUFS: the kernel dropped packets it could not tell us of */
+		if (r ==
+		    -NLE_NOMEM) { /* ENOBUFS: the kernel dropped packets it could not tell us of */
 			oc->overruns++;
 			continue;
 		}
@@ -321,7 +324,7 @@ static int queue_open(struct outcommit *oc, struct event_base *base)
 	r = queue_bind(oc);
 	if (r < 0)
 		return r;
-	nl_socket_disable_auto_ack(oc->sk); /* verdicts are not answered */
+	nl_socket_disable_auto_ack(oc->sk);  /* verdicts are not answered */
 	nl_socket_disable_seq_check(oc->sk); /* packet notices carry no sequence */
 	nl_socket_modify_cb(oc->sk, NL_CB_VALID, NL_CB_CUSTOM, on_packet, oc);
 	r = nl_socket_set_nonblocking(oc->sk);
@@ -482,10 +485,12 @@ void outcommit_epoch(struct outcommit *oc, uint64_t epoch, const struct image *i
 {
 	if (!oc || oc->failed)
 		return;
-	if (oc->stop_valid && (!oc->n_marks || id_after(oc->stop.id, oc->marks[oc->n_marks - 1].id))) {
+	if (oc->stop_valid &&
+	    (!oc->n_marks || id_after(oc->stop.id, oc->marks[oc->n_marks - 1].id))) {
 		if (oc->n_marks == MAX_MARKS) /* never acked for this long: fold the oldest two */
 			memmove(oc->marks, oc->marks + 1, --oc->n_marks * sizeof(*oc->marks));
-		struct oc_mark *m = array_push(&oc->marks, &oc->n_marks, &oc->cap_marks, sizeof(*m));
+		struct oc_mark *m =
+		    array_push(&oc->marks, &oc->n_marks, &oc->cap_marks, sizeof(*m));
 		if (!m) {
 			fail(oc, "out of memory");
 			return;
@@ -557,11 +562,19 @@ void outcommit_close(struct outcommit *oc)
 	free(oc);
 }
 
+bool outcommit_wait(const struct outcommit *oc, uint64_t sent, uint64_t acked)
+{
+	return oc && !oc->failed && sent > acked;
+}
+
 bool outcommit_failed(const struct outcommit *oc) { return oc && oc->failed; }
 
 void outcommit_status_fill(const struct outcommit *oc, struct status_report *r)
 {
-	status_report_gauge(r, "output_commit", "", !oc ? 0 : oc->failed ? -1 : 1,
+	status_report_gauge(r, "output_commit", "",
+			    !oc		 ? 0
+			    : oc->failed ? -1
+					 : 1,
 			    "1: output held until acknowledged; 0: off; -1: asked for but not in "
 			    "force (see the log)");
 	if (!oc)

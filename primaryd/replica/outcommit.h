@@ -32,6 +32,16 @@ void outcommit_epoch(struct outcommit *oc, uint64_t epoch, const struct image *i
 void outcommit_acked(struct outcommit *oc, uint64_t epoch);
 
 /*
+ * True while an epoch is still unacknowledged: the next one should merge
+ * into a later one. Held output waits for the ACK of the epoch after it,
+ * and a backup slower than the epoch timer would otherwise acknowledge
+ * further and further behind (epochs queue up before it, and so does
+ * every reply); one epoch in flight bounds the wait to about one epoch's
+ * capture, shipping, fsync and ACK plus an interval.
+ */
+bool outcommit_wait(const struct outcommit *oc, uint64_t sent, uint64_t acked);
+
+/*
  * Release what acknowledged epochs hold, drop the rest and remove every
  * rule and queue. Call it once the service can send no more (killed, or
  * frozen for good): a packet it sent after the rules went would go unheld.

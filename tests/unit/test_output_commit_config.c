@@ -21,11 +21,12 @@ static const char *service_file(const char *extra)
 		perror(path);
 		exit(2);
 	}
-	fprintf(f, "[service]\n"
-		   "command = /usr/bin/kv\n"
-		   "executable = /usr/bin/kv\n"
-		   "backup = 10.0.0.2:7000\n"
-		   "%s",
+	fprintf(f,
+		"[service]\n"
+		"command = /usr/bin/kv\n"
+		"executable = /usr/bin/kv\n"
+		"backup = 10.0.0.2:7000\n"
+		"%s",
 		extra);
 	fclose(f);
 	return path;
