@@ -26,8 +26,10 @@ Usage: test_output_commit.py SCENARIO [ROUNDS]
                jump to primaryd's chain from A's OUTPUT (the plug is gone, the
                configuration still says on). Expected to FAIL: it shows that
                the zero-loss checks above catch a missing plug.
-  setup-fails  every netfilter queue number primaryd would bind in A is taken
-               beforehand by the test: primaryd must still guard the service,
+  setup-fails  the first netfilter queue number primaryd would bind in A is
+               taken beforehand by the test (as by another service): it must
+               bind the next one. Then all of them are taken: primaryd must
+               still guard the service,
                log that output commit is NOT in force and why, and show
                output_commit -1 in status (never silently unheld).
   teardown     SIGTERM to primaryd with output commit in force: no chain or
@@ -187,12 +189,13 @@ def reconnect(r, tag, up, writer):
     return up
 
 
-def bind_all_queues(ns):
-    """Binds every queue number primaryd tries, from a netlink socket of ours in NS; the socket."""
+def bind_queues(ns, count=QUEUE_TRIES):
+    """Binds the first COUNT queue numbers primaryd tries, from a netlink socket of ours in NS
+    (as another service's primaryd would); the socket."""
     with cs.in_netns(ns):
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
     s.bind((0, 0))
-    for seq, q in enumerate(range(QUEUE_FIRST, QUEUE_FIRST + QUEUE_TRIES), 1):
+    for seq, q in enumerate(range(QUEUE_FIRST, QUEUE_FIRST + count), 1):
         body = struct.pack("BBH", 0, 0, socket.htons(q))  # nfgenmsg, res_id = queue
         body += struct.pack("HHBBH", 8, 1, 1, 0, 0)  # NFQA_CFG_CMD: NFQNL_CFG_CMD_BIND
         msg = struct.pack("IHHII", 16 + len(body), (3 << 8) | 2, 1 | 4, seq, 0) + body
@@ -204,8 +207,20 @@ def bind_all_queues(ns):
 
 
 def setup_fails(r, binary, certs, net):
-    with rp.Topology(net) as topo:
-        holder = bind_all_queues(topo.a)
+    with rp.Topology(net) as topo:  # the first queue number is taken: primaryd takes the next
+        holder = bind_queues(topo.a, 1)
+        try:
+            up = rp.bring_up(topo, certs, binary, output_commit="on")
+            r.check("with queue 17200 taken by another socket, output commit is in force",
+                    gauge(up.primary, "output_commit") == 1, 1, f"{gauge(up.primary, 'output_commit')}; "
+                    f"log: {up.primary.log_tail(600)}")
+            rules = our_chains(topo)
+            r.check("its rules send the service's packets to the next queue, 17201",
+                    any("--queue-num 17201" in l for l in rules), "--queue-num 17201", rules)
+        finally:
+            holder.close()
+    with rp.Topology(net) as topo:  # all of them taken: it cannot be set up
+        holder = bind_queues(topo.a)
         try:
             up = rp.bring_up(topo, certs, binary, output_commit="on")
             log = up.primary.log_text()

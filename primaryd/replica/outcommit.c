@@ -251,23 +251,24 @@ static int on_packet(struct nl_msg *msg, void *arg)
 	return NL_OK;
 }
 
-/* Read every packet notice waiting on the socket. */
+/* Read every packet notice waiting on the socket (nl_recvmsgs reads one datagram a call). */
 static void drain(struct outcommit *oc)
 {
+	struct nl_cb *cb = nl_socket_get_cb(oc->sk);
 	for (;;) {
-		int r = nl_recvmsgs_default(oc->sk);
-		if (r == -NLE_AGAIN || r == 0)
-			return;
-		if (r ==
-		    -NLE_NOMEM) { /* ENOBUFS: the kernel dropped packets it could not tell us of */
+		int r = nl_recvmsgs_report(oc->sk, cb);
+		if (r > 0 || r == -NLE_INTR)
+			continue;
+		if (r == -NLE_NOMEM) {
+			/* ENOBUFS: the kernel dropped packets it could not tell us of. */
 			oc->overruns++;
 			continue;
 		}
-		if (r == -NLE_INTR)
-			continue;
-		fail(oc, "reading the queue: %s", nl_geterror(r));
-		return;
+		if (r < 0 && r != -NLE_AGAIN)
+			fail(oc, "reading the queue: %s", nl_geterror(r));
+		break;
 	}
+	nl_cb_put(cb);
 }
 
 static void on_readable(evutil_socket_t fd, short what, void *arg)
@@ -303,7 +304,8 @@ static int queue_bind(struct outcommit *oc)
 			oc->queue = QUEUE_FIRST + i;
 			return 0;
 		}
-		if (r != -NLE_BUSY && r != -NLE_EXIST)
+		/* Taken by another socket (another service, another primaryd): EPERM. */
+		if (r != -NLE_PERM && r != -NLE_BUSY && r != -NLE_EXIST)
 			return r;
 	}
 	return r;
@@ -386,8 +388,8 @@ struct outcommit *outcommit_open(struct event_base *base, const char *service)
 	snprintf(oc->chain, sizeof(oc->chain), "CHECKSYNC-OC-%08x", name_hash(service));
 	int r = queue_open(oc, base);
 	if (r < 0) {
-		fail(oc, "cannot bind a netfilter queue (%d-%d): %s", QUEUE_FIRST,
-		     QUEUE_FIRST + QUEUE_TRIES - 1, nl_geterror(r));
+		fail(oc, "cannot bind a netfilter queue (%d-%d all taken, or not permitted): %s",
+		     QUEUE_FIRST, QUEUE_FIRST + QUEUE_TRIES - 1, nl_geterror(r));
 		return oc;
 	}
 	oc->chain_made = true;
