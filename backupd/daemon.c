@@ -18,15 +18,18 @@
 #include "daemon.h"
 
 #include <event2/event.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
+#include "control.h"
 #include "journal.h"
 #include "log.h"
 #include "service.h"
 #include "session.h"
 #include "status.h"
+#include "store.h"
 #include "tls.h"
 #include "util.h"
 
@@ -152,6 +155,44 @@ static int start_status(struct daemon *d)
 	return r;
 }
 
+/* ---------- operator commands ---------- */
+
+static void on_command(struct control_request *req, int argc, char **argv, void *arg)
+{
+	struct daemon *d = arg;
+	struct service *svc;
+
+	if (strcmp(argv[0], "accept-new-incarnation") != 0) {
+		control_reply(req, false, "unknown command '%s'", argv[0]);
+		return;
+	}
+	if (argc != 2) {
+		control_reply(req, false, "usage: accept-new-incarnation NAME");
+		return;
+	}
+	svc = daemon_service(d, argv[1]);
+	if (!svc) {
+		control_reply(req, false, "no service '%s' here", argv[1]);
+		return;
+	}
+	service_accept_new_incarnation(svc);
+	control_reply(req, true,
+		      "%s: the next primary that runs another incarnation will replace the image "
+		      "of epoch %" PRIu64,
+		      svc->cfg->name, store_epoch(svc->store));
+}
+
+static int start_control(struct daemon *d)
+{
+	char err[512];
+	int r = control_server_new(d->base, d->cfg.status_socket, on_command, d, &d->control, err,
+				   sizeof(err));
+
+	if (r < 0)
+		log_error("%s", err);
+	return r;
+}
+
 /* ---------- services ---------- */
 
 static void read_boot_id(struct daemon *d)
@@ -230,14 +271,11 @@ static int load_config(struct daemon *d, const char *path)
 	return r;
 }
 
-static int start(struct daemon *d, const char *config_path)
+static int start(struct daemon *d)
 {
 	char where[HOSTPORT_HOST_MAX + 16];
 	int r;
 
-	r = load_config(d, config_path);
-	if (r < 0)
-		return r;
 	d->base = event_base_new();
 	if (!d->base)
 		return log_error_errno(-ENOMEM, "cannot create the event loop");
@@ -252,6 +290,8 @@ static int start(struct daemon *d, const char *config_path)
 		r = start_listening(d);
 	if (r >= 0)
 		r = start_status(d);
+	if (r >= 0)
+		r = start_control(d);
 	if (r >= 0)
 		r = start_watchdog(d);
 	if (r >= 0)
@@ -273,6 +313,7 @@ static void stop(struct daemon *d)
 	session_free_all(d);
 	journal_writer_free(d->writer); /* every queued epoch reaches the disk */
 	status_server_free(d->status);
+	control_server_free(d->control);
 	for (size_t i = 0; d->services && i < d->n_services; i++)
 		service_close(&d->services[i]);
 	free(d->services);
@@ -295,8 +336,11 @@ static void stop(struct daemon *d)
 int daemon_run(const char *config_path)
 {
 	struct daemon d = {0};
-	int r = start(&d, config_path);
+	int r = load_config(&d, config_path);
 
+	if (r < 0)
+		return EXIT_CONFIG;
+	r = start(&d);
 	if (r >= 0 && event_base_dispatch(d.base) < 0) {
 		log_error("the event loop failed");
 		r = -EIO;

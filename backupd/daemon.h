@@ -19,6 +19,7 @@ struct journal_writer;
 struct service;
 struct session;
 struct status_server;
+struct control_server;
 struct tls_listener;
 
 struct daemon {
@@ -32,6 +33,7 @@ struct daemon {
 	struct tls_listener *listener;
 	struct journal_writer *writer;
 	struct status_server *status;
+	struct control_server *control;
 	struct session *sessions; /* every connection, for shutdown */
 	uint64_t next_session_id;
 
@@ -47,5 +49,6 @@ struct service *daemon_service(struct daemon *d, const char *name);
 /* Something an operator would want to see changed: send STATUS= now. */
 void daemon_status_changed(struct daemon *d);
 
-/* Run until SIGTERM or SIGINT: 0, or 1 if it could not start (logged). */
+/* Run until SIGTERM or SIGINT: 0, EXIT_CONFIG for a bad configuration, or 1 if it
+ * could not start (logged). */
 int daemon_run(const char *config_path);

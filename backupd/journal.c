@@ -26,6 +26,7 @@
 #define JOURNAL_NAME_MAX 64
 #define JOURNAL_READ_CHUNK (1u << 20)
 #define JOURNAL_SERVING_FILE "serving"
+#define JOURNAL_STOOD_DOWN_FILE "stood-down"
 
 struct jfile {
 	uint64_t seq;
@@ -82,6 +83,7 @@ struct journal {
 	bool serving;
 	pid_t serving_pid;
 	uint64_t serving_epoch;
+	bool stood_down;
 };
 
 static void file_name(const struct jfile *f, char *buf, size_t len)
@@ -793,6 +795,7 @@ int journal_open(struct journal_writer *w, const char *dir, const char *service,
 		return r;
 	}
 	read_serving_marker(j);
+	j->stood_down = faccessat(j->dirfd, JOURNAL_STOOD_DOWN_FILE, F_OK, 0) == 0;
 	j->store = s;
 	*out = j;
 	*store_out = s;
@@ -850,3 +853,27 @@ bool journal_serving(const struct journal *j, pid_t *pid, uint64_t *epoch)
 	}
 	return j->serving;
 }
+
+int journal_mark_stood_down(struct journal *j, bool on)
+{
+	struct file_out fo;
+	int r = 0;
+
+	if (on) {
+		r = file_begin(j->dirfd, JOURNAL_STOOD_DOWN_FILE, &fo);
+		if (r >= 0)
+			r = file_write("stopped everywhere\n", 19, &fo);
+		r = file_finish(j->dirfd, JOURNAL_STOOD_DOWN_FILE, &fo, r);
+	} else if (unlinkat(j->dirfd, JOURNAL_STOOD_DOWN_FILE, 0) < 0 && errno != ENOENT) {
+		r = -errno;
+	} else if (fsync(j->dirfd) < 0) {
+		r = -errno;
+	}
+	if (r < 0)
+		return log_error_errno(r, "%s: cannot %s %s/%s", j->service, on ? "write" : "remove",
+				       j->dir, JOURNAL_STOOD_DOWN_FILE);
+	j->stood_down = on;
+	return 0;
+}
+
+bool journal_stood_down(const struct journal *j) { return j->stood_down; }

@@ -93,3 +93,7 @@ int journal_mark_serving(struct journal *j, pid_t pid, uint64_t epoch);
 int journal_clear_serving(struct journal *j);
 /* The marker as journal_open() found it or the last mark left it. */
 bool journal_serving(const struct journal *j, pid_t *pid, uint64_t *epoch);
+
+/* The stood-down marker (the service was stopped everywhere): set or cleared, synced. */
+int journal_mark_stood_down(struct journal *j, bool on);
+bool journal_stood_down(const struct journal *j);

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "restore/restore.h"
 #include "status.h"
+#include "control.h"
 #include "util.h"
 
 #define DEFAULT_CONFIG "/etc/checksync/backup.conf"
@@ -26,22 +27,35 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: checksync-backupd [--config FILE] [-v]\n"
 		   "       checksync-backupd status [--config FILE]\n"
-		   "       checksync-backupd restore --image DIR [-v]\n"
+		   "       checksync-backupd accept-new-incarnation NAME [--config FILE]\n"
+		   "         let the next other run of NAME replace the image (logged)\n"
+		   "       checksync-backupd restore --image DIR [--debug-file FILE]\n"
+		   "                [--debug-root DIR] [-v]\n"
 		   "The configuration file defaults to " DEFAULT_CONFIG ".\n");
 }
 
 static int cmd_restore(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"image", required_argument, NULL, 'i'}, {"verbose", no_argument, NULL, 'v'}, {}};
+	static const struct option opts[] = {{"image", required_argument, NULL, 'i'},
+					     {"debug-file", required_argument, NULL, 'D'},
+					     {"debug-root", required_argument, NULL, 'R'},
+					     {"verbose", no_argument, NULL, 'v'},
+					     {}};
+	struct restore_opts ro = {0};
 	const char *image = NULL;
 	pid_t pid;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "i:v", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "i:D:R:v", opts, NULL)) != -1) {
 		switch (c) {
 		case 'i':
 			image = optarg;
+			break;
+		case 'D':
+			ro.debug_file = optarg;
+			break;
+		case 'R':
+			ro.debug_root = optarg;
 			break;
 		case 'v':
 			log_set_verbose(log_get_verbose() + 1);
@@ -55,7 +69,7 @@ static int cmd_restore(int argc, char **argv)
 		log_error("restore needs --image DIR");
 		return 2;
 	}
-	if (restore_image(image, &pid) < 0)
+	if (restore_image_opts(image, &ro, &pid) < 0)
 		return 1;
 	printf("%d\n", pid);
 	fflush(stdout);
@@ -121,6 +135,36 @@ static int cmd_status(int argc, char **argv)
 	return 0;
 }
 
+/* `checksync-backupd accept-new-incarnation NAME [--config FILE]` */
+static int cmd_control(int argc, char **argv)
+{
+	const char *config = DEFAULT_CONFIG;
+	struct daemon_config cfg;
+	char err[CONFIG_ERR_MAX];
+	char *words[2] = {argv[0], NULL};
+	int r;
+
+	if (argc < 2 || argv[1][0] == '-') {
+		log_error("%s needs the name of a service", argv[0]);
+		return 2;
+	}
+	words[1] = argv[1];
+	r = parse_common(argc - 1, argv + 1, &config, false);
+	if (r)
+		return r;
+	if (config_load_daemon(config, ROLE_BACKUP, &cfg, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	r = control_send(cfg.status_socket, 2, words, stdout, err, sizeof(err));
+	config_daemon_free(&cfg);
+	if (r < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	return r;
+}
+
 static int cmd_daemon(int argc, char **argv)
 {
 	const char *config = DEFAULT_CONFIG;
@@ -132,6 +176,11 @@ static int cmd_daemon(int argc, char **argv)
 	 * theirs too; this covers what they cannot know about).
 	 */
 	(void)close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+	/*
+	 * The DWARF lookup at each HELLO runs in the event loop: libdwfl must not
+	 * go to a debuginfod server from there (it would while this is set).
+	 */
+	unsetenv("DEBUGINFOD_URLS");
 	log_set_verbose(1);
 	r = parse_common(argc, argv, &config, true);
 	return r ? r : daemon_run(config);
@@ -144,6 +193,8 @@ int main(int argc, char **argv)
 		return cmd_restore(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "status") == 0)
 		return cmd_status(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "accept-new-incarnation") == 0)
+		return cmd_control(argc - 1, argv + 1);
 	if (argc >= 2 && argv[1][0] != '-') {
 		log_error("unknown command '%s'", argv[1]);
 		usage(stderr);

@@ -18,23 +18,10 @@
 #include "takeover.h"
 #include "util.h"
 
-const char *service_state_name(enum service_state state)
-{
-	switch (state) {
-	case SERVICE_BACKUP:
-		return "backup";
-	case SERVICE_FENCING:
-		return "fencing";
-	case SERVICE_SERVING:
-		return "serving";
-	}
-	return "?";
-}
-
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
-	takeover_tick(arg);
+	failover_tick(arg);
 }
 
 static int start_tick(struct service *svc)
@@ -52,7 +39,7 @@ int service_open(struct daemon *d, const struct service_config *cfg, struct serv
 {
 	int r;
 
-	*svc = (struct service){.d = d, .cfg = cfg, .last_heard_us = d->started_us};
+	*svc = (struct service){.d = d, .cfg = cfg};
 	if (asprintf(&svc->dir, "%s/%s", d->cfg.state_dir, cfg->name) < 0) {
 		svc->dir = NULL;
 		return log_error_errno(-ENOMEM, "%s", cfg->name);
@@ -70,8 +57,8 @@ int service_open(struct daemon *d, const struct service_config *cfg, struct serv
 	} else {
 		log_info("%s: no image yet in %s", cfg->name, svc->dir);
 	}
-	if (journal_serving(svc->journal, &svc->pid, &svc->served_epoch))
-		takeover_resume(svc);
+	service_check_debuginfo(svc, NULL);
+	failover_init(svc, d->started_us);
 	r = start_tick(svc);
 	return r < 0 ? log_error_errno(r, "%s: cannot start its timer", cfg->name) : 0;
 }
@@ -80,9 +67,7 @@ void service_close(struct service *svc)
 {
 	if (svc->tick)
 		event_free(svc->tick);
-	child_free(svc->fence, false);
-	child_free(svc->hook, false);
-	child_free(svc->watch, false);
+	takeover_free(svc);
 	if (svc->journal)
 		journal_free(svc->journal);
 	if (svc->store)
@@ -91,7 +76,48 @@ void service_close(struct service *svc)
 	*svc = (struct service){0};
 }
 
-void service_heard(struct service *svc) { svc->last_heard_us = now_us(); }
+void service_attached(struct service *svc, struct session *s)
+{
+	svc->session = s;
+	failover_heard(svc, now_us());
+	daemon_status_changed(svc->d);
+}
+
+void service_detached(struct service *svc, struct session *s)
+{
+	if (svc->session != s)
+		return;
+	svc->session = NULL;
+	daemon_status_changed(svc->d);
+}
+
+void service_heartbeat(struct service *svc) { svc->last_heartbeat_us = now_us(); }
+
+void service_committed(struct service *svc, uint64_t bytes)
+{
+	svc->committed_at_us = now_us();
+	svc->last_epoch_bytes = bytes;
+	svc->total_epoch_bytes += bytes;
+	svc->n_epochs++;
+}
+
+void service_torn(struct service *svc) { svc->n_torn++; }
+
+void service_acked(struct service *svc, uint64_t epoch) { svc->acked_epoch = epoch; }
+
+void service_replaced(struct service *svc)
+{
+	svc->accept_new = false;
+	failover_primary_replaced(svc);
+}
+
+void service_accept_new_incarnation(struct service *svc)
+{
+	svc->accept_new = true;
+	log_warn("%s: an operator accepts a new incarnation: the next primary that runs another "
+		 "incarnation replaces the image of %016" PRIx64 " (epoch %" PRIu64 ")",
+		 svc->cfg->name, store_incarnation(svc->store), store_epoch(svc->store));
+}
 
 static double age_seconds(uint64_t then_us, uint64_t now)
 {
@@ -101,9 +127,10 @@ static double age_seconds(uint64_t then_us, uint64_t now)
 void service_report(const struct service *svc, struct status_report *r)
 {
 	uint64_t now = now_us(), epoch = store_epoch(svc->store);
-	bool serving = svc->state == SERVICE_SERVING;
+	const struct failover *fo = &svc->fo;
+	bool serving = fo->state == FAILOVER_SERVING;
 
-	status_report_service(r, svc->cfg->name, service_state_name(svc->state));
+	status_report_service(r, svc->cfg->name, failover_state_name(fo->state));
 	status_report_gauge(r, "epoch", "", epoch, "Last committed epoch of the warm image");
 	status_report_gauge(r, "acked_epoch", "", svc->acked_epoch,
 			    "Last epoch acknowledged to the primary (durable on disk)");
@@ -111,14 +138,15 @@ void service_report(const struct service *svc, struct status_report *r)
 			    "Newest epoch on disk");
 	status_report_gauge(r, "lag", "seconds", age_seconds(svc->committed_at_us, now),
 			    "Time since the last epoch was committed");
-	status_report_gauge(r, "epoch_last", "bytes", svc->n_epochs ? svc->last_epoch_bytes : NAN,
+	status_report_gauge(r, "epoch_size", "bytes", svc->n_epochs ? svc->last_epoch_bytes : NAN,
 			    "Size of the last epoch as received");
-	status_report_gauge(r, "epoch_mean", "bytes",
+	status_report_gauge(r, "epoch_size_mean", "bytes",
 			    svc->n_epochs ? (double)svc->total_epoch_bytes / svc->n_epochs : NAN,
 			    "Mean size of the epochs received since the daemon started");
 	status_report_gauge(r, "heartbeat_age", "seconds", age_seconds(svc->last_heartbeat_us, now),
 			    "Time since the last heartbeat from the primary");
-	status_report_gauge(r, "heard_age", "seconds", age_seconds(svc->last_heard_us, now),
+	status_report_gauge(r, "heard_age", "seconds",
+			    fo->heard_us < now ? age_seconds(fo->heard_us, now) : 0,
 			    "Time since anything was heard from the primary (failover clock)");
 	status_report_gauge(r, "connected", "", svc->session != NULL,
 			    "1 while the primary is connected");
@@ -126,24 +154,36 @@ void service_report(const struct service *svc, struct status_report *r)
 			    "Pages held in the warm image");
 	status_report_gauge(r, "disk", "bytes", journal_disk_bytes(svc->journal),
 			    "Bytes of the files the image is kept in");
-	status_report_counter(r, "epochs", "total", svc->n_epochs,
+	status_report_counter(r, "epochs", "", svc->n_epochs,
 			      "Epochs committed since the daemon started");
-	status_report_counter(r, "torn_epochs", "total", svc->n_torn,
+	status_report_counter(r, "torn_epochs", "", svc->n_torn,
 			      "Epochs discarded before their commit since the daemon started");
-	status_report_gauge(r, "pid", "",
-			    serving && svc->pid > 0 && !svc->pid_ended ? svc->pid : NAN,
+	status_report_gauge(r, "restores_failed", "", fo->failures,
+			      "Restores failed in a row (the image is kept; retried after a back-off)");
+	status_report_gauge(r, "pid", "", serving && fo->pid > 0 && !fo->pid_ended ? fo->pid : NAN,
 			    "Process id of the service restored here");
+	char di[512];
+	status_report_text(r, "debug_info", service_debuginfo_text(svc, di, sizeof(di)),
+			   "The executable's DWARF on this host, which a takeover patches thread "
+			   "ids with");
 }
 
 void service_status_line(const struct service *svc, char *buf, size_t len)
 {
 	uint64_t epoch = store_epoch(svc->store);
 
-	if (svc->state == SERVICE_SERVING)
-		snprintf(buf, len, "serving %s as pid %d%s", svc->cfg->name, svc->pid,
-			 svc->pid_ended ? " (ended)" : "");
-	else if (svc->state == SERVICE_FENCING)
+	const struct failover *fo = &svc->fo;
+
+	if (fo->state == FAILOVER_SERVING)
+		snprintf(buf, len, "serving %s as pid %d%s", svc->cfg->name, fo->pid,
+			 fo->pid_ended ? " (ended)" : "");
+	else if (fo->state == FAILOVER_FENCING)
 		snprintf(buf, len, "fencing the primary of %s", svc->cfg->name);
+	else if (fo->state == FAILOVER_RESTORING)
+		snprintf(buf, len, "restoring %s from epoch %" PRIu64, svc->cfg->name, epoch);
+	else if (fo->state == FAILOVER_STOOD_DOWN)
+		snprintf(buf, len, "%s stopped everywhere (image of epoch %" PRIu64 " kept)",
+			 svc->cfg->name, epoch);
 	else if (!epoch)
 		snprintf(buf, len, "waiting for %s's primary", svc->cfg->name);
 	else

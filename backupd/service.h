@@ -3,11 +3,10 @@
  * image and journal, the primary's connection if any, what was last heard
  * from the primary, and where it stands on the way to a takeover.
  *
- * A service is in one of three states:
- *   backup   - keeping the image; the primary may connect and stream epochs
- *   fencing  - the primary went silent and the fence hook is running
- *   serving  - we restored the service here; a primary is refused for good
- * "serving" is kept on disk (journal.h), so it survives our own restart.
+ * Where it stands on the way to a takeover is failover.h's state machine
+ * (svc->fo), the children a takeover runs are takeover.h's (svc->to).
+ * Every other field is written here, in service.c, from the events the
+ * session reports; other files only read them.
  *
  * Services live as long as the daemon; sessions, hooks and journal writes
  * point at them freely.
@@ -19,6 +18,9 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "failover.h"
+#include "goruntime.h"
+#include "takeover.h"
 
 struct child;
 struct daemon;
@@ -28,12 +30,6 @@ struct session;
 struct status_report;
 struct store;
 
-enum service_state {
-	SERVICE_BACKUP,
-	SERVICE_FENCING,
-	SERVICE_SERVING,
-};
-
 struct service {
 	struct daemon *d;
 	const struct service_config *cfg;
@@ -41,10 +37,13 @@ struct service {
 	struct store *store;
 	struct journal *journal;
 	struct session *session; /* the primary's connection, once its HELLO named us */
-	enum service_state state;
+	struct failover fo;	 /* failover.c's */
+	struct takeover to;	 /* takeover.c's */
+	struct event *tick;
+
+	bool accept_new; /* an operator lets the next other incarnation replace the image */
 
 	/* the primary */
-	uint64_t last_heard_us;	    /* anything from it; the daemon's start before that */
 	uint64_t last_heartbeat_us; /* its last HEARTBEAT; 0: none in this run */
 
 	/* epochs */
@@ -52,26 +51,33 @@ struct service {
 	uint64_t acked_epoch;
 	uint64_t last_epoch_bytes, total_epoch_bytes, n_epochs, n_torn;
 
-	/* takeover (takeover.c) */
-	pid_t pid;
-	uint64_t served_epoch;
-	bool pid_ended;
-	uint64_t retry_at_us;
-	struct child *fence, *hook, *watch;
-	struct event *tick;
+	struct go_debuginfo debuginfo; /* this host's DWARF for the executable (debuginfo.c) */
 };
-
-const char *service_state_name(enum service_state state);
 
 /* Load the image from STATE_DIR/NAME and start the service's timer. Logs its errors. */
 int service_open(struct daemon *d, const struct service_config *cfg, struct service *svc);
 /* Call only once the journal writer has finished (daemon.c does). */
 void service_close(struct service *svc);
 
-/* Something came from the primary. */
-void service_heard(struct service *svc);
+/* Events from the session (session.c), the only writer of these fields being service.c. */
+void service_attached(struct service *svc, struct session *s);
+void service_detached(struct service *svc, struct session *s);
+void service_heartbeat(struct service *svc);
+void service_committed(struct service *svc, uint64_t bytes);
+void service_torn(struct service *svc);
+void service_acked(struct service *svc, uint64_t epoch);
+/* Another incarnation's full epoch has replaced the image (leaves stood-down, ends accept_new). */
+void service_replaced(struct service *svc);
+
+/* The operator's `accept-new-incarnation NAME`: logged. */
+void service_accept_new_incarnation(struct service *svc);
 
 /* The service's rows for the status socket and /metrics. */
 void service_report(const struct service *svc, struct status_report *r);
+/* debuginfo.c: look up the DWARF a takeover needs; warn if there is none (peer: at HELLO). */
+void service_check_debuginfo(struct service *svc, const char *peer);
+/* Its path, or what is missing, for status. */
+const char *service_debuginfo_text(const struct service *svc, char *buf, size_t len);
+
 /* One phrase for sd_notify STATUS=: "epoch 42 of kvserver, lag 80 ms". */
 void service_status_line(const struct service *svc, char *buf, size_t len);

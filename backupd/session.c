@@ -16,8 +16,10 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <sys/ioctl.h>
 #include <stdarg.h>
 
 #include "daemon.h"
@@ -25,6 +27,7 @@
 #include "log.h"
 #include "service.h"
 #include "store.h"
+#include "takeover.h"
 #include "tls.h"
 #include "util.h"
 #include "wire.h"
@@ -43,12 +46,15 @@ struct session {
 	struct wire_decoder *dec;
 	struct service *svc; /* after HELLO */
 	bool closing, read_paused, exe_checked;
+	uint64_t incarnation; /* the primary's, from its HELLO */
+	bool may_replace;     /* its full epoch may replace the image of another incarnation */
 
 	struct store_epoch *epoch; /* the epoch being received */
 	msgpack_sbuffer record;	   /* the same, packed for the journal */
 
 	struct event *hb_timer, *reaper;
 	uint64_t hb_seq;
+	uint64_t peer_stamp_us, peer_stamp_at_us; /* the primary's newest time_us, and when it came */
 };
 
 /* What an ACK needs to find its way back, the session having maybe gone meanwhile. */
@@ -72,27 +78,20 @@ static void send_msg(struct session *s, const struct wire_msg *m)
 	msgpack_sbuffer_destroy(&sb);
 }
 
-/*
- * Our heartbeat renews the primary's lease, so we stop sending it well
- * before we could take over: once the primary has been silent for
- * failover_timeout - lease - one heartbeat interval. A primary that hears
- * nothing more from us freezes its service one lease later, which is
- * before our failover timeout runs out, so there is no moment in which both
- * copies serve.
- */
+/* Our heartbeat renews the primary's lease: failover.c says until when. */
 static void send_heartbeat(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	const struct service_config *cfg = s->svc->cfg;
-	uint64_t quiet_us = (uint64_t)(cfg->failover_timeout_ms - cfg->lease_ms -
-				       cfg->heartbeat_interval_ms) * 1000;
+	uint64_t now = now_us();
 	struct wire_msg m = {.type = WIRE_HEARTBEAT,
 			     .heartbeat = {.seq = ++s->hb_seq,
-					   .time_us = now_us(),
-					   .epoch = store_epoch(s->svc->store)}};
+					   .time_us = now,
+					   .epoch = store_epoch(s->svc->store),
+					   .echo_us = s->peer_stamp_us,
+					   .echo_age_us = s->peer_stamp_us ? now - s->peer_stamp_at_us : 0}};
 
 	(void)fd, (void)what;
-	if (now_us() - s->svc->last_heard_us > quiet_us)
+	if (!failover_renews_lease(s->svc, now))
 		return;
 	send_msg(s, &m);
 }
@@ -106,7 +105,7 @@ static void discard_epoch(struct session *s, const char *why)
 	log_warn("%s: torn epoch %" PRIu64 " from %s discarded (%" PRIu64 " pages received): %s",
 		 name_of(s), store_epoch_number(s->epoch), s->peer, store_epoch_npages(s->epoch),
 		 why);
-	s->svc->n_torn++;
+	service_torn(s->svc);
 	store_epoch_free(s->epoch);
 	s->epoch = NULL;
 	msgpack_sbuffer_destroy(&s->record);
@@ -116,10 +115,8 @@ static void discard_epoch(struct session *s, const char *why)
 static void detach(struct session *s, const char *why)
 {
 	discard_epoch(s, why);
-	if (s->svc && s->svc->session == s) {
-		s->svc->session = NULL;
-		daemon_status_changed(s->d);
-	}
+	if (s->svc)
+		service_detached(s->svc, s);
 	if (s->hb_timer)
 		event_del(s->hb_timer);
 }
@@ -172,7 +169,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 		session_free(s);
 }
 
-void session_close(struct session *s, const char *reason)
+void session_close(struct session *s, enum wire_error_code code, const char *reason)
 {
 	struct timeval tv = {.tv_sec = SESSION_CLOSE_TIMEOUT_SEC};
 
@@ -182,7 +179,7 @@ void session_close(struct session *s, const char *reason)
 	detach(s, reason ? reason : "the connection was closed");
 	bufferevent_disable(s->bev, EV_READ);
 	if (reason) {
-		struct wire_msg m = {.type = WIRE_ERROR, .error = {.reason = reason}};
+		struct wire_msg m = {.type = WIRE_ERROR, .error = {.code = code, .reason = reason}};
 		send_msg(s, &m);
 	}
 	bufferevent_setcb(s->bev, NULL, on_flushed, on_closing_event, s);
@@ -192,8 +189,9 @@ void session_close(struct session *s, const char *reason)
 }
 
 /* Close with a log line saying why; the peer gets the reason as ERROR. */
-static int refuse(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int refuse(struct session *s, const char *fmt, ...)
+static int refuse(struct session *s, enum wire_error_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int refuse(struct session *s, enum wire_error_code code, const char *fmt, ...)
 {
 	char reason[WIRE_MAX_REASON];
 	va_list ap;
@@ -206,11 +204,22 @@ static int refuse(struct session *s, const char *fmt, ...)
 			 reason);
 	else
 		log_warn("closing the connection from %s: %s", s->peer, reason);
-	session_close(s, reason);
+	session_close(s, code, reason);
 	return -EPROTO;
 }
 
 bool session_read_paused(const struct session *s) { return s->read_paused; }
+
+/* Bytes the primary has sent that we have not read yet: in the kernel, in TLS, in libevent. */
+bool session_has_unread(const struct session *s)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+	int fd = bufferevent_getfd(s->bev), n = 0;
+
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) || (ssl && SSL_pending(ssl) > 0))
+		return true;
+	return fd >= 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
 
 /* ---------- HELLO ---------- */
 
@@ -224,7 +233,7 @@ static bool peer_is_the_primary(struct session *s, const struct service *svc)
 	r = tls_bev_peer_cn(s->bev, cn, sizeof(cn));
 	if (r >= 0 && strcmp(cn, svc->cfg->primary) == 0)
 		return true;
-	(void)refuse(s, "certificate %s%s%s is not that of %s's primary '%s'",
+	(void)refuse(s, WIRE_ERR_IDENTITY, "certificate %s%s%s is not that of %s's primary '%s'",
 		     r < 0 ? "without a CN" : "CN '", r < 0 ? "" : cn, r < 0 ? "" : "'",
 		     svc->cfg->name, svc->cfg->primary);
 	return false;
@@ -238,46 +247,99 @@ static void attach(struct session *s, struct service *svc)
 	if (svc->session) {
 		log_warn("%s: a new connection from %s replaces the one from %s", svc->cfg->name,
 			 s->peer, svc->session->peer);
-		session_close(svc->session, "replaced by a newer connection from the primary");
+		session_close(svc->session, WIRE_ERR_REPLACED,
+			      "replaced by a newer connection from the primary");
 	}
 	s->svc = svc;
-	svc->session = s;
-	service_heard(svc);
+	service_attached(svc, s);
 	bufferevent_set_timeouts(s->bev, NULL, NULL);
 	event_add(s->hb_timer, &tv);
-	daemon_status_changed(s->d);
+}
+
+/*
+ * Each run of the service is an incarnation (wire.h). The image is
+ * replaced by another incarnation's only when an operator asked
+ * (accept-new-incarnation) or stopped the service everywhere. A primary
+ * about to start a fresh run while we hold another's image has no copy of
+ * it running (its service runs only under it, and dies with it): the
+ * image is the only copy, and we take over at once rather than let an
+ * empty service start over it. A primary already running another
+ * incarnation is refused: taking over would make two copies serve.
+ * Returns 0 to go on, or the code it refused (or took over) with.
+ */
+static enum wire_error_code judge_incarnation(struct session *s, struct service *svc,
+					      const struct wire_hello *h)
+{
+	uint64_t have = store_incarnation(svc->store), epoch = store_epoch(svc->store);
+
+	s->incarnation = h->incarnation;
+	if (!epoch || !have || have == h->incarnation)
+		return 0;
+	if (svc->accept_new || svc->fo.state == FAILOVER_STOOD_DOWN) {
+		s->may_replace = true;
+		log_warn("%s: incarnation %016" PRIx64 " from %s will replace the image of %016" PRIx64
+			 " (epoch %" PRIu64 "): %s",
+			 svc->cfg->name, h->incarnation, s->peer, have, epoch,
+			 svc->accept_new ? "an operator accepted a new incarnation"
+					 : "the service was stopped everywhere");
+		return 0;
+	}
+	if (!(h->flags & WIRE_HELLO_FRESH)) {
+		(void)refuse(s, WIRE_ERR_INCARNATION_REFUSED,
+			     "backup holds the image of incarnation %016" PRIx64 " (epoch %" PRIu64
+			     "), this primary runs %016" PRIx64
+			     "; `checksync-backupd accept-new-incarnation %s` on the backup lets it "
+			     "replace the image",
+			     have, epoch, h->incarnation, svc->cfg->name);
+		return WIRE_ERR_INCARNATION_REFUSED;
+	}
+	if (svc->session) {
+		(void)refuse(s, WIRE_ERR_OTHER,
+			     "the previous primary's connection is still open; ask again");
+		return WIRE_ERR_OTHER;
+	}
+	attach(s, svc);
+	failover_take_over_now(svc, "the primary restarted afresh while we hold the image of its "
+				    "last incarnation, which no longer runs");
+	return WIRE_ERR_TAKEN_OVER;
 }
 
 static int on_hello(struct session *s, const struct wire_hello *h)
 {
 	struct service *svc;
 	struct wire_msg reply = {.type = WIRE_HELLO};
+	enum wire_error_code code;
+	const char *why;
 
 	if (s->svc)
-		return refuse(s, "HELLO again");
+		return refuse(s, WIRE_ERR_PROTOCOL, "HELLO again");
 	if (h->proto_version != WIRE_PROTO_VERSION)
-		return refuse(s, "protocol version %u, expected %u", h->proto_version,
+		return refuse(s, WIRE_ERR_PROTOCOL, "protocol version %u, expected %u", h->proto_version,
 			      WIRE_PROTO_VERSION);
 	if (h->role != ROLE_PRIMARY)
-		return refuse(s, "role %s, expected primary", role_to_string(h->role));
+		return refuse(s, WIRE_ERR_PROTOCOL, "role %s, expected primary", role_to_string(h->role));
 	svc = daemon_service(s->d, h->service);
 	if (!svc)
-		return refuse(s, "unknown service '%s'", h->service);
+		return refuse(s, WIRE_ERR_WRONG_SERVICE, "unknown service '%s'", h->service);
 	if (!peer_is_the_primary(s, svc))
 		return -EPERM;
-	if (svc->state == SERVICE_SERVING)
-		return refuse(s, "backup has taken over");
-	if (svc->state == SERVICE_FENCING)
-		return refuse(s, "backup is taking over");
+	if ((code = failover_refuses_primary(svc, &why)))
+		return refuse(s, code, "%s", why);
+	if (!h->incarnation)
+		return refuse(s, WIRE_ERR_PROTOCOL, "HELLO without an incarnation");
+	if ((code = judge_incarnation(s, svc, h)))
+		return code == WIRE_ERR_TAKEN_OVER ? 0 : -EPROTO;
 	attach(s, svc);
 	reply.hello = (struct wire_hello){.proto_version = WIRE_PROTO_VERSION,
 					  .role = ROLE_BACKUP,
 					  .service = svc->cfg->name,
 					  .boot_id = s->d->boot_id,
-					  .pid = getpid()};
+					  .pid = getpid(),
+					  .incarnation = store_incarnation(svc->store)};
 	send_msg(s, &reply);
 	log_info("%s: primary connected from %s (pid %u), our epoch %" PRIu64, svc->cfg->name,
 		 s->peer, h->pid, store_epoch(svc->store));
+	service_check_debuginfo(svc, s->peer);
 	return 0;
 }
 
@@ -289,15 +351,24 @@ static int on_begin(struct session *s, const struct wire_msg *m)
 	int r;
 
 	if (s->epoch)
-		return refuse(s, "EPOCH_BEGIN %" PRIu64 " inside epoch %" PRIu64,
+		return refuse(s, WIRE_ERR_PROTOCOL, "EPOCH_BEGIN %" PRIu64 " inside epoch %" PRIu64,
 			      m->epoch_begin.epoch, store_epoch_number(s->epoch));
+	if (m->epoch_begin.incarnation != s->incarnation)
+		return refuse(s, WIRE_ERR_PROTOCOL,
+			      "EPOCH_BEGIN of incarnation %016" PRIx64 ", HELLO said %016" PRIx64,
+			      m->epoch_begin.incarnation, s->incarnation);
+	if (store_epoch(s->svc->store) && store_incarnation(s->svc->store) &&
+	    store_incarnation(s->svc->store) != s->incarnation && !s->may_replace)
+		return refuse(s, WIRE_ERR_INCARNATION_REFUSED,
+			      "an epoch of incarnation %016" PRIx64 " over the image of %016" PRIx64,
+			      s->incarnation, store_incarnation(s->svc->store));
 	r = store_epoch_begin(s->svc->store, &m->epoch_begin, &s->epoch, err, sizeof(err));
 	if (r == -ENOMEM)
 		snprintf(err, sizeof(err), "out of memory");
 	if (r < 0)
-		return refuse(s, "%s", err);
+		return refuse(s, WIRE_ERR_PROTOCOL, "%s", err);
 	if (wire_pack(&s->record, m) < 0)
-		return refuse(s, "out of memory");
+		return refuse(s, WIRE_ERR_STORAGE, "out of memory");
 	return 0;
 }
 
@@ -307,14 +378,14 @@ static int on_epoch_part(struct session *s, const struct wire_msg *m)
 	int r;
 
 	if (!s->epoch)
-		return refuse(s, "%s outside an epoch", wire_type_name(m->type));
+		return refuse(s, WIRE_ERR_PROTOCOL, "%s outside an epoch", wire_type_name(m->type));
 	r = store_epoch_add(s->epoch, m, err, sizeof(err));
 	if (r >= 0)
 		r = wire_pack(&s->record, m);
 	if (r == -ENOMEM)
 		snprintf(err, sizeof(err), "out of memory");
 	if (r < 0)
-		return refuse(s, "epoch %" PRIu64 ": %s", store_epoch_number(s->epoch), err);
+		return refuse(s, WIRE_ERR_PROTOCOL, "epoch %" PRIu64 ": %s", store_epoch_number(s->epoch), err);
 	return 0;
 }
 
@@ -331,31 +402,30 @@ static void on_durable(int r, uint64_t epoch, void *arg)
 	free(a);
 	if (r < 0) {
 		if (ours)
-			(void)refuse(s, "backup cannot store epoch %" PRIu64 ": %s", epoch,
+			(void)refuse(s, WIRE_ERR_STORAGE, "backup cannot store epoch %" PRIu64 ": %s", epoch,
 				     strerror(-r));
 		return;
 	}
 	if (!ours)
 		return; /* the primary that sent it is gone: its successor starts over */
 	send_msg(s, &(struct wire_msg){.type = WIRE_ACK, .ack = {.epoch = epoch}});
-	svc->acked_epoch = epoch;
+	service_acked(svc, epoch);
 	log_debug("%s: epoch %" PRIu64 " durable and acknowledged %" PRIu64 " ms after its commit",
 		  svc->cfg->name, epoch, took_us / 1000);
 	if (s->read_paused && journal_backlog(svc->journal) < SESSION_MAX_BACKLOG / 2)
 		resume_reading(s);
 }
 
-/* The image names an executable; the one configured here is what the operator installed. */
+/* The image names an executable; the one configured here must be it: say so early. */
 static void check_executable(struct session *s)
 {
-	const struct image *meta = store_meta(s->svc->store);
+	char err[768];
 
-	if (s->exe_checked || !meta || !meta->exe)
+	if (s->exe_checked || !store_meta(s->svc->store))
 		return;
 	s->exe_checked = true;
-	if (strcmp(meta->exe, s->svc->cfg->executable) != 0)
-		log_warn("%s: the primary runs %s, but executable = %s here; restore will use %s",
-			 s->svc->cfg->name, meta->exe, s->svc->cfg->executable, meta->exe);
+	if (takeover_check_executable(s->svc, err, sizeof(err)) < 0)
+		log_warn("%s: %s", s->svc->cfg->name, err);
 }
 
 static void committed(struct session *s, uint64_t epoch, uint64_t base, uint64_t npages,
@@ -363,10 +433,13 @@ static void committed(struct session *s, uint64_t epoch, uint64_t base, uint64_t
 {
 	struct service *svc = s->svc;
 
-	svc->committed_at_us = now_us();
-	svc->last_epoch_bytes = bytes;
-	svc->total_epoch_bytes += bytes;
-	svc->n_epochs++;
+	if (s->may_replace && base == 0) {
+		log_warn("%s: the image now holds incarnation %016" PRIx64 " (epoch %" PRIu64 ")",
+			 svc->cfg->name, s->incarnation, epoch);
+		s->may_replace = false;
+		service_replaced(svc);
+	}
+	service_committed(svc, bytes);
 	check_executable(s);
 	if (base == 0 || svc->n_epochs % SESSION_LOG_EVERY == 1)
 		log_info("%s: committed epoch %" PRIu64 " (%s, %" PRIu64 " pages, %" PRIu64
@@ -388,13 +461,13 @@ static int on_commit(struct session *s, const struct wire_msg *m)
 	int r;
 
 	if (!s->epoch)
-		return refuse(s, "COMMIT outside an epoch");
+		return refuse(s, WIRE_ERR_PROTOCOL, "COMMIT outside an epoch");
 	epoch = store_epoch_number(s->epoch);
 	base = store_epoch_base(s->epoch);
 	npages = store_epoch_npages(s->epoch);
 	r = store_epoch_commit(svc->store, s->epoch, &m->commit, err, sizeof(err));
 	if (r < 0)
-		return refuse(s, "epoch %" PRIu64 " refused: %s", epoch, err);
+		return refuse(s, WIRE_ERR_PROTOCOL, "epoch %" PRIu64 " refused: %s", epoch, err);
 	store_epoch_free(s->epoch);
 	s->epoch = NULL;
 	/* Applied in memory: a takeover from here on restores it. Durable next, then ACK. */
@@ -408,7 +481,7 @@ static int on_commit(struct session *s, const struct wire_msg *m)
 	}
 	if (!a || r < 0) {
 		free(a);
-		return refuse(s, "backup cannot store epoch %" PRIu64 ": out of memory", epoch);
+		return refuse(s, WIRE_ERR_STORAGE, "backup cannot store epoch %" PRIu64 ": out of memory", epoch);
 	}
 	committed(s, epoch, base, npages, bytes);
 	if (journal_backlog(svc->journal) > SESSION_MAX_BACKLOG) {
@@ -425,7 +498,7 @@ static int on_commit(struct session *s, const struct wire_msg *m)
 static int on_message(struct session *s, const struct wire_msg *m)
 {
 	if (!s->svc && m->type != WIRE_HELLO)
-		return refuse(s, "expected HELLO, got %s", wire_type_name(m->type));
+		return refuse(s, WIRE_ERR_PROTOCOL, "expected HELLO, got %s", wire_type_name(m->type));
 	switch (m->type) {
 	case WIRE_HELLO:
 		return on_hello(s, &m->hello);
@@ -439,16 +512,27 @@ static int on_message(struct session *s, const struct wire_msg *m)
 	case WIRE_COMMIT:
 		return on_commit(s, m);
 	case WIRE_HEARTBEAT:
-		s->svc->last_heartbeat_us = now_us();
+		service_heartbeat(s->svc);
+		s->peer_stamp_us = m->heartbeat.time_us;
+		s->peer_stamp_at_us = now_us();
+		/* It was sent after it had our stamp echo_us, held for echo_age_us: alive then. */
+		if (m->heartbeat.echo_us)
+			failover_heard(s->svc, m->heartbeat.echo_us + m->heartbeat.echo_age_us);
 		return 0;
 	case WIRE_ERROR:
 		log_warn("%s: the primary at %s says: %s", name_of(s), s->peer, m->error.reason);
-		session_close(s, NULL);
+		session_close(s, 0, NULL);
 		return -ECONNRESET;
+	case WIRE_HANDOVER:
+		failover_handover(s->svc, m->handover.epoch);
+		return 0;
+	case WIRE_STAND_DOWN:
+		failover_stand_down(s->svc);
+		return 0;
 	case WIRE_ACK:
-		return refuse(s, "ACK from a primary");
+		break;
 	}
-	return refuse(s, "unexpected %s", wire_type_name(m->type));
+	return refuse(s, WIRE_ERR_PROTOCOL, "unexpected %s", wire_type_name(m->type));
 }
 
 /* Feed what has arrived, one libevent chunk at a time, and act on each whole message. */
@@ -467,12 +551,12 @@ static void on_read(struct bufferevent *bev, void *arg)
 			break;
 		/* A bad byte shows in _next(); bytes lost for want of memory would not. */
 		if (wire_decoder_feed(s->dec, v.iov_base, v.iov_len) == -ENOMEM) {
-			(void)refuse(s, "out of memory");
+			(void)refuse(s, WIRE_ERR_STORAGE, "out of memory");
 			break;
 		}
 		evbuffer_drain(in, v.iov_len);
 		if (s->svc)
-			service_heard(s->svc);
+			failover_heard(s->svc, now_us()); /* bulk data in flight counts as heard */
 		while (!s->closing && (r = wire_decoder_next(s->dec, &m, err, sizeof(err))) == 1)
 			(void)on_message(s, &m); /* a failure has closed s */
 		if (!s->closing && r < 0) {
@@ -481,7 +565,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 					 err);
 			else
 				log_warn("bad message from %s: %s", s->peer, err);
-			session_close(s, err);
+			session_close(s, WIRE_ERR_PROTOCOL, err);
 		}
 	}
 }

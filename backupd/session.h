@@ -19,6 +19,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "wire.h"
+
 struct bufferevent;
 struct daemon;
 struct session;
@@ -26,11 +28,14 @@ struct session;
 /* Take over a connection whose handshake succeeded (tls.h's established callback). */
 void session_accept(struct daemon *d, struct bufferevent *bev, const char *peer);
 
-/* Close, sending ERROR(reason) first unless reason is NULL. */
-void session_close(struct session *s, const char *reason);
+/* Close, sending ERROR(code, reason) first unless reason is NULL. */
+void session_close(struct session *s, enum wire_error_code code, const char *reason);
 
 /* Free every session at once (daemon shutdown): no ERROR, no flush. */
 void session_free_all(struct daemon *d);
 
 /* Reading is held back while the journal catches up: silence is then ours, not the primary's. */
 bool session_read_paused(const struct session *s);
+
+/* Has the primary sent bytes we have not read yet? Then it is not silent: read them first. */
+bool session_has_unread(const struct session *s);

@@ -22,6 +22,7 @@ struct page_index {
 
 struct store {
 	uint64_t epoch;
+	uint64_t incarnation; /* whose state the image is (wire.h); 0: not known */
 	struct image *meta;
 	struct page_index pages;
 };
@@ -33,7 +34,7 @@ struct pending_page {
 };
 
 struct store_epoch {
-	uint64_t epoch, base;
+	uint64_t epoch, base, incarnation;
 	struct wire_epoch_hash hash;
 	struct image *meta;
 	bool has_vmas, has_threads, has_fds;
@@ -69,6 +70,8 @@ void store_free(struct store *s)
 
 uint64_t store_epoch(const struct store *s) { return s->epoch; }
 
+uint64_t store_incarnation(const struct store *s) { return s->incarnation; }
+
 uint64_t store_npages(const struct store *s) { return s->pages.n; }
 
 const struct image *store_meta(const struct store *s) { return s->meta; }
@@ -86,11 +89,18 @@ int store_epoch_begin(const struct store *s, const struct wire_epoch_begin *b,
 			 s->epoch);
 		return -ESTALE;
 	}
+	/* Epoch numbers start again with each run: a delta applies only to its own run's image. */
+	if (b->base_epoch != 0 && b->incarnation != s->incarnation) {
+		snprintf(err, errlen, "a delta of incarnation %016" PRIx64 " on the image of %016" PRIx64,
+			 b->incarnation, s->incarnation);
+		return -ESTALE;
+	}
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
 	e->epoch = b->epoch;
 	e->base = b->base_epoch;
+	e->incarnation = b->incarnation;
 	e->meta = image_new();
 	if (!e->meta || wire_epoch_hash_init(&e->hash) < 0 ||
 	    wire_epoch_hash_add(&e->hash, &m) < 0) {
@@ -350,6 +360,7 @@ int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire
 		image_free(s->meta);
 	s->meta = TAKE_PTR(e->meta);
 	s->epoch = e->epoch;
+	s->incarnation = e->incarnation;
 	return 0;
 }
 
@@ -535,7 +546,9 @@ int store_pack_full(const struct store *s, store_emit_fn emit, void *arg)
 {
 	struct packer p = {.emit = emit, .arg = arg};
 	struct wire_msg begin = {.type = WIRE_EPOCH_BEGIN,
-				 .epoch_begin = {.epoch = s->epoch, .base_epoch = 0}};
+				 .epoch_begin = {.epoch = s->epoch,
+						 .base_epoch = 0,
+						 .incarnation = s->incarnation}};
 	_cleanup_free_ uint8_t *buf = malloc(WIRE_MAX_BIN);
 	int r;
 

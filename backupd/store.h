@@ -48,6 +48,8 @@ static inline void store_freep(struct store **s)
 /* The last committed epoch, 0 before the first. */
 uint64_t store_epoch(const struct store *s);
 uint64_t store_npages(const struct store *s);
+/* The incarnation (wire.h) whose epochs the image holds; 0: none or not known. */
+uint64_t store_incarnation(const struct store *s);
 /* The committed metadata (no runs, no pages), or NULL before the first commit. */
 const struct image *store_meta(const struct store *s);
 

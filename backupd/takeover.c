@@ -1,60 +1,75 @@
 /*
  * takeover.c - see takeover.h.
  *
- * A fence hook that has exited 0 has, by its contract, stopped the primary:
- * the takeover then goes on even if the primary spoke while it ran.
- *
- * The "serving" marker is written before the restore starts and cleared
- * if it fails: a crash in between then leaves a marker without a process,
- * which an operator clears, rather than a process without a marker, which
- * a restarted daemon would restore a second time.
+ * The "serving" marker is written (by failover.c) before the restore
+ * starts and cleared if it fails: a crash in between then leaves a marker
+ * without a process, which an operator clears, rather than a process
+ * without a marker, which a restarted daemon would restore a second time.
  */
 #include "takeover.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdlib.h>
 
 #include "child.h"
 #include "daemon.h"
-#include "journal.h"
+#include "failover.h"
 #include "log.h"
 #include "restore/restore.h"
 #include "service.h"
-#include "session.h"
 #include "store.h"
 #include "util.h"
 
 #define HOOK_TIMEOUT_MS 60000 /* a hook that hangs must not hold the takeover forever */
 
-static uint64_t ms_to_us(uint32_t ms) { return (uint64_t)ms * 1000; }
-
-/* ---------- after the restore ---------- */
+/* ---------- the restored process ---------- */
 
 static void on_service_ended(pid_t pid, int status, void *arg)
 {
 	struct service *svc = arg;
 	char how[128];
 
-	svc->watch = NULL;
-	svc->pid_ended = true;
+	svc->to.watch = NULL;
 	log_warn("%s: the restored service (pid %d) has %s", svc->cfg->name, pid,
 		 child_describe(status, how, sizeof(how)));
-	daemon_status_changed(svc->d);
+	failover_service_ended(svc);
 }
 
-static void watch_service(struct service *svc)
+/* After a reboot the pid may be someone else's: it is ours only if it runs the image's binary. */
+static bool runs_the_image(const struct service *svc, pid_t pid)
 {
-	int r = child_watch(svc->d->base, svc->pid, on_service_ended, svc, &svc->watch);
+	const struct image *meta = store_meta(svc->store);
+	char link[64], exe[4096];
+	ssize_t n;
 
-	if (r == -ESRCH) {
-		svc->pid_ended = true;
-		log_warn("%s: the restored service (pid %d) is not running", svc->cfg->name,
-			 svc->pid);
-	} else if (r < 0) {
-		log_warn("%s: cannot watch the restored service (pid %d): %s", svc->cfg->name,
-			 svc->pid, strerror(-r));
-	}
+	snprintf(link, sizeof(link), "/proc/%d/exe", pid);
+	n = readlink(link, exe, sizeof(exe) - 1);
+	if (n < 0)
+		return false;
+	exe[n] = 0;
+	return !meta || !meta->exe || strcmp(exe, meta->exe) == 0;
 }
+
+int takeover_watch(struct service *svc, pid_t pid)
+{
+	int r;
+
+	if (!runs_the_image(svc, pid)) {
+		log_warn("%s: the restored service (pid %d) is not running", svc->cfg->name, pid);
+		return -ESRCH;
+	}
+	r = child_watch(svc->d->base, pid, on_service_ended, svc, &svc->to.watch);
+	if (r == -ESRCH)
+		log_warn("%s: the restored service (pid %d) is not running", svc->cfg->name, pid);
+	else if (r < 0)
+		log_warn("%s: cannot watch the restored service (pid %d): %s", svc->cfg->name, pid,
+			 strerror(-r));
+	return r == -ESRCH ? r : 0;
+}
+
+/* ---------- the takeover hook ---------- */
 
 static void on_hook_done(pid_t pid, int status, void *arg)
 {
@@ -62,7 +77,7 @@ static void on_hook_done(pid_t pid, int status, void *arg)
 	char how[128];
 
 	(void)pid;
-	svc->hook = NULL;
+	svc->to.hook = NULL;
 	child_describe(status, how, sizeof(how));
 	if (status == 0)
 		log_info("%s: takeover hook done", svc->cfg->name);
@@ -71,7 +86,7 @@ static void on_hook_done(pid_t pid, int status, void *arg)
 			  how);
 }
 
-static void run_takeover_hook(struct service *svc)
+void takeover_run_hook(struct service *svc, pid_t pid, uint64_t epoch)
 {
 	char env_service[WIRE_MAX_NAME + 32], env_pid[48], env_epoch[48];
 	char *env[] = {env_service, env_pid, env_epoch, NULL};
@@ -80,10 +95,10 @@ static void run_takeover_hook(struct service *svc)
 	if (!svc->cfg->takeover_hook.argc)
 		return;
 	snprintf(env_service, sizeof(env_service), "CHECKSYNC_SERVICE=%s", svc->cfg->name);
-	snprintf(env_pid, sizeof(env_pid), "CHECKSYNC_PID=%d", svc->pid);
-	snprintf(env_epoch, sizeof(env_epoch), "CHECKSYNC_EPOCH=%" PRIu64, svc->served_epoch);
+	snprintf(env_pid, sizeof(env_pid), "CHECKSYNC_PID=%d", pid);
+	snprintf(env_epoch, sizeof(env_epoch), "CHECKSYNC_EPOCH=%" PRIu64, epoch);
 	r = child_spawn(svc->d->base, svc->cfg->takeover_hook.argv, env, HOOK_TIMEOUT_MS,
-			on_hook_done, svc, &svc->hook);
+			on_hook_done, svc, &svc->to.hook);
 	if (r < 0)
 		log_error("%s: cannot run the takeover hook '%s': %s", svc->cfg->name,
 			  svc->cfg->takeover_hook.line, strerror(-r));
@@ -91,60 +106,84 @@ static void run_takeover_hook(struct service *svc)
 
 /* ---------- the restore ---------- */
 
-static void try_later(struct service *svc, uint32_t ms)
+static void hex12(const uint8_t *sum, char out[13])
 {
-	svc->state = SERVICE_BACKUP;
-	svc->retry_at_us = now_us() + ms_to_us(ms);
-	daemon_status_changed(svc->d);
+	for (int i = 0; i < 6; i++)
+		snprintf(out + 2 * i, 3, "%02x", sum[i]);
+}
+
+int takeover_check_executable(const struct service *svc, char *err, size_t errlen)
+{
+	const struct image *meta = store_meta(svc->store);
+	const char *want = svc->cfg->executable;
+	uint8_t sum[32];
+	char a[13], b[13];
+	int r;
+
+	if (!meta || !meta->exe)
+		return 0;
+	char real[PATH_MAX];
+
+	if (strcmp(meta->exe, want) != 0 &&
+	    (!realpath(want, real) || strcmp(meta->exe, real) != 0)) {
+		snprintf(err, errlen,
+			 "the image's executable is %s, but %s says executable = %s: restore "
+			 "refused",
+			 meta->exe, svc->cfg->path, want);
+		return -ESTALE;
+	}
+	if (meta->exe_file < 0 || (size_t)meta->exe_file >= meta->n_files)
+		return 0;
+	r = file_sha256(want, sum);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot read executable = %s (%s): %s: restore refused", want,
+			 svc->cfg->path, strerror(-r));
+		return r;
+	}
+	if (memcmp(sum, meta->files[meta->exe_file].sha256, 32) != 0) {
+		hex12(sum, a);
+		hex12(meta->files[meta->exe_file].sha256, b);
+		snprintf(err, errlen,
+			 "executable = %s (%s) has sha256 %s..., the image's executable %s had "
+			 "%s...: restore refused",
+			 want, svc->cfg->path, a, meta->exe, b);
+		return -ESTALE;
+	}
+	return 0;
 }
 
 static int restore_warm_image(struct service *svc, pid_t *pid)
 {
 	struct image img;
 	char err[512];
-	int r = store_build_image(svc->store, &img);
+	int r = takeover_check_executable(svc, err, sizeof(err));
 
+	if (r < 0) {
+		log_error("%s: %s", svc->cfg->name, err);
+		return r;
+	}
+	r = store_build_image(svc->store, &img);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot assemble the image", svc->cfg->name);
 	r = image_validate(&img, err, sizeof(err));
 	if (r < 0)
 		log_error("%s: the image is not restorable: %s", svc->cfg->name, err);
 	else
-		r = restore_image_mem(&img, pid); /* it logs its own errors */
+		r = restore_image_mem_opts(&img, &(struct restore_opts){.debug_file = svc->cfg->debug_file},
+					   pid); /* it logs its own errors */
 	store_release_image(&img);
 	return r;
 }
 
-static void take_over(struct service *svc)
+void takeover_start_restore(struct service *svc)
 {
-	uint64_t epoch = store_epoch(svc->store), t0 = now_us();
-	uint32_t retry_ms = svc->cfg->failover_timeout_ms;
 	pid_t pid;
+	int r = restore_warm_image(svc, &pid);
 
-	if (svc->session)
-		session_close(svc->session, "backup is taking over");
-	if (journal_mark_serving(svc->journal, 0, epoch) < 0) {
-		try_later(svc, retry_ms);
-		return;
-	}
-	if (restore_warm_image(svc, &pid) < 0) {
-		log_error("%s: takeover failed: epoch %" PRIu64 " could not be restored; trying "
-			  "again in %u ms",
-			  svc->cfg->name, epoch, retry_ms);
-		(void)journal_clear_serving(svc->journal);
-		try_later(svc, retry_ms);
-		return;
-	}
-	svc->state = SERVICE_SERVING;
-	svc->pid = pid;
-	svc->served_epoch = epoch;
-	log_info("took over service %s: restored pid %d from epoch %" PRIu64 " in %" PRIu64 " ms",
-		 svc->cfg->name, pid, epoch, (now_us() - t0) / 1000);
-	/* The process runs already: a marker that failed to record its pid still says "serving". */
-	(void)journal_mark_serving(svc->journal, pid, epoch);
-	watch_service(svc);
-	run_takeover_hook(svc);
-	daemon_status_changed(svc->d);
+	if (r < 0)
+		failover_restore_failed(svc, r);
+	else
+		failover_restore_done(svc, pid);
 }
 
 /* ---------- fencing ---------- */
@@ -155,92 +194,34 @@ static void on_fence_done(pid_t pid, int status, void *arg)
 	char how[128];
 
 	(void)pid;
-	svc->fence = NULL;
-	if (status == 0) {
-		log_info("%s: fence hook succeeded: the primary is fenced", svc->cfg->name);
-		take_over(svc);
-		return;
-	}
-	log_warn("%s: fence hook '%s' %s; trying again in %u ms", svc->cfg->name,
-		 svc->cfg->fence_hook.line, child_describe(status, how, sizeof(how)),
-		 svc->cfg->heartbeat_interval_ms);
-	try_later(svc, svc->cfg->heartbeat_interval_ms);
+	svc->to.fence = NULL;
+	if (status != 0)
+		log_warn("%s: fence hook '%s' %s; trying again in %u ms", svc->cfg->name,
+			 svc->cfg->fence_hook.line, child_describe(status, how, sizeof(how)),
+			 svc->cfg->heartbeat_interval_ms);
+	failover_fence_done(svc, status == 0);
 }
 
-static void start_fence(struct service *svc, uint64_t silent_us)
+int takeover_start_fence(struct service *svc)
 {
 	char env_service[WIRE_MAX_NAME + 32];
 	char *env[] = {env_service, NULL};
 	int r;
 
 	snprintf(env_service, sizeof(env_service), "CHECKSYNC_SERVICE=%s", svc->cfg->name);
-	log_warn("%s: nothing heard from the primary for %" PRIu64 " ms: running the fence hook",
-		 svc->cfg->name, silent_us / 1000);
 	r = child_spawn(svc->d->base, svc->cfg->fence_hook.argv, env, HOOK_TIMEOUT_MS,
-			on_fence_done, svc, &svc->fence);
-	if (r < 0) {
+			on_fence_done, svc, &svc->to.fence);
+	if (r < 0)
 		log_error("%s: cannot run the fence hook '%s': %s; trying again in %u ms",
 			  svc->cfg->name, svc->cfg->fence_hook.line, strerror(-r),
 			  svc->cfg->heartbeat_interval_ms);
-		try_later(svc, svc->cfg->heartbeat_interval_ms);
-		return;
-	}
-	svc->state = SERVICE_FENCING;
-	daemon_status_changed(svc->d);
+	return r;
 }
 
-/* ---------- the decision ---------- */
-
-void takeover_tick(struct service *svc)
+void takeover_free(struct service *svc)
 {
-	uint64_t now = now_us(), silent;
-
-	if (svc->state != SERVICE_BACKUP)
-		return;
-	if (svc->session && session_read_paused(svc->session))
-		service_heard(svc); /* we stopped listening, it did not stop talking */
-	silent = now - svc->last_heard_us;
-	if (!store_epoch(svc->store) || silent < ms_to_us(svc->cfg->failover_timeout_ms) ||
-	    now < svc->retry_at_us)
-		return;
-	if (svc->cfg->fence_hook.argc) {
-		start_fence(svc, silent);
-		return;
-	}
-	/* No fence: the primary froze its service once its lease ran out without us. */
-	if (silent < ms_to_us(svc->cfg->lease_ms))
-		return;
-	log_warn("%s: nothing heard from the primary for %" PRIu64
-		 " ms, its lease of %u ms has run out: taking over",
-		 svc->cfg->name, silent / 1000, svc->cfg->lease_ms);
-	take_over(svc);
-}
-
-/* After a reboot the pid may be someone else's: it is ours only if it runs the image's binary. */
-static bool runs_the_image(const struct service *svc)
-{
-	const struct image *meta = store_meta(svc->store);
-	char link[64], exe[4096];
-	ssize_t n;
-
-	snprintf(link, sizeof(link), "/proc/%d/exe", svc->pid);
-	n = readlink(link, exe, sizeof(exe) - 1);
-	if (n < 0)
-		return false;
-	exe[n] = 0;
-	return !meta || !meta->exe || strcmp(exe, meta->exe) == 0;
-}
-
-void takeover_resume(struct service *svc)
-{
-	svc->state = SERVICE_SERVING;
-	log_warn("%s: serving here since an earlier run (pid %d, epoch %" PRIu64
-		 "); remove %s/serving to make this host its backup again",
-		 svc->cfg->name, svc->pid, svc->served_epoch, svc->dir);
-	if (svc->pid > 0 && runs_the_image(svc)) {
-		watch_service(svc);
-		return;
-	}
-	svc->pid_ended = true;
-	log_warn("%s: the restored service (pid %d) is not running", svc->cfg->name, svc->pid);
+	child_free(svc->to.fence, false);
+	child_free(svc->to.hook, false);
+	child_free(svc->to.watch, false);
+	svc->to = (struct takeover){0};
 }

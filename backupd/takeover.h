@@ -1,25 +1,49 @@
 /*
- * takeover.h - failover: deciding that the primary is gone, fencing it,
- * restoring the service from the warm image and running its takeover hook.
+ * takeover.h - the actions of a takeover, which failover.c (the state
+ * machine) decides on: run the fence hook, restore the service from the
+ * warm image, run the takeover hook, and watch the restored process. Each
+ * reports its end back to failover.c as an event.
  *
- * The decision is taken on each tick of the service's timer (every
- * heartbeat_interval_ms), from the time of the last thing heard from the
- * primary, or of the daemon's start if nothing was. Split brain is avoided
- * as DESIGN.md says: a fence hook that exits 0, or else a lease that has
- * run out (the primary freezes its service when it has not heard from us
- * for lease_ms, which is shorter than failover_timeout_ms).
- *
- * Restore runs synchronously on the event loop: it takes well under a
- * second, ptraces and waits for its husk by pid (see child.h on why
- * nothing else may reap it), and needs no disk reads, the image being in
- * memory. Hooks run asynchronously (child.h).
+ * The restore is started here and reported done(pid) or failed(err) to
+ * failover.c, which treats it as asynchronous: today it runs on the event
+ * loop and reports before takeover_start_restore() returns; a restore in
+ * a child process (with deadlines) reports from a later turn of the loop.
+ * Hooks run asynchronously (child.h).
  */
 #pragma once
 
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct child;
 struct service;
 
-/* One tick: fence or take over if the time has come. */
-void takeover_tick(struct service *svc);
+/* The children of one service's takeover; written by takeover.c only. */
+struct takeover {
+	struct child *fence, *hook, *watch;
+};
 
-/* At start, the journal said we already serve: watch that process. */
-void takeover_resume(struct service *svc);
+/* Run the fence hook; failover_fence_done() follows. 0, or -errno (logged). */
+int takeover_start_fence(struct service *svc);
+
+/*
+ * The configured executable must be the image's, by path and by SHA-256:
+ * 0, or -ESTALE (or the error reading it) with err naming both.
+ */
+int takeover_check_executable(const struct service *svc, char *err, size_t errlen);
+
+/* Restore the warm image; failover_restore_done() or _failed() follows. */
+void takeover_start_restore(struct service *svc);
+
+/* Run the takeover hook, if there is one, for the restored pid. */
+void takeover_run_hook(struct service *svc, pid_t pid, uint64_t epoch);
+
+/*
+ * Watch the restored process; failover_service_ended() follows its end.
+ * -ESRCH if it is not running (or, after a reboot, is someone else's).
+ */
+int takeover_watch(struct service *svc, pid_t pid);
+
+/* Stop watching and kill the hooks (daemon shutdown); the restored service is left running. */
+void takeover_free(struct service *svc);

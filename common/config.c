@@ -12,7 +12,9 @@
  * we hand ini_parse_stream() our own line reader: it counts lines (the
  * handler always runs for the last line read), checks section names as they
  * go by and refuses lines too long for inih's buffer instead of letting inih
- * cut them in two.
+ * cut them in two. Debian's libinih is built with INI_MAX_LINE 200 and
+ * INI_ALLOW_MULTILINE, and a shared library's buffer cannot be enlarged from
+ * here, so a longer command goes on indented lines below its key.
  */
 #include "config.h"
 
@@ -87,6 +89,7 @@ static const struct key_desc service_keys[] = {
     SKEY("dirty_tracking", dirty_tracking, KEY_DIRTY),
     SKEY("fence_hook", fence_hook, KEY_CMDLINE),
     SKEY("takeover_hook", takeover_hook, KEY_CMDLINE),
+    SKEY("debug_file", debug_file, KEY_PATH),
     SKEY("output_commit", output_commit, KEY_ONOFF),
 };
 
@@ -269,19 +272,53 @@ static int parse_ms(struct parser *p, const struct key_desc *k, const char *v)
 	return 0;
 }
 
-/* Commands are run without a shell or $PATH, so the program must be named in full. */
+/*
+ * Commands are run without a shell or $PATH, so the program must be named in full.
+ * The value may be empty when indented lines below carry the words (see
+ * parse_cmdline_more); service_check_cmdlines() then makes sure some did.
+ */
 static int parse_cmdline(struct parser *p, const struct key_desc *k, const char *v)
 {
 	struct cmdline *c = field_of(p, k);
 	const char *why;
 	int r;
 
+	if (!*v) {
+		*c = (struct cmdline){.line = strdup("")};
+		return c->line ? 0 : oom(p);
+	}
 	r = cmdline_split(v, c, &why);
 	if (r == -ENOMEM)
 		return oom(p);
 	if (r < 0)
 		return fail(p, p->line, "%s: expected %s, got '%s'", k->name, why, v);
 	if (c->argv[0][0] != '/')
+		return fail(p, p->line,
+			    "%s: expected an absolute path as the program, got '%s' (commands run "
+			    "without a shell or $PATH)",
+			    k->name, c->argv[0]);
+	return 0;
+}
+
+/*
+ * An indented line after a command line (inih's multi-line value) adds its
+ * words to it: a command of any length, a line at most inih's buffer each.
+ * A quote must close on the line it opens, so an error names one line.
+ */
+static int parse_cmdline_more(struct parser *p, const struct key_desc *k, const char *v)
+{
+	struct cmdline *c = field_of(p, k);
+	bool had_program = c->argc > 0;
+	const char *why;
+	int r;
+
+	r = cmdline_append(c, v, &why);
+	if (r == -ENOMEM)
+		return oom(p);
+	if (r < 0)
+		return fail(p, p->line, "%s (continued from line %d): expected %s, got '%s'",
+			    k->name, p->set_line[k - p->keys], why, v);
+	if (!had_program && c->argc && c->argv[0][0] != '/')
 		return fail(p, p->line,
 			    "%s: expected an absolute path as the program, got '%s' (commands run "
 			    "without a shell or $PATH)",
@@ -365,7 +402,10 @@ static const struct key_desc *key_lookup(struct parser *p, const char *section, 
 	return NULL;
 }
 
-/* inih calls us again for an indented line, as the continuation of the key above it. */
+/*
+ * inih calls us again for an indented line, as the continuation of the key
+ * above it: command lines take more words that way (handle_key), nothing else.
+ */
 static int key_once(struct parser *p, const struct key_desc *k)
 {
 	int first = p->set_line[k - p->keys];
@@ -373,10 +413,10 @@ static int key_once(struct parser *p, const struct key_desc *k)
 	if (!first)
 		return 0;
 	if (p->indented)
-		return fail(
-		    p, p->line,
-		    "continuation lines are not supported (put the value of '%s' on line %d)",
-		    k->name, first);
+		return fail(p, p->line,
+			    "continuation lines are only for command lines (put the value of '%s' "
+			    "on line %d)",
+			    k->name, first);
 	return fail(p, p->line, "duplicate key '%s' in [%s] (first set on line %d)", k->name,
 		    k->section, first);
 }
@@ -389,6 +429,8 @@ static int handle_key(void *user, const char *section, const char *name, const c
 	if (p->r < 0)
 		return 1; /* only the first error is reported */
 	k = key_lookup(p, section, name);
+	if (k && p->indented && k->type == KEY_CMDLINE && p->set_line[k - p->keys])
+		return parse_cmdline_more(p, k, value) < 0 ? 0 : 1;
 	if (!k || key_once(p, k) < 0 || key_parse(p, k, value) < 0)
 		return 0;
 	p->set_line[k - p->keys] = p->line;
@@ -601,11 +643,28 @@ static int service_check_timing(struct parser *p, struct service_config *c)
 	return 0;
 }
 
+/* "command =" with nothing after it and no indented line below says no command at all. */
+static int service_check_cmdlines(struct parser *p)
+{
+	for (size_t i = 0; i < p->nkeys; i++) {
+		const struct key_desc *k = &p->keys[i];
+		const struct cmdline *c = field_of(p, k);
+		if (k->type == KEY_CMDLINE && p->set_line[i] && !c->argc)
+			return fail(p, p->set_line[i],
+				    "%s: expected a command line, on this line or on indented "
+				    "lines below it",
+				    k->name);
+	}
+	return 0;
+}
+
 static int service_finish(struct parser *p, struct service_config *c)
 {
 	int r;
 
-	r = service_check_start(p);
+	r = service_check_cmdlines(p);
+	if (r >= 0)
+		r = service_check_start(p);
 	if (r >= 0)
 		r = service_check_timing(p, c);
 	if (r >= 0)
@@ -732,6 +791,7 @@ void config_service_free(struct service_config *c)
 	cmdline_free(&c->command);
 	free(c->pid_file);
 	free(c->executable);
+	free(c->debug_file);
 	free(c->primary);
 	cmdline_free(&c->fence_hook);
 	cmdline_free(&c->takeover_hook);
@@ -855,6 +915,35 @@ static int cmdline_push(struct cmdline *c, size_t *cap, const char *word)
 		return -ENOMEM;
 	if (word && !(*slot = strdup(word)))
 		return -ENOMEM;
+	return 0;
+}
+
+int cmdline_append(struct cmdline *c, const char *s, const char **why)
+{
+	struct cmdline more = {0};
+	_cleanup_free_ char *line = NULL;
+	char **argv;
+	int r;
+
+	r = cmdline_split(s, &more, why);
+	if (r < 0)
+		return r;
+	argv = realloc(c->argv, (c->argc + more.argc + 1) * sizeof(*argv));
+	if (!argv || asprintf(&line, "%s%s%s", c->line ? c->line : "",
+			      c->line && *c->line ? " " : "", more.line) < 0) {
+		line = NULL;
+		if (argv)
+			c->argv = argv;
+		cmdline_free(&more);
+		return -ENOMEM;
+	}
+	memcpy(argv + c->argc, more.argv, (more.argc + 1) * sizeof(*argv));
+	c->argv = argv;
+	c->argc += more.argc;
+	free(c->line);
+	c->line = TAKE_PTR(line);
+	free(more.argv); /* its words are c's now */
+	free(more.line);
 	return 0;
 }
 

@@ -17,13 +17,23 @@
  *
  * Limits that come from inih: a line holds at most ~200 characters (a longer
  * one is an error, not truncated), ';' after whitespace starts a comment, and
- * an indented line would continue the previous value, which we refuse.
+ * an indented line continues the previous value: a command line (command,
+ * fence_hook, takeover_hook) takes its words, so a command of any length fits;
+ * any other key refuses it.
  */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/*
+ * The exit status of a daemon whose configuration is wrong (sysexits.h's
+ * EX_CONFIG). The units name it in RestartPreventExitStatus=: restarting
+ * cannot mend a file, and a unit that fails once keeps the error line in
+ * the tail of `systemctl status`, where a restart loop would push it out.
+ */
+#define EXIT_CONFIG 78
 
 enum role {
 	ROLE_PRIMARY = 0,
@@ -88,6 +98,7 @@ struct service_config {
 	struct cmdline command; /* exactly one of command and pid_file (primary) */
 	char *pid_file;
 	char *executable;		/* required on the backup, which must start it */
+	char *debug_file;		/* the executable's DWARF, when no standard lookup finds it */
 	struct hostport backup;		/* required on the primary */
 	char *primary;			/* expected peer name of the primary (backup), optional */
 	uint32_t epoch_interval_ms;	/* default 100 */
@@ -127,4 +138,6 @@ void config_services_free(struct service_config *arr, size_t n);
  * -EINVAL with *why set, or -ENOMEM.
  */
 int cmdline_split(const char *s, struct cmdline *out, const char **why);
+/* Split s the same way and add its words to c (one line of a multi-line command). */
+int cmdline_append(struct cmdline *c, const char *s, const char **why);
 void cmdline_free(struct cmdline *c);

@@ -9,6 +9,8 @@
 
 #include <dwarf.h>
 #include <elfutils/libdw.h>
+#include <elfutils/libdwelf.h>
+#include <elfutils/libdwfl.h>
 #include <fcntl.h>
 #include <gelf.h>
 #include <libelf.h>
@@ -108,7 +110,18 @@ static void read_dwarf(int fd, struct go_binary *info)
 	dwarf_end(dw);
 }
 
-int go_binary_inspect(const char *path, struct go_binary *info)
+static int read_dwarf_file(const char *path, struct go_binary *info)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	__attribute__((cleanup(elf_endp))) Elf *elf = elf_begin(fd, ELF_C_READ, NULL);
+	if (elf && elf_kind(elf) == ELF_K_ELF && elf_has_section(elf, ".debug_info"))
+		read_dwarf(fd, info);
+	return 0;
+}
+
+int go_binary_inspect(const char *path, const char *dwarf_file, struct go_binary *info)
 {
 	memset(info, 0, sizeof(*info));
 	info->m_procid_off = info->m_alllink_off = -1;
@@ -121,8 +134,235 @@ int go_binary_inspect(const char *path, struct go_binary *info)
 	if (!elf || elf_kind(elf) != ELF_K_ELF)
 		return 0;
 	info->is_go = elf_has_section(elf, ".go.buildinfo");
-	if (info->is_go && elf_has_section(elf, ".debug_info"))
+	if (!info->is_go)
+		return 0;
+	if (dwarf_file && strcmp(dwarf_file, path) != 0)
+		return read_dwarf_file(dwarf_file, info);
+	if (elf_has_section(elf, ".debug_info"))
 		read_dwarf(fd, info);
+	return 0;
+}
+
+/* ---------- finding the DWARF ---------- */
+
+const char *go_debug_source_name(enum go_debug_source s)
+{
+	switch (s) {
+	case GO_DEBUG_EXE:
+		return "in the executable";
+	case GO_DEBUG_BUILD_ID:
+		return "by build-id";
+	case GO_DEBUG_DEBUGLINK:
+		return "by .gnu_debuglink";
+	case GO_DEBUG_CONFIG:
+		return "debug_file";
+	case GO_DEBUG_NONE:
+		break;
+	}
+	return "none";
+}
+
+#define NT_GO_BUILDID 4 /* Go's own note, "Go" owner: the linker writes it even with -s -w */
+
+/*
+ * The identity a debug file must share with its executable: the GNU
+ * build-id when the linker wrote one, else Go's build ID (objcopy
+ * --only-keep-debug keeps both notes).
+ */
+static void elf_identity(Elf *elf, char *out, size_t len)
+{
+	const void *bits;
+	ssize_t n = dwelf_elf_gnu_build_id(elf, &bits);
+	Elf_Scn *scn = NULL;
+
+	out[0] = 0;
+	if (n > 0) {
+		size_t off = snprintf(out, len, "gnu:");
+		for (ssize_t i = 0; i < n && off + 3 <= len; i++)
+			off += snprintf(out + off, len - off, "%02x", ((const uint8_t *)bits)[i]);
+		return;
+	}
+	while ((scn = elf_nextscn(elf, scn))) {
+		GElf_Shdr sh;
+		Elf_Data *d;
+		if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_NOTE || !(d = elf_getdata(scn, NULL)))
+			continue;
+		GElf_Nhdr nh;
+		size_t pos = 0, name_off, desc_off;
+		while ((pos = gelf_getnote(d, pos, &nh, &name_off, &desc_off)) > 0) {
+			/* Go writes the name "Go" in a 4-byte field: namesz 4. */
+			if (nh.n_type == NT_GO_BUILDID && nh.n_namesz >= 3 &&
+			    memcmp((char *)d->d_buf + name_off, "Go", 3) == 0) {
+				snprintf(out, len, "go:%.*s", (int)nh.n_descsz,
+					 (char *)d->d_buf + desc_off);
+				return;
+			}
+		}
+	}
+}
+
+/* Is there DWARF in the file at path, and who is it (elf_identity)? */
+static int elf_probe(const char *path, bool *has_dwarf, char *id, size_t idlen, char *link,
+		     size_t linklen)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	elf_version(EV_CURRENT);
+	__attribute__((cleanup(elf_endp))) Elf *elf = elf_begin(fd, ELF_C_READ, NULL);
+	if (!elf || elf_kind(elf) != ELF_K_ELF)
+		return -ENOEXEC;
+	*has_dwarf = elf_has_section(elf, ".debug_info");
+	elf_identity(elf, id, idlen);
+	if (link) {
+		GElf_Word crc;
+		const char *l = dwelf_elf_gnu_debuglink(elf, &crc);
+		snprintf(link, linklen, "%s", l ? l : "");
+	}
+	return 0;
+}
+
+static void dwfl_endp(Dwfl **d)
+{
+	if (*d)
+		dwfl_end(*d);
+}
+
+/*
+ * libdwfl's own search: dwfl_standard_find_debuginfo tries the build-id
+ * directory first, then the debuglink names along debuginfo_path, and
+ * checks each candidate (build-id, or the link's CRC when there is none).
+ */
+static int find_standard(const char *exe, const char *root, struct go_debuginfo *out)
+{
+	char path[4096 + 16];
+	char *pathp = path;
+	const Dwfl_Callbacks cb = {
+	    .find_elf = dwfl_build_id_find_elf,
+	    .find_debuginfo = dwfl_standard_find_debuginfo,
+	    .section_address = dwfl_offline_section_address,
+	    .debuginfo_path = &pathp,
+	};
+	const char *debugfile = NULL;
+	Dwarf_Addr bias;
+
+	/* "" is the executable's own directory, ".debug" a subdirectory of it. */
+	snprintf(path, sizeof(path), ":.debug:%s", root);
+	__attribute__((cleanup(dwfl_endp))) Dwfl *dwfl = dwfl_begin(&cb);
+	if (!dwfl)
+		return -ENOMEM;
+	dwfl_report_begin(dwfl);
+	Dwfl_Module *mod = dwfl_report_offline(dwfl, "exe", exe, -1);
+	dwfl_report_end(dwfl, NULL, NULL);
+	if (!mod || !dwfl_module_getdwarf(mod, &bias))
+		return 0;
+	dwfl_module_info(mod, NULL, NULL, NULL, NULL, NULL, NULL, &debugfile);
+	if (!debugfile || strcmp(debugfile, exe) == 0)
+		return 0;
+	snprintf(out->path, sizeof(out->path), "%s", debugfile);
+	out->source = strstr(debugfile, "/.build-id/") ? GO_DEBUG_BUILD_ID : GO_DEBUG_DEBUGLINK;
+	return 1;
+}
+
+/* The configured debug file, refused by name unless it is the executable's. */
+static int find_configured(const char *debug_file, struct go_debuginfo *out, char *why,
+			   size_t whylen)
+{
+	char id[sizeof(out->build_id)];
+	bool has_dwarf;
+	int r = elf_probe(debug_file, &has_dwarf, id, sizeof(id), NULL, 0);
+
+	if (r < 0) {
+		snprintf(why, whylen, "debug_file %s: %s", debug_file,
+			 r == -ENOEXEC ? "not an ELF file" : strerror(-r));
+		return 0;
+	}
+	if (!has_dwarf) {
+		snprintf(why, whylen, "debug_file %s has no DWARF", debug_file);
+		return 0;
+	}
+	if (!out->build_id[0] || strcmp(id, out->build_id) != 0) {
+		snprintf(why, whylen,
+			 "debug_file %s refused: its build-id is %s, the executable's is %s",
+			 debug_file, id[0] ? id : "(none)",
+			 out->build_id[0] ? out->build_id : "(none)");
+		return 0;
+	}
+	snprintf(out->path, sizeof(out->path), "%s", debug_file);
+	out->source = GO_DEBUG_CONFIG;
+	return 1;
+}
+
+/*
+ * libdwfl passes over a candidate that is not the executable's without a
+ * word; name the ones that exist, so an operator sees why a debug file that
+ * is there was not used.
+ */
+static void name_refused(const char *exe, const char *root, const char *link, const char *id,
+			 char *buf, size_t len)
+{
+	_cleanup_free_ char *dir = strdup(exe);
+	char cand[4][4096 + 512];
+	size_t n = 0, off = 0;
+
+	buf[0] = 0;
+	if (!dir || !strrchr(dir, '/'))
+		return; /* libdwfl looks beside absolute paths only */
+	*strrchr(dir, '/') = 0;
+	if (strncmp(id, "gnu:", 4) == 0 && strlen(id) > 6)
+		snprintf(cand[n++], sizeof(cand[0]), "%s/.build-id/%.2s/%s.debug", root, id + 4,
+			 id + 6);
+	if (link[0]) {
+		snprintf(cand[n++], sizeof(cand[0]), "%s/%s", dir, link);
+		snprintf(cand[n++], sizeof(cand[0]), "%s/.debug/%s", dir, link);
+		snprintf(cand[n++], sizeof(cand[0]), "%s%s/%s", root, dir, link);
+	}
+	for (size_t i = 0; i < n && off < len; i++) {
+		char other[128];
+		bool has_dwarf;
+		if (elf_probe(cand[i], &has_dwarf, other, sizeof(other), NULL, 0) < 0)
+			continue;
+		off += snprintf(buf + off, len - off, "; refused %s (build-id %s%s)", cand[i],
+				other[0] ? other : "(none)",
+				!has_dwarf ? ", no DWARF" : strcmp(other, id) == 0 ? ", CRC differs" : "");
+	}
+}
+
+int go_debuginfo_find(const char *exe, const char *debug_file, const char *debug_root,
+		      struct go_debuginfo *out)
+{
+	const char *root = debug_root ? debug_root : GO_DEBUG_ROOT_DEFAULT;
+	char link[256], conf_why[sizeof(out->why) / 2] = "";
+	bool has_dwarf;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	r = elf_probe(exe, &has_dwarf, out->build_id, sizeof(out->build_id), link, sizeof(link));
+	if (r < 0)
+		return r;
+	if (has_dwarf) {
+		snprintf(out->path, sizeof(out->path), "%s", exe);
+		out->source = GO_DEBUG_EXE;
+		return 0;
+	}
+	r = find_standard(exe, root, out);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	if (debug_file && find_configured(debug_file, out, conf_why, sizeof(conf_why)))
+		return 0;
+	char refused[sizeof(out->why) / 2];
+	bool gnu = strncmp(out->build_id, "gnu:", 4) == 0;
+	name_refused(exe, root, link, out->build_id, refused, sizeof(refused));
+	char by_id[512] = "no GNU build-id", by_link[512] = "no .gnu_debuglink";
+	if (gnu)
+		snprintf(by_id, sizeof(by_id), "none under %s/.build-id for build-id %s", root,
+			 out->build_id + 4);
+	if (link[0])
+		snprintf(by_link, sizeof(by_link), "none named %s beside it, in .debug/ or under %s",
+			 link, root);
+	snprintf(out->why, sizeof(out->why), "no DWARF in %s; %s; %s%s%s%s%s", exe, by_id,
+		 by_link, debug_file ? "" : "; no debug_file", refused, conf_why[0] ? "; " : "",
+		 conf_why);
 	return 0;
 }
 

@@ -46,12 +46,55 @@ struct go_binary {
 	int64_t m_alllink_off;
 };
 
-/* Inspect an executable. Returns 0 (check info->is_go) or -errno if it cannot be read. */
-int go_binary_inspect(const char *path, struct go_binary *info);
+/*
+ * Where an executable's DWARF is, found the way debuggers find it: in the
+ * executable itself; else by libdwfl's standard lookup (by build-id under
+ * ROOT/.build-id/xx/yyyy.debug, then by the .gnu_debuglink name in the
+ * executable's directory, its .debug/ and ROOT/<its directory>, each
+ * candidate checked by build-id or the link's CRC); else in a debug file the
+ * service's configuration names, taken only when its build-id (or, for a Go
+ * binary without one, Go's build ID) is the executable's. ROOT is
+ * /usr/lib/debug unless the caller says otherwise.
+ */
+enum go_debug_source {
+	GO_DEBUG_NONE = 0,
+	GO_DEBUG_EXE,	    /* in the executable */
+	GO_DEBUG_BUILD_ID,  /* ROOT/.build-id/xx/yyyy.debug */
+	GO_DEBUG_DEBUGLINK, /* by .gnu_debuglink */
+	GO_DEBUG_CONFIG,    /* the configured debug_file */
+};
+
+#define GO_DEBUG_ROOT_DEFAULT "/usr/lib/debug"
+
+struct go_debuginfo {
+	enum go_debug_source source;
+	char path[4096];    /* the file with the DWARF; "" when none */
+	char build_id[128]; /* the executable's: "gnu:HEX", "go:ID" or "" */
+	char why[1024];	    /* when none: what was looked for, and what was refused */
+};
+
+const char *go_debug_source_name(enum go_debug_source s);
 
 /*
- * Read every layout the live capture needs. Returns 0, -ENODATA when the
- * binary has no DWARF at all, or -ENOENT with err naming the first missing
+ * Find the DWARF of exe. debug_file (the service's debug_file, or NULL) is
+ * tried last; debug_root NULL means GO_DEBUG_ROOT_DEFAULT. Returns 0 with
+ * out->source GO_DEBUG_NONE and out->why set when there is none, or -errno
+ * if exe cannot be read.
+ */
+int go_debuginfo_find(const char *exe, const char *debug_file, const char *debug_root,
+		      struct go_debuginfo *out);
+
+/*
+ * Inspect an executable; its DWARF is read from dwarf_file (as found by
+ * go_debuginfo_find), or from the executable itself when NULL. Returns 0
+ * (check info->is_go) or -errno if it cannot be read.
+ */
+int go_binary_inspect(const char *path, const char *dwarf_file, struct go_binary *info);
+
+/*
+ * Read every layout the live capture needs from the file holding the
+ * executable's DWARF (the executable or its debug file). Returns 0, -ENODATA
+ * when it has no DWARF at all, or -ENOENT with err naming the first missing
  * symbol, type, field or constant.
  */
 int go_layout_read(const char *path, struct go_layout *l, char *err, size_t errlen);

@@ -38,6 +38,7 @@ struct status_row {
 	char help[160];
 	bool counter;
 	double value;
+	char text[256]; /* unit "text": the value is this, not a number */
 };
 
 struct status_service {
@@ -130,6 +131,14 @@ void status_report_counter(struct status_report *r, const char *name, const char
 	add_row(r, name, unit, value, help, true);
 }
 
+void status_report_text(struct status_report *r, const char *name, const char *text,
+			const char *help)
+{
+	add_row(r, name, "text", 1, help, false);
+	if (!r->failed && r->n_rows)
+		copy_clean(r->rows[r->n_rows - 1].text, sizeof(r->rows[0].text), text);
+}
+
 static void report_done(struct status_report *r)
 {
 	free(r->services);
@@ -151,7 +160,9 @@ static void render_socket(const struct status_report *r, struct evbuffer *out)
 
 		evbuffer_add_printf(out, "%s\t%s\t%s\t%s\t", s->name, s->role, row->name,
 				    row->unit);
-		if (isnan(row->value))
+		if (strcmp(row->unit, "text") == 0)
+			evbuffer_add_printf(out, "%s\n", row->text[0] ? row->text : "-");
+		else if (isnan(row->value))
 			evbuffer_add_printf(out, "-\n");
 		else
 			evbuffer_add_printf(out, "%.17g\n", row->value);
@@ -161,8 +172,11 @@ static void render_socket(const struct status_report *r, struct evbuffer *out)
 static void metric_name(const struct status_server *srv, const struct status_row *row, char *buf,
 			size_t len)
 {
-	snprintf(buf, len, "%s_%s%s%s", srv->prefix, row->name, row->unit[0] ? "_" : "",
-		 row->unit);
+	bool text = strcmp(row->unit, "text") == 0;
+
+	/* Prometheus conventions: the base unit last but for a counter's _total. */
+	snprintf(buf, len, "%s_%s%s%s%s", srv->prefix, row->name, row->unit[0] && !text ? "_" : "",
+		 text ? "" : row->unit, row->counter ? "_total" : "");
 }
 
 /* Every sample of one metric together, under one HELP and TYPE, as the format requires. */
@@ -182,8 +196,12 @@ static void render_metric(const struct status_server *srv, const struct status_r
 		if (strcmp(row->name, f->name) != 0 || strcmp(row->unit, f->unit) != 0 ||
 		    isnan(row->value))
 			continue;
-		evbuffer_add_printf(out, "%s{service=\"%s\",role=\"%s\"} %.17g\n", name, s->name,
-				    s->role, row->value);
+		if (strcmp(row->unit, "text") == 0)
+			evbuffer_add_printf(out, "%s{service=\"%s\",role=\"%s\",%s=\"%s\"} 1\n", name,
+					    s->name, s->role, row->name, row->text);
+		else
+			evbuffer_add_printf(out, "%s{service=\"%s\",role=\"%s\"} %.17g\n", name,
+					    s->name, s->role, row->value);
 	}
 }
 
@@ -484,7 +502,7 @@ static void print_value(FILE *out, const char *unit, const char *text)
 	char *end;
 	double v = strtod(text, &end);
 
-	if (end == text || *end) {
+	if (strcmp(unit, "text") == 0 || end == text || *end) {
 		fprintf(out, "%s\n", text);
 	} else if (strcmp(unit, "seconds") == 0) {
 		if (v < 10)

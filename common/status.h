@@ -38,11 +38,23 @@ void status_report_service(struct status_report *r, const char *service, const c
  * One figure of the current service. unit is "" (a count or a number),
  * "bytes" or "seconds" (status_print shows seconds as milliseconds); help
  * is the metric's # HELP text. Names are [a-z0-9_]; a counter only grows.
+ * The metric is PREFIX_NAME_UNIT, and a counter's ends in _total too
+ * (Prometheus's conventions): name it without either. A figure both
+ * daemons report has the same name on both.
  */
 void status_report_gauge(struct status_report *r, const char *name, const char *unit, double value,
 			 const char *help);
 void status_report_counter(struct status_report *r, const char *name, const char *unit,
 			   double value, const char *help);
+
+/*
+ * A figure that is words, not a number ("live", a file's path): the status
+ * socket carries the text in the VALUE field with unit "text", and /metrics
+ * an info-style sample, PREFIX_NAME{service=..,role=..,NAME="TEXT"} 1.
+ * Text is cut at 255 bytes.
+ */
+void status_report_text(struct status_report *r, const char *name, const char *text,
+			const char *help);
 
 typedef void (*status_fill_fn)(struct status_report *r, void *userdata);
 

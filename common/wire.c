@@ -29,7 +29,7 @@
 #include "image/image.h"
 #include "util.h"
 
-#define MAX_FIELDS 6	       /* the most any message has, type excluded */
+#define MAX_FIELDS 7	       /* the most any message has, type excluded */
 #define MAX_DEPTH 3	       /* message, list, record */
 #define MAX_OBJECTS (1u << 20) /* elements per message: bounds msgpack's tables to 24 MiB */
 #define MAX_STR WIRE_MAX_PATH
@@ -56,19 +56,46 @@ static int dec_commit(struct ctx *c, const msgpack_object *f, struct wire_msg *m
 static int dec_ack(struct ctx *c, const msgpack_object *f, struct wire_msg *m);
 static int dec_heartbeat(struct ctx *c, const msgpack_object *f, struct wire_msg *m);
 static int dec_error(struct ctx *c, const msgpack_object *f, struct wire_msg *m);
+static int dec_handover(struct ctx *c, const msgpack_object *f, struct wire_msg *m);
+static int dec_stand_down(struct ctx *c, const msgpack_object *f, struct wire_msg *m);
 
 static const struct msg_desc descs[WIRE_TYPE_MAX + 1] = {
-    [WIRE_HELLO] = {"HELLO", 5, {"proto_version", "role", "service", "boot_id", "pid"}, dec_hello},
-    [WIRE_EPOCH_BEGIN] = {"EPOCH_BEGIN", 2, {"epoch", "base_epoch"}, dec_epoch_begin},
+    [WIRE_HELLO] = {"HELLO",
+		    7,
+		    {"proto_version", "role", "service", "boot_id", "pid", "incarnation", "flags"},
+		    dec_hello},
+    [WIRE_EPOCH_BEGIN] = {"EPOCH_BEGIN", 3, {"epoch", "base_epoch", "incarnation"},
+			  dec_epoch_begin},
     [WIRE_MAPPINGS] = {"MAPPINGS", 1, {"vmas"}, dec_mappings},
     [WIRE_THREADS] = {"THREADS", 1, {"threads"}, dec_threads},
     [WIRE_FDS] = {"FDS", 1, {"table"}, dec_fds},
     [WIRE_PAGES] = {"PAGES", 3, {"addr", "npages", "data"}, dec_pages},
     [WIRE_COMMIT] = {"COMMIT", 3, {"epoch", "sha256", "npages"}, dec_commit},
     [WIRE_ACK] = {"ACK", 1, {"epoch"}, dec_ack},
-    [WIRE_HEARTBEAT] = {"HEARTBEAT", 3, {"seq", "time_us", "epoch"}, dec_heartbeat},
-    [WIRE_ERROR] = {"ERROR", 1, {"reason"}, dec_error},
+    [WIRE_HEARTBEAT] = {"HEARTBEAT", 5, {"seq", "time_us", "epoch", "echo_us", "echo_age_us"},
+			dec_heartbeat},
+    [WIRE_ERROR] = {"ERROR", 2, {"code", "reason"}, dec_error},
+    [WIRE_HANDOVER] = {"HANDOVER", 1, {"epoch"}, dec_handover},
+    [WIRE_STAND_DOWN] = {"STAND_DOWN", 0, {0}, dec_stand_down},
 };
+
+static const char *const error_code_names[WIRE_ERR_LAST + 1] = {
+    [WIRE_ERR_OTHER] = "OTHER",
+    [WIRE_ERR_PROTOCOL] = "PROTOCOL",
+    [WIRE_ERR_TAKEN_OVER] = "TAKEN_OVER",
+    [WIRE_ERR_WRONG_SERVICE] = "WRONG_SERVICE",
+    [WIRE_ERR_IDENTITY] = "IDENTITY",
+    [WIRE_ERR_INCARNATION_REFUSED] = "INCARNATION_REFUSED",
+    [WIRE_ERR_STORAGE] = "STORAGE",
+    [WIRE_ERR_REPLACED] = "REPLACED",
+    [WIRE_ERR_HANDOVER_FAILED] = "HANDOVER_FAILED",
+    [WIRE_ERR_STOOD_DOWN] = "STOOD_DOWN",
+};
+
+const char *wire_error_code_name(unsigned code)
+{
+	return code <= WIRE_ERR_LAST ? error_code_names[code] : "OTHER";
+}
 
 /* start, end, prot, kind, shared, pgoff, path, file_size, sha256 */
 #define VMA_FIELDS 9u
@@ -129,6 +156,10 @@ static int check_hello(struct ctx *c, const struct wire_hello *m)
 
 	if (m->role > 1)
 		return bad(c, "role", "%u is neither primary (0) nor backup (1)", m->role);
+	if (m->flags & ~WIRE_HELLO_FLAGS)
+		return bad(c, "flags", "0x%x has unknown bits", m->flags);
+	if ((m->flags & WIRE_HELLO_FRESH) && !m->incarnation)
+		return bad(c, "incarnation", "0 with the fresh flag: a new run needs an id");
 	if ((r = check_name(c, "service", m->service, 1, WIRE_MAX_NAME)) < 0 ||
 	    (r = check_name(c, "boot_id", m->boot_id, 0, WIRE_MAX_NAME)) < 0)
 		return r;
@@ -211,7 +242,14 @@ static int check_commit(struct ctx *c, const struct wire_commit *m)
 
 static int check_error(struct ctx *c, const struct wire_error *m)
 {
+	if (m->code > WIRE_MAX_ERROR_CODE)
+		return bad(c, "code", "%u, more than %u", m->code, WIRE_MAX_ERROR_CODE);
 	return check_name(c, "reason", m->reason, 0, WIRE_MAX_REASON);
+}
+
+static int check_handover(struct ctx *c, const struct wire_handover *m)
+{
+	return m->epoch ? 0 : bad(c, "epoch", "epochs are numbered from 1");
 }
 
 static int check_msg(struct ctx *c, const struct wire_msg *m)
@@ -233,8 +271,11 @@ static int check_msg(struct ctx *c, const struct wire_msg *m)
 		return check_commit(c, &m->commit);
 	case WIRE_ERROR:
 		return check_error(c, &m->error);
+	case WIRE_HANDOVER:
+		return check_handover(c, &m->handover);
 	case WIRE_ACK:
 	case WIRE_HEARTBEAT:
+	case WIRE_STAND_DOWN:
 		return 0;
 	}
 	return bad(c, NULL, "unknown message type %u", m->type);
@@ -322,6 +363,8 @@ int wire_pack_hello(msgpack_sbuffer *sb, const struct wire_hello *m)
 	pk_str(&p, m->service);
 	pk_str(&p, m->boot_id ? m->boot_id : "");
 	pk_u64(&p, m->pid);
+	pk_u64(&p, m->incarnation);
+	pk_u64(&p, m->flags);
 	return pk_end(&p);
 }
 
@@ -335,6 +378,7 @@ int wire_pack_epoch_begin(msgpack_sbuffer *sb, const struct wire_epoch_begin *m)
 	pk_begin(&p, sb, WIRE_EPOCH_BEGIN);
 	pk_u64(&p, m->epoch);
 	pk_u64(&p, m->base_epoch);
+	pk_u64(&p, m->incarnation);
 	return pk_end(&p);
 }
 
@@ -456,6 +500,8 @@ int wire_pack_heartbeat(msgpack_sbuffer *sb, const struct wire_heartbeat *m)
 	pk_u64(&p, m->seq);
 	pk_u64(&p, m->time_us);
 	pk_u64(&p, m->epoch);
+	pk_u64(&p, m->echo_us);
+	pk_u64(&p, m->echo_age_us);
 	return pk_end(&p);
 }
 
@@ -467,7 +513,28 @@ int wire_pack_error(msgpack_sbuffer *sb, const struct wire_error *m)
 	if (pk_check(&w) < 0)
 		return -EINVAL;
 	pk_begin(&p, sb, WIRE_ERROR);
+	pk_u64(&p, m->code);
 	pk_str(&p, m->reason ? m->reason : "");
+	return pk_end(&p);
+}
+
+int wire_pack_handover(msgpack_sbuffer *sb, const struct wire_handover *m)
+{
+	struct wire_msg w = {.type = WIRE_HANDOVER, .handover = *m};
+	struct pk p;
+
+	if (pk_check(&w) < 0)
+		return -EINVAL;
+	pk_begin(&p, sb, WIRE_HANDOVER);
+	pk_u64(&p, m->epoch);
+	return pk_end(&p);
+}
+
+int wire_pack_stand_down(msgpack_sbuffer *sb)
+{
+	struct pk p;
+
+	pk_begin(&p, sb, WIRE_STAND_DOWN);
 	return pk_end(&p);
 }
 
@@ -494,6 +561,10 @@ int wire_pack(msgpack_sbuffer *sb, const struct wire_msg *m)
 		return wire_pack_heartbeat(sb, &m->heartbeat);
 	case WIRE_ERROR:
 		return wire_pack_error(sb, &m->error);
+	case WIRE_HANDOVER:
+		return wire_pack_handover(sb, &m->handover);
+	case WIRE_STAND_DOWN:
+		return wire_pack_stand_down(sb);
 	}
 	return -EINVAL;
 }
@@ -819,7 +890,9 @@ static int dec_hello(struct ctx *c, const msgpack_object *f, struct wire_msg *m)
 	    (r = get_u32(c, &f[1], "role", &h->role)) < 0 ||
 	    (r = get_str(c, &f[2], "service", WIRE_MAX_NAME, false, &h->service)) < 0 ||
 	    (r = get_str(c, &f[3], "boot_id", WIRE_MAX_NAME, false, &h->boot_id)) < 0 ||
-	    (r = get_u32(c, &f[4], "pid", &h->pid)) < 0)
+	    (r = get_u32(c, &f[4], "pid", &h->pid)) < 0 ||
+	    (r = get_uint(c, &f[5], "incarnation", UINT64_MAX, &h->incarnation)) < 0 ||
+	    (r = get_u32(c, &f[6], "flags", &h->flags)) < 0)
 		return r;
 	return check_hello(c, h);
 }
@@ -830,7 +903,8 @@ static int dec_epoch_begin(struct ctx *c, const msgpack_object *f, struct wire_m
 	int r;
 
 	if ((r = get_uint(c, &f[0], "epoch", UINT64_MAX, &e->epoch)) < 0 ||
-	    (r = get_uint(c, &f[1], "base_epoch", UINT64_MAX, &e->base_epoch)) < 0)
+	    (r = get_uint(c, &f[1], "base_epoch", UINT64_MAX, &e->base_epoch)) < 0 ||
+	    (r = get_uint(c, &f[2], "incarnation", UINT64_MAX, &e->incarnation)) < 0)
 		return r;
 	return check_epoch_begin(c, e);
 }
@@ -965,14 +1039,36 @@ static int dec_heartbeat(struct ctx *c, const msgpack_object *f, struct wire_msg
 
 	if ((r = get_uint(c, &f[0], "seq", UINT64_MAX, &h->seq)) < 0 ||
 	    (r = get_uint(c, &f[1], "time_us", UINT64_MAX, &h->time_us)) < 0 ||
-	    (r = get_uint(c, &f[2], "epoch", UINT64_MAX, &h->epoch)) < 0)
+	    (r = get_uint(c, &f[2], "epoch", UINT64_MAX, &h->epoch)) < 0 ||
+	    (r = get_uint(c, &f[3], "echo_us", UINT64_MAX, &h->echo_us)) < 0 ||
+	    (r = get_uint(c, &f[4], "echo_age_us", UINT64_MAX, &h->echo_age_us)) < 0)
 		return r;
 	return 0;
 }
 
 static int dec_error(struct ctx *c, const msgpack_object *f, struct wire_msg *m)
 {
-	return get_str(c, &f[0], "reason", WIRE_MAX_REASON, false, &m->error.reason);
+	uint64_t code = 0;
+	int r;
+
+	if ((r = get_uint(c, &f[0], "code", WIRE_MAX_ERROR_CODE, &code)) < 0 ||
+	    (r = get_str(c, &f[1], "reason", WIRE_MAX_REASON, false, &m->error.reason)) < 0)
+		return r;
+	m->error.code = code;
+	return 0;
+}
+
+static int dec_handover(struct ctx *c, const msgpack_object *f, struct wire_msg *m)
+{
+	int r = get_uint(c, &f[0], "epoch", UINT64_MAX, &m->handover.epoch);
+
+	return r < 0 ? r : check_handover(c, &m->handover);
+}
+
+static int dec_stand_down(struct ctx *c, const msgpack_object *f, struct wire_msg *m)
+{
+	(void)c, (void)f, (void)m;
+	return 0;
 }
 
 static int decode(struct ctx *c, const msgpack_object *o, struct wire_msg *out)
@@ -1043,6 +1139,8 @@ int wire_decoder_feed(struct wire_decoder *d, const void *p, size_t n)
 	msgpack_unpacker_buffer_consumed(&d->unp, ok);
 	return d->scan_r;
 }
+
+size_t wire_decoder_partial(const struct wire_decoder *d) { return d->scan.msg_bytes; }
 
 static int decoder_fail(struct wire_decoder *d, int r, const char *err)
 {
@@ -1126,6 +1224,7 @@ static void h_msg(EVP_MD_CTX *x, const struct wire_msg *m)
 	case WIRE_EPOCH_BEGIN:
 		h_u64(x, m->epoch_begin.epoch);
 		h_u64(x, m->epoch_begin.base_epoch);
+		h_u64(x, m->epoch_begin.incarnation);
 		break;
 	case WIRE_MAPPINGS:
 		h_u64(x, m->mappings.n);

@@ -10,8 +10,8 @@
  * are msgpack str; blobs are msgpack bin. Maps, ext, floats and negative
  * integers never appear and are refused.
  *
- *   1 HELLO       [1, proto_version, role, service, boot_id, pid]
- *   2 EPOCH_BEGIN [2, epoch, base_epoch]           base_epoch < epoch; 0 = full image
+ *   1 HELLO       [1, proto_version, role, service, boot_id, pid, incarnation, flags]
+ *   2 EPOCH_BEGIN [2, epoch, base_epoch, incarnation]  base_epoch < epoch; 0 = full image
  *   3 MAPPINGS    [3, [[start, end, prot, kind, shared, pgoff, path|nil, file_size,
  *                       sha256(bin 32)|nil], ...]]
  *   4 THREADS     [4, [bin, ...]]                  one opaque record per thread
@@ -19,15 +19,32 @@
  *   6 PAGES       [6, addr, npages, bin]           bin is npages * 4096 bytes
  *   7 COMMIT      [7, epoch, sha256(bin 32), npages]
  *   8 ACK         [8, epoch]
- *   9 HEARTBEAT   [9, seq, time_us, epoch]         sender's CLOCK_MONOTONIC; its last
- *                                                  committed (primary) or applied (backup) epoch
- *  10 ERROR       [10, reason]
+ *   9 HEARTBEAT   [9, seq, time_us, epoch, echo_us, echo_age_us]
+ *                                                  sender's CLOCK_MONOTONIC; its last
+ *                                                  committed (primary) or applied (backup) epoch;
+ *                                                  the peer's newest time_us and how long ago
+ *                                                  (sender's clock) it arrived, 0 0 if none
+ *  10 ERROR       [10, code, reason]               code: enum wire_error_code
+ *  11 HANDOVER    [11, epoch]                      primary: frozen, epoch is final, restore now
+ *  12 STAND_DOWN  [12]                             primary: stopped everywhere, do not take over
  *
  * One epoch is EPOCH_BEGIN, then any number of MAPPINGS, THREADS, FDS and
  * PAGES, then COMMIT. HEARTBEAT may come between any two messages and belongs
  * to no epoch. COMMIT carries a SHA-256 over the epoch's messages as decoded
  * (see wire_epoch_hash_*), so the backup checks what it is about to apply,
  * independently of how it was encoded; it applies nothing before that check.
+ *
+ * Incarnations. Each run of a service is an incarnation, named by a
+ * 64-bit id (never 0). The primary's HELLO names the incarnation it guards,
+ * with WIRE_HELLO_FRESH when it has not started it yet (it asks first);
+ * the backup's HELLO names the incarnation of the image it holds (0: none).
+ * Every EPOCH_BEGIN carries the incarnation again, so the image on disk
+ * (whose files are wire messages, journal.h) knows whose state it is.
+ *
+ * Silence. A HEARTBEAT echoes the newest time_us it had from the peer and
+ * how long it had held it, so the peer learns, in its own clock, a time
+ * before which this heartbeat cannot have been sent (echo_us +
+ * echo_age_us): the two hosts' clocks are never compared, only durations.
  *
  * Authentication order. In TLS 1.3 a client finishes its handshake before
  * the server has checked the client's certificate, so the primary (client)
@@ -47,7 +64,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WIRE_PROTO_VERSION 1
+#define WIRE_PROTO_VERSION 2
 
 #define WIRE_PAGE_SIZE 4096u
 #define WIRE_MAX_PAGES 4096u	    /* pages per PAGES message: 16 MiB */
@@ -58,6 +75,9 @@
 #define WIRE_MAX_NAME 64u /* service name, boot id */
 #define WIRE_MAX_PATH 4096u
 #define WIRE_MAX_REASON 1024u
+#define WIRE_MAX_ERROR_CODE 255u
+#define WIRE_HELLO_FRESH 1u /* HELLO flags: the incarnation has not started yet */
+#define WIRE_HELLO_FLAGS WIRE_HELLO_FRESH
 #define WIRE_MAX_BIN (WIRE_MAX_PAGES * WIRE_PAGE_SIZE)
 #define WIRE_MAX_MSG (WIRE_MAX_BIN + 65536u) /* a full PAGES message and change */
 
@@ -72,8 +92,30 @@ enum wire_type {
 	WIRE_ACK,
 	WIRE_HEARTBEAT,
 	WIRE_ERROR,
+	WIRE_HANDOVER,
+	WIRE_STAND_DOWN,
 };
-#define WIRE_TYPE_MAX WIRE_ERROR
+#define WIRE_TYPE_MAX WIRE_STAND_DOWN
+
+/*
+ * What an ERROR means, so the peer acts on the code and logs the reason.
+ * 0 is "other": close and retry. Codes a peer does not know are "other".
+ */
+enum wire_error_code {
+	WIRE_ERR_OTHER = 0,
+	WIRE_ERR_PROTOCOL,	      /* a message we cannot take: bad, unexpected, wrong version */
+	WIRE_ERR_TAKEN_OVER,	      /* the backup serves (or is taking over): you are deposed */
+	WIRE_ERR_WRONG_SERVICE,	      /* no such service here */
+	WIRE_ERR_IDENTITY,	      /* your certificate is not this service's primary's */
+	WIRE_ERR_INCARNATION_REFUSED, /* the image is another incarnation's; an operator decides */
+	WIRE_ERR_STORAGE,	      /* the backup cannot store epochs */
+	WIRE_ERR_REPLACED,	      /* a newer connection from the primary replaced this one */
+	WIRE_ERR_HANDOVER_FAILED,     /* HANDOVER refused or its restore failed: carry on */
+	WIRE_ERR_STOOD_DOWN,	      /* STAND_DOWN done: the backup will not take over */
+};
+#define WIRE_ERR_LAST WIRE_ERR_STOOD_DOWN
+
+const char *wire_error_code_name(unsigned code);
 
 const char *wire_type_name(unsigned type);
 
@@ -87,12 +129,15 @@ struct wire_hello {
 	uint32_t role;	     /* enum role (config.h) */
 	const char *service; /* 1..WIRE_MAX_NAME bytes */
 	const char *boot_id; /* sender's /proc/sys/kernel/random/boot_id, <= WIRE_MAX_NAME */
-	uint32_t pid;	     /* sender's pid: with boot_id, names one daemon incarnation */
+	uint32_t pid;	     /* sender's pid: with boot_id, names one daemon run */
+	uint64_t incarnation; /* the service's run (primary) or the image's (backup); 0: none */
+	uint32_t flags;	      /* WIRE_HELLO_* */
 };
 
 struct wire_epoch_begin {
 	uint64_t epoch;	     /* >= 1 */
 	uint64_t base_epoch; /* the image this epoch applies to; 0 = none (full image) */
+	uint64_t incarnation; /* whose state this is (HELLO); 0: not known */
 };
 
 struct wire_vma {
@@ -145,10 +190,17 @@ struct wire_heartbeat {
 	uint64_t seq;
 	uint64_t time_us;
 	uint64_t epoch;
+	uint64_t echo_us;     /* the peer's newest time_us, 0: none yet */
+	uint64_t echo_age_us; /* how long before this heartbeat it arrived */
 };
 
 struct wire_error {
+	uint32_t code;	    /* enum wire_error_code, <= WIRE_MAX_ERROR_CODE */
 	const char *reason; /* <= WIRE_MAX_REASON bytes */
+};
+
+struct wire_handover {
+	uint64_t epoch; /* the final epoch, already sent; >= 1 */
 };
 
 struct wire_msg {
@@ -164,6 +216,7 @@ struct wire_msg {
 		struct wire_ack ack;
 		struct wire_heartbeat heartbeat;
 		struct wire_error error;
+		struct wire_handover handover;
 	};
 };
 
@@ -183,6 +236,8 @@ int wire_pack_commit(msgpack_sbuffer *sb, const struct wire_commit *m);
 int wire_pack_ack(msgpack_sbuffer *sb, const struct wire_ack *m);
 int wire_pack_heartbeat(msgpack_sbuffer *sb, const struct wire_heartbeat *m);
 int wire_pack_error(msgpack_sbuffer *sb, const struct wire_error *m);
+int wire_pack_handover(msgpack_sbuffer *sb, const struct wire_handover *m);
+int wire_pack_stand_down(msgpack_sbuffer *sb);
 
 /*
  * A PAGES message without its page bytes: the caller sends exactly
@@ -217,6 +272,9 @@ int wire_decoder_feed(struct wire_decoder *d, const void *p, size_t n);
  * Messages that arrived whole before a bad one are still returned first.
  */
 int wire_decoder_next(struct wire_decoder *d, struct wire_msg *out, char *err, size_t errlen);
+
+/* Bytes fed that are not yet a whole message: a peer in the middle of sending one. */
+size_t wire_decoder_partial(const struct wire_decoder *d);
 
 /*
  * The epoch checksum that COMMIT carries: SHA-256 over every EPOCH_BEGIN,

@@ -15,14 +15,40 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: checksync-primaryd [--config FILE] [-v]      guard the configured services\n"
 		   "       checksync-primaryd status [--config FILE]   their state\n"
-		   "       checksync-primaryd dump --pid PID --image DIR [--whole] [-v]\n"
-		   "  --whole  copy whole mappings instead of only live Go memory\n");
+		   "       checksync-primaryd handover NAME [--config FILE]\n"
+		   "         hand NAME over to its backup: no loss, no failover timeout\n"
+		   "       checksync-primaryd stop NAME --everywhere [--config FILE]\n"
+		   "         stop NAME here; its backup stands down and keeps the image\n"
+		   "       checksync-primaryd dump --pid PID --image DIR [--whole]\n"
+		   "                [--debug-file FILE] [--debug-root DIR] [-v]\n"
+		   "  --whole       copy whole mappings instead of only live Go memory\n"
+		   "  --debug-file  the executable's DWARF, if neither it nor the lookup by\n"
+		   "                build-id or .gnu_debuglink has it\n"
+		   "  --debug-root  look for debug files under DIR, not /usr/lib/debug\n");
 }
 
 static const char *const class_names[MC_COUNT] = {
 	[MC_HEAP] = "heap_in_use", [MC_STACKS] = "stacks", [MC_GLOBALS] = "globals",
 	[MC_OFFHEAP] = "off_heap_runtime", [MC_FREE] = "skipped_free", [MC_ZERO] = "skipped_zero",
 };
+
+/* A JSON string (quoted), or null for "". */
+static void json_string(FILE *f, const char *s)
+{
+	if (!*s) {
+		fputs("null", f);
+		return;
+	}
+	fputc('"', f);
+	for (; *s; s++)
+		if (*s == '"' || *s == '\\')
+			fprintf(f, "\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			fprintf(f, "\\u%04x", *s);
+		else
+			fputc(*s, f);
+	fputc('"', f);
+}
 
 static int write_report(const char *dir, const struct dump_report *rep)
 {
@@ -43,7 +69,12 @@ static int write_report(const char *dir, const struct dump_report *rep)
 	for (int k = 0; k < MC_COUNT; k++)
 		fprintf(f, "%s\"%s\": {\"mapped\": %lu, \"written\": %lu}", k ? ", " : "",
 			class_names[k], (unsigned long)st->mapped[k], (unsigned long)st->written[k]);
-	fprintf(f, "}}\n");
+	fprintf(f, "}, \"debug_info\": ");
+	json_string(f, rep->debuginfo.path);
+	fprintf(f, ", \"debug_source\": \"%s\", \"build_id\": ",
+		go_debug_source_name(rep->debuginfo.source));
+	json_string(f, rep->debuginfo.build_id);
+	fprintf(f, "}\n");
 	return 0;
 }
 
@@ -57,6 +88,9 @@ static void print_report(pid_t pid, const char *image, const struct dump_report 
 	       st->fallback ? ", fell back" : "", rep->threads, rep->vmas, rep->fds,
 	       (unsigned long)rep->image_bytes, (unsigned long)rep->pause_us,
 	       (unsigned long)rep->dump_us);
+	if (rep->debuginfo.source != GO_DEBUG_NONE)
+		printf("  DWARF %s: %s\n", go_debug_source_name(rep->debuginfo.source),
+		       rep->debuginfo.path);
 	printf("  %-18s %14s %14s\n", "class", "mapped", "written");
 	for (int k = 0; k < MC_COUNT; k++)
 		printf("  %-18s %14lu %14lu\n", class_names[k], (unsigned long)st->mapped[k],
@@ -68,6 +102,8 @@ static int cmd_dump(int argc, char **argv)
 	static const struct option opts[] = {{"pid", required_argument, NULL, 'p'},
 					     {"image", required_argument, NULL, 'i'},
 					     {"whole", no_argument, NULL, 'w'},
+					     {"debug-file", required_argument, NULL, 'D'},
+					     {"debug-root", required_argument, NULL, 'R'},
 					     {"verbose", no_argument, NULL, 'v'},
 					     {}};
 	const char *image = NULL;
@@ -76,7 +112,7 @@ static int cmd_dump(int argc, char **argv)
 	pid_t pid = 0;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "p:i:wv", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:i:wD:R:v", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p': {
 			char *end;
@@ -93,6 +129,12 @@ static int cmd_dump(int argc, char **argv)
 			break;
 		case 'w':
 			opt.whole = true;
+			break;
+		case 'D':
+			opt.debug_file = optarg;
+			break;
+		case 'R':
+			opt.debug_root = optarg;
 			break;
 		case 'v':
 			log_set_verbose(log_get_verbose() + 1);
@@ -115,6 +157,30 @@ static int cmd_dump(int argc, char **argv)
 
 #define DEFAULT_CONFIG "/etc/checksync/primary.conf"
 
+/* `checksync-primaryd handover NAME | stop NAME --everywhere [--config FILE]` */
+static int cmd_control(int argc, char **argv)
+{
+	const char *config = DEFAULT_CONFIG;
+	char *words[4];
+	int n = 0;
+
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+			config = argv[++i];
+		} else if (n < 3) {
+			words[n++] = argv[i];
+		} else {
+			log_error("unexpected argument '%s'", argv[i]);
+			return 2;
+		}
+	}
+	if (n < 2) {
+		log_error("%s needs the name of a service", argv[0]);
+		return 2;
+	}
+	return primary_command(config, n, words);
+}
+
 /* `checksync-primaryd [status] [--config FILE] [-v]` */
 static int cmd_daemon(int argc, char **argv, bool status)
 {
@@ -124,6 +190,8 @@ static int cmd_daemon(int argc, char **argv, bool status)
 	const char *config = DEFAULT_CONFIG;
 	int c;
 
+	if (!status)
+		log_set_verbose(1); /* the daemon logs its normal life (a handover's figures, ...) */
 	while ((c = getopt_long(argc, argv, "c:v", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -153,6 +221,8 @@ int main(int argc, char **argv)
 		return cmd_daemon(argc - 1, argv + 1, true);
 	if (strcmp(argv[1], "dump") == 0)
 		return cmd_dump(argc - 1, argv + 1);
+	if (strcmp(argv[1], "handover") == 0 || strcmp(argv[1], "stop") == 0)
+		return cmd_control(argc - 1, argv + 1);
 	log_error("unknown command '%s'", argv[1]);
 	usage(stderr);
 	return 2;

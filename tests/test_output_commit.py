@@ -32,10 +32,12 @@ Usage: test_output_commit.py SCENARIO [ROUNDS]
                still guard the service,
                log that output commit is NOT in force and why, and show
                output_commit -1 in status (never silently unheld).
-  teardown     SIGTERM to primaryd with output commit in force: no chain or
-               rule of its own is left in A. (The "on" rounds check the
-               reverse for kill -9: the rules stay, so what was held and
-               what the dying sockets still send is dropped, not sent.)
+  handover     SIGTERM to primaryd with output commit in force while the client
+               writes (a planned handover): every write acknowledged before it
+               is on B, and no chain or rule of primaryd's is left in A. (The
+               "on" rounds check the reverse for kill -9: the rules stay, so
+               what was held, and what the dying sockets still send, is
+               dropped, not sent.)
 
 Per round the topology, daemons and certificates are fresh (replication.py).
 Printed at the end: acknowledged writes lost per round, and how long before
@@ -57,7 +59,7 @@ import replication as rp  # noqa: E402
 
 BUDGET_S = 820  # start no round after this (meson's timeout is 900 s)
 DEFAULT_ROUNDS = {"on": 20, "off": 5, "loopback": 3, "reconnect": 3, "unplugged": 3, "setup-fails": 1,
-                  "teardown": 1}
+                  "handover": 1}
 QUEUE_FIRST, QUEUE_TRIES = 17200, 64  # primaryd/replica/outcommit.c
 
 
@@ -242,24 +244,37 @@ def setup_fails(r, binary, certs, net):
             holder.close()
 
 
-def teardown(r, binary, certs, net):
-    """SIGTERM to primaryd with output commit in force: it stops, and takes its rules with it."""
+def handover(r, binary, certs, net):
+    """SIGTERM to primaryd with output commit in force while a client writes: primaryd hands the
+    service over (final epoch, its ACK lets everything it holds go), B serves at once with every
+    acknowledged write, and no chain or rule of primaryd's is left in A."""
     with rp.Topology(net) as topo:
         up = rp.bring_up(topo, certs, binary, output_commit="on")
         w = rp.Writer(up.vip)
         w.start()
         try:
-            w.wait_acks(10)
+            w.wait_acks(20)
+            before = our_chains(topo)
+            r.check("while it runs, primaryd's chain is in A's OUTPUT (IPv4 and IPv6)",
+                    sum("-A OUTPUT -j CHECKSYNC-OC-" in l for l in before) == 2, "two jumps", before)
+            time.sleep(random.uniform(0.2, 0.8))
+            os.kill(up.primary.pid, signal.SIGTERM)
+            up.primary.proc.wait_gone(30)
+            up.service.wait_gone(5)
+            w.phase = 1
+            w.wait_acks(10, phase=1, timeout=30)
         finally:
             w.stop()
-        before = our_chains(topo)
-        r.check("while it runs, primaryd's chain is in A's OUTPUT (IPv4 and IPv6)",
-                sum("-A OUTPUT -j CHECKSYNC-OC-" in l for l in before) == 2, "two jumps", before)
-        os.kill(up.primary.pid, signal.SIGTERM)
-        up.primary.proc.wait_gone(15)
-        up.service.wait_gone(5)
         after = our_chains(topo)
-        r.check("after SIGTERM no CHECKSYNC-OC- chain or rule is left in A", not after, "none", after)
+        r.check("after the handover no CHECKSYNC-OC- chain or rule is left in A", not after, "none", after)
+        log = up.primary.log_text()
+        r.check("primaryd handed over (not a crash)", "handed over" in log, "'handed over' in its log",
+                log[-800:])
+        items = up.dep.client_to(topo.b).json("/items", timeout=30)
+        acked = w.acked(phase=0)
+        lost = [k for k, v in acked.items() if items.get(k) != v]
+        r.check(f"every write acknowledged before the handover is on B ({len(acked)})", not lost,
+                "none lost", cs.summarize(lost))
 
 
 def main(r, scenario, rounds=None):
@@ -271,8 +286,8 @@ def main(r, scenario, rounds=None):
     certs = rp.make_certs(f"10.213.{net}.2")
     if scenario == "setup-fails":
         return setup_fails(r, binary, certs, net)
-    if scenario == "teardown":
-        return teardown(r, binary, certs, net)
+    if scenario == "handover":
+        return handover(r, binary, certs, net)
     t0 = time.monotonic()
     times, lost = [], []
     for n in range(1, rounds + 1):

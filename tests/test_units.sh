@@ -1,6 +1,6 @@
 #!/bin/bash
-# systemd-analyze verify on both units, with ExecStart pointed at the binaries
-# just built (the installed paths do not exist in a build tree). verify
+# systemd-analyze verify on both units, with ExecStart (@BINDIR@, which
+# `meson install` fills in) pointed at the binaries just built. verify
 # returns 0 even for keys it ignores, so any output counts as a failure; a
 # deliberately broken copy must produce some, or the check proves nothing.
 set -u
@@ -22,7 +22,7 @@ check() { # what, expect-output(0|1), files...
 }
 
 for u in primary backup; do
-	sed "s|/usr/local/bin/checksync-${u}d|$build/${u}d/checksync-${u}d|" \
+	sed "s|@BINDIR@/checksync-${u}d|$build/${u}d/checksync-${u}d|" \
 		"$src/checksync-$u.service" > "$dir/checksync-$u.service"
 done
 check "both units verify cleanly" 0 "$dir/checksync-primary.service" "$dir/checksync-backup.service"

@@ -5,7 +5,8 @@
  * came back under new ones. The Go runtime keeps each thread's id in
  * m.procid and sends preemption signals (tgkill) to it; glibc keeps it in
  * its thread descriptor, at the clear-child-tid address the kernel also
- * writes on thread exit. Layouts come from the executable's DWARF.
+ * writes on thread exit. Layouts come from the executable's DWARF, found
+ * on this host the way the capture finds it on the primary's (goruntime.h).
  */
 #include "goruntime.h"
 #include "log.h"
@@ -61,15 +62,27 @@ int restore_patch_tids(struct restore *r)
 						      sizeof(tid)) < 0)
 			log_warn("thread %d: cannot update its cached thread id", it->tid);
 	}
-	int rc = go_binary_inspect(r->img->exe, &gb);
+	struct go_debuginfo di;
+	int rc = go_debuginfo_find(r->img->exe, r->opts->debug_file, r->opts->debug_root, &di);
+	if (rc >= 0 && di.source != GO_DEBUG_NONE)
+		rc = go_binary_inspect(r->img->exe, di.path, &gb);
 	if (rc < 0)
 		return log_error_errno(rc, "cannot read %s", r->img->exe);
+	if (di.source == GO_DEBUG_NONE) {
+		log_warn("threads have new ids and Go's preemption signals to them may go astray: "
+			 "%s",
+			 di.why);
+		return 0;
+	}
 	if (!gb.allm_addr || gb.m_procid_off < 0 || gb.m_alllink_off < 0) {
 		log_warn("%s has no DWARF for runtime.allm/runtime.m: threads have new ids and "
 			 "Go's preemption signals to them may go astray",
-			 r->img->exe);
+			 di.path);
 		return 0;
 	}
+	if (di.source != GO_DEBUG_EXE)
+		log_info("%s: DWARF from %s (%s)", r->img->exe, di.path,
+			 go_debug_source_name(di.source));
 	rc = patch_go_ms(r, &gb);
 	if (rc < 0)
 		return log_error_errno(rc, "cannot patch the Go runtime's thread ids");

@@ -152,8 +152,10 @@ static int restore_steps(struct restore *r)
 	return rc;
 }
 
-int restore_image_mem(const struct image *img, pid_t *pid_out)
+int restore_image_mem_opts(const struct image *img, const struct restore_opts *opts,
+			   pid_t *pid_out)
 {
+	static const struct restore_opts defaults = {0};
 	char err[512];
 	int rc = restore_check_files(img, err, sizeof(err));
 	if (rc < 0) {
@@ -161,7 +163,7 @@ int restore_image_mem(const struct image *img, pid_t *pid_out)
 		return rc;
 	}
 
-	struct restore r = {.img = img, .memfd = -1, .n_threads = 1};
+	struct restore r = {.img = img, .opts = opts ? opts : &defaults, .memfd = -1, .n_threads = 1};
 	r.threads = calloc(img->n_threads, sizeof(*r.threads));
 	if (!r.threads)
 		return -ENOMEM;
@@ -181,7 +183,12 @@ int restore_image_mem(const struct image *img, pid_t *pid_out)
 	return rc;
 }
 
-int restore_image(const char *dir, pid_t *pid_out)
+int restore_image_mem(const struct image *img, pid_t *pid_out)
+{
+	return restore_image_mem_opts(img, NULL, pid_out);
+}
+
+int restore_image_opts(const char *dir, const struct restore_opts *opts, pid_t *pid_out)
 {
 	_cleanup_image_ struct image *img = NULL;
 	char err[512];
@@ -191,5 +198,10 @@ int restore_image(const char *dir, pid_t *pid_out)
 		log_error("%s", err);
 		return rc;
 	}
-	return restore_image_mem(img, pid_out);
+	return restore_image_mem_opts(img, opts, pid_out);
+}
+
+int restore_image(const char *dir, pid_t *pid_out)
+{
+	return restore_image_opts(dir, NULL, pid_out);
 }

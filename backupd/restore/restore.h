@@ -24,8 +24,15 @@
 #define AREA_STACK_LEN (16 * PAGE_SIZE)
 #define AREA_LEN (AREA_STACK + AREA_STACK_LEN)
 
+/* Where gopatch.c looks for the executable's DWARF (goruntime.h). */
+struct restore_opts {
+	const char *debug_file; /* the service's debug_file, or NULL */
+	const char *debug_root; /* NULL: /usr/lib/debug */
+};
+
 struct restore {
 	const struct image *img;
+	const struct restore_opts *opts; /* never NULL */
 	pid_t pid;
 	struct tracee *threads; /* one per image thread, [0] is the leader */
 	size_t n_threads;
@@ -44,6 +51,10 @@ int restore_image(const char *dir, pid_t *pid_out);
  * have validated it (image_validate) if it came from outside.
  */
 int restore_image_mem(const struct image *img, pid_t *pid_out);
+/* The same two, with options (NULL: the defaults). */
+int restore_image_opts(const char *dir, const struct restore_opts *opts, pid_t *pid_out);
+int restore_image_mem_opts(const struct image *img, const struct restore_opts *opts,
+			   pid_t *pid_out);
 /* Copy len bytes to the scratch page at off; returns the tracee address, or 0 on error. */
 uint64_t restore_scratch_put(struct restore *r, size_t off, const void *p, size_t len);
 /* Run a syscall in the leader; returns its result (negative errno on failure). */

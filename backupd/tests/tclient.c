@@ -331,7 +331,8 @@ int tc_hello(struct tclient *c, const char *service)
 				       .role = 0,
 				       .service = service,
 				       .boot_id = "test-boot",
-				       .pid = getpid()}};
+				       .pid = getpid(),
+				       .incarnation = TC_INCARNATION}};
 	return tc_send(c, &m);
 }
 
@@ -460,7 +461,9 @@ int t_epoch_each(const struct image *img, uint64_t epoch, uint64_t base, const s
 {
 	struct epoch_gen g = {.fn = fn, .arg = arg};
 	struct wire_msg m = {.type = WIRE_EPOCH_BEGIN,
-			     .epoch_begin = {.epoch = epoch, .base_epoch = base}};
+			     .epoch_begin = {.epoch = epoch,
+					     .base_epoch = base,
+					     .incarnation = TC_INCARNATION}};
 	int r;
 
 	wire_epoch_hash_init(&g.hash);

@@ -54,6 +54,9 @@ char *t_http_get(int port, const char *path, int *status);
 
 /* ---------- the primary ---------- */
 
+/* The one run of the service this fake primary plays (wire.h). */
+#define TC_INCARNATION 0x7e57c11e47ULL
+
 struct tclient {
 	int fd;
 	SSL *ssl;

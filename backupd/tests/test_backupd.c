@@ -5,7 +5,7 @@
  *   test_backupd unit DAEMON                  no root needed, seconds
  *   test_backupd e2e DAEMON PRIMARYD SRCDIR   a real Go service: root, ptrace, go
  *
- * unit: a bad configuration is one line and exit 1; a certificate from
+ * unit: a bad configuration is one line and exit EXIT_CONFIG (78); a certificate from
  * another CA is refused; an unknown service gets ERROR; a synthetic image
  * is committed and ACKed, a delta on it too, with heartbeats flowing; a
  * delta on the wrong base gets "base epoch N, have M"; a torn epoch is
@@ -33,6 +33,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include "config.h"
 #include "log.h"
 #include "tclient.h"
 #include "tls.h"
@@ -311,6 +312,8 @@ static void expect(struct tclient *c, enum wire_type type, uint64_t epoch, const
 		CHECK_INT(m.ack.epoch, epoch);
 	if (m.type == WIRE_ERROR) {
 		CHECK_CONTAINS(m.error.reason, text);
+		if (epoch) /* for an ERROR, the code expected */
+			CHECK_STR(wire_error_code_name(m.error.code), wire_error_code_name(epoch));
 		if (type != WIRE_ERROR)
 			fprintf(stderr, "  the backup says: %s\n", m.error.reason);
 	}
@@ -384,7 +387,7 @@ static void test_bad_config(struct env *e)
 	char *text;
 
 	t_write_file(bad, "[daemon]\nlisten = 127.0.0.1:1\nlisten_here = 1\n");
-	CHECK_INT(t_sh(out, "'%s' --config '%s'", e->daemon, bad), 1);
+	CHECK_INT(t_sh(out, "'%s' --config '%s'", e->daemon, bad), EXIT_CONFIG);
 	text = t_read_file(out);
 	CHECK_CONTAINS(text, "bad.conf:3:");
 	CHECK(text && strchr(text, '\n') == text + strlen(text) - 1); /* one line */
@@ -409,7 +412,7 @@ static void test_refusals(struct env *e)
 	c = connect_as(e, e->primary);
 	if (c) {
 		CHECK_INT(tc_hello(c, "nope"), 0);
-		expect(c, WIRE_ERROR, 0, "unknown service 'nope'", 5000, 0);
+		expect(c, WIRE_ERROR, WIRE_ERR_WRONG_SERVICE, "unknown service 'nope'", 5000, 0);
 		expect_closed(c);
 		tc_close(c);
 	}
@@ -545,7 +548,7 @@ static void test_failed_takeover(struct env *e, struct image *img)
 	CHECK_INT(tc_send_epoch(c, img, 1, 0, &full, 1, UINT64_MAX), 0);
 	expect(c, WIRE_ACK, 1, NULL, 10000, 50);
 	/* Silent now: the backup fences, then fails to restore, and closes us. */
-	expect(c, WIRE_ERROR, 0, "taking over", 5000, 0);
+	expect(c, WIRE_ERROR, WIRE_ERR_TAKEN_OVER, "taking over", 5000, 0);
 	tc_close(c);
 	CHECK(t_wait_file_contains(t_path(e->tmp, "fence.out"), "fenced doomed", 5000));
 	CHECK(log_contains(e, "doomed: takeover failed: epoch 1 could not be restored", 5000));
@@ -726,7 +729,7 @@ static void scenario_silence(struct env *e, struct kv *kv, struct image *img)
 		return;
 	kill_pid(kv->pid);
 	/* Silent from here: the backup closes us to take over. */
-	expect(c, WIRE_ERROR, 0, "backup is taking over", 10000, 0);
+	expect(c, WIRE_ERROR, WIRE_ERR_TAKEN_OVER, "backup is taking over", 10000, 0);
 	tc_close(c);
 	check_restored(kv, 10000);
 	CHECK(log_contains(e, "took over service kvserver: restored pid", 5000));
@@ -748,7 +751,7 @@ static void scenario_silence(struct env *e, struct kv *kv, struct image *img)
 	c = connect_as(e, e->primary);
 	if (c) {
 		tc_hello(c, "kvserver");
-		expect(c, WIRE_ERROR, 0, "backup has taken over", 5000, 0);
+		expect(c, WIRE_ERROR, WIRE_ERR_TAKEN_OVER, "backup has taken over", 5000, 0);
 		tc_close(c);
 	}
 	CHECK_INT(stop_daemon(e, SIGTERM), 0);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "goruntime.h"
 #include "image/image.h"
 #include "proc.h"
 #include "tracer.h"
@@ -73,6 +74,9 @@ struct capture {
 	bool swap;             /* the system has swap: swapped-out pages exist */
 	struct inject_cache *cache; /* NULL: inject every time (one-shot dump) */
 	bool cache_ok;              /* this epoch may use it */
+	const char *debug_file;	      /* the service's debug_file, or NULL */
+	const char *debug_root;	      /* NULL: /usr/lib/debug */
+	struct go_debuginfo debuginfo; /* where the layout came from (capture_load_layout) */
 	struct go_layout *go;  /* NULL: no runtime metadata, whole capture */
 	struct live_set *live; /* pages of the heap arenas worth keeping */
 	struct memcache *mc;   /* reads of the runtime's metadata, by 16 KiB block */
@@ -83,10 +87,13 @@ struct dump_report {
 	uint64_t pause_us, dump_us, image_bytes, pages;
 	size_t threads, vmas, fds;
 	struct capture_stats stats;
+	struct go_debuginfo debuginfo;
 };
 
 struct dump_options {
 	bool whole; /* whole-mapping capture even when live capture is possible */
+	const char *debug_file; /* --debug-file: tried when the standard lookup finds none */
+	const char *debug_root; /* --debug-root: instead of /usr/lib/debug */
 };
 
 /* dump.c */
@@ -115,6 +122,7 @@ int capture_staging_prepare(struct capture *c, uint64_t bytes);
 void capture_staging_free(struct capture *c);
 
 /* live.c */
+/* Find the DWARF (c->debug_file, c->debug_root), say once which, and read the layout from it. */
 int capture_load_layout(struct capture *c);
 /* 1 if the runtime is at a safepoint, 0 if not (why says what is busy), <0 on error. */
 int capture_at_safepoint(struct capture *c, char *why, size_t whylen);

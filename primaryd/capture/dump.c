@@ -28,7 +28,7 @@
 static int check_go(struct capture *c)
 {
 	struct go_binary gb;
-	int r = go_binary_inspect(c->img->exe, &gb);
+	int r = go_binary_inspect(c->img->exe, NULL, &gb);
 	if (r < 0)
 		return log_error_errno(r, "cannot read executable %s of pid %d", c->img->exe,
 				       c->pid);
@@ -174,7 +174,12 @@ int capture_dump(pid_t pid, const char *dir, const struct dump_options *opt,
 		 struct dump_report *rep)
 {
 	_cleanup_image_ struct image *img = image_new();
-	struct capture c = {.pid = pid, .img = img, .memfd = -1, .whole = opt->whole};
+	struct capture c = {.pid = pid,
+			    .img = img,
+			    .memfd = -1,
+			    .whole = opt->whole,
+			    .debug_file = opt->debug_file,
+			    .debug_root = opt->debug_root};
 	uint64_t t0 = now_us();
 	const char *what;
 	int r;
@@ -206,6 +211,7 @@ int capture_dump(pid_t pid, const char *dir, const struct dump_options *opt,
 		r = capture_held(&c);
 	capture_release_all(&c);
 	rep->stats = c.stats;
+	rep->debuginfo = c.debuginfo;
 	capture_cleanup(&c);
 	if (r < 0)
 		return r;

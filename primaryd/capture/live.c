@@ -228,16 +228,25 @@ int capture_load_layout(struct capture *c)
 	struct go_layout *l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
-	int r = go_layout_read(c->img->exe, l, err, sizeof(err));
-	if (r == -ENODATA) {
+	struct go_debuginfo *di = &c->debuginfo;
+	int r = go_debuginfo_find(c->img->exe, c->debug_file, c->debug_root, di);
+	if (r < 0) {
 		free(l);
-		log_warn("%s has no DWARF: falling back to whole-mapping capture", c->img->exe);
+		return log_error_errno(r, "cannot read executable %s", c->img->exe);
+	}
+	if (di->source == GO_DEBUG_NONE) {
+		free(l);
+		log_warn("%s: falling back to whole-mapping capture (%s)", c->img->exe, di->why);
 		return 0;
 	}
+	r = go_layout_read(di->path, l, err, sizeof(err));
 	if (r < 0) {
 		free(l);
 		return log_error_errno(r, "runtime layout of %s: %s", c->img->exe, err);
 	}
+	if (di->source != GO_DEBUG_EXE)
+		log_info("%s: DWARF from %s (%s)", c->img->exe, di->path,
+			 go_debug_source_name(di->source));
 	c->go = l;
 	return 0;
 }

@@ -18,7 +18,7 @@
 #include "log.h"
 #include "util.h"
 
-int capture_session_open(pid_t pid, struct capture_session **out)
+int capture_session_open(pid_t pid, const char *debug_file, struct capture_session **out)
 {
 	struct capture_session *s = calloc(1, sizeof(*s));
 	int r;
@@ -28,6 +28,7 @@ int capture_session_open(pid_t pid, struct capture_session **out)
 	s->c.pid = pid;
 	s->c.memfd = -1;
 	s->c.cache = &s->cache;
+	s->c.debug_file = debug_file;
 	wp_init(&s->wp);
 	s->c.seize_options = PTRACE_O_EXITKILL;
 	s->c.img = image_new();
@@ -184,9 +185,12 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	r = capture_stop_all(c);
 	if (r >= 0)
 		r = capture_held(c);
-	int rr = capture_resume_all(c);
+	/* A final epoch (handover) leaves the service held, frozen, exactly as captured. */
+	int rr = s->hold_after_epoch && r >= 0 ? 0 : capture_resume_all(c);
 	if (r >= 0)
 		r = rr;
+	if (s->hold_after_epoch && r >= 0)
+		s->frozen = true;
 	rep->pause_us = now_us() - c->stop_us;
 
 	/* The staging buffer may have been replaced by a bigger one: keep whichever is current. */

@@ -28,12 +28,14 @@ struct capture_session {
 	uint64_t staging_len;
 	struct file_cache files; /* hashes of mapped files, kept between epochs */
 	bool frozen;
+	bool hold_after_epoch; /* the next epoch leaves the process frozen (a final epoch) */
 	bool use_wp; /* dirty tracking by userfaultfd write-protect, else by page hashes */
 	struct inject_cache cache;
 	struct wp_tracker wp;
 };
 
-int capture_session_open(pid_t pid, struct capture_session **out);
+/* debug_file: the service's debug_file, or NULL (see goruntime.h); it must outlive the session. */
+int capture_session_open(pid_t pid, const char *debug_file, struct capture_session **out);
 void capture_session_close(struct capture_session *s);
 
 /*

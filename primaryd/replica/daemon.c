@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 
+#include "control.h"
 #include "daemon.h"
 #include "guard.h"
 #include "log.h"
@@ -27,6 +28,8 @@ struct primary {
 	struct event_base *base;
 	SSL_CTX *tls;
 	struct status_server *status;
+	struct control_server *control;
+	size_t handovers_pending; /* SIGTERM: services still being handed over */
 	uint64_t watchdog_us;
 	int exit_code;
 };
@@ -43,6 +46,7 @@ static void on_sigchld(evutil_socket_t fd, short what, void *arg)
 			continue;
 		if (g->deposed) {
 			log_info("%s: our copy is gone; the backup serves", g->svc->name);
+			guard_stop_output(g);
 			continue;
 		}
 		log_error("%s: the service (pid %d) %s %d; stopping", g->svc->name, g->pid,
@@ -53,13 +57,77 @@ static void on_sigchld(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static void on_sigterm(evutil_socket_t fd, short what, void *arg)
+/* ---------- planned stop: hand every service over, then exit ---------- */
+
+static void on_stop_handed_over(struct guard *g, bool ok, const char *what, void *arg)
 {
 	struct primary *p = arg;
+
+	(void)g;
+	if (!ok)
+		log_warn("%s; it stops with us", what);
+	if (--p->handovers_pending == 0) {
+		log_info("stopping: every service is handed over or stops with us");
+		event_base_loopexit(p->base, NULL);
+	}
+}
+
+/*
+ * SIGTERM (what `systemctl stop` sends) hands each service over to its
+ * backup (failover.h): zero loss and no failover timeout. A service that
+ * cannot be handed over (no backup connected) stops with us, as before.
+ */
+static void primary_stop_by_handover(struct primary *p)
+{
+	if (p->handovers_pending)
+		return; /* a second SIGTERM while the first is under way */
+	log_info("stopping: handing the services over to their backups");
+	p->handovers_pending = p->n_svcs + 1;
+	for (size_t i = 0; i < p->n_svcs; i++)
+		pfailover_handover(&p->guards[i], on_stop_handed_over, p);
+	on_stop_handed_over(NULL, true, "", p);
+}
+
+static void on_sigterm(evutil_socket_t fd, short what, void *arg)
+{
 	(void)fd;
 	(void)what;
-	log_info("stopping: the guarded services stop with us");
-	event_base_loopexit(p->base, NULL);
+	primary_stop_by_handover(arg);
+}
+
+/* ---------- operator commands ---------- */
+
+static void on_command_done(struct guard *g, bool ok, const char *what, void *arg)
+{
+	(void)g;
+	control_reply(arg, ok, "%s", what);
+}
+
+static void on_command(struct control_request *req, int argc, char **argv, void *arg)
+{
+	struct primary *p = arg;
+	bool handover = strcmp(argv[0], "handover") == 0, stop = strcmp(argv[0], "stop") == 0;
+	struct guard *g = NULL;
+
+	if (!handover && !stop) {
+		control_reply(req, false, "unknown command '%s'", argv[0]);
+		return;
+	}
+	if (argc != (handover ? 2 : 3) || (stop && strcmp(argv[2], "--everywhere") != 0)) {
+		control_reply(req, false, "usage: handover NAME | stop NAME --everywhere");
+		return;
+	}
+	for (size_t i = 0; i < p->n_svcs; i++)
+		if (strcmp(p->guards[i].svc->name, argv[1]) == 0)
+			g = &p->guards[i];
+	if (!g) {
+		control_reply(req, false, "no service '%s' here", argv[1]);
+		return;
+	}
+	if (handover)
+		pfailover_handover(g, on_command_done, req);
+	else
+		pfailover_stop_everywhere(g, on_command_done, req);
 }
 
 static void notify_cb(evutil_socket_t fd, short what, void *arg)
@@ -139,7 +207,7 @@ int primary_run(const char *config_path)
 	signal(SIGPIPE, SIG_IGN);
 	r = load_config(&p, config_path);
 	if (r < 0)
-		return 1;
+		return EXIT_CONFIG;
 	p.base = event_base_new();
 	p.guards = calloc(p.n_svcs, sizeof(*p.guards));
 	if (!p.base || !p.guards)
@@ -147,6 +215,12 @@ int primary_run(const char *config_path)
 	if (add_signal(&p, SIGCHLD, on_sigchld) < 0 || add_signal(&p, SIGTERM, on_sigterm) < 0 ||
 	    add_signal(&p, SIGINT, on_sigterm) < 0 || status_listen(&p) < 0)
 		return 1;
+	char cerr[256];
+	if (control_server_new(p.base, p.cfg.status_socket, on_command, &p, &p.control, cerr,
+			       sizeof(cerr)) < 0) {
+		log_error("%s", cerr);
+		return 1;
+	}
 	for (size_t i = 0; i < p.n_svcs; i++) {
 		p.guards[i] = (struct guard){.svc = &p.svcs[i], .base = p.base, .tls = p.tls};
 		if (guard_start(&p.guards[i]) < 0)
@@ -158,14 +232,34 @@ int primary_run(const char *config_path)
 		tv.tv_usec = p.watchdog_us / 2;
 	struct event *nev = event_new(p.base, -1, EV_PERSIST, notify_cb, &p);
 	event_add(nev, &tv);
+	notify_cb(-1, 0, &p); /* STATUS= before READY=1: a started unit never shows an empty status */
 	sd_notify(0, "READY=1");
 	log_info("guarding %zu service(s)", p.n_svcs);
 	event_base_dispatch(p.base);
 	sd_notify(0, "STOPPING=1");
 	for (size_t i = 0; i < p.n_svcs; i++)
 		guard_stop_output(&p.guards[i]);
+	control_server_free(p.control);
 	status_server_free(p.status);
 	return p.exit_code;
+}
+
+int primary_command(const char *config_path, int argc, char **argv)
+{
+	struct daemon_config cfg;
+	char err[CONFIG_ERR_MAX];
+
+	if (config_load_daemon(config_path, ROLE_PRIMARY, &cfg, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	int r = control_send(cfg.status_socket, argc, argv, stdout, err, sizeof(err));
+	config_daemon_free(&cfg);
+	if (r < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	return r;
 }
 
 int primary_status(const char *config_path)

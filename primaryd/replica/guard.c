@@ -30,15 +30,51 @@ static void record_pause(struct guard *g, uint64_t us)
 	g->pauses[g->n_pauses++ % PAUSE_RING] = us;
 }
 
+/* Capture and ship one epoch; with hold, the service stays frozen as captured. */
+int guard_ship_epoch(struct guard *g, bool hold)
+{
+	struct epoch_report rep = {0};
+	struct image *img = NULL;
+	bool full = g->need_full;
+
+	outcommit_stop_point(g->oc);
+	g->sess->hold_after_epoch = hold;
+	int r = capture_session_epoch(g->sess, full, &img, &rep);
+	g->sess->hold_after_epoch = false;
+	if (r < 0) {
+		log_warn("%s: epoch capture failed: %s", g->svc->name, strerror(-r));
+		return r;
+	}
+	record_pause(g, rep.pause_us);
+	g->last_mode = rep.mode;
+	g->safepoint_retries += rep.safepoint_tries;
+	g->fallbacks += rep.fallback;
+	uint64_t epoch = g->epoch + 1;
+	if (hold) /* held since the capture: all it sent so far is of this epoch's state */
+		outcommit_stop_point(g->oc);
+	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent);
+	if (r == 0)
+		outcommit_epoch(g->oc, epoch, img);
+	image_free(img);
+	if (r < 0)
+		return r;
+	g->epoch = g->sent = epoch;
+	g->need_full = false;
+	g->epochs_sent++;
+	log_debug("%s: epoch %lu (%s): %lu of %lu pages, %lu bytes, paused %lu us", g->svc->name,
+		  (unsigned long)epoch, full ? "full" : "delta", (unsigned long)rep.pages_shipped,
+		  (unsigned long)rep.pages_captured, (unsigned long)g->last_bytes,
+		  (unsigned long)rep.pause_us);
+	return 0;
+}
+
 static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct guard *g = arg;
-	struct epoch_report rep = {0};
-	struct image *img = NULL;
 	(void)fd;
 	(void)what;
 
-	if (!g->hello_ok || g->sess->frozen || g->deposed)
+	if (!g->hello_ok || !pfailover_ships_epochs(g))
 		return;
 	if (link_backlog(g) > BACKLOG_LIMIT) {
 		g->merged++;
@@ -48,31 +84,7 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 		g->merged++; /* output commit: one epoch in flight (outcommit.h) */
 		return;
 	}
-	bool full = g->need_full;
-	outcommit_stop_point(g->oc);
-	int r = capture_session_epoch(g->sess, full, &img, &rep);
-	if (r < 0) {
-		log_warn("%s: epoch capture failed: %s", g->svc->name, strerror(-r));
-		return;
-	}
-	record_pause(g, rep.pause_us);
-	g->last_mode = rep.mode;
-	g->safepoint_retries += rep.safepoint_tries;
-	g->fallbacks += rep.fallback;
-	uint64_t epoch = g->epoch + 1;
-	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent);
-	if (r == 0)
-		outcommit_epoch(g->oc, epoch, img);
-	image_free(img);
-	if (r < 0)
-		return;
-	g->epoch = g->sent = epoch;
-	g->need_full = false;
-	g->epochs_sent++;
-	log_debug("%s: epoch %lu (%s): %lu of %lu pages, %lu bytes, paused %lu us", g->svc->name,
-		  (unsigned long)epoch, full ? "full" : "delta", (unsigned long)rep.pages_shipped,
-		  (unsigned long)rep.pages_captured, (unsigned long)g->last_bytes,
-		  (unsigned long)rep.pause_us);
+	(void)guard_ship_epoch(g, false);
 }
 
 static void hb_cb(evutil_socket_t fd, short what, void *arg)
@@ -84,31 +96,9 @@ static void hb_cb(evutil_socket_t fd, short what, void *arg)
 
 static void lease_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct guard *g = arg;
 	(void)fd;
 	(void)what;
-	if (g->deposed || g->sess->frozen)
-		return;
-	if (now_us() - g->last_heard_us <= (uint64_t)g->svc->lease_ms * 1000)
-		return;
-	int r = capture_session_freeze(g->sess);
-	if (r < 0)
-		log_warn("%s: cannot freeze the service: %s", g->svc->name, strerror(-r));
-	else
-		log_warn("%s: backup not heard for %u ms (lease): service frozen", g->svc->name,
-			 g->svc->lease_ms);
-}
-
-void guard_heard(struct guard *g)
-{
-	g->last_heard_us = now_us();
-	if (g->sess->frozen && !g->deposed) {
-		int r = capture_session_thaw(g->sess);
-		if (r < 0)
-			log_warn("%s: cannot thaw the service: %s", g->svc->name, strerror(-r));
-		else
-			log_info("%s: backup heard again: service running", g->svc->name);
-	}
+	pfailover_lease_tick(arg);
 }
 
 void guard_link_lost(struct guard *g)
@@ -118,21 +108,13 @@ void guard_link_lost(struct guard *g)
 	link_schedule_reconnect(g);
 }
 
-void guard_deposed(struct guard *g, const char *why)
-{
-	log_error("%s: the backup has taken over (%s): killing our copy of the service",
-		  g->svc->name, why);
-	g->deposed = true;
-	kill(g->pid, SIGKILL);
-	guard_stop_output(g);
-}
-
-/* Output held for epochs the backup never acknowledged is dropped, never let go. */
+/* Once the service is dead: what it sent for unacknowledged epochs is dropped, never let go. */
 void guard_stop_output(struct guard *g)
 {
 	if (!g->oc)
 		return;
-	kill(g->pid, SIGKILL); /* it dies with us anyway; it must send nothing once the rules go */
+	if (g->pid > 0)
+		kill(g->pid, SIGKILL); /* it dies with us anyway; it must send nothing once the rules go */
 	outcommit_close(g->oc);
 	g->oc = NULL;
 }
@@ -153,10 +135,26 @@ static uint64_t percentile(const struct guard *g, int pct)
 	return v[(n - 1) * pct / 100];
 }
 
+/* How epochs are captured, and from which DWARF: known from the session's start. */
+static void guard_status_debuginfo(const struct guard *g, struct status_report *r)
+{
+	const struct capture *c = g->sess ? &g->sess->c : NULL;
+	const char *mode = g->last_mode ? g->last_mode
+			   : c && !c->go    ? "whole (no DWARF)"
+					    : NULL;
+
+	status_report_text(r, "capture_mode", mode ? mode : "-",
+			   "how the last epoch was captured: live, whole (no DWARF) or whole (no "
+			   "safepoint)");
+	status_report_text(r, "debug_info",
+			   c && c->debuginfo.source != GO_DEBUG_NONE ? c->debuginfo.path : "none",
+			   "the file the runtime layout was read from");
+}
+
 void guard_status_fill(const struct guard *g, struct status_report *r)
 {
 	uint64_t now = now_us();
-	const char *role = g->deposed ? "deposed" : g->sess && g->sess->frozen ? "frozen" : "primary";
+	const char *role = pfailover_state_name(g->fo.state);
 
 	status_report_service(r, g->svc->name, role);
 	status_report_gauge(r, "pid", "", g->pid, "pid of the guarded service");
@@ -169,8 +167,8 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			    "median time the service was stopped per epoch (last 256)");
 	status_report_gauge(r, "pause_p99", "seconds", g->n_pauses ? percentile(g, 99) / 1e6 : NAN,
 			    "99th percentile of the pause per epoch (last 256)");
-	status_report_gauge(r, "epoch_bytes", "bytes", g->last_bytes, "bytes of the last epoch");
-	status_report_gauge(r, "epoch_bytes_mean", "bytes",
+	status_report_gauge(r, "epoch_size", "bytes", g->last_bytes, "bytes of the last epoch");
+	status_report_gauge(r, "epoch_size_mean", "bytes",
 			    g->epochs_sent ? (double)g->total_bytes / g->epochs_sent : NAN,
 			    "mean bytes per epoch");
 	status_report_gauge(r, "heartbeat_age", "seconds", (now - g->last_heard_us) / 1e6,
@@ -183,10 +181,12 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			      "times the runtime was let run to reach a safepoint");
 	status_report_counter(r, "safepoint_fallbacks", "", g->fallbacks,
 			      "epochs captured whole for want of a safepoint");
+	guard_status_debuginfo(g, r);
 	outcommit_status_fill(g->oc, r);
 }
 
-int guard_start(struct guard *g)
+/* Start or attach the service and hold it; the lease starts now. */
+int guard_start_service(struct guard *g)
 {
 	int r;
 
@@ -200,7 +200,7 @@ int guard_start(struct guard *g)
 	}
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot start the service", g->svc->name);
-	r = capture_session_open(g->pid, &g->sess);
+	r = capture_session_open(g->pid, g->svc->debug_file, &g->sess);
 	if (r < 0)
 		return r;
 	g->sess->use_wp = g->svc->dirty_tracking == DIRTY_UFFD;
@@ -212,9 +212,28 @@ int guard_start(struct guard *g)
 		r = capture_resume_all(&g->sess->c);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot seize the service", g->svc->name);
-
 	g->last_heard_us = now_us();
+	pfailover_start(g, g->last_heard_us);
 	g->need_full = true;
+	return 0;
+}
+
+/*
+ * A service we start is started only once the backup has answered
+ * (failover.h, "starting"); one we attach to is running already, and is
+ * held from the start.
+ */
+int guard_start(struct guard *g)
+{
+	int r;
+
+	pfailover_init(g);
+	if (!g->svc->command.argc) {
+		r = guard_start_service(g);
+		if (r < 0)
+			return r;
+	}
+	g->last_heard_us = now_us();
 	struct timeval ep = ms_tv(g->svc->epoch_interval_ms);
 	struct timeval hb = ms_tv(g->svc->heartbeat_interval_ms);
 	struct timeval ls = ms_tv(g->svc->heartbeat_interval_ms / 2 ? g->svc->heartbeat_interval_ms / 2 : 1);

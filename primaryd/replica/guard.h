@@ -16,6 +16,7 @@
 
 #include "capture/session.h"
 #include "config.h"
+#include "failover.h"
 #include "wire.h"
 
 #define PAUSE_RING 256
@@ -38,8 +39,12 @@ struct guard {
 	uint64_t epoch, sent, acked;
 	uint64_t acked_at_us;
 	bool need_full;
-	bool deposed; /* the backup has taken over: never run again */
+	bool deposed;	     /* the backup has taken over: never run again (set by failover.c) */
+	struct pfailover fo; /* failover.c's */
+	uint64_t incarnation; /* this run of the service (wire.h), set by failover.c */
 	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
+	uint64_t hello_sent_us;			  /* our HELLO: the backup's answers it */
+	uint64_t peer_stamp_us, peer_stamp_at_us; /* the backup's newest time_us, and when it came */
 	uint64_t merged; /* epochs skipped while the backup caught up */
 
 	/* figures for status */
@@ -63,12 +68,14 @@ void link_schedule_reconnect(struct guard *g);
 void link_send_heartbeat(struct guard *g);
 int link_send_epoch(struct guard *g, const struct image *img, uint64_t epoch, uint64_t base);
 size_t link_backlog(const struct guard *g);
+int link_send_handover(struct guard *g, uint64_t epoch);
+int link_send_stand_down(struct guard *g);
 
 /* guard.c */
 int guard_start(struct guard *g);
-void guard_heard(struct guard *g);
+int guard_start_service(struct guard *g);
+int guard_ship_epoch(struct guard *g, bool hold);
 void guard_link_lost(struct guard *g);
-void guard_deposed(struct guard *g, const char *why);
 void guard_stop_output(struct guard *g);
 struct status_report;
 void guard_status_fill(const struct guard *g, struct status_report *r);

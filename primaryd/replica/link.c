@@ -49,8 +49,12 @@ static void send_hello(struct guard *g)
 			       .role = ROLE_PRIMARY,
 			       .service = g->svc->name,
 			       .boot_id = bid,
-			       .pid = getpid()};
+			       .pid = getpid(),
+			       .incarnation = g->incarnation,
+			       .flags = pfailover_hello_flags(g)};
 	msgpack_sbuffer_init(&sb);
+	g->hello_sent_us = now_us();
+	g->peer_stamp_us = 0;
 	if (wire_pack_hello(&sb, &h) == 0)
 		send_sbuf(g, &sb);
 	msgpack_sbuffer_destroy(&sb);
@@ -71,13 +75,34 @@ static void drop_link(struct guard *g, const char *why)
 }
 
 /*
- * Only HELLO, ACK and HEARTBEAT renew the lease: an ERROR from a backup that
- * is taking over must not thaw a frozen service even for a moment.
+ * Only HELLO and HEARTBEAT renew the lease (an ERROR from a backup that is
+ * taking over must not thaw a frozen service even for a moment), and from
+ * the time the backup is known to have sent them, never from when we read
+ * them (a primaryd that stalled reads old heartbeats): a HELLO answers
+ * ours, so it was sent after we sent that; a HEARTBEAT echoes our newest
+ * stamp it had and how long it had held it (wire.h).
  */
+static void renew_lease(struct guard *g, const struct wire_msg *m)
+{
+	uint64_t now = now_us(), sent = 0;
+
+	if (m->type == WIRE_HELLO) {
+		sent = g->hello_sent_us;
+	} else if (m->type == WIRE_HEARTBEAT) {
+		g->peer_stamp_us = m->heartbeat.time_us;
+		g->peer_stamp_at_us = now;
+		if (m->heartbeat.echo_us)
+			sent = m->heartbeat.echo_us + m->heartbeat.echo_age_us;
+	}
+	if (!sent)
+		return;
+	g->last_heard_us = now;
+	pfailover_backup_heard(g, sent < now ? sent : now);
+}
+
 static void handle_msg(struct guard *g, const struct wire_msg *m)
 {
-	if (m->type == WIRE_HELLO || m->type == WIRE_ACK || m->type == WIRE_HEARTBEAT)
-		guard_heard(g);
+	renew_lease(g, m);
 	switch (m->type) {
 	case WIRE_HELLO:
 		if (m->hello.role != ROLE_BACKUP) {
@@ -87,6 +112,7 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 		g->hello_ok = true;
 		g->need_full = true;
 		log_info("%s: backup %s accepted us", g->svc->name, g->peer);
+		pfailover_backup_hello(g, m->hello.incarnation);
 		break;
 	case WIRE_ACK:
 		if (m->ack.epoch > g->acked) {
@@ -94,13 +120,21 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 			g->acked_at_us = now_us();
 			outcommit_acked(g->oc, g->acked);
 		}
+		pfailover_acked(g, m->ack.epoch);
 		break;
 	case WIRE_HEARTBEAT:
 		break;
 	case WIRE_ERROR:
-		log_warn("%s: backup says: %s", g->svc->name, m->error.reason);
-		if (strstr(m->error.reason, "taken over") || strstr(m->error.reason, "taking over")) {
-			guard_deposed(g, m->error.reason);
+		log_warn("%s: backup says (%s): %s", g->svc->name,
+			 wire_error_code_name(m->error.code), m->error.reason);
+		if (m->error.code == WIRE_ERR_TAKEN_OVER) {
+			pfailover_deposed(g, m->error.reason);
+			return;
+		}
+		if (m->error.code == WIRE_ERR_HANDOVER_FAILED)
+			pfailover_handover_failed(g, m->error.reason);
+		if (m->error.code == WIRE_ERR_STOOD_DOWN) {
+			pfailover_stood_down(g, m->error.reason);
 			return;
 		}
 		drop_link(g, "backup reported an error");
@@ -206,11 +240,46 @@ void link_send_heartbeat(struct guard *g)
 	msgpack_sbuffer sb;
 	if (!g->bev || !g->hello_ok)
 		return;
-	struct wire_heartbeat hb = {.seq = ++g->hb_seq, .time_us = now_us(), .epoch = g->acked};
+	uint64_t now = now_us();
+	struct wire_heartbeat hb = {.seq = ++g->hb_seq,
+				    .time_us = now,
+				    .epoch = g->acked,
+				    .echo_us = g->peer_stamp_us,
+				    .echo_age_us = g->peer_stamp_us ? now - g->peer_stamp_at_us : 0};
 	msgpack_sbuffer_init(&sb);
 	if (wire_pack_heartbeat(&sb, &hb) == 0)
 		send_sbuf(g, &sb);
 	msgpack_sbuffer_destroy(&sb);
+}
+
+int link_send_handover(struct guard *g, uint64_t epoch)
+{
+	msgpack_sbuffer sb;
+	int r;
+
+	if (!g->bev || !g->hello_ok)
+		return -ENOTCONN;
+	msgpack_sbuffer_init(&sb);
+	r = wire_pack_handover(&sb, &(struct wire_handover){.epoch = epoch});
+	if (r == 0)
+		r = send_sbuf(g, &sb);
+	msgpack_sbuffer_destroy(&sb);
+	return r;
+}
+
+int link_send_stand_down(struct guard *g)
+{
+	msgpack_sbuffer sb;
+	int r;
+
+	if (!g->bev || !g->hello_ok)
+		return -ENOTCONN;
+	msgpack_sbuffer_init(&sb);
+	r = wire_pack_stand_down(&sb);
+	if (r == 0)
+		r = send_sbuf(g, &sb);
+	msgpack_sbuffer_destroy(&sb);
+	return r;
 }
 
 /* Pack one message, add it to the epoch hash, queue it. */
@@ -293,7 +362,10 @@ static int send_pages(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffe
 static int send_epoch_body(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffer *sb,
 			   const struct image *img, uint64_t epoch, uint64_t base)
 {
-	struct wire_msg m = {.type = WIRE_EPOCH_BEGIN, .epoch_begin = {epoch, base}};
+	struct wire_msg m = {.type = WIRE_EPOCH_BEGIN,
+			     .epoch_begin = {.epoch = epoch,
+					     .base_epoch = base,
+					     .incarnation = g->incarnation}};
 	_cleanup_free_ struct wire_vma *vmas = NULL;
 	uint32_t nv;
 	int r = send_msg(g, h, sb, &m);

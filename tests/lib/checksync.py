@@ -10,6 +10,9 @@ Environment (meson sets all four; a standalone run needs the first two):
   CHECKSYNC_PRIMARYD, CHECKSYNC_BACKUPD  absolute paths of the engine binaries
   CHECKSYNC_TEST_TMP  where builds, images and logs go (default: $TMPDIR/checksync-tests)
   CHECKSYNC_SRC       the source tree (default: two levels above this file)
+  CHECKSYNC_GO        the Go toolchain the workloads are built with: a version
+                      such as 1.23 (Debian's /usr/lib/go-1.23/bin/go) or a path
+                      to a `go` binary (default: `go`, Debian's 1.19)
 
 Design decisions a reader needs:
 - Every process a test starts or restores is recorded, and every network
@@ -54,6 +57,7 @@ SRC = os.environ.get("CHECKSYNC_SRC") or os.path.dirname(
 WORKLOADS = os.path.join(SRC, "tests", "workloads")
 TMP = os.environ.get("CHECKSYNC_TEST_TMP") or os.path.join(tempfile.gettempdir(), "checksync-tests")
 GOPATH = "/usr/share/gocode"
+GO = os.environ.get("CHECKSYNC_GO", "")
 TEST_NET = "10.213."  # every test address is 10.213.x.y, and only inside test namespaces
 
 HEAPMAP_ENTRIES = 1000000
@@ -221,10 +225,11 @@ def build_workload(name, mode):
         raise TestError(f"no workload {name!r}: {main_go} does not exist")
     with open(main_go, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    gover = go_version()
     bindir = os.path.join(TMP, "bin")
     os.makedirs(bindir, exist_ok=True)
-    out = os.path.join(bindir, f"{name}-{mode}-{digest}", name)
-    with open(os.path.join(bindir, f".lock-{name}-{mode}"), "w") as lock:
+    out = os.path.join(bindir, f"{name}-{mode}-go{gover}-{digest}", name)
+    with open(os.path.join(bindir, f".lock-{name}-{mode}-go{gover}"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not os.path.exists(out):
             _go_build(src, out, mode)
@@ -232,8 +237,36 @@ def build_workload(name, mode):
     return out
 
 
+def go_binary():
+    """The `go` command CHECKSYNC_GO names: a version (1.23) or a path; default `go`."""
+    if not GO:
+        return "go"
+    if os.sep in GO:
+        return GO
+    path = f"/usr/lib/go-{GO}/bin/go"
+    if not os.access(path, os.X_OK):
+        raise TestError(f"CHECKSYNC_GO={GO}: {path} does not exist (Debian's golang-{GO}-go, "
+                        f"from bookworm-backports for versions after 1.19; tests/install-deps.sh installs it)")
+    return path
+
+
+_go_versions = {}
+
+
+def go_version():
+    """The version of the toolchain workloads are built with, e.g. '1.23.5'."""
+    go = go_binary()
+    if go not in _go_versions:
+        r = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=60)
+        if r.returncode != 0 or not r.stdout.startswith("go"):
+            raise TestError(f"{go} env GOVERSION failed: {r.stderr.strip() or r.stdout.strip()}")
+        _go_versions[go] = r.stdout.strip()[2:]
+    return _go_versions[go]
+
+
 def _go_build(src, out, mode):
-    env = dict(os.environ, GO111MODULE="off", GOPATH=GOPATH, GOFLAGS="",
+    env = dict(os.environ, GO111MODULE="off", GOPATH=GOPATH, GOFLAGS="", GOTOOLCHAIN="local",
                GOCACHE=os.path.join(TMP, "gocache"))
     env.pop("CGO_ENABLED", None)  # 'cgo' is the default build, whatever the caller's env says
     if mode == "static":
@@ -241,10 +274,10 @@ def _go_build(src, out, mode):
     flags = ["-ldflags=-s -w"] if mode == "stripped" else []  # no symbols, no DWARF
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = out + ".tmp"
-    r = subprocess.run(["go", "build", *flags, "-o", tmp, "."], cwd=src, env=env,
+    r = subprocess.run([go_binary(), "build", *flags, "-o", tmp, "."], cwd=src, env=env,
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
-        raise TestError(f"go build of {src} ({mode}) failed:\n{r.stderr.strip()}")
+        raise TestError(f"go {go_version()} build of {src} ({mode}) failed:\n{r.stderr.strip()}")
     os.rename(tmp, out)
 
 

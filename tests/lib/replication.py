@@ -490,6 +490,8 @@ class Daemon:
             label = name.replace("_", " ")
             if value is None:
                 text.append(f"{label} -")
+            elif unit == "text":
+                text.append(f"{label} {value}")
             elif unit == "seconds":
                 text.append(f"{label} {value * 1000:.6f} ms")
             elif unit == "bytes":
@@ -542,8 +544,9 @@ def status_socket_rows(path, timeout=5):
     rows = []
     for line in lines[1:]:
         f = line.split("\t")
-        if len(f) == 5:
-            rows.append((f[0], f[1], f[2], f[3], None if f[4] == "-" else float(f[4])))
+        if len(f) == 5:  # unit "text": the value is words (status_report_text)
+            value = None if f[4] == "-" else f[4] if f[3] == "text" else float(f[4])
+            rows.append((f[0], f[1], f[2], f[3], value))
     return rows
 
 

@@ -195,7 +195,7 @@ static const struct bad_case bad_cases[] = {
     {ROLE_PRIMARY, false, SVC "\n\n\nepoch_intervall = 100\n", 7,
      "unknown key 'epoch_intervall' in [service] (expected one of: name, command, pid_file, "
      "executable, backup, primary, epoch_interval_ms, heartbeat_interval_ms, "
-     "failover_timeout_ms, lease_ms, dirty_tracking, fence_hook, takeover_hook, "
+     "failover_timeout_ms, lease_ms, dirty_tracking, fence_hook, takeover_hook, debug_file, "
      "output_commit)"},
     {ROLE_PRIMARY, false, "[servic]\ncommand = /bin/x\n", 1,
      "unknown section [servic] (expected [service])"},
@@ -242,7 +242,7 @@ static const struct bad_case bad_cases[] = {
     {ROLE_PRIMARY, false, "[service]\ncommand = /bin/kv \"open\nbackup = h:1\n", 2,
      "command: expected a closing double quote, got '/bin/kv \"open'"},
     {ROLE_PRIMARY, false, "[service]\ncommand =\nbackup = h:1\n", 2,
-     "command: expected a command line, got ''"},
+     "command: expected a command line, on this line or on indented lines below it"},
     /* host:port */
     {ROLE_PRIMARY, false, "[service]\ncommand = /bin/kv\nbackup = 10.0.0.2\n", 3,
      "backup: expected host:port (an IPv6 address goes in brackets, as in [::1]:7000), got "
@@ -285,7 +285,7 @@ static const struct bad_case bad_cases[] = {
     {ROLE_PRIMARY, false, SVC "command = /bin/other\n", 4,
      "duplicate key 'command' in [service] (first set on line 2)"},
     {ROLE_PRIMARY, false, SVC "  --verbose\n", 4,
-     "continuation lines are not supported (put the value of 'backup' on line 3)"},
+     "continuation lines are only for command lines (put the value of 'backup' on line 3)"},
     {ROLE_PRIMARY, false, SVC "this is not a key\n", 4,
      "expected '[section]', 'key = value' or a comment"},
     {ROLE_PRIMARY, false, "[service\n" SVC, 1, "expected '[section]', 'key = value' or a comment"},

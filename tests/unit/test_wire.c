@@ -59,6 +59,8 @@ enum {
 	S_ACK,
 	S_ERROR,
 	S_FDS_EMPTY,
+	S_HANDOVER,
+	S_STAND_DOWN,
 	S_COUNT
 };
 
@@ -68,10 +70,17 @@ static struct wire_msg samples[S_COUNT] = {
 			   .role = 0,
 			   .service = "kvserver",
 			   .boot_id = "2f1b6c1e-7a53-4c1e-9a43-0c6b1f5d9e21",
-			   .pid = 4242}},
+			   .pid = 4242,
+			   .incarnation = 0x8badf00ddeadbeefULL,
+			   .flags = WIRE_HELLO_FRESH}},
     [S_HEARTBEAT] = {.type = WIRE_HEARTBEAT,
-		     .heartbeat = {.seq = 7, .time_us = 123456789012ULL, .epoch = 3}},
-    [S_BEGIN] = {.type = WIRE_EPOCH_BEGIN, .epoch_begin = {.epoch = 4, .base_epoch = 3}},
+		     .heartbeat = {.seq = 7,
+				   .time_us = 123456789012ULL,
+				   .epoch = 3,
+				   .echo_us = 98765432109ULL,
+				   .echo_age_us = 1234}},
+    [S_BEGIN] = {.type = WIRE_EPOCH_BEGIN,
+		 .epoch_begin = {.epoch = 4, .base_epoch = 3, .incarnation = 0x8badf00ddeadbeefULL}},
     [S_MAPPINGS] = {.type = WIRE_MAPPINGS, .mappings = {.vmas = vmas, .n = 3}},
     [S_THREADS] = {.type = WIRE_THREADS, .threads = {.threads = thread_blobs, .n = 2}},
     [S_FDS] = {.type = WIRE_FDS, .fds = {.table = {fd_table, sizeof(fd_table)}}},
@@ -80,8 +89,11 @@ static struct wire_msg samples[S_COUNT] = {
     [S_PAGES1] = {.type = WIRE_PAGES, .pages = {.addr = 0x400000, .npages = 1, .data = page_data}},
     [S_COMMIT] = {.type = WIRE_COMMIT}, /* filled by make_samples() */
     [S_ACK] = {.type = WIRE_ACK, .ack = {.epoch = 4}},
-    [S_ERROR] = {.type = WIRE_ERROR, .error = {.reason = "shutting down"}},
+    [S_ERROR] = {.type = WIRE_ERROR,
+		 .error = {.code = WIRE_ERR_TAKEN_OVER, .reason = "backup has taken over"}},
     [S_FDS_EMPTY] = {.type = WIRE_FDS, .fds = {.table = {NULL, 0}}},
+    [S_HANDOVER] = {.type = WIRE_HANDOVER, .handover = {.epoch = 4}},
+    [S_STAND_DOWN] = {.type = WIRE_STAND_DOWN},
 };
 
 static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
@@ -149,10 +161,13 @@ static bool msg_eq(const struct wire_msg *a, const struct wire_msg *b)
 		return a->hello.proto_version == b->hello.proto_version &&
 		       a->hello.role == b->hello.role &&
 		       str_eq(a->hello.service, b->hello.service) &&
-		       str_eq(a->hello.boot_id, b->hello.boot_id) && a->hello.pid == b->hello.pid;
+		       str_eq(a->hello.boot_id, b->hello.boot_id) && a->hello.pid == b->hello.pid &&
+		       a->hello.incarnation == b->hello.incarnation &&
+		       a->hello.flags == b->hello.flags;
 	case WIRE_EPOCH_BEGIN:
 		return a->epoch_begin.epoch == b->epoch_begin.epoch &&
-		       a->epoch_begin.base_epoch == b->epoch_begin.base_epoch;
+		       a->epoch_begin.base_epoch == b->epoch_begin.base_epoch &&
+		       a->epoch_begin.incarnation == b->epoch_begin.incarnation;
 	case WIRE_MAPPINGS:
 		if (a->mappings.n != b->mappings.n)
 			return false;
@@ -184,9 +199,15 @@ static bool msg_eq(const struct wire_msg *a, const struct wire_msg *b)
 	case WIRE_HEARTBEAT:
 		return a->heartbeat.seq == b->heartbeat.seq &&
 		       a->heartbeat.time_us == b->heartbeat.time_us &&
-		       a->heartbeat.epoch == b->heartbeat.epoch;
+		       a->heartbeat.epoch == b->heartbeat.epoch &&
+		       a->heartbeat.echo_us == b->heartbeat.echo_us &&
+		       a->heartbeat.echo_age_us == b->heartbeat.echo_age_us;
 	case WIRE_ERROR:
-		return str_eq(a->error.reason, b->error.reason);
+		return a->error.code == b->error.code && str_eq(a->error.reason, b->error.reason);
+	case WIRE_HANDOVER:
+		return a->handover.epoch == b->handover.epoch;
+	case WIRE_STAND_DOWN:
+		return true;
 	}
 	return false;
 }
@@ -367,16 +388,16 @@ static const struct {
     {"91 a1 78", "message: expected a message type, got a string"},
     {"93 06 cd 10 00 01", "PAGES: 2 fields, expected 3"},
     {"91 05", "FDS: 0 fields, expected 1"},
-    {"98 01 01 01 01 01 01 01 01", "message: an array of 8 elements, expected 1 to 7"},
-    {"90", "message: an array of 0 elements, expected 1 to 7"},
-    {"96 01 01 00 a2 6b 76 a1 62 a3 31 32 33",
+    {"99 01 01 01 01 01 01 01 01 01", "message: an array of 9 elements, expected 1 to 8"},
+    {"90", "message: an array of 0 elements, expected 1 to 8"},
+    {"98 01 01 00 a2 6b 76 a1 62 a3 31 32 33 00 00",
      "HELLO: field 'pid': expected an unsigned integer, got a string"},
-    {"96 01 01 02 a2 6b 76 a1 62 05",
+    {"98 01 01 02 a2 6b 76 a1 62 05 00 00",
      "HELLO: field 'role': 2 is neither primary (0) nor backup (1)"},
-    {"96 01 01 00 a0 a1 62 05", "HELLO: field 'service': 0 bytes, expected 1 to 64"},
-    {"96 01 01 00 a3 6b 00 76 a1 62 05", "HELLO: field 'service': contains a NUL byte"},
-    {"96 01 01 00 c0 a1 62 05", "HELLO: field 'service': expected a string, got nil"},
-    {"96 01 cf 00 00 00 01 00 00 00 00 00 a2 6b 76 a1 62 05",
+    {"98 01 01 00 a0 a1 62 05 00 00", "HELLO: field 'service': 0 bytes, expected 1 to 64"},
+    {"98 01 01 00 a3 6b 00 76 a1 62 05 00 00", "HELLO: field 'service': contains a NUL byte"},
+    {"98 01 01 00 c0 a1 62 05 00 00", "HELLO: field 'service': expected a string, got nil"},
+    {"98 01 cf 00 00 00 01 00 00 00 00 00 a2 6b 76 a1 62 05 00 00",
      "HELLO: field 'proto_version': 4294967296 is more than 4294967295"},
     {"94 06 00 00 c4 00", "PAGES: field 'npages': 0, expected 1 to 4096"},
     {"94 06 00 cd 10 01 c4 00", "PAGES: field 'npages': 4097, expected 1 to 4096"},
@@ -398,8 +419,17 @@ static const struct {
      "MAPPINGS: field 'vmas[0].sha256': 1 bytes, expected 32"},
     {"92 03 91 91 00", "MAPPINGS: field 'vmas[0]': 1 fields, expected 9"},
     {"92 03 a1 78", "MAPPINGS: field 'vmas': expected an array, got a string"},
-    {"93 02 05 05", "EPOCH_BEGIN: field 'base_epoch': 5 is not before epoch 5"},
-    {"93 02 00 00", "EPOCH_BEGIN: field 'epoch': epochs are numbered from 1"},
+    {"94 02 05 05 00", "EPOCH_BEGIN: field 'base_epoch': 5 is not before epoch 5"},
+    {"94 02 00 00 00", "EPOCH_BEGIN: field 'epoch': epochs are numbered from 1"},
+    {"93 02 05 04", "EPOCH_BEGIN: 2 fields, expected 3"},
+    {"93 0a cd 01 00 a0", "ERROR: field 'code': 256 is more than 255"},
+    {"92 0a a1 78", "ERROR: 1 fields, expected 2"},
+    {"92 0b 00", "HANDOVER: field 'epoch': epochs are numbered from 1"},
+    {"92 0c 00", "STAND_DOWN: 1 fields, expected 0"},
+    {"96 09 00 00 00 00 a1 78", "HEARTBEAT: field 'echo_age_us': expected an unsigned integer, got a string"},
+    {"98 01 02 00 a1 6b a0 00 00 02", "HELLO: field 'flags': 0x2 has unknown bits"},
+    {"98 01 02 00 a1 6b a0 00 00 01",
+     "HELLO: field 'incarnation': 0 with the fresh flag: a new run needs an id"},
     {"81 01 02", "message: msgpack type byte 0x81 is never sent"},
     {"05", "message: a message must be an array [type, fields...], got byte 0x05"},
     {"91 c1", "message: msgpack type byte 0xc1 is never sent"},
@@ -409,10 +439,10 @@ static const struct {
     {"92 04 91 91 91 01", "THREADS: field 'threads': arrays nested more than 3 deep"},
     {"92 04 91 a1 78", "THREADS: field 'threads[0]': expected binary, got a string"},
     {"92 04 91 c4 00", "THREADS: field 'threads': record 0 is 0 bytes, expected 1 to 65536"},
-    {"92 0a db 00 10 00 00", "ERROR: field 'reason': a string of 1048576 bytes, more than 4096"},
+    {"93 0a 00 db 00 10 00 00", "ERROR: field 'reason': a string of 1048576 bytes, more than 4096"},
     {"94 07 01 c4 00 00", "COMMIT: field 'sha256': 0 bytes, expected 32"},
     /* a good HELLO, then a bad frame: the HELLO still comes out first */
-    {"96 01 01 00 a2 6b 76 a1 62 05 91 63", "message: unknown message type 99"},
+    {"98 01 02 00 a2 6b 76 a1 62 05 00 00 91 63", "message: unknown message type 99"},
 };
 
 static void test_bad_hex(void)
@@ -434,7 +464,7 @@ static void test_bad_built(void)
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 
-	msgpack_pack_array(&pk, 6);
+	msgpack_pack_array(&pk, 8);
 	msgpack_pack_uint8(&pk, WIRE_HELLO);
 	msgpack_pack_uint8(&pk, 1);
 	msgpack_pack_uint8(&pk, 0);
@@ -442,6 +472,8 @@ static void test_bad_built(void)
 	    &pk, "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", 65);
 	msgpack_pack_str_with_body(&pk, "b", 1);
 	msgpack_pack_uint8(&pk, 1);
+	msgpack_pack_uint8(&pk, 0);
+	msgpack_pack_uint8(&pk, 0);
 	expect_bad("long service", sb.data, sb.size,
 		   "HELLO: field 'service': 65 bytes, more than 64");
 
@@ -471,8 +503,9 @@ static void test_bad_built(void)
 		   "THREADS: field 'threads[0]': 65537 bytes, more than 65536");
 
 	msgpack_sbuffer_clear(&sb);
-	msgpack_pack_array(&pk, 2);
+	msgpack_pack_array(&pk, 3);
 	msgpack_pack_uint8(&pk, WIRE_ERROR);
+	msgpack_pack_uint8(&pk, WIRE_ERR_PROTOCOL);
 	msgpack_pack_str_with_body(&pk, big, 1025);
 	expect_bad("long reason", sb.data, sb.size,
 		   "ERROR: field 'reason': 1025 bytes, more than 1024");
@@ -521,6 +554,13 @@ static void test_pack_checks(void)
 	CHECK_INT(wire_pack(&sb, &m), -EINVAL);
 	m = (struct wire_msg){.type = WIRE_EPOCH_BEGIN,
 			      .epoch_begin = {.epoch = 2, .base_epoch = 2}};
+	CHECK_INT(wire_pack(&sb, &m), -EINVAL);
+	m = (struct wire_msg){.type = WIRE_ERROR, .error = {.code = 256, .reason = "x"}};
+	CHECK_INT(wire_pack(&sb, &m), -EINVAL);
+	m = (struct wire_msg){.type = WIRE_HANDOVER, .handover = {.epoch = 0}};
+	CHECK_INT(wire_pack(&sb, &m), -EINVAL);
+	m = samples[S_HELLO];
+	m.hello.incarnation = 0; /* fresh needs an id */
 	CHECK_INT(wire_pack(&sb, &m), -EINVAL);
 	m.type = 42;
 	CHECK_INT(wire_pack(&sb, &m), -EINVAL);

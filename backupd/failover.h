@@ -1,0 +1,109 @@
+/*
+ * failover.h - the backup's side of failover as one state machine per
+ * service: every state and every transition is in failover.c; the other
+ * files only report events to it.
+ *
+ *   waiting ──silent──▶ fencing ──fence done──▶ restoring ──done(pid)──▶ serving
+ *      ▲  │                 │ fence failed          │ failed(err)            │
+ *      │  │                 ▼                       ▼                        │ service
+ *      │  └──────────── (retry after back-off) ◀────┘                        ▼ ended
+ *      │                                                           serving (ended)
+ *      └── stood down ◀── STAND_DOWN (the operator stopped the service everywhere)
+ *
+ * waiting    keeping the image; the primary may connect and stream epochs.
+ *            "Silent" is decided on the timer tick (failover_tick), from
+ *            the newest moment the primary is known to have been alive
+ *            (failover_heard); without a fence hook only once its lease
+ *            has run out too. Two events skip the silence wait: a primary
+ *            that hands the service over (HANDOVER: it is frozen and its
+ *            final epoch is acknowledged), and a primary that starts afresh
+ *            while we hold the image of an incarnation it no longer runs
+ *            (failover_take_over_now): both vouch that no copy runs on A.
+ * fencing    the fence hook runs; exit 0 means the primary is stopped.
+ * restoring  the warm image is being restored (takeover.c: start, then
+ *            done(pid) or failed(err), maybe from a later loop turn). The
+ *            "serving" marker is on disk from here on (journal.h).
+ * serving    the restored process runs here; the primary is refused for good.
+ * stood down the service was stopped everywhere: no takeover, image kept.
+ *
+ * A failed restore logs why, clears the marker, keeps the image and goes
+ * back to waiting with a back-off (doubling from failover_timeout_ms up to
+ * FAILOVER_MAX_BACKOFF_MS): if the primary is heard again meanwhile it
+ * stays primary, else the next tick after the back-off tries again. There
+ * is no "serving pid 0".
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "wire.h"
+
+struct service;
+
+#define FAILOVER_MAX_BACKOFF_MS 30000
+
+enum failover_state {
+	FAILOVER_WAITING,
+	FAILOVER_FENCING,
+	FAILOVER_RESTORING,
+	FAILOVER_SERVING,
+	FAILOVER_STOOD_DOWN,
+};
+
+/* Why a restore was started: decides what the primary is told afterwards. */
+enum failover_cause {
+	FAILOVER_SILENCE,  /* the primary went silent */
+	FAILOVER_HANDOVER, /* the primary asked (HANDOVER): answer it either way */
+	FAILOVER_FRESH,	   /* a fresh primary found our image of a dead incarnation */
+};
+
+/* Written by failover.c only; everyone else reads. */
+struct failover {
+	enum failover_state state;
+	enum failover_cause cause;
+	uint64_t heard_us;     /* the primary was alive at this time (our clock) or later */
+	uint64_t last_tick_us; /* to notice that we ourselves stalled */
+	uint64_t retry_at_us;  /* no restore before this, after a failed one */
+	uint32_t backoff_ms;
+	unsigned failures; /* restores failed in a row */
+	uint64_t restore_started_us;
+	pid_t pid; /* serving: the restored process */
+	uint64_t served_epoch;
+	bool pid_ended;
+};
+
+const char *failover_state_name(enum failover_state state);
+
+/* At start: a state from disk (the serving or stood-down marker), else waiting. */
+void failover_init(struct service *svc, uint64_t now);
+
+/* ---------- events ---------- */
+
+/* The primary was alive at at_us (our clock): a message it sent, bytes of one. */
+void failover_heard(struct service *svc, uint64_t at_us);
+/* The service's timer (every heartbeat_interval_ms). */
+void failover_tick(struct service *svc);
+/* The fence hook ended: ok if it exited 0. */
+void failover_fence_done(struct service *svc, bool ok);
+/* The restore takeover.c started has ended. */
+void failover_restore_done(struct service *svc, pid_t pid);
+void failover_restore_failed(struct service *svc, int err);
+/* The restored process has ended. */
+void failover_service_ended(struct service *svc);
+/* HANDOVER for epoch: restore now if that is the epoch we hold. */
+void failover_handover(struct service *svc, uint64_t epoch);
+/* A fresh primary while we hold another incarnation's image: take over now. */
+void failover_take_over_now(struct service *svc, const char *why);
+/* STAND_DOWN: the service is stopped everywhere. */
+void failover_stand_down(struct service *svc);
+/* A new incarnation's full epoch replaced the image: stood down no more. */
+void failover_primary_replaced(struct service *svc);
+
+/* ---------- questions ---------- */
+
+/* May a primary attach now? 0, or the code to refuse it with and *why. */
+enum wire_error_code failover_refuses_primary(const struct service *svc, const char **why);
+/* Should our heartbeats still renew the primary's lease? */
+bool failover_renews_lease(const struct service *svc, uint64_t now);
