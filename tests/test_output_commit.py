@@ -41,7 +41,8 @@ Usage: test_output_commit.py SCENARIO [ROUNDS]
 
 Per round the topology, daemons and certificates are fresh (replication.py).
 Printed at the end: acknowledged writes lost per round, and how long before
-the kill the latest lost one was acknowledged.
+the kill the latest lost one was acknowledged (negative: A answered it after
+the SIGKILL was sent, while it died; it counts, the client saw it succeed).
 """
 
 import os
