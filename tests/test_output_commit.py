@@ -32,6 +32,9 @@ Usage: test_output_commit.py SCENARIO [ROUNDS]
                still guard the service,
                log that output commit is NOT in force and why, and show
                output_commit -1 in status (never silently unheld).
+  half-rules   primaryd runs where ip6tables fails (a mount namespace whose
+               /usr/sbin/ip6tables exits 1) after its IPv4 chain is made: it
+               must take that chain back out, say so, and serve.
   handover     SIGTERM to primaryd with output commit in force while the client
                writes (a planned handover): every write acknowledged before it
                is on B, and no chain or rule of primaryd's is left in A. (The
@@ -60,7 +63,7 @@ import replication as rp  # noqa: E402
 
 BUDGET_S = 820  # start no round after this (meson's timeout is 900 s)
 DEFAULT_ROUNDS = {"on": 20, "off": 5, "loopback": 3, "reconnect": 3, "unplugged": 3, "setup-fails": 1,
-                  "handover": 1}
+                  "half-rules": 1, "handover": 1}
 QUEUE_FIRST, QUEUE_TRIES = 17200, 64  # primaryd/replica/outcommit.c
 
 
@@ -278,6 +281,68 @@ def handover(r, binary, certs, net):
                 "none lost", cs.summarize(lost))
 
 
+_BROKEN_IP6TABLES = """\
+#!/bin/sh
+# Written by test_output_commit.py: runs the real primaryd in a mount namespace
+# of its own whose /usr/sbin/ip6tables always fails (every other tool there is
+# the real one), to see what primaryd does when half of its rules cannot be made.
+exec unshare -m --propagation private sh -c '
+  set -e
+  d="{tmp}"
+  mkdir -p "$d/orig" "$d/sbin"
+  mount --bind /usr/sbin "$d/orig"
+  for f in "$d"/orig/*; do ln -sf "$f" "$d/sbin/${{f##*/}}"; done
+  rm -f "$d/sbin/ip6tables"
+  printf "#!/bin/sh\\necho ip6tables: broken by the test >&2\\nexit 1\\n" >"$d/sbin/ip6tables"
+  chmod 755 "$d/sbin/ip6tables"
+  mount --bind "$d/sbin" /usr/sbin
+  if /usr/sbin/ip6tables -V >/dev/null 2>&1; then r=0; else r=$?; fi
+  echo "ip6tables -V exits $r in pid $$" >>"$d/../broken.log"
+  exec "$0" "$@"' {real} "$@"
+"""
+
+
+def half_rules(r, binary, certs, net):
+    """ip6tables fails after the IPv4 chain is made: primaryd must take its IPv4 rules back out
+    (not leave them holding what nobody releases), say so, and serve unheld."""
+    tmp = cs.run_dir("broken-sbin")
+    wrapper = os.path.join(tmp, "primaryd-broken-ip6tables")
+    with open(wrapper, "w") as f:
+        f.write(_BROKEN_IP6TABLES.format(tmp=os.path.join(tmp, "ns"), real=cs.primaryd()))
+    os.chmod(wrapper, 0o755)
+    with rp.Topology(net) as topo:
+        dep = rp.Deployment(topo, certs, binary, output_commit="on")
+        backup = dep.start_backupd()
+        primary = rp.start_daemon("primaryd", wrapper, dep.primary_conf, topo.a, dep.path("a"),
+                                  topo.sockdir, socket_path=dep.status_socket["a"])
+        rp.wait_status(primary)
+        try:
+            with open(os.path.join(tmp, "broken.log")) as f:
+                said = f.read().strip()
+        except OSError:
+            said = "no broken.log"
+        if "exits 1 " not in said:
+            raise cs.TestError(f"half-rules: could not break ip6tables for primaryd ({said})")
+        service = rp.service_proc(primary, binary)
+        cs.wait_serving(dep.vip_client(), service)
+        rp.wait_acked(primary, backup, at_least=1)
+        line = next((l for l in primary.log_text().splitlines() if "NOT in force" in l), None)
+        r.check("with ip6tables failing, primaryd says output commit is not in force, naming it",
+                line is not None and "ip6tables" in line, "'... NOT in force ...: `ip6tables ...` failed'",
+                line or primary.log_tail(800))
+        r.check("... and status shows output_commit -1", gauge(primary, "output_commit") == -1, -1,
+                gauge(primary, "output_commit"))
+        left = [l for l in our_chains(topo) if l.startswith("IPv4")]
+        r.check("... and it took its IPv4 chain back out (nothing held that nobody releases)", not left,
+                "no CHECKSYNC-OC- rule in A's IPv4 mangle table", left)
+        w = rp.Writer(dep.vip_client())
+        w.start()
+        try:
+            w.wait_acks(20, timeout=30)
+        finally:
+            w.stop()
+
+
 def main(r, scenario, rounds=None):
     if scenario not in DEFAULT_ROUNDS:
         raise cs.TestError(f"unknown scenario {scenario!r}; expected one of {', '.join(DEFAULT_ROUNDS)}")
@@ -287,6 +352,8 @@ def main(r, scenario, rounds=None):
     certs = rp.make_certs(f"10.213.{net}.2")
     if scenario == "setup-fails":
         return setup_fails(r, binary, certs, net)
+    if scenario == "half-rules":
+        return half_rules(r, binary, certs, net)
     if scenario == "handover":
         return handover(r, binary, certs, net)
     t0 = time.monotonic()

@@ -110,6 +110,7 @@ static bool id_after(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
 
 /* ---------- failing loudly, once ---------- */
 
+static void step_aside(struct outcommit *oc);
 static void fail(struct outcommit *oc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fail(struct outcommit *oc, const char *fmt, ...)
 {
@@ -122,6 +123,7 @@ static void fail(struct outcommit *oc, const char *fmt, ...)
 	oc->failed = true;
 	log_error("%s: output commit is NOT in force, replies leave unheld: %s", oc->service,
 		  oc->error);
+	step_aside(oc);
 }
 
 /* ---------- iptables and ss ---------- */
@@ -365,6 +367,25 @@ static void release_to(struct outcommit *oc, const struct oc_mark *m)
 	oc->released_any = true;
 	oc->released_id = m->id;
 	oc->released = m->seen;
+}
+
+/*
+ * Once output commit has failed, our rules must not go on holding what
+ * nobody will release (the service would be cut off): remove them, then
+ * let go of what the queue still holds, so that the service runs unheld,
+ * as the log and status say.
+ */
+static void step_aside(struct outcommit *oc)
+{
+	if (oc->chain_made) {
+		chain_remove(oc);
+		oc->chain_made = false;
+	}
+	if (oc->sk && oc->queue) {
+		drain(oc);
+		if (oc->have_id)
+			release_to(oc, &(struct oc_mark){.id = oc->last_id, .seen = oc->seen});
+	}
 }
 
 /* ---------- the hooks ---------- */
