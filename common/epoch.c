@@ -79,8 +79,10 @@ int epoch_set_vmas(struct image *img, const struct wire_vma *v, uint32_t n, char
 
 static void clear_threads(struct image *img)
 {
-	for (size_t i = 0; i < img->n_threads; i++)
+	for (size_t i = 0; i < img->n_threads; i++) {
 		free(img->threads[i].xstate);
+		image_creds_free(&img->threads[i].creds);
+	}
 	free(img->threads);
 	img->threads = NULL;
 	img->n_threads = img->cap_threads = 0;

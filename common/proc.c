@@ -4,6 +4,8 @@
 #include "proc.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
+#include <sys/ptrace.h>
 #include <sys/mman.h>
 
 #include "image/image.h"
@@ -165,5 +167,174 @@ int proc_readlink(pid_t pid, const char *what, char *buf, size_t len)
 	if (r < 0)
 		return -errno;
 	buf[r] = 0;
+	return 0;
+}
+
+static int parse_ids(const char *v, uint32_t *out[4])
+{
+	char *end;
+	for (int i = 0; i < 4; i++) {
+		unsigned long id = strtoul(v, &end, 10);
+		if (end == v)
+			return -EBADMSG;
+		*out[i] = id;
+		v = end;
+	}
+	return 0;
+}
+
+static int parse_groups(const char *v, struct image_creds *cr)
+{
+	size_t n = 0, cap = 0;
+	char *end;
+
+	for (;;) {
+		unsigned long g = strtoul(v, &end, 10);
+		if (end == v)
+			break;
+		uint32_t *slot = array_push(&cr->groups, &n, &cap, sizeof(*slot));
+		if (!slot)
+			return -ENOMEM;
+		*slot = g;
+		v = end;
+	}
+	cr->n_groups = n;
+	return n > IMAGE_GROUPS_MAX ? -E2BIG : 0;
+}
+
+int proc_task_creds(pid_t pid, pid_t tid, struct image_creds *cr, int seccomp[2])
+{
+	char path[96];
+	_cleanup_free_ char *buf = NULL;
+	unsigned found = 0;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
+	ssize_t n = read_file(path, &buf);
+	if (n < 0)
+		return n;
+	seccomp[0] = seccomp[1] = 0;
+	free(cr->groups);
+	cr->groups = NULL;
+	cr->n_groups = 0;
+	for (char *line = buf, *next; line && *line && r >= 0; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = 0; /* a field's parser must not run into the next line */
+		char *colon = strchr(line, ':');
+		if (!colon)
+			continue;
+		const char *v = colon + 1;
+		size_t klen = colon - line;
+#define KEY(k) (klen == sizeof(k) - 1 && memcmp(line, k, klen) == 0 && ++found)
+		if (KEY("Uid"))
+			r = parse_ids(v, (uint32_t *[4]){&cr->uid, &cr->euid, &cr->suid, &cr->fsuid});
+		else if (KEY("Gid"))
+			r = parse_ids(v, (uint32_t *[4]){&cr->gid, &cr->egid, &cr->sgid, &cr->fsgid});
+		else if (KEY("Groups"))
+			r = parse_groups(v, cr);
+		else if (KEY("CapInh"))
+			cr->cap_inh = strtoull(v, NULL, 16);
+		else if (KEY("CapPrm"))
+			cr->cap_prm = strtoull(v, NULL, 16);
+		else if (KEY("CapEff"))
+			cr->cap_eff = strtoull(v, NULL, 16);
+		else if (KEY("CapBnd"))
+			cr->cap_bnd = strtoull(v, NULL, 16);
+		else if (KEY("CapAmb"))
+			cr->cap_amb = strtoull(v, NULL, 16);
+		else if (KEY("NoNewPrivs"))
+			cr->no_new_privs = strtoul(v, NULL, 10) != 0;
+		else if (KEY("Seccomp"))
+			seccomp[0] = strtoul(v, NULL, 10);
+		else if (KEY("Seccomp_filters"))
+			seccomp[1] = strtoul(v, NULL, 10);
+#undef KEY
+	}
+	if (r < 0)
+		return r;
+	return found == 11 ? 0 : -EBADMSG;
+}
+
+int task_seccomp_filters(pid_t tid, int n, struct image_creds *cr)
+{
+	if (n < 0 || n > IMAGE_SECCOMP_FILTERS_MAX)
+		return -E2BIG;
+	cr->filters = calloc(n, sizeof(*cr->filters));
+	if (n && !cr->filters)
+		return -ENOMEM;
+	cr->n_filters = n;
+	for (int i = 0; i < n; i++) {
+		/*
+		 * Index 0 is the oldest filter (the kernel counts back from the
+		 * newest to the n-th from the start, whatever ptrace(2) says), which
+		 * is the order images keep them in: the order to install them.
+		 */
+		struct image_seccomp_filter *f = &cr->filters[i];
+		long len = ptrace(PTRACE_SECCOMP_GET_FILTER, tid, i, NULL);
+		if (len < 0)
+			return -errno;
+		if (len == 0 || len > IMAGE_SECCOMP_INSNS_MAX)
+			return -E2BIG;
+		f->insns = calloc(len, 8);
+		if (!f->insns)
+			return -ENOMEM;
+		f->len = len;
+		if (ptrace(PTRACE_SECCOMP_GET_FILTER, tid, i, f->insns) != len)
+			return -EIO;
+		struct __ptrace_seccomp_metadata md = {.filter_off = i};
+		if (ptrace(PTRACE_SECCOMP_GET_METADATA, tid, sizeof(md), &md) == sizeof(md))
+			f->flags = md.flags;
+	}
+	return 0;
+}
+
+int proc_ns_inode(pid_t pid, const char *which, uint64_t *ino)
+{
+	char path[64];
+	struct stat st;
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, which);
+	else
+		snprintf(path, sizeof(path), "/proc/self/ns/%s", which);
+	if (stat(path, &st) < 0)
+		return -errno;
+	*ino = st.st_ino;
+	return 0;
+}
+
+int proc_timens_offsets(pid_t pid, int64_t off[2])
+{
+	char path[64];
+	_cleanup_free_ char *buf = NULL;
+	uint64_t self, children;
+	int r = proc_ns_inode(pid, "time", &self);
+
+	if (r >= 0)
+		r = proc_ns_inode(pid, "time_for_children", &children);
+	if (r < 0)
+		return r;
+	if (self != children)
+		return -ENOTUNIQ;
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/timens_offsets", pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/timens_offsets");
+	ssize_t n = read_file(path, &buf);
+	if (n < 0)
+		return n;
+	off[0] = off[1] = 0;
+	/* "monotonic SEC NSEC" and "boottime SEC NSEC", NSEC in [0, 1e9) even for negative offsets. */
+	for (char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : 0) {
+		char name[32];
+		long long sec;
+		long nsec;
+		if (sscanf(line, "%31s %lld %ld", name, &sec, &nsec) != 3)
+			return -EBADMSG;
+		if (strcmp(name, "monotonic") == 0)
+			off[0] = sec * 1000000000LL + nsec;
+		else if (strcmp(name, "boottime") == 0)
+			off[1] = sec * 1000000000LL + nsec;
+	}
 	return 0;
 }

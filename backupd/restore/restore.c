@@ -62,6 +62,8 @@ static int husk_start(struct restore *r)
 	if (pid == 0) {
 		char *argv[] = {(char *)exe, NULL}, *envp[] = {NULL};
 		setsid();
+		if (restore_timens_enter(&r->timens) < 0) /* entered at exec */
+			_exit(126);
 		if (ptrace(PTRACE_TRACEME, 0, 0, 0) < 0)
 			_exit(127);
 		execve(exe, argv, envp);
@@ -126,9 +128,24 @@ static int release_all(struct restore *r)
 	return 0;
 }
 
+/*
+ * A failed restore leaves nothing running. The threads we cloned are traced
+ * by us, so each must be reaped by its own tid before the leader's exit can
+ * be reported: waiting for the leader alone would wait forever.
+ */
+static void husk_kill(struct restore *r)
+{
+	kill(r->pid, SIGKILL);
+	for (size_t i = 1; i < r->n_threads; i++)
+		waitpid(r->threads[i].tid, NULL, __WALL);
+	waitpid(r->pid, NULL, __WALL);
+}
+
 static int restore_steps(struct restore *r)
 {
-	int rc = husk_start(r);
+	int rc = restore_timens_plan(r->img, &r->timens);
+	if (rc >= 0)
+		rc = husk_start(r);
 	if (rc >= 0)
 		rc = restore_rlimits(r);
 	if (rc >= 0)
@@ -145,6 +162,8 @@ static int restore_steps(struct restore *r)
 		rc = restore_threads(r);
 	if (rc >= 0)
 		rc = restore_patch_tids(r);
+	if (rc >= 0)
+		rc = restore_creds(r); /* after everything that needs root */
 	if (rc >= 0)
 		rc = husk_unmap_area(r);
 	if (rc >= 0)
@@ -170,10 +189,8 @@ int restore_image_mem_opts(const struct image *img, const struct restore_opts *o
 	rc = restore_steps(&r);
 	if (rc >= 0)
 		rc = release_all(&r);
-	if (rc < 0 && r.pid > 0) {
-		kill(r.pid, SIGKILL);
-		waitpid(r.pid, NULL, __WALL);
-	}
+	if (rc < 0 && r.pid > 0)
+		husk_kill(&r);
 	if (r.memfd >= 0)
 		close(r.memfd);
 	free(r.husk_vmas);

@@ -24,6 +24,12 @@
 #define AREA_STACK_LEN (16 * PAGE_SIZE)
 #define AREA_LEN (AREA_STACK + AREA_STACK_LEN)
 
+/* The time namespace the husk enters (timens.c): offsets from the host's clocks, ns. */
+struct timens_plan {
+	bool enter;
+	int64_t off[2]; /* CLOCK_MONOTONIC, CLOCK_BOOTTIME */
+};
+
 /* Where gopatch.c looks for the executable's DWARF (goruntime.h). */
 struct restore_opts {
 	const char *debug_file; /* the service's debug_file, or NULL */
@@ -41,6 +47,7 @@ struct restore {
 	bool same_tids;
 	struct proc_vma *husk_vmas;
 	size_t n_husk_vmas;
+	struct timens_plan timens;
 };
 
 /* restore.c */
@@ -81,6 +88,16 @@ int restore_fds(struct restore *r);
 
 /* gopatch.c */
 int restore_patch_tids(struct restore *r);
+
+/* timens.c */
+/* Before the husk is forked: the offsets that make the image's clocks carry on. */
+int restore_timens_plan(const struct image *img, struct timens_plan *plan);
+/* In the forked husk, before exec: unshare CLONE_NEWTIME and set the offsets. */
+int restore_timens_enter(const struct timens_plan *plan);
+
+/* creds.c */
+/* Last of the injected steps: each thread's ids, groups, capabilities, securebits, no_new_privs. */
+int restore_creds(struct restore *r);
 
 /* misc.c */
 int restore_check_files(const struct image *img, char *err, size_t errlen);

@@ -14,6 +14,7 @@ struct image *image_new(void)
 		return NULL;
 	img->version = IMAGE_VERSION;
 	img->exe_file = -1;
+	img->dumpable = 1;
 	return img;
 }
 
@@ -21,8 +22,10 @@ void image_free(struct image *img)
 {
 	for (size_t i = 0; i < img->n_files; i++)
 		free(img->files[i].path);
-	for (size_t i = 0; i < img->n_threads; i++)
+	for (size_t i = 0; i < img->n_threads; i++) {
 		free(img->threads[i].xstate);
+		image_creds_free(&img->threads[i].creds);
+	}
 	for (size_t i = 0; i < img->n_fds; i++) {
 		free(img->fds[i].path);
 		free(img->fds[i].data);
@@ -41,6 +44,17 @@ void image_free(struct image *img)
 	else
 		free(img->pages);
 	free(img);
+}
+
+void image_creds_free(struct image_creds *cr)
+{
+	for (uint32_t i = 0; i < cr->n_filters; i++)
+		free(cr->filters[i].insns);
+	free(cr->filters);
+	free(cr->groups);
+	cr->filters = NULL;
+	cr->groups = NULL;
+	cr->n_filters = cr->n_groups = 0;
 }
 
 int image_add_file(struct image *img, const char *path)

@@ -17,7 +17,8 @@
 #include <sys/user.h>
 
 #define IMAGE_MAGIC "CSIMG\0\0\0"
-#define IMAGE_VERSION 1
+/* 2: per-thread credentials, process dumpable flag and clocks (older images are refused). */
+#define IMAGE_VERSION 2
 #define IMAGE_CORE_FILE "core.img"
 #define IMAGE_PAGES_FILE "pages.img"
 
@@ -56,6 +57,34 @@ struct image_pagerun {
 };
 
 #define IMAGE_XSTATE_MAX 16384
+#define IMAGE_GROUPS_MAX 65536 /* NGROUPS_MAX */
+#define IMAGE_SECCOMP_FILTERS_MAX 512 /* a thread's filters hold at most 32768 instructions */
+#define IMAGE_SECCOMP_INSNS_MAX 4096  /* BPF_MAXINSNS */
+
+/* One seccomp filter program, as PTRACE_SECCOMP_GET_FILTER gives it. */
+struct image_seccomp_filter {
+	uint32_t flags;  /* SECCOMP_FILTER_FLAG_LOG, the one flag a filter keeps */
+	uint32_t len;    /* instructions (struct sock_filter, 8 bytes each) */
+	uint64_t *insns;
+};
+
+/*
+ * Who a thread is: Linux keeps credentials per thread (Go keeps them
+ * uniform, C programs need not), so each thread record carries its own.
+ * Capability sets are bit masks of CAP_* numbers.
+ */
+struct image_creds {
+	uint32_t uid, euid, suid, fsuid;
+	uint32_t gid, egid, sgid, fsgid;
+	uint32_t *groups; /* supplementary groups */
+	uint32_t n_groups;
+	uint64_t cap_inh, cap_prm, cap_eff, cap_bnd, cap_amb;
+	uint32_t securebits; /* SECBIT_* */
+	bool no_new_privs;
+	struct image_seccomp_filter *filters; /* seccomp filters, oldest first */
+	uint32_t n_filters;
+};
+void image_creds_free(struct image_creds *cr);
 
 struct image_thread {
 	int32_t tid;
@@ -70,6 +99,7 @@ struct image_thread {
 	uint64_t rseq_addr;
 	uint32_t rseq_len, rseq_sig;
 	char comm[16];
+	struct image_creds creds;
 };
 
 /* x86-64 kernel sigaction layout, as rt_sigaction takes it. */
@@ -113,6 +143,16 @@ struct image_fd {
 	uint32_t n_tfds;
 };
 
+/*
+ * The clocks as the process saw them when it was captured (inside its time
+ * namespace, if it had one), so that the restored process's CLOCK_MONOTONIC
+ * and CLOCK_BOOTTIME carry on from them; CLOCK_REALTIME tells how long it
+ * was away. Nanoseconds.
+ */
+struct image_clocks {
+	int64_t monotonic, boottime, realtime;
+};
+
 /* What PR_SET_MM_MAP needs, plus the rest of the process-wide state. */
 struct image_mm {
 	uint64_t start_code, end_code, start_data, end_data;
@@ -132,6 +172,8 @@ struct image {
 	uint32_t personality;
 	struct rlimit rlimits[RLIM_NLIMITS];
 	struct image_mm mm;
+	int32_t dumpable;   /* PR_GET_DUMPABLE: 0, 1 or 2 (suid_dumpable) */
+	struct image_clocks clocks;
 
 	struct image_file *files;
 	size_t n_files, cap_files;

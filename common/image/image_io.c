@@ -62,12 +62,49 @@ static void pack_mm(msgpack_packer *pk, const struct image_mm *mm)
 	PK_BIN(pk, "auxv", mm->auxv, mm->auxv_len);
 }
 
+static void pack_creds(msgpack_packer *pk, const struct image_creds *cr)
+{
+	msgpack_pack_map(pk, 7);
+	PK_KEY(pk, "uids");
+	msgpack_pack_array(pk, 4);
+	msgpack_pack_uint32(pk, cr->uid);
+	msgpack_pack_uint32(pk, cr->euid);
+	msgpack_pack_uint32(pk, cr->suid);
+	msgpack_pack_uint32(pk, cr->fsuid);
+	PK_KEY(pk, "gids");
+	msgpack_pack_array(pk, 4);
+	msgpack_pack_uint32(pk, cr->gid);
+	msgpack_pack_uint32(pk, cr->egid);
+	msgpack_pack_uint32(pk, cr->sgid);
+	msgpack_pack_uint32(pk, cr->fsgid);
+	PK_KEY(pk, "groups");
+	msgpack_pack_array(pk, cr->n_groups);
+	for (uint32_t i = 0; i < cr->n_groups; i++)
+		msgpack_pack_uint32(pk, cr->groups[i]);
+	PK_KEY(pk, "caps");
+	msgpack_pack_array(pk, 5);
+	msgpack_pack_uint64(pk, cr->cap_inh);
+	msgpack_pack_uint64(pk, cr->cap_prm);
+	msgpack_pack_uint64(pk, cr->cap_eff);
+	msgpack_pack_uint64(pk, cr->cap_bnd);
+	msgpack_pack_uint64(pk, cr->cap_amb);
+	PK_U64(pk, "securebits", cr->securebits);
+	PK_BOOL(pk, "no_new_privs", cr->no_new_privs);
+	PK_KEY(pk, "seccomp");
+	msgpack_pack_array(pk, cr->n_filters);
+	for (uint32_t i = 0; i < cr->n_filters; i++) {
+		msgpack_pack_array(pk, 2);
+		msgpack_pack_uint32(pk, cr->filters[i].flags);
+		pk_bin(pk, cr->filters[i].insns, cr->filters[i].len * 8);
+	}
+}
+
 static void pack_thread(msgpack_packer *pk, const struct image_thread *t)
 {
 	const uint64_t *regs = (const uint64_t *)&t->regs;
 	size_t nregs = sizeof(t->regs) / sizeof(uint64_t);
 
-	msgpack_pack_map(pk, 13);
+	msgpack_pack_map(pk, 14);
 	PK_I64(pk, "tid", t->tid);
 	PK_KEY(pk, "regs");
 	msgpack_pack_array(pk, nregs);
@@ -87,6 +124,8 @@ static void pack_thread(msgpack_packer *pk, const struct image_thread *t)
 	msgpack_pack_uint32(pk, t->rseq_len);
 	msgpack_pack_uint32(pk, t->rseq_sig);
 	PK_STR(pk, "comm", t->comm);
+	PK_KEY(pk, "creds");
+	pack_creds(pk, &t->creds);
 }
 
 static void pack_fd(msgpack_packer *pk, const struct image_fd *f)
@@ -145,7 +184,7 @@ static void pack_rlimits(msgpack_packer *pk, const struct image *img)
 /* The process-wide record an epoch carries: everything but mappings, threads, fds and pages. */
 static void pack_process(msgpack_packer *pk, const struct image *img)
 {
-	msgpack_pack_map(pk, 9);
+	msgpack_pack_map(pk, 11);
 	PK_U64(pk, "version", img->version);
 	PK_I64(pk, "pid", img->pid);
 	PK_STR(pk, "exe", img->exe);
@@ -158,6 +197,12 @@ static void pack_process(msgpack_packer *pk, const struct image *img)
 	pack_mm(pk, &img->mm);
 	PK_KEY(pk, "sigactions");
 	pack_sigactions(pk, img);
+	PK_I64(pk, "dumpable", img->dumpable);
+	PK_KEY(pk, "clocks");
+	msgpack_pack_array(pk, 3);
+	msgpack_pack_int64(pk, img->clocks.monotonic);
+	msgpack_pack_int64(pk, img->clocks.boottime);
+	msgpack_pack_int64(pk, img->clocks.realtime);
 }
 
 /* A whole image: the process record an epoch carries, plus everything else. */
@@ -437,6 +482,77 @@ static void read_mm(struct rd *rd, const msgpack_object *m, struct image_mm *mm)
 	mm->auxv = obj_bin(rd, mp_get(rd, m, "auxv"), "auxv", &mm->auxv_len, 4096);
 }
 
+/* Four ids (real, effective, saved, fs) into out[0..3]. */
+static void read_ids(struct rd *rd, const msgpack_object *m, const char *key, uint32_t *out[4])
+{
+	const msgpack_object *a = obj_array(rd, mp_get(rd, m, key), key, 4);
+	for (int i = 0; a && i < 4; i++) {
+		uint64_t v = obj_u64(rd, &a->via.array.ptr[i], key);
+		if (v > UINT32_MAX)
+			rd_fail(rd, "%s: field '%s' holds %lu, not an id", IMAGE_CORE_FILE, key,
+				(unsigned long)v);
+		*out[i] = v;
+	}
+}
+
+static void read_seccomp(struct rd *rd, const msgpack_object *o, struct image_creds *cr)
+{
+	const msgpack_object *a = obj_array(rd, o, "seccomp", 0);
+	if (!a || rd->failed || !a->via.array.size)
+		return;
+	if (a->via.array.size > IMAGE_SECCOMP_FILTERS_MAX) {
+		rd_fail(rd, "%s: %u seccomp filters, more than %u", IMAGE_CORE_FILE,
+			a->via.array.size, IMAGE_SECCOMP_FILTERS_MAX);
+		return;
+	}
+	cr->filters = calloc(a->via.array.size, sizeof(*cr->filters));
+	if (!cr->filters) {
+		rd_fail(rd, "out of memory");
+		return;
+	}
+	cr->n_filters = a->via.array.size;
+	for (uint32_t i = 0; i < cr->n_filters && !rd->failed; i++) {
+		struct image_seccomp_filter *f = &cr->filters[i];
+		const msgpack_object *e = obj_array(rd, &a->via.array.ptr[i], "seccomp[]", 2);
+		if (!e)
+			return;
+		uint32_t bytes;
+		f->flags = obj_u64(rd, &e->via.array.ptr[0], "seccomp flags");
+		f->insns = (uint64_t *)obj_bin(rd, &e->via.array.ptr[1], "seccomp filter", &bytes,
+					       IMAGE_SECCOMP_INSNS_MAX * 8);
+		f->len = bytes / 8;
+		if (!rd->failed && (bytes % 8 || !bytes))
+			rd_fail(rd, "%s: seccomp filter %u is %u bytes, not whole instructions",
+				IMAGE_CORE_FILE, i, bytes);
+	}
+}
+
+static void read_creds(struct rd *rd, const msgpack_object *m, struct image_creds *cr)
+{
+	read_ids(rd, m, "uids", (uint32_t *[4]){&cr->uid, &cr->euid, &cr->suid, &cr->fsuid});
+	read_ids(rd, m, "gids", (uint32_t *[4]){&cr->gid, &cr->egid, &cr->sgid, &cr->fsgid});
+	const msgpack_object *a = obj_array(rd, mp_get(rd, m, "groups"), "groups", 0);
+	if (a && a->via.array.size > IMAGE_GROUPS_MAX)
+		rd_fail(rd, "%s: %u supplementary groups, more than %u", IMAGE_CORE_FILE,
+			a->via.array.size, IMAGE_GROUPS_MAX);
+	if (a && !rd->failed && a->via.array.size) {
+		cr->groups = calloc(a->via.array.size, sizeof(*cr->groups));
+		if (!cr->groups)
+			rd_fail(rd, "out of memory");
+		for (uint32_t i = 0; cr->groups && i < a->via.array.size; i++)
+			cr->groups[i] = obj_u64(rd, &a->via.array.ptr[i], "groups");
+		if (cr->groups)
+			cr->n_groups = a->via.array.size;
+	}
+	a = obj_array(rd, mp_get(rd, m, "caps"), "caps", 5);
+	uint64_t *caps[] = {&cr->cap_inh, &cr->cap_prm, &cr->cap_eff, &cr->cap_bnd, &cr->cap_amb};
+	for (int i = 0; a && i < 5; i++)
+		*caps[i] = obj_u64(rd, &a->via.array.ptr[i], "caps");
+	cr->securebits = GET_U64(rd, m, "securebits");
+	cr->no_new_privs = GET_BOOL(rd, m, "no_new_privs");
+	read_seccomp(rd, mp_get(rd, m, "seccomp"), cr);
+}
+
 static void read_thread(struct rd *rd, const msgpack_object *m, struct image_thread *t)
 {
 	size_t nregs = sizeof(t->regs) / sizeof(uint64_t);
@@ -464,6 +580,9 @@ static void read_thread(struct rd *rd, const msgpack_object *m, struct image_thr
 	_cleanup_free_ char *comm = GET_STR(rd, m, "comm");
 	if (comm)
 		snprintf(t->comm, sizeof(t->comm), "%s", comm);
+	const msgpack_object *cr = mp_get(rd, m, "creds");
+	if (cr)
+		read_creds(rd, cr, &t->creds);
 }
 
 static void read_fd(struct rd *rd, const msgpack_object *m, struct image_fd *f)
@@ -536,6 +655,11 @@ static void read_process(struct rd *rd, const msgpack_object *root, struct image
 	const msgpack_object *a;
 
 	img->version = GET_U64(rd, root, "version");
+	if (!rd->failed && img->version != IMAGE_VERSION) {
+		rd_fail(rd, "process record: unsupported image version %u (this build reads version %u)",
+			img->version, IMAGE_VERSION);
+		return;
+	}
 	img->pid = GET_U64(rd, root, "pid");
 	img->exe = GET_STR(rd, root, "exe");
 	img->cwd = GET_STR(rd, root, "cwd");
@@ -553,6 +677,11 @@ static void read_process(struct rd *rd, const msgpack_object *root, struct image
 	if (mm)
 		read_mm(rd, mm, &img->mm);
 	read_sigactions(rd, root, img);
+	img->dumpable = GET_U64(rd, root, "dumpable");
+	a = obj_array(rd, mp_get(rd, root, "clocks"), "clocks", 3);
+	int64_t *clk[] = {&img->clocks.monotonic, &img->clocks.boottime, &img->clocks.realtime};
+	for (int i = 0; a && i < 3; i++)
+		*clk[i] = obj_u64(rd, &a->via.array.ptr[i], "clocks");
 }
 
 static void read_core(struct rd *rd, const msgpack_object *root, struct image *img)
@@ -656,6 +785,9 @@ static void check_core(struct rd *rd, const struct image *img)
 		if (img->threads[i].xstate_len && img->threads[i].xstate_len < 512)
 			rd_fail(rd, "%s: thread %d has a short FPU state", IMAGE_CORE_FILE,
 				img->threads[i].tid);
+	if (!rd->failed && (img->dumpable < 0 || img->dumpable > 2))
+		rd_fail(rd, "%s: field 'dumpable' is %d, expected 0, 1 or 2", IMAGE_CORE_FILE,
+			img->dumpable);
 }
 
 static int read_core_file(const char *dir, struct image *img, struct rd *rd)

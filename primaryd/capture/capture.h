@@ -2,7 +2,8 @@
  * capture.h - taking an image of a running process (the dump side).
  *
  * One file per kind of resource, each the mirror of the file of the same
- * name in backupd/restore/: mem.c, threads.c, signals.c, fds.c, misc.c.
+ * name in backupd/restore/: mem.c, threads.c, signals.c, fds.c, misc.c,
+ * creds.c, timens.c.
  * dump.c drives them in order while the process is held.
  */
 #pragma once
@@ -43,6 +44,7 @@ struct thread_cache {
 	pid_t tid;
 	uint64_t ss_sp, ss_size, tid_addr;
 	int32_t ss_flags;
+	uint32_t securebits;
 };
 
 struct inject_cache {
@@ -51,6 +53,9 @@ struct inject_cache {
 	struct image_sigaction sigactions[IMAGE_NSIG];
 	uint64_t sig_caught, sig_ignored;
 	uint64_t brk, heap_end;
+	int32_t dumpable;
+	uint64_t timens_ino;     /* the time namespace timens_delta was found for */
+	int64_t timens_delta[2]; /* its monotonic and boottime minus ours, ns */
 	struct thread_cache *threads;
 	size_t n_threads, cap_threads;
 };
@@ -143,6 +148,18 @@ int capture_signal_masks(struct capture *c, uint64_t masks[2]);
 
 /* fds.c */
 int capture_fds(struct capture *c);
+
+/* creds.c */
+/* A thread's ids, groups, capabilities, no_new_privs, seccomp filters; refuses strict mode. */
+int capture_creds(struct capture *c, struct tracee *t, struct image_thread *it);
+/* Securebits, read from inside the thread (injected prctl). */
+int capture_securebits_inside(struct capture *c, struct tracee *t, uint32_t *bits);
+/* The process's dumpable flag into c->img (injected in the leader, cached). */
+int capture_dumpable(struct capture *c);
+
+/* timens.c */
+/* The process's CLOCK_MONOTONIC and CLOCK_BOOTTIME (in its time namespace) and CLOCK_REALTIME. */
+int capture_clocks(struct capture *c);
 
 /* misc.c */
 int capture_misc(struct capture *c);

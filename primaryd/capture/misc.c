@@ -2,6 +2,10 @@
  * misc.c - process-wide state that is neither memory, threads, signals nor
  * files: the executable and the files behind mappings (with their hashes),
  * cwd, umask, rlimits, personality, and the mm fields PR_SET_MM_MAP takes.
+ *
+ * Rlimits come from /proc/PID/limits, not prlimit(): prlimit() of a process
+ * of another uid needs CAP_SYS_RESOURCE, which root may lack (it does in
+ * containers), while the file is readable by all.
  */
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -129,6 +133,42 @@ static int capture_mm(struct capture *c)
 	return 0;
 }
 
+/* One row per RLIMIT_* in index order: a 25-column name, then soft and hard ("unlimited" or a number). */
+static int capture_rlimits(struct capture *c)
+{
+	char path[64];
+	_cleanup_free_ char *buf = NULL;
+
+	snprintf(path, sizeof(path), "/proc/%d/limits", c->pid);
+	ssize_t n = read_file(path, &buf);
+	if (n < 0)
+		return n;
+	char *line = strchr(buf, '\n'); /* the header */
+	for (int i = 0; i < RLIM_NLIMITS; i++) {
+		if (!line || strlen(++line) < 26)
+			return log_error_errno(-EBADMSG, "%s: no row for rlimit %d", path, i);
+		char *p = line + 26, *end;
+		rlim_t v[2];
+		for (int k = 0; k < 2; k++) {
+			while (*p == ' ')
+				p++;
+			if (strncmp(p, "unlimited", 9) == 0) {
+				v[k] = RLIM_INFINITY;
+				end = p + 9;
+			} else {
+				v[k] = strtoull(p, &end, 10);
+				if (end == p)
+					return log_error_errno(-EBADMSG, "%s: row %d is not a limit",
+							       path, i + 1);
+			}
+			p = end;
+		}
+		c->img->rlimits[i] = (struct rlimit){.rlim_cur = v[0], .rlim_max = v[1]};
+		line = strchr(line, '\n');
+	}
+	return 0;
+}
+
 int capture_misc(struct capture *c)
 {
 	struct image *img = c->img;
@@ -149,8 +189,11 @@ int capture_misc(struct capture *c)
 	_cleanup_free_ char *pers = NULL;
 	if (read_file(buf, &pers) > 0)
 		img->personality = strtoul(pers, NULL, 16);
-	for (int i = 0; i < RLIM_NLIMITS; i++)
-		if (prlimit(c->pid, i, NULL, &img->rlimits[i]) < 0)
-			return log_error_errno(-errno, "cannot read rlimit %d of pid %d", i, c->pid);
-	return 0;
+	r = capture_rlimits(c);
+	if (r < 0)
+		return log_error_errno(r, "cannot read the rlimits of pid %d", c->pid);
+	r = capture_dumpable(c);
+	if (r < 0)
+		return r;
+	return capture_clocks(c);
 }

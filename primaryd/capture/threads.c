@@ -5,7 +5,8 @@
  * appears: once every known thread is stopped none can clone, so the loop
  * ends. Per thread we keep what the kernel holds for it alone: registers,
  * FPU/XSAVE, signal mask, alternate signal stack, the clear-child-tid
- * address, the robust futex list and the rseq registration.
+ * address, the robust futex list, the rseq registration and the
+ * credentials (creds.c).
  */
 #include <signal.h>
 #include <sys/prctl.h>
@@ -181,7 +182,7 @@ static int capture_thread_inside(struct capture *c, struct tracee *t, struct ima
 	it->ss_flags = out.flags;
 	it->ss_size = out.size;
 	it->clear_tid_addr = out.tid_addr;
-	return 0;
+	return capture_securebits_inside(c, t, &it->creds.securebits);
 }
 
 static struct thread_cache *cached_thread(struct capture *c, pid_t tid)
@@ -202,6 +203,7 @@ static int thread_inside_cached(struct capture *c, struct tracee *t, struct imag
 		it->ss_size = tc->ss_size;
 		it->ss_flags = tc->ss_flags;
 		it->clear_tid_addr = tc->tid_addr;
+		it->creds.securebits = tc->securebits;
 		return 0;
 	}
 	int r = capture_thread_inside(c, t, it);
@@ -217,7 +219,8 @@ static int thread_inside_cached(struct capture *c, struct tracee *t, struct imag
 				    .ss_sp = it->ss_sp,
 				    .ss_size = it->ss_size,
 				    .tid_addr = it->clear_tid_addr,
-				    .ss_flags = it->ss_flags & ~SS_ONSTACK};
+				    .ss_flags = it->ss_flags & ~SS_ONSTACK,
+				    .securebits = it->creds.securebits};
 	return 0;
 }
 
@@ -257,9 +260,13 @@ static int capture_thread(struct capture *c, struct tracee *t, struct image_thre
 		snprintf(it->comm, sizeof(it->comm), "%s", comm);
 	}
 
+	r = capture_creds(c, t, it);
+	if (r < 0)
+		return r;
 	r = thread_inside_cached(c, t, it);
 	if (r < 0)
-		return log_error_errno(r, "cannot read signal stack of thread %d", t->tid);
+		return log_error_errno(r, "cannot read signal stack or securebits of thread %d",
+				       t->tid);
 	return 0;
 }
 

@@ -623,15 +623,16 @@ class Workload:
         return self.proc.pid
 
 
-def start_workload(binary, port=None, host="127.0.0.1", listen=None, netns=None):
+def start_workload(binary, port=None, host="127.0.0.1", listen=None, netns=None, prefix=()):
     """Starts BINARY -addr LISTEN (default HOST:PORT), in NETNS if given, and waits
-    until it answers /state at HOST:PORT. Output goes to a log file in a run dir."""
+    until it answers /state at HOST:PORT. Output goes to a log file in a run dir.
+    PREFIX is a command that execs the rest in place (setpriv ...), so the pid stays."""
     port = port or free_port()
     listen = listen or f"{host}:{port}"
     name = os.path.basename(binary)
     logpath = os.path.join(run_dir("log"), f"{name}.log")
     with open(logpath, "wb") as logf:
-        popen = subprocess.Popen(netns_prefix(netns) + [binary, "-addr", listen],
+        popen = subprocess.Popen(netns_prefix(netns) + list(prefix) + [binary, "-addr", listen],
                                  stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
     # `ip netns exec` execs the command in place, so popen.pid is the workload's pid.
     proc = Proc(popen.pid, f"{name} started by the test", popen, logpath)

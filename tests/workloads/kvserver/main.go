@@ -9,6 +9,8 @@
 //	                  so a test can check thousands of keys in one request.
 //	GET /state        answers pid, instance (see below), item count and NumGC.
 //	GET /gc           runs runtime.GC() and answers NumGC.
+//	GET /uname        calls uname(2) and answers {"errno":N} (0 if it worked),
+//	                  so a test sees a seccomp filter at work.
 //
 // With -savefile PATH the cache is also saved with go-cache's own SaveFile
 // every -save-interval-ms (default 100), into PATH.tmp and renamed to PATH,
@@ -31,6 +33,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/patrickmn/go-cache"
@@ -106,6 +109,15 @@ func handleGC(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]interface{}{"num_gc": numGC()})
 }
 
+func handleUname(w http.ResponseWriter, r *http.Request) {
+	var u syscall.Utsname
+	errno := 0
+	if err := syscall.Uname(&u); err != nil {
+		errno = int(err.(syscall.Errno))
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"errno": errno})
+}
+
 // saves records the -savefile loop's work.
 var saves struct {
 	sync.Mutex
@@ -168,6 +180,7 @@ func main() {
 	http.HandleFunc("/items", handleItems)
 	http.HandleFunc("/state", handleState)
 	http.HandleFunc("/gc", handleGC)
+	http.HandleFunc("/uname", handleUname)
 	log.Printf("kvserver: pid %d listening on %s", os.Getpid(), ln.Addr())
 	log.Fatal(http.Serve(ln, nil))
 }

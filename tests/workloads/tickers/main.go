@@ -9,8 +9,11 @@
 // the consumer also checks that each value is the one that must come next,
 // so a value lost or repeated in a channel buffer is caught at once.
 //
-// GET /state answers pid, instance, the counters, the pipeline's count and
-// sum, and `ok` (both invariants hold). GET /gc runs runtime.GC() and answers
+// A timer goroutine re-arms a 10 ms time.Timer each time it fires and counts
+// the fires; `started` is the time.Now() of start-up. GET /state answers pid,
+// instance, the counters, timer_fires, since_start_ns (time.Since(started),
+// measured on the monotonic clock), the pipeline's count and sum, and `ok`
+// (both invariants hold). GET /gc runs runtime.GC() and answers
 // NumGC and that collection's stop-the-world pause.
 //
 // GET /spin?ms=N starts a goroutine spinning N ms in a loop without calls:
@@ -44,9 +47,20 @@ type pipeline struct {
 }
 
 var (
-	counters []uint64 // counters[i] is advanced only by ticker goroutine i
-	pipe     pipeline
+	counters   []uint64 // counters[i] is advanced only by ticker goroutine i
+	timerFires uint64
+	started    = time.Now()
+	pipe       pipeline
 )
+
+// timers re-arms a one-shot timer every time it fires.
+func timers(period time.Duration) {
+	for {
+		t := time.NewTimer(period)
+		<-t.C
+		atomic.AddUint64(&timerFires, 1)
+	}
+}
 
 func tick(i int, period time.Duration) {
 	t := time.NewTicker(period)
@@ -122,15 +136,17 @@ func handleState(w http.ResponseWriter, r *http.Request) {
 	count, sum, broken := pipe.count, pipe.sum, pipe.broken
 	pipe.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]interface{}{
-		"pid":        os.Getpid(),
-		"instance":   instance,
-		"num_gc":     numGC(),
-		"goroutines": runtime.NumGoroutine(),
-		"counters":   c,
-		"count":      count,
-		"sum":        sum,
-		"broken":     broken,
-		"ok":         broken == "" && sum == count*count,
+		"pid":            os.Getpid(),
+		"instance":       instance,
+		"num_gc":         numGC(),
+		"goroutines":     runtime.NumGoroutine(),
+		"counters":       c,
+		"timer_fires":    atomic.LoadUint64(&timerFires),
+		"since_start_ns": time.Since(started).Nanoseconds(),
+		"count":          count,
+		"sum":            sum,
+		"broken":         broken,
+		"ok":             broken == "" && sum == count*count,
 	})
 }
 
@@ -175,6 +191,7 @@ func main() {
 	for i := 0; i < *n; i++ {
 		go tick(i, time.Duration(5+5*(i%4))*time.Millisecond) // 5..20 ms
 	}
+	go timers(10 * time.Millisecond)
 	raw := make(chan uint64, 64)
 	odd := make(chan uint64, 64)
 	go produce(raw)
