@@ -41,6 +41,7 @@ enum key_type {
 	KEY_CMDLINE,  /* struct cmdline */
 	KEY_DIRTY,    /* enum dirty_tracking */
 	KEY_CODEC,    /* enum compression */
+	KEY_ONOFF,    /* bool, "on" or "off" */
 };
 
 struct key_desc {
@@ -92,6 +93,7 @@ static const struct key_desc service_keys[] = {
     SKEY("debug_file", debug_file, KEY_PATH),
     SKEY("compression", compression, KEY_CODEC),
     SKEY("delta_cache_mb", delta_cache_mb, KEY_MS, .max = 1048576),
+    SKEY("output_commit", output_commit, KEY_ONOFF),
 };
 
 _Static_assert(ARRAY_SIZE(daemon_keys) <= MAX_KEYS, "raise MAX_KEYS");
@@ -355,6 +357,17 @@ static int parse_codec(struct parser *p, const struct key_desc *k, const char *v
 	return 0;
 }
 
+/* "on" or "off" only: a promise about acknowledged writes should not hang on how "1" reads. */
+static int parse_onoff(struct parser *p, const struct key_desc *k, const char *v)
+{
+	bool *b = field_of(p, k);
+
+	if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
+		return fail(p, p->line, "%s: expected 'on' or 'off', got '%s'", k->name, v);
+	*b = strcmp(v, "on") == 0;
+	return 0;
+}
+
 static int key_parse(struct parser *p, const struct key_desc *k, const char *v)
 {
 	switch (k->type) {
@@ -372,6 +385,8 @@ static int key_parse(struct parser *p, const struct key_desc *k, const char *v)
 		return parse_dirty(p, k, v);
 	case KEY_CODEC:
 		return parse_codec(p, k, v);
+	case KEY_ONOFF:
+		return parse_onoff(p, k, v);
 	}
 	return fail(p, p->line, "%s: internal error: unknown key type", k->name);
 }

@@ -117,6 +117,7 @@ struct service_config {
 	uint32_t delta_cache_mb;	    /* last-shipped page cache, default 64; 0: no deltas */
 	struct cmdline fence_hook;	    /* optional */
 	struct cmdline takeover_hook;	    /* optional */
+	bool output_commit;		    /* hold output until its epoch is acked; off */
 };
 
 /* Room enough for any message below, the "expected one of" key lists included. */

@@ -10,7 +10,8 @@ PKGS="build-essential meson ninja-build pkg-config
 	liblz4-dev libzstd-dev
 	golang-go golang-github-patrickmn-go-cache-dev
 	iproute2 openssl curl python3 procps file systemd wrk
-	debootstrap systemd-container prometheus prometheus-pushgateway"
+	debootstrap systemd-container prometheus prometheus-pushgateway
+	libnl-nf-3-dev iptables"
 BACKPORTS_PKGS="golang-1.21-go golang-1.22-go golang-1.23-go"
 
 missing() { # the packages of "$@" that are not installed

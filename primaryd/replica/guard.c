@@ -17,6 +17,7 @@
 
 #include "guard.h"
 #include "log.h"
+#include "outcommit.h"
 #include "status.h"
 #include "util.h"
 
@@ -47,6 +48,7 @@ int guard_ship_epoch(struct guard *g, bool hold)
 
 	char why[200];
 
+	outcommit_stop_point(g->oc);
 	g->sess->hold_after_epoch = hold;
 	/* An epoch that fails fails again 10 times a second: say so once, by guard_check(). */
 	log_hold_errors(why, sizeof(why));
@@ -65,6 +67,9 @@ int guard_ship_epoch(struct guard *g, bool hold)
 	g->safepoint_retries += rep.safepoint_tries;
 	g->fallbacks += rep.fallback;
 	uint64_t epoch = g->epoch + 1;
+	if (hold) /* held since the capture: all it sent so far is of this epoch's state */
+		outcommit_stop_point(g->oc);
+	outcommit_epoch(g->oc, epoch, img); /* before the send, which takes img */
 	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent); /* takes img */
 	if (r < 0)
 		return r;
@@ -92,6 +97,10 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (link_backlog(g) > BACKLOG_LIMIT || link_busy(g)) {
 		g->merged++;
+		return;
+	}
+	if (!g->need_full && outcommit_wait(g->oc, g->sent, g->acked)) {
+		g->merged++; /* output commit: one epoch in flight (outcommit.h) */
 		return;
 	}
 	(void)guard_ship_epoch(g, false);
@@ -239,6 +248,9 @@ static void service_ended(struct guard *g, int st)
 	}
 	link_close(g, "the service has ended");
 	keeper_stop(&g->keeper);
+	/* Dead, it sends nothing more: drop what it held for unacknowledged epochs. */
+	outcommit_close(g->oc);
+	g->oc = NULL;
 	capture_session_close(g->sess);
 	g->sess = NULL;
 	guard_check(g);
@@ -292,6 +304,17 @@ void guard_deposed(struct guard *g, const char *why)
 }
 
 
+
+/* Once the service is dead: what it sent for unacknowledged epochs is dropped, never let go. */
+void guard_stop_output(struct guard *g)
+{
+	if (!g->oc)
+		return;
+	if (g->pid > 0)
+		kill(g->pid, SIGKILL); /* it dies with us anyway; it must send nothing once the rules go */
+	outcommit_close(g->oc);
+	g->oc = NULL;
+}
 
 static uint64_t percentile(const struct guard *g, int pct)
 {
@@ -376,6 +399,7 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 					 "recent epoch");
 	if (g->sess)
 		capture_session_report(g->sess, r);
+	outcommit_status_fill(g->oc, r);
 }
 
 /* Start or attach the service and hold it; the lease starts now. */
@@ -383,6 +407,9 @@ int guard_start_service(struct guard *g)
 {
 	int r;
 
+	/* Before the service runs, so that a failure is said before it serves. */
+	if (g->svc->output_commit && !(g->oc = outcommit_open(g->base, g->svc->name)))
+		return -ENOMEM;
 	if (g->svc->command.argc) {
 		r = service_spawn(g->svc, &g->pid);
 	} else {
@@ -485,6 +512,8 @@ void guard_stop(struct guard *g)
 			r = waitpid(-1, NULL, __WALL);
 		while (r != g->pid && (r >= 0 || errno == EINTR));
 	}
+	outcommit_close(g->oc); /* only once the service can send no more */
+	g->oc = NULL;
 	capture_session_close(g->sess);
 	g->sess = NULL;
 	if (g->pidfd >= 0)

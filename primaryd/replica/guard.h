@@ -78,6 +78,7 @@ struct guard {
 	unsigned safepoint_retries, fallbacks;
 
 	struct event *epoch_ev, *hb_ev, *lease_ev, *reconnect_ev, *exit_ev;
+	struct outcommit *oc; /* output_commit = on: outcommit.c */
 };
 
 /* service.c */
@@ -125,5 +126,7 @@ enum unprotected_reason {
 	UNPROT_NOT_STARTED,
 };
 int guard_protection(const struct guard *g, char *buf, size_t len);
+/* Once the service is dead: what it sent for unacknowledged epochs is dropped (outcommit.c). */
+void guard_stop_output(struct guard *g);
 struct status_report;
 void guard_status_fill(const struct guard *g, struct status_report *r);

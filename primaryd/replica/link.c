@@ -18,6 +18,7 @@
 #include "epoch.h"
 #include "guard.h"
 #include "log.h"
+#include "outcommit.h"
 #include "tls.h"
 #include "util.h"
 
@@ -149,6 +150,7 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 		if (m->ack.epoch > g->acked) {
 			g->acked = m->ack.epoch;
 			g->acked_at_us = now_us();
+			outcommit_acked(g->oc, g->acked);
 		}
 		pfailover_acked(g, m->ack.epoch);
 		break;
