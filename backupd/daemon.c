@@ -227,16 +227,6 @@ static int start_control(struct daemon *d)
 
 /* ---------- services ---------- */
 
-static void read_boot_id(struct daemon *d)
-{
-	_cleanup_free_ char *text = NULL;
-
-	if (read_file("/proc/sys/kernel/random/boot_id", &text) < 0)
-		return;
-	text[strcspn(text, "\n")] = 0;
-	snprintf(d->boot_id, sizeof(d->boot_id), "%s", text);
-}
-
 static int open_services(struct daemon *d)
 {
 	int r;
@@ -312,7 +302,7 @@ static int start(struct daemon *d)
 	if (!d->base)
 		return log_error_errno(-ENOMEM, "cannot create the event loop");
 	d->started_us = now_us();
-	read_boot_id(d);
+	(void)read_boot_id(d->boot_id, sizeof(d->boot_id));
 	r = catch_signals(d);
 	if (r >= 0 && (r = journal_writer_new(d->base, &d->writer)) < 0)
 		log_error_errno(r, "cannot start the journal writer");

@@ -50,6 +50,18 @@ void failover_init(struct service *svc, uint64_t now)
 	uint64_t epoch;
 
 	*fo = (struct failover){.state = FAILOVER_WAITING, .heard_us = now, .last_tick_us = now};
+	/*
+	 * Pid 0 of a real epoch: a restore was under way when the daemon stopped.
+	 * Its restorer died with us (PR_SET_PDEATHSIG), its husk with the
+	 * restorer, and nothing restored runs before its pid is in the marker
+	 * (takeover.c): nothing of it runs, so this is a backup again. (An
+	 * unreadable marker reads as pid 0 of epoch 0 and stays "serving".)
+	 */
+	if (journal_serving(svc->journal, &pid, &epoch) && pid == 0 && epoch &&
+	    journal_clear_serving(svc->journal) >= 0)
+		log_warn("%s: a takeover's restore was under way when the daemon stopped; nothing "
+			 "of it runs: back to backup, keeping epoch %" PRIu64,
+			 svc->cfg->name, store_epoch(svc->store));
 	if (journal_serving(svc->journal, &pid, &epoch)) {
 		fo->state = FAILOVER_SERVING;
 		fo->pid = pid;

@@ -20,7 +20,9 @@
 #include <time.h>
 
 #include "child.h"
+#include "hist.h"
 #include "log.h"
+#include "status.h"
 #include "util.h"
 
 #define JOURNAL_NAME_MAX 64
@@ -44,6 +46,7 @@ struct job {
 	char *data;
 	size_t len;
 	int r;
+	uint64_t queued_us, write_us, sync_us; /* for the cost breakdown */
 	journal_done_fn done;
 	void *arg;
 };
@@ -84,6 +87,8 @@ struct journal {
 	pid_t serving_pid;
 	uint64_t serving_epoch;
 	bool stood_down;
+
+	struct hist cost_write, cost_sync, cost_durable;
 };
 
 static void file_name(const struct jfile *f, char *buf, size_t len)
@@ -97,22 +102,6 @@ struct file_out {
 	int fd;
 	uint64_t bytes;
 };
-
-static int write_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-
-	while (n) {
-		ssize_t r = write(fd, c, n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		c += r;
-		n -= r;
-	}
-	return 0;
-}
 
 static int file_begin(int dirfd, const char *name, struct file_out *fo)
 {
@@ -154,13 +143,18 @@ static int file_finish(int dirfd, const char *name, struct file_out *fo, int r)
 static int write_job(struct job *job)
 {
 	struct file_out fo;
+	uint64_t t0 = now_us(), t1;
 	int r = file_begin(job->dirfd, job->name, &fo);
 
 	if (r >= 0)
 		r = file_write(JOURNAL_MAGIC, 8, &fo);
 	if (r >= 0)
 		r = file_write(job->data, job->len, &fo);
-	return file_finish(job->dirfd, job->name, &fo, r);
+	t1 = now_us();
+	r = file_finish(job->dirfd, job->name, &fo, r);
+	job->write_us = t1 - t0;
+	job->sync_us = now_us() - t1;
+	return r;
 }
 
 /* ---------- the writer thread ---------- */
@@ -434,6 +428,11 @@ static void job_finished(struct job *job)
 
 	j->backlog -= job->len;
 	j->n_queued--;
+	if (job->r >= 0) {
+		hist_add_us(&j->cost_write, job->write_us);
+		hist_add_us(&j->cost_sync, job->sync_us);
+		hist_add_us(&j->cost_durable, now_us() - job->queued_us);
+	}
 	if (r >= 0 && !job->file.full && j->broken) {
 		unlinkat(j->dirfd, job->name, 0); /* it builds on a file that never made it */
 		r = -EIO;
@@ -470,6 +469,7 @@ int journal_append(struct journal *j, uint64_t epoch, uint64_t base_epoch, msgpa
 			    .file = {.seq = j->next_seq++, .full = base_epoch == 0},
 			    .epoch = epoch,
 			    .len = record->size,
+			    .queued_us = now_us(),
 			    .done = done,
 			    .arg = arg};
 	job->data = msgpack_sbuffer_release(record);
@@ -813,6 +813,16 @@ void journal_free(struct journal *j)
 	free(j->dir);
 	free(j->service);
 	free(j);
+}
+
+void journal_report(const struct journal *j, struct status_report *r)
+{
+	status_report_histogram(r, "journal_write", &j->cost_write,
+				"writing an epoch's file (writer thread)");
+	status_report_histogram(r, "journal_fsync", &j->cost_sync,
+				"fsync of the file, rename, fsync of the directory");
+	status_report_histogram(r, "journal_durable", &j->cost_durable,
+				"epoch committed to durable on disk, so to its ACK (wall)");
 }
 
 /* ---------- the takeover marker ---------- */

@@ -88,6 +88,10 @@ uint64_t journal_loaded_age_us(const struct journal *j);
 /* Bytes of the files the image is loaded from. */
 uint64_t journal_disk_bytes(const struct journal *j);
 
+/* journal_write, journal_fsync, journal_durable histograms for the status report. */
+struct status_report;
+void journal_report(const struct journal *j, struct status_report *r);
+
 /* The takeover marker: written and synced before a restore, cleared if the restore failed. */
 int journal_mark_serving(struct journal *j, pid_t pid, uint64_t epoch);
 int journal_clear_serving(struct journal *j);

@@ -166,6 +166,8 @@ void service_report(const struct service *svc, struct status_report *r)
 	status_report_text(r, "debug_info", service_debuginfo_text(svc, di, sizeof(di)),
 			   "The executable's DWARF on this host, which a takeover patches thread "
 			   "ids with");
+	store_report(svc->store, r);
+	journal_report(svc->journal, r);
 }
 
 void service_status_line(const struct service *svc, char *buf, size_t len)

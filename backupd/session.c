@@ -328,16 +328,18 @@ static int on_hello(struct session *s, const struct wire_hello *h)
 	if ((code = judge_incarnation(s, svc, h)))
 		return code == WIRE_ERR_TAKEN_OVER ? 0 : -EPROTO;
 	attach(s, svc);
-	reply.hello = (struct wire_hello){.proto_version = WIRE_PROTO_VERSION,
-					  .role = ROLE_BACKUP,
-					  .service = svc->cfg->name,
-					  .boot_id = s->d->boot_id,
-					  .pid = getpid(),
-					  .incarnation = store_incarnation(svc->store)};
+	service_check_debuginfo(svc, s->peer);
+	reply.hello = (struct wire_hello){
+		.proto_version = WIRE_PROTO_VERSION,
+		.role = ROLE_BACKUP,
+		.service = svc->cfg->name,
+		.boot_id = s->d->boot_id,
+		.pid = getpid(),
+		.incarnation = store_incarnation(svc->store),
+		.flags = svc->debuginfo.source == GO_DEBUG_NONE ? WIRE_HELLO_NO_DWARF : 0};
 	send_msg(s, &reply);
 	log_info("%s: primary connected from %s (pid %u), our epoch %" PRIu64, svc->cfg->name,
 		 s->peer, h->pid, store_epoch(svc->store));
-	service_check_debuginfo(svc, s->peer);
 	return 0;
 }
 
@@ -506,6 +508,7 @@ static int on_message(struct session *s, const struct wire_msg *m)
 	case WIRE_THREADS:
 	case WIRE_FDS:
 	case WIRE_PAGES:
+	case WIRE_DELTA:
 		return on_epoch_part(s, m);
 	case WIRE_COMMIT:
 		return on_commit(s, m);
@@ -533,13 +536,24 @@ static int on_message(struct session *s, const struct wire_msg *m)
 	return refuse(s, WIRE_ERR_PROTOCOL, "unexpected %s", wire_type_name(m->type));
 }
 
-/* Feed what has arrived, one libevent chunk at a time, and act on each whole message. */
+/*
+ * Feed what has arrived, one libevent chunk at a time, and act on each whole
+ * message. At most SESSION_READ_BUDGET bytes per call, then the rest from a
+ * deferred callback: the heartbeat timer and the journal's acknowledgements
+ * get the loop in between, however much an epoch has brought in.
+ */
+#define SESSION_READ_BUDGET (1u << 20)
 static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t budget = SESSION_READ_BUDGET;
 
 	while (!s->closing && !s->read_paused && evbuffer_get_length(in)) {
+		if (budget == 0) {
+			bufferevent_trigger(bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+			return;
+		}
 		struct evbuffer_iovec v;
 		struct wire_msg m;
 		char err[512];
@@ -553,6 +567,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 			break;
 		}
 		evbuffer_drain(in, v.iov_len);
+		budget = v.iov_len < budget ? budget - v.iov_len : 0;
 		if (s->svc)
 			failover_heard(s->svc, now_us()); /* bulk data in flight counts as heard */
 		while (!s->closing && (r = wire_decoder_next(s->dec, &m, err, sizeof(err))) == 1)

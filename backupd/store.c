@@ -11,7 +11,9 @@
 #include <stdbool.h>
 #include <sys/mman.h>
 
+#include "delta.h"
 #include "epoch.h"
+#include "status.h"
 #include "util.h"
 
 struct page_index {
@@ -25,6 +27,7 @@ struct store {
 	uint64_t incarnation; /* whose state the image is (wire.h); 0: not known */
 	struct image *meta;
 	struct page_index pages;
+	struct store_cost cost;
 };
 
 struct pending_page {
@@ -35,6 +38,8 @@ struct pending_page {
 
 struct store_epoch {
 	uint64_t epoch, base, incarnation;
+	uint64_t begun_us, verify_us, apply_us; /* for the cost breakdown */
+	const struct store *store; /* the base a DELTA record applies to */
 	struct wire_epoch_hash hash;
 	struct image *meta;
 	bool has_vmas, has_threads, has_fds;
@@ -79,6 +84,21 @@ const struct image *store_meta(const struct store *s) { return s->meta; }
 
 /* ---------- receiving an epoch ---------- */
 
+/* The committed copy of the page at addr, or NULL. */
+static const uint8_t *index_find(const struct page_index *pi, uint64_t addr)
+{
+	size_t lo = 0, hi = pi->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (pi->addr[mid] < addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < pi->n && pi->addr[lo] == addr ? pi->data[lo] : NULL;
+}
+
 /* Pages all of img's mappings span: no epoch of this service can carry more. */
 static uint64_t mapped_pages(const struct image *img)
 {
@@ -112,6 +132,8 @@ int store_epoch_begin(const struct store *s, const struct wire_epoch_begin *b,
 	e->epoch = b->epoch;
 	e->base = b->base_epoch;
 	e->incarnation = b->incarnation;
+	e->begun_us = now_us();
+	e->store = s;
 	e->max_pages = mapped_pages(s->meta); /* until the epoch's own MAPPINGS say otherwise */
 	e->meta = image_new();
 	if (!e->meta || wire_epoch_hash_init(&e->hash) < 0 ||
@@ -170,8 +192,60 @@ static int add_pages(struct store_epoch *e, const struct wire_pages *p, char *er
 	return 0;
 }
 
+/*
+ * Rebuild each page of a DELTA from the base epoch's copy (a whole-page
+ * record needs none) and hash what was rebuilt: the commit checks the
+ * pages we will hold, not the encoding they came in.
+ */
+static int add_delta(struct store_epoch *e, const struct wire_delta *d, char *err, size_t errlen)
+{
+	struct delta_rec rec;
+	size_t pos = 0;
+	int r;
+
+	if (e->n_pages + d->npages > STORE_MAX_EPOCH_PAGES) {
+		snprintf(err, errlen, "DELTA: epoch %" PRIu64 " carries more than %u pages", e->epoch,
+			 STORE_MAX_EPOCH_PAGES);
+		return -EBADMSG;
+	}
+	while ((r = delta_payload_next(d->raw, d->raw_len, &pos, &rec)) == 1) {
+		const uint8_t *base = NULL;
+		if (rec.kind != DELTA_WHOLE) {
+			base = e->base ? index_find(&e->store->pages, rec.addr) : NULL;
+			if (!base) {
+				snprintf(err, errlen,
+					 "DELTA: page %#" PRIx64 " is a delta, but base epoch %" PRIu64
+					 " holds no such page",
+					 rec.addr, e->base);
+				return -EBADMSG;
+			}
+		}
+		struct pending_page *pp =
+		    array_push(&e->pages, &e->n_pages, &e->cap_pages, sizeof(*pp));
+		if (!pp)
+			return -ENOMEM;
+		*pp = (struct pending_page){.addr = rec.addr, .seq = e->n_pages,
+					    .data = malloc(PAGE_SIZE)};
+		if (!pp->data) {
+			e->n_pages--;
+			return -ENOMEM;
+		}
+		if (base)
+			memcpy(pp->data, base, PAGE_SIZE);
+		if (delta_apply(rec.kind, rec.body, rec.len, pp->data) < 0)
+			return -EBADMSG; /* the decoder checked every record: cannot happen */
+		uint64_t t = now_us();
+		r = wire_epoch_hash_add_page(&e->hash, rec.addr, pp->data);
+		e->verify_us += now_us() - t;
+		if (r < 0)
+			return r;
+	}
+	return r;
+}
+
 int store_epoch_add(struct store_epoch *e, const struct wire_msg *m, char *err, size_t errlen)
 {
+	uint64_t t0 = now_us(), t1;
 	int r;
 
 	switch (m->type) {
@@ -192,6 +266,14 @@ int store_epoch_add(struct store_epoch *e, const struct wire_msg *m, char *err, 
 	case WIRE_PAGES:
 		r = add_pages(e, &m->pages, err, errlen);
 		break;
+	case WIRE_DELTA: {
+		uint64_t v0 = e->verify_us; /* add_delta hashes as it rebuilds: keep that apart */
+		r = add_delta(e, &m->delta, err, errlen);
+		if (r == -ENOMEM)
+			snprintf(err, errlen, "out of memory");
+		e->apply_us += now_us() - t0 - (e->verify_us - v0);
+		return r;
+	}
 	default:
 		snprintf(err, errlen, "%s inside epoch %" PRIu64, wire_type_name(m->type),
 			 e->epoch);
@@ -201,7 +283,11 @@ int store_epoch_add(struct store_epoch *e, const struct wire_msg *m, char *err, 
 		snprintf(err, errlen, "out of memory");
 	if (r < 0)
 		return r;
-	return wire_epoch_hash_add(&e->hash, m);
+	t1 = now_us();
+	e->apply_us += t1 - t0;
+	r = wire_epoch_hash_add(&e->hash, m);
+	e->verify_us += now_us() - t1;
+	return r;
 }
 
 uint64_t store_epoch_number(const struct store_epoch *e) { return e->epoch; }
@@ -281,8 +367,7 @@ static void sort_pending(struct store_epoch *e)
 
 static bool is_private_data(const struct image_vma *v)
 {
-	return !v->shared && (v->kind == VMA_ANON || v->kind == VMA_FILE || v->kind == VMA_HEAP ||
-			      v->kind == VMA_STACK);
+	return vma_carries_contents(v->shared, v->kind);
 }
 
 static int cmp_span(const void *a, const void *b)
@@ -358,9 +443,12 @@ int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire
 	_cleanup_free_ struct span *spans = NULL;
 	struct page_index merged = {0};
 	size_t n_spans, cap;
+	uint64_t t0 = now_us(), t1;
 	int r;
 
 	r = wire_epoch_hash_verify(&e->hash, c, err, errlen);
+	t1 = now_us();
+	e->verify_us += t1 - t0;
 	if (r < 0)
 		return r;
 	r = check_metadata(e, err, errlen);
@@ -385,7 +473,21 @@ int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire
 	s->meta = TAKE_PTR(e->meta);
 	s->epoch = e->epoch;
 	s->incarnation = e->incarnation;
+	e->apply_us += now_us() - t1;
+	hist_add_us(&s->cost.h[STORE_COST_RECEIVE], t0 - e->begun_us);
+	hist_add_us(&s->cost.h[STORE_COST_VERIFY], e->verify_us);
+	hist_add_us(&s->cost.h[STORE_COST_APPLY], e->apply_us);
 	return 0;
+}
+
+void store_report(const struct store *s, struct status_report *r)
+{
+	status_report_histogram(r, "recv_read", &s->cost.h[STORE_COST_RECEIVE],
+				"EPOCH_BEGIN to COMMIT received: network, TLS decryption, decoding (wall)");
+	status_report_histogram(r, "recv_verify", &s->cost.h[STORE_COST_VERIFY],
+				"the epoch checksum over the decoded pages");
+	status_report_histogram(r, "recv_apply", &s->cost.h[STORE_COST_APPLY],
+				"decoding deltas, copying pages and merging them into the warm image");
 }
 
 /* ---------- takeover ---------- */

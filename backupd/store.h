@@ -14,6 +14,11 @@
  *    epoch.h) and only the pages are incremental, so "apply" is: replace
  *    the metadata, overwrite pages by address, then drop pages that no
  *    private anonymous, file, heap or stack mapping covers any more.
+ *  - A DELTA record (common/delta.h) is rebuilt into a whole page as it
+ *    arrives, from the committed copy of the base epoch, and hashed as
+ *    rebuilt: from there on it is a page like any PAGES page, so commit,
+ *    merge and restore never see deltas. The journal keeps the DELTA
+ *    messages as received, and replays them onto the same base.
  *  - Pages are kept one malloc'd 4 KiB block per page behind a sorted
  *    address index: an epoch overwrites pages wherever they fall, no run
  *    ever needs splitting, and a merge is linear. Takeover pays one copy
@@ -27,6 +32,7 @@
 
 #include <stdint.h>
 
+#include "hist.h"
 #include "image/image.h"
 #include "wire.h"
 
@@ -35,6 +41,15 @@
 
 struct store;
 struct store_epoch;
+
+/* The backup's part of the epoch cost breakdown, per committed epoch. */
+enum store_cost_kind { STORE_COST_RECEIVE, STORE_COST_VERIFY, STORE_COST_APPLY, STORE_COST_COUNT };
+struct store_cost {
+	struct hist h[STORE_COST_COUNT];
+};
+struct status_report;
+/* recv_read, recv_verify, recv_apply histograms for the status report. */
+void store_report(const struct store *s, struct status_report *r);
 
 struct store *store_new(void);
 void store_free(struct store *s);

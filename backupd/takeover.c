@@ -1,10 +1,12 @@
 /*
  * takeover.c - see takeover.h.
  *
- * The "serving" marker is written (by failover.c) before the restore
- * starts and cleared if it fails: a crash in between then leaves a marker
- * without a process, which an operator clears, rather than a process
- * without a marker, which a restarted daemon would restore a second time.
+ * The "serving" marker is written (by failover.c, pid 0) before the
+ * restore starts, gets the restored pid here before that process may run
+ * (on_restore_ready), and is cleared if the restore fails. A daemon that
+ * dies mid-restore takes its restorer and husk with it and leaves pid 0,
+ * which failover_init() reads as "nothing runs": a backup again. Never a
+ * process without a marker, which a restarted daemon would restore twice.
  */
 #include "takeover.h"
 
@@ -16,8 +18,10 @@
 #include "child.h"
 #include "daemon.h"
 #include "failover.h"
+#include "journal.h"
 #include "log.h"
 #include "restore/restore.h"
+#include "restorer.h"
 #include "service.h"
 #include "store.h"
 #include "util.h"
@@ -152,7 +156,32 @@ int takeover_check_executable(const struct service *svc, bool hash, char *err, s
 	return 0;
 }
 
-static int restore_warm_image(struct service *svc, pid_t *pid)
+/* Rebuilt and still held: the marker names the pid before the process may run (restorer.h). */
+static int on_restore_ready(pid_t pid, void *arg)
+{
+	struct service *svc = arg;
+	int r = journal_mark_serving(svc->journal, pid, store_epoch(svc->store));
+
+	if (r < 0)
+		log_error_errno(r, "%s: cannot record pid %d as serving", svc->cfg->name, pid);
+	return r;
+}
+
+static void on_restore_done(pid_t pid, int err, const char *why, void *arg)
+{
+	struct service *svc = arg;
+
+	svc->to.restorer = NULL;
+	if (err < 0) {
+		log_warn("%s: the restore failed: %s", svc->cfg->name, why);
+		failover_restore_failed(svc, err);
+	} else {
+		failover_restore_done(svc, pid);
+	}
+}
+
+/* Off the event loop, in a child with a deadline (restorer.h); on_restore_done() reports. */
+static int restore_warm_image(struct service *svc)
 {
 	struct image img;
 	char err[512];
@@ -168,22 +197,21 @@ static int restore_warm_image(struct service *svc, pid_t *pid)
 	r = image_validate(&img, err, sizeof(err));
 	if (r < 0)
 		log_error("%s: the image is not restorable: %s", svc->cfg->name, err);
-	else
-		r = restore_image_mem_opts(&img, &(struct restore_opts){.debug_file = svc->cfg->debug_file},
-					   pid); /* it logs its own errors */
-	store_release_image(&img);
+	else if ((r = restorer_start(svc->d->base, &img,
+				     &(struct restore_opts){.debug_file = svc->cfg->debug_file},
+				     RESTORER_DEADLINE_MS, on_restore_ready, on_restore_done, svc,
+				     &svc->to.restorer)) < 0)
+		log_error_errno(r, "%s: cannot start the restore", svc->cfg->name);
+	store_release_image(&img); /* the restorer's child has its own copy */
 	return r;
 }
 
 void takeover_start_restore(struct service *svc)
 {
-	pid_t pid;
-	int r = restore_warm_image(svc, &pid);
+	int r = restore_warm_image(svc);
 
 	if (r < 0)
 		failover_restore_failed(svc, r);
-	else
-		failover_restore_done(svc, pid);
 }
 
 /* ---------- fencing ---------- */
@@ -220,6 +248,7 @@ int takeover_start_fence(struct service *svc)
 
 void takeover_free(struct service *svc)
 {
+	restorer_cancel(svc->to.restorer);
 	child_free(svc->to.fence, false);
 	child_free(svc->to.hook, false);
 	child_free(svc->to.watch, false);

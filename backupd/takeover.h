@@ -5,9 +5,9 @@
  * reports its end back to failover.c as an event.
  *
  * The restore is started here and reported done(pid) or failed(err) to
- * failover.c, which treats it as asynchronous: today it runs on the event
- * loop and reports before takeover_start_restore() returns; a restore in
- * a child process (with deadlines) reports from a later turn of the loop.
+ * failover.c from a later turn of the loop: it runs in a child process
+ * with deadlines (restorer.h), and the serving marker gets the restored
+ * pid before that process may run.
  * Hooks run asynchronously (child.h).
  */
 #pragma once
@@ -18,11 +18,13 @@
 #include <sys/types.h>
 
 struct child;
+struct restorer;
 struct service;
 
 /* The children of one service's takeover; written by takeover.c only. */
 struct takeover {
 	struct child *fence, *hook, *watch;
+	struct restorer *restorer; /* the restore under way, if any */
 };
 
 /* Run the fence hook; failover_fence_done() follows. 0, or -errno (logged). */
@@ -48,5 +50,8 @@ void takeover_run_hook(struct service *svc, pid_t pid, uint64_t epoch);
  */
 int takeover_watch(struct service *svc, pid_t pid);
 
-/* Stop watching and kill the hooks (daemon shutdown); the restored service is left running. */
+/*
+ * Stop watching and kill the hooks and a restore under way (daemon
+ * shutdown); a restored service is left running.
+ */
 void takeover_free(struct service *svc);

@@ -1,6 +1,6 @@
 -- kv.lua - wrk script for tests/workloads/kvserver (used by failover_bench.py).
 --
---   wrk -t T -c C -d D -s bench/kv.lua http://HOST:PORT -- MODE KEYS SIZE SETPCT THREADS
+--   wrk -t T -c C -d D -s bench/kv.lua http://HOST:PORT -- MODE KEYS SIZE SETPCT THREADS [START]
 --
 -- MODE fill: every request is /set, walking key0 .. key(KEYS-1) in turn (the
 --            threads share the walk), values of SIZE bytes; run it until the
@@ -9,6 +9,8 @@
 --            bytes), the rest /get?k=.. (a missing key answers 404, which
 --            wrk counts as a non-2xx answer: fill first).
 -- THREADS must be wrk's -t, so that the fill walk covers every key once.
+-- START (fill only, default 0): where the walk begins, so that a fill cut
+-- short by -d can go on where it stopped.
 --
 -- done() prints one line "wrk-json {...}": request count, duration, socket
 -- errors, non-2xx answers and latency percentiles in microseconds, for the
@@ -27,7 +29,7 @@ function init(args)
   size = tonumber(args[3] or "256")
   setpct = tonumber(args[4] or "10")
   nthreads = tonumber(args[5] or "1")
-  counter = id or 0
+  counter = (id or 0) + tonumber(args[6] or "0")
   math.randomseed(os.time() * 1000 + (id or 0) * 7919)
   -- a value per thread that changes each request would cost Lua time;
   -- distinct keys and fresh Go strings per /set dirty memory just as well

@@ -41,6 +41,8 @@ enum key_type {
 	KEY_MS,	      /* uint32_t within [min, max] */
 	KEY_CMDLINE,  /* struct cmdline */
 	KEY_DIRTY,    /* enum dirty_tracking */
+	KEY_CODEC,    /* enum compression */
+	KEY_ONOFF,    /* bool, "on" or "off" */
 };
 
 struct key_desc {
@@ -96,6 +98,9 @@ static const struct key_desc service_keys[] = {
     SKEY("fence_hook", fence_hook, KEY_CMDLINE),
     SKEY("takeover_hook", takeover_hook, KEY_CMDLINE),
     SKEY("debug_file", debug_file, KEY_PATH),
+    SKEY("compression", compression, KEY_CODEC),
+    SKEY("delta_cache_mb", delta_cache_mb, KEY_MS, .max = 1048576),
+    SKEY("output_commit", output_commit, KEY_ONOFF),
 };
 
 _Static_assert(ARRAY_SIZE(daemon_keys) <= MAX_KEYS, "raise MAX_KEYS");
@@ -345,6 +350,32 @@ static int parse_dirty(struct parser *p, const struct key_desc *k, const char *v
 	return 0;
 }
 
+static int parse_codec(struct parser *p, const struct key_desc *k, const char *v)
+{
+	enum compression *c = field_of(p, k);
+
+	if (strcmp(v, "zstd") == 0)
+		*c = COMPRESSION_ZSTD;
+	else if (strcmp(v, "lz4") == 0)
+		*c = COMPRESSION_LZ4;
+	else if (strcmp(v, "none") == 0)
+		*c = COMPRESSION_NONE;
+	else
+		return fail(p, p->line, "%s: expected 'zstd', 'lz4' or 'none', got '%s'", k->name, v);
+	return 0;
+}
+
+/* "on" or "off" only: a promise about acknowledged writes should not hang on how "1" reads. */
+static int parse_onoff(struct parser *p, const struct key_desc *k, const char *v)
+{
+	bool *b = field_of(p, k);
+
+	if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
+		return fail(p, p->line, "%s: expected 'on' or 'off', got '%s'", k->name, v);
+	*b = strcmp(v, "on") == 0;
+	return 0;
+}
+
 static int key_parse(struct parser *p, const struct key_desc *k, const char *v)
 {
 	switch (k->type) {
@@ -360,6 +391,10 @@ static int key_parse(struct parser *p, const struct key_desc *k, const char *v)
 		return parse_cmdline(p, k, v);
 	case KEY_DIRTY:
 		return parse_dirty(p, k, v);
+	case KEY_CODEC:
+		return parse_codec(p, k, v);
+	case KEY_ONOFF:
+		return parse_onoff(p, k, v);
 	}
 	return fail(p, p->line, "%s: internal error: unknown key type", k->name);
 }
@@ -733,6 +768,8 @@ int config_load_service(const char *path, enum role role, struct service_config 
 	    .failover_timeout_ms = 1000,
 	    .lease_ms = 500,
 	    .dirty_tracking = DIRTY_UFFD,
+	    .compression = COMPRESSION_ZSTD,
+	    .delta_cache_mb = 64,
 	};
 	r = out->path ? check_own_file(&p) : oom(&p);
 	if (r >= 0)

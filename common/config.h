@@ -84,6 +84,13 @@ enum dirty_tracking {
 	DIRTY_HASH,
 };
 
+/* Same values as enum delta_codec (delta.h): what DELTA messages are compressed with. */
+enum compression {
+	COMPRESSION_NONE = 0,
+	COMPRESSION_LZ4,
+	COMPRESSION_ZSTD,
+};
+
 /* A command line split into words; argc == 0 when the key was not given. */
 struct cmdline {
 	char *line;  /* as written, for messages */
@@ -107,8 +114,11 @@ struct service_config {
 	uint32_t failover_timeout_ms;	/* default 1000 */
 	uint32_t lease_ms;		/* default 500, < failover_timeout_ms */
 	enum dirty_tracking dirty_tracking; /* default DIRTY_UFFD */
+	enum compression compression;	    /* default COMPRESSION_ZSTD (primary) */
+	uint32_t delta_cache_mb;	    /* last-shipped page cache, default 64; 0: no deltas */
 	struct cmdline fence_hook;	    /* optional */
 	struct cmdline takeover_hook;	    /* optional */
+	bool output_commit;		    /* hold output until its epoch is acked; off */
 };
 
 /* Room enough for any message below, the "expected one of" key lists included. */

@@ -9,6 +9,16 @@
 
 static const char *program = "checksync";
 static int verbose;
+static char *held;
+static size_t held_len;
+
+void log_hold_errors(char *buf, size_t len)
+{
+	held = len ? buf : NULL;
+	held_len = len;
+	if (held)
+		held[0] = 0;
+}
 
 void log_set_program(const char *name)
 {
@@ -30,6 +40,13 @@ static void log_v(const char *level, const char *fmt, va_list ap, int r)
 	char buf[2048];
 
 	vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (held && strcmp(level, "error: ") == 0) {
+		if (r)
+			snprintf(held, held_len, "%s: %s", buf, strerror(-r));
+		else
+			snprintf(held, held_len, "%s", buf);
+		return;
+	}
 	if (r)
 		fprintf(stderr, "%s: %s%s: %s\n", program, level, buf, strerror(-r));
 	else

@@ -28,6 +28,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <inttypes.h>
 #include <math.h>
 #include <netdb.h>
 #include <poll.h>
@@ -35,6 +36,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "hist.h"
 #include "util.h"
 
 #define STATUS_CLIENT_TIMEOUT_SEC 5
@@ -50,6 +52,7 @@ struct status_row {
 	bool counter;
 	double value;
 	char text[256]; /* unit "text": the value is this, not a number */
+	const struct hist *hist; /* a histogram row (unit "seconds"): valid while the report is */
 };
 
 struct status_service {
@@ -154,6 +157,14 @@ void status_report_text(struct status_report *r, const char *name, const char *t
 		copy_clean(r->rows[r->n_rows - 1].text, sizeof(r->rows[0].text), text);
 }
 
+void status_report_histogram(struct status_report *r, const char *name, const struct hist *h,
+			     const char *help)
+{
+	add_row(r, name, "seconds", h->count ? hist_mean(h) : NAN, help, false);
+	if (!r->failed)
+		r->rows[r->n_rows - 1].hist = h;
+}
+
 static void report_done(struct status_report *r)
 {
 	free(r->services);
@@ -161,6 +172,26 @@ static void report_done(struct status_report *r)
 }
 
 /* ---------- rendering ---------- */
+
+static void socket_value(struct evbuffer *out, double v)
+{
+	if (isnan(v))
+		evbuffer_add_printf(out, "-\n");
+	else
+		evbuffer_add_printf(out, "%.17g\n", v);
+}
+
+/* A histogram on the socket: NAME_p50, NAME_p99 (of the last HIST_RING samples), NAME_count. */
+static void render_socket_hist(const struct status_service *s, const struct status_row *row,
+			       struct evbuffer *out)
+{
+	evbuffer_add_printf(out, "%s\t%s\t%s_p50\tseconds\t", s->name, s->role, row->name);
+	socket_value(out, hist_percentile(row->hist, 50));
+	evbuffer_add_printf(out, "%s\t%s\t%s_p99\tseconds\t", s->name, s->role, row->name);
+	socket_value(out, hist_percentile(row->hist, 99));
+	evbuffer_add_printf(out, "%s\t%s\t%s_count\t\t%" PRIu64 "\n", s->name, s->role,
+			    row->name, row->hist->count);
+}
 
 static void render_socket(const struct status_report *r, struct evbuffer *out)
 {
@@ -173,6 +204,10 @@ static void render_socket(const struct status_report *r, struct evbuffer *out)
 		const struct status_row *row = &r->rows[i];
 		const struct status_service *s = &r->services[row->service];
 
+		if (row->hist) {
+			render_socket_hist(s, row, out);
+			continue;
+		}
 		evbuffer_add_printf(out, "%s\t%s\t%s\t%s\t", s->name, s->role, row->name,
 				    row->unit);
 		if (strcmp(row->unit, "text") == 0)
@@ -194,6 +229,29 @@ static void metric_name(const struct status_server *srv, const struct status_row
 		 text ? "" : row->unit, row->counter ? "_total" : "");
 }
 
+/* NAME_bucket{...,le="B"} cumulative counts, NAME_sum, NAME_count: a Prometheus histogram. */
+static void render_metric_hist(const char *name, const struct status_service *s,
+			       const struct hist *h, struct evbuffer *out)
+{
+	uint64_t cum = 0;
+
+	for (size_t b = 0; b <= HIST_NBOUNDS; b++) {
+		char le[32];
+
+		cum += h->bucket[b];
+		if (b < HIST_NBOUNDS)
+			snprintf(le, sizeof(le), "%g", hist_bounds[b]);
+		else
+			snprintf(le, sizeof(le), "+Inf");
+		evbuffer_add_printf(out, "%s_bucket{service=\"%s\",role=\"%s\",le=\"%s\"} %" PRIu64
+				    "\n", name, s->name, s->role, le, cum);
+	}
+	evbuffer_add_printf(out, "%s_sum{service=\"%s\",role=\"%s\"} %.17g\n", name, s->name,
+			    s->role, h->sum);
+	evbuffer_add_printf(out, "%s_count{service=\"%s\",role=\"%s\"} %" PRIu64 "\n", name,
+			    s->name, s->role, h->count);
+}
+
 /* Every sample of one metric together, under one HELP and TYPE, as the format requires. */
 static void render_metric(const struct status_server *srv, const struct status_report *r,
 			  size_t first, struct evbuffer *out)
@@ -203,13 +261,18 @@ static void render_metric(const struct status_server *srv, const struct status_r
 
 	metric_name(srv, f, name, sizeof(name));
 	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, f->help, name,
-			    f->counter ? "counter" : "gauge");
+			    f->hist ? "histogram" : f->counter ? "counter" : "gauge");
 	for (size_t i = first; i < r->n_rows; i++) {
 		const struct status_row *row = &r->rows[i];
 		const struct status_service *s = &r->services[row->service];
 
-		if (strcmp(row->name, f->name) != 0 || strcmp(row->unit, f->unit) != 0 ||
-		    isnan(row->value))
+		if (strcmp(row->name, f->name) != 0 || strcmp(row->unit, f->unit) != 0)
+			continue;
+		if (row->hist) {
+			render_metric_hist(name, s, row->hist, out);
+			continue;
+		}
+		if (isnan(row->value))
 			continue;
 		if (strcmp(row->unit, "text") == 0)
 			evbuffer_add_printf(out, "%s{service=\"%s\",role=\"%s\",%s=\"%s\"} 1\n", name,
@@ -224,7 +287,7 @@ static void render_metrics(const struct status_server *srv, const struct status_
 			   struct evbuffer *out)
 {
 	for (size_t i = 0; i < r->n_rows; i++) {
-		bool seen = false;
+		bool seen = strcmp(r->rows[i].unit, "text") == 0; /* text rows are no metrics */
 
 		for (size_t k = 0; k < i && !seen; k++)
 			seen = strcmp(r->rows[k].name, r->rows[i].name) == 0 &&

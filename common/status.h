@@ -56,6 +56,16 @@ void status_report_counter(struct status_report *r, const char *name, const char
 void status_report_text(struct status_report *r, const char *name, const char *text,
 			const char *help);
 
+/*
+ * A duration histogram (hist.h) of the current service, in seconds: on the
+ * socket as NAME_p50, NAME_p99 and NAME_count rows; in the metrics as a
+ * Prometheus histogram (NAME_seconds_bucket{le=...}, _sum, _count). h must
+ * stay valid until the fill callback returns (the report is rendered then).
+ */
+struct hist;
+void status_report_histogram(struct status_report *r, const char *name, const struct hist *h,
+			     const char *help);
+
 typedef void (*status_fill_fn)(struct status_report *r, void *userdata);
 
 struct status_server;

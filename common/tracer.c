@@ -5,7 +5,9 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -22,17 +24,56 @@ int tracer_seize(pid_t tid, unsigned long options)
 
 int tracer_wait(pid_t tid, int *status)
 {
-	for (;;) {
-		pid_t r = waitpid(tid, status, __WALL);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
+	return tracer_wait_until(tid, status, 0);
+}
+
+static int wait_result(int status)
+{
+	return WIFEXITED(status) || WIFSIGNALED(status) ? -ESRCH : 0;
+}
+
+/*
+ * A stop of a tracee raises SIGCHLD in its tracer: with SIGCHLD blocked,
+ * sigtimedwait() sleeps until one may have happened or the deadline comes,
+ * and waitpid(WNOHANG) says whether it was ours. No SIGCHLD handler is
+ * needed, so the daemons keep SIGCHLD at its default (child.h).
+ */
+int tracer_wait_until(pid_t tid, int *status, uint64_t deadline_us)
+{
+	sigset_t chld, old;
+	int r = -ETIMEDOUT;
+
+	if (!deadline_us) {
+		for (;;) {
+			pid_t p = waitpid(tid, status, __WALL);
+			if (p >= 0)
+				return wait_result(*status);
+			if (errno != EINTR)
+				return -errno;
 		}
-		if (WIFEXITED(*status) || WIFSIGNALED(*status))
-			return -ESRCH;
-		return 0;
 	}
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	pthread_sigmask(SIG_BLOCK, &chld, &old);
+	for (;;) {
+		pid_t p = waitpid(tid, status, __WALL | WNOHANG);
+		if (p < 0 && errno != EINTR) {
+			r = -errno;
+			break;
+		}
+		if (p > 0) {
+			r = wait_result(*status);
+			break;
+		}
+		uint64_t now = now_us();
+		if (now >= deadline_us)
+			break;
+		uint64_t left = deadline_us - now;
+		struct timespec ts = {.tv_sec = left / 1000000, .tv_nsec = left % 1000000 * 1000};
+		(void)sigtimedwait(&chld, NULL, &ts);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return r;
 }
 
 int tracer_interrupt_wait(struct tracee *t)
@@ -100,6 +141,7 @@ int tracer_syscall(struct tracee *t, long *ret, long nr, uint64_t a1, uint64_t a
 		   uint64_t a4, uint64_t a5, uint64_t a6)
 {
 	struct user_regs_struct regs = t->regs;
+	uint64_t deadline = t->timeout_ms ? now_us() + t->timeout_ms * 1000ULL : 0;
 	int status, r;
 
 	regs.rax = nr;
@@ -118,7 +160,7 @@ int tracer_syscall(struct tracee *t, long *ret, long nr, uint64_t a1, uint64_t a
 	if (ptrace(PTRACE_SINGLESTEP, t->tid, 0, 0) < 0)
 		return -errno;
 	for (;;) {
-		r = tracer_wait(t->tid, &status);
+		r = tracer_wait_until(t->tid, &status, deadline);
 		if (r < 0)
 			return r;
 		int sig = WSTOPSIG(status), event = status >> 16;

@@ -19,6 +19,7 @@ struct tracee {
 	uint64_t insn;                /* address of a `syscall` instruction in the tracee */
 	int pending_sig;              /* a signal that arrived while we held it */
 	pid_t last_clone;             /* child of the last injected clone, if any */
+	unsigned timeout_ms;          /* an injected call that takes longer fails (0: no limit) */
 };
 
 /* PTRACE_SEIZE and PTRACE_INTERRUPT one thread and wait until it is stopped. */
@@ -27,8 +28,14 @@ int tracer_interrupt_wait(struct tracee *t);
 
 /* Wait for a thread's next stop; forwards unrelated signals to it. Returns the wait status. */
 int tracer_wait(pid_t tid, int *status);
+/* The same, giving up with -ETIMEDOUT at deadline_us (now_us() clock; 0: never). */
+int tracer_wait_until(pid_t tid, int *status, uint64_t deadline_us);
 
-/* Run one syscall in t; returns 0 (result in *ret) or -errno for a ptrace failure. */
+/*
+ * Run one syscall in t; returns 0 (result in *ret) or -errno for a ptrace
+ * failure, -ETIMEDOUT when it took longer than t->timeout_ms (t is then
+ * left inside the call: the caller kills the process).
+ */
 int tracer_syscall(struct tracee *t, long *ret, long nr, uint64_t a1, uint64_t a2, uint64_t a3,
 		   uint64_t a4, uint64_t a5, uint64_t a6);
 

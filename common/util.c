@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <time.h>
 
 void *array_push(void *arr_p, size_t *n, size_t *cap, size_t elem_size)
@@ -62,15 +63,22 @@ static void evp_md_ctx_freep(EVP_MD_CTX **c)
 		EVP_MD_CTX_free(*c);
 }
 
+/* Regular files only: O_NONBLOCK so that a FIFO found at path is refused, never waited on. */
 int file_sha256(const char *path, uint8_t out[32])
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	__attribute__((cleanup(evp_md_ctx_freep))) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	char buf[65536];
 	unsigned int len = 32;
 
+	struct stat st;
+
 	if (fd < 0)
 		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
 	if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
 		return -ENOMEM;
 	for (;;) {
@@ -90,4 +98,34 @@ uint64_t now_us(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1000000ULL + ts.tv_nsec / 1000;
+}
+
+int write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+
+	while (n) {
+		ssize_t r = write(fd, c, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		c += r;
+		n -= r;
+	}
+	return 0;
+}
+
+int read_boot_id(char *buf, size_t len)
+{
+	_cleanup_free_ char *text = NULL;
+	ssize_t r = read_file("/proc/sys/kernel/random/boot_id", &text);
+
+	if (r <= 0) {
+		snprintf(buf, len, "unknown");
+		return r < 0 ? (int)r : -ENODATA;
+	}
+	text[strcspn(text, "\n")] = 0;
+	snprintf(buf, len, "%s", text);
+	return 0;
 }

@@ -60,7 +60,13 @@ void *array_push(void *arr_p, size_t *n, size_t *cap, size_t elem_size);
 /* Read a whole file into a NUL-terminated malloc'd buffer. Returns length or -errno. */
 ssize_t read_file(const char *path, char **out);
 
-/* SHA-256 of a file's contents; returns 0 or -errno. */
+/* SHA-256 of a regular file's contents; returns 0, -EINVAL for anything else, or -errno. */
 int file_sha256(const char *path, uint8_t out[32]);
 
 uint64_t now_us(void);
+
+/* Write all n bytes, retrying short writes and EINTR; 0 or -errno. */
+int write_all(int fd, const void *p, size_t n);
+
+/* This boot's /proc/sys/kernel/random/boot_id into buf; "unknown" and -errno if unreadable. */
+int read_boot_id(char *buf, size_t len);

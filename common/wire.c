@@ -26,6 +26,7 @@
 #include <openssl/evp.h>
 #include <stdarg.h>
 
+#include "delta.h"
 #include "image/image.h"
 #include "util.h"
 
@@ -58,6 +59,7 @@ static int dec_heartbeat(struct ctx *c, const msgpack_object *f, struct wire_msg
 static int dec_error(struct ctx *c, const msgpack_object *f, struct wire_msg *m);
 static int dec_handover(struct ctx *c, const msgpack_object *f, struct wire_msg *m);
 static int dec_stand_down(struct ctx *c, const msgpack_object *f, struct wire_msg *m);
+static int dec_delta(struct ctx *c, const msgpack_object *f, struct wire_msg *m);
 
 static const struct msg_desc descs[WIRE_TYPE_MAX + 1] = {
     [WIRE_HELLO] = {"HELLO",
@@ -77,6 +79,7 @@ static const struct msg_desc descs[WIRE_TYPE_MAX + 1] = {
     [WIRE_ERROR] = {"ERROR", 2, {"code", "reason"}, dec_error},
     [WIRE_HANDOVER] = {"HANDOVER", 1, {"epoch"}, dec_handover},
     [WIRE_STAND_DOWN] = {"STAND_DOWN", 0, {0}, dec_stand_down},
+    [WIRE_DELTA] = {"DELTA", 4, {"codec", "npages", "raw_len", "data"}, dec_delta},
 };
 
 static const char *const error_code_names[WIRE_ERR_LAST + 1] = {
@@ -102,7 +105,7 @@ const char *wire_error_code_name(unsigned code)
 
 static const struct msg_desc *desc_of(uint64_t type)
 {
-	return type >= 1 && type <= WIRE_TYPE_MAX ? &descs[type] : NULL;
+	return type >= 1 && type <= WIRE_TYPE_MAX && descs[type].name ? &descs[type] : NULL;
 }
 
 const char *wire_type_name(unsigned type)
@@ -235,6 +238,21 @@ static int check_pages(struct ctx *c, const struct wire_pages *m)
 	return 0;
 }
 
+static int check_delta(struct ctx *c, const struct wire_delta *m)
+{
+	if (m->codec > DELTA_CODEC_ZSTD)
+		return bad(c, "codec", "%u is not 0 (none), 1 (lz4) or 2 (zstd)", m->codec);
+	if (m->npages < 1 || m->npages > WIRE_MAX_DELTA_PAGES)
+		return bad(c, "npages", "%u, expected 1 to %u", m->npages, WIRE_MAX_DELTA_PAGES);
+	if (m->raw_len < m->npages * DELTA_REC_HEAD || m->raw_len > m->npages * DELTA_REC_MAX)
+		return bad(c, "raw_len", "%u bytes cannot hold %u page records", m->raw_len,
+			   m->npages);
+	if (m->data.len > delta_bound(m->codec, m->raw_len))
+		return bad(c, "data", "%u bytes, more than %s can make of %u", m->data.len,
+			   delta_codec_name(m->codec), m->raw_len);
+	return 0;
+}
+
 static int check_commit(struct ctx *c, const struct wire_commit *m)
 {
 	return m->epoch ? 0 : bad(c, "epoch", "epochs are numbered from 1");
@@ -273,6 +291,8 @@ static int check_msg(struct ctx *c, const struct wire_msg *m)
 		return check_error(c, &m->error);
 	case WIRE_HANDOVER:
 		return check_handover(c, &m->handover);
+	case WIRE_DELTA:
+		return check_delta(c, &m->delta);
 	case WIRE_ACK:
 	case WIRE_HEARTBEAT:
 	case WIRE_STAND_DOWN:
@@ -518,6 +538,21 @@ int wire_pack_error(msgpack_sbuffer *sb, const struct wire_error *m)
 	return pk_end(&p);
 }
 
+int wire_pack_delta(msgpack_sbuffer *sb, const struct wire_delta *m)
+{
+	struct wire_msg w = {.type = WIRE_DELTA, .delta = *m};
+	struct pk p;
+
+	if (pk_check(&w) < 0 || !m->data.data)
+		return -EINVAL;
+	pk_begin(&p, sb, WIRE_DELTA);
+	pk_u64(&p, m->codec);
+	pk_u64(&p, m->npages);
+	pk_u64(&p, m->raw_len);
+	pk_bin(&p, m->data.data, m->data.len);
+	return pk_end(&p);
+}
+
 int wire_pack_handover(msgpack_sbuffer *sb, const struct wire_handover *m)
 {
 	struct wire_msg w = {.type = WIRE_HANDOVER, .handover = *m};
@@ -565,6 +600,8 @@ int wire_pack(msgpack_sbuffer *sb, const struct wire_msg *m)
 		return wire_pack_handover(sb, &m->handover);
 	case WIRE_STAND_DOWN:
 		return wire_pack_stand_down(sb);
+	case WIRE_DELTA:
+		return wire_pack_delta(sb, &m->delta);
 	}
 	return -EINVAL;
 }
@@ -798,7 +835,7 @@ static int get_uint(struct ctx *c, const msgpack_object *o, const char *field, u
 
 static int get_u32(struct ctx *c, const msgpack_object *o, const char *field, uint32_t *out)
 {
-	uint64_t v;
+	uint64_t v = 0;
 	int r = get_uint(c, o, field, UINT32_MAX, &v);
 
 	if (r >= 0)
@@ -1071,6 +1108,41 @@ static int dec_stand_down(struct ctx *c, const msgpack_object *f, struct wire_ms
 	return 0;
 }
 
+/*
+ * Decompress into the message's zone and check every record, so that what
+ * the backup gets is a payload it can walk without further checks on its
+ * shape (whether each record has a base is the store's business).
+ */
+static int dec_delta(struct ctx *c, const msgpack_object *f, struct wire_msg *m)
+{
+	struct wire_delta *d = &m->delta;
+	struct delta_rec rec;
+	uint8_t *raw;
+	size_t pos = 0;
+	uint32_t n = 0;
+	int r;
+
+	if ((r = get_u32(c, &f[0], "codec", &d->codec)) < 0 ||
+	    (r = get_u32(c, &f[1], "npages", &d->npages)) < 0 ||
+	    (r = get_u32(c, &f[2], "raw_len", &d->raw_len)) < 0 ||
+	    (r = get_bin(c, &f[3], "data", WIRE_MAX_BIN, &d->data)) < 0 ||
+	    (r = check_delta(c, d)) < 0)
+		return r;
+	if (!(raw = msgpack_zone_malloc(c->z, d->raw_len)))
+		return -ENOMEM;
+	if (delta_decompress(d->codec, d->data.data, d->data.len, raw, d->raw_len) < 0)
+		return bad(c, "data", "does not decompress (%s) to raw_len %u bytes",
+			   delta_codec_name(d->codec), d->raw_len);
+	while ((r = delta_payload_next(raw, d->raw_len, &pos, &rec)) == 1)
+		n++;
+	if (r < 0)
+		return bad(c, "data", "page record %u (at byte %zu) is malformed", n, pos);
+	if (n != d->npages)
+		return bad(c, "npages", "%u, but the payload holds %u page records", d->npages, n);
+	d->raw = raw;
+	return 0;
+}
+
 static int decode(struct ctx *c, const msgpack_object *o, struct wire_msg *out)
 {
 	const msgpack_object *f = o->via.array.ptr;
@@ -1269,6 +1341,8 @@ int wire_epoch_hash_add(struct wire_epoch_hash *h, const struct wire_msg *m)
 		h->epoch = m->epoch_begin.epoch;
 		h->npages = 0;
 		break;
+	case WIRE_DELTA:
+		return h->epoch ? -EINVAL : -EPROTO; /* its pages go through _add_page() */
 	case WIRE_MAPPINGS:
 	case WIRE_THREADS:
 	case WIRE_FDS:
@@ -1282,6 +1356,17 @@ int wire_epoch_hash_add(struct wire_epoch_hash *h, const struct wire_msg *m)
 		return 0; /* HELLO, COMMIT, ACK, HEARTBEAT, ERROR belong to no epoch */
 	}
 	h_msg(h->ctx, m);
+	return 0;
+}
+
+int wire_epoch_hash_add_page(struct wire_epoch_hash *h, uint64_t addr, const uint8_t *page)
+{
+	struct wire_msg m = {.type = WIRE_PAGES, .pages = {.addr = addr, .npages = 1, .data = page}};
+
+	if (!h->epoch)
+		return -EPROTO;
+	h->npages++;
+	h_msg(h->ctx, &m);
 	return 0;
 }
 

@@ -28,8 +28,16 @@
  *  11 HANDOVER    [11, epoch]                      primary: frozen, epoch is final, restore now
  *  12 STAND_DOWN  [12]                             primary: stopped everywhere, do not take over
  *
- * One epoch is EPOCH_BEGIN, then any number of MAPPINGS, THREADS, FDS and
- * PAGES, then COMMIT. HEARTBEAT may come between any two messages and belongs
+ * Page deltas (common/delta.h), numbered apart from the types above:
+ *  16 DELTA       [16, codec, npages, raw_len, bin]  bin is the payload of npages
+ *                                                  page records (delta.h), compressed
+ *                                                  with codec (0 none, 1 lz4, 2 zstd)
+ *                                                  to raw_len bytes when decompressed
+ *
+ * One epoch is EPOCH_BEGIN, then any number of MAPPINGS, THREADS, FDS,
+ * PAGES and DELTA, then COMMIT. A DELTA record other than a whole page
+ * applies to the page as the base epoch left it; a page appears at most
+ * once per epoch. HEARTBEAT may come between any two messages and belongs
  * to no epoch. COMMIT carries a SHA-256 over the epoch's messages as decoded
  * (see wire_epoch_hash_*), so the backup checks what it is about to apply,
  * independently of how it was encoded; it applies nothing before that check.
@@ -77,9 +85,14 @@
 #define WIRE_MAX_REASON 1024u
 #define WIRE_MAX_ERROR_CODE 255u
 #define WIRE_HELLO_FRESH 1u /* HELLO flags: the incarnation has not started yet */
-#define WIRE_HELLO_FLAGS WIRE_HELLO_FRESH
+/* The backup's HELLO: this host has no DWARF for the service's executable (a takeover
+ * under new thread ids could not patch the runtime), said while the primary still runs. */
+#define WIRE_HELLO_NO_DWARF 2u
+#define WIRE_HELLO_FLAGS (WIRE_HELLO_FRESH | WIRE_HELLO_NO_DWARF)
 #define WIRE_MAX_BIN (WIRE_MAX_PAGES * WIRE_PAGE_SIZE)
 #define WIRE_MAX_MSG (WIRE_MAX_BIN + 65536u) /* a full PAGES message and change */
+#define WIRE_MAX_DELTA_PAGES 256u	      /* page records per DELTA message */
+#define WIRE_MAX_DELTA_RAW (WIRE_MAX_DELTA_PAGES * (4096u + 11u)) /* decompressed payload */
 
 enum wire_type {
 	WIRE_HELLO = 1,
@@ -94,8 +107,10 @@ enum wire_type {
 	WIRE_ERROR,
 	WIRE_HANDOVER,
 	WIRE_STAND_DOWN,
+	/* cost (issue 13): page deltas; a block of their own so other types append above */
+	WIRE_DELTA = 16,
 };
-#define WIRE_TYPE_MAX WIRE_STAND_DOWN
+#define WIRE_TYPE_MAX WIRE_DELTA
 
 /*
  * What an ERROR means, so the peer acts on the code and logs the reason.
@@ -176,6 +191,14 @@ struct wire_pages {
 	const uint8_t *data; /* npages * WIRE_PAGE_SIZE bytes */
 };
 
+struct wire_delta {
+	uint32_t codec;	       /* enum delta_codec */
+	uint32_t npages;       /* 1..WIRE_MAX_DELTA_PAGES records */
+	uint32_t raw_len;      /* decompressed payload, <= WIRE_MAX_DELTA_RAW */
+	struct wire_blob data; /* as sent (compressed) */
+	const uint8_t *raw;    /* decoded: the payload, every record checked (delta.h) */
+};
+
 struct wire_commit {
 	uint64_t epoch;
 	uint8_t sha256[32]; /* wire_epoch_hash over the epoch's messages */
@@ -212,6 +235,7 @@ struct wire_msg {
 		struct wire_threads threads;
 		struct wire_fds fds;
 		struct wire_pages pages;
+		struct wire_delta delta;
 		struct wire_commit commit;
 		struct wire_ack ack;
 		struct wire_heartbeat heartbeat;
@@ -238,6 +262,8 @@ int wire_pack_heartbeat(msgpack_sbuffer *sb, const struct wire_heartbeat *m);
 int wire_pack_error(msgpack_sbuffer *sb, const struct wire_error *m);
 int wire_pack_handover(msgpack_sbuffer *sb, const struct wire_handover *m);
 int wire_pack_stand_down(msgpack_sbuffer *sb);
+/* Packs codec, npages, raw_len and data as given (raw is not looked at). */
+int wire_pack_delta(msgpack_sbuffer *sb, const struct wire_delta *m);
 
 /*
  * A PAGES message without its page bytes: the caller sends exactly
@@ -296,6 +322,15 @@ void wire_epoch_hash_done(struct wire_epoch_hash *h);
 /* Add one message; EPOCH_BEGIN starts afresh. -EPROTO for an epoch message before any EPOCH_BEGIN.
  */
 int wire_epoch_hash_add(struct wire_epoch_hash *h, const struct wire_msg *m);
+
+/*
+ * One page of the epoch as the backup will hold it: both sides add every
+ * page a DELTA message carries this way, in record order, the sender its
+ * new contents and the receiver what it rebuilt from the delta, so COMMIT
+ * verifies the decoded result, not the encoding. (wire_epoch_hash_add()
+ * refuses DELTA with -EINVAL.) Hashed as a one-page PAGES message.
+ */
+int wire_epoch_hash_add_page(struct wire_epoch_hash *h, uint64_t addr, const uint8_t *page);
 
 /* Sender: fill a COMMIT for the epoch added so far. */
 int wire_epoch_hash_final(struct wire_epoch_hash *h, struct wire_commit *out);

@@ -7,9 +7,11 @@
 set -euo pipefail
 PKGS="build-essential meson ninja-build pkg-config
 	libevent-dev libmsgpack-dev libssl-dev libsystemd-dev libdw-dev libelf-dev libinih-dev
+	liblz4-dev libzstd-dev
 	golang-go golang-github-patrickmn-go-cache-dev
 	iproute2 openssl curl python3 procps file systemd wrk
 	debootstrap systemd-container prometheus prometheus-pushgateway
+	libnl-nf-3-dev iptables
 	clang-14 libclang-rt-14-dev"
 BACKPORTS_PKGS="golang-1.21-go golang-1.22-go golang-1.23-go"
 

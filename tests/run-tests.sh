@@ -9,8 +9,15 @@ cd "$(dirname "$0")/.."
 tests/install-deps.sh || exit 1
 [ -d build ] || meson setup build || exit 1
 meson compile -C build || exit 1
+# A meson that dies before writing its log must not leave an older run's results to be counted.
+rm -f build/meson-logs/testlog.json
 meson test -C build --print-errorlogs "$@"
 rc=$?
+if [ ! -s build/meson-logs/testlog.json ]; then
+    echo "run-tests.sh: meson test wrote no build/meson-logs/testlog.json (exit $rc): no test ran" >&2
+    echo "0 passed, 1 failed, 0 skipped"
+    exit $(( rc ? rc : 1 ))
+fi
 logs=(build/meson-logs/testlog.json)
 if [ $# -eq 0 ]; then
 	# -Db_lundef=false: the sanitizers' runtimes resolve some symbols at load time.

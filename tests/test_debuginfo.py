@@ -238,6 +238,12 @@ def daemons(r, exe, debug_file, wrong):
         r.check("daemons: ... and in its log at the primary's HELLO, naming the refused file",
                 hello and f"debug_file {wrong} refused" in hello[-1], f"'debug_file {wrong} refused'",
                 hello or backup.log_tail())
+        said = [l for l in up.primary.log_text().splitlines() if "backup's host" in l and "no DWARF" in l]
+        r.check("daemons: ... and the primary hears it at HELLO too: a warning in its log",
+                len(said) >= 1, "a line 'the backup's host ... has no DWARF'", up.primary.log_tail())
+        r.check("daemons: ... and in its status (backup_debug_info missing)",
+                text_row(up.primary, "backup_debug_info") == "missing", "missing",
+                text_row(up.primary, "backup_debug_info"))
         state = up.vip.state()
         epoch = up.primary.field("epoch")
         rp.wait_acked(up.primary, backup, at_least=epoch + 2)

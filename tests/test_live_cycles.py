@@ -6,6 +6,9 @@ safepoint (with how many retries it took to reach one) or whole mappings
 after the retries ran out. Every 20th image is restored in a second network
 namespace while the original keeps running (so the copy comes back under new
 thread ids), and must hold every write acknowledged before its dump. The
+original must keep serving all along: every window of 20 dumps must see its
+acknowledged writes grow, and the writer must end with zero errors (a dump
+that left the service stopped for seconds, or killed it, fails here). The
 counts of retries and fall-backs are printed at the end.
 """
 
@@ -46,6 +49,7 @@ def main(r):
     base = cs.run_dir("live-cycles")
     modes, tries = collections.Counter(), collections.Counter()
     pauses = []
+    window_start = len(writer.acked())
     with cs.Hosts() as h:
         for i in range(1, DUMPS + 1):
             image = os.path.join(base, "image")
@@ -55,9 +59,19 @@ def main(r):
             tries[report["safepoint_tries"]] += 1
             pauses.append(report["pause_us"])
             if i % VERIFY_EVERY == 0:
+                now = len(writer.acked())
+                r.check(f"dumps {i - VERIFY_EVERY + 1}-{i}: the original kept serving (its "
+                        f"acknowledged writes grew)", now > window_start, f"> {window_start}",
+                        f"{now} ({writer.errors} writer errors, last: {writer.last_error})")
+                window_start = now
                 verify_copy(r, image, writer.acked(before=t_dump), w.client.port, h.b, i)
             shutil.rmtree(image)
+    alive = writer.is_alive()
     writer.stop()
+    r.check(f"the writer to the original saw no error through {DUMPS} dumps "
+            f"({len(writer.acked())} writes acknowledged)", alive and writer.errors == 0,
+            "0 errors, writer still running", f"{writer.errors} errors (last: {writer.last_error}), "
+            f"running {alive}")
     w.proc.check_left_running(r, f"{DUMPS} dumps")
 
     pauses.sort()

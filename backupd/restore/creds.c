@@ -78,12 +78,8 @@ static unsigned cap_last_cap(void)
 	return strtoul(buf, NULL, 10);
 }
 
-static long call(struct tracee *t, long nr, uint64_t a1, uint64_t a2, uint64_t a3)
-{
-	long ret;
-	int rc = tracer_syscall(t, &ret, nr, a1, a2, a3, 0, 0, 0);
-	return rc < 0 ? rc : ret;
-}
+/* A syscall in thread t of the husk (inject.h); r must be in scope. */
+#define call(t, nr, a, b, c) inject_call_in(&r->inj, t, nr, a, b, c)
 
 static long set_caps(struct restore *r, struct tracee *t, uint64_t eff, uint64_t prm,
 		     uint64_t inh)
@@ -96,10 +92,9 @@ static long set_caps(struct restore *r, struct tracee *t, uint64_t eff, uint64_t
 		.data = {{(uint32_t)eff, (uint32_t)prm, (uint32_t)inh},
 			 {(uint32_t)(eff >> 32), (uint32_t)(prm >> 32), (uint32_t)(inh >> 32)}},
 	};
-	uint64_t p = restore_scratch_put(r, SCR_CAPS, &c, sizeof(c));
-	if (!p)
-		return -EFAULT;
-	return call(t, SYS_capset, p, p + sizeof(c.hdr), 0);
+	uint64_t p;
+	long rc = inject_put(&r->inj, SCR_CAPS, &c, sizeof(c), &p);
+	return rc < 0 ? rc : call(t, SYS_capset, p, p + sizeof(c.hdr), 0);
 }
 
 /* What we hold must cover what the image asks for; checked before any thread changes. */
@@ -149,11 +144,12 @@ static long install_filters(struct restore *r, struct tracee *t, const struct im
 			uint16_t pad[3];
 			uint64_t filter;
 		} prog = {.len = f->len};
-		prog.filter = restore_scratch_put(r, SCR_DATA, f->insns, f->len * 8);
-		uint64_t p = restore_scratch_put(r, SCR_CAPS, &prog, sizeof(prog));
-		if (!prog.filter || !p)
-			return -EFAULT;
-		long ret = call(t, SYS_seccomp, SECCOMP_SET_MODE_FILTER, f->flags, p);
+		uint64_t p;
+		long ret = inject_put(&r->inj, SCR_DATA, f->insns, f->len * 8, &prog.filter);
+		if (ret >= 0)
+			ret = inject_put(&r->inj, SCR_CAPS, &prog, sizeof(prog), &p);
+		if (ret >= 0)
+			ret = call(t, SYS_seccomp, SECCOMP_SET_MODE_FILTER, f->flags, p);
 		if (ret < 0)
 			return ret;
 	}
@@ -164,8 +160,8 @@ static long install_filters(struct restore *r, struct tracee *t, const struct im
 	do {                                                                                       \
 		long _ret = (expr);                                                                \
 		if (_ret < 0)                                                                      \
-			return log_error_errno(_ret, "thread %d: cannot restore its " what,       \
-					       it->tid);                                          \
+			return restore_fail(r, _ret, "thread %d: cannot restore its " what,      \
+					    it->tid);                                             \
 	} while (0)
 
 static int restore_thread_creds(struct restore *r, struct tracee *t, const struct image_thread *it,
@@ -174,16 +170,19 @@ static int restore_thread_creds(struct restore *r, struct tracee *t, const struc
 	const struct image_creds *cr = &it->creds;
 	uint64_t groups = r->area + AREA_SCRATCH + SCR_DATA;
 
-	if (cr->n_groups &&
-	    !restore_scratch_put(r, SCR_DATA, cr->groups, cr->n_groups * sizeof(uint32_t)))
-		return -EFAULT;
+	uint64_t staged;
+	if (cr->n_groups)
+		STEP("supplementary groups (staging)",
+		     inject_put(&r->inj, SCR_DATA, cr->groups, cr->n_groups * sizeof(uint32_t),
+				&staged));
 	t->insn = r->area + AREA_CODE;
 	STEP("supplementary groups", call(t, SYS_setgroups, cr->n_groups, groups, 0));
 	STEP("securebits", call(t, SYS_prctl, PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0));
 	STEP("gids", call(t, SYS_setresgid, cr->gid, cr->egid, cr->sgid));
-	call(t, SYS_setfsgid, cr->fsgid, 0, 0); /* returns the old fsgid; checked below */
+	/* setfs[ug]id answer the old id, never an error: a negative one is ours (inject.h). */
+	STEP("fsgid", call(t, SYS_setfsgid, cr->fsgid, 0, 0));
 	STEP("uids", call(t, SYS_setresuid, cr->uid, cr->euid, cr->suid));
-	call(t, SYS_setfsuid, cr->fsuid, 0, 0);
+	STEP("fsuid", call(t, SYS_setfsuid, cr->fsuid, 0, 0));
 	STEP("inheritable capabilities", set_caps(r, t, have->cap_prm, have->cap_prm, cr->cap_inh));
 	STEP("ambient capabilities",
 	     call(t, SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0));
@@ -274,8 +273,9 @@ static int verify_thread(struct restore *r, pid_t tid, const struct image_thread
 
 	image_creds_free(&got);
 	if (bad)
-		return log_error_errno(rc < 0 ? rc : -EPERM,
-				       "restored thread %d does not have the %s it had", tid, bad);
+		return restore_fail(r, rc < 0 ? rc : -EPERM,
+				    "thread %d: the restored thread does not have the %s it had", tid,
+				    bad);
 	return 0;
 }
 
@@ -291,9 +291,9 @@ int restore_creds(struct restore *r)
 	rc = proc_task_creds(r->pid, r->pid, &have, seccomp);
 	free(have.groups);
 	if (rc < 0)
-		return log_error_errno(rc, "cannot read the credentials of the husk");
+		return restore_fail(r, rc, "cannot read the credentials of husk %d", r->pid);
 	if (seccomp[0] == 1)
-		return log_error_errno(-EPERM, "backupd runs in seccomp strict mode");
+		return restore_fail(r, -EPERM, "backupd runs in seccomp strict mode");
 	/* A container's filters (backupd's, so the husk's): the new host's, beneath the image's. */
 	int env = seccomp[0] == 2 ? seccomp[1] : 0;
 	for (size_t i = 0; i < r->n_threads; i++) {
@@ -311,7 +311,8 @@ int restore_creds(struct restore *r)
 	if (img->dumpable == 0 || img->dumpable == 1) {
 		long ret = restore_call(r, SYS_prctl, PR_SET_DUMPABLE, img->dumpable);
 		if (ret < 0)
-			return log_error_errno(ret, "cannot restore the dumpable flag");
+			return restore_fail(r, ret, "cannot restore the dumpable flag %d (PR_SET_DUMPABLE)",
+					    img->dumpable);
 	}
 	for (size_t i = 0; i < r->n_threads; i++) {
 		rc = verify_thread(r, r->threads[i].tid, &img->threads[i], env);

@@ -30,18 +30,32 @@ static const char *fd_kind_name(uint32_t kind)
 	return kind < ARRAY_SIZE(names) ? names[kind] : "unknown kind";
 }
 
+/*
+ * Every descriptor is opened non-blocking and gets its own flags back
+ * afterwards (F_SETFL): a path that became a FIFO since the dump must not
+ * hold the restore until someone opens its other end.
+ */
 static long open_path(struct restore *r, const char *path, uint32_t flags)
 {
-	uint64_t p = restore_scratch_put(r, 0, path, strlen(path) + 1);
+	uint64_t p;
+	int rc = inject_put(&r->inj, 0, path, strlen(path) + 1, &p);
+	if (rc < 0)
+		return rc;
 	return restore_call(r, SYS_openat, AT_FDCWD, p,
-			    (flags & ~(O_CREAT | O_TRUNC | O_EXCL)) | O_CLOEXEC, 0);
+			    (flags & ~(O_CREAT | O_TRUNC | O_EXCL)) | O_CLOEXEC | O_NONBLOCK, 0);
 }
 
 static long create_reg(struct restore *r, const struct image_fd *f)
 {
 	long fd = open_path(r, f->path, f->flags);
-	if (fd >= 0 && f->kind == FD_REG && f->pos)
-		restore_call(r, SYS_lseek, fd, f->pos, SEEK_SET);
+	if (fd < 0)
+		return restore_fail(r, fd, "fd %d: cannot open %s (openat)", f->fd, f->path);
+	if (f->kind == FD_REG && f->pos) {
+		long ret = restore_call(r, SYS_lseek, fd, f->pos, SEEK_SET);
+		if (ret < 0)
+			return restore_fail(r, ret, "fd %d: cannot seek %s to %lu (lseek)", f->fd,
+					    f->path, (unsigned long)f->pos);
+	}
 	return fd;
 }
 
@@ -54,90 +68,152 @@ static bool has_reader(const struct image *img, uint64_t ino)
 	return false;
 }
 
+/* The read end's record holds what was buffered in pipe ino. */
+static const struct image_fd *pipe_contents(const struct image *img, uint64_t ino)
+{
+	for (size_t i = 0; i < img->n_fds; i++) {
+		const struct image_fd *g = &img->fds[i];
+		if (g->kind == FD_PIPE && g->ino == ino && !g->pipe_write && g->data_len)
+			return g;
+	}
+	return NULL;
+}
+
 /*
- * Both ends of pipe `ino` at once; *other gets the end that `f` is not.
- * Buffered bytes are written back before anyone can read.
+ * Buffered bytes go back before anyone can read, into a pipe first sized
+ * to hold them all (F_SETPIPE_SZ), written non-blocking: a pipe that cannot
+ * hold them fails the restore instead of hanging it.
  */
+static int fill_pipe(struct restore *r, const struct image_fd *f, long wfd)
+{
+	const struct image_fd *g = pipe_contents(r->img, f->ino);
+	const size_t chunk = AREA_SCRATCH_LEN - PAGE_SIZE;
+	long ret;
+
+	if (!g)
+		return 0;
+	if (g->data_len > 16 * PAGE_SIZE) {
+		ret = restore_call(r, SYS_fcntl, wfd, F_SETPIPE_SZ, g->data_len);
+		if (ret < 0)
+			return restore_fail(r, ret, "fd %d: cannot size pipe %lu for its %u bytes "
+					    "(F_SETPIPE_SZ)", f->fd, (unsigned long)f->ino,
+					    g->data_len);
+	}
+	for (uint32_t off = 0; off < g->data_len;) {
+		size_t n = g->data_len - off < chunk ? g->data_len - off : chunk;
+		uint64_t d;
+		int rc = inject_put(&r->inj, PAGE_SIZE, g->data + off, n, &d);
+		if (rc < 0)
+			return restore_fail(r, rc, "fd %d: cannot stage the contents of pipe %lu",
+					    f->fd, (unsigned long)f->ino);
+		ret = restore_call(r, SYS_write, wfd, d, n);
+		if (ret <= 0)
+			return restore_fail(r, ret < 0 ? ret : -EIO,
+					    "fd %d: cannot write byte %u of %u back into pipe %lu "
+					    "(write)", f->fd, off, g->data_len, (unsigned long)f->ino);
+		off += ret;
+	}
+	return 0;
+}
+
+/* Both ends of pipe `ino` at once; *other gets the end that `f` is not. */
 static long create_pipe(struct restore *r, const struct image_fd *f, long *other)
 {
-	int p[2];
-	uint64_t a = restore_scratch_put(r, 0, (int[2]){-1, -1}, sizeof(p));
-	long ret = restore_call(r, SYS_pipe2, a, O_CLOEXEC);
+	int p[2] = {-1, -1};
+	uint64_t a;
+	int rc = inject_put(&r->inj, 0, p, sizeof(p), &a);
+	if (rc < 0)
+		return restore_fail(r, rc, "fd %d: cannot stage pipe2", f->fd);
+	long ret = restore_call(r, SYS_pipe2, a, O_CLOEXEC | O_NONBLOCK);
 	if (ret < 0)
-		return ret;
-	if (tracer_peek(r->memfd, a, p, sizeof(p)) < 0)
-		return -EIO;
-	for (size_t i = 0; i < r->img->n_fds; i++) {
-		const struct image_fd *g = &r->img->fds[i];
-		if (g->kind == FD_PIPE && g->ino == f->ino && !g->pipe_write && g->data_len) {
-			const size_t chunk = AREA_SCRATCH_LEN - PAGE_SIZE;
-			for (uint32_t off = 0; off < g->data_len; off += chunk) {
-				size_t n = g->data_len - off < chunk ? g->data_len - off : chunk;
-				uint64_t d = restore_scratch_put(r, PAGE_SIZE, g->data + off, n);
-				restore_call(r, SYS_write, p[1], d, n);
-			}
-			break;
-		}
-	}
+		return restore_fail(r, ret, "fd %d: cannot create pipe %lu (pipe2)", f->fd,
+				    (unsigned long)f->ino);
+	rc = inject_get(&r->inj, a, p, sizeof(p));
+	if (rc < 0)
+		return restore_fail(r, rc, "fd %d: cannot read the result of pipe2", f->fd);
+	rc = fill_pipe(r, f, p[1]);
+	if (rc < 0)
+		return rc;
 	*other = f->pipe_write ? p[0] : p[1];
 	return f->pipe_write ? p[1] : p[0];
 }
 
 static long setsockopt_int(struct restore *r, long fd, int level, int opt, int val)
 {
-	uint64_t p = restore_scratch_put(r, 1024, &val, sizeof(val));
-	return restore_call(r, SYS_setsockopt, fd, level, opt, p, sizeof(val));
+	uint64_t p;
+	int rc = inject_put(&r->inj, 1024, &val, sizeof(val), &p);
+	return rc < 0 ? rc : restore_call(r, SYS_setsockopt, fd, level, opt, p, sizeof(val));
 }
 
 static long bind_socket(struct restore *r, long fd, const struct image_fd *f)
 {
-	uint64_t a = restore_scratch_put(r, 0, f->data, f->data_len);
-	long ret = restore_call(r, SYS_bind, fd, a, f->data_len);
+	uint64_t a;
+	long ret = inject_put(&r->inj, 0, f->data, f->data_len, &a);
+	if (ret < 0)
+		return ret;
+	ret = restore_call(r, SYS_bind, fd, a, f->data_len);
 	if (ret == -EADDRNOTAVAIL && (f->sk_family == AF_INET || f->sk_family == AF_INET6)) {
 		/* The service address may arrive later (a takeover hook moves it). */
 		if (f->sk_family == AF_INET)
-			setsockopt_int(r, fd, IPPROTO_IP, IP_FREEBIND, 1);
+			ret = setsockopt_int(r, fd, IPPROTO_IP, IP_FREEBIND, 1);
 		else
-			setsockopt_int(r, fd, IPPROTO_IPV6, IPV6_FREEBIND, 1);
-		ret = restore_call(r, SYS_bind, fd, a, f->data_len);
+			ret = setsockopt_int(r, fd, IPPROTO_IPV6, IPV6_FREEBIND, 1);
+		if (ret >= 0)
+			ret = restore_call(r, SYS_bind, fd, a, f->data_len);
 	}
 	return ret;
+}
+
+/* A path socket leaves its file behind; the old process will not use it again. */
+static long unlink_socket_path(struct restore *r, const struct image_fd *f)
+{
+	const char *path = (const char *)f->data + offsetof(struct sockaddr_un, sun_path);
+	char buf[109];
+	uint64_t p;
+
+	snprintf(buf, sizeof(buf), "%.*s", (int)strnlen(path, 108), path);
+	long ret = inject_put(&r->inj, 2048, buf, strlen(buf) + 1, &p);
+	if (ret >= 0)
+		ret = restore_call(r, SYS_unlinkat, AT_FDCWD, p, 0);
+	return ret == -ENOENT ? 0 : ret;
+}
+
+static long socket_setup(struct restore *r, long fd, const struct image_fd *f)
+{
+	long ret = 0;
+
+	if (f->sk_reuseaddr && (ret = setsockopt_int(r, fd, SOL_SOCKET, SO_REUSEADDR, 1)) < 0)
+		return restore_fail(r, ret, "fd %d: cannot set SO_REUSEADDR", f->fd);
+	if (f->sk_family == AF_INET6 &&
+	    (ret = setsockopt_int(r, fd, IPPROTO_IPV6, IPV6_V6ONLY, f->sk_v6only)) < 0)
+		return restore_fail(r, ret, "fd %d: cannot set IPV6_V6ONLY", f->fd);
+	if (f->sk_family == AF_UNIX && f->data_len > offsetof(struct sockaddr_un, sun_path) + 1 &&
+	    f->data[offsetof(struct sockaddr_un, sun_path)] != 0 &&
+	    (ret = unlink_socket_path(r, f)) < 0)
+		return restore_fail(r, ret, "fd %d: cannot remove the old socket file (unlinkat)",
+				    f->fd);
+	bool bound = f->data_len > sizeof(sa_family_t);
+	if (f->kind == FD_SOCK_DGRAM && f->data_len >= 4)
+		bound = ((const struct sockaddr_in *)f->data)->sin_port != 0;
+	if (bound && (ret = bind_socket(r, fd, f)) < 0)
+		return restore_fail(r, ret, "fd %d: cannot bind the socket to its old address",
+				    f->fd);
+	if (f->kind == FD_SOCK_LISTEN &&
+	    (ret = restore_call(r, SYS_listen, fd, f->count ? f->count : SOMAXCONN)) < 0)
+		return restore_fail(r, ret, "fd %d: cannot listen", f->fd);
+	return 0;
 }
 
 static long create_socket(struct restore *r, const struct image_fd *f)
 {
 	long fd = restore_call(r, SYS_socket, f->sk_family, f->sk_type | SOCK_CLOEXEC, f->sk_proto);
-	long ret;
-
 	if (fd < 0)
-		return fd;
-	if (f->sk_reuseaddr)
-		setsockopt_int(r, fd, SOL_SOCKET, SO_REUSEADDR, 1);
-	if (f->sk_family == AF_INET6)
-		setsockopt_int(r, fd, IPPROTO_IPV6, IPV6_V6ONLY, f->sk_v6only);
-	if (f->sk_family == AF_UNIX && f->data_len > offsetof(struct sockaddr_un, sun_path) + 1 &&
-	    f->data[offsetof(struct sockaddr_un, sun_path)] != 0) {
-		/* A path socket leaves its file behind; the old process will not use it again. */
-		const char *path = (const char *)f->data + offsetof(struct sockaddr_un, sun_path);
-		uint64_t p = restore_scratch_put(r, 2048, path, strnlen(path, 108));
-		restore_call(r, SYS_unlinkat, AT_FDCWD, p, 0);
-	}
-	bool bound = f->data_len > sizeof(sa_family_t);
-	if (f->kind == FD_SOCK_DGRAM && f->data_len >= 4)
-		bound = ((const struct sockaddr_in *)f->data)->sin_port != 0;
-	if (bound) {
-		ret = bind_socket(r, fd, f);
-		if (ret < 0) {
-			restore_call(r, SYS_close, fd);
-			return ret;
-		}
-	}
-	if (f->kind == FD_SOCK_LISTEN) {
-		ret = restore_call(r, SYS_listen, fd, f->count ? f->count : SOMAXCONN);
-		if (ret < 0) {
-			restore_call(r, SYS_close, fd);
-			return ret;
-		}
+		return restore_fail(r, fd, "fd %d: cannot create a socket of family %u (socket)",
+				    f->fd, f->sk_family);
+	long ret = socket_setup(r, fd, f);
+	if (ret < 0) {
+		(void)restore_call(r, SYS_close, fd); /* the restore fails anyway */
+		return ret;
 	}
 	return fd;
 }
@@ -145,15 +221,19 @@ static long create_socket(struct restore *r, const struct image_fd *f)
 /* A connected socket whose peer is gone: one end of a pair whose other end we close. */
 static long create_dead_socket(struct restore *r, const struct image_fd *f)
 {
-	int sv[2];
-	uint64_t a = restore_scratch_put(r, 0, (int[2]){-1, -1}, sizeof(sv));
+	int sv[2] = {-1, -1};
+	uint64_t a;
 	int type = f->sk_type == SOCK_DGRAM ? SOCK_DGRAM : SOCK_STREAM;
-	long ret = restore_call(r, SYS_socketpair, AF_UNIX, type | SOCK_CLOEXEC, 0, a);
+	long ret = inject_put(&r->inj, 0, sv, sizeof(sv), &a);
+	if (ret >= 0)
+		ret = restore_call(r, SYS_socketpair, AF_UNIX, type | SOCK_CLOEXEC, 0, a);
+	if (ret >= 0)
+		ret = inject_get(&r->inj, a, sv, sizeof(sv));
+	if (ret >= 0)
+		ret = restore_call(r, SYS_close, sv[1]);
 	if (ret < 0)
-		return ret;
-	if (tracer_peek(r->memfd, a, sv, sizeof(sv)) < 0)
-		return -EIO;
-	restore_call(r, SYS_close, sv[1]);
+		return restore_fail(r, ret, "fd %d: cannot create a closed socket (socketpair)",
+				    f->fd);
 	return sv[0];
 }
 
@@ -171,12 +251,23 @@ static bool output_lost(const struct image *img, const struct image_fd *f)
 	return f->kind == FD_PIPE && f->pipe_write && !has_reader(img, f->ino);
 }
 
+static long simple_fd(struct restore *r, const struct image_fd *f, long nr, uint64_t a1,
+		      uint64_t a2)
+{
+	long fd = restore_call(r, nr, a1, a2);
+	return fd < 0 ? restore_fail(r, fd, "fd %d: cannot create %s", f->fd,
+				     fd_kind_name(f->kind))
+		      : fd;
+}
+
+/* Each returns the new descriptor, or a negative errno it has already logged. */
 static long create_fd(struct restore *r, const struct image_fd *f, long *other)
 {
 	*other = -1;
 	if (output_lost(r->img, f)) {
 		log_warn("fd %d: its reader is gone, redirecting it to /dev/null", f->fd);
-		return open_path(r, "/dev/null", O_RDWR);
+		long fd = open_path(r, "/dev/null", O_RDWR);
+		return fd < 0 ? restore_fail(r, fd, "fd %d: cannot open /dev/null", f->fd) : fd;
 	}
 	switch (f->kind) {
 	case FD_REG:
@@ -185,23 +276,60 @@ static long create_fd(struct restore *r, const struct image_fd *f, long *other)
 	case FD_PIPE:
 		return create_pipe(r, f, other);
 	case FD_EVENTFD:
-		return restore_call(r, SYS_eventfd2, f->count, O_CLOEXEC);
+		return simple_fd(r, f, SYS_eventfd2, f->count, O_CLOEXEC);
 	case FD_EPOLL:
-		return restore_call(r, SYS_epoll_create1, EPOLL_CLOEXEC);
+		return simple_fd(r, f, SYS_epoll_create1, EPOLL_CLOEXEC, 0);
 	case FD_SOCK_LISTEN:
 	case FD_SOCK_DGRAM:
 		return create_socket(r, f);
 	case FD_SOCK_DEAD:
 		return create_dead_socket(r, f);
 	}
-	return -EINVAL;
+	return restore_fail(r, -EINVAL, "fd %d: unknown kind %u", f->fd, f->kind);
 }
 
-static int park(struct restore *r, long fd, long parked)
+/* Give a new descriptor the file status flags (O_NONBLOCK, O_APPEND, ...) the old one had. */
+static int set_flags(struct restore *r, long fd, const struct image_fd *f)
 {
-	long ret = restore_call(r, SYS_dup3, fd, parked, O_CLOEXEC);
-	restore_call(r, SYS_close, fd);
-	return ret < 0 ? ret : 0;
+	long ret = restore_call(r, SYS_fcntl, fd, F_SETFL, f->flags & SETFL_MASK);
+	return ret < 0 ? restore_fail(r, ret, "fd %d (%s): cannot set its flags %#x (F_SETFL)",
+				      f->fd, f->path ? f->path : fd_kind_name(f->kind),
+				      f->flags & SETFL_MASK)
+		       : 0;
+}
+
+/* dup3 fd to `to`, then close fd. */
+static int move_fd(struct restore *r, long fd, long to, int flags, const struct image_fd *f)
+{
+	long ret = restore_call(r, SYS_dup3, fd, to, flags);
+	if (ret < 0)
+		return restore_fail(r, ret, "fd %d: cannot move it from %ld to %ld (dup3)", f->fd,
+				    fd, to);
+	ret = restore_call(r, SYS_close, fd);
+	return ret < 0 ? restore_fail(r, ret, "fd %d: cannot close %ld (close)", f->fd, fd) : 0;
+}
+
+/* The other end of a pipe goes to whichever old fd held it, if any; else it is closed. */
+static int place_other_end(struct restore *r, long *parked, long park_base, size_t i, long other)
+{
+	const struct image *img = r->img;
+	const struct image_fd *f = &img->fds[i];
+
+	for (size_t j = i + 1; j < img->n_fds; j++) {
+		const struct image_fd *g = &img->fds[j];
+		if (g->kind == FD_PIPE && g->ino == f->ino && g->pipe_write != f->pipe_write &&
+		    !output_lost(img, g) && parked[j] < 0) {
+			int rc = set_flags(r, other, g);
+			if (rc < 0)
+				return rc;
+			parked[j] = park_base + j;
+			return move_fd(r, other, parked[j], O_CLOEXEC, g);
+		}
+	}
+	long ret = restore_call(r, SYS_close, other);
+	return ret < 0 ? restore_fail(r, ret, "fd %d: cannot close the unused end of pipe %lu",
+				      f->fd, (unsigned long)f->ino)
+		       : 0;
 }
 
 static int create_all(struct restore *r, long *parked, long park_base)
@@ -210,35 +338,22 @@ static int create_all(struct restore *r, long *parked, long park_base)
 
 	for (size_t i = 0; i < img->n_fds; i++) {
 		const struct image_fd *f = &img->fds[i];
-		long other, fd, ret;
+		long other;
 
 		if (parked[i] >= 0)
 			continue;
-		fd = create_fd(r, f, &other);
+		long fd = create_fd(r, f, &other);
 		if (fd < 0)
-			return log_error_errno(fd, "cannot recreate fd %d (%s)", f->fd,
-					       f->path ? f->path : fd_kind_name(f->kind));
-		restore_call(r, SYS_fcntl, fd, F_SETFL, f->flags & SETFL_MASK);
+			return fd;
+		int rc = set_flags(r, fd, f);
+		if (rc < 0)
+			return rc;
 		parked[i] = park_base + i;
-		ret = park(r, fd, parked[i]);
-		if (ret < 0)
-			return log_error_errno(ret, "cannot move fd %d", f->fd);
-		if (other < 0)
-			continue;
-		/* The other end of a pipe goes to whichever old fd held it, if any. */
-		for (size_t j = i + 1; j < img->n_fds; j++) {
-			const struct image_fd *g = &img->fds[j];
-			if (g->kind == FD_PIPE && g->ino == f->ino && g->pipe_write != f->pipe_write &&
-			    !output_lost(img, g) && parked[j] < 0) {
-				restore_call(r, SYS_fcntl, other, F_SETFL, g->flags & SETFL_MASK);
-				parked[j] = park_base + j;
-				ret = restore_call(r, SYS_dup3, other, parked[j], O_CLOEXEC);
-				if (ret < 0)
-					return log_error_errno(ret, "cannot move fd %d", g->fd);
-				break;
-			}
-		}
-		restore_call(r, SYS_close, other);
+		rc = move_fd(r, fd, parked[i], O_CLOEXEC, f);
+		if (rc < 0)
+			return rc;
+		if (other >= 0 && (rc = place_other_end(r, parked, park_base, i, other)) < 0)
+			return rc;
 	}
 	return 0;
 }
@@ -248,11 +363,13 @@ static int add_epoll_targets(struct restore *r, const struct image_fd *ep)
 	for (uint32_t k = 0; k < ep->n_tfds; k++) {
 		const struct image_epoll_tfd *t = &ep->tfds[k];
 		struct epoll_event ev = {.events = t->events, .data.u64 = t->data};
-		uint64_t a = restore_scratch_put(r, 0, &ev, sizeof(ev));
-		long ret = restore_call(r, SYS_epoll_ctl, ep->fd, EPOLL_CTL_ADD, t->fd, a);
+		uint64_t a;
+		long ret = inject_put(&r->inj, 0, &ev, sizeof(ev), &a);
+		if (ret >= 0)
+			ret = restore_call(r, SYS_epoll_ctl, ep->fd, EPOLL_CTL_ADD, t->fd, a);
 		if (ret < 0)
-			return log_error_errno(ret, "cannot add fd %d to epoll fd %d", t->fd,
-					       ep->fd);
+			return restore_fail(r, ret, "fd %d: cannot add fd %d to it (epoll_ctl)",
+					    ep->fd, t->fd);
 	}
 	return 0;
 }
@@ -268,12 +385,15 @@ int restore_fds(struct restore *r)
 	long park_base = max_fd + 1 + 16;
 	_cleanup_free_ long *parked = malloc(sizeof(long) * (img->n_fds + 1));
 	if (!parked)
-		return -ENOMEM;
+		return restore_fail(r, -ENOMEM, "no memory for %zu descriptors", img->n_fds);
 	for (size_t i = 0; i < img->n_fds; i++)
 		parked[i] = -1;
 
 	/* Whatever the husk inherited from us must not leak into the service. */
-	restore_call(r, SYS_close_range, 0, ~0U, 0);
+	long ret = restore_call(r, SYS_close_range, 0, ~0U, 0);
+	if (ret < 0)
+		return restore_fail(r, ret, "cannot close the descriptors the husk inherited "
+				    "(close_range)");
 	rc = create_all(r, parked, park_base);
 	if (rc < 0)
 		return rc;
@@ -281,10 +401,9 @@ int restore_fds(struct restore *r)
 		const struct image_fd *f = &img->fds[i];
 		if (parked[i] < 0)
 			continue;
-		long ret = restore_call(r, SYS_dup3, parked[i], f->fd, f->cloexec ? O_CLOEXEC : 0);
-		restore_call(r, SYS_close, parked[i]);
-		if (ret < 0)
-			return log_error_errno(ret, "cannot place fd %d", f->fd);
+		rc = move_fd(r, parked[i], f->fd, f->cloexec ? O_CLOEXEC : 0, f);
+		if (rc < 0)
+			return rc;
 	}
 	for (size_t i = 0; i < img->n_fds; i++)
 		if (img->fds[i].kind == FD_EPOLL) {

@@ -24,7 +24,10 @@ static pid_t new_tid_of(const struct restore *r, uint64_t old)
 static int patch_go_ms(struct restore *r, const struct go_binary *gb)
 {
 	uint64_t m;
-	int rc = tracer_peek(r->memfd, gb->allm_addr, &m, sizeof(m));
+	int rc = inject_fault(&r->inj);
+	if (rc < 0)
+		return rc;
+	rc = tracer_peek(r->memfd, gb->allm_addr, &m, sizeof(m));
 	if (rc < 0)
 		return rc;
 	for (int n = 0; m && n < 100000; n++) {
@@ -58,16 +61,21 @@ int restore_patch_tids(struct restore *r)
 	for (size_t i = 0; i < r->n_threads; i++) {
 		const struct image_thread *it = &r->img->threads[i];
 		int32_t tid = r->threads[i].tid;
-		if (it->clear_tid_addr && tracer_poke(r->memfd, it->clear_tid_addr, &tid,
-						      sizeof(tid)) < 0)
-			log_warn("thread %d: cannot update its cached thread id", it->tid);
+		if (!it->clear_tid_addr)
+			continue;
+		int rc = inject_fault(&r->inj);
+		if (rc >= 0)
+			rc = tracer_poke(r->memfd, it->clear_tid_addr, &tid, sizeof(tid));
+		if (rc < 0)
+			return restore_fail(r, rc, "thread %d: cannot update its cached thread id at "
+					    "%#lx", it->tid, (unsigned long)it->clear_tid_addr);
 	}
 	struct go_debuginfo di;
 	int rc = go_debuginfo_find(r->img->exe, r->opts->debug_file, r->opts->debug_root, &di);
 	if (rc >= 0 && di.source != GO_DEBUG_NONE)
 		rc = go_binary_inspect(r->img->exe, di.path, &gb);
 	if (rc < 0)
-		return log_error_errno(rc, "cannot read %s", r->img->exe);
+		return restore_fail(r, rc, "cannot read %s", r->img->exe);
 	if (di.source == GO_DEBUG_NONE) {
 		log_warn("threads have new ids and Go's preemption signals to them may go astray: "
 			 "%s",
@@ -85,6 +93,7 @@ int restore_patch_tids(struct restore *r)
 			 go_debug_source_name(di.source));
 	rc = patch_go_ms(r, &gb);
 	if (rc < 0)
-		return log_error_errno(rc, "cannot patch the Go runtime's thread ids");
+		return restore_fail(r, rc, "cannot patch the Go runtime's thread ids (m.procid from "
+				    "runtime.allm at %#lx)", (unsigned long)gb.allm_addr);
 	return 0;
 }

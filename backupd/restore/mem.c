@@ -49,8 +49,8 @@ static int unmap_husk(struct restore *r)
 			continue;
 		long ret = restore_call(r, SYS_munmap, v->start, v->end - v->start);
 		if (ret < 0)
-			return log_error_errno(ret, "cannot unmap husk mapping %#lx-%#lx",
-					       (unsigned long)v->start, (unsigned long)v->end);
+			return restore_fail(r, ret, "cannot unmap husk mapping %#lx-%#lx (munmap)",
+					    (unsigned long)v->start, (unsigned long)v->end);
 	}
 	return 0;
 }
@@ -80,7 +80,7 @@ static int move_vdso(struct restore *r)
 		return 0;
 	uint64_t tmp = restore_find_free_area(r, hi - lo);
 	if (!tmp)
-		return -ENOMEM;
+		return restore_fail(r, -ENOMEM, "no free address range to move the vDSO through");
 
 	for (int phase = 0; phase < 2; phase++)
 		for (size_t i = 0; i < r->n_husk_vmas; i++) {
@@ -97,22 +97,24 @@ static int move_vdso(struct restore *r)
 				if (!old) {
 					long ret = restore_call(r, SYS_munmap, from, len);
 					if (ret < 0)
-						return ret;
+						return restore_fail(r, ret, "cannot unmap %s at %#lx "
+								    "(munmap)", v->path,
+								    (unsigned long)from);
 					continue;
 				}
 				if (old->end - old->start != len)
-					return log_error_errno(-EXDEV,
-							       "%s is %lu bytes here and was %lu: the "
-							       "kernels differ",
-							       v->path, (unsigned long)len,
-							       (unsigned long)(old->end - old->start));
+					return restore_fail(r, -EXDEV,
+							    "%s is %lu bytes here and was %lu: the "
+							    "kernels differ",
+							    v->path, (unsigned long)len,
+							    (unsigned long)(old->end - old->start));
 				to = old->start;
 			}
 			long ret = restore_call(r, SYS_mremap, from, len, len,
 						MREMAP_MAYMOVE | MREMAP_FIXED, to);
-			if (ret < 0)
-				return log_error_errno(ret, "cannot move %s to %#lx", v->path,
-						       (unsigned long)to);
+			if (ret < 0 && ret > -4096)
+				return restore_fail(r, ret, "cannot move %s from %#lx to %#lx (mremap)",
+						    v->path, (unsigned long)from, (unsigned long)to);
 		}
 	return 0;
 }
@@ -122,11 +124,14 @@ static int open_in_husk(struct restore *r, const struct image_vma *v, int *fds)
 	if (fds[v->file] >= 0)
 		return fds[v->file];
 	const char *path = r->img->files[v->file].path;
-	uint64_t p = restore_scratch_put(r, 0, path, strlen(path) + 1);
+	uint64_t p;
 	int flags = (v->shared && (v->prot & PROT_WRITE)) ? O_RDWR : O_RDONLY;
-	long fd = restore_call(r, SYS_openat, AT_FDCWD, p, flags | O_CLOEXEC, 0);
+	long fd = inject_put(&r->inj, 0, path, strlen(path) + 1, &p);
+	if (fd >= 0)
+		fd = restore_call(r, SYS_openat, AT_FDCWD, p, flags | O_CLOEXEC | O_NONBLOCK, 0);
 	if (fd < 0)
-		return log_error_errno(fd, "cannot open %s in the restored process", path);
+		return restore_fail(r, fd, "mapping %#lx-%#lx: cannot open %s (openat)",
+				    (unsigned long)v->start, (unsigned long)v->end, path);
 	fds[v->file] = fd;
 	return fd;
 }
@@ -148,11 +153,12 @@ static int map_vma(struct restore *r, const struct image_vma *v, int *fds)
 	ret = restore_call(r, SYS_mmap, v->start, v->end - v->start, v->prot, flags, fd,
 			   v->kind == VMA_FILE ? v->pgoff : 0);
 	if (ret < 0 && ret > -4096)
-		return log_error_errno(ret, "cannot map %#lx-%#lx", (unsigned long)v->start,
-				       (unsigned long)v->end);
+		return restore_fail(r, ret, "mapping %#lx-%#lx: cannot map it (mmap)",
+				    (unsigned long)v->start, (unsigned long)v->end);
 	if ((uint64_t)ret != v->start)
-		return log_error_errno(-EFAULT, "mapping %#lx landed at %#lx",
-				       (unsigned long)v->start, (unsigned long)ret);
+		return restore_fail(r, -EFAULT, "mapping %#lx-%#lx landed at %#lx",
+				    (unsigned long)v->start, (unsigned long)v->end,
+				    (unsigned long)ret);
 	return 0;
 }
 
@@ -163,7 +169,7 @@ static int map_image_vmas(struct restore *r)
 	int rc = 0;
 
 	if (!fds)
-		return -ENOMEM;
+		return restore_fail(r, -ENOMEM, "no memory for %zu files", img->n_files);
 	for (size_t i = 0; i < img->n_files; i++)
 		fds[i] = -1;
 	for (size_t i = 0; i < img->n_vmas && rc == 0; i++) {
@@ -172,9 +178,12 @@ static int map_image_vmas(struct restore *r)
 			continue;
 		rc = map_vma(r, v, fds);
 	}
-	for (size_t i = 0; i < img->n_files; i++)
-		if (fds[i] >= 0)
-			restore_call(r, SYS_close, fds[i]);
+	for (size_t i = 0; i < img->n_files && rc == 0; i++) {
+		long ret = fds[i] >= 0 ? restore_call(r, SYS_close, fds[i]) : 0;
+		if (ret < 0)
+			rc = restore_fail(r, ret, "cannot close %s after mapping it (close)",
+					  img->files[i].path);
+	}
 	return rc;
 }
 
@@ -183,12 +192,14 @@ static int write_pages(struct restore *r)
 	const struct image *img = r->img;
 	for (size_t i = 0; i < img->n_runs; i++) {
 		const struct image_pagerun *run = &img->runs[i];
-		int rc = tracer_poke(r->memfd, run->addr, img->pages + run->offset,
-				     run->npages * PAGE_SIZE);
+		int rc = inject_fault(&r->inj);
+		if (rc >= 0)
+			rc = tracer_poke(r->memfd, run->addr, img->pages + run->offset,
+					 run->npages * PAGE_SIZE);
 		if (rc < 0)
-			return log_error_errno(rc, "cannot write memory %#lx-%#lx",
-					       (unsigned long)run->addr,
-					       (unsigned long)(run->addr + run->npages * PAGE_SIZE));
+			return restore_fail(r, rc, "cannot write memory %#lx-%#lx",
+					    (unsigned long)run->addr,
+					    (unsigned long)(run->addr + run->npages * PAGE_SIZE));
 	}
 	return 0;
 }

@@ -11,6 +11,7 @@
  */
 #include <linux/sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -20,20 +21,16 @@
 #include "restore.h"
 #include "util.h"
 
-uint64_t restore_scratch_put(struct restore *r, size_t off, const void *p, size_t len)
+int restore_fail(struct restore *r, int rc, const char *fmt, ...)
 {
-	if (off + len > AREA_SCRATCH_LEN)
-		return 0;
-	uint64_t a = r->area + AREA_SCRATCH + off;
-	return tracer_poke(r->memfd, a, p, len) < 0 ? 0 : a;
-}
+	char what[1024];
+	va_list ap;
 
-long restore_leader_call(struct restore *r, long nr, uint64_t a1, uint64_t a2, uint64_t a3,
-			 uint64_t a4, uint64_t a5, uint64_t a6)
-{
-	long ret;
-	int rc = tracer_syscall(&r->threads[0], &ret, nr, a1, a2, a3, a4, a5, a6);
-	return rc < 0 ? rc : ret;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	return log_error_errno(rc, "restore step %s: %s%s", r->inj.step, what,
+			       rc == -ECANCELED && r->inj.fault.n ? " (fault point)" : "");
 }
 
 static pid_t husk_fork(pid_t want)
@@ -58,9 +55,12 @@ static int husk_start(struct restore *r)
 
 	pid_t pid = husk_fork(r->img->pid);
 	if (pid < 0)
-		return log_error_errno(-errno, "cannot fork");
+		return restore_fail(r, -errno, "cannot fork the husk for %s", exe);
 	if (pid == 0) {
 		char *argv[] = {(char *)exe, NULL}, *envp[] = {NULL};
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL); /* each thread's own mask comes last */
 		setsid();
 		if (restore_timens_enter(&r->timens) < 0) /* entered at exec */
 			_exit(126);
@@ -71,12 +71,18 @@ static int husk_start(struct restore *r)
 	}
 	r->pid = pid;
 	r->same_tids = pid == r->img->pid;
+	if (r->report_fd >= 0)
+		dprintf(r->report_fd, "husk %d\n", pid);
 	r->threads[0].tid = pid;
-	if (waitpid(pid, &status, __WALL) < 0 || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
-		return log_error_errno(-ECHILD, "%s did not start under ptrace", exe);
-	if (ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL) < 0)
-		return log_error_errno(-errno, "cannot set ptrace options on the husk");
-	return tracer_get_regs(pid, &r->threads[0].regs);
+	int rc = tracer_wait_until(pid, &status, now_us() + RESTORE_CALL_TIMEOUT_MS * 1000ULL);
+	if (rc < 0 || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
+		return restore_fail(r, rc < 0 ? rc : -ECHILD, "%s did not start under ptrace", exe);
+	rc = inject_fault(&r->inj);
+	if (rc >= 0 && ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL) < 0)
+		rc = -errno;
+	if (rc >= 0)
+		rc = tracer_get_regs(pid, &r->threads[0].regs);
+	return rc < 0 ? restore_fail(r, rc, "cannot set ptrace options on husk %d", pid) : 0;
 }
 
 /* Map our working area into the husk, using a syscall instruction planted at its entry point. */
@@ -84,111 +90,160 @@ static int husk_map_area(struct restore *r)
 {
 	static const uint8_t code[] = {0x0f, 0x05, 0xcc}; /* syscall; int3 */
 	struct tracee *leader = &r->threads[0];
-	long ret;
 
 	ssize_t n = proc_read_maps(r->pid, &r->husk_vmas);
 	if (n < 0)
-		return log_error_errno(n, "cannot read the husk's mappings");
+		return restore_fail(r, n, "cannot read the mappings of husk %d", r->pid);
 	r->n_husk_vmas = n;
 	r->memfd = tracer_mem_open(r->pid, 1);
 	if (r->memfd < 0)
-		return log_error_errno(r->memfd, "cannot open the husk's memory");
+		return restore_fail(r, r->memfd, "cannot open the memory of husk %d", r->pid);
+	r->inj.memfd = r->memfd;
 	uint64_t area = restore_find_free_area(r, AREA_LEN);
 	if (!area)
-		return log_error_errno(-ENOMEM, "no free address range for the restorer area");
+		return restore_fail(r, -ENOMEM, "no free address range for the restorer area");
 
 	/* The husk's own code is about to be unmapped, so borrowing its first bytes is harmless. */
 	leader->insn = leader->regs.rip;
 	int rc = tracer_poke(r->memfd, leader->insn, code, 2);
 	if (rc < 0)
-		return log_error_errno(rc, "cannot write into the husk");
-	rc = tracer_call(leader, &ret, SYS_mmap, area, AREA_LEN, PROT_READ | PROT_WRITE | PROT_EXEC,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-	if (rc < 0 || (uint64_t)ret != area)
-		return log_error_errno(rc < 0 ? rc : -ENOMEM, "cannot map the restorer area");
+		return restore_fail(r, rc, "cannot write a syscall instruction at %#lx",
+				    (unsigned long)leader->insn);
+	long ret = restore_call(r, SYS_mmap, area, AREA_LEN, PROT_READ | PROT_WRITE | PROT_EXEC,
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (ret < 0 && ret > -4096)
+		return restore_fail(r, ret, "cannot map the restorer area at %#lx (mmap)",
+				    (unsigned long)area);
+	if ((uint64_t)ret != area)
+		return restore_fail(r, -ENOMEM, "the restorer area landed at %#lx, not %#lx",
+				    (unsigned long)ret, (unsigned long)area);
 	r->area = area;
+	r->inj.scratch = area + AREA_SCRATCH;
+	r->inj.scratch_len = AREA_SCRATCH_LEN;
 	leader->insn = area + AREA_CODE;
-	return tracer_poke(r->memfd, leader->insn, code, sizeof(code));
+	rc = tracer_poke(r->memfd, leader->insn, code, sizeof(code));
+	return rc < 0 ? restore_fail(r, rc, "cannot write the restorer code at %#lx",
+				     (unsigned long)leader->insn)
+		      : 0;
 }
 
 /* Last call in the leader: take our area away again. */
 static int husk_unmap_area(struct restore *r)
 {
 	long ret = restore_call(r, SYS_munmap, r->area, AREA_LEN);
-	return ret < 0 ? log_error_errno(ret, "cannot unmap the restorer area") : 0;
+	return ret < 0 ? restore_fail(r, ret, "cannot unmap the restorer area at %#lx (munmap)",
+				      (unsigned long)r->area)
+		       : 0;
 }
 
 static int release_all(struct restore *r)
 {
 	for (size_t i = 0; i < r->n_threads; i++) {
 		struct tracee *t = &r->threads[i];
-		if (ptrace(PTRACE_DETACH, t->tid, 0, 0) < 0)
-			return log_error_errno(-errno, "cannot release thread %d", t->tid);
+		int rc = inject_fault(&r->inj);
+		if (rc >= 0 && ptrace(PTRACE_DETACH, t->tid, 0, 0) < 0)
+			rc = -errno;
+		if (rc < 0)
+			return restore_fail(r, rc, "cannot release thread %d", t->tid);
+	}
+	return 0;
+}
+
+/* The caller may want to record the pid before the process can run on its own. */
+static int await_go(struct restore *r)
+{
+	char go;
+	ssize_t n;
+
+	if (r->report_fd < 0 || r->go_fd < 0)
+		return 0;
+	int rc = inject_fault(&r->inj);
+	if (rc >= 0 && dprintf(r->report_fd, "ready %d\n", r->pid) < 0)
+		rc = -errno;
+	while (rc >= 0 && (n = read(r->go_fd, &go, 1)) != 1)
+		if (n == 0 || errno != EINTR)
+			rc = n == 0 ? -ECONNABORTED : -errno;
+	return rc < 0 ? restore_fail(r, rc, "no go-ahead to release pid %d", r->pid) : 0;
+}
+
+static int plan_timens(struct restore *r)
+{
+	return restore_timens_plan(r->img, &r->timens);
+}
+
+/* In order; each logs its own error, naming itself (restore_fail) and the resource. */
+static const struct {
+	const char *name;
+	int (*run)(struct restore *r);
+} steps[] = {
+	{"timens", plan_timens},
+	{"husk", husk_start},
+	{"rlimits", restore_rlimits},
+	{"area", husk_map_area},
+	{"mem", restore_mem},
+	{"fds", restore_fds},
+	{"signals", restore_sigactions},
+	{"misc", restore_misc},
+	{"threads", restore_threads},
+	{"gopatch", restore_patch_tids},
+	{"creds", restore_creds}, /* after everything that needs root */
+	{"unmap-area", husk_unmap_area},
+	{"registers", restore_threads_finish},
+	{"ready", await_go},
+	{"release", release_all},
+};
+
+static int restore_steps(struct restore *r)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(steps); i++) {
+		inject_step(&r->inj, steps[i].name);
+		int rc = steps[i].run(r);
+		if (rc < 0)
+			return rc;
 	}
 	return 0;
 }
 
 /*
- * A failed restore leaves nothing running. The threads we cloned are traced
- * by us, so each must be reaped by its own tid before the leader's exit can
- * be reported: waiting for the leader alone would wait forever.
+ * A failed restore leaves nothing: SIGKILL takes every thread; the traced
+ * ones stay zombies until we reap them, and the leader only after them.
  */
 static void husk_kill(struct restore *r)
 {
 	kill(r->pid, SIGKILL);
-	for (size_t i = 1; i < r->n_threads; i++)
-		waitpid(r->threads[i].tid, NULL, __WALL);
-	waitpid(r->pid, NULL, __WALL);
-}
-
-static int restore_steps(struct restore *r)
-{
-	int rc = restore_timens_plan(r->img, &r->timens);
-	if (rc >= 0)
-		rc = husk_start(r);
-	if (rc >= 0)
-		rc = restore_rlimits(r);
-	if (rc >= 0)
-		rc = husk_map_area(r);
-	if (rc >= 0)
-		rc = restore_mem(r);
-	if (rc >= 0)
-		rc = restore_fds(r);
-	if (rc >= 0)
-		rc = restore_sigactions(r);
-	if (rc >= 0)
-		rc = restore_misc(r);
-	if (rc >= 0)
-		rc = restore_threads(r);
-	if (rc >= 0)
-		rc = restore_patch_tids(r);
-	if (rc >= 0)
-		rc = restore_creds(r); /* after everything that needs root */
-	if (rc >= 0)
-		rc = husk_unmap_area(r);
-	if (rc >= 0)
-		rc = restore_threads_finish(r);
-	return rc;
+	for (size_t i = r->n_threads; i-- > 0;)
+		while (waitpid(r->threads[i].tid, NULL, __WALL) < 0 && errno == EINTR)
+			;
 }
 
 int restore_image_mem_opts(const struct image *img, const struct restore_opts *opts,
 			   pid_t *pid_out)
 {
+	return restore_image_mem_report(img, opts, -1, -1, pid_out);
+}
+
+int restore_image_mem_report(const struct image *img, const struct restore_opts *opts,
+			     int report_fd, int go_fd, pid_t *pid_out)
+{
 	static const struct restore_opts defaults = {0};
 	char err[512];
 	int rc = restore_check_files(img, err, sizeof(err));
 	if (rc < 0) {
-		log_error("%s", err);
+		log_error("restore step files: %s", err);
 		return rc;
 	}
 
-	struct restore r = {.img = img, .opts = opts ? opts : &defaults, .memfd = -1, .n_threads = 1};
-	r.threads = calloc(img->n_threads, sizeof(*r.threads));
+	struct restore r = {.img = img, .opts = opts ? opts : &defaults, .memfd = -1, .n_threads = 1,
+			    .report_fd = report_fd, .go_fd = go_fd,
+			    .inj = {.memfd = -1, .timeout_ms = RESTORE_CALL_TIMEOUT_MS, .step = "start"}};
+	if (inject_read_fault(&r.inj.fault, "restore") < 0)
+		log_warn("CHECKSYNC_FAULT=%s is not restore-STEP:N[:hang]; ignored",
+			 getenv("CHECKSYNC_FAULT"));
+	r.threads = calloc(img->n_threads ? img->n_threads : 1, sizeof(*r.threads));
 	if (!r.threads)
-		return -ENOMEM;
+		return restore_fail(&r, -ENOMEM, "no memory for %zu threads", img->n_threads);
+	r.inj.t = &r.threads[0];
 	rc = restore_steps(&r);
-	if (rc >= 0)
-		rc = release_all(&r);
 	if (rc < 0 && r.pid > 0)
 		husk_kill(&r);
 	if (r.memfd >= 0)

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include "image/image.h"
+#include "inject.h"
 #include "proc.h"
 #include "tracer.h"
 
@@ -23,6 +24,9 @@
 #define AREA_STACK (AREA_SCRATCH + AREA_SCRATCH_LEN)
 #define AREA_STACK_LEN (16 * PAGE_SIZE)
 #define AREA_LEN (AREA_STACK + AREA_STACK_LEN)
+
+/* How long one injected call may take before the restore gives up on it. */
+#define RESTORE_CALL_TIMEOUT_MS 5000
 
 /* The time namespace the husk enters (timens.c): offsets from the host's clocks, ns. */
 struct timens_plan {
@@ -48,6 +52,9 @@ struct restore {
 	struct proc_vma *husk_vmas;
 	size_t n_husk_vmas;
 	struct timens_plan timens;
+	int report_fd;	     /* where to say the husk's pid; -1: nowhere */
+	int go_fd;	     /* where the go-ahead to release comes from; -1: none needed */
+	struct injector inj; /* in the leader; inj.step is the step running, named in errors */
 };
 
 /* restore.c */
@@ -62,15 +69,22 @@ int restore_image_mem(const struct image *img, pid_t *pid_out);
 int restore_image_opts(const char *dir, const struct restore_opts *opts, pid_t *pid_out);
 int restore_image_mem_opts(const struct image *img, const struct restore_opts *opts,
 			   pid_t *pid_out);
-/* Copy len bytes to the scratch page at off; returns the tracee address, or 0 on error. */
-uint64_t restore_scratch_put(struct restore *r, size_t off, const void *p, size_t len);
-/* Run a syscall in the leader; returns its result (negative errno on failure). */
-long restore_leader_call(struct restore *r, long nr, uint64_t a1, uint64_t a2, uint64_t a3,
-			 uint64_t a4, uint64_t a5, uint64_t a6);
-#define restore_call(r, nr, ...) restore_call_n(r, nr, __VA_ARGS__, 0, 0, 0, 0, 0, 0)
-#define restore_call_n(r, nr, a, b, c, d, e, f, ...)                                               \
-	restore_leader_call(r, nr, (uint64_t)(a), (uint64_t)(b), (uint64_t)(c), (uint64_t)(d),    \
-			    (uint64_t)(e), (uint64_t)(f))
+/*
+ * The same for restorer.c: "husk PID\n" goes to report_fd as soon as the husk
+ * exists, and "ready PID\n" just before its threads are let go; then one byte
+ * must come on go_fd (the daemon has recorded PID as serving), or the restore
+ * fails. Nothing of the image runs on its own before that byte.
+ */
+int restore_image_mem_report(const struct image *img, const struct restore_opts *opts,
+			     int report_fd, int go_fd, pid_t *pid_out);
+/*
+ * Log once, where the resource is known: "STEP: what: strerror(-rc)".
+ * Returns rc, for `return restore_fail(r, rc, "fd %d: ...", fd)`.
+ */
+int restore_fail(struct restore *r, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* A syscall in the leader: its result or a negative errno (inject.h). */
+#define restore_call(r, nr, ...) inject_call(&(r)->inj, nr, __VA_ARGS__)
 
 /* mem.c */
 uint64_t restore_find_free_area(const struct restore *r, uint64_t len);

@@ -35,32 +35,31 @@ static int clone_thread(struct restore *r, const struct image_thread *it, struct
 		.stack_size = AREA_STACK_LEN,
 	};
 	pid_t want = it->tid;
-	int status;
+	uint64_t a;
+	int status, rc = 0;
 
 	if (r->same_tids) {
-		args.set_tid = restore_scratch_put(r, 256, &want, sizeof(want));
+		rc = inject_put(&r->inj, 256, &want, sizeof(want), &a);
+		args.set_tid = a;
 		args.set_tid_size = 1;
 	}
-	uint64_t a = restore_scratch_put(r, 0, &args, sizeof(args));
+	if (rc >= 0)
+		rc = inject_put(&r->inj, 0, &args, sizeof(args), &a);
+	if (rc < 0)
+		return restore_fail(r, rc, "thread %d: cannot stage clone3", it->tid);
 	long tid = restore_call(r, SYS_clone3, a, sizeof(args));
 	if (tid < 0)
-		return log_error_errno(tid, "cannot recreate thread %d", it->tid);
+		return restore_fail(r, tid, "thread %d: cannot recreate it (clone3)", it->tid);
 	t->tid = tid;
 	t->insn = r->area + AREA_CODE;
 	/* The new thread is traced from birth and stops before running a single instruction. */
-	int rc = tracer_wait(tid, &status);
-	if (rc < 0)
-		return log_error_errno(rc, "new thread %ld vanished", tid);
-	return tracer_get_regs(tid, &t->regs);
+	rc = tracer_wait_until(tid, &status, now_us() + RESTORE_CALL_TIMEOUT_MS * 1000ULL);
+	if (rc >= 0)
+		rc = tracer_get_regs(tid, &t->regs);
+	return rc < 0 ? restore_fail(r, rc, "thread %d: new thread %ld did not stop", it->tid, tid)
+		      : 0;
 }
 
-static long thread_call(struct tracee *t, long nr, uint64_t a1, uint64_t a2, uint64_t a3,
-			uint64_t a4)
-{
-	long ret;
-	int rc = tracer_syscall(t, &ret, nr, a1, a2, a3, a4, 0, 0);
-	return rc < 0 ? rc : ret;
-}
 
 static int restore_thread_kernel_state(struct restore *r, struct tracee *t,
 				       const struct image_thread *it)
@@ -73,28 +72,37 @@ static int restore_thread_kernel_state(struct restore *r, struct tracee *t,
 			int32_t flags, pad;
 			uint64_t size;
 		} ss = {.sp = it->ss_sp, .flags = 0, .size = it->ss_size};
-		uint64_t p = restore_scratch_put(r, 512, &ss, sizeof(ss));
-		ret = thread_call(t, SYS_sigaltstack, p, 0, 0, 0);
+		uint64_t p;
+		ret = inject_put(&r->inj, 512, &ss, sizeof(ss), &p);
+		if (ret >= 0)
+			ret = inject_call_in(&r->inj, t, SYS_sigaltstack, p, 0, 0, 0);
 		if (ret < 0)
-			return log_error_errno(ret, "thread %d: cannot restore signal stack",
-					       it->tid);
+			return restore_fail(r, ret, "thread %d: cannot restore its signal stack at "
+					    "%#lx (sigaltstack)", it->tid, (unsigned long)it->ss_sp);
 	}
 	if (it->robust_head) {
-		ret = thread_call(t, SYS_set_robust_list, it->robust_head, it->robust_len, 0, 0);
+		ret = inject_call_in(&r->inj, t, SYS_set_robust_list, it->robust_head, it->robust_len, 0, 0);
 		if (ret < 0)
-			return log_error_errno(ret, "thread %d: cannot restore robust list",
-					       it->tid);
+			return restore_fail(r, ret, "thread %d: cannot restore its robust list at "
+					    "%#lx (set_robust_list)", it->tid,
+					    (unsigned long)it->robust_head);
 	}
 	if (it->rseq_addr) {
-		ret = thread_call(t, SYS_rseq, it->rseq_addr, it->rseq_len, 0, it->rseq_sig);
+		ret = inject_call_in(&r->inj, t, SYS_rseq, it->rseq_addr, it->rseq_len, 0, it->rseq_sig);
 		if (ret < 0)
-			return log_error_errno(ret, "thread %d: cannot register rseq", it->tid);
+			return restore_fail(r, ret, "thread %d: cannot register its rseq area at "
+					    "%#lx (rseq)", it->tid, (unsigned long)it->rseq_addr);
 	}
-	ret = thread_call(t, SYS_set_tid_address, it->clear_tid_addr, 0, 0, 0);
+	ret = inject_call_in(&r->inj, t, SYS_set_tid_address, it->clear_tid_addr, 0, 0, 0);
 	if (ret < 0)
-		return log_error_errno(ret, "thread %d: cannot set tid address", it->tid);
-	uint64_t name = restore_scratch_put(r, 512, it->comm, sizeof(it->comm));
-	thread_call(t, SYS_prctl, PR_SET_NAME, name, 0, 0);
+		return restore_fail(r, ret, "thread %d: cannot set its tid address %#lx "
+				    "(set_tid_address)", it->tid, (unsigned long)it->clear_tid_addr);
+	uint64_t name;
+	ret = inject_put(&r->inj, 512, it->comm, sizeof(it->comm), &name);
+	if (ret >= 0)
+		ret = inject_call_in(&r->inj, t, SYS_prctl, PR_SET_NAME, name, 0, 0);
+	if (ret < 0)
+		return restore_fail(r, ret, "thread %d: cannot set its name (PR_SET_NAME)", it->tid);
 	return 0;
 }
 
@@ -154,15 +162,17 @@ int restore_threads_finish(struct restore *r)
 		int rc;
 
 		t->regs = regs_for_resume(it);
-		rc = tracer_set_regs(t->tid, &t->regs);
+		rc = inject_fault(&r->inj);
+		if (rc >= 0)
+			rc = tracer_set_regs(t->tid, &t->regs);
 		if (rc >= 0 && it->xstate_len)
 			rc = tracer_set_xstate(t->tid, it->xstate, it->xstate_len);
 		if (rc >= 0 && ptrace(PTRACE_SETSIGMASK, t->tid, sizeof(it->sigmask),
 				      &it->sigmask) < 0)
 			rc = -errno;
 		if (rc < 0)
-			return log_error_errno(rc, "cannot set the registers of thread %d",
-					       it->tid);
+			return restore_fail(r, rc, "thread %d: cannot set its registers, FPU state "
+					    "or signal mask", it->tid);
 	}
 	return 0;
 }

@@ -364,6 +364,8 @@ int tc_recv(struct tclient *c, struct wire_msg *m, int ms, int hb_ms)
 		if (r == 1 && m->type == WIRE_HEARTBEAT) {
 			c->heartbeats_seen++;
 			c->last_heartbeat_epoch = m->heartbeat.epoch;
+			c->peer_time_us = m->heartbeat.time_us;
+			c->peer_at_us = now_us();
 			continue;
 		}
 		if (r == 1)

@@ -68,6 +68,7 @@ struct tclient {
 	uint64_t hb_seq;
 	uint64_t last_heartbeat_epoch; /* from the backup's heartbeats */
 	unsigned heartbeats_seen;
+	uint64_t peer_time_us, peer_at_us; /* the peer's newest heartbeat stamp, when it came */
 };
 
 /* Connect and handshake; NULL with err filled (a refused certificate may only show on first read).

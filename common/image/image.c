@@ -71,3 +71,9 @@ int image_add_file(struct image *img, const char *path)
 		return -ENOMEM;
 	return img->n_files - 1;
 }
+
+bool vma_carries_contents(bool shared, uint32_t kind)
+{
+	return !shared &&
+	       (kind == VMA_ANON || kind == VMA_FILE || kind == VMA_HEAP || kind == VMA_STACK);
+}

@@ -197,6 +197,14 @@ struct image {
 
 struct image *image_new(void);
 void image_free(struct image *img);
+
+/*
+ * Whether a mapping carries page contents in an image: private anonymous,
+ * heap, stack and file mappings do (a file mapping's written pages differ
+ * from its file); shared ones and the vDSO group do not. The primary's
+ * dirty tracking and the backup's store both follow this one rule.
+ */
+bool vma_carries_contents(bool shared, uint32_t kind);
 static inline void image_freep(struct image **p)
 {
 	if (*p)

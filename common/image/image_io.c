@@ -259,22 +259,6 @@ static void pack_core(msgpack_packer *pk, const struct image *img)
 	PK_BIN(pk, "pages_sha256", img->pages_sha256, 32);
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-	while (n) {
-		ssize_t r = write(fd, c, n);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		c += r;
-		n -= r;
-	}
-	return 0;
-}
-
 static void sha256(const void *p, size_t n, uint8_t out[32])
 {
 	unsigned int len = 32;

@@ -14,6 +14,7 @@
 
 #include "goruntime.h"
 #include "image/image.h"
+#include "inject.h"
 #include "proc.h"
 #include "tracer.h"
 
@@ -25,7 +26,19 @@ struct wp_tracker;
 /* Bytes mapped and written per class of memory, for the dump's report. */
 enum mem_class { MC_HEAP, MC_STACKS, MC_GLOBALS, MC_OFFHEAP, MC_FREE, MC_ZERO, MC_COUNT };
 
+/* The parts of capture_held(), timed for the epoch cost breakdown (session.h). */
+enum capture_phase {
+	CPH_SAFEPOINT,	/* reaching a safepoint, retries included */
+	CPH_LIVE_SET,	/* mappings and the Go heap's live spans */
+	CPH_DIRTY_SCAN, /* write tracking: PAGEMAP_SCAN and re-arming */
+	CPH_THREADS,	/* registers, signal state, injected reads */
+	CPH_COPY,	/* present-page scan and the copy into staging */
+	CPH_FDS,	/* the descriptor table */
+	CPH_COUNT
+};
+
 struct capture_stats {
+	uint64_t phase_us[CPH_COUNT];
 	uint64_t mapped[MC_COUNT], written[MC_COUNT];
 	unsigned safepoint_tries, fallback;
 	const char *mode; /* "live", "whole", "whole (no DWARF)", "whole (no safepoint)" */
@@ -117,6 +130,8 @@ void capture_release_all(struct capture *c);
 
 /* mem.c */
 int capture_find_syscall_insn(struct capture *c, uint64_t *insn);
+/* Injected calls in the leader, with the scratch page if mapped (common/inject.h). */
+struct injector capture_injector(struct capture *c);
 /* The scratch page, mapped on first use in this stop. */
 int capture_scratch_get(struct capture *c, uint64_t *addr);
 void capture_scratch_unmap(struct capture *c);

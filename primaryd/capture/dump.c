@@ -101,8 +101,18 @@ bool capture_cache_usable(struct capture *c)
 	return masks[0] == k->sig_caught && masks[1] == k->sig_ignored;
 }
 
+/* Charge the time since *mark to phase, and move the mark. */
+static void lap(struct capture *c, enum capture_phase phase, uint64_t *mark)
+{
+	uint64_t t = now_us();
+	c->stats.phase_us[phase] += t - *mark;
+	*mark = t;
+}
+
 int capture_held(struct capture *c)
 {
+	uint64_t mark = now_us();
+
 	/* Epochs reuse one struct capture: drop the last epoch's view first. */
 	free(c->vmas);
 	c->vmas = NULL;
@@ -111,6 +121,7 @@ int capture_held(struct capture *c)
 	memset(&c->stats, 0, sizeof(c->stats));
 
 	int r = reach_safepoint(c);
+	lap(c, CPH_SAFEPOINT, &mark);
 	STEP(c, "safepoint");
 	if (r < 0)
 		return r;
@@ -124,6 +135,7 @@ int capture_held(struct capture *c)
 			return log_error_errno(r, "cannot read the Go heap metadata of pid %d",
 					       c->pid);
 	}
+	lap(c, CPH_LIVE_SET, &mark);
 	STEP(c, "live set");
 	r = capture_find_syscall_insn(c, &c->leader->insn);
 	if (r < 0)
@@ -135,6 +147,7 @@ int capture_held(struct capture *c)
 			return r;
 		STEP(c, "written");
 	}
+	lap(c, CPH_DIRTY_SCAN, &mark);
 	c->cache_ok = capture_cache_usable(c);
 	r = capture_threads(c);
 	if (r >= 0)
@@ -146,15 +159,18 @@ int capture_held(struct capture *c)
 		c->cache->epochs = c->cache_ok ? c->cache->epochs + 1 : 0;
 		c->cache->valid = true;
 	}
+	lap(c, CPH_THREADS, &mark);
 	STEP(c, "threads");
 	if (r < 0)
 		return r;
 	r = capture_vmas(c);
 	if (r >= 0)
 		r = capture_pages(c);
+	lap(c, CPH_COPY, &mark);
 	STEP(c, "pages");
 	if (r >= 0)
 		r = capture_fds(c);
+	lap(c, CPH_FDS, &mark);
 	STEP(c, "fds");
 	return r;
 }

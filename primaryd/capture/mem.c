@@ -16,6 +16,7 @@
 #endif
 
 #include "capture.h"
+#include "inject.h"
 #include "log.h"
 #include "pagemap.h"
 #include "util.h"
@@ -23,57 +24,33 @@
 
 int capture_find_syscall_insn(struct capture *c, uint64_t *insn)
 {
-	for (size_t i = 0; i < c->n_vmas; i++) {
-		const struct proc_vma *v = &c->vmas[i];
-		if (v->kind != VMA_VDSO)
-			continue;
-		size_t len = v->end - v->start;
-		_cleanup_free_ uint8_t *buf = malloc(len);
-		if (!buf)
-			return -ENOMEM;
-		int r = tracer_peek(c->memfd, v->start, buf, len);
-		if (r < 0)
-			return r;
-		/* Any "0f 05" will do, even inside another instruction: we jump straight to it. */
-		for (size_t j = 0; j + 1 < len; j++)
-			if (buf[j] == 0x0f && buf[j + 1] == 0x05) {
-				*insn = v->start + j;
-				return 0;
-			}
-	}
-	return -ENOEXEC;
+	return inject_find_syscall_insn(c->memfd, c->vmas, c->n_vmas, insn);
+}
+
+struct injector capture_injector(struct capture *c)
+{
+	return (struct injector){.t = c->leader, .memfd = c->memfd, .scratch = c->scratch,
+				 .scratch_len = c->scratch ? PAGE_SIZE : 0};
 }
 
 int capture_scratch_get(struct capture *c, uint64_t *addr)
 {
-	long ret;
-	if (c->scratch) {
-		*addr = c->scratch;
-		return 0;
+	if (!c->scratch) {
+		struct injector in = capture_injector(c);
+		int r = inject_scratch_map(&in, PAGE_SIZE);
+		if (r < 0)
+			return r;
+		c->scratch = in.scratch;
 	}
-	int r = tracer_call(c->leader, &ret, SYS_mmap, 0, PAGE_SIZE, PROT_READ | PROT_WRITE,
-			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (r < 0)
-		return r;
-	if (ret < 0 && ret > -4096)
-		return (int)ret;
-	c->scratch = ret;
-	*addr = ret;
+	*addr = c->scratch;
 	return 0;
 }
 
 void capture_scratch_unmap(struct capture *c)
 {
-	long ret;
-	if (c->scratch)
-		tracer_call(c->leader, &ret, SYS_munmap, c->scratch, PAGE_SIZE);
+	struct injector in = capture_injector(c);
+	(void)inject_scratch_unmap(&in); /* the process runs on with one spare page at worst */
 	c->scratch = 0;
-}
-
-static bool vma_has_contents(const struct image_vma *v)
-{
-	return !v->shared && (v->kind == VMA_ANON || v->kind == VMA_FILE || v->kind == VMA_HEAP ||
-			      v->kind == VMA_STACK);
 }
 
 int capture_vmas(struct capture *c)
@@ -323,7 +300,7 @@ int capture_pages(struct capture *c)
 	for (size_t i = 0; i < img->n_vmas; i++) {
 		const struct image_vma *v = &img->vmas[i];
 		uint64_t present = 0, before = 0, after = 0;
-		if (!vma_has_contents(v))
+		if (!vma_carries_contents(v->shared, v->kind))
 			continue;
 		for (int k = 0; k < MC_COUNT; k++)
 			before += c->stats.written[k];

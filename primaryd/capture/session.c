@@ -14,9 +14,71 @@
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 
+#include "delta.h"
 #include "goruntime.h"
 #include "log.h"
+#include "wire.h"
+#include "status.h"
 #include "util.h"
+
+static const struct {
+	const char *name, *help;
+} cost_rows[COST_COUNT] = {
+    [COST_STOP] = {"pause_stop", "pause: stopping every thread"},
+    [COST_SAFEPOINT] = {"pause_safepoint", "pause: reaching a Go runtime safepoint"},
+    [COST_LIVE_SET] = {"pause_live_set", "pause: mappings and the live spans of the Go heap"},
+    [COST_DIRTY_SCAN] = {"pause_dirty_scan", "pause: reading and re-arming write tracking"},
+    [COST_THREADS] = {"pause_threads", "pause: registers, signal state, injected reads"},
+    [COST_COPY] = {"pause_copy", "pause: present-page scan and copy into staging"},
+    [COST_FDS] = {"pause_fds", "pause: the descriptor table"},
+    [COST_RESUME] = {"pause_resume", "pause: letting the threads go"},
+    [COST_PAUSE] = {"pause", "time the service was stopped per epoch"},
+    [COST_ENCODE] = {"ship_encode", "after resume: file hashes, page selection, deltas"},
+    [COST_COMPRESS] = {"ship_compress", "after resume: compressing the deltas"},
+    [COST_PACK] = {"ship_pack", "after resume: msgpack and the epoch checksum"},
+    [COST_TLS_WRITE] = {"ship_tls_write",
+			"epoch queued to its COMMIT handed to TLS, within 256 KiB of the wire (wall)"},
+};
+
+void capture_session_report(const struct capture_session *s, struct status_report *r)
+{
+	const struct delta_stats *d = &s->delta;
+
+	for (int i = 0; i < COST_COUNT; i++)
+		status_report_histogram(r, cost_rows[i].name, &s->cost.h[i], cost_rows[i].help);
+	if (!shipped_enabled(&s->shipped_pages))
+		return;
+	status_report_counter(r, "delta_pages_whole", "", d->pages[DELTA_WHOLE],
+			      "pages shipped whole (not in the last-shipped cache, or all changed)");
+	status_report_counter(r, "delta_pages_runs", "", d->pages[DELTA_ZRUN],
+			      "pages shipped as runs of changed bytes");
+	status_report_counter(r, "delta_pages_blocks", "", d->pages[DELTA_BLOCKS],
+			      "pages shipped as changed 64-byte blocks");
+	status_report_counter(r, "delta_page", "bytes", d->page_bytes,
+			      "bytes of the pages the deltas stand for");
+	status_report_counter(r, "delta_raw", "bytes", d->raw_bytes,
+			      "bytes of the delta records before compression");
+	status_report_counter(r, "delta_wire", "bytes", d->wire_bytes,
+			      "bytes of the delta records as shipped (compressed)");
+	status_report_counter(r, "delta_cache_hits", "", s->shipped_pages.hits,
+			      "pages found in the last-shipped cache");
+	status_report_counter(r, "delta_cache_misses", "", s->shipped_pages.misses,
+			      "pages not in the last-shipped cache");
+	status_report_counter(r, "delta_cache_evictions", "", s->shipped_pages.evictions,
+			      "pages pushed out of the last-shipped cache");
+}
+
+int capture_session_set_deltas(struct capture_session *s, uint64_t cache_bytes, unsigned codec)
+{
+	shipped_free(&s->shipped_pages);
+	s->codec = codec;
+	if (!cache_bytes)
+		return 0;
+	if (!s->raw && !(s->raw = malloc(WIRE_MAX_DELTA_RAW)))
+		return -ENOMEM;
+	return shipped_init(&s->shipped_pages, cache_bytes);
+}
+
 
 int capture_session_open(pid_t pid, const char *debug_file, struct capture_session **out)
 {
@@ -65,6 +127,8 @@ void capture_session_close(struct capture_session *s)
 	capture_cleanup(&s->c);
 	dirty_reset(&s->shipped);
 	wp_free(&s->wp);
+	free(s->raw);
+	shipped_free(&s->shipped_pages);
 	free(s->cache.threads);
 	capture_file_cache_free(&s->files);
 	free(s);
@@ -74,17 +138,79 @@ struct keep_ctx {
 	const struct image *img;
 };
 
-/* The backup drops pages outside the private mappings that carry contents; so do we. */
+/*
+ * The backup drops pages outside the private mappings that carry contents;
+ * so do we. The mappings come in address order (/proc/PID/maps).
+ */
 static bool page_in_content_vma(void *p, uint64_t addr)
 {
 	const struct image *img = ((struct keep_ctx *)p)->img;
-	for (size_t i = 0; i < img->n_vmas; i++) {
-		const struct image_vma *v = &img->vmas[i];
-		if (addr >= v->start && addr < v->end)
-			return !v->shared && (v->kind == VMA_ANON || v->kind == VMA_FILE ||
-					      v->kind == VMA_HEAP || v->kind == VMA_STACK);
+	size_t lo = 0, hi = img->n_vmas;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (img->vmas[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	return false;
+	if (lo == img->n_vmas || addr < img->vmas[lo].start)
+		return false;
+	const struct image_vma *v = &img->vmas[lo];
+	return vma_carries_contents(v->shared, v->kind);
+}
+
+void capture_session_batch_begin(struct capture_session *s)
+{
+	s->batch_pages = 0;
+	s->batch_raw = 0;
+}
+
+/*
+ * Encode one page against what the backup holds, and remember it as
+ * shipped. The cache is updated before the epoch is on the wire: if it
+ * never gets there, the link is lost, and the next epoch is a full one,
+ * which resets the cache.
+ */
+void capture_session_batch_add(struct capture_session *s, uint64_t addr, const uint8_t *cur)
+{
+	uint8_t *base = s->enc_full ? NULL : shipped_lookup(&s->shipped_pages, addr);
+	enum delta_kind kind = DELTA_WHOLE;
+
+	if (base) {
+		s->batch_raw += delta_encode_page(addr, base, cur, s->raw + s->batch_raw, &kind);
+		memcpy(base, cur, PAGE_SIZE);
+	} else {
+		s->batch_raw += delta_encode_whole(addr, cur, s->raw + s->batch_raw);
+		shipped_store(&s->shipped_pages, addr, cur);
+	}
+	s->delta.pages[kind]++;
+	s->delta.page_bytes += PAGE_SIZE;
+	s->batch_pages++;
+}
+
+int capture_session_batch_end(struct capture_session *s, struct delta_batch *b)
+{
+	uint64_t t0 = now_us();
+	unsigned codec = s->codec;
+	size_t raw_len = s->batch_raw, cap = delta_bound(codec, raw_len);
+	uint8_t *out = malloc(cap ? cap : 1);
+	size_t len;
+
+	if (!out)
+		return -ENOMEM;
+	len = delta_compress(codec, s->raw, raw_len, out, cap);
+	if (len == 0 || len >= raw_len) { /* incompressible: ship it as it is */
+		codec = DELTA_CODEC_NONE;
+		memcpy(out, s->raw, raw_len);
+		len = raw_len;
+	}
+	*b = (struct delta_batch){.npages = s->batch_pages, .raw_len = raw_len, .codec = codec,
+				  .data = out, .len = len};
+	s->delta.raw_bytes += raw_len;
+	s->delta.wire_bytes += len;
+	s->enc_compress_us += now_us() - t0;
+	return 0;
 }
 
 /* Replace img's pages (the staging copy) with only the changed ones, in a buffer of its own. */
@@ -183,15 +309,27 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		s->cache.valid = false; /* a full epoch re-reads everything */
 	c->wp_filter = s->use_wp && !full;
 	r = capture_stop_all(c);
+	uint64_t held_us = now_us(), stop_us = c->stop_us;
 	if (r >= 0)
 		r = capture_held(c);
+	uint64_t resume_us = now_us();
 	/* A final epoch (handover) leaves the service held, frozen, exactly as captured. */
 	int rr = s->hold_after_epoch && r >= 0 ? 0 : capture_resume_all(c);
 	if (r >= 0)
 		r = rr;
 	if (s->hold_after_epoch && r >= 0)
 		s->frozen = true;
-	rep->pause_us = now_us() - c->stop_us;
+	uint64_t ran_us = now_us();
+	/* A safepoint retry stops the threads again: the pause is the last stop, as before. */
+	rep->pause_us = ran_us - c->stop_us;
+	if (r >= 0) {
+		struct hist *h = s->cost.h;
+		hist_add_us(&h[COST_STOP], held_us - stop_us);
+		for (int i = 0; i < CPH_COUNT; i++)
+			hist_add_us(&h[COST_SAFEPOINT + i], c->stats.phase_us[i]);
+		hist_add_us(&h[COST_RESUME], ran_us - resume_us);
+		hist_add_us(&h[COST_PAUSE], rep->pause_us);
+	}
 
 	/* The staging buffer may have been replaced by a bigger one: keep whichever is current. */
 	s->staging = c->img->pages;
@@ -201,13 +339,21 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		return r;
 	}
 	rep->pages_captured = c->img->pages_len / PAGE_SIZE;
+	if (s->use_wp && wp_carry_unshipped(&s->wp, c->img) < 0) {
+		c->img->pages = NULL;
+		return -ENOMEM;
+	}
 	rep->mode = c->stats.mode;
 	rep->safepoint_tries = c->stats.safepoint_tries;
 	rep->fallback = c->stats.fallback;
 
 	r = capture_hash_files(c->img, &s->files);
 	/* Write tracking already limited the copy to written pages; hashing would only cost. */
-	if (r >= 0)
+	/*
+	 * With deltas the link reads the pages straight from staging, slice by
+	 * slice, and no capture starts before it is done (link_busy()): no copy.
+	 */
+	if (r >= 0 && !(s->use_wp && shipped_enabled(&s->shipped_pages)))
 		r = s->use_wp ? take_staged_pages(c->img) : keep_changed_pages(s, c->img, full);
 	if (r < 0) {
 		/* Leave the staging buffer with the session, not with the image. */
@@ -216,6 +362,17 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		return r;
 	}
 	rep->pages_shipped = c->img->pages_len / PAGE_SIZE;
+	if (shipped_enabled(&s->shipped_pages)) {
+		/* The pages are encoded batch by batch as the link sends them (link.c). */
+		struct keep_ctx kc = {.img = c->img};
+		s->enc_full = full;
+		s->enc_compress_us = 0;
+		if (full)
+			shipped_reset(&s->shipped_pages);
+		else
+			shipped_retain(&s->shipped_pages, page_in_content_vma, &kc);
+	}
+	s->enc_start_us = ran_us;
 	*out = c->img;
 	c->img = image_new();
 	return c->img ? 0 : -ENOMEM;
@@ -249,28 +406,30 @@ static void forget_thread(struct capture *c, pid_t tid)
 		}
 }
 
-int capture_session_reap(struct capture_session *s, int *status)
+bool capture_session_owns(const struct capture_session *s, pid_t tid)
 {
-	int st;
-	pid_t pid;
+	if (tid == s->c.pid)
+		return true;
+	for (size_t i = 0; i < s->c.n_threads; i++)
+		if (s->c.threads[i].tid == tid)
+			return true;
+	return false;
+}
 
-	while ((pid = waitpid(-1, &st, WNOHANG | __WALL)) > 0) {
-		if (WIFEXITED(st) || WIFSIGNALED(st)) {
+int capture_session_on_wait(struct capture_session *s, pid_t pid, int st)
+{
+	if (WIFEXITED(st) || WIFSIGNALED(st)) {
+		if (s)
 			forget_thread(&s->c, pid);
-			if (pid == s->c.pid) {
-				*status = st;
-				return 1;
-			}
-			continue;
-		}
-		if (!WIFSTOPPED(st))
-			continue;
-		int sig = WSTOPSIG(st), event = st >> 16;
-		/* A signal for the service: pass it on. Anything else: let it run. */
-		int deliver = (event == 0 && sig != SIGTRAP) ? sig : 0;
-		if (event == PTRACE_EVENT_STOP && s->frozen)
-			continue;
-		ptrace(PTRACE_CONT, pid, 0, deliver);
+		return s && pid == s->c.pid;
 	}
+	if (!WIFSTOPPED(st))
+		return 0;
+	int sig = WSTOPSIG(st), event = st >> 16;
+	/* A signal for the service: pass it on. Anything else: let it run. */
+	int deliver = (event == 0 && sig != SIGTRAP) ? sig : 0;
+	if (event == PTRACE_EVENT_STOP && s && s->frozen)
+		return 0;
+	ptrace(PTRACE_CONT, pid, 0, deliver);
 	return 0;
 }

@@ -11,7 +11,50 @@
 
 #include "capture.h"
 #include "dirty.h"
+#include "hist.h"
+#include "shipped.h"
 #include "wp.h"
+
+/*
+ * The epoch cost breakdown, kept as a feature (status, metrics, bench/):
+ * the pause by phase, then the work after the service runs again. The
+ * link (primaryd/replica/link.c) fills the pack and TLS-write figures.
+ */
+enum cost_phase {
+	COST_STOP,	 /* PTRACE_SEIZE/INTERRUPT of every thread */
+	COST_SAFEPOINT,	 /* CPH_* of capture_held(), in order */
+	COST_LIVE_SET,
+	COST_DIRTY_SCAN,
+	COST_THREADS,
+	COST_COPY,
+	COST_FDS,
+	COST_RESUME,	 /* letting every thread go */
+	COST_PAUSE,	 /* the whole stop, as the service feels it */
+	COST_ENCODE,	 /* after resume: file hashes, page selection, deltas against the cache */
+	COST_COMPRESS,	 /* the codec over the delta payload */
+	COST_PACK,	 /* msgpack and the epoch checksum */
+	COST_TLS_WRITE,	 /* from the epoch queued to its last byte handed to the kernel (wall) */
+	COST_COUNT
+};
+
+struct session_cost {
+	struct hist h[COST_COUNT];
+};
+
+/*
+ * One DELTA message's worth of the epoch's pages (wire.h), encoded against
+ * the cache of what was last shipped, and compressed.
+ */
+struct delta_batch {
+	uint32_t npages, raw_len, codec;
+	uint8_t *data;
+	size_t len;
+};
+
+struct delta_stats {
+	uint64_t pages[3]; /* by enum delta_kind */
+	uint64_t raw_bytes, wire_bytes, page_bytes;
+};
 
 struct epoch_report {
 	uint64_t epoch;
@@ -32,7 +75,31 @@ struct capture_session {
 	bool use_wp; /* dirty tracking by userfaultfd write-protect, else by page hashes */
 	struct inject_cache cache;
 	struct wp_tracker wp;
+	struct session_cost cost;
+
+	/* deltas: on when the cache has room (delta_cache_mb) */
+	struct shipped_cache shipped_pages;
+	unsigned codec; /* enum delta_codec */
+	uint8_t *raw;	/* WIRE_MAX_DELTA_RAW bytes: the batch being encoded */
+	uint32_t batch_pages;
+	size_t batch_raw;
+	bool enc_full;
+	uint64_t enc_start_us, enc_compress_us; /* for the cost breakdown */
+	struct delta_stats delta;
 };
+
+/*
+ * Deltas of the epoch's pages, one batch (DELTA message) at a time, after
+ * capture_session_epoch() returned the image: begin, add at most
+ * WIRE_MAX_DELTA_PAGES pages in the image's order, end (compresses into
+ * *b, whose data the caller frees).
+ */
+void capture_session_batch_begin(struct capture_session *s);
+void capture_session_batch_add(struct capture_session *s, uint64_t addr, const uint8_t *page);
+int capture_session_batch_end(struct capture_session *s, struct delta_batch *b);
+
+/* Ship sub-page deltas against a cache of cache_bytes (0: whole pages), compressed with codec. */
+int capture_session_set_deltas(struct capture_session *s, uint64_t cache_bytes, unsigned codec);
 
 /* debug_file: the service's debug_file, or NULL (see goruntime.h); it must outlive the session. */
 int capture_session_open(pid_t pid, const char *debug_file, struct capture_session **out);
@@ -45,12 +112,20 @@ void capture_session_close(struct capture_session *s);
 int capture_session_epoch(struct capture_session *s, bool full, struct image **out,
 			  struct epoch_report *rep);
 
+/* Add the cost breakdown's histograms to a status report (after status_report_service). */
+struct status_report;
+void capture_session_report(const struct capture_session *s, struct status_report *r);
+
 /* Hold the process stopped (lease lost) and let it go again. */
 int capture_session_freeze(struct capture_session *s);
 int capture_session_thaw(struct capture_session *s);
 
 /*
- * Handle ptrace stops that arrive between epochs (signals for the service
- * are passed on). Returns 1 when the service has exited (*status set), else 0.
+ * The daemon's one reaper (waitpid(-1) in primaryd/replica/daemon.c) hands
+ * each wait status to the session that owns the thread: owns() says
+ * whether tid is one of ours. on_wait() passes a signal-delivery stop on to
+ * the service (s may be NULL for a tracee no session knows) and returns 1
+ * when the service itself has ended, else 0.
  */
-int capture_session_reap(struct capture_session *s, int *status);
+bool capture_session_owns(const struct capture_session *s, pid_t tid);
+int capture_session_on_wait(struct capture_session *s, pid_t pid, int status);

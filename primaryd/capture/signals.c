@@ -24,7 +24,6 @@ int capture_sigactions(struct capture *c)
 	struct image_sigaction sa[IMAGE_NSIG];
 	struct inject_cache *k = c->cache;
 	uint64_t scratch;
-	long ret;
 	int r;
 
 	if (k && c->cache_ok) {
@@ -39,12 +38,11 @@ int capture_sigactions(struct capture *c)
 		if (sig == SIGKILL || sig == SIGSTOP)
 			continue;
 		uint64_t dst = scratch + (sig - 1) * sizeof(struct image_sigaction);
-		r = tracer_call(c->leader, &ret, SYS_rt_sigaction, sig, 0, dst, 8);
-		if (r < 0)
-			return log_error_errno(r, "cannot inject rt_sigaction");
+		struct injector in = capture_injector(c);
+		long ret = inject_call(&in, SYS_rt_sigaction, sig, 0, dst, 8);
 		if (ret < 0)
-			return log_error_errno((int)ret, "rt_sigaction(%d) in pid %d failed", sig,
-					       c->pid);
+			return log_error_errno((int)ret, "signal %d of pid %d: cannot read its action "
+					       "(rt_sigaction)", sig, c->pid);
 	}
 	r = tracer_peek(c->memfd, scratch, sa, sizeof(sa));
 	if (r < 0)

@@ -169,12 +169,14 @@ static int capture_thread_inside(struct capture *c, struct tracee *t, struct ima
 	if (r < 0)
 		return r;
 	t->insn = c->leader->insn;
-	r = tracer_call(t, &ret, SYS_sigaltstack, 0, scratch);
-	if (r < 0 || ret < 0)
-		return r < 0 ? r : (int)ret;
-	r = tracer_call(t, &ret, SYS_prctl, PR_GET_TID_ADDRESS, scratch + 24);
-	if (r < 0 || ret < 0)
-		return r < 0 ? r : (int)ret;
+	struct injector in = capture_injector(c);
+	ret = inject_call_in(&in, t, SYS_sigaltstack, 0, scratch);
+	if (ret >= 0)
+		ret = inject_call_in(&in, t, SYS_prctl, PR_GET_TID_ADDRESS, scratch + 24);
+	if (ret < 0)
+		return log_error_errno((int)ret, "thread %d of pid %d: cannot read its signal stack "
+				       "or tid address (sigaltstack, PR_GET_TID_ADDRESS)", t->tid,
+				       c->pid);
 	r = tracer_peek(c->memfd, scratch, &out, sizeof(out));
 	if (r < 0)
 		return r;

@@ -20,6 +20,7 @@
 #include <sys/syscall.h>
 
 #include "capture.h"
+#include "image/image.h"
 #include "log.h"
 #include "pagemap.h"
 #include "util.h"
@@ -34,9 +35,7 @@
 
 static bool vma_tracked(const struct proc_vma *v)
 {
-	return !v->shared && (v->prot & PROT_WRITE) &&
-	       (v->kind == VMA_ANON || v->kind == VMA_FILE || v->kind == VMA_HEAP ||
-		v->kind == VMA_STACK);
+	return vma_carries_contents(v->shared, v->kind) && (v->prot & PROT_WRITE);
 }
 
 /* Create the userfaultfd inside the stopped service and take it. */
@@ -130,6 +129,63 @@ static int cmp_range(const void *a, const void *b)
 	return x->s < y->s ? -1 : x->s > y->s;
 }
 
+/* Sort the written ranges and merge those that touch or overlap. */
+static void sort_merge(struct wp_tracker *w)
+{
+	size_t k = 0;
+
+	qsort(w->dirty, w->n, sizeof(*w->dirty), cmp_range);
+	for (size_t i = 0; i < w->n; i++) {
+		if (k && w->dirty[i].s <= w->dirty[k - 1].e) {
+			if (w->dirty[i].e > w->dirty[k - 1].e)
+				w->dirty[k - 1].e = w->dirty[i].e;
+			continue;
+		}
+		w->dirty[k++] = w->dirty[i];
+	}
+	w->n = k;
+}
+
+static int carry_push(struct wp_tracker *w, uint64_t s, uint64_t e)
+{
+	struct wp_range *r;
+
+	if (w->n_carry && w->carry[w->n_carry - 1].e == s) {
+		w->carry[w->n_carry - 1].e = e;
+		return 0;
+	}
+	r = array_push(&w->carry, &w->n_carry, &w->cap_carry, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	*r = (struct wp_range){s, e};
+	return 0;
+}
+
+int wp_carry_unshipped(struct wp_tracker *w, const struct image *img)
+{
+	size_t k = 0;
+
+	w->n_carry = 0;
+	for (size_t i = 0; i < w->n; i++) {
+		uint64_t s = w->dirty[i].s, e = w->dirty[i].e;
+		while (k < img->n_runs && img->runs[k].addr + img->runs[k].npages * PAGE_SIZE <= s)
+			k++;
+		for (size_t j = k; s < e; j++) {
+			if (j == img->n_runs || img->runs[j].addr >= e) {
+				if (carry_push(w, s, e) < 0)
+					return -ENOMEM;
+				break;
+			}
+			uint64_t rs = img->runs[j].addr, re = rs + img->runs[j].npages * PAGE_SIZE;
+			if (rs > s && carry_push(w, s, rs) < 0)
+				return -ENOMEM;
+			if (re > s)
+				s = re;
+		}
+	}
+	return 0;
+}
+
 int wp_collect(struct capture *c, struct wp_tracker *w)
 {
 	char path[64];
@@ -152,7 +208,12 @@ int wp_collect(struct capture *c, struct wp_tracker *w)
 			return log_error_errno(r, "write tracking of %#lx-%#lx failed",
 					       (unsigned long)v->start, (unsigned long)v->end);
 	}
-	qsort(w->dirty, w->n, sizeof(*w->dirty), cmp_range);
+	/* What was written before but not shipped is still owed. */
+	for (size_t i = 0; i < w->n_carry; i++)
+		if ((r = add_range(w, w->carry[i].s, w->carry[i].e)) < 0)
+			return r;
+	w->n_carry = 0;
+	sort_merge(w);
 	return 0;
 }
 
@@ -188,5 +249,6 @@ void wp_free(struct wp_tracker *w)
 	if (w->uffd >= 0)
 		close(w->uffd);
 	free(w->dirty);
+	free(w->carry);
 	wp_init(w);
 }

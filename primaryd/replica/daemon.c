@@ -10,6 +10,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 
 #include "control.h"
@@ -30,29 +31,38 @@ struct primary {
 	struct status_server *status;
 	struct control_server *control;
 	size_t handovers_pending; /* SIGTERM: services still being handed over */
+	struct event *sig_chld, *sig_term, *sig_int, *notify;
 	uint64_t watchdog_us;
 	int exit_code;
 };
 
+/*
+ * The daemon's one reaper: every wait status (a service's exit, a ptrace
+ * stop of one of its threads) goes to the guard that owns the thread, so
+ * no service can swallow another's events; a tracee nobody owns is let run.
+ */
 static void on_sigchld(evutil_socket_t fd, short what, void *arg)
 {
 	struct primary *p = arg;
+	int st;
+	pid_t pid;
 	(void)fd;
 	(void)what;
-	for (size_t i = 0; i < p->n_svcs; i++) {
-		int status;
-		struct guard *g = &p->guards[i];
-		if (!g->sess || capture_session_reap(g->sess, &status) != 1)
-			continue;
-		if (g->deposed) {
-			log_info("%s: our copy is gone; the backup serves", g->svc->name);
-			continue;
+	while ((pid = waitpid(-1, &st, WNOHANG | __WALL)) > 0) {
+		struct guard *owner = NULL;
+		for (size_t i = 0; i < p->n_svcs && !owner; i++) {
+			struct guard *g = &p->guards[i];
+			if (g->keeper.pid == pid) {
+				guard_keeper_ended(g, st);
+				break;
+			}
+			if (g->pid == pid || (g->sess && capture_session_owns(g->sess, pid)))
+				owner = g;
 		}
-		log_error("%s: the service (pid %d) %s %d; stopping", g->svc->name, g->pid,
-			  WIFEXITED(status) ? "exited with status" : "was killed by signal",
-			  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-		p->exit_code = 1;
-		event_base_loopexit(p->base, NULL);
+		if (owner)
+			guard_on_wait(owner, pid, st);
+		else
+			capture_session_on_wait(NULL, pid, st);
 	}
 }
 
@@ -129,20 +139,46 @@ static void on_command(struct control_request *req, int argc, char **argv, void 
 		pfailover_stop_everywhere(g, on_command_done, req);
 }
 
+/*
+ * STATUS= for systemd: UNPROTECTED first, with the reason of each service
+ * the backup could not take over from a recent epoch; never "connected"
+ * for a service that nothing protects.
+ */
+static void notify_status(struct primary *p)
+{
+	char line[1024], why[256];
+	size_t n = 0;
+	bool any = false;
+
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < p->n_svcs && n < sizeof(line); i++) {
+			const struct guard *g = &p->guards[i];
+			bool unprot = guard_protection(g, why, sizeof(why)) != UNPROT_NONE;
+			if (unprot != (pass == 0))
+				continue;
+			const char *sep = n ? "; " : "STATUS=";
+			if (unprot && !any)
+				sep = "STATUS=UNPROTECTED: ";
+			any |= unprot;
+			if (unprot)
+				n += snprintf(line + n, sizeof(line) - n, "%s%s: %s", sep, g->svc->name,
+					      why);
+			else
+				n += snprintf(line + n, sizeof(line) - n,
+					      "%s%s: protected, epoch %lu, acked %lu", sep,
+					      g->svc->name, (unsigned long)g->epoch,
+					      (unsigned long)g->acked);
+		}
+	sd_notify(0, line);
+}
+
 static void notify_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct primary *p = arg;
-	char line[512];
 	(void)fd;
 	(void)what;
-	if (p->n_svcs) {
-		const struct guard *g = &p->guards[0];
-		snprintf(line, sizeof(line), "STATUS=%s: epoch %lu, acked %lu, %s%s",
-			 g->svc->name, (unsigned long)g->epoch, (unsigned long)g->acked,
-			 g->hello_ok ? "backup connected" : "backup not connected",
-			 g->sess && g->sess->frozen ? ", FROZEN (lease lost)" : "");
-		sd_notify(0, line);
-	}
+	if (p->n_svcs)
+		notify_status(p);
 	if (p->watchdog_us)
 		sd_notify(0, "WATCHDOG=1");
 }
@@ -192,53 +228,102 @@ static int load_config(struct primary *p, const char *path)
 	return 0;
 }
 
-static int add_signal(struct primary *p, int sig, event_callback_fn cb)
+static struct event *add_signal(struct primary *p, int sig, event_callback_fn cb)
 {
 	struct event *ev = evsignal_new(p->base, sig, cb, p);
-	return ev && event_add(ev, NULL) == 0 ? 0 : -ENOMEM;
+	if (ev && event_add(ev, NULL) < 0) {
+		event_free(ev);
+		return NULL;
+	}
+	return ev;
+}
+
+static void free_event(struct event *ev)
+{
+	if (ev)
+		event_free(ev);
+}
+
+/* Everything primary_start made, in reverse: the services stop with us (see the top). */
+static void primary_free(struct primary *p)
+{
+	sd_notify(0, "STOPPING=1");
+	for (size_t i = 0; p->guards && i < p->n_svcs; i++)
+		guard_stop(&p->guards[i]);
+	free(p->guards);
+	control_server_free(p->control);
+	status_server_free(p->status);
+	free_event(p->notify);
+	free_event(p->sig_chld);
+	free_event(p->sig_term);
+	free_event(p->sig_int);
+	if (p->tls)
+		SSL_CTX_free(p->tls);
+	if (p->base)
+		event_base_free(p->base);
+	config_services_free(p->svcs, p->n_svcs);
+	config_daemon_free(&p->cfg);
+}
+
+/* 1 when the configuration is bad (the caller exits EXIT_CONFIG), else 0 or -errno. */
+static int primary_start(struct primary *p, const char *config_path)
+{
+	int r = load_config(p, config_path);
+	if (r < 0)
+		return 1;
+	p->base = event_base_new();
+	p->guards = calloc(p->n_svcs, sizeof(*p->guards));
+	if (!p->base || !p->guards)
+		return -ENOMEM;
+	p->sig_chld = add_signal(p, SIGCHLD, on_sigchld);
+	p->sig_term = add_signal(p, SIGTERM, on_sigterm);
+	p->sig_int = add_signal(p, SIGINT, on_sigterm);
+	if (!p->sig_chld || !p->sig_term || !p->sig_int)
+		return -ENOMEM;
+	r = status_listen(p);
+	if (r < 0)
+		return r;
+	char cerr[256];
+	r = control_server_new(p->base, p->cfg.status_socket, on_command, p, &p->control, cerr,
+			       sizeof(cerr));
+	if (r < 0) {
+		log_error("%s", cerr);
+		return r;
+	}
+	for (size_t i = 0; i < p->n_svcs; i++) {
+		p->guards[i] = (struct guard){.svc = &p->svcs[i], .base = p->base, .tls = p->tls,
+					      .pidfd = -1};
+		r = guard_start(&p->guards[i]);
+		if (r < 0)
+			return r;
+	}
+	sd_watchdog_enabled(0, &p->watchdog_us);
+	/* STATUS= within a quarter second of a change: operators look there first. */
+	struct timeval tv = {.tv_sec = 0, .tv_usec = 250000};
+	if (p->watchdog_us && p->watchdog_us / 2 < 250000)
+		tv.tv_usec = p->watchdog_us / 2;
+	p->notify = event_new(p->base, -1, EV_PERSIST, notify_cb, p);
+	if (!p->notify)
+		return -ENOMEM;
+	event_add(p->notify, &tv);
+	notify_cb(-1, 0, p); /* STATUS= before READY=1: a started unit never shows an empty status */
+	return 0;
 }
 
 int primary_run(const char *config_path)
 {
 	struct primary p = {0};
-	int r;
 
 	signal(SIGPIPE, SIG_IGN);
-	r = load_config(&p, config_path);
-	if (r < 0)
-		return EXIT_CONFIG;
-	p.base = event_base_new();
-	p.guards = calloc(p.n_svcs, sizeof(*p.guards));
-	if (!p.base || !p.guards)
-		return 1;
-	if (add_signal(&p, SIGCHLD, on_sigchld) < 0 || add_signal(&p, SIGTERM, on_sigterm) < 0 ||
-	    add_signal(&p, SIGINT, on_sigterm) < 0 || status_listen(&p) < 0)
-		return 1;
-	char cerr[256];
-	if (control_server_new(p.base, p.cfg.status_socket, on_command, &p, &p.control, cerr,
-			       sizeof(cerr)) < 0) {
-		log_error("%s", cerr);
-		return 1;
+	int r = primary_start(&p, config_path);
+	if (r == 0) {
+		sd_notify(0, "READY=1");
+		log_info("guarding %zu service(s)", p.n_svcs);
+		if (event_base_dispatch(p.base) < 0)
+			r = log_error_errno(-EIO, "the event loop failed");
 	}
-	for (size_t i = 0; i < p.n_svcs; i++) {
-		p.guards[i] = (struct guard){.svc = &p.svcs[i], .base = p.base, .tls = p.tls};
-		if (guard_start(&p.guards[i]) < 0)
-			return 1;
-	}
-	sd_watchdog_enabled(0, &p.watchdog_us);
-	struct timeval tv = {.tv_sec = 0, .tv_usec = 500000};
-	if (p.watchdog_us && p.watchdog_us / 2 < 500000)
-		tv.tv_usec = p.watchdog_us / 2;
-	struct event *nev = event_new(p.base, -1, EV_PERSIST, notify_cb, &p);
-	event_add(nev, &tv);
-	notify_cb(-1, 0, &p); /* STATUS= before READY=1: a started unit never shows an empty status */
-	sd_notify(0, "READY=1");
-	log_info("guarding %zu service(s)", p.n_svcs);
-	event_base_dispatch(p.base);
-	sd_notify(0, "STOPPING=1");
-	control_server_free(p.control);
-	status_server_free(p.status);
-	return p.exit_code;
+	primary_free(&p);
+	return r == 1 ? EXIT_CONFIG : r < 0 ? 1 : p.exit_code;
 }
 
 int primary_command(const char *config_path, int argc, char **argv)

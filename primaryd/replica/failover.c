@@ -48,14 +48,14 @@ static uint64_t mix64(uint64_t h, uint64_t v)
 /* The same process gives the same id, whichever primaryd asks: boot id, pid, start time. */
 static uint64_t process_incarnation(pid_t pid)
 {
-	_cleanup_free_ char *boot = NULL, *stat = NULL;
-	char path[64];
+	_cleanup_free_ char *stat = NULL;
+	char path[64], boot[64];
 	unsigned long long start = 0;
 	uint64_t h = 0x636865636b73796eULL;
 	const char *p;
 
-	if (read_file("/proc/sys/kernel/random/boot_id", &boot) > 0)
-		for (p = boot; *p && *p != '\n'; p++)
+	if (read_boot_id(boot, sizeof(boot)) >= 0)
+		for (p = boot; *p; p++)
 			h = mix64(h, (unsigned char)*p);
 	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
 	/* Field 22, after the command name in parentheses, which may hold anything. */

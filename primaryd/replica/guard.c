@@ -11,9 +11,13 @@
  */
 #include <math.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "guard.h"
 #include "log.h"
+#include "outcommit.h"
 #include "status.h"
 #include "util.h"
 
@@ -23,6 +27,8 @@ static struct timeval ms_tv(uint32_t ms)
 {
 	return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 }
+
+static void guard_check(struct guard *g);
 
 static void record_pause(struct guard *g, uint64_t us)
 {
@@ -34,22 +40,37 @@ int guard_ship_epoch(struct guard *g, bool hold)
 {
 	struct epoch_report rep = {0};
 	struct image *img = NULL;
+	/* The last epoch's pages are still being queued (link.c): this one waits, a final one not. */
+	if (link_busy(g) && !hold)
+		return -EBUSY;
+	link_finish_epoch(g);
 	bool full = g->need_full;
 
+	char why[200];
+
+	outcommit_stop_point(g->oc);
 	g->sess->hold_after_epoch = hold;
+	/* An epoch that fails fails again 10 times a second: say so once, by guard_check(). */
+	log_hold_errors(why, sizeof(why));
 	int r = capture_session_epoch(g->sess, full, &img, &rep);
+	log_hold_errors(NULL, 0);
 	g->sess->hold_after_epoch = false;
 	if (r < 0) {
-		log_warn("%s: epoch capture failed: %s", g->svc->name, strerror(-r));
+		snprintf(g->capture_err, sizeof(g->capture_err), "epoch capture failing: %s",
+			 why[0] ? why : strerror(-r));
+		guard_check(g);
 		return r;
 	}
+	g->capture_err[0] = 0;
 	record_pause(g, rep.pause_us);
 	g->last_mode = rep.mode;
 	g->safepoint_retries += rep.safepoint_tries;
 	g->fallbacks += rep.fallback;
 	uint64_t epoch = g->epoch + 1;
-	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent);
-	image_free(img);
+	if (hold) /* held since the capture: all it sent so far is of this epoch's state */
+		outcommit_stop_point(g->oc);
+	outcommit_epoch(g->oc, epoch, img); /* before the send, which takes img */
+	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent); /* takes img */
 	if (r < 0)
 		return r;
 	g->epoch = g->sent = epoch;
@@ -68,10 +89,18 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 
-	if (!g->hello_ok || !pfailover_ships_epochs(g))
+	if (!g->hello_ok || g->ended)
 		return;
-	if (link_backlog(g) > BACKLOG_LIMIT) {
+	pfailover_lease_tick(g); /* a lease that lapsed while we did not run freezes first */
+	/* A capture would let a service go that the keeper holds (PTRACE_CONT ends a group-stop). */
+	if (!pfailover_ships_epochs(g) || keeper_holds(&g->keeper))
+		return;
+	if (link_backlog(g) > BACKLOG_LIMIT || link_busy(g)) {
 		g->merged++;
+		return;
+	}
+	if (!g->need_full && outcommit_wait(g->oc, g->sent, g->acked)) {
+		g->merged++; /* output commit: one epoch in flight (outcommit.h) */
 		return;
 	}
 	(void)guard_ship_epoch(g, false);
@@ -84,18 +113,207 @@ static void hb_cb(evutil_socket_t fd, short what, void *arg)
 	link_send_heartbeat(arg);
 }
 
+static void describe_wait(int st, char *buf, size_t len)
+{
+	if (st == -1)
+		snprintf(buf, len, "ended");
+	else if (WIFEXITED(st))
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(st));
+	else
+		snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(st),
+			 strsignal(WTERMSIG(st)));
+}
+
+int guard_protection(const struct guard *g, char *buf, size_t len)
+{
+	char how[96], hp[300];
+	uint64_t since = g->acked_at_us ? now_us() - g->acked_at_us : 0;
+
+	buf[0] = 0;
+	if (g->deposed)
+		return snprintf(buf, len, "the backup has taken over"), UNPROT_DEPOSED;
+	if (g->ended) {
+		describe_wait(g->end_status, how, sizeof(how));
+		return snprintf(buf, len, "the service %s", how), UNPROT_ENDED;
+	}
+	switch (g->fo.state) {
+	case PFAILOVER_STARTING:
+		return snprintf(buf, len, "service not started: waiting for the backup to answer"),
+		       UNPROT_NOT_STARTED;
+	case PFAILOVER_FROZEN:
+		return snprintf(buf, len, "service frozen: backup not heard for over %u ms (lease)",
+				g->svc->lease_ms),
+		       UNPROT_FROZEN;
+	case PFAILOVER_HANDING_OVER:
+		return snprintf(buf, len, "handing over to the backup"), UNPROT_FROZEN;
+	case PFAILOVER_STOPPING:
+	case PFAILOVER_STOPPED:
+		return snprintf(buf, len, "stopped everywhere"), UNPROT_DEPOSED;
+	default:
+		break;
+	}
+	if (g->capture_err[0])
+		return snprintf(buf, len, "%s", g->capture_err), UNPROT_CAPTURE;
+	if (!g->hello_ok) {
+		hostport_format(&g->svc->backup, hp, sizeof(hp));
+		return snprintf(buf, len, "backup %s not connected", hp), UNPROT_NOT_CONNECTED;
+	}
+	if (!g->acked_at_us)
+		return snprintf(buf, len, "no epoch acknowledged yet"), UNPROT_NO_ACK;
+	/* The backup would take over from an image older than this. */
+	if (since > (uint64_t)g->svc->failover_timeout_ms * 1000)
+		return snprintf(buf, len, "no epoch acknowledged for over %u ms",
+				g->svc->failover_timeout_ms),
+		       UNPROT_NO_ACK;
+	return UNPROT_NONE;
+}
+
+/* Log the changes of protection (not every epoch) and the milestones of a normal life. */
+static void guard_check(struct guard *g)
+{
+	char why[sizeof(g->unprotected)];
+
+	if (g->acked && !g->first_ack_logged) {
+		g->first_ack_logged = true;
+		log_info("%s: first epoch acknowledged by the backup (epoch %lu)", g->svc->name,
+			 (unsigned long)g->acked);
+	}
+	guard_protection(g, why, sizeof(why));
+	if (strcmp(why, g->unprotected) == 0)
+		return;
+	if (why[0])
+		log_warn("%s: UNPROTECTED: %s", g->svc->name, why);
+	else
+		log_info("%s: protected: the backup holds epoch %lu", g->svc->name,
+			 (unsigned long)g->acked);
+	snprintf(g->unprotected, sizeof(g->unprotected), "%s", why);
+}
+
 static void lease_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct guard *g = arg;
+	uint64_t now = now_us(), lease_us = (uint64_t)g->svc->lease_ms * 1000;
 	(void)fd;
 	(void)what;
-	pfailover_lease_tick(arg);
+	if (g->last_tick_us && now - g->last_tick_us > lease_us)
+		log_warn("%s: primaryd did not run for %lu ms (more than the lease); the lease "
+			 "keeper %s",
+			 g->svc->name, (unsigned long)((now - g->last_tick_us) / 1000),
+			 keeper_holds(&g->keeper) ? "has stopped the service meanwhile"
+						  : "did not need to stop the service");
+	g->last_tick_us = now;
+	pfailover_lease_tick(g);
+	guard_check(g);
+	/*
+	 * The keeper's deadline is the lease's end as failover.c counts it (from
+	 * the backup's send time): renewed while the lease runs, left to lapse
+	 * when it has, so a primaryd that stops running stops the service too.
+	 */
+	if (g->fo.state == PFAILOVER_PROTECTED || g->fo.state == PFAILOVER_HANDING_OVER)
+		keeper_renew(&g->keeper, g->fo.lease_from_us + lease_us);
 }
 
 void guard_link_lost(struct guard *g)
 {
 	g->hello_ok = false;
 	g->need_full = true;
-	link_schedule_reconnect(g);
+	if (!g->ended && !g->stopping)
+		link_schedule_reconnect(g);
+}
+
+/*
+ * The service is gone: only this service is affected. Its timers stop and
+ * its link closes, so its backup hears nothing more and takes it over on
+ * its failover timeout; the daemon and the other services carry on.
+ */
+static void service_ended(struct guard *g, int st)
+{
+	char how[96];
+
+	if (g->ended)
+		return;
+	describe_wait(st, how, sizeof(how));
+	g->ended = true;
+	event_del(g->exit_ev);
+	g->end_status = st;
+	event_del(g->epoch_ev);
+	event_del(g->hb_ev);
+	event_del(g->lease_ev);
+	if (g->deposed) {
+		log_info("%s: our copy (pid %d) %s; the backup serves", g->svc->name, g->pid, how);
+	} else {
+		log_error("%s: the service (pid %d) %s; closing its link so its backup takes it "
+			  "over; the other services carry on",
+			  g->svc->name, g->pid, how);
+	}
+	link_close(g, "the service has ended");
+	keeper_stop(&g->keeper);
+	/* Dead, it sends nothing more: drop what it held for unacknowledged epochs. */
+	outcommit_close(g->oc);
+	g->oc = NULL;
+	capture_session_close(g->sess);
+	g->sess = NULL;
+	guard_check(g);
+}
+
+void guard_on_wait(struct guard *g, pid_t pid, int st)
+{
+	if (g->sess && capture_session_on_wait(g->sess, pid, st) == 1)
+		service_ended(g, st);
+}
+
+void guard_keeper_ended(struct guard *g, int st)
+{
+	char how[96];
+	describe_wait(st, how, sizeof(how));
+	g->keeper.pid = 0; /* reaped: the pid is no longer ours to signal */
+	keeper_stop(&g->keeper);
+	if (g->ended || g->deposed)
+		return;
+	log_warn("%s: the lease keeper %s; starting another", g->svc->name, how);
+	int r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull);
+	if (r < 0)
+		log_error("%s: cannot start the lease keeper: %s; a stalled primaryd could no "
+			  "longer stop the service",
+			  g->svc->name, strerror(-r));
+}
+
+/*
+ * The service's pidfd is readable: it has ended. Usually the daemon's
+ * reaper has seen that first; but a capture that was seizing the service
+ * as it died may have taken its exit with waitpid(tid), and then only the
+ * pidfd tells.
+ */
+static void exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct guard *g = arg;
+	siginfo_t si = {0};
+	int st = -1;
+	(void)what;
+	if (waitid(P_PIDFD, fd, &si, WEXITED | WNOHANG | __WALL) == 0 && si.si_pid)
+		st = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status;
+	service_ended(g, st);
+}
+
+void guard_deposed(struct guard *g, const char *why)
+{
+	log_error("%s: the backup has taken over (%s): killing our copy of the service",
+		  g->svc->name, why);
+	g->deposed = true;
+	kill(g->pid, SIGKILL);
+}
+
+
+
+/* Once the service is dead: what it sent for unacknowledged epochs is dropped, never let go. */
+void guard_stop_output(struct guard *g)
+{
+	if (!g->oc)
+		return;
+	if (g->pid > 0)
+		kill(g->pid, SIGKILL); /* it dies with us anyway; it must send nothing once the rules go */
+	outcommit_close(g->oc);
+	g->oc = NULL;
 }
 
 static uint64_t percentile(const struct guard *g, int pct)
@@ -128,12 +346,15 @@ static void guard_status_debuginfo(const struct guard *g, struct status_report *
 	status_report_text(r, "debug_info",
 			   c && c->debuginfo.source != GO_DEBUG_NONE ? c->debuginfo.path : "none",
 			   "the file the runtime layout was read from");
+	status_report_text(r, "backup_debug_info",
+			   !g->hello_ok ? "-" : g->backup_no_dwarf ? "missing" : "found",
+			   "whether the backup's host has the DWARF a takeover may need");
 }
 
 void guard_status_fill(const struct guard *g, struct status_report *r)
 {
 	uint64_t now = now_us();
-	const char *role = pfailover_state_name(g->fo.state);
+	const char *role = g->ended && !g->deposed ? "failed" : pfailover_state_name(g->fo.state);
 
 	status_report_service(r, g->svc->name, role);
 	status_report_gauge(r, "pid", "", g->pid, "pid of the guarded service");
@@ -153,6 +374,15 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	status_report_gauge(r, "heartbeat_age", "seconds", (now - g->last_heard_us) / 1e6,
 			    "time since the backup was last heard");
 	status_report_gauge(r, "backup_connected", "", g->hello_ok, "1 when the backup accepted us");
+	status_report_gauge(r, "keeper_holds", "", keeper_holds(&g->keeper),
+			    "1 while the lease keeper holds the service stopped (lease not renewed)");
+	char why[256];
+	int code = guard_protection(g, why, sizeof(why));
+	status_report_gauge(r, "protected", "", code == UNPROT_NONE,
+			    "1 while the backup holds a recent acknowledged epoch");
+	status_report_gauge(r, "unprotected_reason", "", code,
+			    "0 protected, 1 backup not connected, 2 no recent acknowledgement, "
+			    "3 capture failing, 4 frozen, 5 service ended, 6 deposed, 7 not started");
 	status_report_counter(r, "epochs_sent", "", g->epochs_sent, "epochs shipped");
 	status_report_counter(r, "epochs_merged", "", g->merged,
 			      "epochs skipped while the backup caught up");
@@ -160,7 +390,16 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			      "times the runtime was let run to reach a safepoint");
 	status_report_counter(r, "safepoint_fallbacks", "", g->fallbacks,
 			      "epochs captured whole for want of a safepoint");
+	status_report_counter(r, "shipped", "bytes", g->total_bytes,
+			      "bytes queued to the backup since start (epochs, heartbeats, HELLO)");
+
 	guard_status_debuginfo(g, r);
+	if (code != UNPROT_NONE)
+		status_report_text(r, "unprotected", why, "why the backup could not take over from a "
+					 "recent epoch");
+	if (g->sess)
+		capture_session_report(g->sess, r);
+	outcommit_status_fill(g->oc, r);
 }
 
 /* Start or attach the service and hold it; the lease starts now. */
@@ -168,6 +407,9 @@ int guard_start_service(struct guard *g)
 {
 	int r;
 
+	/* Before the service runs, so that a failure is said before it serves. */
+	if (g->svc->output_commit && !(g->oc = outcommit_open(g->base, g->svc->name)))
+		return -ENOMEM;
 	if (g->svc->command.argc) {
 		r = service_spawn(g->svc, &g->pid);
 	} else {
@@ -179,6 +421,11 @@ int guard_start_service(struct guard *g)
 	if (r < 0)
 		return r;
 	g->sess->use_wp = g->svc->dirty_tracking == DIRTY_UFFD;
+	r = capture_session_set_deltas(g->sess, (uint64_t)g->svc->delta_cache_mb << 20,
+				       g->svc->compression);
+	if (r < 0)
+		return log_error_errno(r, "%s: cannot make the %u MiB delta cache", g->svc->name,
+				       g->svc->delta_cache_mb);
 	/* A spawned service has PR_SET_PDEATHSIG; one we attached to must stay held. */
 	g->sess->c.detach_between = g->svc->command.argc > 0;
 	/* Hold every thread now, so the service dies with us from this moment on. */
@@ -187,8 +434,18 @@ int guard_start_service(struct guard *g)
 		r = capture_resume_all(&g->sess->c);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot seize the service", g->svc->name);
+	g->pidfd = (int)syscall(SYS_pidfd_open, g->pid, 0);
+	if (g->pidfd < 0)
+		return log_error_errno(-errno, "%s: cannot watch pid %d", g->svc->name, g->pid);
+	g->exit_ev = event_new(g->base, g->pidfd, EV_READ, exit_cb, g);
+	if (!g->exit_ev)
+		return -ENOMEM;
+	event_add(g->exit_ev, NULL);
 	g->last_heard_us = now_us();
 	pfailover_start(g, g->last_heard_us);
+	r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull);
+	if (r < 0)
+		return log_error_errno(r, "%s: cannot start the lease keeper", g->svc->name);
 	g->need_full = true;
 	return 0;
 }
@@ -222,4 +479,44 @@ int guard_start(struct guard *g)
 	event_add(g->lease_ev, &ls);
 	link_connect(g);
 	return 0;
+}
+
+static void free_event(struct event **ev)
+{
+	if (*ev)
+		event_free(*ev);
+	*ev = NULL;
+}
+
+void guard_stop(struct guard *g)
+{
+	if (!g->svc)
+		return; /* never started */
+	g->stopping = true;
+	free_event(&g->epoch_ev);
+	free_event(&g->hb_ev);
+	free_event(&g->lease_ev);
+	free_event(&g->exit_ev);
+	link_close(g, "primaryd is stopping");
+	free_event(&g->reconnect_ev);
+	keeper_stop(&g->keeper);
+	if (g->pid > 0 && !g->ended) {
+		kill(g->pid, SIGKILL);
+		/*
+		 * Its exit is ours to reap (our child, or our tracee), but a traced
+		 * leader is reported only once its traced threads are reaped: take
+		 * whatever comes until it is among them.
+		 */
+		pid_t r;
+		do
+			r = waitpid(-1, NULL, __WALL);
+		while (r != g->pid && (r >= 0 || errno == EINTR));
+	}
+	outcommit_close(g->oc); /* only once the service can send no more */
+	g->oc = NULL;
+	capture_session_close(g->sess);
+	g->sess = NULL;
+	if (g->pidfd >= 0)
+		close(g->pidfd);
+	g->pidfd = -1;
 }

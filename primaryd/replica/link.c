@@ -3,10 +3,11 @@
  * backup per service, HELLO both ways before any image data, then epochs
  * out and ACKs and heartbeats in.
  *
- * An epoch is packed straight into the bufferevent's output buffer, so the
- * service never waits on the network: link_backlog() tells the epoch timer
- * when the backup is behind, and it then merges epochs (skips capturing)
- * instead of queueing them.
+ * An epoch is packed into the send queue (sendq.h), which feeds the
+ * bufferevent in bounded chunks, so heartbeats never wait behind a large
+ * epoch and the service never waits on the network: link_backlog() tells
+ * the epoch timer when the backup is behind, and it then merges epochs
+ * (skips capturing) instead of queueing them.
  */
 #include <event2/buffer.h>
 #include <linux/sockios.h>
@@ -17,11 +18,35 @@
 #include "epoch.h"
 #include "guard.h"
 #include "log.h"
+#include "outcommit.h"
 #include "tls.h"
 #include "util.h"
 
 #define RECONNECT_MS 500
 
+/* Part of an epoch message: into the send queue, behind nothing but epoch data. */
+static int queue_sbuf(struct guard *g, msgpack_sbuffer *sb)
+{
+	int r = sendq_add(&g->sendq, sb->data, sb->size);
+	g->total_bytes += sb->size;
+	msgpack_sbuffer_clear(sb);
+	return r;
+}
+
+static void committed_out(void *arg, uint64_t queued_us)
+{
+	struct guard *g = arg;
+	if (g->sess)
+		hist_add_us(&g->sess->cost.h[COST_TLS_WRITE], now_us() - queued_us);
+}
+
+static void pump(struct guard *g)
+{
+	if (g->bev)
+		sendq_pump(&g->sendq, bufferevent_get_output(g->bev), committed_out, g);
+}
+
+/* HELLO and heartbeats: straight to the output, ahead of the queued epoch data. */
 static int send_sbuf(struct guard *g, msgpack_sbuffer *sb)
 {
 	int r = bufferevent_write(g->bev, sb->data, sb->size) < 0 ? -EIO : 0;
@@ -30,22 +55,13 @@ static int send_sbuf(struct guard *g, msgpack_sbuffer *sb)
 	return r;
 }
 
-static void boot_id(char *buf, size_t len)
-{
-	_cleanup_free_ char *b = NULL;
-	if (read_file("/proc/sys/kernel/random/boot_id", &b) > 0) {
-		b[strcspn(b, "\n")] = 0;
-		snprintf(buf, len, "%s", b);
-	} else {
-		snprintf(buf, len, "unknown");
-	}
-}
+static void epoch_free(struct guard *g);
 
 static void send_hello(struct guard *g)
 {
 	char bid[64];
 	msgpack_sbuffer sb;
-	boot_id(bid, sizeof(bid));
+	(void)read_boot_id(bid, sizeof(bid));
 	struct wire_hello h = {.proto_version = WIRE_PROTO_VERSION,
 			       .role = ROLE_PRIMARY,
 			       .service = g->svc->name,
@@ -72,6 +88,9 @@ static void drop_link(struct guard *g, const char *why)
 		wire_decoder_free(g->dec);
 	g->dec = NULL;
 	g->hello_ok = false;
+	epoch_free(g);
+	if (g->sendq.buf)
+		sendq_clear(&g->sendq);
 	guard_link_lost(g);
 }
 
@@ -118,6 +137,12 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 		g->hello_ok = true;
 		g->need_full = true;
 		log_info("%s: backup %s accepted us", g->svc->name, g->peer);
+		g->backup_no_dwarf = m->hello.flags & WIRE_HELLO_NO_DWARF;
+		if (g->backup_no_dwarf)
+			log_warn("%s: the backup's host (%s) has no DWARF for the service: a takeover "
+				 "there whose thread ids are taken cannot patch the runtime, and Go's "
+				 "preemption signals may go astray (install the debug file there, or "
+				 "set debug_file)", g->svc->name, g->peer);
 		link_send_heartbeat(g); /* a first stamp, before any epoch is queued */
 		pfailover_backup_hello(g, m->hello.incarnation);
 		break;
@@ -125,6 +150,7 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 		if (m->ack.epoch > g->acked) {
 			g->acked = m->ack.epoch;
 			g->acked_at_us = now_us();
+			outcommit_acked(g->oc, g->acked);
 		}
 		pfailover_acked(g, m->ack.epoch);
 		break;
@@ -174,6 +200,13 @@ static void on_read(struct bufferevent *bev, void *arg)
 	}
 }
 
+/* The output is down to its low watermark: give it the next chunk of the queue. */
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	pump(arg);
+}
+
 /* Bytes leave the output buffer for TLS and the socket: note when our last heartbeat went. */
 static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
@@ -204,7 +237,10 @@ static void on_established(struct bufferevent *bev, const char *peer, void *arg)
 	g->bev = bev;
 	snprintf(g->peer, sizeof(g->peer), "%s", peer);
 	g->dec = wire_decoder_new();
-	bufferevent_setcb(bev, on_read, NULL, on_event, g);
+	if (!g->sendq.buf && sendq_init(&g->sendq) < 0)
+		log_error("%s: out of memory for the send queue", g->svc->name);
+	bufferevent_setwatermark(bev, EV_WRITE, SENDQ_LOW, 0);
+	bufferevent_setcb(bev, on_read, on_write, on_event, g);
 	g->out_added = g->out_drained = g->hb_stamp = g->hb_left_stamp = 0;
 	evbuffer_add_cb(bufferevent_get_output(bev), on_output, g);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
@@ -257,7 +293,8 @@ void link_schedule_reconnect(struct guard *g)
 
 size_t link_backlog(const struct guard *g)
 {
-	return g->bev ? evbuffer_get_length(bufferevent_get_output(g->bev)) : 0;
+	return g->bev ? evbuffer_get_length(bufferevent_get_output(g->bev)) + sendq_length(&g->sendq)
+		      : 0;
 }
 
 /*
@@ -340,7 +377,8 @@ static int send_msg(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffer 
 	r = wire_epoch_hash_add(h, m);
 	if (r < 0)
 		return r;
-	return send_sbuf(g, sb);
+	r = queue_sbuf(g, sb);
+	return r < 0 ? r : sendq_end(&g->sendq, 0);
 }
 
 static int send_threads(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffer *sb,
@@ -380,31 +418,183 @@ static int send_page_chunk(struct guard *g, struct wire_epoch_hash *h, msgpack_s
 	r = wire_pack_pages_head(sb, addr, n);
 	if (r < 0)
 		return r;
-	r = send_sbuf(g, sb);
+	r = queue_sbuf(g, sb);
 	if (r < 0)
 		return r;
-	if (bufferevent_write(g->bev, data, (size_t)n * PAGE_SIZE) < 0)
-		return -EIO;
+	if (sendq_add(&g->sendq, data, (size_t)n * PAGE_SIZE) < 0)
+		return -ENOMEM;
 	g->total_bytes += (uint64_t)n * PAGE_SIZE;
-	return 0;
+	return sendq_end(&g->sendq, 0);
 }
 
-static int send_pages(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffer *sb,
-		      const struct image *img)
+/*
+ * An epoch being sent: its metadata is queued at once, its pages a slice
+ * at a time from an event that runs again until they are all queued, then
+ * COMMIT. So encoding, compressing and hashing a large epoch never holds
+ * the loop for longer than one slice: heartbeats, ACKs and the lease
+ * timer run in between. The next epoch waits until this one is queued.
+ */
+#define SLICE_PAGES 256u
+
+struct link_epoch {
+	struct image *img;
+	struct wire_epoch_hash h;
+	msgpack_sbuffer sb;
+	size_t run;
+	uint64_t page;		     /* cursor: the next page to send */
+	uint64_t t0, pack_us, enc_us; /* for the cost breakdown */
+	uint64_t select_us;
+	struct event *ev;
+};
+
+static void epoch_free(struct guard *g)
 {
-	for (size_t i = 0; i < img->n_runs; i++) {
-		const struct image_pagerun *run = &img->runs[i];
-		for (uint64_t done = 0; done < run->npages;) {
-			uint32_t n = run->npages - done > WIRE_MAX_PAGES ? WIRE_MAX_PAGES
-									 : run->npages - done;
-			int r = send_page_chunk(g, h, sb, run->addr + done * PAGE_SIZE, n,
-						img->pages + run->offset + done * PAGE_SIZE);
-			if (r < 0)
-				return r;
-			done += n;
+	struct link_epoch *e = g->sending;
+
+	if (!e)
+		return;
+	if (e->ev)
+		event_free(e->ev);
+	msgpack_sbuffer_destroy(&e->sb);
+	wire_epoch_hash_done(&e->h);
+	if (e->img->pages == g->sess->staging)
+		e->img->pages = NULL; /* borrowed from the session (session.c) */
+	image_free(e->img);
+	free(e);
+	g->sending = NULL;
+}
+
+bool link_busy(const struct guard *g) { return g->sending != NULL; }
+
+/* The next n (<= SLICE_PAGES) pages from the cursor, as PAGES messages of at most SENDQ_MSG_PAGES. */
+static int slice_pages(struct guard *g, struct link_epoch *e, uint32_t *sent)
+{
+	const struct image *img = e->img;
+
+	*sent = 0;
+	while (e->run < img->n_runs && *sent < SLICE_PAGES) {
+		const struct image_pagerun *run = &img->runs[e->run];
+		uint64_t left = run->npages - e->page, room = SLICE_PAGES - *sent;
+		uint32_t n = left < room ? left : room;
+		if (n > SENDQ_MSG_PAGES)
+			n = SENDQ_MSG_PAGES;
+		int r = send_page_chunk(g, &e->h, &e->sb, run->addr + e->page * PAGE_SIZE, n,
+					img->pages + run->offset + e->page * PAGE_SIZE);
+		if (r < 0)
+			return r;
+		*sent += n;
+		if ((e->page += n) == run->npages) {
+			e->run++;
+			e->page = 0;
 		}
 	}
 	return 0;
+}
+
+/* The next pages as one DELTA message; the checksum covers each page's new contents. */
+static int slice_delta(struct guard *g, struct link_epoch *e, uint32_t *sent)
+{
+	const struct image *img = e->img;
+	struct capture_session *s = g->sess;
+	struct delta_batch b;
+	uint64_t t, hash_us = 0;
+	int r;
+
+	*sent = 0;
+	t = now_us();
+	capture_session_batch_begin(s);
+	while (e->run < img->n_runs && *sent < WIRE_MAX_DELTA_PAGES) {
+		const struct image_pagerun *run = &img->runs[e->run];
+		uint64_t addr = run->addr + e->page * PAGE_SIZE;
+		const uint8_t *data = img->pages + run->offset + e->page * PAGE_SIZE;
+		uint64_t h0 = now_us();
+		r = wire_epoch_hash_add_page(&e->h, addr, data);
+		hash_us += now_us() - h0;
+		if (r < 0)
+			return r;
+		capture_session_batch_add(s, addr, data);
+		(*sent)++;
+		if (++e->page == run->npages) {
+			e->run++;
+			e->page = 0;
+		}
+	}
+	if (!*sent)
+		return 0;
+	uint64_t c0 = s->enc_compress_us;
+	if ((r = capture_session_batch_end(s, &b)) < 0)
+		return r;
+	e->enc_us += now_us() - t - hash_us - (s->enc_compress_us - c0);
+	t = now_us();
+	struct wire_delta m = {.codec = b.codec, .npages = b.npages, .raw_len = b.raw_len,
+			       .data = {b.data, b.len}};
+	r = wire_pack_delta(&e->sb, &m);
+	free(b.data);
+	if (r >= 0)
+		r = queue_sbuf(g, &e->sb);
+	if (r >= 0)
+		r = sendq_end(&g->sendq, 0);
+	e->pack_us += now_us() - t + hash_us;
+	return r;
+}
+
+static int finish_epoch(struct guard *g, struct link_epoch *e)
+{
+	struct wire_msg commit = {.type = WIRE_COMMIT};
+	struct capture_session *s = g->sess;
+	uint64_t t = now_us();
+	int r = wire_epoch_hash_final(&e->h, &commit.commit);
+
+	if (r == 0)
+		r = wire_pack(&e->sb, &commit);
+	if (r == 0)
+		r = queue_sbuf(g, &e->sb);
+	if (r == 0)
+		r = sendq_end(&g->sendq, e->t0);
+	if (r < 0)
+		return r;
+	e->pack_us += now_us() - t;
+	hist_add_us(&s->cost.h[COST_ENCODE], e->select_us + e->enc_us);
+	hist_add_us(&s->cost.h[COST_COMPRESS], s->enc_compress_us);
+	hist_add_us(&s->cost.h[COST_PACK], e->pack_us);
+	g->last_bytes = g->total_bytes - g->epoch_bytes_from;
+	pump(g);
+	epoch_free(g);
+	return 0;
+}
+
+static void slice_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct guard *g = arg;
+	struct link_epoch *e = g->sending;
+	bool deltas = shipped_enabled(&g->sess->shipped_pages);
+	uint32_t sent;
+	uint64_t t = now_us();
+	int r;
+
+	(void)fd, (void)what;
+	if (!e)
+		return;
+	r = deltas ? slice_delta(g, e, &sent) : slice_pages(g, e, &sent);
+	if (!deltas)
+		e->pack_us += now_us() - t;
+	if (r >= 0 && e->run < e->img->n_runs) {
+		/* A zero timeout, not event_active(): that would run again before any I/O. */
+		static const struct timeval now = {0, 0};
+		pump(g);
+		evtimer_add(e->ev, &now);
+		return;
+	}
+	if (r >= 0)
+		r = finish_epoch(g, e);
+	if (r < 0)
+		drop_link(g, "cannot encode an epoch");
+}
+
+void link_finish_epoch(struct guard *g)
+{
+	while (g->sending)
+		slice_cb(-1, 0, g);
 }
 
 static int send_epoch_body(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffer *sb,
@@ -435,37 +625,55 @@ static int send_epoch_body(struct guard *g, struct wire_epoch_hash *h, msgpack_s
 	if (r == 0)
 		r = send_msg(g, h, sb, &m);
 	msgpack_sbuffer_destroy(&fds);
-	if (r < 0)
-		return r;
-	return send_pages(g, h, sb, img);
+	return r;
 }
 
-int link_send_epoch(struct guard *g, const struct image *img, uint64_t epoch, uint64_t base)
+int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t base)
 {
-	struct wire_epoch_hash h;
-	struct wire_msg commit = {.type = WIRE_COMMIT};
-	msgpack_sbuffer sb;
-	uint64_t before = g->total_bytes;
+	struct link_epoch *e;
 	int r;
 
-	if (!g->bev)
-		return -ENOTCONN;
-	r = wire_epoch_hash_init(&h);
-	if (r < 0)
-		return r;
-	msgpack_sbuffer_init(&sb);
-	r = send_epoch_body(g, &h, &sb, img, epoch, base);
-	if (r == 0)
-		r = wire_epoch_hash_final(&h, &commit.commit);
-	if (r == 0) {
-		r = wire_pack(&sb, &commit);
-		if (r == 0)
-			r = send_sbuf(g, &sb);
+	if (!g->bev || g->sending || !g->sendq.buf) {
+		if (img->pages == g->sess->staging)
+			img->pages = NULL;
+		image_free(img);
+		return g->bev ? -EBUSY : -ENOTCONN;
 	}
-	msgpack_sbuffer_destroy(&sb);
-	wire_epoch_hash_done(&h);
-	g->last_bytes = g->total_bytes - before;
-	if (r < 0)
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		if (img->pages == g->sess->staging)
+			img->pages = NULL;
+		image_free(img);
+		return -ENOMEM;
+	}
+	e->img = img;
+	e->t0 = now_us();
+	e->select_us = e->t0 - g->sess->enc_start_us;
+	msgpack_sbuffer_init(&e->sb);
+	g->sending = e;
+	g->epoch_bytes_from = g->total_bytes;
+	r = wire_epoch_hash_init(&e->h);
+	if (r >= 0)
+		r = send_epoch_body(g, &e->h, &e->sb, img, epoch, base);
+	e->ev = r >= 0 ? event_new(g->base, -1, 0, slice_cb, g) : NULL;
+	if (r >= 0 && !e->ev)
+		r = -ENOMEM;
+	if (r < 0) {
 		drop_link(g, "cannot encode an epoch");
-	return r;
+		return r;
+	}
+	e->pack_us = now_us() - e->t0;
+	pump(g);
+	slice_cb(-1, 0, g); /* the first slice now; the rest from the loop */
+	return 0;
+}
+
+void link_close(struct guard *g, const char *why)
+{
+	if (g->hs)
+		tls_handshake_cancel(g->hs);
+	g->hs = NULL;
+	drop_link(g, why);
+	if (g->reconnect_ev)
+		evtimer_del(g->reconnect_ev);
 }

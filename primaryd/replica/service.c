@@ -90,5 +90,6 @@ int service_attach_pidfile(const struct service_config *svc, pid_t *out)
 		return log_error_errno(-ESRCH, "%s: no process %ld (from %s)", svc->name, pid,
 				       svc->pid_file);
 	*out = pid;
+	log_info("%s: attached to pid %ld (from %s)", svc->name, pid, svc->pid_file);
 	return 0;
 }

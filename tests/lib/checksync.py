@@ -135,6 +135,8 @@ def run(main, *args):
         results.fail("unexpected error:\n" + traceback.format_exc().rstrip())
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let cleanup finish
+        if results.passed + results.failed == 0:
+            results.fail("no check ran: a test that checks nothing proves nothing")
         for problem in cleanup(keep_files=results.failed > 0):
             results.fail(f"cleanup: {problem}")
     print(results.summary(), flush=True)
@@ -362,12 +364,39 @@ class Proc:
             return None
         return None
 
+    def tasks(self):
+        """{tid: (state, TracerPid)} of every thread, from /proc/PID/task/*; {} once gone."""
+        out = {}
+        try:
+            tids = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return out
+        for tid in tids:
+            state = tracer = None
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("State:"):
+                            state = line.split()[1]
+                        elif line.startswith("TracerPid:"):
+                            tracer = int(line.split()[1])
+            except OSError:
+                continue  # exited meanwhile
+            out[int(tid)] = (state, tracer)
+        return out
+
     def check_left_running(self, results, after):
-        """Checks that the process runs on untraced and unstopped after AFTER (a dump)."""
-        state, tracer = self.state(), self.tracer()
-        results.check(f"{self} left running, not stopped and not traced after {after}",
-                      self.alive() and state not in ("t", "T") and tracer == 0,
-                      "alive, state not t/T, TracerPid 0", f"state {state}, TracerPid {tracer}")
+        """Checks that the process runs on untraced and unstopped after AFTER (a dump):
+        every thread, not only the leader (a dump that let go of the leader alone would
+        leave the others stopped or traced)."""
+        tasks = self.tasks() if self.alive() else {}
+        bad = {tid: st for tid, st in tasks.items() if st[0] in ("t", "T") or st[1] != 0}
+        results.check(f"{self} left running, no thread stopped or traced after {after}",
+                      tasks and not bad,
+                      "alive, every /proc/PID/task/* with state not t/T and TracerPid 0",
+                      f"{len(tasks)} threads; stopped or traced: "
+                      + (", ".join(f"{t} (state {s}, TracerPid {tp})" for t, (s, tp) in bad.items())
+                         or "none"))
 
     def kill9(self, timeout=15):
         if self.alive():

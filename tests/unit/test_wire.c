@@ -10,6 +10,7 @@
 #include <msgpack.h>
 #include <stdlib.h>
 
+#include "delta.h"
 #include "image/image.h"
 #include "unit.h"
 #include "util.h"
@@ -61,6 +62,7 @@ enum {
 	S_FDS_EMPTY,
 	S_HANDOVER,
 	S_STAND_DOWN,
+	S_DELTA,
 	S_COUNT
 };
 
@@ -94,7 +96,25 @@ static struct wire_msg samples[S_COUNT] = {
     [S_FDS_EMPTY] = {.type = WIRE_FDS, .fds = {.table = {NULL, 0}}},
     [S_HANDOVER] = {.type = WIRE_HANDOVER, .handover = {.epoch = 4}},
     [S_STAND_DOWN] = {.type = WIRE_STAND_DOWN},
+    [S_DELTA] = {.type = WIRE_DELTA}, /* filled by make_delta() */
 };
+
+/* Two page records (a run delta and a whole page), zstd-compressed. */
+static uint8_t delta_raw[2 * DELTA_REC_MAX], delta_packed[2 * DELTA_REC_MAX + 512];
+
+static size_t make_payload(uint8_t *raw, enum delta_kind kinds[2])
+{
+	static uint8_t base[DELTA_PAGE], cur[DELTA_PAGE];
+	size_t n;
+
+	memcpy(base, page_data, DELTA_PAGE);
+	memcpy(cur, base, DELTA_PAGE);
+	cur[10] ^= 0x55;
+	cur[3000] ^= 0x11;
+	n = delta_encode_page(0xc000001000, base, cur, raw, &kinds[0]);
+	n += delta_encode_page(0xc000005000, base, page_data + 1, raw + n, &kinds[1]);
+	return n;
+}
 
 static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
@@ -120,6 +140,19 @@ static void make_samples(void)
 	CHECK_INT(samples[S_COMMIT].commit.epoch, 4);
 	CHECK_INT(samples[S_COMMIT].commit.npages, 3);
 	wire_epoch_hash_done(&h);
+
+	enum delta_kind kinds[2];
+	size_t raw = make_payload(delta_raw, kinds);
+	CHECK_INT(kinds[0], DELTA_ZRUN);
+	CHECK_INT(kinds[1], DELTA_WHOLE);
+	size_t packed = delta_compress(DELTA_CODEC_ZSTD, delta_raw, raw, delta_packed,
+				       sizeof(delta_packed));
+	CHECK(packed > 0 && packed < raw);
+	samples[S_DELTA].delta = (struct wire_delta){.codec = DELTA_CODEC_ZSTD,
+						     .npages = 2,
+						     .raw_len = raw,
+						     .data = {delta_packed, packed},
+						     .raw = delta_raw};
 }
 
 /* Pack samples [from, to) into sb; ends[i] is where message from+i ends. */
@@ -208,6 +241,12 @@ static bool msg_eq(const struct wire_msg *a, const struct wire_msg *b)
 		return a->handover.epoch == b->handover.epoch;
 	case WIRE_STAND_DOWN:
 		return true;
+	case WIRE_DELTA:
+		return a->delta.codec == b->delta.codec && a->delta.npages == b->delta.npages &&
+		       a->delta.raw_len == b->delta.raw_len &&
+		       blob_eq(a->delta.data.data, a->delta.data.len, b->delta.data.data,
+			       b->delta.data.len) &&
+		       blob_eq(a->delta.raw, a->delta.raw_len, b->delta.raw, b->delta.raw_len);
 	}
 	return false;
 }
@@ -427,7 +466,7 @@ static const struct {
     {"92 0b 00", "HANDOVER: field 'epoch': epochs are numbered from 1"},
     {"92 0c 00", "STAND_DOWN: 1 fields, expected 0"},
     {"96 09 00 00 00 00 a1 78", "HEARTBEAT: field 'echo_age_us': expected an unsigned integer, got a string"},
-    {"98 01 02 00 a1 6b a0 00 00 02", "HELLO: field 'flags': 0x2 has unknown bits"},
+    {"98 01 02 00 a1 6b a0 00 00 04", "HELLO: field 'flags': 0x4 has unknown bits"},
     {"98 01 02 00 a1 6b a0 00 00 01",
      "HELLO: field 'incarnation': 0 with the fresh flag: a new run needs an id"},
     {"81 01 02", "message: msgpack type byte 0x81 is never sent"},
@@ -657,6 +696,85 @@ static void test_epoch_hash(void)
 	msgpack_sbuffer_destroy(&sb);
 }
 
+/* One DELTA built from fields, decoded: 1 with *out, or the decoder's error. */
+static int decode_delta(const struct wire_delta *in, struct wire_msg *out, char *err, size_t n,
+			struct wire_decoder *d)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	int r;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, 5);
+	msgpack_pack_uint8(&pk, WIRE_DELTA);
+	msgpack_pack_uint32(&pk, in->codec);
+	msgpack_pack_uint32(&pk, in->npages);
+	msgpack_pack_uint32(&pk, in->raw_len);
+	msgpack_pack_bin(&pk, in->data.len);
+	msgpack_pack_bin_body(&pk, in->data.data, in->data.len);
+	wire_decoder_feed(d, sb.data, sb.size);
+	r = wire_decoder_next(d, out, err, n);
+	msgpack_sbuffer_destroy(&sb);
+	return r;
+}
+
+/* The decoder decompresses and checks every record of a DELTA before anyone sees it. */
+static void test_delta(void)
+{
+	const struct wire_delta good = samples[S_DELTA].delta;
+	static uint8_t bad_raw[2 * DELTA_REC_MAX], bad_packed[2 * DELTA_REC_MAX + 512];
+	struct wire_delta in;
+	struct wire_msg m;
+	char err[512];
+
+#define DELTA_CASE(mutation, want)                                                                 \
+	do {                                                                                       \
+		_cleanup_wire_decoder_ struct wire_decoder *d = wire_decoder_new();                \
+		in = good;                                                                         \
+		mutation;                                                                          \
+		err[0] = 0;                                                                        \
+		CHECK_INT(decode_delta(&in, &m, err, sizeof(err), d), -EBADMSG);                   \
+		CHECK_STR(err, want);                                                              \
+	} while (0)
+
+	{
+		_cleanup_wire_decoder_ struct wire_decoder *d = wire_decoder_new();
+		in = good;
+		CHECK_INT(decode_delta(&in, &m, err, sizeof(err), d), 1);
+		CHECK(msg_eq(&m, &samples[S_DELTA]));
+	}
+	DELTA_CASE(in.codec = 3, "DELTA: field 'codec': 3 is not 0 (none), 1 (lz4) or 2 (zstd)");
+	DELTA_CASE(in.npages = 0, "DELTA: field 'npages': 0, expected 1 to 256");
+	DELTA_CASE(in.npages = 3, "DELTA: field 'npages': 3, but the payload holds 2 page records");
+	DELTA_CASE(in.raw_len = good.raw_len - 1,
+		   "DELTA: field 'data': does not decompress (zstd) to raw_len 4124 bytes");
+	DELTA_CASE(in.raw_len = 10, "DELTA: field 'raw_len': 10 bytes cannot hold 2 page records");
+	DELTA_CASE(in.codec = DELTA_CODEC_LZ4,
+		   "DELTA: field 'data': does not decompress (lz4) to raw_len 4125 bytes");
+	/* Records that decompress fine but do not hold together. */
+	enum delta_kind kinds[2];
+	size_t raw = make_payload(bad_raw, kinds);
+	bad_raw[0] ^= 0x01; /* the first address, no longer page aligned */
+	size_t packed = delta_compress(DELTA_CODEC_NONE, bad_raw, raw, bad_packed, sizeof(bad_packed));
+	DELTA_CASE((in.codec = DELTA_CODEC_NONE, in.data = (struct wire_blob){bad_packed, packed}),
+		   "DELTA: field 'data': page record 0 (at byte 0) is malformed");
+	bad_raw[0] ^= 0x01;
+	bad_raw[DELTA_REC_HEAD] = 0xff; /* a run past the page's end */
+	bad_raw[DELTA_REC_HEAD + 1] = 0xff;
+	packed = delta_compress(DELTA_CODEC_NONE, bad_raw, raw, bad_packed, sizeof(bad_packed));
+	DELTA_CASE((in.codec = DELTA_CODEC_NONE, in.data = (struct wire_blob){bad_packed, packed}),
+		   "DELTA: field 'data': page record 0 (at byte 0) is malformed");
+	/* The epoch hash takes a DELTA's pages one by one, never the message. */
+	struct wire_epoch_hash h;
+	CHECK_INT(wire_epoch_hash_init(&h), 0);
+	CHECK_INT(wire_epoch_hash_add(&h, &samples[S_BEGIN]), 0);
+	CHECK_INT(wire_epoch_hash_add(&h, &samples[S_DELTA]), -EINVAL);
+	CHECK_INT(wire_epoch_hash_add_page(&h, 0xc000001000, page_data), 0);
+	wire_epoch_hash_done(&h);
+#undef DELTA_CASE
+}
+
 /* Every single-byte corruption of an epoch is refused, torn or unverified: never applied. */
 static void test_flips(void)
 {
@@ -848,6 +966,7 @@ int main(void)
 	test_bad_built();
 	test_pack_checks();
 	test_epoch_hash();
+	test_delta();
 	test_flips();
 	test_fuzz();
 	UNIT_EXIT();

@@ -20,6 +20,14 @@
 //	GET /saves        answers how many saves were made and how long each of
 //	                  the last 10000 took (microseconds; SaveFile holds the
 //	                  cache's read lock meanwhile, so writers wait).
+//
+// With -save-after-items N the saves begin only once the cache holds N
+// items, so that a benchmark can fill it first at full speed.
+//
+// With -preload N the server stores N keys p0..p(N-1) of -preload-size
+// bytes each from its start, as fast as it can, while it already serves
+// (a write burst: a large heap written in a few seconds); /state counts
+// "preloaded" keys so far and says "preload_done".
 package main
 
 import (
@@ -32,7 +40,10 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -96,11 +107,13 @@ func handleItems(w http.ResponseWriter, r *http.Request) {
 
 func handleState(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]interface{}{
-		"pid":        os.Getpid(),
-		"instance":   instance,
-		"num_gc":     numGC(),
-		"goroutines": runtime.NumGoroutine(),
-		"items":      store.ItemCount(),
+		"pid":          os.Getpid(),
+		"instance":     instance,
+		"num_gc":       numGC(),
+		"goroutines":   runtime.NumGoroutine(),
+		"items":        store.ItemCount(),
+		"preloaded":    atomic.LoadInt64(&preloaded),
+		"preload_done": atomic.LoadInt32(&preloadDone) == 1,
 	})
 }
 
@@ -128,7 +141,25 @@ var saves struct {
 
 const maxSaves = 10000
 
-func saveLoop(path string, interval time.Duration) {
+var preloaded int64
+var preloadDone int32
+
+func preload(n, size int) {
+	pad := strings.Repeat("x", size)
+	for i := 0; i < n; i++ {
+		k := "p" + strconv.Itoa(i)
+		// a fresh string per key, so every value is its own heap object
+		v := (k + pad)[:size]
+		store.Set(k, strings.Clone(v), cache.NoExpiration)
+		atomic.AddInt64(&preloaded, 1)
+	}
+	atomic.StoreInt32(&preloadDone, 1)
+}
+
+func saveLoop(path string, interval time.Duration, after int) {
+	for store.ItemCount() < after {
+		time.Sleep(interval)
+	}
 	for range time.Tick(interval) {
 		t0 := time.Now()
 		err := store.SaveFile(path + ".tmp")
@@ -162,13 +193,21 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
 	savefile := flag.String("savefile", "", "save the cache with go-cache's SaveFile into this file periodically")
 	saveInterval := flag.Int("save-interval-ms", 100, "how often -savefile saves, in milliseconds")
+	saveAfter := flag.Int("save-after-items", 0, "begin saving once the cache holds this many items")
+	preloadN := flag.Int("preload", 0, "store this many keys from the start")
+	preloadSize := flag.Int("preload-size", 256, "bytes per preloaded value")
 	flag.Parse()
+	if *preloadN > 0 {
+		go preload(*preloadN, *preloadSize)
+	} else {
+		atomic.StoreInt32(&preloadDone, 1)
+	}
 	if *savefile != "" {
 		if *saveInterval < 1 {
 			log.Fatalf("kvserver: -save-interval-ms must be at least 1, got %d", *saveInterval)
 		}
 		http.HandleFunc("/saves", handleSaves)
-		go saveLoop(*savefile, time.Duration(*saveInterval)*time.Millisecond)
+		go saveLoop(*savefile, time.Duration(*saveInterval)*time.Millisecond, *saveAfter)
 	}
 
 	ln, err := net.Listen("tcp", *addr)

@@ -1,0 +1,317 @@
+/*
+ * delta.c - see delta.h.
+ *
+ * The run encoder compares eight bytes at a time while the page is equal
+ * (most of it, usually) and a byte at a time inside a changed run; equal
+ * gaps of two bytes or less stay inside the run, since a new pair of
+ * varints would cost as much.
+ */
+#include "delta.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <lz4.h>
+#include <string.h>
+#include <zstd.h>
+
+#define BLOCK 64u
+#define NBLOCKS (DELTA_PAGE / BLOCK)
+#define MERGE_GAP 2u
+#define ZSTD_LEVEL 1
+
+static uint64_t load64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+static size_t put_varint(uint8_t *out, uint32_t v)
+{
+	size_t n = 0;
+	while (v >= 0x80) {
+		out[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	out[n++] = (uint8_t)v;
+	return n;
+}
+
+/* A varint of at most 2 bytes (values < 16384 cover a page): -1 when bad or cut short. */
+static long get_varint(const uint8_t *p, size_t n, size_t *pos)
+{
+	uint32_t v = 0;
+	for (unsigned shift = 0; shift <= 7; shift += 7) {
+		if (*pos >= n)
+			return -1;
+		uint8_t b = p[(*pos)++];
+		v |= (uint32_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return v;
+	}
+	return -1;
+}
+
+static size_t skip_equal(const uint8_t *a, const uint8_t *b, size_t i)
+{
+	while (i + 8 <= DELTA_PAGE && load64(a + i) == load64(b + i))
+		i += 8;
+	while (i < DELTA_PAGE && a[i] == b[i])
+		i++;
+	return i;
+}
+
+/* End of the changed run starting at i: it ends before an equal gap longer than MERGE_GAP. */
+static size_t changed_end(const uint8_t *a, const uint8_t *b, size_t i)
+{
+	size_t end = i;
+	while (i < DELTA_PAGE) {
+		if (a[i] != b[i]) {
+			end = ++i;
+			continue;
+		}
+		size_t j = i;
+		while (j < DELTA_PAGE && j - i <= MERGE_GAP && a[j] == b[j])
+			j++;
+		if (j == DELTA_PAGE || j - i > MERGE_GAP)
+			break;
+		i = j;
+	}
+	return end;
+}
+
+/* The run body, or SIZE_MAX when it would reach a whole page. */
+static size_t encode_zrun(const uint8_t *base, const uint8_t *cur, uint8_t *out)
+{
+	size_t i = 0, last = 0, o = 0;
+
+	for (;;) {
+		i = skip_equal(base, cur, i);
+		if (i == DELTA_PAGE)
+			return o;
+		size_t end = changed_end(base, cur, i);
+		if (o + 6 + (end - i) >= DELTA_PAGE)
+			return SIZE_MAX;
+		o += put_varint(out + o, i - last);
+		o += put_varint(out + o, end - i);
+		memcpy(out + o, cur + i, end - i);
+		o += end - i;
+		last = i = end;
+	}
+}
+
+static uint64_t changed_blocks(const uint8_t *base, const uint8_t *cur)
+{
+	uint64_t mask = 0;
+	for (unsigned k = 0; k < NBLOCKS; k++)
+		if (memcmp(base + k * BLOCK, cur + k * BLOCK, BLOCK) != 0)
+			mask |= 1ull << k;
+	return mask;
+}
+
+static size_t encode_blocks(uint64_t mask, const uint8_t *cur, uint8_t *out)
+{
+	uint64_t le = htole64(mask);
+	size_t o = 8;
+	memcpy(out, &le, 8);
+	for (unsigned k = 0; k < NBLOCKS; k++)
+		if (mask & (1ull << k)) {
+			memcpy(out + o, cur + k * BLOCK, BLOCK);
+			o += BLOCK;
+		}
+	return o;
+}
+
+static void put_head(uint8_t *out, uint64_t addr, enum delta_kind kind, size_t len)
+{
+	uint64_t a = htole64(addr);
+	uint16_t l = htole16((uint16_t)len);
+	memcpy(out, &a, 8);
+	out[8] = (uint8_t)kind;
+	memcpy(out + 9, &l, 2);
+}
+
+size_t delta_encode_page(uint64_t addr, const uint8_t *base, const uint8_t *cur, uint8_t *out,
+			 enum delta_kind *kind)
+{
+	uint8_t *body = out + DELTA_REC_HEAD;
+	size_t len = encode_zrun(base, cur, body);
+	uint64_t mask = len == 0 ? 0 : changed_blocks(base, cur);
+	size_t blocks_len = 8 + (size_t)__builtin_popcountll(mask) * BLOCK;
+
+	*kind = DELTA_ZRUN;
+	if (len != 0 && blocks_len < len && blocks_len < DELTA_PAGE) {
+		len = encode_blocks(mask, cur, body);
+		*kind = DELTA_BLOCKS;
+	} else if (len == SIZE_MAX) {
+		memcpy(body, cur, DELTA_PAGE);
+		len = DELTA_PAGE;
+		*kind = DELTA_WHOLE;
+	}
+	put_head(out, addr, *kind, len);
+	return DELTA_REC_HEAD + len;
+}
+
+size_t delta_encode_as(enum delta_kind want, uint64_t addr, const uint8_t *base, const uint8_t *cur,
+		       uint8_t *out)
+{
+	uint8_t *body = out + DELTA_REC_HEAD;
+	size_t len = SIZE_MAX;
+
+	if (want == DELTA_ZRUN)
+		len = encode_zrun(base, cur, body);
+	else if (want == DELTA_BLOCKS) {
+		uint64_t mask = changed_blocks(base, cur);
+		if (8 + (size_t)__builtin_popcountll(mask) * BLOCK < DELTA_PAGE)
+			len = encode_blocks(mask, cur, body);
+	}
+	if (len == SIZE_MAX)
+		return delta_encode_whole(addr, cur, out);
+	put_head(out, addr, want, len);
+	return DELTA_REC_HEAD + len;
+}
+
+size_t delta_encode_whole(uint64_t addr, const uint8_t *cur, uint8_t *out)
+{
+	put_head(out, addr, DELTA_WHOLE, DELTA_PAGE);
+	memcpy(out + DELTA_REC_HEAD, cur, DELTA_PAGE);
+	return DELTA_REC_MAX;
+}
+
+/* One walk for both apply (page set) and check (page NULL). */
+static int walk(enum delta_kind kind, const uint8_t *body, size_t len, uint8_t *page)
+{
+	size_t pos = 0, at = 0;
+
+	switch (kind) {
+	case DELTA_WHOLE:
+		if (len != DELTA_PAGE)
+			return -EBADMSG;
+		if (page)
+			memcpy(page, body, DELTA_PAGE);
+		return 0;
+	case DELTA_ZRUN:
+		while (pos < len) {
+			long same = get_varint(body, len, &pos);
+			long diff = same < 0 ? -1 : get_varint(body, len, &pos);
+			if (diff < 0 || at + same + diff > DELTA_PAGE || pos + diff > len)
+				return -EBADMSG;
+			at += same;
+			if (page)
+				memcpy(page + at, body + pos, diff);
+			at += diff;
+			pos += diff;
+		}
+		return 0;
+	case DELTA_BLOCKS: {
+		uint64_t mask;
+		if (len < 8)
+			return -EBADMSG;
+		memcpy(&mask, body, 8);
+		mask = le64toh(mask);
+		if (len != 8 + (size_t)__builtin_popcountll(mask) * BLOCK)
+			return -EBADMSG;
+		pos = 8;
+		for (unsigned k = 0; page && k < NBLOCKS; k++)
+			if (mask & (1ull << k)) {
+				memcpy(page + k * BLOCK, body + pos, BLOCK);
+				pos += BLOCK;
+			}
+		return 0;
+	}
+	}
+	return -EBADMSG;
+}
+
+int delta_apply(enum delta_kind kind, const uint8_t *body, size_t len, uint8_t *page)
+{
+	/* Check first: a bad record must not leave the page half changed. */
+	int r = walk(kind, body, len, NULL);
+	return r < 0 ? r : walk(kind, body, len, page);
+}
+
+int delta_check(enum delta_kind kind, const uint8_t *body, size_t len)
+{
+	return walk(kind, body, len, NULL);
+}
+
+int delta_payload_next(const uint8_t *p, size_t n, size_t *pos, struct delta_rec *rec)
+{
+	uint64_t addr;
+	uint16_t len;
+
+	if (*pos == n)
+		return 0;
+	if (n - *pos < DELTA_REC_HEAD)
+		return -EBADMSG;
+	memcpy(&addr, p + *pos, 8);
+	memcpy(&len, p + *pos + 9, 2);
+	rec->addr = le64toh(addr);
+	rec->kind = p[*pos + 8];
+	rec->len = le16toh(len);
+	rec->body = p + *pos + DELTA_REC_HEAD;
+	if (rec->addr % DELTA_PAGE || rec->len > DELTA_PAGE ||
+	    n - *pos - DELTA_REC_HEAD < rec->len || rec->kind > DELTA_BLOCKS ||
+	    delta_check(rec->kind, rec->body, rec->len) < 0)
+		return -EBADMSG;
+	*pos += DELTA_REC_HEAD + rec->len;
+	return 1;
+}
+
+size_t delta_bound(enum delta_codec codec, size_t n)
+{
+	switch (codec) {
+	case DELTA_CODEC_LZ4:
+		return LZ4_compressBound(n);
+	case DELTA_CODEC_ZSTD:
+		return ZSTD_compressBound(n);
+	default:
+		return n;
+	}
+}
+
+size_t delta_compress(enum delta_codec codec, const uint8_t *src, size_t n, uint8_t *dst,
+		      size_t cap)
+{
+	switch (codec) {
+	case DELTA_CODEC_LZ4: {
+		int r = LZ4_compress_default((const char *)src, (char *)dst, n, cap);
+		return r > 0 ? (size_t)r : 0;
+	}
+	case DELTA_CODEC_ZSTD: {
+		size_t r = ZSTD_compress(dst, cap, src, n, ZSTD_LEVEL);
+		return ZSTD_isError(r) ? 0 : r;
+	}
+	default:
+		if (n > cap)
+			return 0;
+		memcpy(dst, src, n);
+		return n;
+	}
+}
+
+int delta_decompress(enum delta_codec codec, const uint8_t *src, size_t n, uint8_t *dst,
+		     size_t want)
+{
+	switch (codec) {
+	case DELTA_CODEC_NONE:
+		if (n != want)
+			return -EBADMSG;
+		memcpy(dst, src, n);
+		return 0;
+	case DELTA_CODEC_LZ4: {
+		int r = LZ4_decompress_safe((const char *)src, (char *)dst, n, want);
+		return r >= 0 && (size_t)r == want ? 0 : -EBADMSG;
+	}
+	case DELTA_CODEC_ZSTD: {
+		size_t r = ZSTD_decompress(dst, want, src, n);
+		return !ZSTD_isError(r) && r == want ? 0 : -EBADMSG;
+	}
+	}
+	return -EBADMSG;
+}
+
+const char *delta_codec_name(enum delta_codec codec)
+{
+	return codec == DELTA_CODEC_LZ4 ? "lz4" : codec == DELTA_CODEC_ZSTD ? "zstd" : "none";
+}

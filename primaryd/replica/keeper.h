@@ -1,0 +1,44 @@
+/*
+ * keeper.h - the lease keeper: a small process that stops the service when
+ * primaryd stops renewing its lease, whatever stopped primaryd (SIGSTOP, a
+ * stuck event loop, a capture that never returns).
+ *
+ * primaryd's own lease timer freezes the service when the backup goes
+ * silent; but a primaryd that does not run cannot freeze anything, and the
+ * backup would then restore a second copy while the first still serves.
+ * The keeper is forked by primaryd (PR_SET_PDEATHSIG, so it dies with it)
+ * and shares one page with it: primaryd writes the lease deadline
+ * (CLOCK_MONOTONIC) on every lease tick; the keeper sleeps until the
+ * deadline, and if it has not moved, stops every thread of the service
+ * with SIGSTOP (tgkill, thread by thread: a traced thread takes a
+ * process-wide SIGSTOP alone, the others would run on). It sends SIGCONT
+ * only once primaryd has moved the deadline past the present again.
+ *
+ * One writer per field: the deadline is primaryd's, the stopped flag the
+ * keeper's.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct keeper_page;
+
+struct keeper {
+	pid_t pid;     /* the keeper process, 0 when none */
+	pid_t service; /* the process it guards */
+	struct keeper_page *page;
+};
+
+/* Fork the keeper for service with the lease ending at deadline_us. 0 or -errno. */
+int keeper_start(struct keeper *k, pid_t service, uint64_t deadline_us);
+
+/* Move the deadline (now_us() + remaining lease); 0 stops the service at once. */
+void keeper_renew(struct keeper *k, uint64_t deadline_us);
+
+/* True while the keeper holds the service stopped. */
+bool keeper_holds(const struct keeper *k);
+
+/* Kill and reap the keeper, unmap the page; the service is let go (SIGCONT) if held. */
+void keeper_stop(struct keeper *k);

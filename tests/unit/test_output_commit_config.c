@@ -1,0 +1,76 @@
+/*
+ * test_output_commit_config.c - the output_commit key of a service file:
+ * off unless asked for, "on" and "off" read on both sides, anything else an
+ * error naming the file and line.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "unit.h"
+
+static char tmpdir[] = "/tmp/checksync-unit-oc-XXXXXX";
+
+static const char *service_file(const char *extra)
+{
+	static char path[4096];
+	snprintf(path, sizeof(path), "%s/kv.conf", tmpdir);
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		perror(path);
+		exit(2);
+	}
+	fprintf(f,
+		"[service]\n"
+		"command = /usr/bin/kv\n"
+		"executable = /usr/bin/kv\n"
+		"backup = 10.0.0.2:7000\n"
+		"primary = primary.test\n"
+		"backup_name = backup.test\n"
+		"%s",
+		extra);
+	fclose(f);
+	return path;
+}
+
+static void load_ok(const char *extra, enum role role, bool want)
+{
+	struct service_config c;
+	char err[CONFIG_ERR_MAX] = "";
+
+	CHECK_INT(config_load_service(service_file(extra), role, &c, err, sizeof(err)), 0);
+	CHECK_STR(err, "");
+	CHECK_INT(c.output_commit, want);
+	config_service_free(&c);
+}
+
+static void load_bad(int line, const char *extra, const char *want)
+{
+	struct service_config c;
+	char err[CONFIG_ERR_MAX] = "", expect[4200];
+
+	CHECK_INT(config_load_service(service_file(extra), ROLE_PRIMARY, &c, err, sizeof(err)),
+		  -EINVAL);
+	snprintf(expect, sizeof(expect), "%s/kv.conf:%d: %s", tmpdir, line, want);
+	CHECK_STR(err, expect);
+}
+
+int main(void)
+{
+	if (!mkdtemp(tmpdir)) {
+		perror("mkdtemp");
+		return 2;
+	}
+	load_ok("", ROLE_PRIMARY, false);
+	load_ok("output_commit = on\n", ROLE_PRIMARY, true);
+	load_ok("output_commit = off\n", ROLE_PRIMARY, false);
+	load_ok("output_commit = on\n", ROLE_BACKUP, true); /* one file for both hosts */
+	load_bad(7, "output_commit = yes\n", "output_commit: expected 'on' or 'off', got 'yes'");
+	load_bad(7, "output_commit = ON\n", "output_commit: expected 'on' or 'off', got 'ON'");
+	load_bad(8, "output_commit = on\noutput_commit = off\n",
+		 "duplicate key 'output_commit' in [service] (first set on line 7)");
+	unlink(service_file(""));
+	rmdir(tmpdir);
+	UNIT_EXIT();
+}
