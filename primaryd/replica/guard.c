@@ -498,6 +498,7 @@ void guard_stop(struct guard *g)
 	free_event(&g->lease_ev);
 	free_event(&g->exit_ev);
 	link_close(g, "primaryd is stopping");
+	sendq_free(&g->sendq); /* found by the ASan build's primaryd-daemon test */
 	free_event(&g->reconnect_ev);
 	keeper_stop(&g->keeper);
 	if (g->pid > 0 && !g->ended) {

@@ -448,6 +448,8 @@ int main(int argc, char **argv)
 	}
 	tc_close(c);
 	SSL_CTX_free(e.server);
+	free((char *)e.conf);
+	free((char *)e.log);
 	if (unit_failures)
 		fprintf(stderr, "kept %s; the daemon's log is %s\n", e.tmp, e.log);
 	else
