@@ -448,11 +448,11 @@ int main(int argc, char **argv)
 	}
 	tc_close(c);
 	SSL_CTX_free(e.server);
-	free((char *)e.conf);
-	free((char *)e.log);
 	if (unit_failures)
 		fprintf(stderr, "kept %s; the daemon's log is %s\n", e.tmp, e.log);
 	else
 		t_rm_rf(e.tmp);
+	free((char *)e.conf);
+	free((char *)e.log);
 	UNIT_EXIT();
 }
