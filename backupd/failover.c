@@ -49,7 +49,18 @@ void failover_init(struct service *svc, uint64_t now)
 	pid_t pid;
 	uint64_t epoch;
 
-	*fo = (struct failover){.state = FAILOVER_WAITING, .heard_us = now, .last_tick_us = now};
+	/*
+	 * A backup that has just started has not yet given its primary a chance
+	 * to find it: a primary that lost us drops its silent link only after
+	 * failover_timeout_ms (link.c) and then retries every half second. So
+	 * no takeover for silence comes sooner than two failover timeouts after
+	 * our start, or a restarted backupd would take over from a live primary
+	 * that had not reconnected yet.
+	 */
+	*fo = (struct failover){.state = FAILOVER_WAITING,
+				.heard_us = now,
+				.last_tick_us = now,
+				.quiet_until_us = now + 2 * ms_to_us(svc->cfg->failover_timeout_ms)};
 	/*
 	 * Pid 0 of a real epoch: a restore was under way when the daemon stopped.
 	 * Its restorer died with us (PR_SET_PDEATHSIG), its husk with the
@@ -238,7 +249,7 @@ void failover_tick(struct service *svc)
 		return; /* what it sent decides, once read: the read callback runs next */
 	silent = now > fo->heard_us ? now - fo->heard_us : 0;
 	if (!store_epoch(svc->store) || silent < ms_to_us(svc->cfg->failover_timeout_ms) ||
-	    now < fo->retry_at_us)
+	    now < fo->retry_at_us || now < fo->quiet_until_us)
 		return;
 	if (svc->cfg->fence_hook.argc) {
 		start_fence(svc, silent);

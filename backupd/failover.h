@@ -66,6 +66,7 @@ struct failover {
 	uint64_t heard_us;     /* the primary was alive at this time (our clock) or later */
 	uint64_t last_tick_us; /* to notice that we ourselves stalled */
 	uint64_t retry_at_us;  /* no restore before this, after a failed one */
+	uint64_t quiet_until_us; /* no takeover for silence before this, after our start */
 	uint32_t backoff_ms;
 	unsigned failures; /* restores failed in a row */
 	uint64_t restore_started_us;

@@ -203,6 +203,7 @@ static void lease_cb(evutil_socket_t fd, short what, void *arg)
 						  : "did not need to stop the service");
 	g->last_tick_us = now;
 	pfailover_lease_tick(g);
+	link_drop_if_silent(g, now);
 	guard_check(g);
 	/*
 	 * The keeper's deadline is the lease's end as failover.c counts it (from

@@ -99,6 +99,8 @@ int link_send_handover(struct guard *g, uint64_t epoch);
 int link_send_stand_down(struct guard *g);
 /* Close the link (or cancel its handshake) and any reconnect timer. */
 void link_close(struct guard *g, const char *why);
+/* Drop the link when the backup has been silent for failover_timeout_ms (link.c). */
+void link_drop_if_silent(struct guard *g, uint64_t now);
 
 /* guard.c */
 int guard_start(struct guard *g);

@@ -668,6 +668,25 @@ int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t
 	return 0;
 }
 
+/*
+ * A backup that has said nothing for a whole failover timeout is gone, or
+ * cannot reach us: drop the link and find it again. TCP alone would wait
+ * out its retransmission backoff (seconds after a cut), while a backupd
+ * restarted in the meantime waits for us (failover.c gives us one more
+ * failover timeout) and then takes over.
+ */
+void link_drop_if_silent(struct guard *g, uint64_t now)
+{
+	uint64_t limit = (uint64_t)g->svc->failover_timeout_ms * 1000;
+	char why[96];
+
+	if (!g->bev || !g->hello_ok || now - g->last_heard_us <= limit)
+		return;
+	snprintf(why, sizeof(why), "nothing heard from it for %lu ms",
+		 (unsigned long)((now - g->last_heard_us) / 1000));
+	drop_link(g, why);
+}
+
 void link_close(struct guard *g, const char *why)
 {
 	if (g->hs)
