@@ -58,6 +58,11 @@ int guard_ship_epoch(struct guard *g, bool hold)
 	if (r < 0) {
 		snprintf(g->capture_err, sizeof(g->capture_err), "epoch capture failing: %s",
 			 why[0] ? why : strerror(-r));
+		/*
+		 * A capture can fail after it has read and re-armed the written set:
+		 * those writes would never be shipped. The next epoch is a full one.
+		 */
+		g->need_full = true;
 		guard_check(g);
 		return r;
 	}
