@@ -37,16 +37,40 @@ import time
 import checksync as cs
 
 MIRROR = "http://deb.debian.org/debian"
-# What the daemons and the kvserver workload need at run time, and the
-# tools the tests use inside (curl for probes, iproute2 for the hook).
+# systemd, and the tools the tests use inside (curl for probes, iproute2
+# for the hook); the daemons' libraries are added from the build (ldd).
 PACKAGES = ["systemd", "systemd-sysv", "dbus", "iproute2", "procps", "curl",
             "libevent-2.1-7", "libevent-openssl-2.1-7", "libmsgpackc2", "libssl3",
             "libsystemd0", "libdw1", "libelf1", "libinih1"]
 
 
+def runtime_packages(binaries):
+    """The Debian packages that own the shared libraries BINARIES load (ldd, dpkg -S):
+    whatever the build links today, the containers get, without a list to keep."""
+    libs = set()
+    for b in binaries:
+        r = subprocess.run(["ldd", b], capture_output=True, text=True, timeout=60)
+        for line in r.stdout.splitlines():
+            parts = line.split("=>")
+            path = (parts[1] if len(parts) > 1 else parts[0]).split("(")[0].strip()
+            if path.startswith("/"):
+                libs.add(os.path.realpath(path))
+    pkgs = set()
+    for lib in sorted(libs):
+        r = subprocess.run(["dpkg", "-S", lib], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:  # merged /usr: dpkg knows the /lib spelling
+            alt = lib.replace("/usr/lib/", "/lib/", 1)
+            r = subprocess.run(["dpkg", "-S", alt], capture_output=True, text=True, timeout=60)
+        if r.returncode == 0:
+            pkgs.add(r.stdout.split(":")[0].strip())
+    return sorted(pkgs)
+
+
 def base_root():
-    """The cached Debian 12 root file system, made with debootstrap on first use."""
-    key = hashlib.sha256(" ".join(PACKAGES).encode()).hexdigest()[:12]
+    """The cached Debian 12 root file system, made with debootstrap on first use, with
+    PACKAGES and the packages of the libraries the daemons link."""
+    packages = sorted(set(PACKAGES) | set(runtime_packages([cs.primaryd(), cs.backupd()])))
+    key = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:12]
     cache = os.path.join(cs.TMP, "nspawn")
     os.makedirs(cache, exist_ok=True)
     root = os.path.join(cache, f"base-{key}")
@@ -57,7 +81,7 @@ def base_root():
         shutil.rmtree(root, ignore_errors=True)
         t0 = time.monotonic()
         cs.log(f"debootstrap bookworm into {root} (once per cache)")
-        r = subprocess.run(["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
+        r = subprocess.run(["debootstrap", "--variant=minbase", "--include=" + ",".join(packages),
                             "bookworm", root, MIRROR], capture_output=True, text=True,
                            stdin=subprocess.DEVNULL, timeout=1500)
         if r.returncode != 0:
