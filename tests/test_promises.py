@@ -52,18 +52,6 @@ def new_topology():
     return rp.Topology(net), rp.make_certs(f"10.213.{net}.2")
 
 
-def write_keys(client, prefix, n):
-    """Writes PREFIX0..PREFIX{n-1} one at a time; returns {key: value} (all acknowledged)."""
-    out = {}
-    for i in range(n):
-        k, v = f"{prefix}{i}", f"v{i}-{prefix}"
-        status, body = client.get("/set", {"k": k, "v": v}, timeout=5, retries=2)
-        if status != 200 or not body.get("ok"):
-            raise cs.TestError(f"/set {k}: {status} {body}")
-        out[k] = v
-    return out
-
-
 def wait_replicated(up):
     """Waits until the primary's acknowledged epoch has passed the epoch current now."""
     now = up.primary.field("epoch")
@@ -105,7 +93,7 @@ def restart_round(r, n, binary):
     topo, certs = new_topology()
     with topo:
         up = rp.bring_up(topo, certs, binary)
-        keys = write_keys(up.vip, f"r{n}k", 200)
+        keys = cs.kv_write(up.vip, f"r{n}k", 200, f"r{n}k")
         wait_replicated(up)
         t0 = rp.kill_now(up.primary.proc)
         up.primary.proc.wait_gone(5)
@@ -214,7 +202,7 @@ def stop_everywhere(r, binary):
     topo, certs = new_topology()
     with topo:
         up = rp.bring_up(topo, certs, binary)
-        write_keys(up.vip, "e", 50)
+        cs.kv_write(up.vip, "e", 50, "e")
         wait_replicated(up)
         epoch = up.backup.field("epoch")
         res = cs.run_engine([cs.primaryd(), "stop", rp.SERVICE, "--everywhere", "--config",

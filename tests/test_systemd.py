@@ -169,19 +169,6 @@ def start_pair(r, a, b, tag=""):
     wait_replicating(a, b, 0)
 
 
-def write_keys(topo, prefix):
-    """KEYS keys written through A's address from C; {key: value}."""
-    client_a = cs.Client(topo.addr[topo.a], rp.PORT, netns=topo.c)
-    written = {}
-    for i in range(KEYS):
-        k, v = f"{prefix}{i}", f"v{i}-{os.getpid()}"
-        status_, body = client_a.get("/set", {"k": k, "v": v}, timeout=5, retries=3)
-        if status_ != 200 or not body.get("ok"):
-            raise cs.TestError(f"/set {k} on A: {status_} {body}")
-        written[k] = v
-    return written
-
-
 def services_in(ct):
     """Pids of kvserver processes running in container CT (by its pid namespace)."""
     try:
@@ -203,7 +190,8 @@ def primary_event(r, topo, a, b, event):
     them all at the end, and A never serves a second, empty copy."""
     tag = f"primaryd {event}: "
     start_pair(r, a, b, tag)
-    written = write_keys(topo, "p")
+    written = cs.kv_write(cs.Client(topo.addr[topo.a], rp.PORT, netns=topo.c), "p", KEYS,
+                          os.getpid(), retries=3)
     wait_replicating(a, b, acked(a) + 2)
     client_b = cs.Client(topo.addr[topo.b], rp.PORT, netns=topo.c)
     client_a = cs.Client(topo.addr[topo.a], rp.PORT, netns=topo.c)
@@ -281,13 +269,7 @@ def lifecycle(r, topo, a, b):
     # 2. keys through A
     client_a = cs.Client(topo.addr[topo.a], rp.PORT, netns=topo.c)
     client_b = cs.Client(topo.addr[topo.b], rp.PORT, netns=topo.c)
-    written = {}
-    for i in range(KEYS):
-        k, v = f"sd{i}", f"v{i}-{os.getpid()}"
-        status_, body = client_a.get("/set", {"k": k, "v": v}, timeout=5, retries=3)
-        if status_ != 200 or not body.get("ok"):
-            raise cs.TestError(f"/set {k} on A: {status_} {body}")
-        written[k] = v
+    written = cs.kv_write(client_a, "sd", KEYS, os.getpid(), retries=3)
     t_written = time.monotonic()
     pa0, _ = wait_replicating(a, b, acked(a) + 2)
     cs.log(f"{KEYS} keys written through A; epoch {pa0} acknowledged")

@@ -897,6 +897,19 @@ class KVWriter(Load):
             time.sleep(0.05)
 
 
+def kv_write(client, prefix, n, token, retries=2):
+    """Writes PREFIX0..PREFIX{n-1} to a kvserver one at a time, each value
+    v{i}-TOKEN; returns {key: value}, all acknowledged (else TestError)."""
+    out = {}
+    for i in range(n):
+        k, v = f"{prefix}{i}", f"v{i}-{token}"
+        status, body = client.get("/set", {"k": k, "v": v}, timeout=5, retries=retries)
+        if status != 200 or not body.get("ok"):
+            raise TestError(f"/set {k} on {client}: {status} {body}")
+        out[k] = v
+    return out
+
+
 def kv_check(client, expected, each=True):
     """Problems (a list of strings, one per bad key, empty if none) with EXPECTED
     ({key: value}) in a kvserver.
