@@ -75,6 +75,9 @@ struct inject_cache {
 
 struct capture {
 	pid_t pid;
+	/* How many seccomp filters primaryd itself runs under (creds.c), read once: it never changes. */
+	bool env_filters_known;
+	int env_filters;
 	struct image *img;
 	struct tracee *threads;
 	size_t n_threads, cap_threads;

@@ -47,9 +47,13 @@ int capture_creds(struct capture *c, struct tracee *t, struct image_thread *it)
 				       t->tid, c->pid);
 	if (seccomp[0] != 2)
 		return 0;
-	int env = self_seccomp_filters();
-	if (env < 0)
-		return log_error_errno(env, "cannot read our own seccomp state");
+	if (!c->env_filters_known) {
+		c->env_filters = self_seccomp_filters();
+		if (c->env_filters < 0)
+			return log_error_errno(c->env_filters, "cannot read our own seccomp state");
+		c->env_filters_known = true;
+	}
+	int env = c->env_filters;
 	if (seccomp[1] <= env)
 		return 0; /* all the environment's: the restored process gets its host's */
 	if (env > 0)
