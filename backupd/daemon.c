@@ -30,7 +30,7 @@
 #include "log.h"
 #include "restore/restore.h"
 #include "service.h"
-#include "session.h"
+#include "peer.h"
 #include "status.h"
 #include "store.h"
 #include "tls.h"
@@ -115,7 +115,7 @@ static void on_established(struct bufferevent *bev, const char *peer, void *arg)
 		bufferevent_free(bev);
 		return;
 	}
-	session_accept(d, bev, peer);
+	peer_accept(d, bev, peer);
 }
 
 void daemon_connection_closed(struct daemon *d, const char *peer)
@@ -336,7 +336,7 @@ static void stop(struct daemon *d)
 {
 	sd_notify(0, "STOPPING=1");
 	tls_listener_free(d->listener);
-	session_free_all(d);
+	peer_free_all(d);
 	conn_policy_free(d->policy);
 	journal_writer_free(d->writer); /* every queued epoch reaches the disk */
 	status_server_free(d->status);

@@ -18,7 +18,7 @@ struct event_base;
 struct journal_writer;
 struct conn_policy;
 struct service;
-struct session;
+struct peer;
 struct status_server;
 struct control_server;
 struct tls_listener;
@@ -36,8 +36,8 @@ struct daemon {
 	struct journal_writer *writer;
 	struct status_server *status;
 	struct control_server *control;
-	struct session *sessions; /* every connection, for shutdown */
-	uint64_t next_session_id;
+	struct peer *peers; /* every connection, for shutdown */
+	uint64_t next_peer_id;
 
 	char boot_id[WIRE_MAX_NAME + 1]; /* ours, for HELLO */
 	uint64_t started_us;
@@ -51,7 +51,7 @@ struct service *daemon_service(struct daemon *d, const char *name);
 /* Something an operator would want to see changed: send STATUS= now. */
 void daemon_status_changed(struct daemon *d);
 
-/* A connection handed to session_accept() is gone (frees its place under the limits). */
+/* A connection handed to peer_accept() is gone (frees its place under the limits). */
 void daemon_connection_closed(struct daemon *d, const char *peer);
 
 /* Run until SIGTERM or SIGINT: 0, EXIT_CONFIG for a bad configuration, or 1 if it

@@ -13,7 +13,7 @@
 #include "log.h"
 #include "scope.h"
 #include "service.h"
-#include "session.h"
+#include "peer.h"
 #include "store.h"
 #include "takeover.h"
 #include "util.h"
@@ -104,8 +104,8 @@ static void start_restore(struct service *svc, enum failover_cause cause)
 	fo->restore_started_us = now_us();
 	enter(svc, FAILOVER_RESTORING);
 	/* A silent primary is told, in case it is only slow; one that asked waits for the answer. */
-	if (cause == FAILOVER_SILENCE && svc->session)
-		session_close(svc->session, WIRE_ERR_TAKEN_OVER, "backup is taking over");
+	if (cause == FAILOVER_SILENCE && svc->peer)
+		peer_close(svc->peer, WIRE_ERR_TAKEN_OVER, "backup is taking over");
 	if (journal_mark_serving(svc->journal, 0, epoch) < 0) {
 		failover_restore_failed(svc, -EIO);
 		return;
@@ -145,12 +145,12 @@ void failover_restore_done(struct service *svc, pid_t pid)
 						: "");
 	/* The process runs already: a marker that failed to record its pid still says "serving". */
 	(void)journal_mark_serving(svc->journal, pid, epoch);
-	if (svc->session) {
+	if (svc->peer) {
 		snprintf(reason, sizeof(reason),
 			 "backup has taken over: restored pid %d from epoch %" PRIu64 " in %" PRIu64
 			 " ms",
 			 pid, epoch, took);
-		session_close(svc->session, WIRE_ERR_TAKEN_OVER, reason);
+		peer_close(svc->peer, WIRE_ERR_TAKEN_OVER, reason);
 	}
 	adopt_into_scope(svc, pid);
 	if (takeover_watch(svc, pid) < 0)
@@ -178,12 +178,12 @@ void failover_restore_failed(struct service *svc, int err)
 		  svc->cfg->name, epoch, strerror(-err), fo->backoff_ms, fo->failures);
 	(void)journal_clear_serving(svc->journal);
 	enter(svc, FAILOVER_WAITING);
-	if (!svc->session)
+	if (!svc->peer)
 		return;
 	snprintf(reason, sizeof(reason), "backup could not restore epoch %" PRIu64 ": %s", epoch,
 		 strerror(-err));
 	/* A primary that handed over runs its service again; a fresh one asks again later. */
-	session_close(svc->session,
+	peer_close(svc->peer,
 		      fo->cause == FAILOVER_HANDOVER ? WIRE_ERR_HANDOVER_FAILED : WIRE_ERR_OTHER,
 		      reason);
 }
@@ -243,9 +243,9 @@ void failover_tick(struct service *svc)
 	fo->last_tick_us = now;
 	if (fo->state != FAILOVER_WAITING)
 		return;
-	if (svc->session && session_read_paused(svc->session))
+	if (svc->peer && peer_read_paused(svc->peer))
 		failover_heard(svc, now); /* we stopped listening, it did not stop talking */
-	if (svc->session && session_has_unread(svc->session))
+	if (svc->peer && peer_has_unread(svc->peer))
 		return; /* what it sent decides, once read: the read callback runs next */
 	silent = now > fo->heard_us ? now - fo->heard_us : 0;
 	if (!store_epoch(svc->store) || silent < ms_to_us(svc->cfg->failover_timeout_ms) ||
@@ -276,8 +276,8 @@ void failover_handover(struct service *svc, uint64_t epoch)
 			 "handover of epoch %" PRIu64 " refused: backup is %s with epoch %" PRIu64,
 			 epoch, failover_state_name(svc->fo.state), have);
 		log_warn("%s: %s", svc->cfg->name, reason);
-		if (svc->session)
-			session_close(svc->session, WIRE_ERR_HANDOVER_FAILED, reason);
+		if (svc->peer)
+			peer_close(svc->peer, WIRE_ERR_HANDOVER_FAILED, reason);
 		return;
 	}
 	log_info("%s: the primary hands over at epoch %" PRIu64 ": restoring now", svc->cfg->name,
@@ -290,8 +290,8 @@ void failover_take_over_now(struct service *svc, const char *why)
 	if (svc->fo.state != FAILOVER_WAITING)
 		return;
 	if (now_us() < svc->fo.retry_at_us) {
-		if (svc->session)
-			session_close(svc->session, WIRE_ERR_OTHER,
+		if (svc->peer)
+			peer_close(svc->peer, WIRE_ERR_OTHER,
 				      "backup's last restore failed; it tries again after its back-off");
 		return;
 	}
@@ -312,8 +312,8 @@ void failover_stand_down(struct service *svc)
 		 "backup stood down: it will not take over; the image of epoch %" PRIu64 " is kept",
 		 epoch);
 	log_info("%s: the service was stopped everywhere: %s", svc->cfg->name, reason);
-	if (svc->session)
-		session_close(svc->session, WIRE_ERR_STOOD_DOWN, reason);
+	if (svc->peer)
+		peer_close(svc->peer, WIRE_ERR_STOOD_DOWN, reason);
 }
 
 void failover_primary_replaced(struct service *svc)

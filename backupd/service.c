@@ -12,7 +12,7 @@
 #include "daemon.h"
 #include "journal.h"
 #include "log.h"
-#include "session.h"
+#include "peer.h"
 #include "status.h"
 #include "store.h"
 #include "takeover.h"
@@ -76,18 +76,18 @@ void service_close(struct service *svc)
 	*svc = (struct service){0};
 }
 
-void service_attached(struct service *svc, struct session *s)
+void service_attached(struct service *svc, struct peer *s)
 {
-	svc->session = s;
+	svc->peer = s;
 	failover_heard(svc, now_us());
 	daemon_status_changed(svc->d);
 }
 
-void service_detached(struct service *svc, struct session *s)
+void service_detached(struct service *svc, struct peer *s)
 {
-	if (svc->session != s)
+	if (svc->peer != s)
 		return;
-	svc->session = NULL;
+	svc->peer = NULL;
 	daemon_status_changed(svc->d);
 }
 
@@ -148,7 +148,7 @@ void service_report(const struct service *svc, struct status_report *r)
 	status_report_gauge(r, "heard_age", "seconds",
 			    fo->heard_us < now ? age_seconds(fo->heard_us, now) : 0,
 			    "Time since anything was heard from the primary (failover clock)");
-	status_report_gauge(r, "connected", "", svc->session != NULL,
+	status_report_gauge(r, "connected", "", svc->peer != NULL,
 			    "1 while the primary is connected");
 	status_report_gauge(r, "image_pages", "", store_npages(svc->store),
 			    "Pages held in the warm image");

@@ -6,9 +6,9 @@
  * Where it stands on the way to a takeover is failover.h's state machine
  * (svc->fo), the children a takeover runs are takeover.h's (svc->to).
  * Every other field is written here, in service.c, from the events the
- * session reports; other files only read them.
+ * peer reports; other files only read them.
  *
- * Services live as long as the daemon; sessions, hooks and journal writes
+ * Services live as long as the daemon; peers, hooks and journal writes
  * point at them freely.
  */
 #pragma once
@@ -26,7 +26,7 @@ struct child;
 struct daemon;
 struct event;
 struct journal;
-struct session;
+struct peer;
 struct status_report;
 struct store;
 
@@ -36,7 +36,7 @@ struct service {
 	char *dir; /* STATE_DIR/NAME */
 	struct store *store;
 	struct journal *journal;
-	struct session *session; /* the primary's connection, once its HELLO named us */
+	struct peer *peer; /* the primary's connection, once its HELLO named us */
 	struct failover fo;	 /* failover.c's */
 	struct takeover to;	 /* takeover.c's */
 	struct event *tick;
@@ -59,9 +59,9 @@ int service_open(struct daemon *d, const struct service_config *cfg, struct serv
 /* Call only once the journal writer has finished (daemon.c does). */
 void service_close(struct service *svc);
 
-/* Events from the session (session.c), the only writer of these fields being service.c. */
-void service_attached(struct service *svc, struct session *s);
-void service_detached(struct service *svc, struct session *s);
+/* Events from the peer (peer.c), the only writer of these fields being service.c. */
+void service_attached(struct service *svc, struct peer *s);
+void service_detached(struct service *svc, struct peer *s);
 void service_heartbeat(struct service *svc);
 void service_committed(struct service *svc, uint64_t bytes);
 void service_torn(struct service *svc);

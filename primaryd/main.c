@@ -7,7 +7,7 @@
 #include <stdbool.h>
 
 #include "capture/capture.h"
-#include "replica/daemon.h"
+#include "daemon.h"
 #include "log.h"
 #include "util.h"
 

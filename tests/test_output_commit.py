@@ -64,7 +64,7 @@ import replication as rp  # noqa: E402
 BUDGET_S = 820  # start no round after this (meson's timeout is 900 s)
 DEFAULT_ROUNDS = {"on": 20, "off": 5, "loopback": 3, "reconnect": 3, "unplugged": 3, "setup-fails": 1,
                   "half-rules": 1, "handover": 1}
-QUEUE_FIRST, QUEUE_TRIES = 17200, 64  # primaryd/replica/outcommit.c
+QUEUE_FIRST, QUEUE_TRIES = 17200, 64  # primaryd/outcommit.c
 
 
 class SetupFailed(Exception):

@@ -39,7 +39,7 @@ import checksync as cs  # noqa: E402
 
 BACKUPD = "checksync-backupd"
 PIPE_BYTES = 1 << 20
-CALL_TIMEOUT_S = 5  # RESTORE_CALL_TIMEOUT_MS in backupd/restore/restore.h
+CALL_TIMEOUT_S = 5  # RESTORE_CALL_TIMEOUT_MS in restore/restore.h
 MARGIN_S = 5
 F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 FIONREAD = 0x541B

@@ -1,8 +1,8 @@
 /*
  * image.h - the image of one process, as capture writes it and restore reads it.
  *
- * Every record is declared once here and shared by primaryd/capture/ and
- * backupd/restore/. On disk an image is a directory with two files:
+ * Every record is declared once here and shared by capture/ and
+ * restore/. On disk an image is a directory with two files:
  *   core.img   header (magic, version, length) + msgpack body + SHA-256
  *   pages.img  the raw page contents that core.img's page runs point into
  * The body carries the SHA-256 of pages.img, so a truncated or altered image

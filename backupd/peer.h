@@ -1,5 +1,5 @@
 /*
- * session.h - one connection from a primary, after its TLS handshake:
+ * peer.h - one connection from a primary, after its TLS handshake:
  * HELLO, then epochs in and ACKs out, heartbeats both ways.
  *
  * The primary must name a service we have in its HELLO before anything
@@ -9,7 +9,7 @@
  * journal will write; on a verified COMMIT the store applies it, the
  * journal writes it, and the ACK goes out only once that write is durable.
  *
- * A session is closed, never freed, from inside its own callbacks: closing
+ * A peer is closed, never freed, from inside its own callbacks: closing
  * detaches it from its service at once (discarding an epoch under way),
  * sends ERROR if there is a reason to give, and frees it once the output
  * has drained. So a caller may use it until it returns to the loop.
@@ -23,19 +23,19 @@
 
 struct bufferevent;
 struct daemon;
-struct session;
+struct peer;
 
 /* Take over a connection whose handshake succeeded (tls.h's established callback). */
-void session_accept(struct daemon *d, struct bufferevent *bev, const char *peer);
+void peer_accept(struct daemon *d, struct bufferevent *bev, const char *peer);
 
 /* Close, sending ERROR(code, reason) first unless reason is NULL. */
-void session_close(struct session *s, enum wire_error_code code, const char *reason);
+void peer_close(struct peer *s, enum wire_error_code code, const char *reason);
 
-/* Free every session at once (daemon shutdown): no ERROR, no flush. */
-void session_free_all(struct daemon *d);
+/* Free every peer at once (daemon shutdown): no ERROR, no flush. */
+void peer_free_all(struct daemon *d);
 
 /* Reading is held back while the journal catches up: silence is then ours, not the primary's. */
-bool session_read_paused(const struct session *s);
+bool peer_read_paused(const struct peer *s);
 
 /* Has the primary sent bytes we have not read yet? Then it is not silent: read them first. */
-bool session_has_unread(const struct session *s);
+bool peer_has_unread(const struct peer *s);

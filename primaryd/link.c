@@ -458,7 +458,7 @@ static void epoch_free(struct guard *g)
 	msgpack_sbuffer_destroy(&e->sb);
 	wire_epoch_hash_done(&e->h);
 	if (e->img->pages == g->sess->staging)
-		e->img->pages = NULL; /* borrowed from the session (session.c) */
+		e->img->pages = NULL; /* borrowed from the session (incremental.c) */
 	image_free(e->img);
 	free(e);
 	g->sending = NULL;

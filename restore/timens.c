@@ -5,7 +5,7 @@
  * host, or after a reboot, that clock reads something else entirely: ahead,
  * and every timer waits for a deadline hours away; behind, and all fire at
  * once. So the husk runs in a new time namespace whose CLOCK_MONOTONIC and
- * CLOCK_BOOTTIME read what the process's read at capture (primaryd/capture/
+ * CLOCK_BOOTTIME read what the process's read at capture (capture/
  * timens.c), plus the real time that has passed since, measured on
  * CLOCK_REALTIME: timers that fell due while it was away fire, and no
  * timer stops.

@@ -1,5 +1,5 @@
 /*
- * service.c - getting hold of the protected process from its first instruction.
+ * launch.c - getting hold of the protected process from its first instruction.
  *
  * A command is forked, asks for SIGKILL when primaryd dies
  * (PR_SET_PDEATHSIG), stops itself before exec, and is seized with

@@ -1,5 +1,5 @@
 /*
- * session.c - see session.h.
+ * incremental.c - see incremental.h.
  *
  * Each epoch reuses the one-shot capture (capture_held) with threads that
  * stay seized between epochs, then keeps only the pages whose hash differs
@@ -7,7 +7,7 @@
  * the only part inside the pause; hashing and filtering run after the
  * service is going again.
  */
-#include "session.h"
+#include "incremental.h"
 
 #include <signal.h>
 #include <sys/mman.h>

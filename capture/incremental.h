@@ -1,5 +1,5 @@
 /*
- * session.h - a process guarded for replication: held with ptrace for as
+ * incremental.h - a process guarded for replication: held with ptrace for as
  * long as primaryd runs (PTRACE_O_EXITKILL, so it dies with us), captured
  * once per epoch, each epoch carrying only what changed.
  */
@@ -18,7 +18,7 @@
 /*
  * The epoch cost breakdown, kept as a feature (status, metrics, bench/):
  * the pause by phase, then the work after the service runs again. The
- * link (primaryd/replica/link.c) fills the pack and TLS-write figures.
+ * link (primaryd/link.c) fills the pack and TLS-write figures.
  */
 enum cost_phase {
 	COST_STOP,	 /* PTRACE_SEIZE/INTERRUPT of every thread */
@@ -121,7 +121,7 @@ int capture_session_freeze(struct capture_session *s);
 int capture_session_thaw(struct capture_session *s);
 
 /*
- * The daemon's one reaper (waitpid(-1) in primaryd/replica/daemon.c) hands
+ * The daemon's one reaper (waitpid(-1) in primaryd/daemon.c) hands
  * each wait status to the session that owns the thread: owns() says
  * whether tid is one of ours. on_wait() passes a signal-delivery stop on to
  * the service (s may be NULL for a tracee no session knows) and returns 1

@@ -1,7 +1,7 @@
 /*
  * timens.c - the clocks as the process sees them, recorded with every
  * capture so that the restored process's CLOCK_MONOTONIC and CLOCK_BOOTTIME
- * carry on from them (backupd/restore/timens.c), and CLOCK_REALTIME, which
+ * carry on from them (restore/timens.c), and CLOCK_REALTIME, which
  * tells the restore how long the process was away.
  *
  * A process in a time namespace sees the host's monotonic and boottime

@@ -2,7 +2,7 @@
  * guard.h - one protected service inside checksync-primaryd: the process
  * under ptrace, its link to the backup, and its epochs.
  *
- * service.c starts or attaches the process; link.c keeps the TLS connection
+ * launch.c starts or attaches the process; link.c keeps the TLS connection
  * to the backup and speaks the wire protocol; guard.c runs the timers that
  * drive epochs, heartbeats and the lease.
  */
@@ -14,7 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "capture/session.h"
+#include "capture/incremental.h"
 #include "keeper.h"
 #include "config.h"
 #include "failover.h"
@@ -81,7 +81,7 @@ struct guard {
 	struct outcommit *oc; /* output_commit = on: outcommit.c */
 };
 
-/* service.c */
+/* launch.c */
 int service_spawn(const struct service_config *svc, pid_t *pid);
 int service_attach_pidfile(const struct service_config *svc, pid_t *pid);
 

@@ -1,5 +1,5 @@
 /*
- * session.c - see session.h.
+ * peer.c - see peer.h.
  *
  * Bytes are handed to the decoder as libevent has them (evbuffer_peek, no
  * pullup of a 16 MiB PAGES message), and every byte from an identified
@@ -10,9 +10,9 @@
  * behind, we stop reading until it has caught up to half of that, so a
  * slow disk bounds our memory instead of growing it. The primary sees TCP
  * push back; its heartbeats wait in the socket, and failover does not count
- * that time against it (session_read_paused()).
+ * that time against it (peer_read_paused()).
  */
-#include "session.h"
+#include "peer.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -37,11 +37,11 @@
 #define SESSION_MAX_BACKLOG (256ull << 20)
 #define SESSION_LOG_EVERY 100 /* an info line per this many epochs; each one at debug level */
 
-struct session {
-	struct session *prev, *next; /* in d->sessions */
+struct peer {
+	struct peer *prev, *next; /* in d->peers */
 	struct daemon *d;
 	struct bufferevent *bev;
-	char peer[TLS_PEER_MAX];
+	char addr[TLS_PEER_MAX];
 	uint64_t id;
 	struct wire_decoder *dec;
 	struct service *svc; /* after HELLO */
@@ -60,15 +60,15 @@ struct session {
 /* What an ACK needs to find its way back, the session having maybe gone meanwhile. */
 struct pending_ack {
 	struct service *svc;
-	uint64_t session_id;
+	uint64_t peer_id;
 	uint64_t committed_us;
 };
 
-static const char *name_of(const struct session *s) { return s->svc ? s->svc->cfg->name : "?"; }
+static const char *name_of(const struct peer *s) { return s->svc ? s->svc->cfg->name : "?"; }
 
 /* ---------- sending ---------- */
 
-static void send_msg(struct session *s, const struct wire_msg *m)
+static void send_msg(struct peer *s, const struct wire_msg *m)
 {
 	msgpack_sbuffer sb;
 
@@ -81,7 +81,7 @@ static void send_msg(struct session *s, const struct wire_msg *m)
 /* Our heartbeat renews the primary's lease: failover.c says until when. */
 static void send_heartbeat(evutil_socket_t fd, short what, void *arg)
 {
-	struct session *s = arg;
+	struct peer *s = arg;
 	uint64_t now = now_us();
 	struct wire_msg m = {.type = WIRE_HEARTBEAT,
 			     .heartbeat = {.seq = ++s->hb_seq,
@@ -98,12 +98,12 @@ static void send_heartbeat(evutil_socket_t fd, short what, void *arg)
 
 /* ---------- lifetime ---------- */
 
-static void discard_epoch(struct session *s, const char *why)
+static void discard_epoch(struct peer *s, const char *why)
 {
 	if (!s->epoch)
 		return;
 	log_warn("%s: torn epoch %" PRIu64 " from %s discarded (%" PRIu64 " pages received): %s",
-		 name_of(s), store_epoch_number(s->epoch), s->peer, store_epoch_npages(s->epoch),
+		 name_of(s), store_epoch_number(s->epoch), s->addr, store_epoch_npages(s->epoch),
 		 why);
 	service_torn(s->svc);
 	store_epoch_free(s->epoch);
@@ -112,7 +112,7 @@ static void discard_epoch(struct session *s, const char *why)
 	msgpack_sbuffer_init(&s->record);
 }
 
-static void detach(struct session *s, const char *why)
+static void detach(struct peer *s, const char *why)
 {
 	discard_epoch(s, why);
 	if (s->svc)
@@ -121,13 +121,13 @@ static void detach(struct session *s, const char *why)
 		event_del(s->hb_timer);
 }
 
-static void session_free(struct session *s)
+static void peer_free(struct peer *s)
 {
 	detach(s, "the connection was freed");
 	if (s->prev)
 		s->prev->next = s->next;
 	else
-		s->d->sessions = s->next;
+		s->d->peers = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
 	if (s->hb_timer)
@@ -138,39 +138,39 @@ static void session_free(struct session *s)
 		wire_decoder_free(s->dec);
 	msgpack_sbuffer_destroy(&s->record);
 	bufferevent_free(s->bev);
-	daemon_connection_closed(s->d, s->peer);
+	daemon_connection_closed(s->d, s->addr);
 	free(s);
 }
 
-void session_free_all(struct daemon *d)
+void peer_free_all(struct daemon *d)
 {
-	while (d->sessions)
-		session_free(d->sessions);
+	while (d->peers)
+		peer_free(d->peers);
 }
 
 static void on_flushed(struct bufferevent *bev, void *arg)
 {
 	(void)bev;
-	session_free(arg);
+	peer_free(arg);
 }
 
 static void on_closing_event(struct bufferevent *bev, short what, void *arg)
 {
 	(void)bev, (void)what;
-	session_free(arg);
+	peer_free(arg);
 }
 
 /* Runs from the loop after close: free now if nothing is left to send. */
 static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
-	struct session *s = arg;
+	struct peer *s = arg;
 
 	(void)fd, (void)what;
 	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-		session_free(s);
+		peer_free(s);
 }
 
-void session_close(struct session *s, enum wire_error_code code, const char *reason)
+void peer_close(struct peer *s, enum wire_error_code code, const char *reason)
 {
 	struct timeval tv = {.tv_sec = SESSION_CLOSE_TIMEOUT_SEC};
 
@@ -190,9 +190,9 @@ void session_close(struct session *s, enum wire_error_code code, const char *rea
 }
 
 /* Close with a log line saying why; the peer gets the reason as ERROR. */
-static int refuse(struct session *s, enum wire_error_code code, const char *fmt, ...)
+static int refuse(struct peer *s, enum wire_error_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static int refuse(struct session *s, enum wire_error_code code, const char *fmt, ...)
+static int refuse(struct peer *s, enum wire_error_code code, const char *fmt, ...)
 {
 	char reason[WIRE_MAX_REASON];
 	va_list ap;
@@ -201,18 +201,18 @@ static int refuse(struct session *s, enum wire_error_code code, const char *fmt,
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
 	if (s->svc)
-		log_warn("%s: closing the connection from %s: %s", s->svc->cfg->name, s->peer,
+		log_warn("%s: closing the connection from %s: %s", s->svc->cfg->name, s->addr,
 			 reason);
 	else
-		log_warn("closing the connection from %s: %s", s->peer, reason);
-	session_close(s, code, reason);
+		log_warn("closing the connection from %s: %s", s->addr, reason);
+	peer_close(s, code, reason);
 	return -EPROTO;
 }
 
-bool session_read_paused(const struct session *s) { return s->read_paused; }
+bool peer_read_paused(const struct peer *s) { return s->read_paused; }
 
 /* Bytes the primary has sent that we have not read yet: in the kernel, in TLS, in libevent. */
-bool session_has_unread(const struct session *s)
+bool peer_has_unread(const struct peer *s)
 {
 	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
 	int fd = bufferevent_getfd(s->bev), n = 0;
@@ -225,7 +225,7 @@ bool session_has_unread(const struct session *s)
 /* ---------- HELLO ---------- */
 
 /* The handshake admitted any configured primary (tls_ctx_expect_peer()); this must be svc's. */
-static bool peer_is_the_primary(struct session *s, const struct service *svc)
+static bool peer_is_the_primary(struct peer *s, const struct service *svc)
 {
 	char names[300];
 
@@ -237,15 +237,15 @@ static bool peer_is_the_primary(struct session *s, const struct service *svc)
 	return false;
 }
 
-static void attach(struct session *s, struct service *svc)
+static void attach(struct peer *s, struct service *svc)
 {
 	uint32_t ms = svc->cfg->heartbeat_interval_ms;
 	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = ms % 1000 * 1000};
 
-	if (svc->session) {
+	if (svc->peer) {
 		log_warn("%s: a new connection from %s replaces the one from %s", svc->cfg->name,
-			 s->peer, svc->session->peer);
-		session_close(svc->session, WIRE_ERR_REPLACED,
+			 s->addr, svc->peer->addr);
+		peer_close(svc->peer, WIRE_ERR_REPLACED,
 			      "replaced by a newer connection from the primary");
 	}
 	s->svc = svc;
@@ -265,7 +265,7 @@ static void attach(struct session *s, struct service *svc)
  * incarnation is refused: taking over would make two copies serve.
  * Returns 0 to go on, or the code it refused (or took over) with.
  */
-static enum wire_error_code judge_incarnation(struct session *s, struct service *svc,
+static enum wire_error_code judge_incarnation(struct peer *s, struct service *svc,
 					      const struct wire_hello *h)
 {
 	uint64_t have = store_incarnation(svc->store), epoch = store_epoch(svc->store);
@@ -277,7 +277,7 @@ static enum wire_error_code judge_incarnation(struct session *s, struct service 
 		s->may_replace = true;
 		log_warn("%s: incarnation %016" PRIx64 " from %s will replace the image of %016" PRIx64
 			 " (epoch %" PRIu64 "): %s",
-			 svc->cfg->name, h->incarnation, s->peer, have, epoch,
+			 svc->cfg->name, h->incarnation, s->addr, have, epoch,
 			 svc->accept_new ? "an operator accepted a new incarnation"
 					 : "the service was stopped everywhere");
 		return 0;
@@ -291,7 +291,7 @@ static enum wire_error_code judge_incarnation(struct session *s, struct service 
 			     have, epoch, h->incarnation, svc->cfg->name);
 		return WIRE_ERR_INCARNATION_REFUSED;
 	}
-	if (svc->session) {
+	if (svc->peer) {
 		(void)refuse(s, WIRE_ERR_OTHER,
 			     "the previous primary's connection is still open; ask again");
 		return WIRE_ERR_OTHER;
@@ -302,7 +302,7 @@ static enum wire_error_code judge_incarnation(struct session *s, struct service 
 	return WIRE_ERR_TAKEN_OVER;
 }
 
-static int on_hello(struct session *s, const struct wire_hello *h)
+static int on_hello(struct peer *s, const struct wire_hello *h)
 {
 	struct service *svc;
 	struct wire_msg reply = {.type = WIRE_HELLO};
@@ -328,7 +328,7 @@ static int on_hello(struct session *s, const struct wire_hello *h)
 	if ((code = judge_incarnation(s, svc, h)))
 		return code == WIRE_ERR_TAKEN_OVER ? 0 : -EPROTO;
 	attach(s, svc);
-	service_check_debuginfo(svc, s->peer);
+	service_check_debuginfo(svc, s->addr);
 	reply.hello = (struct wire_hello){
 		.proto_version = WIRE_PROTO_VERSION,
 		.role = ROLE_BACKUP,
@@ -339,13 +339,13 @@ static int on_hello(struct session *s, const struct wire_hello *h)
 		.flags = svc->debuginfo.source == GO_DEBUG_NONE ? WIRE_HELLO_NO_DWARF : 0};
 	send_msg(s, &reply);
 	log_info("%s: primary connected from %s (pid %u), our epoch %" PRIu64, svc->cfg->name,
-		 s->peer, h->pid, store_epoch(svc->store));
+		 s->addr, h->pid, store_epoch(svc->store));
 	return 0;
 }
 
 /* ---------- epochs ---------- */
 
-static int on_begin(struct session *s, const struct wire_msg *m)
+static int on_begin(struct peer *s, const struct wire_msg *m)
 {
 	char err[256];
 	int r;
@@ -372,7 +372,7 @@ static int on_begin(struct session *s, const struct wire_msg *m)
 	return 0;
 }
 
-static int on_epoch_part(struct session *s, const struct wire_msg *m)
+static int on_epoch_part(struct peer *s, const struct wire_msg *m)
 {
 	char err[512];
 	int r;
@@ -389,14 +389,14 @@ static int on_epoch_part(struct session *s, const struct wire_msg *m)
 	return 0;
 }
 
-static void resume_reading(struct session *s);
+static void resume_reading(struct peer *s);
 
 static void on_durable(int r, uint64_t epoch, void *arg)
 {
 	struct pending_ack *a = arg;
 	struct service *svc = a->svc;
-	struct session *s = svc->session;
-	bool ours = s && s->id == a->session_id && !s->closing;
+	struct peer *s = svc->peer;
+	bool ours = s && s->id == a->peer_id && !s->closing;
 	uint64_t took_us = now_us() - a->committed_us;
 
 	free(a);
@@ -417,7 +417,7 @@ static void on_durable(int r, uint64_t epoch, void *arg)
 }
 
 /* The image names an executable; the one configured here must be it: say so early (by path). */
-static void check_executable(struct session *s)
+static void check_executable(struct peer *s)
 {
 	char err[768];
 
@@ -428,7 +428,7 @@ static void check_executable(struct session *s)
 		log_warn("%s: %s", s->svc->cfg->name, err);
 }
 
-static void committed(struct session *s, uint64_t epoch, uint64_t base, uint64_t npages,
+static void committed(struct peer *s, uint64_t epoch, uint64_t base, uint64_t npages,
 		      uint64_t bytes)
 {
 	struct service *svc = s->svc;
@@ -452,7 +452,7 @@ static void committed(struct session *s, uint64_t epoch, uint64_t base, uint64_t
 			  svc->cfg->name, epoch, base, npages, bytes);
 }
 
-static int on_commit(struct session *s, const struct wire_msg *m)
+static int on_commit(struct peer *s, const struct wire_msg *m)
 {
 	struct service *svc = s->svc;
 	struct pending_ack *a;
@@ -476,7 +476,7 @@ static int on_commit(struct session *s, const struct wire_msg *m)
 	a = r >= 0 ? malloc(sizeof(*a)) : NULL;
 	if (a) {
 		*a =
-		    (struct pending_ack){.svc = svc, .session_id = s->id, .committed_us = now_us()};
+		    (struct pending_ack){.svc = svc, .peer_id = s->id, .committed_us = now_us()};
 		r = journal_append(svc->journal, epoch, base, &s->record, on_durable, a);
 	}
 	if (!a || r < 0) {
@@ -495,7 +495,7 @@ static int on_commit(struct session *s, const struct wire_msg *m)
 
 /* ---------- dispatch ---------- */
 
-static int on_message(struct session *s, const struct wire_msg *m)
+static int on_message(struct peer *s, const struct wire_msg *m)
 {
 	if (!s->svc && m->type != WIRE_HELLO)
 		return refuse(s, WIRE_ERR_PROTOCOL, "expected HELLO, got %s", wire_type_name(m->type));
@@ -521,8 +521,8 @@ static int on_message(struct session *s, const struct wire_msg *m)
 			failover_heard(s->svc, m->heartbeat.echo_us + m->heartbeat.echo_age_us);
 		return 0;
 	case WIRE_ERROR:
-		log_warn("%s: the primary at %s says: %s", name_of(s), s->peer, m->error.reason);
-		session_close(s, 0, NULL);
+		log_warn("%s: the primary at %s says: %s", name_of(s), s->addr, m->error.reason);
+		peer_close(s, 0, NULL);
 		return -ECONNRESET;
 	case WIRE_HANDOVER:
 		failover_handover(s->svc, m->handover.epoch);
@@ -545,7 +545,7 @@ static int on_message(struct session *s, const struct wire_msg *m)
 #define SESSION_READ_BUDGET (1u << 20)
 static void on_read(struct bufferevent *bev, void *arg)
 {
-	struct session *s = arg;
+	struct peer *s = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	size_t budget = SESSION_READ_BUDGET;
 
@@ -574,16 +574,16 @@ static void on_read(struct bufferevent *bev, void *arg)
 			(void)on_message(s, &m); /* a failure has closed s */
 		if (!s->closing && r < 0) {
 			if (s->svc)
-				log_warn("%s: bad message from %s: %s", s->svc->cfg->name, s->peer,
+				log_warn("%s: bad message from %s: %s", s->svc->cfg->name, s->addr,
 					 err);
 			else
-				log_warn("bad message from %s: %s", s->peer, err);
-			session_close(s, WIRE_ERR_PROTOCOL, err);
+				log_warn("bad message from %s: %s", s->addr, err);
+			peer_close(s, WIRE_ERR_PROTOCOL, err);
 		}
 	}
 }
 
-static void resume_reading(struct session *s)
+static void resume_reading(struct peer *s)
 {
 	log_info("%s: the disk has caught up: reading from the primary again", s->svc->cfg->name);
 	s->read_paused = false;
@@ -593,30 +593,30 @@ static void resume_reading(struct session *s)
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
-	struct session *s = arg;
+	struct peer *s = arg;
 	char why[512];
 
 	tls_describe_event(bev, what, why, sizeof(why));
 	if (what & BEV_EVENT_TIMEOUT)
 		snprintf(why, sizeof(why), "no HELLO within %d s", SESSION_HELLO_TIMEOUT_SEC);
 	if (s->svc)
-		log_info("%s: connection from %s closed: %s", name_of(s), s->peer, why);
+		log_info("%s: connection from %s closed: %s", name_of(s), s->addr, why);
 	else
-		log_info("connection from %s closed before HELLO: %s", s->peer, why);
+		log_info("connection from %s closed before HELLO: %s", s->addr, why);
 	detach(s, why);
-	session_free(s);
+	peer_free(s);
 }
 
-void session_accept(struct daemon *d, struct bufferevent *bev, const char *peer)
+void peer_accept(struct daemon *d, struct bufferevent *bev, const char *peer)
 {
 	struct timeval hello_tv = {.tv_sec = SESSION_HELLO_TIMEOUT_SEC};
-	struct session *s = calloc(1, sizeof(*s));
+	struct peer *s = calloc(1, sizeof(*s));
 
 	if (s) {
 		s->d = d;
 		s->bev = bev;
-		s->id = ++d->next_session_id;
-		snprintf(s->peer, sizeof(s->peer), "%s", peer);
+		s->id = ++d->next_peer_id;
+		snprintf(s->addr, sizeof(s->addr), "%s", peer);
 		msgpack_sbuffer_init(&s->record);
 		s->dec = wire_decoder_new();
 		s->hb_timer = event_new(d->base, -1, EV_PERSIST, send_heartbeat, s);
@@ -637,10 +637,10 @@ void session_accept(struct daemon *d, struct bufferevent *bev, const char *peer)
 		daemon_connection_closed(d, peer);
 		return;
 	}
-	s->next = d->sessions;
+	s->next = d->peers;
 	if (s->next)
 		s->next->prev = s;
-	d->sessions = s;
+	d->peers = s;
 	log_info("connection from %s accepted", peer);
 	bufferevent_setcb(bev, on_read, NULL, on_event, s);
 	bufferevent_set_timeouts(bev, &hello_tv, NULL);

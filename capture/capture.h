@@ -2,7 +2,7 @@
  * capture.h - taking an image of a running process (the dump side).
  *
  * One file per kind of resource, each the mirror of the file of the same
- * name in backupd/restore/: mem.c, threads.c, signals.c, fds.c, misc.c,
+ * name in restore/: mem.c, threads.c, signals.c, fds.c, misc.c,
  * creds.c, timens.c.
  * dump.c drives them in order while the process is held.
  */
@@ -26,7 +26,7 @@ struct wp_tracker;
 /* Bytes mapped and written per class of memory, for the dump's report. */
 enum mem_class { MC_HEAP, MC_STACKS, MC_GLOBALS, MC_OFFHEAP, MC_FREE, MC_ZERO, MC_COUNT };
 
-/* The parts of capture_held(), timed for the epoch cost breakdown (session.h). */
+/* The parts of capture_held(), timed for the epoch cost breakdown (incremental.h). */
 enum capture_phase {
 	CPH_SAFEPOINT,	/* reaching a safepoint, retries included */
 	CPH_LIVE_SET,	/* mappings and the Go heap's live spans */

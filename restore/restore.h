@@ -4,7 +4,7 @@
  * The process is rebuilt inside a "husk": the same executable, started
  * stopped under ptrace, whose address space, descriptors, signals and
  * threads are replaced by injected system calls. One file per kind of
- * resource, each the mirror of primaryd/capture/ of the same name.
+ * resource, each the mirror of capture/ of the same name.
  */
 #pragma once
 
