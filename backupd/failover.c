@@ -90,6 +90,8 @@ void failover_init(struct service *svc, uint64_t now)
 		log_info("%s: stopped everywhere by an operator; keeping the image of epoch %" PRIu64
 			 " and not taking over",
 			 svc->cfg->name, store_epoch(svc->store));
+	} else if (store_meta(svc->store)) {
+		takeover_prepare(svc); /* a takeover may come before the primary is heard */
 	}
 }
 

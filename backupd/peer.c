@@ -426,6 +426,7 @@ static void check_executable(struct peer *s)
 	s->exe_checked = true;
 	if (takeover_check_executable(s->svc, false, err, sizeof(err)) < 0)
 		log_warn("%s: %s", s->svc->cfg->name, err);
+	takeover_prepare(s->svc); /* so that a takeover need not read the files itself */
 }
 
 static void committed(struct peer *s, uint64_t epoch, uint64_t base, uint64_t npages,

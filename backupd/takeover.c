@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "child.h"
 #include "daemon.h"
@@ -138,7 +139,10 @@ int takeover_check_executable(const struct service *svc, bool hash, char *err, s
 	}
 	if (!hash || meta->exe_file < 0 || (size_t)meta->exe_file >= meta->n_files)
 		return 0;
-	r = file_sha256(want, sum);
+	struct file_id id;
+	r = file_id_get(want, &id);
+	if (r == 0 && !restore_known_sha256(svc->to.known, want, &id, sum))
+		r = file_sha256(want, sum);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot read executable = %s (%s): %s: restore refused", want,
 			 svc->cfg->path, strerror(-r));
@@ -198,7 +202,8 @@ static int restore_warm_image(struct service *svc)
 	if (r < 0)
 		log_error("%s: the image is not restorable: %s", svc->cfg->name, err);
 	else if ((r = restorer_start(svc->d->base, &img,
-				     &(struct restore_opts){.debug_file = svc->cfg->debug_file},
+				     &(struct restore_opts){.debug_file = svc->cfg->debug_file,
+							    .known = svc->to.known},
 				     RESTORER_DEADLINE_MS, on_restore_ready, on_restore_done, svc,
 				     &svc->to.restorer)) < 0)
 		log_error_errno(r, "%s: cannot start the restore", svc->cfg->name);
@@ -212,6 +217,120 @@ void takeover_start_restore(struct service *svc)
 
 	if (r < 0)
 		failover_restore_failed(svc, r);
+}
+
+/* ---------- reading ahead ---------- */
+
+static void known_free(struct restore_known **k)
+{
+	if (*k)
+		munmap(*k, sizeof(**k));
+	*k = NULL;
+}
+
+static int known_add(struct restore_known *k, const char *path)
+{
+	for (size_t i = 0; i < k->n_files; i++)
+		if (strcmp(k->files[i].path, path) == 0)
+			return 0;
+	if (k->n_files == RESTORE_KNOWN_FILES || strlen(path) >= sizeof(k->files[0].path))
+		return 0; /* the restore reads it itself */
+	int r = file_sha256_id(path, k->files[k->n_files].sha256, &k->files[k->n_files].id);
+	if (r == 0)
+		snprintf(k->files[k->n_files++].path, sizeof(k->files[0].path), "%s", path);
+	return r == -ENOENT || r == -EINVAL ? 0 : r; /* the restore says what is wrong with it */
+}
+
+/* In the child: fill the shared page; exit status 0 when all of it is true. */
+static int read_ahead(void *arg)
+{
+	struct service *svc = arg;
+	const struct image *meta = store_meta(svc->store);
+	struct restore_known *k = svc->to.reading;
+	struct go_debuginfo di;
+	struct file_id before;
+	int r = known_add(k, svc->cfg->executable);
+
+	for (size_t i = 0; r == 0 && meta && i < meta->n_files; i++)
+		r = known_add(k, meta->files[i].path);
+	if (r < 0)
+		return 1;
+	if (go_debuginfo_find(svc->cfg->executable, svc->cfg->debug_file, NULL, &di) < 0 ||
+	    di.source == GO_DEBUG_NONE || strlen(di.path) >= sizeof(k->layout_path) ||
+	    file_id_get(di.path, &before) < 0)
+		return 0; /* no layout to read: the restore looks and says why */
+	if (go_binary_inspect(svc->cfg->executable, di.path, &k->layout) < 0 ||
+	    file_id_get(di.path, &k->layout_id) < 0 || !file_id_equal(&before, &k->layout_id))
+		return 0;
+	snprintf(k->layout_path, sizeof(k->layout_path), "%s", di.path);
+	k->have_layout = true;
+	return 0;
+}
+
+/* Whether what was read ahead is still what the files hold (one stat each). */
+static bool known_current(const struct service *svc)
+{
+	const struct restore_known *k = svc->to.known;
+	const struct image *meta = store_meta(svc->store);
+	struct file_id id;
+	uint8_t sum[32];
+
+	if (!k || file_id_get(svc->cfg->executable, &id) < 0 ||
+	    !restore_known_sha256(k, svc->cfg->executable, &id, sum))
+		return false;
+	for (size_t i = 0; meta && i < meta->n_files; i++)
+		if (file_id_get(meta->files[i].path, &id) == 0 &&
+		    !restore_known_sha256(k, meta->files[i].path, &id, sum))
+			return false;
+	return !k->have_layout || (file_id_get(k->layout_path, &id) == 0 &&
+				   file_id_equal(&id, &k->layout_id));
+}
+
+static void on_read_ahead(pid_t pid, int status, void *arg)
+{
+	struct service *svc = arg;
+	char how[128];
+
+	(void)pid;
+	svc->to.prep = NULL;
+	if (status == 0) {
+		known_free(&svc->to.known);
+		svc->to.known = svc->to.reading;
+		svc->to.reading = NULL;
+		log_debug("%s: read ahead for a takeover: %zu files hashed, runtime layout %s",
+			  svc->cfg->name, svc->to.known->n_files,
+			  svc->to.known->have_layout ? svc->to.known->layout_path : "none");
+	} else {
+		known_free(&svc->to.reading);
+		log_warn("%s: reading the service's files ahead of a takeover %s; a takeover reads "
+			 "them itself", svc->cfg->name, child_describe(status, how, sizeof(how)));
+	}
+	if (svc->to.prep_again) {
+		svc->to.prep_again = false;
+		takeover_prepare(svc);
+	}
+}
+
+void takeover_prepare(struct service *svc)
+{
+	if (svc->to.prep) {
+		svc->to.prep_again = true; /* the image may have changed since it started */
+		return;
+	}
+	if (known_current(svc))
+		return;
+	svc->to.reading = mmap(NULL, sizeof(*svc->to.reading), PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (svc->to.reading == MAP_FAILED) {
+		svc->to.reading = NULL;
+		return;
+	}
+	int r = child_fork(svc->d->base, read_ahead, svc, on_read_ahead, svc, &svc->to.prep);
+	if (r < 0) {
+		known_free(&svc->to.reading);
+		log_warn("%s: cannot read the service's files ahead of a takeover: %s",
+			 svc->cfg->name, strerror(-r));
+	}
 }
 
 /* ---------- fencing ---------- */
@@ -252,5 +371,8 @@ void takeover_free(struct service *svc)
 	child_free(svc->to.fence, false);
 	child_free(svc->to.hook, false);
 	child_free(svc->to.watch, false);
+	child_free(svc->to.prep, true);
+	known_free(&svc->to.known);
+	known_free(&svc->to.reading);
 	svc->to = (struct takeover){0};
 }

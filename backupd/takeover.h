@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 struct child;
+struct restore_known;
 struct restorer;
 struct service;
 
@@ -25,7 +26,22 @@ struct service;
 struct takeover {
 	struct child *fence, *hook, *watch;
 	struct restorer *restorer; /* the restore under way, if any */
+	/* what takeover_prepare() read ahead: the last complete result, and one being read */
+	struct child *prep;
+	struct restore_known *known, *reading;
+	bool prep_again; /* asked again while a read was under way */
 };
+
+/*
+ * Read ahead, in a child, what a restore would read from this host's disk:
+ * the SHA-256 of the image's executable and mapped files and the runtime
+ * layout from the executable's DWARF (restore.h, struct restore_known).
+ * A takeover then checks only that each file is still the version read
+ * (stat), instead of spending a handover's time reading them. Called when
+ * a service opens with an image and at the first epoch of each session;
+ * cheap when nothing changed since the last read.
+ */
+void takeover_prepare(struct service *svc);
 
 /* Run the fence hook; failover_fence_done() follows. 0, or -errno (logged). */
 int takeover_start_fence(struct service *svc);

@@ -93,6 +93,47 @@ int file_sha256(const char *path, uint8_t out[32])
 	return 0;
 }
 
+void file_id_of(const struct stat *st, struct file_id *id)
+{
+	*id = (struct file_id){
+		.dev = st->st_dev,
+		.ino = st->st_ino,
+		.size = st->st_size,
+		.mtime_ns = st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec,
+		.ctime_ns = st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec,
+	};
+}
+
+int file_id_get(const char *path, struct file_id *id)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return -errno;
+	file_id_of(&st, id);
+	return 0;
+}
+
+bool file_id_equal(const struct file_id *a, const struct file_id *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+}
+
+int file_sha256_id(const char *path, uint8_t out[32], struct file_id *id)
+{
+	struct file_id after;
+	int r = file_id_get(path, id);
+
+	if (r == 0)
+		r = file_sha256(path, out);
+	if (r == 0)
+		r = file_id_get(path, &after);
+	if (r == 0 && !file_id_equal(id, &after))
+		r = -EAGAIN;
+	return r;
+}
+
 uint64_t now_us(void)
 {
 	struct timespec ts;

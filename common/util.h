@@ -7,6 +7,7 @@
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,22 @@ ssize_t read_file(const char *path, char **out);
 
 /* SHA-256 of a regular file's contents; returns 0, -EINVAL for anything else, or -errno. */
 int file_sha256(const char *path, uint8_t out[32]);
+
+/*
+ * A file's identity and version as stat tells them (device, inode, size,
+ * mtime, ctime): while it is unchanged, so are the bytes (the rule make and
+ * rsync go by; ctime cannot be set back short of setting the clock back).
+ */
+struct file_id {
+	uint64_t dev, ino, size;
+	int64_t mtime_ns, ctime_ns;
+};
+struct stat;
+void file_id_of(const struct stat *st, struct file_id *id);
+int file_id_get(const char *path, struct file_id *id);
+bool file_id_equal(const struct file_id *a, const struct file_id *b);
+/* file_sha256, and the identity of the version it read: -EAGAIN if the file changed meanwhile. */
+int file_sha256_id(const char *path, uint8_t out[32], struct file_id *id);
 
 uint64_t now_us(void);
 

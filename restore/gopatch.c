@@ -52,6 +52,19 @@ static int patch_go_ms(struct restore *r, const struct go_binary *gb)
 	return 0;
 }
 
+/* The layout read beforehand (restore_known), if it was read from this very version of path. */
+static bool known_layout(const struct restore *r, const char *path, struct go_binary *gb)
+{
+	const struct restore_known *k = r->opts->known;
+	struct file_id id;
+
+	if (!k || !k->have_layout || strcmp(k->layout_path, path) != 0 ||
+	    file_id_get(path, &id) < 0 || !file_id_equal(&id, &k->layout_id))
+		return false;
+	*gb = k->layout;
+	return true;
+}
+
 int restore_patch_tids(struct restore *r)
 {
 	struct go_binary gb;
@@ -72,7 +85,7 @@ int restore_patch_tids(struct restore *r)
 	}
 	struct go_debuginfo di;
 	int rc = go_debuginfo_find(r->img->exe, r->opts->debug_file, r->opts->debug_root, &di);
-	if (rc >= 0 && di.source != GO_DEBUG_NONE)
+	if (rc >= 0 && di.source != GO_DEBUG_NONE && !known_layout(r, di.path, &gb))
 		rc = go_binary_inspect(r->img->exe, di.path, &gb);
 	if (rc < 0)
 		return restore_fail(r, rc, "cannot read %s", r->img->exe);

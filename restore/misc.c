@@ -27,7 +27,19 @@ static const char *file_type_name(mode_t mode)
  * path that has become a FIFO since the dump would hold the restore on
  * its open until someone wrote to it.
  */
-static int check_mapped_files(const struct image *img, char *err, size_t errlen)
+bool restore_known_sha256(const struct restore_known *k, const char *path,
+			  const struct file_id *id, uint8_t sum[32])
+{
+	for (size_t i = 0; k && i < k->n_files; i++)
+		if (strcmp(k->files[i].path, path) == 0 && file_id_equal(&k->files[i].id, id)) {
+			memcpy(sum, k->files[i].sha256, 32);
+			return true;
+		}
+	return false;
+}
+
+static int check_mapped_files(const struct image *img, const struct restore_known *known,
+			      char *err, size_t errlen)
 {
 	for (size_t i = 0; i < img->n_files; i++) {
 		const struct image_file *f = &img->files[i];
@@ -44,7 +56,9 @@ static int check_mapped_files(const struct image *img, char *err, size_t errlen)
 				 file_type_name(st.st_mode));
 			return -EINVAL;
 		}
-		int r = file_sha256(f->path, sum);
+		struct file_id id;
+		file_id_of(&st, &id);
+		int r = restore_known_sha256(known, f->path, &id, sum) ? 0 : file_sha256(f->path, sum);
 		if (r < 0) {
 			snprintf(err, errlen, "cannot read %s %s: %s", what, f->path, strerror(-r));
 			return r;
@@ -85,9 +99,10 @@ static int check_fd_paths(const struct image *img, char *err, size_t errlen)
 	return 0;
 }
 
-int restore_check_files(const struct image *img, char *err, size_t errlen)
+int restore_check_files(const struct image *img, const struct restore_known *known, char *err,
+			size_t errlen)
 {
-	int r = check_mapped_files(img, err, errlen);
+	int r = check_mapped_files(img, known, err, errlen);
 	return r < 0 ? r : check_fd_paths(img, err, errlen);
 }
 

@@ -227,7 +227,7 @@ int restore_image_mem_report(const struct image *img, const struct restore_opts 
 {
 	static const struct restore_opts defaults = {0};
 	char err[512];
-	int rc = restore_check_files(img, err, sizeof(err));
+	int rc = restore_check_files(img, opts ? opts->known : NULL, err, sizeof(err));
 	if (rc < 0) {
 		log_error("restore step files: %s", err);
 		return rc;

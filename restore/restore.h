@@ -8,14 +8,17 @@
  */
 #pragma once
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "goruntime.h"
 #include "image/image.h"
 #include "inject.h"
 #include "proc.h"
 #include "tracer.h"
+#include "util.h"
 
 /* Layout of the area restore maps into the husk: code page, then scratch. */
 #define AREA_CODE 0
@@ -34,10 +37,35 @@ struct timens_plan {
 	int64_t off[2]; /* CLOCK_MONOTONIC, CLOCK_BOOTTIME */
 };
 
+/*
+ * What a caller read of this host's files before the restore was needed
+ * (backupd reads it ahead, off its event loop, so that a takeover does not
+ * spend its time hashing the executable or walking its DWARF): a file whose
+ * identity (util.h, struct file_id) is still the one read is not read again.
+ */
+#define RESTORE_KNOWN_FILES 32
+struct restore_known {
+	size_t n_files;
+	struct {
+		char path[PATH_MAX];
+		struct file_id id;
+		uint8_t sha256[32];
+	} files[RESTORE_KNOWN_FILES];
+	bool have_layout; /* the runtime layout read from layout_path's DWARF */
+	char layout_path[PATH_MAX];
+	struct file_id layout_id;
+	struct go_binary layout;
+};
+
+/* The known SHA-256 of path, if its identity is still id: true, with sum filled. */
+bool restore_known_sha256(const struct restore_known *k, const char *path,
+			  const struct file_id *id, uint8_t sum[32]);
+
 /* Where gopatch.c looks for the executable's DWARF (goruntime.h). */
 struct restore_opts {
 	const char *debug_file; /* the service's debug_file, or NULL */
 	const char *debug_root; /* NULL: /usr/lib/debug */
+	const struct restore_known *known; /* read beforehand, or NULL */
 };
 
 struct restore {
@@ -116,6 +144,7 @@ int restore_timens_enter(const struct timens_plan *plan);
 int restore_creds(struct restore *r);
 
 /* misc.c */
-int restore_check_files(const struct image *img, char *err, size_t errlen);
+int restore_check_files(const struct image *img, const struct restore_known *known, char *err,
+			size_t errlen);
 int restore_rlimits(struct restore *r);
 int restore_misc(struct restore *r);

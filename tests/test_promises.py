@@ -21,9 +21,9 @@ handover-command / handover-sigterm: a client writes sequential keys through
   the VIP; `checksync-primaryd handover kvserver` (or SIGTERM to primaryd, what
   `systemctl stop` sends) hands the service to B. Expected: zero acknowledged
   writes lost (every write acknowledged before or after is on B), the command
-  prints the unavailability, primaryd logs it, the client's longest gap between
-  two acknowledged writes is reported (target 200 ms), backupd restored at once
-  (no failover timeout) and serves.
+  prints the unavailability, primaryd logs it, its median over the rounds is
+  at most 200 ms (the client's longest gap between two acknowledged writes is
+  reported beside it), backupd restored at once (no failover timeout) and serves.
 
 stall: SIGSTOP of backupd for 0.6, 1.1, 1.5, 2 and 3 s, a client writing through
   the VIP meanwhile. Expected: no takeover (the primary is alive), no
@@ -45,6 +45,7 @@ import replication as rp  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "10"))
 RESTART_WITHIN_S = 0.3
+TARGET_MS = 200  # a planned handover's unavailability (issue 7), as primaryd reports it
 
 
 def new_topology():
@@ -188,10 +189,14 @@ def handover(r, binary, how):
             figures.append(handover_round(r, n, binary, how))
         except cs.TestError as e:
             r.fail(f"handover-{how} {n}: {e}")
-    reported = [u for u, g in figures if u is not None]
+    reported = sorted(u for u, g in figures if u is not None)
     gaps = [g for u, g in figures]
     cs.log(f"handover-{how}: unavailability reported by primaryd {rp.stats(reported)}; client's "
            f"longest gap {rp.stats(gaps)} (target 200 ms)")
+    median = reported[len(reported) // 2] if reported else None
+    r.check(f"handover-{how}: the median unavailability over {len(reported)} handovers is within "
+            f"{TARGET_MS} ms", median is not None and median <= TARGET_MS, f"<= {TARGET_MS} ms",
+            f"{median} ms ({rp.stats(reported)})")
 
 
 # ---------------------------------------------------------------- stop everywhere
