@@ -207,7 +207,12 @@ static void on_command(struct control_request *req, int argc, char **argv, void 
 		control_reply(req, false, "no service '%s' here", argv[1]);
 		return;
 	}
-	service_accept_new_incarnation(svc);
+	int r = service_accept_new_incarnation(svc);
+	if (r < 0) {
+		control_reply(req, false, "%s: cannot record the acceptance: %s", svc->cfg->name,
+			      strerror(-r));
+		return;
+	}
 	control_reply(req, true,
 		      "%s: the next primary that runs another incarnation will replace the image "
 		      "of epoch %" PRIu64,

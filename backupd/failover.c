@@ -93,6 +93,16 @@ void failover_init(struct service *svc, uint64_t now)
 	} else if (store_meta(svc->store)) {
 		takeover_prepare(svc); /* a takeover may come before the primary is heard */
 	}
+	uint64_t over, have = store_incarnation(svc->store);
+	if (!journal_accept_new(svc->journal, &over))
+		return;
+	if (over && over != have) /* the image was replaced, and we stopped before clearing it */
+		(void)journal_mark_accept_new(svc->journal, false, 0);
+	else
+		log_warn("%s: an operator's accept-new-incarnation is still to be used: the next "
+			 "primary that runs another incarnation replaces the image of %016" PRIx64
+			 " (epoch %" PRIu64 ")",
+			 svc->cfg->name, have, store_epoch(svc->store));
 }
 
 /* ---------- restoring ---------- */
@@ -318,8 +328,38 @@ void failover_stand_down(struct service *svc)
 		peer_close(svc->peer, WIRE_ERR_STOOD_DOWN, reason);
 }
 
+int failover_accept_new_incarnation(struct service *svc)
+{
+	uint64_t have = store_incarnation(svc->store);
+	int r = journal_mark_accept_new(svc->journal, true, have);
+
+	if (r < 0)
+		return r;
+	log_warn("%s: an operator accepts a new incarnation: the next primary that runs another "
+		 "incarnation replaces the image of %016" PRIx64 " (epoch %" PRIu64 ")",
+		 svc->cfg->name, have, store_epoch(svc->store));
+	return 0;
+}
+
+const char *failover_may_replace_image(const struct service *svc)
+{
+	uint64_t over;
+
+	if (svc->fo.state == FAILOVER_STOOD_DOWN)
+		return "the service was stopped everywhere";
+	if (journal_accept_new(svc->journal, &over) &&
+	    (!over || over == store_incarnation(svc->store)))
+		return "an operator accepted a new incarnation";
+	return NULL;
+}
+
 void failover_primary_replaced(struct service *svc)
 {
+	uint64_t over;
+
+	if (journal_accept_new(svc->journal, &over) &&
+	    journal_mark_accept_new(svc->journal, false, 0) == 0)
+		log_info("%s: the operator's accept-new-incarnation is used", svc->cfg->name);
 	if (svc->fo.state != FAILOVER_STOOD_DOWN)
 		return;
 	(void)journal_mark_stood_down(svc->journal, false);

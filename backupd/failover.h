@@ -99,12 +99,20 @@ void failover_handover(struct service *svc, uint64_t epoch);
 void failover_take_over_now(struct service *svc, const char *why);
 /* STAND_DOWN: the service is stopped everywhere. */
 void failover_stand_down(struct service *svc);
-/* A new incarnation's full epoch replaced the image: stood down no more. */
+/* A new incarnation's full epoch replaced the image: stood down no more, the acceptance used. */
 void failover_primary_replaced(struct service *svc);
+/*
+ * `checksync-backupd accept-new-incarnation NAME`: the next primary of
+ * another incarnation may replace the image. Kept on disk until it is used
+ * (a backupd restart keeps it), logged when given and when used.
+ */
+int failover_accept_new_incarnation(struct service *svc);
 
 /* ---------- questions ---------- */
 
 /* May a primary attach now? 0, or the code to refuse it with and *why. */
 enum wire_error_code failover_refuses_primary(const struct service *svc, const char **why);
+/* May another incarnation's full epoch replace the image? NULL, or why it may. */
+const char *failover_may_replace_image(const struct service *svc);
 /* Should our heartbeats still renew the primary's lease? */
 bool failover_renews_lease(const struct service *svc, uint64_t now);

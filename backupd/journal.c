@@ -29,6 +29,7 @@
 #define JOURNAL_READ_CHUNK (1u << 20)
 #define JOURNAL_SERVING_FILE "serving"
 #define JOURNAL_STOOD_DOWN_FILE "stood-down"
+#define JOURNAL_ACCEPT_NEW_FILE "accept-new-incarnation"
 
 struct jfile {
 	uint64_t seq;
@@ -87,6 +88,8 @@ struct journal {
 	pid_t serving_pid;
 	uint64_t serving_epoch;
 	bool stood_down;
+	bool accept_new;
+	uint64_t accept_over; /* the incarnation whose image the operator lets be replaced */
 
 	struct hist cost_write, cost_sync, cost_durable;
 };
@@ -757,6 +760,21 @@ static void read_serving_marker(struct journal *j)
 	j->serving_epoch = epoch;
 }
 
+static void read_accept_marker(struct journal *j)
+{
+	char path[4200];
+	_cleanup_free_ char *text = NULL;
+	unsigned long long over = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", j->dir, JOURNAL_ACCEPT_NEW_FILE);
+	if (read_file(path, &text) < 0)
+		return;
+	if (sscanf(text, "over incarnation %llx", &over) != 1)
+		log_warn("%s: %s is unreadable; taking it as given for any image", j->service, path);
+	j->accept_new = true;
+	j->accept_over = over;
+}
+
 static int make_dir(const char *dir)
 {
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
@@ -795,6 +813,7 @@ int journal_open(struct journal_writer *w, const char *dir, const char *service,
 		return r;
 	}
 	read_serving_marker(j);
+	read_accept_marker(j);
 	j->stood_down = faccessat(j->dirfd, JOURNAL_STOOD_DOWN_FILE, F_OK, 0) == 0;
 	j->store = s;
 	*out = j;
@@ -887,3 +906,35 @@ int journal_mark_stood_down(struct journal *j, bool on)
 }
 
 bool journal_stood_down(const struct journal *j) { return j->stood_down; }
+
+int journal_mark_accept_new(struct journal *j, bool on, uint64_t over)
+{
+	struct file_out fo;
+	char line[64];
+	int r = 0;
+
+	if (on) {
+		int n = snprintf(line, sizeof(line), "over incarnation %016" PRIx64 "\n", over);
+		r = file_begin(j->dirfd, JOURNAL_ACCEPT_NEW_FILE, &fo);
+		if (r >= 0)
+			r = file_write(line, n, &fo);
+		r = file_finish(j->dirfd, JOURNAL_ACCEPT_NEW_FILE, &fo, r);
+	} else if (unlinkat(j->dirfd, JOURNAL_ACCEPT_NEW_FILE, 0) < 0 && errno != ENOENT) {
+		r = -errno;
+	} else if (fsync(j->dirfd) < 0) {
+		r = -errno;
+	}
+	if (r < 0)
+		return log_error_errno(r, "%s: cannot %s %s/%s", j->service, on ? "write" : "remove",
+				       j->dir, JOURNAL_ACCEPT_NEW_FILE);
+	j->accept_new = on;
+	j->accept_over = on ? over : 0;
+	return 0;
+}
+
+bool journal_accept_new(const struct journal *j, uint64_t *over)
+{
+	if (j->accept_new)
+		*over = j->accept_over;
+	return j->accept_new;
+}

@@ -101,3 +101,11 @@ bool journal_serving(const struct journal *j, pid_t *pid, uint64_t *epoch);
 /* The stood-down marker (the service was stopped everywhere): set or cleared, synced. */
 int journal_mark_stood_down(struct journal *j, bool on);
 bool journal_stood_down(const struct journal *j);
+
+/*
+ * The operator's accept-new-incarnation, kept until it is used: set (over:
+ * the incarnation whose image may be replaced) or cleared, synced. An
+ * unreadable marker reads as given over incarnation 0 (any image).
+ */
+int journal_mark_accept_new(struct journal *j, bool on, uint64_t over);
+bool journal_accept_new(const struct journal *j, uint64_t *over);

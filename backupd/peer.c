@@ -273,13 +273,12 @@ static enum wire_error_code judge_incarnation(struct peer *s, struct service *sv
 	s->incarnation = h->incarnation;
 	if (!epoch || !have || have == h->incarnation)
 		return 0;
-	if (svc->accept_new || svc->fo.state == FAILOVER_STOOD_DOWN) {
+	const char *may = failover_may_replace_image(svc);
+	if (may) {
 		s->may_replace = true;
 		log_warn("%s: incarnation %016" PRIx64 " from %s will replace the image of %016" PRIx64
 			 " (epoch %" PRIu64 "): %s",
-			 svc->cfg->name, h->incarnation, s->addr, have, epoch,
-			 svc->accept_new ? "an operator accepted a new incarnation"
-					 : "the service was stopped everywhere");
+			 svc->cfg->name, h->incarnation, s->addr, have, epoch, may);
 		return 0;
 	}
 	if (!(h->flags & WIRE_HELLO_FRESH)) {

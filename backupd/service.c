@@ -105,18 +105,11 @@ void service_torn(struct service *svc) { svc->n_torn++; }
 
 void service_acked(struct service *svc, uint64_t epoch) { svc->acked_epoch = epoch; }
 
-void service_replaced(struct service *svc)
-{
-	svc->accept_new = false;
-	failover_primary_replaced(svc);
-}
+void service_replaced(struct service *svc) { failover_primary_replaced(svc); }
 
-void service_accept_new_incarnation(struct service *svc)
+int service_accept_new_incarnation(struct service *svc)
 {
-	svc->accept_new = true;
-	log_warn("%s: an operator accepts a new incarnation: the next primary that runs another "
-		 "incarnation replaces the image of %016" PRIx64 " (epoch %" PRIu64 ")",
-		 svc->cfg->name, store_incarnation(svc->store), store_epoch(svc->store));
+	return failover_accept_new_incarnation(svc);
 }
 
 static double age_seconds(uint64_t then_us, uint64_t now)

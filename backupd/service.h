@@ -41,7 +41,6 @@ struct service {
 	struct takeover to;	 /* takeover.c's */
 	struct event *tick;
 
-	bool accept_new; /* an operator lets the next other incarnation replace the image */
 
 	/* the primary */
 	uint64_t last_heartbeat_us; /* its last HEARTBEAT; 0: none in this run */
@@ -66,11 +65,11 @@ void service_heartbeat(struct service *svc);
 void service_committed(struct service *svc, uint64_t bytes);
 void service_torn(struct service *svc);
 void service_acked(struct service *svc, uint64_t epoch);
-/* Another incarnation's full epoch has replaced the image (leaves stood-down, ends accept_new). */
+/* Another incarnation's full epoch has replaced the image (leaves stood-down, uses up an acceptance). */
 void service_replaced(struct service *svc);
 
-/* The operator's `accept-new-incarnation NAME`: logged. */
-void service_accept_new_incarnation(struct service *svc);
+/* The operator's `accept-new-incarnation NAME`: logged, kept on disk until used (failover.h). */
+int service_accept_new_incarnation(struct service *svc);
 
 /* The service's rows for the status socket and /metrics. */
 void service_report(const struct service *svc, struct status_report *r);

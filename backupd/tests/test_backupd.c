@@ -564,6 +564,10 @@ static void test_incarnations(struct env *e, struct image *img)
 		  0);
 	CHECK(t_wait_file_contains(t_path(e->tmp, "accept.out"), "will replace the image", 100));
 	CHECK(log_contains(e, "an operator accepts a new incarnation", 5000));
+	/* The acceptance outlives a restart of backupd, and says so. */
+	CHECK_INT(stop_daemon(e, SIGTERM), 0);
+	CHECK(start_daemon(e));
+	CHECK(log_contains(e, "svc: an operator's accept-new-incarnation is still to be used", 5000));
 	c = hello(e, "svc");
 	if (c) {
 		CHECK_INT(tc_send_epoch(c, img, 1, 0, &full, 1, UINT64_MAX), 0);
@@ -571,6 +575,19 @@ static void test_incarnations(struct env *e, struct image *img)
 		tc_close(c);
 	}
 	CHECK(log_contains(e, "svc: the image now holds incarnation 00000000000a11e0", 5000));
+	CHECK(log_contains(e, "svc: the operator's accept-new-incarnation is used", 5000));
+	/* Used once, it is gone, a restart later too: yet another incarnation is refused. */
+	CHECK_INT(stop_daemon(e, SIGTERM), 0);
+	CHECK(start_daemon(e));
+	tc_incarnation = 0xb0b;
+	c = connect_as(e, e->primary);
+	if (c) {
+		CHECK_INT(tc_hello(c, "svc"), 0);
+		expect(c, WIRE_ERROR, WIRE_ERR_INCARNATION_REFUSED, "accept-new-incarnation svc", 5000,
+		       0);
+		tc_close(c);
+	}
+	tc_incarnation = 0xa11e0;
 
 	/* A fresh run (primaryd restarted) while we hold the image of 0xa11e0: take over now. */
 	tc_incarnation = 0xf7e54;
