@@ -93,7 +93,7 @@ static void primary_stop_by_handover(struct primary *p)
 	log_info("stopping: handing the services over to their backups");
 	p->handovers_pending = p->n_svcs + 1;
 	for (size_t i = 0; i < p->n_svcs; i++)
-		pfailover_handover(&p->guards[i], on_stop_handed_over, p);
+		pfailover_handover_to_stop(&p->guards[i], on_stop_handed_over, p);
 	on_stop_handed_over(NULL, true, "", p);
 }
 
@@ -291,8 +291,7 @@ static int primary_start(struct primary *p, const char *config_path)
 		return r;
 	}
 	for (size_t i = 0; i < p->n_svcs; i++) {
-		p->guards[i] = (struct guard){.svc = &p->svcs[i], .base = p->base, .tls = p->tls,
-					      .pidfd = -1};
+		guard_init(&p->guards[i], &p->svcs[i], p->base, p->tls);
 		r = guard_start(&p->guards[i]);
 		if (r < 0)
 			return r;

@@ -81,16 +81,18 @@ void pfailover_init(struct guard *g)
 {
 	g->fo = (struct pfailover){.state = PFAILOVER_STARTING};
 	if (g->svc->command.argc)
-		g->incarnation = fresh_incarnation();
+		g->fo.incarnation = fresh_incarnation();
 }
 
 void pfailover_start(struct guard *g, uint64_t now)
 {
-	g->fo = (struct pfailover){.state = PFAILOVER_PROTECTED, .lease_from_us = now};
+	g->fo = (struct pfailover){.state = PFAILOVER_PROTECTED,
+				   .lease_from_us = now,
+				   .incarnation = g->fo.incarnation};
 	if (!g->svc->command.argc)
-		g->incarnation = process_incarnation(g->pid);
+		g->fo.incarnation = process_incarnation(g->pid);
 	log_info("%s: incarnation %016" PRIx64 " (pid %d) under guard", g->svc->name,
-		 g->incarnation, g->pid);
+		 g->fo.incarnation, g->pid);
 }
 
 void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation)
@@ -107,7 +109,7 @@ void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation)
 	}
 	if (g->fo.state != PFAILOVER_STARTING)
 		return;
-	if (image_incarnation && image_incarnation != g->incarnation)
+	if (image_incarnation && image_incarnation != g->fo.incarnation)
 		log_warn("%s: the backup lets this run replace its image of incarnation %016" PRIx64,
 			 g->svc->name, image_incarnation);
 	log_info("%s: the backup answered: starting the service", g->svc->name);
@@ -132,7 +134,7 @@ void pfailover_backup_heard(struct guard *g, uint64_t sent_us)
 {
 	if (sent_us > g->fo.lease_from_us)
 		g->fo.lease_from_us = sent_us;
-	if (g->fo.state != PFAILOVER_FROZEN || lease_lapsed(g, now_us()))
+	if (g->fo.state != PFAILOVER_FROZEN || g->fo.then_stop || lease_lapsed(g, now_us()))
 		return;
 	thaw(g);
 }
@@ -189,7 +191,6 @@ static void handed_over(struct guard *g, const char *why)
 		 why);
 	log_info("%s", what);
 	g->fo.state = PFAILOVER_DEPOSED;
-	g->deposed = true;
 	if (g->pid > 0)
 		kill(g->pid, SIGKILL);
 	finish(g, true, what);
@@ -211,12 +212,16 @@ void pfailover_deposed(struct guard *g, const char *why)
 		log_error("%s: the backup has taken over (%s): killing our copy of the service",
 			  g->svc->name, why);
 	g->fo.state = PFAILOVER_DEPOSED;
-	g->deposed = true;
 	if (g->pid > 0)
 		kill(g->pid, SIGKILL);
 }
 
 bool pfailover_ships_epochs(const struct guard *g) { return g->fo.state == PFAILOVER_PROTECTED; }
+
+bool pfailover_deposed_state(const struct guard *g)
+{
+	return g->fo.state == PFAILOVER_DEPOSED || g->fo.state == PFAILOVER_STOPPED;
+}
 
 /* ---------- planned handover ---------- */
 
@@ -224,13 +229,34 @@ static void handover_failed(struct guard *g, const char *why)
 {
 	char what[512];
 
+	g->fo.state = PFAILOVER_FROZEN;
+	if (g->fo.then_stop) {
+		/*
+		 * primaryd is stopping: the service stops with it, so it must not
+		 * run (and acknowledge writes) in between. Frozen as its final
+		 * epoch, which the backup holds, it loses nothing: the backup takes
+		 * over from that epoch after its failover timeout.
+		 */
+		snprintf(what, sizeof(what), "%s: handover failed: %s; the service stays frozen as "
+			 "of the final epoch %lu, which the backup holds", g->svc->name, why,
+			 (unsigned long)g->fo.final_epoch);
+		log_warn("%s", what);
+		finish(g, false, what);
+		return;
+	}
 	snprintf(what, sizeof(what), "%s: handover failed: %s; the service runs here again",
 		 g->svc->name, why);
 	log_warn("%s", what);
-	g->fo.state = PFAILOVER_FROZEN;
 	g->fo.lease_from_us = now_us(); /* the backup answered just now */
 	thaw(g);
 	finish(g, false, what);
+}
+
+void pfailover_handover_to_stop(struct guard *g, pfailover_done_fn done, void *arg)
+{
+	pfailover_handover(g, done, arg);
+	if (g->fo.state == PFAILOVER_HANDING_OVER)
+		g->fo.then_stop = true;
 }
 
 void pfailover_handover(struct guard *g, pfailover_done_fn done, void *arg)
@@ -238,7 +264,7 @@ void pfailover_handover(struct guard *g, pfailover_done_fn done, void *arg)
 	char what[256];
 	int r;
 
-	if (g->fo.state != PFAILOVER_PROTECTED || !g->hello_ok) {
+	if (g->fo.state != PFAILOVER_PROTECTED || !g->link.hello_ok) {
 		snprintf(what, sizeof(what), "%s: cannot hand over: %s", g->svc->name,
 			 g->fo.state != PFAILOVER_PROTECTED ? pfailover_state_name(g->fo.state)
 							    : "the backup is not connected");
@@ -250,6 +276,7 @@ void pfailover_handover(struct guard *g, pfailover_done_fn done, void *arg)
 	g->fo.frozen_at_us = now_us();
 	g->fo.acked_at_us = 0;
 	g->fo.handover_sent = false;
+	g->fo.then_stop = false;
 	r = guard_ship_epoch(g, true); /* frozen from the capture on */
 	if (r < 0) {
 		snprintf(what, sizeof(what), "cannot capture the final epoch: %s", strerror(-r));
@@ -288,9 +315,9 @@ void pfailover_stop_everywhere(struct guard *g, pfailover_done_fn done, void *ar
 	char what[256];
 
 	if ((g->fo.state != PFAILOVER_PROTECTED && g->fo.state != PFAILOVER_FROZEN) ||
-	    !g->hello_ok || link_send_stand_down(g) < 0) {
+	    !g->link.hello_ok || link_send_stand_down(g) < 0) {
 		snprintf(what, sizeof(what), "%s: cannot stop everywhere: %s", g->svc->name,
-			 g->hello_ok ? pfailover_state_name(g->fo.state)
+			 g->link.hello_ok ? pfailover_state_name(g->fo.state)
 				     : "the backup is not connected (it must agree not to take over)");
 		done(g, false, what, arg);
 		return;
@@ -310,7 +337,6 @@ void pfailover_stood_down(struct guard *g, const char *why)
 	snprintf(what, sizeof(what), "%s: stopped everywhere (%s)", g->svc->name, why);
 	log_info("%s", what);
 	g->fo.state = PFAILOVER_STOPPED;
-	g->deposed = true;
 	if (g->pid > 0)
 		kill(g->pid, SIGKILL);
 	finish(g, true, what);

@@ -73,10 +73,12 @@ typedef void (*pfailover_done_fn)(struct guard *g, bool ok, const char *what, vo
 /* Written by failover.c only. */
 struct pfailover {
 	enum pfailover_state state;
+	uint64_t incarnation;	/* this run of the service (wire.h) */
 	uint64_t lease_from_us; /* the backup renewed our lease at this time (our clock) */
 	/* a handover or a stop under way */
 	uint64_t frozen_at_us, acked_at_us, final_epoch;
 	bool handover_sent;
+	bool then_stop; /* primaryd stops after it: a failed handover leaves the service frozen */
 	pfailover_done_fn done;
 	void *done_arg;
 };
@@ -103,12 +105,16 @@ void pfailover_handover_failed(struct guard *g, const char *why);
 void pfailover_stood_down(struct guard *g, const char *why);
 /* Hand over to the backup, or stop everywhere; done runs once, maybe before returning. */
 void pfailover_handover(struct guard *g, pfailover_done_fn done, void *arg);
+/* The same when primaryd stops after it (SIGTERM): a failed handover does not thaw the service. */
+void pfailover_handover_to_stop(struct guard *g, pfailover_done_fn done, void *arg);
 void pfailover_stop_everywhere(struct guard *g, pfailover_done_fn done, void *arg);
 /* The backup's HELLO: it accepted us; image_incarnation is what it holds. */
 void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation);
 
 /* ---------- questions ---------- */
 
+/* Deposed or stopped everywhere: the service never runs here again. */
+bool pfailover_deposed_state(const struct guard *g);
 /* May an epoch be captured and shipped now? */
 bool pfailover_ships_epochs(const struct guard *g);
 /* HELLO's flags: WIRE_HELLO_FRESH while the service has not started. */

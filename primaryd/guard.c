@@ -74,7 +74,7 @@ int guard_ship_epoch(struct guard *g, bool hold)
 	uint64_t epoch = g->epoch + 1;
 	if (hold) /* held since the capture: all it sent so far is of this epoch's state */
 		outcommit_stop_point(g->oc);
-	outcommit_epoch(g->oc, epoch, img); /* before the send, which takes img */
+	outcommit_epoch(g->oc, epoch);
 	r = link_send_epoch(g, img, epoch, full ? 0 : g->sent); /* takes img */
 	if (r < 0)
 		return r;
@@ -83,7 +83,7 @@ int guard_ship_epoch(struct guard *g, bool hold)
 	g->epochs_sent++;
 	log_debug("%s: epoch %lu (%s): %lu of %lu pages, %lu bytes, paused %lu us", g->svc->name,
 		  (unsigned long)epoch, full ? "full" : "delta", (unsigned long)rep.pages_shipped,
-		  (unsigned long)rep.pages_captured, (unsigned long)g->last_bytes,
+		  (unsigned long)rep.pages_captured, (unsigned long)g->link.last_bytes,
 		  (unsigned long)rep.pause_us);
 	return 0;
 }
@@ -94,7 +94,7 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 
-	if (!g->hello_ok || g->ended)
+	if (!g->link.hello_ok || g->ended)
 		return;
 	pfailover_lease_tick(g); /* a lease that lapsed while we did not run freezes first */
 	/* A capture would let a service go that the keeper holds (PTRACE_CONT ends a group-stop). */
@@ -135,7 +135,7 @@ int guard_protection(const struct guard *g, char *buf, size_t len)
 	uint64_t since = g->acked_at_us ? now_us() - g->acked_at_us : 0;
 
 	buf[0] = 0;
-	if (g->deposed)
+	if (pfailover_deposed_state(g))
 		return snprintf(buf, len, "the backup has taken over"), UNPROT_DEPOSED;
 	if (g->ended) {
 		describe_wait(g->end_status, how, sizeof(how));
@@ -159,7 +159,7 @@ int guard_protection(const struct guard *g, char *buf, size_t len)
 	}
 	if (g->capture_err[0])
 		return snprintf(buf, len, "%s", g->capture_err), UNPROT_CAPTURE;
-	if (!g->hello_ok) {
+	if (!g->link.hello_ok) {
 		hostport_format(&g->svc->backup, hp, sizeof(hp));
 		return snprintf(buf, len, "backup %s not connected", hp), UNPROT_NOT_CONNECTED;
 	}
@@ -221,10 +221,31 @@ static void lease_cb(evutil_socket_t fd, short what, void *arg)
 
 void guard_link_lost(struct guard *g)
 {
-	g->hello_ok = false;
 	g->need_full = true;
 	if (!g->ended && !g->stopping)
 		link_schedule_reconnect(g);
+}
+
+void guard_backup_hello(struct guard *g, uint64_t image_incarnation)
+{
+	g->need_full = true; /* a new session starts from a full epoch */
+	pfailover_backup_hello(g, image_incarnation);
+}
+
+void guard_backup_heard(struct guard *g, uint64_t sent_us)
+{
+	g->last_heard_us = now_us();
+	pfailover_backup_heard(g, sent_us);
+}
+
+void guard_acked(struct guard *g, uint64_t epoch)
+{
+	if (epoch > g->acked) {
+		g->acked = epoch;
+		g->acked_at_us = now_us();
+		outcommit_acked(g->oc, g->acked);
+	}
+	pfailover_acked(g, epoch);
 }
 
 /*
@@ -245,7 +266,7 @@ static void service_ended(struct guard *g, int st)
 	event_del(g->epoch_ev);
 	event_del(g->hb_ev);
 	event_del(g->lease_ev);
-	if (g->deposed) {
+	if (pfailover_deposed_state(g)) {
 		log_info("%s: our copy (pid %d) %s; the backup serves", g->svc->name, g->pid, how);
 	} else {
 		log_error("%s: the service (pid %d) %s; closing its link so its backup takes it "
@@ -257,6 +278,7 @@ static void service_ended(struct guard *g, int st)
 	/* Dead, it sends nothing more: drop what it held for unacknowledged epochs. */
 	outcommit_close(g->oc);
 	g->oc = NULL;
+	service_cgroup_remove(&g->cgroup);
 	capture_session_close(g->sess);
 	g->sess = NULL;
 	guard_check(g);
@@ -272,9 +294,9 @@ void guard_keeper_ended(struct guard *g, int st)
 {
 	char how[96];
 	describe_wait(st, how, sizeof(how));
-	g->keeper.pid = 0; /* reaped: the pid is no longer ours to signal */
+	keeper_reaped(&g->keeper); /* the pid is no longer ours to signal */
 	keeper_stop(&g->keeper);
-	if (g->ended || g->deposed)
+	if (g->ended || pfailover_deposed_state(g))
 		return;
 	log_warn("%s: the lease keeper %s; starting another", g->svc->name, how);
 	int r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull);
@@ -301,16 +323,6 @@ static void exit_cb(evutil_socket_t fd, short what, void *arg)
 	service_ended(g, st);
 }
 
-void guard_deposed(struct guard *g, const char *why)
-{
-	log_error("%s: the backup has taken over (%s): killing our copy of the service",
-		  g->svc->name, why);
-	g->deposed = true;
-	kill(g->pid, SIGKILL);
-}
-
-
-
 /* Once the service is dead: what it sent for unacknowledged epochs is dropped, never let go. */
 void guard_stop_output(struct guard *g)
 {
@@ -320,6 +332,7 @@ void guard_stop_output(struct guard *g)
 		kill(g->pid, SIGKILL); /* it dies with us anyway; it must send nothing once the rules go */
 	outcommit_close(g->oc);
 	g->oc = NULL;
+	service_cgroup_remove(&g->cgroup);
 }
 
 static uint64_t percentile(const struct guard *g, int pct)
@@ -353,14 +366,14 @@ static void guard_status_debuginfo(const struct guard *g, struct status_report *
 			   c && c->debuginfo.source != GO_DEBUG_NONE ? c->debuginfo.path : "none",
 			   "the file the runtime layout was read from");
 	status_report_text(r, "backup_debug_info",
-			   !g->hello_ok ? "-" : g->backup_no_dwarf ? "missing" : "found",
+			   !g->link.hello_ok ? "-" : g->link.backup_no_dwarf ? "missing" : "found",
 			   "whether the backup's host has the DWARF a takeover may need");
 }
 
 void guard_status_fill(const struct guard *g, struct status_report *r)
 {
 	uint64_t now = now_us();
-	const char *role = g->ended && !g->deposed ? "failed" : pfailover_state_name(g->fo.state);
+	const char *role = g->ended && !pfailover_deposed_state(g) ? "failed" : pfailover_state_name(g->fo.state);
 
 	status_report_service(r, g->svc->name, role);
 	status_report_gauge(r, "pid", "", g->pid, "pid of the guarded service");
@@ -373,13 +386,13 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			    "median time the service was stopped per epoch (last 256)");
 	status_report_gauge(r, "pause_p99", "seconds", g->n_pauses ? percentile(g, 99) / 1e6 : NAN,
 			    "99th percentile of the pause per epoch (last 256)");
-	status_report_gauge(r, "epoch_size", "bytes", g->last_bytes, "bytes of the last epoch");
+	status_report_gauge(r, "epoch_size", "bytes", g->link.last_bytes, "bytes of the last epoch");
 	status_report_gauge(r, "epoch_size_mean", "bytes",
-			    g->epochs_sent ? (double)g->total_bytes / g->epochs_sent : NAN,
+			    g->epochs_sent ? (double)g->link.total_bytes / g->epochs_sent : NAN,
 			    "mean bytes per epoch");
 	status_report_gauge(r, "heartbeat_age", "seconds", (now - g->last_heard_us) / 1e6,
 			    "time since the backup was last heard");
-	status_report_gauge(r, "backup_connected", "", g->hello_ok, "1 when the backup accepted us");
+	status_report_gauge(r, "backup_connected", "", g->link.hello_ok, "1 when the backup accepted us");
 	status_report_gauge(r, "keeper_holds", "", keeper_holds(&g->keeper),
 			    "1 while the lease keeper holds the service stopped (lease not renewed)");
 	char why[256];
@@ -396,7 +409,7 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 			      "times the runtime was let run to reach a safepoint");
 	status_report_counter(r, "safepoint_fallbacks", "", g->fallbacks,
 			      "epochs captured whole for want of a safepoint");
-	status_report_counter(r, "shipped", "bytes", g->total_bytes,
+	status_report_counter(r, "shipped", "bytes", g->link.total_bytes,
 			      "bytes queued to the backup since start (epochs, heartbeats, HELLO)");
 
 	guard_status_debuginfo(g, r);
@@ -408,18 +421,44 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	outcommit_status_fill(g->oc, r);
 }
 
+/*
+ * With output_commit = on: the service's own cgroup (cgroup.h: made for a
+ * service we start, pid's for one we attach to), then the queue and rule
+ * that hold its packets. A failure leaves the service unheld, said once
+ * (outcommit.h); -ENOMEM only for want of memory.
+ */
+static int output_commit_open(struct guard *g, pid_t pid)
+{
+	char err[512];
+	int r;
+
+	if (!g->svc->output_commit)
+		return 0;
+	r = pid ? service_cgroup_of(pid, &g->cgroup, err, sizeof(err))
+		: service_cgroup_make(g->svc->name, &g->cgroup, err, sizeof(err));
+	g->oc = outcommit_open(g->base, g->svc->name, r < 0 ? NULL : g->cgroup.path);
+	if (!g->oc)
+		return -ENOMEM;
+	if (r < 0)
+		outcommit_refuse(g->oc, err);
+	return 0;
+}
+
 /* Start or attach the service and hold it; the lease starts now. */
 int guard_start_service(struct guard *g)
 {
 	int r;
 
-	/* Before the service runs, so that a failure is said before it serves. */
-	if (g->svc->output_commit && !(g->oc = outcommit_open(g->base, g->svc->name)))
-		return -ENOMEM;
 	if (g->svc->command.argc) {
-		r = service_spawn(g->svc, &g->pid);
+		/* Output commit before the service runs: a failure is said before it serves. */
+		r = output_commit_open(g, 0);
+		if (r >= 0)
+			r = service_spawn_in(g->svc, g->oc && g->cgroup.made ? &g->cgroup : NULL,
+					     &g->pid);
 	} else {
 		r = service_attach_pidfile(g->svc, &g->pid);
+		if (r >= 0)
+			r = output_commit_open(g, g->pid);
 	}
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot start the service", g->svc->name);
@@ -454,6 +493,12 @@ int guard_start_service(struct guard *g)
 		return log_error_errno(r, "%s: cannot start the lease keeper", g->svc->name);
 	g->need_full = true;
 	return 0;
+}
+
+void guard_init(struct guard *g, const struct service_config *svc, struct event_base *base,
+		SSL_CTX *tls)
+{
+	*g = (struct guard){.svc = svc, .base = base, .tls = tls, .pidfd = -1};
 }
 
 /*
@@ -503,9 +548,7 @@ void guard_stop(struct guard *g)
 	free_event(&g->hb_ev);
 	free_event(&g->lease_ev);
 	free_event(&g->exit_ev);
-	link_close(g, "primaryd is stopping");
-	sendq_free(&g->sendq); /* found by the ASan build's primaryd-daemon test */
-	free_event(&g->reconnect_ev);
+	link_free(g);
 	keeper_stop(&g->keeper);
 	if (g->pid > 0 && !g->ended) {
 		kill(g->pid, SIGKILL);
@@ -521,6 +564,7 @@ void guard_stop(struct guard *g)
 	}
 	outcommit_close(g->oc); /* only once the service can send no more */
 	g->oc = NULL;
+	service_cgroup_remove(&g->cgroup);
 	capture_session_close(g->sess);
 	g->sess = NULL;
 	if (g->pidfd >= 0)

@@ -15,10 +15,11 @@
 #include <stdint.h>
 
 #include "capture/incremental.h"
+#include "cgroup.h"
 #include "keeper.h"
 #include "config.h"
 #include "failover.h"
-#include "sendq.h"
+#include "link.h"
 #include "wire.h"
 
 #define PAUSE_RING 256
@@ -30,21 +31,13 @@ struct guard {
 	pid_t pid;
 	struct capture_session *sess;
 
-	/* link */
-	struct bufferevent *bev;
-	struct tls_handshake *hs;
-	struct wire_decoder *dec;
-	bool hello_ok;
-	bool backup_no_dwarf; /* its HELLO said its host has no DWARF for the service */
-	char peer[128];
+	struct link link; /* link.c's */
 
 	/* epochs */
 	uint64_t epoch, sent, acked;
 	uint64_t acked_at_us;
 	bool need_full;
-	bool deposed;	     /* the backup has taken over: never run again (set by failover.c) */
 	struct pfailover fo; /* failover.c's */
-	uint64_t incarnation; /* this run of the service (wire.h), set by failover.c */
 	bool ended;   /* the service died: no more epochs, no link (the backup takes over) */
 	int end_status; /* its wait status, -1 when a capture's waitpid took it */
 	int pidfd;      /* the service's: readable once it has ended, whoever reaped it */
@@ -58,54 +51,46 @@ struct guard {
 	/* the lease keeper (keeper.h) and our own last lease tick, to see that we stalled */
 	struct keeper keeper;
 	uint64_t last_tick_us;
-	uint64_t last_heard_us, last_hb_sent_us, hb_seq;
-	uint64_t hello_sent_us;			  /* our HELLO: the backup's answers it */
-	uint64_t peer_stamp_us, peer_stamp_at_us; /* the backup's newest time_us, and when it came */
-	/* when our newest heartbeat left the output buffer (link.c: its stamp renews the lease) */
-	uint64_t out_added, out_drained; /* bytes through the output buffer */
-	uint64_t hb_stamp, hb_end;	 /* the heartbeat queued last, and where it ends */
-	uint64_t hb_left_stamp, hb_left_us; /* the heartbeat that left last, and when */
+	uint64_t last_heard_us; /* the backup renewed the lease (our clock, when we read it) */
 	uint64_t merged; /* epochs skipped while the backup caught up */
-	struct sendq sendq; /* epoch data not yet handed to the bufferevent (sendq.h) */
-	struct link_epoch *sending; /* the epoch whose pages are being queued (link.c) */
-	uint64_t epoch_bytes_from;
 
 	/* figures for status */
 	uint64_t pauses[PAUSE_RING];
 	size_t n_pauses;
-	uint64_t last_bytes, total_bytes, epochs_sent;
+	uint64_t epochs_sent;
 	const char *last_mode;
 	unsigned safepoint_retries, fallbacks;
 
-	struct event *epoch_ev, *hb_ev, *lease_ev, *reconnect_ev, *exit_ev;
+	struct event *epoch_ev, *hb_ev, *lease_ev, *exit_ev;
 	struct outcommit *oc; /* output_commit = on: outcommit.c */
+	struct service_cgroup cgroup; /* output_commit = on: the service's (cgroup.h) */
 };
 
 /* launch.c */
 int service_spawn(const struct service_config *svc, pid_t *pid);
+/* The same, the service put in cg (NULL: left in ours) before it execs. */
+int service_spawn_in(const struct service_config *svc, const struct service_cgroup *cg,
+		     pid_t *pid);
 int service_attach_pidfile(const struct service_config *svc, pid_t *pid);
 
-/* link.c */
-void link_connect(struct guard *g);
-void link_schedule_reconnect(struct guard *g);
-void link_send_heartbeat(struct guard *g);
-/* Takes img, and queues its pages slice by slice from the loop; link_busy() until done. */
-int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t base);
-bool link_busy(const struct guard *g);
-/* Queue the rest of the epoch in flight now, on the spot (a final epoch must follow it). */
-void link_finish_epoch(struct guard *g);
-size_t link_backlog(const struct guard *g);
-int link_send_handover(struct guard *g, uint64_t epoch);
-int link_send_stand_down(struct guard *g);
-/* Close the link (or cancel its handshake) and any reconnect timer. */
-void link_close(struct guard *g, const char *why);
-/* Drop the link when the backup has been silent for failover_timeout_ms (link.c). */
-void link_drop_if_silent(struct guard *g, uint64_t now);
-
 /* guard.c */
+/* A guard for svc, not started. */
+void guard_init(struct guard *g, const struct service_config *svc, struct event_base *base,
+		SSL_CTX *tls);
 int guard_start(struct guard *g);
 int guard_start_service(struct guard *g);
 int guard_ship_epoch(struct guard *g, bool hold);
+/*
+ * Events from link.c, which writes only g->link: what they change in the
+ * rest of the guard is written here (and in failover.c, g->fo).
+ */
+/* The backup's HELLO accepted us; it holds an image of image_incarnation (0: none). */
+void guard_backup_hello(struct guard *g, uint64_t image_incarnation);
+/* The backup renewed our lease: it sent what we read at sent_us (our clock) or later. */
+void guard_backup_heard(struct guard *g, uint64_t sent_us);
+/* The backup acknowledged epoch (durable there). */
+void guard_acked(struct guard *g, uint64_t epoch);
+/* The link is down (or never came up): the next epoch is full; reconnect unless stopping. */
 void guard_link_lost(struct guard *g);
 /* Stop its timers and link, kill the service (it stops with us), free everything. */
 void guard_stop(struct guard *g);

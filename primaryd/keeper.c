@@ -117,6 +117,8 @@ bool keeper_holds(const struct keeper *k)
 	return k->page && atomic_load(&k->page->stopped);
 }
 
+void keeper_reaped(struct keeper *k) { k->pid = 0; }
+
 void keeper_stop(struct keeper *k)
 {
 	if (k->pid > 0) {

@@ -34,6 +34,9 @@ struct keeper {
 /* Fork the keeper for service with the lease ending at deadline_us. 0 or -errno. */
 int keeper_start(struct keeper *k, pid_t service, uint64_t deadline_us);
 
+/* The keeper process has been reaped (the daemon's reaper): its pid is no longer ours. */
+void keeper_reaped(struct keeper *k);
+
 /* Move the deadline (now_us() + remaining lease); 0 stops the service at once. */
 void keeper_renew(struct keeper *k, uint64_t deadline_us);
 

@@ -39,6 +39,12 @@ static int wait_exec(pid_t pid)
 
 int service_spawn(const struct service_config *svc, pid_t *out)
 {
+	return service_spawn_in(svc, NULL, out);
+}
+
+int service_spawn_in(const struct service_config *svc, const struct service_cgroup *cg,
+		     pid_t *out)
+{
 	int status;
 	pid_t parent = getpid();
 	pid_t pid = fork();
@@ -59,6 +65,13 @@ int service_spawn(const struct service_config *svc, pid_t *out)
 	if (waitpid(pid, &status, WUNTRACED) < 0 || !WIFSTOPPED(status))
 		return log_error_errno(-ECHILD, "%s: the service did not stop before exec",
 				       svc->name);
+	/* Before exec: every socket it will ever make is of its cgroup (cgroup.h). */
+	int rc = cg ? service_cgroup_enter(cg, pid) : 0;
+	if (rc < 0) {
+		kill(pid, SIGKILL);
+		return log_error_errno(rc, "%s: cannot put the service in cgroup %s", svc->name,
+				       cg->dir);
+	}
 	if (ptrace(PTRACE_SEIZE, pid, 0, PTRACE_O_EXITKILL | PTRACE_O_TRACEEXEC) < 0) {
 		int r = -errno;
 		kill(pid, SIGKILL);

@@ -18,7 +18,6 @@
 #include "epoch.h"
 #include "guard.h"
 #include "log.h"
-#include "outcommit.h"
 #include "tls.h"
 #include "util.h"
 
@@ -27,8 +26,8 @@
 /* Part of an epoch message: into the send queue, behind nothing but epoch data. */
 static int queue_sbuf(struct guard *g, msgpack_sbuffer *sb)
 {
-	int r = sendq_add(&g->sendq, sb->data, sb->size);
-	g->total_bytes += sb->size;
+	int r = sendq_add(&g->link.sendq, sb->data, sb->size);
+	g->link.total_bytes += sb->size;
 	msgpack_sbuffer_clear(sb);
 	return r;
 }
@@ -42,15 +41,15 @@ static void committed_out(void *arg, uint64_t queued_us)
 
 static void pump(struct guard *g)
 {
-	if (g->bev)
-		sendq_pump(&g->sendq, bufferevent_get_output(g->bev), committed_out, g);
+	if (g->link.bev)
+		sendq_pump(&g->link.sendq, bufferevent_get_output(g->link.bev), committed_out, g);
 }
 
 /* HELLO and heartbeats: straight to the output, ahead of the queued epoch data. */
 static int send_sbuf(struct guard *g, msgpack_sbuffer *sb)
 {
-	int r = bufferevent_write(g->bev, sb->data, sb->size) < 0 ? -EIO : 0;
-	g->total_bytes += sb->size;
+	int r = bufferevent_write(g->link.bev, sb->data, sb->size) < 0 ? -EIO : 0;
+	g->link.total_bytes += sb->size;
 	msgpack_sbuffer_clear(sb);
 	return r;
 }
@@ -67,11 +66,11 @@ static void send_hello(struct guard *g)
 			       .service = g->svc->name,
 			       .boot_id = bid,
 			       .pid = getpid(),
-			       .incarnation = g->incarnation,
+			       .incarnation = g->fo.incarnation,
 			       .flags = pfailover_hello_flags(g)};
 	msgpack_sbuffer_init(&sb);
-	g->hello_sent_us = now_us();
-	g->peer_stamp_us = 0;
+	g->link.hello_sent_us = now_us();
+	g->link.peer_stamp_us = 0;
 	if (wire_pack_hello(&sb, &h) == 0)
 		send_sbuf(g, &sb);
 	msgpack_sbuffer_destroy(&sb);
@@ -79,18 +78,18 @@ static void send_hello(struct guard *g)
 
 static void drop_link(struct guard *g, const char *why)
 {
-	if (g->bev) {
-		log_warn("%s: link to backup %s closed: %s", g->svc->name, g->peer, why);
-		bufferevent_free(g->bev);
-		g->bev = NULL;
+	if (g->link.bev) {
+		log_warn("%s: link to backup %s closed: %s", g->svc->name, g->link.peer, why);
+		bufferevent_free(g->link.bev);
+		g->link.bev = NULL;
 	}
-	if (g->dec)
-		wire_decoder_free(g->dec);
-	g->dec = NULL;
-	g->hello_ok = false;
+	if (g->link.dec)
+		wire_decoder_free(g->link.dec);
+	g->link.dec = NULL;
+	g->link.hello_ok = false;
 	epoch_free(g);
-	if (g->sendq.buf)
-		sendq_clear(&g->sendq);
+	if (g->link.sendq.buf)
+		sendq_clear(&g->link.sendq);
 	guard_link_lost(g);
 }
 
@@ -107,22 +106,20 @@ static void renew_lease(struct guard *g, const struct wire_msg *m)
 	uint64_t now = now_us(), sent = 0;
 
 	if (m->type == WIRE_HELLO) {
-		sent = g->hello_sent_us;
+		sent = g->link.hello_sent_us;
 	} else if (m->type == WIRE_HEARTBEAT) {
 		uint64_t echo = m->heartbeat.echo_us;
 
-		g->peer_stamp_us = m->heartbeat.time_us;
-		g->peer_stamp_at_us = now;
+		g->link.peer_stamp_us = m->heartbeat.time_us;
+		g->link.peer_stamp_at_us = now;
 		/* It left us no earlier than it was stamped: when it left, if we know. */
-		if (echo && echo == g->hb_left_stamp)
-			echo = g->hb_left_us;
+		if (echo && echo == g->link.hb_left_stamp)
+			echo = g->link.hb_left_us;
 		if (echo)
 			sent = echo + m->heartbeat.echo_age_us;
 	}
-	if (!sent)
-		return;
-	g->last_heard_us = now;
-	pfailover_backup_heard(g, sent < now ? sent : now);
+	if (sent)
+		guard_backup_heard(g, sent < now ? sent : now);
 }
 
 static void handle_msg(struct guard *g, const struct wire_msg *m)
@@ -134,25 +131,19 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 			drop_link(g, "peer did not say it is a backup");
 			return;
 		}
-		g->hello_ok = true;
-		g->need_full = true;
-		log_info("%s: backup %s accepted us", g->svc->name, g->peer);
-		g->backup_no_dwarf = m->hello.flags & WIRE_HELLO_NO_DWARF;
-		if (g->backup_no_dwarf)
+		g->link.hello_ok = true;
+		log_info("%s: backup %s accepted us", g->svc->name, g->link.peer);
+		g->link.backup_no_dwarf = m->hello.flags & WIRE_HELLO_NO_DWARF;
+		if (g->link.backup_no_dwarf)
 			log_warn("%s: the backup's host (%s) has no DWARF for the service: a takeover "
 				 "there whose thread ids are taken cannot patch the runtime, and Go's "
 				 "preemption signals may go astray (install the debug file there, or "
-				 "set debug_file)", g->svc->name, g->peer);
+				 "set debug_file)", g->svc->name, g->link.peer);
 		link_send_heartbeat(g); /* a first stamp, before any epoch is queued */
-		pfailover_backup_hello(g, m->hello.incarnation);
+		guard_backup_hello(g, m->hello.incarnation);
 		break;
 	case WIRE_ACK:
-		if (m->ack.epoch > g->acked) {
-			g->acked = m->ack.epoch;
-			g->acked_at_us = now_us();
-			outcommit_acked(g->oc, g->acked);
-		}
-		pfailover_acked(g, m->ack.epoch);
+		guard_acked(g, m->ack.epoch);
 		break;
 	case WIRE_HEARTBEAT:
 		break;
@@ -186,13 +177,13 @@ static void on_read(struct bufferevent *bev, void *arg)
 
 	while (evbuffer_get_length(in)) {
 		size_t n = evbuffer_get_contiguous_space(in);
-		if (wire_decoder_feed(g->dec, evbuffer_pullup(in, n), n) == -ENOMEM)
+		if (wire_decoder_feed(g->link.dec, evbuffer_pullup(in, n), n) == -ENOMEM)
 			return drop_link(g, "out of memory");
 		evbuffer_drain(in, n);
 		int r;
-		while ((r = wire_decoder_next(g->dec, &m, err, sizeof(err))) == 1) {
+		while ((r = wire_decoder_next(g->link.dec, &m, err, sizeof(err))) == 1) {
 			handle_msg(g, &m);
-			if (!g->bev)
+			if (!g->link.bev)
 				return;
 		}
 		if (r < 0)
@@ -213,12 +204,12 @@ static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info,
 	struct guard *g = arg;
 
 	(void)buf;
-	g->out_added += info->n_added;
-	g->out_drained += info->n_deleted;
-	if (g->hb_stamp && info->n_deleted && g->out_drained >= g->hb_end) {
-		g->hb_left_stamp = g->hb_stamp;
-		g->hb_left_us = now_us();
-		g->hb_stamp = 0;
+	g->link.out_added += info->n_added;
+	g->link.out_drained += info->n_deleted;
+	if (g->link.hb_stamp && info->n_deleted && g->link.out_drained >= g->link.hb_end) {
+		g->link.hb_left_stamp = g->link.hb_stamp;
+		g->link.hb_left_us = now_us();
+		g->link.hb_stamp = 0;
 	}
 }
 
@@ -233,15 +224,15 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 static void on_established(struct bufferevent *bev, const char *peer, void *arg)
 {
 	struct guard *g = arg;
-	g->hs = NULL;
-	g->bev = bev;
-	snprintf(g->peer, sizeof(g->peer), "%s", peer);
-	g->dec = wire_decoder_new();
-	if (!g->sendq.buf && sendq_init(&g->sendq) < 0)
+	g->link.hs = NULL;
+	g->link.bev = bev;
+	snprintf(g->link.peer, sizeof(g->link.peer), "%s", peer);
+	g->link.dec = wire_decoder_new();
+	if (!g->link.sendq.buf && sendq_init(&g->link.sendq) < 0)
 		log_error("%s: out of memory for the send queue", g->svc->name);
 	bufferevent_setwatermark(bev, EV_WRITE, SENDQ_LOW, 0);
 	bufferevent_setcb(bev, on_read, on_write, on_event, g);
-	g->out_added = g->out_drained = g->hb_stamp = g->hb_left_stamp = 0;
+	g->link.out_added = g->link.out_drained = g->link.hb_stamp = g->link.hb_left_stamp = 0;
 	evbuffer_add_cb(bufferevent_get_output(bev), on_output, g);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	/* Nothing but HELLO until the backup's HELLO proves it accepted our certificate. */
@@ -259,7 +250,7 @@ static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
 static void on_failed(const char *peer, const char *reason, void *arg)
 {
 	struct guard *g = arg;
-	g->hs = NULL;
+	g->link.hs = NULL;
 	log_warn("%s: cannot reach backup %s: %s", g->svc->name, peer, reason);
 	guard_link_lost(g);
 }
@@ -271,12 +262,12 @@ void link_connect(struct guard *g)
 	struct tls_callbacks cbs = cbs_template;
 	char hp[300], err[256];
 
-	if (g->bev || g->hs || g->deposed)
+	if (g->link.bev || g->link.hs || pfailover_deposed_state(g))
 		return;
 	cbs.arg = g;
 	hostport_format(&g->svc->backup, hp, sizeof(hp));
 	/* backup_name: the image goes to that certificate's holder and nobody else. */
-	if (tls_connect(g->base, g->tls, hp, g->svc->backup_name, &cbs, &g->hs, err, sizeof(err)) <
+	if (tls_connect(g->base, g->tls, hp, g->svc->backup_name, &cbs, &g->link.hs, err, sizeof(err)) <
 	    0) {
 		log_warn("%s: cannot connect to backup %s: %s", g->svc->name, hp, err);
 		guard_link_lost(g);
@@ -286,14 +277,14 @@ void link_connect(struct guard *g)
 void link_schedule_reconnect(struct guard *g)
 {
 	struct timeval tv = {.tv_sec = 0, .tv_usec = RECONNECT_MS * 1000};
-	if (!g->reconnect_ev)
-		g->reconnect_ev = evtimer_new(g->base, reconnect_cb, g);
-	evtimer_add(g->reconnect_ev, &tv);
+	if (!g->link.reconnect_ev)
+		g->link.reconnect_ev = evtimer_new(g->base, reconnect_cb, g);
+	evtimer_add(g->link.reconnect_ev, &tv);
 }
 
 size_t link_backlog(const struct guard *g)
 {
-	return g->bev ? evbuffer_get_length(bufferevent_get_output(g->bev)) + sendq_length(&g->sendq)
+	return g->link.bev ? evbuffer_get_length(bufferevent_get_output(g->link.bev)) + sendq_length(&g->link.sendq)
 		      : 0;
 }
 
@@ -303,9 +294,9 @@ size_t link_backlog(const struct guard *g)
  */
 static bool output_waits(const struct guard *g)
 {
-	int fd = bufferevent_getfd(g->bev), unsent = 0;
+	int fd = bufferevent_getfd(g->link.bev), unsent = 0;
 
-	if (evbuffer_get_length(bufferevent_get_output(g->bev)))
+	if (evbuffer_get_length(bufferevent_get_output(g->link.bev)))
 		return true;
 	return fd >= 0 && ioctl(fd, SIOCOUTQNSD, &unsent) == 0 && unsent > 0;
 }
@@ -321,18 +312,18 @@ static bool output_waits(const struct guard *g)
 void link_send_heartbeat(struct guard *g)
 {
 	msgpack_sbuffer sb;
-	if (!g->bev || !g->hello_ok || output_waits(g))
+	if (!g->link.bev || !g->link.hello_ok || output_waits(g))
 		return;
 	uint64_t now = now_us();
-	struct wire_heartbeat hb = {.seq = ++g->hb_seq,
+	struct wire_heartbeat hb = {.seq = ++g->link.hb_seq,
 				    .time_us = now,
 				    .epoch = g->acked,
-				    .echo_us = g->peer_stamp_us,
-				    .echo_age_us = g->peer_stamp_us ? now - g->peer_stamp_at_us : 0};
+				    .echo_us = g->link.peer_stamp_us,
+				    .echo_age_us = g->link.peer_stamp_us ? now - g->link.peer_stamp_at_us : 0};
 	msgpack_sbuffer_init(&sb);
 	if (wire_pack_heartbeat(&sb, &hb) == 0 && send_sbuf(g, &sb) == 0) {
-		g->hb_stamp = now;
-		g->hb_end = g->out_added;
+		g->link.hb_stamp = now;
+		g->link.hb_end = g->link.out_added;
 	}
 	msgpack_sbuffer_destroy(&sb);
 }
@@ -342,7 +333,7 @@ int link_send_handover(struct guard *g, uint64_t epoch)
 	msgpack_sbuffer sb;
 	int r;
 
-	if (!g->bev || !g->hello_ok)
+	if (!g->link.bev || !g->link.hello_ok)
 		return -ENOTCONN;
 	msgpack_sbuffer_init(&sb);
 	r = wire_pack_handover(&sb, &(struct wire_handover){.epoch = epoch});
@@ -357,7 +348,7 @@ int link_send_stand_down(struct guard *g)
 	msgpack_sbuffer sb;
 	int r;
 
-	if (!g->bev || !g->hello_ok)
+	if (!g->link.bev || !g->link.hello_ok)
 		return -ENOTCONN;
 	msgpack_sbuffer_init(&sb);
 	r = wire_pack_stand_down(&sb);
@@ -378,7 +369,7 @@ static int send_msg(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffer 
 	if (r < 0)
 		return r;
 	r = queue_sbuf(g, sb);
-	return r < 0 ? r : sendq_end(&g->sendq, 0);
+	return r < 0 ? r : sendq_end(&g->link.sendq, 0);
 }
 
 static int send_threads(struct guard *g, struct wire_epoch_hash *h, msgpack_sbuffer *sb,
@@ -421,10 +412,10 @@ static int send_page_chunk(struct guard *g, struct wire_epoch_hash *h, msgpack_s
 	r = queue_sbuf(g, sb);
 	if (r < 0)
 		return r;
-	if (sendq_add(&g->sendq, data, (size_t)n * PAGE_SIZE) < 0)
+	if (sendq_add(&g->link.sendq, data, (size_t)n * PAGE_SIZE) < 0)
 		return -ENOMEM;
-	g->total_bytes += (uint64_t)n * PAGE_SIZE;
-	return sendq_end(&g->sendq, 0);
+	g->link.total_bytes += (uint64_t)n * PAGE_SIZE;
+	return sendq_end(&g->link.sendq, 0);
 }
 
 /*
@@ -449,7 +440,7 @@ struct link_epoch {
 
 static void epoch_free(struct guard *g)
 {
-	struct link_epoch *e = g->sending;
+	struct link_epoch *e = g->link.sending;
 
 	if (!e)
 		return;
@@ -461,10 +452,10 @@ static void epoch_free(struct guard *g)
 		e->img->pages = NULL; /* borrowed from the session (incremental.c) */
 	image_free(e->img);
 	free(e);
-	g->sending = NULL;
+	g->link.sending = NULL;
 }
 
-bool link_busy(const struct guard *g) { return g->sending != NULL; }
+bool link_busy(const struct guard *g) { return g->link.sending != NULL; }
 
 /* The next n (<= SLICE_PAGES) pages from the cursor, as PAGES messages of at most SENDQ_MSG_PAGES. */
 static int slice_pages(struct guard *g, struct link_epoch *e, uint32_t *sent)
@@ -533,7 +524,7 @@ static int slice_delta(struct guard *g, struct link_epoch *e, uint32_t *sent)
 	if (r >= 0)
 		r = queue_sbuf(g, &e->sb);
 	if (r >= 0)
-		r = sendq_end(&g->sendq, 0);
+		r = sendq_end(&g->link.sendq, 0);
 	e->pack_us += now_us() - t + hash_us;
 	return r;
 }
@@ -550,14 +541,14 @@ static int finish_epoch(struct guard *g, struct link_epoch *e)
 	if (r == 0)
 		r = queue_sbuf(g, &e->sb);
 	if (r == 0)
-		r = sendq_end(&g->sendq, e->t0);
+		r = sendq_end(&g->link.sendq, e->t0);
 	if (r < 0)
 		return r;
 	e->pack_us += now_us() - t;
 	hist_add_us(&s->cost.h[COST_ENCODE], e->select_us + e->enc_us);
 	hist_add_us(&s->cost.h[COST_COMPRESS], s->enc_compress_us);
 	hist_add_us(&s->cost.h[COST_PACK], e->pack_us);
-	g->last_bytes = g->total_bytes - g->epoch_bytes_from;
+	g->link.last_bytes = g->link.total_bytes - g->link.epoch_bytes_from;
 	pump(g);
 	epoch_free(g);
 	return 0;
@@ -566,7 +557,7 @@ static int finish_epoch(struct guard *g, struct link_epoch *e)
 static void slice_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct guard *g = arg;
-	struct link_epoch *e = g->sending;
+	struct link_epoch *e = g->link.sending;
 	bool deltas = shipped_enabled(&g->sess->shipped_pages);
 	uint32_t sent;
 	uint64_t t = now_us();
@@ -593,7 +584,7 @@ static void slice_cb(evutil_socket_t fd, short what, void *arg)
 
 void link_finish_epoch(struct guard *g)
 {
-	while (g->sending)
+	while (g->link.sending)
 		slice_cb(-1, 0, g);
 }
 
@@ -603,7 +594,7 @@ static int send_epoch_body(struct guard *g, struct wire_epoch_hash *h, msgpack_s
 	struct wire_msg m = {.type = WIRE_EPOCH_BEGIN,
 			     .epoch_begin = {.epoch = epoch,
 					     .base_epoch = base,
-					     .incarnation = g->incarnation}};
+					     .incarnation = g->fo.incarnation}};
 	_cleanup_free_ struct wire_vma *vmas = NULL;
 	uint32_t nv;
 	int r = send_msg(g, h, sb, &m);
@@ -633,11 +624,11 @@ int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t
 	struct link_epoch *e;
 	int r;
 
-	if (!g->bev || g->sending || !g->sendq.buf) {
+	if (!g->link.bev || g->link.sending || !g->link.sendq.buf) {
 		if (img->pages == g->sess->staging)
 			img->pages = NULL;
 		image_free(img);
-		return g->bev ? -EBUSY : -ENOTCONN;
+		return g->link.bev ? -EBUSY : -ENOTCONN;
 	}
 	e = calloc(1, sizeof(*e));
 	if (!e) {
@@ -650,8 +641,8 @@ int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t
 	e->t0 = now_us();
 	e->select_us = e->t0 - g->sess->enc_start_us;
 	msgpack_sbuffer_init(&e->sb);
-	g->sending = e;
-	g->epoch_bytes_from = g->total_bytes;
+	g->link.sending = e;
+	g->link.epoch_bytes_from = g->link.total_bytes;
 	r = wire_epoch_hash_init(&e->h);
 	if (r >= 0)
 		r = send_epoch_body(g, &e->h, &e->sb, img, epoch, base);
@@ -680,7 +671,7 @@ void link_drop_if_silent(struct guard *g, uint64_t now)
 	uint64_t limit = (uint64_t)g->svc->failover_timeout_ms * 1000;
 	char why[96];
 
-	if (!g->bev || !g->hello_ok || now - g->last_heard_us <= limit)
+	if (!g->link.bev || !g->link.hello_ok || now - g->last_heard_us <= limit)
 		return;
 	snprintf(why, sizeof(why), "nothing heard from it for %lu ms",
 		 (unsigned long)((now - g->last_heard_us) / 1000));
@@ -689,10 +680,19 @@ void link_drop_if_silent(struct guard *g, uint64_t now)
 
 void link_close(struct guard *g, const char *why)
 {
-	if (g->hs)
-		tls_handshake_cancel(g->hs);
-	g->hs = NULL;
+	if (g->link.hs)
+		tls_handshake_cancel(g->link.hs);
+	g->link.hs = NULL;
 	drop_link(g, why);
-	if (g->reconnect_ev)
-		evtimer_del(g->reconnect_ev);
+	if (g->link.reconnect_ev)
+		evtimer_del(g->link.reconnect_ev);
+}
+
+void link_free(struct guard *g)
+{
+	link_close(g, "primaryd is stopping");
+	sendq_free(&g->link.sendq); /* found by the ASan build's primaryd-daemon test */
+	if (g->link.reconnect_ev)
+		event_free(g->link.reconnect_ev);
+	g->link.reconnect_ev = NULL;
 }

@@ -15,11 +15,17 @@
  * libnl-route-3 is not available here.
  *
  * Scope: OUTPUT sees every packet sent from this host, loopback included,
- * so a client on the same host is held as one elsewhere is; matching the
- * source ports of the service's own listening and bound sockets (read from
- * each epoch's fd table, which the capture takes anyway) keeps every other
- * program's traffic, and our own link to the backup, out of it. A port is
- * held from the first epoch whose fd table shows it.
+ * so a client on the same host is held as one elsewhere is. The rule
+ * matches the service's cgroup (cgroup.h): a socket belongs to the cgroup
+ * of the process that made it, a connection accepted on it to the
+ * listener's. So every packet of the service is held from its first, on
+ * any port, listened on, bound later or dialled out, and no packet of any
+ * other program (our own link to the backup, a client on this host) is.
+ * Chosen over the list of the service's ports (which held a port only
+ * from the first epoch that saw it, and never a connection the service
+ * opened itself), over its uid (a service may run as root, as we do),
+ * and over a network namespace of its own (that would change the
+ * service's network and the address a takeover moves).
  *
  * Why the mark is taken just before the stop, not while the service is
  * held (the capture owns that moment): a packet is queued when the kernel
@@ -36,6 +42,7 @@
  * its sockets still hold is destroyed before the rules go.
  */
 #include <arpa/inet.h>
+#include <limits.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <linux/netfilter.h>
@@ -52,7 +59,6 @@
 #include <stdarg.h>
 #include <sys/wait.h>
 
-#include "image/image.h"
 #include "log.h"
 #include "outcommit.h"
 #include "status.h"
@@ -63,12 +69,6 @@
 #define QUEUE_MAXLEN 65536 /* packets held at once; more are dropped (TCP resends) */
 #define RCVBUF (16 << 20)  /* one meta message per packet, ~100 bytes */
 #define MAX_MARKS 4096
-
-struct oc_port {
-	uint8_t proto;	/* IPPROTO_TCP or IPPROTO_UDP */
-	uint8_t tables; /* 1: iptables, 2: ip6tables */
-	uint16_t port;
-};
 
 struct oc_mark {
 	uint64_t epoch;
@@ -95,8 +95,7 @@ struct outcommit {
 	uint64_t released; /* packets let go */
 	uint64_t overruns;
 
-	struct oc_port *ports;
-	size_t n_ports, cap_ports;
+	char cgroup[PATH_MAX]; /* the service's, in the cgroup v2 hierarchy */
 
 	bool chain_made; /* ours is set up (or half set up) */
 	bool failed;
@@ -190,15 +189,13 @@ static int xtables(bool v6, const char *const *args, char *err, size_t errlen)
 	return run_tool(argv, err, errlen);
 }
 
-static int rule(struct outcommit *oc, bool v6, const char *op, const struct oc_port *p, char *err,
-		size_t errlen)
+/* The one rule: the service's cgroup's packets to our queue. */
+static int rule(struct outcommit *oc, bool v6, char *err, size_t errlen)
 {
-	char port[8], queue[8];
-	snprintf(port, sizeof(port), "%u", p->port);
+	char queue[8];
 	snprintf(queue, sizeof(queue), "%u", oc->queue);
-	const char *proto = p->proto == IPPROTO_TCP ? "tcp" : "udp";
-	const char *args[] = {op,   oc->chain, "-p",	      proto, "--sport", port,
-			      "-j", "NFQUEUE", "--queue-num", queue, NULL};
+	const char *args[] = {"-A",	 oc->chain, "-m",	   "cgroup", "--path", oc->cgroup,
+			      "-j",	 "NFQUEUE", "--queue-num", queue,    NULL};
 	return xtables(v6, args, err, errlen);
 }
 
@@ -211,6 +208,8 @@ static int chain_setup(struct outcommit *oc, char *err, size_t errlen)
 		const char *jump[] = {"-I", "OUTPUT", "1", "-j", oc->chain, NULL};
 		xtables(v6, new, err, errlen); /* it may be there from a primaryd killed with -9 */
 		int r = xtables(v6, flush, err, errlen);
+		if (r == 0)
+			r = rule(oc, v6, err, errlen);
 		if (r == 0 && xtables(v6, check, err, errlen) < 0)
 			r = xtables(v6, jump, err, errlen);
 		if (r < 0)
@@ -398,7 +397,8 @@ static uint32_t name_hash(const char *s)
 	return h;
 }
 
-struct outcommit *outcommit_open(struct event_base *base, const char *service)
+struct outcommit *outcommit_open(struct event_base *base, const char *service,
+				 const char *cgroup)
 {
 	struct outcommit *oc = calloc(1, sizeof(*oc));
 	char err[256];
@@ -407,6 +407,9 @@ struct outcommit *outcommit_open(struct event_base *base, const char *service)
 		return NULL;
 	}
 	snprintf(oc->chain, sizeof(oc->chain), "CHECKSYNC-OC-%08x", name_hash(service));
+	if (!cgroup)
+		return oc; /* outcommit_refuse() says why */
+	snprintf(oc->cgroup, sizeof(oc->cgroup), "%s", cgroup);
 	int r = queue_open(oc, base);
 	if (r < 0) {
 		fail(oc, "cannot bind a netfilter queue (%d-%d all taken, or not permitted): %s",
@@ -418,10 +421,15 @@ struct outcommit *outcommit_open(struct event_base *base, const char *service)
 		fail(oc, "%s", err);
 		return oc;
 	}
-	log_info("%s: output commit: the service's packets wait in queue %u (chain %s) until "
+	log_info("%s: output commit: the packets of cgroup %s wait in queue %u (chain %s) until "
 		 "their epoch is acknowledged",
-		 service, oc->queue, oc->chain);
+		 service, oc->cgroup, oc->queue, oc->chain);
 	return oc;
+}
+
+void outcommit_refuse(struct outcommit *oc, const char *why)
+{
+	fail(oc, "%s", why);
 }
 
 void outcommit_stop_point(struct outcommit *oc)
@@ -433,78 +441,7 @@ void outcommit_stop_point(struct outcommit *oc)
 	oc->stop_valid = oc->have_id;
 }
 
-/* Which ports, in which tables, the service's sockets in img send from. */
-static void ports_of(const struct image *img, struct oc_port **out, size_t *n, size_t *cap)
-{
-	for (size_t i = 0; i < img->n_fds; i++) {
-		const struct image_fd *f = &img->fds[i];
-		struct oc_port p = {0};
-		if (f->kind == FD_SOCK_LISTEN && f->sk_type == SOCK_STREAM)
-			p.proto = IPPROTO_TCP;
-		else if (f->kind == FD_SOCK_DGRAM)
-			p.proto = IPPROTO_UDP;
-		else
-			continue;
-		if (f->sk_family == AF_INET && f->data_len >= sizeof(struct sockaddr_in)) {
-			p.port = ntohs(((const struct sockaddr_in *)f->data)->sin_port);
-			p.tables = 1;
-		} else if (f->sk_family == AF_INET6 && f->data_len >= sizeof(struct sockaddr_in6)) {
-			p.port = ntohs(((const struct sockaddr_in6 *)f->data)->sin6_port);
-			p.tables = f->sk_v6only ? 2 : 3; /* a dual-stack socket sends IPv4 too */
-		}
-		if (!p.port)
-			continue;
-		bool merged = false;
-		for (size_t j = 0; j < *n; j++)
-			if ((*out)[j].proto == p.proto && (*out)[j].port == p.port) {
-				(*out)[j].tables |= p.tables;
-				merged = true;
-			}
-		struct oc_port *slot = merged ? NULL : array_push(out, n, cap, sizeof(p));
-		if (slot)
-			*slot = p;
-	}
-}
-
-static bool port_held(const struct oc_port *set, size_t n, const struct oc_port *p, int table)
-{
-	for (size_t i = 0; i < n; i++)
-		if (set[i].proto == p->proto && set[i].port == p->port && (set[i].tables & table))
-			return true;
-	return false;
-}
-
-/* Add the rules of new ports before removing those of ports gone, so nothing slips between. */
-static void update_ports(struct outcommit *oc, const struct image *img)
-{
-	_cleanup_free_ struct oc_port *now = NULL;
-	size_t n = 0, cap = 0;
-	char err[256];
-
-	ports_of(img, &now, &n, &cap);
-	for (size_t i = 0; i < n; i++)
-		for (int t = 1; t <= 2; t++)
-			if ((now[i].tables & t) && !port_held(oc->ports, oc->n_ports, &now[i], t)) {
-				if (rule(oc, t == 2, "-A", &now[i], err, sizeof(err)) < 0) {
-					fail(oc, "%s", err);
-					return;
-				}
-				log_info("%s: output commit: holding %s port %u (%s)", oc->service,
-					 now[i].proto == IPPROTO_TCP ? "TCP" : "UDP", now[i].port,
-					 t == 2 ? "IPv6" : "IPv4");
-			}
-	for (size_t i = 0; i < oc->n_ports; i++)
-		for (int t = 1; t <= 2; t++)
-			if ((oc->ports[i].tables & t) && !port_held(now, n, &oc->ports[i], t) &&
-			    rule(oc, t == 2, "-D", &oc->ports[i], err, sizeof(err)) < 0)
-				log_warn("%s: output commit: %s", oc->service, err);
-	free(oc->ports);
-	oc->ports = TAKE_PTR(now);
-	oc->n_ports = n;
-	oc->cap_ports = cap;
-}
-
-void outcommit_epoch(struct outcommit *oc, uint64_t epoch, const struct image *img)
+void outcommit_epoch(struct outcommit *oc, uint64_t epoch)
 {
 	if (!oc || oc->failed)
 		return;
@@ -522,7 +459,6 @@ void outcommit_epoch(struct outcommit *oc, uint64_t epoch, const struct image *i
 		m->epoch = epoch;
 	}
 	oc->stop_valid = false;
-	update_ports(oc, img);
 }
 
 /*
@@ -547,20 +483,16 @@ void outcommit_acked(struct outcommit *oc, uint64_t epoch)
 /*
  * TCP keeps sending what the service wrote before it died (orphaned
  * sockets flush their queues, then FIN): once our rules are gone that
- * would leave unheld, so those sockets are destroyed first (SOCK_DESTROY,
- * through ss -K; their RST is still dropped by the rule with no queue).
+ * would leave unheld, so the cgroup's sockets are destroyed first
+ * (SOCK_DESTROY, through ss -K; their RST is still dropped by the rule
+ * with no queue).
  */
 static void destroy_sockets(struct outcommit *oc)
 {
-	char err[256], port[16];
-	for (size_t i = 0; i < oc->n_ports; i++) {
-		if (oc->ports[i].proto != IPPROTO_TCP)
-			continue;
-		snprintf(port, sizeof(port), ":%u", oc->ports[i].port);
-		const char *argv[] = {"ss", "-K", "-t", "-a", "-n", "sport", "=", port, NULL};
-		if (run_tool(argv, err, sizeof(err)) < 0)
-			log_warn("%s: output commit: %s", oc->service, err);
-	}
+	char err[256];
+	const char *argv[] = {"ss", "-K", "-a", "-n", "cgroup", oc->cgroup, NULL};
+	if (run_tool(argv, err, sizeof(err)) < 0)
+		log_warn("%s: output commit: %s", oc->service, err);
 }
 
 void outcommit_close(struct outcommit *oc)
@@ -579,7 +511,6 @@ void outcommit_close(struct outcommit *oc)
 	if (oc->seen > oc->released)
 		log_info("%s: output commit: dropped %lu packets no acknowledged epoch covered",
 			 oc->service, (unsigned long)(oc->seen - oc->released));
-	free(oc->ports);
 	free(oc->marks);
 	free(oc->service);
 	free(oc);

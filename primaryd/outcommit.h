@@ -5,8 +5,7 @@
  *
  * The guard calls four hooks: outcommit_stop_point() just before an epoch
  * stops the service (what was sent until then belongs to that epoch),
- * outcommit_epoch() once that epoch is on its way (it also learns the
- * service's ports from the epoch's fd table), outcommit_acked() when the
+ * outcommit_epoch() once that epoch is on its way, outcommit_acked() when the
  * backup acknowledges an epoch, and outcommit_close() when the guard ends.
  * Every hook takes NULL (output commit off) and does nothing then.
  *
@@ -20,15 +19,19 @@
 #include <stdint.h>
 
 struct event_base;
-struct image;
 struct outcommit;
 struct status_report;
 
 /* Never NULL but for want of memory; a setup that failed is reported by outcommit_failed(). */
-struct outcommit *outcommit_open(struct event_base *base, const char *service);
+/* cgroup: the service's, in the cgroup v2 hierarchy (cgroup.h); its packets are held. */
+struct outcommit *outcommit_open(struct event_base *base, const char *service,
+				 const char *cgroup);
+
+/* Opened with no cgroup: output commit is not in force, for this reason (logged once). */
+void outcommit_refuse(struct outcommit *oc, const char *why);
 
 void outcommit_stop_point(struct outcommit *oc);
-void outcommit_epoch(struct outcommit *oc, uint64_t epoch, const struct image *img);
+void outcommit_epoch(struct outcommit *oc, uint64_t epoch);
 void outcommit_acked(struct outcommit *oc, uint64_t epoch);
 
 /*

@@ -48,6 +48,21 @@ static int clone_thread(struct restore *r, const struct image_thread *it, struct
 	if (rc < 0)
 		return restore_fail(r, rc, "thread %d: cannot stage clone3", it->tid);
 	long tid = restore_call(r, SYS_clone3, a, sizeof(args));
+	if (tid == -EEXIST && r->same_tids) {
+		/*
+		 * The leader got its old pid but this thread's id is taken here (by
+		 * any process of this pid namespace): it gets a new one, and the
+		 * cached thread ids are patched as for a new leader (gopatch.c).
+		 */
+		log_info("thread id %d is taken here, restoring its threads under new ids", it->tid);
+		r->same_tids = false;
+		args.set_tid = 0;
+		args.set_tid_size = 0;
+		rc = inject_put(&r->inj, 0, &args, sizeof(args), &a);
+		if (rc < 0)
+			return restore_fail(r, rc, "thread %d: cannot stage clone3", it->tid);
+		tid = restore_call(r, SYS_clone3, a, sizeof(args));
+	}
 	if (tid < 0)
 		return restore_fail(r, tid, "thread %d: cannot recreate it (clone3)", it->tid);
 	t->tid = tid;

@@ -35,6 +35,16 @@ Usage: test_output_commit.py SCENARIO [ROUNDS]
   half-rules   primaryd runs where ip6tables fails (a mount namespace whose
                /usr/sbin/ip6tables exits 1) after its IPv4 chain is made: it
                must take that chain back out, say so, and serve.
+  dialout      output_commit = on: the client writes through the VIP with
+               /push, which makes the service tell a recorder in C of each
+               write on a connection the service dials itself (a webhook),
+               from a port no epoch has seen (500 ms epochs, so that most
+               kills find a told write still waiting for its epoch). Every
+               line the recorder was told, before or after the kill, must be
+               a write B holds: the
+               service's own connections are held like its replies (default
+               ROUNDS 3). With output_commit = off (dialout-off) the count of
+               lines told for writes B lacks is reported.
   handover     SIGTERM to primaryd with output commit in force while the client
                writes (a planned handover): every write acknowledged before it
                is on B, and no chain or rule of primaryd's is left in A. (The
@@ -55,6 +65,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -62,7 +73,7 @@ import checksync as cs  # noqa: E402
 import replication as rp  # noqa: E402
 
 BUDGET_S = 820  # start no round after this (meson's timeout is 900 s)
-DEFAULT_ROUNDS = {"on": 20, "off": 5, "loopback": 3, "reconnect": 3, "unplugged": 3, "setup-fails": 1,
+DEFAULT_ROUNDS = {"on": 20, "off": 5, "dialout": 3, "dialout-off": 3, "loopback": 3, "reconnect": 3, "unplugged": 3, "setup-fails": 1,
                   "half-rules": 1, "handover": 1}
 QUEUE_FIRST, QUEUE_TRIES = 17200, 64  # primaryd/outcommit.c
 
@@ -177,6 +188,121 @@ def one_round(r, n, scenario, binary, certs, net):
                     not lost[w.prefix], "none lost",
                     cs.summarize([f"{k} (acked {ms:.0f} ms before the kill)" for k, ms in lost[w.prefix]]))
     return failover_ms, lost
+
+
+class Recorder:
+    """A TCP server in network namespace NS on ADDR: {key: value} of every line K=V it
+    was told (a webhook's receiver), in a thread of its own."""
+
+    def __init__(self, ns, addr):
+        with cs.in_netns(ns):
+            self.sock = socket.socket()
+            self.sock.bind((addr, 0))
+        self.sock.listen(128)
+        self.sock.settimeout(0.2)
+        self.to = f"{addr}:{self.sock.getsockname()[1]}"
+        self.told, self.running = {}, True
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            c.settimeout(5)
+            data = b""
+            try:
+                while chunk := c.recv(4096):
+                    data += chunk
+            except OSError:
+                pass
+            c.close()
+            for line in data.decode(errors="replace").splitlines():
+                k, _, v = line.partition("=")
+                self.told[k] = v
+
+    def stop(self):
+        self.running = False
+        self.thread.join(5)
+        self.sock.close()
+
+
+class PushWriter(rp.Writer):
+    """rp.Writer through /push: each write is also told to TO by the service itself."""
+
+    def __init__(self, client, to, **kw):
+        super().__init__(client, prefix="p", **kw)
+        self.to = to
+
+    def step(self):
+        i, phase = self.next, self.phase
+        status, body = self.client.get("/push", {"k": self.key(i), "v": self.value(i), "to": self.to},
+                                       timeout=5)
+        if status != 200 or not body.get("ok"):
+            raise cs.TestError(f"/push {self.key(i)}: status {status} {body}")
+        with self.lock:
+            self.acks.append((i, phase, time.monotonic()))
+        self.next = i + 1
+
+
+def served_items(client):
+    try:
+        return client.json("/items", timeout=2)
+    except cs.TestError:
+        return None
+
+
+def dialout_round(r, n, scenario, binary, certs, net):
+    tag = f"dialout round {n}"
+    oc = "off" if scenario == "dialout-off" else "on"
+    with rp.Topology(net) as topo:
+        try:
+            # Long epochs: a write told of is then mostly waiting for its epoch when A dies.
+            up = rp.bring_up(topo, certs, binary, output_commit=oc, epoch_interval_ms=500)
+        except cs.TestError as e:
+            raise SetupFailed(f"{tag}: setup: {e}")
+        rec = Recorder(topo.c, topo.addr[topo.c])
+        writer = PushWriter(up.vip, rec.to)
+        writer.start()
+        try:
+            writer.wait_acks(10, timeout=60)
+            time.sleep(random.uniform(1.0, 3.0))
+            t_kill = rp.kill_now(up.service, up.primary.proc)
+            # No retry on B of the write in flight: B's answer is then the image alone.
+            writer.stop()
+            up.primary.proc.wait_gone(5)
+            items = rp.wait_for("B serving through the VIP",
+                                lambda: served_items(up.vip), 60, 0.1)
+        finally:
+            writer.stop()
+            time.sleep(0.5)  # the last lines on their way
+            rec.stop()
+    told = {k: v for k, v in rec.told.items() if k.startswith("p")}
+    wrong = sorted(k for k, v in told.items() if items.get(k) != v)
+    acked = writer.acked()
+    lost = [k for k, v in acked.items() if items.get(k) != v]
+    cs.log(f"{tag}: output_commit {oc}; the recorder was told {len(told)} writes, {len(wrong)} of "
+           f"them not on B ({wrong[:5]}); {len(lost)} of {len(acked)} writes acknowledged before "
+           f"the kill not on B")
+    if oc == "on":
+        r.check(f"{tag}: every write the service told the recorder of (on connections it "
+                f"dialled itself) is on B ({len(told)} told)", told and not wrong,
+                "some told, none missing on B", f"{len(told)} told, missing on B: {wrong[:10]}")
+        r.check(f"{tag}: every write acknowledged before the kill is on B ({len(acked)})",
+                not lost, "none lost", cs.summarize(lost))
+    return len(wrong)
+
+
+def dialout(r, scenario, rounds, binary, certs, net):
+    counts = []
+    for n in range(1, rounds + 1):
+        try:
+            counts.append(dialout_round(r, n, scenario, binary, certs, net))
+        except (cs.TestError, SetupFailed) as e:
+            r.fail(str(e))
+    cs.log(f"{scenario}: writes told by the service but missing on B, per round: {counts}")
 
 
 def reconnect(r, tag, up, writer):
@@ -356,6 +482,8 @@ def main(r, scenario, rounds=None):
         return half_rules(r, binary, certs, net)
     if scenario == "handover":
         return handover(r, binary, certs, net)
+    if scenario.startswith("dialout"):
+        return dialout(r, scenario, rounds, binary, certs, net)
     t0 = time.monotonic()
     times, lost = [], []
     for n in range(1, rounds + 1):

@@ -33,8 +33,10 @@ written and replicated first (the failover-promises issue): kill -9 of
 primaryd (systemd brings it back at once: the backup must take the dead
 run's image over at once instead of accepting an empty service over it),
 `systemctl restart` and `systemctl stop` of checksync-primary (a planned
-handover: B serves at once, the unavailability is in A's journal), and a
-reboot of A with the unit enabled. In each, every key is served by B at
+handover: B serves at once, the unavailability is in A's journal; the stop
+SD_HANDOVERS=10 times on one pair, a client writing through A until each
+stop, every acknowledged write served by B, the median unavailability at
+most 200 ms), and a reboot of A with the unit enabled. In each, every key is served by B at
 the end, B says serving, and A runs no second copy of the service.
 
 Usage: test_systemd.py   (meson test --suite systemd; root, debootstrap, systemd-nspawn)
@@ -142,6 +144,9 @@ def scenario(r):
     if not os.environ.get("SD_ONLY"):
         with_pair(kvserver, lambda topo, a, b: lifecycle(r, topo, a, b))
     for event in (os.environ.get("SD_ONLY") or "kill -9,systemctl restart,systemctl stop,reboot").split(","):
+        if event == "systemctl stop":  # HANDOVERS times on one pair
+            with_pair(kvserver, lambda topo, a, b: handovers(r, topo, a, b))
+            continue
         with_pair(kvserver, lambda topo, a, b: primary_event(r, topo, a, b, event))
 
 
@@ -236,6 +241,85 @@ def primary_event(r, topo, a, b, event):
                 m is not None, "a line 'unavailable for N ms'", jr[-1500:])
     u = unit(a, PRIMARY)
     cs.log(f"{tag}A's unit afterwards: {u['ActiveState']}/{u['SubState']}, STATUS={u['StatusText']!r}")
+
+
+HANDOVERS = int(os.environ.get("SD_HANDOVERS", "10"))
+HANDOVER_TARGET_MS = 200
+STATE = "/var/lib/checksync/kvserver"  # B's image of the service (the default state_dir)
+
+
+def backup_again(a, b):
+    """After a handover: B's restored copy stopped and its state removed, so B is a plain
+    backup again, and A's primaryd started afresh; waits until B holds an epoch."""
+    for argv in (("systemctl", "stop", "checksync-kvserver.scope"), ("systemctl", "stop", BACKUP),
+                 ("rm", "-rf", STATE), ("systemctl", "start", BACKUP),
+                 ("systemctl", "start", PRIMARY)):
+        res = (b if argv[-1] != PRIMARY else a).run(*argv)
+        if res.rc != 0:
+            raise cs.TestError(f"making B a backup again: {res}")
+    wait_replicating(a, b, 0)
+
+
+def handovers(r, topo, a, b):
+    """`systemctl stop checksync-primary` HANDOVERS times on one pair of containers, a
+    client writing through A's address until the stop: every write A acknowledged is
+    served by B, B restored on the handover (not after a failover timeout), A runs no
+    copy, and A's journal prints the unavailability; its median is at most 200 ms."""
+    client_a = cs.Client(topo.addr[topo.a], rp.PORT, netns=topo.c)
+    client_b = cs.Client(topo.addr[topo.b], rp.PORT, netns=topo.c)
+    start_pair(r, a, b, "handover: ")
+    figures = []
+    for n in range(1, HANDOVERS + 1):
+        tag = f"systemctl stop #{n}: "
+        try:
+            if n > 1:
+                backup_again(a, b)
+            count = lambda ct, unit, pat: len(re.findall(pat, ct.journal(unit, 5000)))
+            before = {k: count(ct, u, k) for k, ct, u in
+                      (("[(]handover[)]", b, BACKUP), ("nothing heard from the primary", b, BACKUP),
+                       ("unavailable for", a, PRIMARY))}
+            writer = rp.Writer(client_a, prefix=f"s{n}k")
+            writer.start()
+            try:
+                writer.wait_acks(30)
+                wait_replicating(a, b, acked(a))
+                writer.wait_acks(len(writer.acked()) + 10)
+                t0 = time.monotonic()
+                res = a.systemctl("stop", PRIMARY)
+                r.check(f"{tag}`systemctl stop {PRIMARY}` succeeds", res.rc == 0, "exit 0", str(res))
+                st = rp.wait_for("B serving", lambda: (status(b, "backup").get("role") == "serving")
+                                 or None, 30, 0.1)
+                took = time.monotonic() - t0
+            finally:
+                writer.stop()
+            items = rp.wait_for("kvserver answering on B", lambda: _items(client_b), 30, 0.1)
+            acked_writes = writer.acked()
+            missing = [k for k, v in acked_writes.items() if items.get(k) != v]
+            r.check(f"{tag}B serves every write A acknowledged ({len(acked_writes)} writes)",
+                    not missing, "none missing", cs.summarize(missing))
+            new = {k: count(ct, u, k) - before[k] for k, ct, u in
+                   (("[(]handover[)]", b, BACKUP), ("nothing heard from the primary", b, BACKUP),
+                    ("unavailable for", a, PRIMARY))}
+            r.check(f"{tag}B restored on the handover ({took * 1000:.0f} ms after the stop)",
+                    new["[(]handover[)]"] == 1 and not new["nothing heard from the primary"],
+                    "one '(handover)' takeover, no silence", f"{new}; {b.journal(BACKUP, 20)[-800:]}")
+            r.check(f"{tag}A runs no copy of the service", not services_in(a), "none", services_in(a))
+            found = list(re.finditer(r"handed over .*?unavailable for (\d+) ms[^\n]*", a.journal(PRIMARY, 400)))
+            r.check(f"{tag}A's journal prints this handover's unavailability",
+                    new["unavailable for"] == 1 and found, "one new 'unavailable for N ms' line",
+                    f"{new}; {a.journal(PRIMARY, 20)[-800:]}")
+            if new["unavailable for"] == 1 and found:
+                figures.append(int(found[-1].group(1)))
+                cs.log(f"{tag}{found[-1].group(0)}")
+        except cs.TestError as e:
+            r.fail(f"{tag}{e}\nA's journal:\n{a.journal(PRIMARY, 30)}\nB's journal:\n{b.journal(BACKUP, 30)}")
+            return
+    figures.sort()
+    median = figures[len(figures) // 2] if figures else None
+    cs.log(f"systemctl stop: unavailability {rp.stats(figures)}")
+    r.check(f"systemctl stop: the median unavailability of {len(figures)} handovers is within "
+            f"{HANDOVER_TARGET_MS} ms", median is not None and median <= HANDOVER_TARGET_MS,
+            f"<= {HANDOVER_TARGET_MS} ms", f"{median} ms ({rp.stats(figures)})")
 
 
 def _items(client):

@@ -11,6 +11,9 @@
 //	GET /gc           runs runtime.GC() and answers NumGC.
 //	GET /uname        calls uname(2) and answers {"errno":N} (0 if it worked),
 //	                  so a test sees a seccomp filter at work.
+//	GET /push?to=HOST:PORT&k=K&v=V  stores K=V, then tells HOST:PORT so on a
+//	                  connection of its own (one line "K=V\n"; a webhook, a
+//	                  replica, a cache to invalidate), then answers like /set.
 //
 // With -savefile PATH the cache is also saved with go-cache's own SaveFile
 // every -save-interval-ms (default 100), into PATH.tmp and renamed to PATH,
@@ -83,6 +86,25 @@ func handleSet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	store.Set(q.Get("k"), q.Get("v"), cache.NoExpiration)
+	writeJSON(w, http.StatusOK, map[string]interface{}{"ok": true, "pid": os.Getpid()})
+}
+
+func handlePush(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("k") == "" || !q.Has("v") || q.Get("to") == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "need to, k and v"})
+		return
+	}
+	store.Set(q.Get("k"), q.Get("v"), cache.NoExpiration)
+	c, err := net.DialTimeout("tcp", q.Get("to"), 5*time.Second)
+	if err == nil {
+		_, err = c.Write([]byte(q.Get("k") + "=" + q.Get("v") + "\n"))
+		c.Close()
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]interface{}{"ok": true, "pid": os.Getpid()})
 }
 
@@ -220,6 +242,7 @@ func main() {
 	http.HandleFunc("/state", handleState)
 	http.HandleFunc("/gc", handleGC)
 	http.HandleFunc("/uname", handleUname)
+	http.HandleFunc("/push", handlePush)
 	log.Printf("kvserver: pid %d listening on %s", os.Getpid(), ln.Addr())
 	log.Fatal(http.Serve(ln, nil))
 }
