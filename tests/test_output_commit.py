@@ -263,6 +263,9 @@ def dialout_round(r, n, scenario, binary, certs, net):
             up = rp.bring_up(topo, certs, binary, output_commit=oc, epoch_interval_ms=500)
         except cs.TestError as e:
             raise SetupFailed(f"{tag}: setup: {e}")
+        want = 1 if oc == "on" else 0
+        r.check(f"{tag}: primaryd status says output_commit {want}",
+                gauge(up.primary, "output_commit") == want, want, gauge(up.primary, "output_commit"))
         rec = Recorder(topo.c, topo.addr[topo.c])
         writer = PushWriter(up.vip, rec.to)
         writer.start()
