@@ -87,6 +87,15 @@ def kill_host_a(up, primary):
     primary.kill9()
 
 
+def thread_nice(pid, tid):
+    """The nice value of thread TID of PID (field 19 of its stat), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[16])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 # ---------------------------------------------------------------- restart
 
 def restart_round(r, n, binary):
@@ -173,6 +182,10 @@ def handover_round(r, n, binary, how):
                 "(handover)" in blog and "nothing heard from the primary" not in blog,
                 "a '(handover)' takeover line", blog[-800:])
         restored = rp.running_in(topo, topo.b, binary)
+        nices = sorted({thread_nice(p, t) for p in restored for t in os.listdir(f"/proc/{p}/task")})
+        r.check(f"{tag}: the restored service runs at the daemon's priority, not the restore's",
+                nices == [thread_nice(up.backup.pid, str(up.backup.pid))], "nice of backupd",
+                f"threads' nice {nices}")
         r.check(f"{tag}: one kvserver runs in B, none in A", len(restored) == 1 and
                 not rp.running_in(topo, topo.a, binary), "1 in B, 0 in A",
                 f"B {restored}, A {rp.running_in(topo, topo.a, binary)}")
