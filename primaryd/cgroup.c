@@ -3,8 +3,10 @@
  */
 #include "cgroup.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -85,6 +87,40 @@ static int locate(struct service_cgroup *cg, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * A primaryd killed with -9 leaves its service's cgroup behind (empty: the
+ * service died with it). Remove those of NAME beside dir whose primaryd is
+ * gone; rmdir refuses any that still holds a process.
+ */
+static void remove_stale(const char *dir, const char *name)
+{
+	char parent[PATH_MAX], prefix[300], path[PATH_MAX + 300], comm[64];
+	const char *slash = strrchr(dir, '/');
+	struct dirent *de;
+
+	snprintf(parent, sizeof(parent), "%.*s", (int)(slash - dir), dir);
+	int n = snprintf(prefix, sizeof(prefix), "checksync-%s-", name);
+	DIR *d = opendir(parent);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char *end;
+		if (strncmp(de->d_name, prefix, n) != 0)
+			continue;
+		long pid = strtol(de->d_name + n, &end, 10);
+		if (*end || pid == getpid())
+			continue;
+		_cleanup_free_ char *text = NULL;
+		snprintf(comm, sizeof(comm), "/proc/%ld/comm", pid);
+		if (read_file(comm, &text) > 0 && strncmp(text, "checksync-prima", 15) == 0)
+			continue; /* another primaryd's, alive */
+		snprintf(path, sizeof(path), "%s/%s", parent, de->d_name);
+		if (rmdir(path) == 0)
+			log_info("removed %s, left by a primaryd that is gone", path);
+	}
+	closedir(d);
+}
+
 int service_cgroup_make(const char *name, struct service_cgroup *cg, char *err, size_t errlen)
 {
 	char own[PATH_MAX];
@@ -110,6 +146,7 @@ int service_cgroup_make(const char *name, struct service_cgroup *cg, char *err, 
 		return r;
 	}
 	cg->made = true;
+	remove_stale(cg->dir, name);
 	return 0;
 }
 
