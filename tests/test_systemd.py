@@ -251,8 +251,10 @@ STATE = "/var/lib/checksync/kvserver"  # B's image of the service (the default s
 def backup_again(a, b):
     """After a handover: B's restored copy stopped and its state removed, so B is a plain
     backup again, and A's primaryd started afresh; waits until B holds an epoch."""
+    # reset-failed: ten starts in a row would hit the units' start rate limit
     for argv in (("systemctl", "stop", "checksync-kvserver.scope"), ("systemctl", "stop", BACKUP),
-                 ("rm", "-rf", STATE), ("systemctl", "start", BACKUP),
+                 ("rm", "-rf", STATE), ("systemctl", "reset-failed", BACKUP),
+                 ("systemctl", "start", BACKUP), ("systemctl", "reset-failed", PRIMARY),
                  ("systemctl", "start", PRIMARY)):
         res = (b if argv[-1] != PRIMARY else a).run(*argv)
         if res.rc != 0:
