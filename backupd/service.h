@@ -52,6 +52,7 @@ struct service {
 	uint64_t last_epoch_bytes, total_epoch_bytes, n_epochs, n_torn;
 
 	struct go_debuginfo debuginfo; /* this host's DWARF for the executable (debuginfo.c) */
+	struct witness *witness; /* the etcd witness (witness.h), NULL without one; failover.c wants */
 };
 
 /* Load the image from STATE_DIR/NAME and start the service's timer. Logs its errors. */
