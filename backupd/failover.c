@@ -286,9 +286,17 @@ void failover_tick(struct service *svc)
 	if (svc->peer && peer_has_unread(svc->peer))
 		return; /* what it sent decides, once read: the read callback runs next */
 	silent = now > fo->heard_us ? now - fo->heard_us : 0;
-	if (silent < ms_to_us(svc->cfg->failover_timeout_ms)) {
-		witness_want(svc->witness, false); /* the primary is alive: its key */
+	/*
+	 * We ask etcd for the key from the moment we stop renewing the primary's
+	 * lease: while its own lease on the key lives etcd refuses us, and once
+	 * it has expired the key is ready for the takeover at the failover
+	 * timeout. Heard again, we let it go.
+	 */
+	if (failover_renews_lease(svc, now)) {
+		witness_want(svc->witness, false);
 		fo->key_wait_logged = false;
+	} else {
+		witness_want(svc->witness, true);
 	}
 	if (!store_epoch(svc->store) || silent < ms_to_us(svc->cfg->failover_timeout_ms) ||
 	    now < fo->retry_at_us || now < fo->quiet_until_us)
