@@ -126,6 +126,12 @@ class WitnessTopology(rp.Topology):
         r = self.etcdctl("get", "--print-value-only", f"/checksync/{rp.SERVICE}/owner")
         return r.stdout.strip() if r and r.returncode == 0 else f"? ({r.stderr.strip() if r else 'no etcd'})"
 
+    def vip_back_to_a(self):
+        """After a takeover's hook moved the service address to B: back on A, for a fresh pair."""
+        subprocess.run(["ip", "-n", self.b, "addr", "del", f"{self.vip}/24", "dev", rp.DEV], capture_output=True)
+        cs._ip("-n", self.a, "addr", "replace", f"{self.vip}/24", "dev", rp.DEV)
+        cs._ip("-n", self.c, "neigh", "flush", "all")
+
     # -- partitions: DROP both ways in the namespace of the host cut off
 
     def drop(self, host, others):
@@ -343,6 +349,7 @@ def partitions(r, binary, rounds):
             cs.Proc(p, "kvserver").kill9()
         for rnd in range(1, rounds + 1):
             topo.etcdctl("del", f"/checksync/{rp.SERVICE}/owner")
+            topo.vip_back_to_a()
             t_up = time.monotonic()
             dep, backup, primary, service, vip = up(topo, certs, binary)
             rp.wait_for("A holding the key", lambda: fields(primary).get("witness_held") == 1, 10, 0.1)
