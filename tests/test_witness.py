@@ -330,7 +330,10 @@ def partitions(r, binary, rounds):
     with WitnessTopology(3) as topo:
         topo.start_etcd()
         certs = rp.make_certs(topo.addr[topo.b])
+        t_up = time.monotonic()
         dep, backup, primary, service, vip = up(topo, certs, binary)
+        # a backupd takes nothing over for silence in its first two failover timeouts (failover.c)
+        time.sleep(max(0.0, t_up + 2 * TIMING["failover_timeout_ms"] / 1000 + 0.5 - time.monotonic()))
         for rnd in range(1, rounds + 1):
             for kind in kinds:
                 rp.wait_for("A holding the key", lambda: fields(primary).get("witness_held") == 1, 10, 0.1)
