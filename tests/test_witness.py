@@ -24,6 +24,9 @@ Scenarios (argv[1]; `all` runs the default set):
                     host B dies: A is frozen within 1.5 s and stays so.
   backup-loss-fence    no witness, on_backup_loss = continue with a fence hook:
                     A serves on, unprotected.
+  handover          one etcd member: `checksync-primaryd handover` with a witness:
+                    A revokes its lease, B takes the key before it restores, and
+                    serves every write made before.
   partitions [N]    three etcd members. Each of A|B, A|etcd, B|etcd and A|(B+etcd)
                     is cut N times (default 2; the soak suite runs 5), with
                     clients in C writing to A's and to B's own addresses all
@@ -284,6 +287,29 @@ def backup_loss_no_witness(r, binary, fence):
         primary.kill9()
 
 
+def handover(r, binary):
+    """A planned handover with a witness: A revokes its lease, B takes the key, then restores."""
+    with WitnessTopology(1) as topo:
+        topo.start_etcd()
+        certs = rp.make_certs(topo.addr[topo.b])
+        dep, backup, primary, service, vip = up(topo, certs, binary)
+        rp.wait_for("A holding the witness's key", lambda: fields(primary).get("witness_held") == 1, 10)
+        keys = cs.kv_write(vip, "h", 20, "t")
+        t0 = time.monotonic()
+        res = cs.run_engine([cs.primaryd(), "handover", rp.SERVICE, "--config", dep.primary_conf], topo.a,
+                            timeout=30)
+        took = (time.monotonic() - t0) * 1000
+        r.check(f"handover: the command succeeds with a witness ({took:.0f} ms)",
+                res.rc == 0 and "handed over" in res.stdout, "exit 0, 'handed over'",
+                f"exit {res.rc}: {res.stdout.strip()} {res.stderr.strip()}; B's log:\n{backup.log_tail(1000)}")
+        rp.wait_for("B serving", lambda: backup.status().get("role") == "serving", 10, 0.1)
+        r.check("handover: the key is B's", topo.owner() == "backup.test", "backup.test", topo.owner())
+        problems = cs.kv_check(dep.client_to(topo.b), keys)
+        r.check("handover: B serves every write made before it", not problems, "all", cs.summarize(problems))
+        primary.kill9()
+        backup.kill9()
+
+
 # ---------------------------------------------------------------- partitions
 
 def one_cut(r, topo, kind, dep, backup, primary, pa, pb, rnd):
@@ -390,6 +416,8 @@ def main(r):
         backup_loss_no_witness(r, binary, fence=False)
     if what in ("all", "backup-loss-fence"):
         backup_loss_no_witness(r, binary, fence=True)
+    if what in ("all", "handover"):
+        handover(r, binary)
     if what in ("all", "partitions"):
         partitions(r, binary, rounds)
 
