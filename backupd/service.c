@@ -41,6 +41,7 @@ static int open_witness(struct service *svc)
 {
 	char host[256] = "";
 	const char *me = svc->cfg->backup_name;
+	struct witness_tls tls = {svc->cfg->witness_ca, svc->cfg->witness_cert, svc->cfg->witness_key};
 	int r;
 
 	if (!svc->cfg->witness.n)
@@ -50,7 +51,7 @@ static int open_witness(struct service *svc)
 		me = host;
 	}
 	r = witness_new(svc->d->base, &svc->cfg->witness, svc->cfg->name, me,
-			svc->cfg->witness_ttl_ms, svc->cfg->heartbeat_interval_ms, NULL, NULL, NULL,
+			svc->cfg->witness_ttl_ms, svc->cfg->heartbeat_interval_ms, &tls, NULL, NULL,
 			&svc->witness);
 	return r < 0 ? log_error_errno(r, "%s: cannot set up the witness", svc->cfg->name) : 0;
 }

@@ -106,6 +106,9 @@ static const struct key_desc service_keys[] = {
     SKEY("witness", witness, KEY_URLS),
     SKEY("witness_ttl_ms", witness_ttl_ms, KEY_MS, .min = 1000, .max = 600000),
     SKEY("on_backup_loss", on_backup_loss, KEY_BACKUP_LOSS),
+    SKEY("witness_ca", witness_ca, KEY_PATH),
+    SKEY("witness_cert", witness_cert, KEY_PATH),
+    SKEY("witness_key", witness_key, KEY_PATH),
 };
 
 _Static_assert(ARRAY_SIZE(daemon_keys) <= MAX_KEYS, "raise MAX_KEYS");
@@ -771,6 +774,28 @@ static int service_check_timing(struct parser *p, struct service_config *c)
 	return 0;
 }
 
+/* https:// needs etcd's CA; a client certificate comes with its key. */
+static int service_check_witness_tls(struct parser *p, struct service_config *c)
+{
+	int ca = key_line(p, "witness_ca"), cert = key_line(p, "witness_cert");
+	int key = key_line(p, "witness_key"), w = key_line(p, "witness");
+	bool https = false;
+
+	for (size_t i = 0; i < c->witness.n; i++)
+		https |= strncmp(c->witness.v[i], "https://", 8) == 0;
+	if ((ca || cert || key) && !https)
+		return fail(p, ca ? ca : cert ? cert : key,
+			    "witness_ca, witness_cert and witness_key are for an https:// witness, and "
+			    "none is configured");
+	if (https && !ca)
+		return fail(p, w, "witness: an https:// URL needs witness_ca (the CA of etcd's "
+				  "certificates)");
+	if (!cert != !key)
+		return fail(p, cert ? cert : key,
+			    "witness_cert and witness_key go together (the client certificate and its key)");
+	return 0;
+}
+
 /*
  * A primary that keeps serving without its backup must have something that
  * keeps the backup from restoring a second copy meanwhile: the witness (the
@@ -793,7 +818,7 @@ static int service_check_witness(struct parser *p, struct service_config *c)
 			    c->witness_ttl_ms);
 	if (ttl && !c->witness.n)
 		return fail(p, ttl, "witness_ttl_ms is set but no witness is configured");
-	return 0;
+	return service_check_witness_tls(p, c);
 }
 
 /* "command =" with nothing after it and no indented line below says no command at all. */
@@ -831,6 +856,12 @@ static int service_finish(struct parser *p, struct service_config *c)
 		r = check_named_file(p, "takeover_hook",
 				     c->takeover_hook.argv ? c->takeover_hook.argv[0] : NULL,
 				     FILE_PROGRAM);
+	if (r >= 0)
+		r = check_named_file(p, "witness_ca", c->witness_ca, FILE_CERT);
+	if (r >= 0)
+		r = check_named_file(p, "witness_cert", c->witness_cert, FILE_CERT);
+	if (r >= 0)
+		r = check_named_file(p, "witness_key", c->witness_key, FILE_PRIVATE_KEY);
 	if (r >= 0)
 		r = service_default_name(p, c);
 	return r;
@@ -967,6 +998,9 @@ void config_service_free(struct service_config *c)
 		free(c->witness.v[i]);
 	free(c->witness.v);
 	free(c->witness.line);
+	free(c->witness_ca);
+	free(c->witness_cert);
+	free(c->witness_key);
 	*c = (struct service_config){0};
 }
 

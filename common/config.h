@@ -134,6 +134,8 @@ struct service_config {
 	bool output_commit;		    /* hold output until its epoch is acked; off */
 	struct urllist witness;		    /* etcd arbiter (witness.h); optional */
 	uint32_t witness_ttl_ms;	    /* its lease, whole seconds; default 2000 */
+	char *witness_ca;		    /* https:// witness: etcd's CA (required then) */
+	char *witness_cert, *witness_key;   /* our client certificate for etcd, optional, as a pair */
 	enum backup_loss on_backup_loss;    /* default: continue with a witness, else freeze */
 };
 

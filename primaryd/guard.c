@@ -490,6 +490,7 @@ static int guard_open_witness(struct guard *g)
 {
 	char host[256] = "";
 	const char *me = g->svc->primary;
+	struct witness_tls tls = {g->svc->witness_ca, g->svc->witness_cert, g->svc->witness_key};
 	int r;
 
 	if (!g->svc->witness.n)
@@ -499,7 +500,7 @@ static int guard_open_witness(struct guard *g)
 		me = host;
 	}
 	r = witness_new(g->base, &g->svc->witness, g->svc->name, me, g->svc->witness_ttl_ms,
-			g->svc->heartbeat_interval_ms, NULL, NULL, NULL, &g->witness);
+			g->svc->heartbeat_interval_ms, &tls, NULL, NULL, &g->witness);
 	return r < 0 ? log_error_errno(r, "%s: cannot set up the witness", g->svc->name) : 0;
 }
 

@@ -13,7 +13,7 @@
 #include "unit.h"
 
 static char tmpdir[] = "/tmp/checksync-unit-witness-XXXXXX";
-static char fence[4200];
+static char fence[512];
 
 static const char *service_file(const char *extra)
 {
@@ -64,7 +64,7 @@ static void load_bad(int line, const char *extra, const char *want)
 int main(void)
 {
 	struct service_config c;
-	char err[CONFIG_ERR_MAX] = "", extra[4400];
+	char err[CONFIG_ERR_MAX] = "", extra[8192];
 
 	if (!mkdtemp(tmpdir)) {
 		perror("mkdtemp");
@@ -79,7 +79,7 @@ int main(void)
 
 	load_ok("", 0, BACKUP_LOSS_FREEZE, 2000); /* today's rule without a witness */
 	load_ok("witness = http://10.0.0.9:2379\n", 1, BACKUP_LOSS_CONTINUE, 2000);
-	load_ok("witness = http://10.0.0.9:2379, https://[fd00::9]:2379,http://e3:2379\n"
+	load_ok("witness = http://10.0.0.9:2379, http://[fd00::9]:2379,http://e3:2379\n"
 		"witness_ttl_ms = 3000\non_backup_loss = freeze\n",
 		3, BACKUP_LOSS_FREEZE, 3000);
 	snprintf(extra, sizeof(extra), "fence_hook = %s\non_backup_loss = continue\n", fence);
@@ -112,6 +112,40 @@ int main(void)
 		 "witness_ttl_ms: expected an integer between 1000 and 600000, got '500'");
 	load_bad(7, "witness_ttl_ms = 2000\n",
 		 "witness_ttl_ms is set but no witness is configured");
+	/* TLS to etcd: https needs the CA; a client certificate comes with its key. */
+	char ca[512], crt[512], key[512];
+	snprintf(ca, sizeof(ca), "%s/ca.crt", tmpdir);
+	snprintf(crt, sizeof(crt), "%s/c.crt", tmpdir);
+	snprintf(key, sizeof(key), "%s/c.key", tmpdir);
+	for (const char *path = ca; path; path = path == ca ? crt : path == crt ? key : NULL) {
+		FILE *t = fopen(path, "w");
+		fputs("-\n", t);
+		fclose(t);
+		chmod(path, path == key ? 0600 : 0644);
+	}
+	snprintf(extra, sizeof(extra),
+		 "witness = https://e1:2379\nwitness_ca = %s\nwitness_cert = %s\nwitness_key = %s\n", ca,
+		 crt, key);
+	load_ok(extra, 1, BACKUP_LOSS_CONTINUE, 2000);
+	load_bad(7, "witness = https://e1:2379\n",
+		 "witness: an https:// URL needs witness_ca (the CA of etcd's certificates)");
+	snprintf(extra, sizeof(extra), "witness = http://e1:2379\nwitness_ca = %s\n", ca);
+	load_bad(8, extra,
+		 "witness_ca, witness_cert and witness_key are for an https:// witness, and none is "
+		 "configured");
+	snprintf(extra, sizeof(extra), "witness = https://e1:2379\nwitness_ca = %s\nwitness_cert = %s\n",
+		 ca, crt);
+	load_bad(9, extra, "witness_cert and witness_key go together (the client certificate and its key)");
+	chmod(key, 0644);
+	snprintf(extra, sizeof(extra),
+		 "witness = https://e1:2379\nwitness_ca = %s\nwitness_cert = %s\nwitness_key = %s\n", ca,
+		 crt, key);
+	CHECK_INT(config_load_service(service_file(extra), ROLE_PRIMARY, &c, err, sizeof(err)) < 0, 1);
+	CHECK_CONTAINS(err, "(witness_key, set in ");
+	unlink(ca);
+	unlink(crt);
+	unlink(key);
+
 	unlink(service_file(""));
 	unlink(fence);
 	rmdir(tmpdir);
