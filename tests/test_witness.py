@@ -27,6 +27,9 @@ Scenarios (argv[1]; `all` runs the default set):
   handover          one etcd member: `checksync-primaryd handover` with a witness:
                     A revokes its lease, B takes the key before it restores, and
                     serves every write made before.
+  tls               one etcd member asking for client certificates (https, the
+                    test's CA): A holds the key with witness_ca/cert/key, and
+                    serves on when host B dies.
   partitions [N]    three etcd members. Each of A|B, A|etcd, B|etcd and A|(B+etcd)
                     is cut N times (default 2; the soak suite runs 5), with
                     clients in C writing to A's and to B's own addresses all
@@ -91,20 +94,27 @@ class WitnessTopology(rp.Topology):
             raise
         return self
 
-    def urls(self):
-        return ",".join(f"http://{self.addr[ns]}:{ETCD_PORT}" for ns in self.etcd)
+    scheme = "http"
+    etcdctl_tls = ()
 
-    def start_etcd(self):
-        """One etcd per member namespace, one cluster; waits until it answers."""
+    def urls(self):
+        return ",".join(f"{self.scheme}://{self.addr[ns]}:{ETCD_PORT}" for ns in self.etcd)
+
+    def start_etcd(self, tls=None):
+        """One etcd per member namespace, one cluster; waits until it answers. TLS: (ca, cert,
+        key) of etcd's client side, which then asks for client certificates of that CA."""
         d = cs.run_dir("etcd")
+        self.scheme = "https" if tls else "http"
+        tls_args = ["--trusted-ca-file", tls[0], "--cert-file", tls[1], "--key-file", tls[2],
+                    "--client-cert-auth"] if tls else []
         cluster = ",".join(f"m{i}=http://{self.addr[ns]}:{ETCD_PEER}" for i, ns in enumerate(self.etcd))
         for i, ns in enumerate(self.etcd):
             ip = self.addr[ns]
             log = open(os.path.join(d, f"m{i}.log"), "wb")
             popen = subprocess.Popen(cs.netns_prefix(ns) + [
                 "etcd", "--name", f"m{i}", "--data-dir", os.path.join(d, f"m{i}"),
-                "--listen-client-urls", f"http://{ip}:{ETCD_PORT}",
-                "--advertise-client-urls", f"http://{ip}:{ETCD_PORT}",
+                "--listen-client-urls", f"{self.scheme}://{ip}:{ETCD_PORT}",
+                "--advertise-client-urls", f"{self.scheme}://{ip}:{ETCD_PORT}", *tls_args,
                 "--listen-peer-urls", f"http://{ip}:{ETCD_PEER}",
                 "--initial-advertise-peer-urls", f"http://{ip}:{ETCD_PEER}",
                 "--initial-cluster", cluster, "--initial-cluster-state", "new",
@@ -120,7 +130,7 @@ class WitnessTopology(rp.Topology):
     def etcdctl(self, *args):
         ns = next(ns for ns in self.etcd if self.members[ns].alive())
         return subprocess.run(cs.netns_prefix(self.c) + [
-            "etcdctl", "--endpoints", ",".join(f"{self.addr[n]}:{ETCD_PORT}" for n in self.etcd),
+            "etcdctl", "--endpoints", self.urls(), *self.etcdctl_tls,
             "--dial-timeout", "2s", "--command-timeout", "3s", *args],
             capture_output=True, text=True, timeout=30, env=dict(os.environ, ETCDCTL_API="3")) \
             if ns else None
@@ -310,6 +320,48 @@ def handover(r, binary):
         backup.kill9()
 
 
+def leaf_cert(certs, name, san, eku):
+    """A certificate NAME signed by the test's CA (rp.make_certs's), with SAN and EKU: (crt, key)."""
+    env = dict(os.environ, SAN=san, EKU=eku)
+    for args in (["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{name}.key"],
+                 ["req", "-new", "-config", "cnf", "-key", f"{name}.key", "-subj", f"/CN={name}", "-out",
+                  f"{name}.csr"],
+                 ["x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                  "-days", "2", "-extfile", "cnf", "-extensions", "v3_leaf", "-out", f"{name}.crt"]):
+        subprocess.run(["openssl", *args], cwd=certs.dir, env=env, check=True, capture_output=True, timeout=60)
+    os.chmod(os.path.join(certs.dir, f"{name}.key"), 0o600)
+    return os.path.join(certs.dir, f"{name}.crt"), os.path.join(certs.dir, f"{name}.key")
+
+
+def tls(r, binary):
+    """The witness over TLS with client certificates: etcd asks for one (--client-cert-auth)."""
+    with WitnessTopology(1) as topo:
+        certs = rp.make_certs(topo.addr[topo.b])
+        e1 = topo.etcd[0]
+        # etcd's gateway dials etcd's own gRPC with this certificate: it needs clientAuth too
+        server = leaf_cert(certs, "etcd-server", f"IP:{topo.addr[e1]}", "serverAuth, clientAuth")
+        client = leaf_cert(certs, "witness-client", "DNS:witness-client.test", "clientAuth")
+        topo.etcdctl_tls = ("--cacert", certs.ca, "--cert", client[0], "--key", client[1])
+        topo.start_etcd(tls=(certs.ca, *server))
+        dep, backup, primary, service, vip = up(topo, certs, binary, witness_ca=certs.ca,
+                                                witness_cert=client[0], witness_key=client[1])
+        rp.wait_for("A holding the witness's key over https", lambda: fields(primary).get("witness_held") == 1, 10)
+        r.check("tls: A holds the key over https with its client certificate", topo.owner() == "primary.test",
+                "primary.test", topo.owner())
+        w = rp.Prober(vip, "w")
+        w.start()
+        time.sleep(1)
+        t_kill = time.monotonic()
+        kill_host_b(topo, backup)
+        time.sleep(3)
+        w.stop()
+        gap = max_gap_ms(w, t_kill, t_kill + 3)
+        r.check(f"tls: host B died, A serves on the witness's key (longest gap {gap:.0f} ms)",
+                gap < 1000 and primary.status().get("role") == "primary", "no gap over 1 s, role primary",
+                f"gap {gap:.0f} ms, role {primary.status().get('role')}")
+        primary.kill9()
+
+
 # ---------------------------------------------------------------- partitions
 
 def one_cut(r, topo, kind, dep, backup, primary, pa, pb, rnd):
@@ -416,6 +468,8 @@ def main(r):
         backup_loss_no_witness(r, binary, fence=False)
     if what in ("all", "backup-loss-fence"):
         backup_loss_no_witness(r, binary, fence=True)
+    if what in ("all", "tls"):
+        tls(r, binary)
     if what in ("all", "handover"):
         handover(r, binary)
     if what in ("all", "partitions"):
