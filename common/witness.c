@@ -62,6 +62,7 @@ struct witness {
 	uint64_t next_ka_us;  /* the next keepalive, held or not (a lease unrenewed expires) */
 	struct wreq *inflight;
 	char holder[128], err[256];
+	uint64_t err_logged_us;
 	uint64_t requests, last_rtt_us;
 	struct event *sock_ev[WITNESS_MAX_SOCKETS]; /* curl's sockets, freed with us at the latest */
 	witness_changed_fn changed;
@@ -109,8 +110,11 @@ static void set_err(struct witness *w, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(now, sizeof(now), fmt, ap);
 	va_end(ap);
-	if (strcmp(now, w->err) != 0 && now[0])
+	/* The first failure after a success, then one line per 10 s: a partition fails 10 times a second. */
+	if (now[0] && (!w->err[0] || now_us() - w->err_logged_us > 10000000)) {
 		log_warn("%s: witness: %s", w->name, now);
+		w->err_logged_us = now_us();
+	}
 	snprintf(w->err, sizeof(w->err), "%s", now);
 }
 
