@@ -24,6 +24,9 @@ Scenarios (argv[1]; `all` runs the default set):
                     host B dies: A is frozen within 1.5 s and stays so.
   backup-loss-fence    no witness, on_backup_loss = continue with a fence hook:
                     A serves on, unprotected.
+  restart           one etcd member: primaryd kill -9 and restarted at once: B takes
+                    the image over (the dead run's lease expires first), A
+                    starts nothing, B serves every write.
   handover          one etcd member: `checksync-primaryd handover` with a witness:
                     A revokes its lease, B takes the key before it restores, and
                     serves every write made before.
@@ -362,6 +365,32 @@ def tls(r, binary):
         primary.kill9()
 
 
+def restart(r, binary):
+    """kill -9 of primaryd and its restart with a witness: the fresh primary finds B holding the
+    image of the run that died; B takes over once the dead run's lease on the key has expired."""
+    with WitnessTopology(1) as topo:
+        topo.start_etcd()
+        certs = rp.make_certs(topo.addr[topo.b])
+        dep, backup, primary, service, vip = up(topo, certs, binary)
+        rp.wait_for("A holding the witness's key", lambda: fields(primary).get("witness_held") == 1, 10)
+        keys = cs.kv_write(vip, "r", 20, "t")
+        time.sleep(0.5)  # a few epochs: the writes are acknowledged
+        t0 = rp.kill_now(primary.proc)
+        service.wait_gone()
+        primary2 = dep.start_primaryd()
+        rp.wait_for("B serving", lambda: backup.status().get("role") == "serving", 15, 0.1)
+        took = (time.monotonic() - t0) * 1000
+        r.check(f"restart: B took over after primaryd's kill -9 and restart ({took:.0f} ms)", True)
+        r.check("restart: the key is B's", topo.owner() == "backup.test", "backup.test", topo.owner())
+        rp.wait_for("A deposed", lambda: primary2.status().get("role") == "deposed", 10, 0.1)
+        r.check("restart: A started no second copy", not rp.running_in(topo, topo.a, binary), "none",
+                rp.running_in(topo, topo.a, binary))
+        problems = cs.kv_check(dep.client_to(topo.b), keys)
+        r.check("restart: B serves every write made before", not problems, "all", cs.summarize(problems))
+        primary2.kill9()
+        backup.kill9()
+
+
 # ---------------------------------------------------------------- partitions
 
 def one_cut(r, topo, kind, dep, backup, primary, pa, pb, rnd):
@@ -470,6 +499,8 @@ def main(r):
         backup_loss_no_witness(r, binary, fence=True)
     if what in ("all", "tls"):
         tls(r, binary)
+    if what in ("all", "restart"):
+        restart(r, binary)
     if what in ("all", "handover"):
         handover(r, binary)
     if what in ("all", "partitions"):
