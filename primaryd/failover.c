@@ -343,6 +343,7 @@ void pfailover_stood_down(struct guard *g, const char *why)
 	log_info("%s", what);
 	g->fo.state = PFAILOVER_STOPPED;
 	g->deposed = true;
+	witness_want(g->witness, false);
 	if (g->pid > 0)
 		kill(g->pid, SIGKILL);
 	finish(g, true, what);

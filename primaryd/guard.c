@@ -402,8 +402,7 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 		char wtext[300];
 		uint64_t until = witness_until(g->witness);
 		if (witness_holds(g->witness, now))
-			snprintf(wtext, sizeof(wtext), "held for %lu ms more",
-				 (unsigned long)((until - now) / 1000));
+			snprintf(wtext, sizeof(wtext), "held");
 		else
 			snprintf(wtext, sizeof(wtext), "not held%s%s%s%s",
 				 witness_holder(g->witness)[0] ? ": held by " : "",
@@ -411,6 +410,9 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 				 witness_error(g->witness));
 		status_report_gauge(r, "witness_held", "", witness_holds(g->witness, now),
 				    "1 while this host holds the service's key on the etcd witness");
+		status_report_gauge(r, "witness_lease_left", "seconds",
+				    until > now ? (until - now) / 1e6 : 0,
+				    "how long our lease on the witness's key is known to live");
 		status_report_text(r, "witness", wtext, "the etcd witness's key, as this host sees it");
 	}
 	status_report_counter(r, "epochs_sent", "", g->epochs_sent, "epochs shipped");

@@ -189,10 +189,14 @@ def fields(daemon):
     return {name: v for svc, _, name, unit, v in rp.status_socket_rows(daemon.socket) if svc == rp.SERVICE}
 
 
-def metric(topo, name):
+def metrics_text(topo):
     with cs.in_netns(topo.a):
         with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+            return resp.read().decode()
+
+
+def metric(topo, name):
+    text = metrics_text(topo)
     m = re.search(r'^' + name + r'\{service="kvserver"[^}]*\} (\S+)$', text, re.M)
     return float(m.group(1)) if m else None
 
@@ -249,6 +253,14 @@ def backup_loss(r, binary):
                 and st.startswith("STATUS=UNPROTECTED: kvserver: ") and "without it" in st and reason == 8,
                 "protected 0, reason 'backup not heard ... serving on without it', STATUS=UNPROTECTED, reason 8",
                 f"protected {f.get('protected')}, unprotected {f.get('unprotected')!r}, {st!r}, metric {reason}")
+        text = metrics_text(topo)
+        lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                              timeout=30)
+        r.check("backup-loss: /metrics with the witness's figures passes `promtool check metrics`",
+                lint.returncode == 0 and not (lint.stdout + lint.stderr).strip()
+                and "checksync_witness_held{" in text and "checksync_witness_lease_left_seconds{" in text,
+                "exit 0, no output, checksync_witness_held and _lease_left_seconds present",
+                f"exit {lint.returncode}: {(lint.stdout + lint.stderr).strip()[:500]}")
         r.check("backup-loss: A's role stays primary (not frozen)", f.get("witness_held") == 1
                 and primary.status().get("role") == "primary", "primary, witness held",
                 f"{primary.status().get('role')}, witness {f.get('witness')!r}")
