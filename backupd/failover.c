@@ -130,6 +130,7 @@ static void start_restore(struct service *svc, enum failover_cause cause)
 	if (!have_key(svc)) {
 		fo->key_pending = true;
 		fo->key_cause = cause;
+		fo->key_attaches = svc->attaches;
 		return;
 	}
 	fo->key_pending = false;
@@ -277,7 +278,17 @@ void failover_tick(struct service *svc)
 	fo->last_tick_us = now;
 	if (fo->state != FAILOVER_WAITING)
 		return;
-	if (fo->key_pending) { /* the primary vouched, or was silent: only the key is missing */
+	/*
+	 * The primary vouched (or was silent): only the key is missing. A primary
+	 * accepted since (a handover that failed and came back, say) ends the wait:
+	 * that one serves, and its key is its own.
+	 */
+	if (fo->key_pending && svc->attaches != fo->key_attaches) {
+		log_info("%s: a primary attached again: no longer waiting for the key to take over",
+			 svc->cfg->name);
+		fo->key_pending = false;
+	}
+	if (fo->key_pending) {
 		start_restore(svc, fo->key_cause);
 		return;
 	}

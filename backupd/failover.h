@@ -81,6 +81,7 @@ struct failover {
 	/* with a witness: a takeover waits for its key (cause kept), said once */
 	bool key_pending;
 	enum failover_cause key_cause;
+	uint64_t key_attaches; /* svc->attaches then: a primary accepted since cancels the wait */
 	bool key_wait_logged;
 };
 

@@ -104,6 +104,7 @@ void service_close(struct service *svc)
 void service_attached(struct service *svc, struct peer *s)
 {
 	svc->peer = s;
+	svc->attaches++;
 	failover_heard(svc, now_us());
 	daemon_status_changed(svc->d);
 }

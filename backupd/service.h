@@ -37,6 +37,7 @@ struct service {
 	struct store *store;
 	struct journal *journal;
 	struct peer *peer; /* the primary's connection, once its HELLO named us */
+	uint64_t attaches; /* primaries accepted so far (a takeover waiting for the key asks) */
 	struct failover fo;	 /* failover.c's */
 	struct takeover to;	 /* takeover.c's */
 	struct event *tick;
