@@ -9,6 +9,7 @@
  * PTRACE_O_EXITKILL means a restore that fails half way leaves nothing
  * running.
  */
+#include <fcntl.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -48,20 +49,55 @@ static pid_t husk_fork(pid_t want)
 	return pid;
 }
 
+/* In the husk: wait until the restorer's husk_forked hook is done, then take its output. */
+static void husk_await_hooks(const struct restore *r, int hold[2])
+{
+	char c;
+
+	close(hold[1]);
+	while (read(hold[0], &c, 1) < 0 && errno == EINTR)
+		;
+	close(hold[0]);
+	if (r->output_fd >= 0)
+		restore_output_open(r);
+}
+
+/* In the restorer: the hook that places the husk, which waits on hold[0] meanwhile. */
+static void husk_run_hooks(const struct restore *r, pid_t pid, int hold[2])
+{
+	const struct restore_hooks *hooks = r->opts->hooks;
+
+	close(hold[0]);
+	if (hooks->husk_forked)
+		hooks->husk_forked(pid, hooks->arg);
+	close(hold[1]);
+}
+
 static int husk_start(struct restore *r)
 {
 	const char *exe = r->img->exe;
-	int status;
+	int status, hold[2] = {-1, -1};
 
+	r->output_fd = restore_output_fd_plan(r);
+	if (r->opts->hooks && pipe2(hold, O_CLOEXEC) < 0)
+		return restore_fail(r, -errno, "cannot make the pipe the husk waits on (pipe2)");
 	pid_t pid = husk_fork(r->img->pid);
-	if (pid < 0)
-		return restore_fail(r, -errno, "cannot fork the husk for %s", exe);
+	if (pid < 0) {
+		int rc = -errno;
+		if (hold[0] >= 0) {
+			close(hold[0]);
+			close(hold[1]);
+		}
+		return restore_fail(r, rc, "cannot fork the husk for %s", exe);
+	}
 	if (pid == 0) {
 		char *argv[] = {(char *)exe, NULL}, *envp[] = {NULL};
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL); /* each thread's own mask comes last */
 		setsid();
+		if (r->opts->hooks)
+			husk_await_hooks(r, hold);
 		if (restore_timens_enter(&r->timens) < 0) /* entered at exec */
 			_exit(126);
 		if (ptrace(PTRACE_TRACEME, 0, 0, 0) < 0)
@@ -73,6 +109,8 @@ static int husk_start(struct restore *r)
 	r->same_tids = pid == r->img->pid;
 	if (r->report_fd >= 0)
 		dprintf(r->report_fd, "husk %d\n", pid);
+	if (r->opts->hooks)
+		husk_run_hooks(r, pid, hold);
 	r->threads[0].tid = pid;
 	int rc = tracer_wait_until(pid, &status, now_us() + RESTORE_CALL_TIMEOUT_MS * 1000ULL);
 	if (rc < 0 || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
@@ -243,6 +281,7 @@ int restore_image_mem_report(const struct image *img, const struct restore_opts 
 	if (!r.threads)
 		return restore_fail(&r, -ENOMEM, "no memory for %zu threads", img->n_threads);
 	r.inj.t = &r.threads[0];
+	r.output_fd = -1;
 	rc = restore_steps(&r);
 	if (rc < 0 && r.pid > 0)
 		husk_kill(&r);
