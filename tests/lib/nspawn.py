@@ -140,8 +140,18 @@ class Overlay:
 
 
 def make_root(name, build_dir):
-    """A container root NAME: the base under an overlay, with the build installed into it."""
-    root = Overlay(base_root(), os.path.join(cs.run_dir("nspawn"), name)).root
+    """A container root NAME: the base under an overlay (or, where overlayfs cannot be
+    mounted, a copy of it), with the build installed into it."""
+    where = os.path.join(cs.run_dir("nspawn"), name)
+    try:
+        root = Overlay(base_root(), where).root
+    except cs.TestError as e:
+        cs.log(f"{e}; copying the root file system instead")
+        root = os.path.join(where, "copy")
+        r = subprocess.run(["cp", "-a", "--reflink=auto", base_root(), root], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            raise cs.TestError(f"copying the root file system failed: {r.stderr.strip()}")
     r = subprocess.run(["meson", "install", "-C", build_dir, "--no-rebuild", "--quiet", "--destdir", root],
                        capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
