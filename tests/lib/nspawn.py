@@ -148,6 +148,7 @@ def make_root(name, build_dir):
     except cs.TestError as e:
         cs.log(f"{e}; copying the root file system instead")
         root = os.path.join(where, "copy")
+        os.makedirs(where, exist_ok=True)
         r = subprocess.run(["cp", "-a", "--reflink=auto", base_root(), root], capture_output=True,
                            text=True)
         if r.returncode != 0:
