@@ -307,7 +307,10 @@ void restore_output_open(const struct restore *r)
 			fcntl(fd, F_SETFD, 0);
 		return;
 	}
-	dup2(fd, r->output_fd); /* without O_CLOEXEC: it crosses the exec; fds.c checks it came */
+	/* without O_CLOEXEC: it crosses the exec; close_inherited() checks that it came */
+	if (dup2(fd, r->output_fd) < 0)
+		log_warn("cannot give the husk %s at fd %ld (dup2): %s; its output goes to /dev/null",
+			 r->opts->hooks->output_name, r->output_fd, strerror(errno));
 	close(fd);
 }
 
