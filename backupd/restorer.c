@@ -71,24 +71,14 @@ static void husk_into_scope(pid_t husk, void *arg)
 }
 
 /* In the husk: the service's name is its identifier (SYSLOG_IDENTIFIER), as a unit's would be. */
-static int husk_journal_stream(void *arg)
-{
-	const char *service = arg;
-	int fd = sd_journal_stream_fd(service, LOG_INFO, 1);
-
-	if (fd < 0)
-		log_info("%s: no journal to write to here (sd_journal_stream_fd: %s): the restored "
-			 "service's standard output and error go to /dev/null",
-			 service, strerror(-fd));
-	return fd;
-}
+static int husk_journal_stream(void *arg) { return sd_journal_stream_fd(arg, LOG_INFO, 1); }
 
 static int run_restore(void *p)
 {
 	struct child_job *job = p;
 	struct restore_hooks hooks = {.husk_forked = husk_into_scope,
 				      .open_output = husk_journal_stream,
-				      .output_name = "the journal",
+				      .output_name = "the journal (sd_journal_stream_fd)",
 				      .arg = (void *)job->opts.service};
 	pid_t pid;
 

@@ -298,20 +298,20 @@ long restore_output_fd_plan(const struct restore *r)
 	return -1;
 }
 
-void restore_output_open(const struct restore *r)
+int restore_output_open(const struct restore *r)
 {
 	int fd = r->opts->hooks->open_output(r->opts->hooks->arg);
+	int rc = 0;
 
-	if (fd < 0 || fd == r->output_fd) {
-		if (fd >= 0)
-			fcntl(fd, F_SETFD, 0);
-		return;
-	}
+	if (fd < 0)
+		return fd;
 	/* without O_CLOEXEC: it crosses the exec; close_inherited() checks that it came */
+	if (fd == r->output_fd)
+		return fcntl(fd, F_SETFD, 0) < 0 ? -errno : 0;
 	if (dup2(fd, r->output_fd) < 0)
-		log_warn("cannot give the husk %s at fd %ld (dup2): %s; its output goes to /dev/null",
-			 r->opts->hooks->output_name, r->output_fd, strerror(errno));
+		rc = -errno;
 	close(fd);
+	return rc;
 }
 
 static long simple_fd(struct restore *r, const struct image_fd *f, long nr, uint64_t a1,

@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -49,20 +50,27 @@ static pid_t husk_fork(pid_t want)
 	return pid;
 }
 
-/* In the husk: wait until the restorer's husk_forked hook is done, then take its output. */
+/*
+ * In the husk: wait until the restorer's husk_forked hook is done (EOF on
+ * our end of the pair), take the output, and say how that went (an errno,
+ * 0 for fine): the restorer logs it, in its own unit rather than the husk's.
+ */
 static void husk_await_hooks(const struct restore *r, int hold[2])
 {
 	char c;
+	int err = 0;
 
 	close(hold[1]);
 	while (read(hold[0], &c, 1) < 0 && errno == EINTR)
 		;
-	close(hold[0]);
 	if (r->output_fd >= 0)
-		restore_output_open(r);
+		err = restore_output_open(r);
+	/* should this fail, the restorer hears nothing and says that the husk did not say */
+	(void)!write(hold[0], &err, sizeof(err));
+	close(hold[0]);
 }
 
-/* In the restorer: the hook that places the husk, which waits on hold[0] meanwhile. */
+/* In the restorer: the hook that places the husk, which waits on hold meanwhile. */
 static void husk_run_hooks(const struct restore *r, pid_t pid, int hold[2])
 {
 	const struct restore_hooks *hooks = r->opts->hooks;
@@ -70,7 +78,23 @@ static void husk_run_hooks(const struct restore *r, pid_t pid, int hold[2])
 	close(hold[0]);
 	if (hooks->husk_forked)
 		hooks->husk_forked(pid, hooks->arg);
-	close(hold[1]);
+	shutdown(hold[1], SHUT_WR); /* the husk goes on */
+}
+
+/* Once the husk has exec'd (its end closed): whether it took the output. */
+static void husk_hooks_said(struct restore *r, int fd)
+{
+	int err = 0;
+	ssize_t n = read(fd, &err, sizeof(err));
+
+	close(fd);
+	if (r->output_fd < 0 || (n == sizeof(err) && err >= 0))
+		return;
+	log_info("%s cannot be opened for the restored service (%s): its standard output and "
+		 "error go to /dev/null",
+		 r->opts->hooks->output_name,
+		 n == sizeof(err) ? strerror(-err) : "the husk did not say");
+	r->output_fd = -1;
 }
 
 static int husk_start(struct restore *r)
@@ -79,8 +103,8 @@ static int husk_start(struct restore *r)
 	int status, hold[2] = {-1, -1};
 
 	r->output_fd = restore_output_fd_plan(r);
-	if (r->opts->hooks && pipe2(hold, O_CLOEXEC) < 0)
-		return restore_fail(r, -errno, "cannot make the pipe the husk waits on (pipe2)");
+	if (r->opts->hooks && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, hold) < 0)
+		return restore_fail(r, -errno, "cannot make the husk's socket pair (socketpair)");
 	pid_t pid = husk_fork(r->img->pid);
 	if (pid < 0) {
 		int rc = -errno;
@@ -113,8 +137,13 @@ static int husk_start(struct restore *r)
 		husk_run_hooks(r, pid, hold);
 	r->threads[0].tid = pid;
 	int rc = tracer_wait_until(pid, &status, now_us() + RESTORE_CALL_TIMEOUT_MS * 1000ULL);
-	if (rc < 0 || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
+	if (rc < 0 || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP) {
+		if (hold[1] >= 0)
+			close(hold[1]);
 		return restore_fail(r, rc < 0 ? rc : -ECHILD, "%s did not start under ptrace", exe);
+	}
+	if (hold[1] >= 0)
+		husk_hooks_said(r, hold[1]);
 	rc = inject_fault(&r->inj);
 	if (rc >= 0 && ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL) < 0)
 		rc = -errno;

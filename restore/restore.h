@@ -47,8 +47,8 @@ struct restore_hooks {
 	void (*husk_forked)(pid_t husk, void *arg);
 	/*
 	 * In the husk before exec, only when fd 1 or 2 lost its reader: a
-	 * descriptor for them, or a negative errno (then /dev/null; the hook
-	 * says why, once).
+	 * descriptor for them, or a negative errno (then /dev/null; the
+	 * restorer says so, once).
 	 */
 	int (*open_output)(void *arg);
 	const char *output_name; /* what open_output gives, for the log: "the journal" */
@@ -126,7 +126,7 @@ int restore_fds(struct restore *r);
 /* Before the husk is forked: the fd number open_output's descriptor will have in it, or -1. */
 long restore_output_fd_plan(const struct restore *r);
 /* In the forked husk, before exec: open_output's descriptor at r->output_fd (kept across exec). */
-void restore_output_open(const struct restore *r);
+int restore_output_open(const struct restore *r);
 
 /* gopatch.c */
 int restore_patch_tids(struct restore *r);

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 import checksync as cs  # noqa: E402
 import replication as rp  # noqa: E402
 
-NO_JOURNAL = "no journal to write to here"
+NO_JOURNAL = "the journal (sd_journal_stream_fd) cannot be opened for the restored service"
 
 
 class PipeReader:
