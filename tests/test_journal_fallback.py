@@ -7,7 +7,7 @@ and error into a pipe the test reads, as a service's output goes to a journal
 stream or a terminal on a real host: its reader goes with A. The test checks
 that the service's /say output does arrive there, kills primaryd and the
 service (A dies), and after B's takeover checks:
-  - B's log says once that there is no journal to write to, and that fds 1
+  - B's log says once that the journal cannot be opened, and that fds 1
     and 2 go to /dev/null (today's behaviour where no journald runs; with one,
     tests/test_systemd.py checks the journal);
   - the restored service still writes to its stdout and stderr (/say answers
