@@ -178,6 +178,12 @@ void service_report(const struct service *svc, struct status_report *r)
 			    "1 while the primary is connected");
 	status_report_gauge(r, "image_pages", "", store_npages(svc->store),
 			    "Pages held in the warm image");
+	uint64_t rx_epoch, rx_pages;
+	bool rx = peer_receiving(svc->peer, &rx_epoch, &rx_pages);
+	status_report_gauge(r, "receiving_epoch", "", rx ? rx_epoch : NAN,
+			    "Epoch begun and not yet committed (torn if the primary goes now)");
+	status_report_gauge(r, "receiving_pages", "", rx ? rx_pages : NAN,
+			    "Pages of that epoch received so far");
 	status_report_gauge(r, "disk", "bytes", journal_disk_bytes(svc->journal),
 			    "Bytes of the files the image is kept in");
 	status_report_counter(r, "epochs", "", svc->n_epochs,
