@@ -522,7 +522,8 @@ static void test_restart(struct env *e, struct image *img)
 	char *text;
 
 	CHECK_INT(stop_daemon(e, SIGKILL), SIGKILL); /* kill -9: a wait status of 9 */
-	if (!start_daemon(e))
+	CHECK(start_daemon(e)); /* else the scenario would check nothing, and say nothing */
+	if (unit_failures)
 		return;
 	text = status_of(e);
 	CHECK_INT(status_value(text, "svc\n", "  epoch "), 3);
@@ -796,7 +797,8 @@ static void scenario_silence(struct env *e, struct kv *kv, struct image *img)
 	char want[128];
 	pid_t pid;
 
-	if (!start_daemon(e))
+	CHECK(start_daemon(e)); /* else the scenario would check nothing, and say nothing */
+	if (unit_failures)
 		return;
 	c = send_image(e, img);
 	if (!c)
@@ -817,7 +819,8 @@ static void scenario_silence(struct env *e, struct kv *kv, struct image *img)
 	CHECK(t_wait_file_contains(hook, want, 5000));
 	/* kill -9 and restart: still serving the same process, which runs on meanwhile. */
 	CHECK_INT(stop_daemon(e, SIGKILL), SIGKILL);
-	if (!start_daemon(e))
+	CHECK(start_daemon(e)); /* else the scenario would check nothing, and say nothing */
+	if (unit_failures)
 		return;
 	CHECK_INT(served_pid(e, "kvserver"), pid);
 	check_restored(kv, 5000);
@@ -845,7 +848,8 @@ static void scenario_restart(struct env *e, struct kv *kv, struct image *img)
 
 	t_rm_rf(t_path(e->tmp, "state"));
 	unlink(hook);
-	if (!start_daemon(e))
+	CHECK(start_daemon(e)); /* else the scenario would check nothing, and say nothing */
+	if (unit_failures)
 		return;
 	c = send_image(e, img);
 	if (!c)
@@ -863,7 +867,8 @@ static void scenario_restart(struct env *e, struct kv *kv, struct image *img)
 	CHECK(log_contains(e, "kvserver: torn epoch 2", 10000));
 	CHECK_INT(stop_daemon(e, SIGKILL), SIGKILL);
 
-	if (!start_daemon(e))
+	CHECK(start_daemon(e)); /* else the scenario would check nothing, and say nothing */
+	if (unit_failures)
 		return;
 	text = status_of(e);
 	CHECK_INT(status_value(text, "kvserver\n", "  epoch "), 1);
@@ -918,7 +923,7 @@ static int run_e2e(const char *daemon, const char *primaryd, const char *src)
 		return 1;
 	}
 	snprintf(svc, sizeof(svc),
-		 "[service]\nexecutable = %s\nheartbeat_interval_ms = 50\n"
+		 "[service]\nexecutable = %s\nprimary = primary.test\nheartbeat_interval_ms = 50\n"
 		 "failover_timeout_ms = 1000\nlease_ms = 500\n"
 		 "takeover_hook = /bin/sh -c \"echo $CHECKSYNC_SERVICE $CHECKSYNC_PID "
 		 "$CHECKSYNC_EPOCH >> %s\"\n",
