@@ -22,6 +22,7 @@ struct go_layout;
 struct live_set;
 struct memcache;
 struct wp_tracker;
+struct precopy;
 
 /* Bytes mapped and written per class of memory, for the dump's report. */
 enum mem_class { MC_HEAP, MC_STACKS, MC_GLOBALS, MC_OFFHEAP, MC_FREE, MC_ZERO, MC_COUNT };
@@ -92,6 +93,7 @@ struct capture {
 	bool detach_between;   /* let go between stops (the process dies with us by PDEATHSIG) */
 	struct wp_tracker *wp; /* write tracking to re-arm this epoch, or NULL */
 	bool wp_filter;        /* copy only pages the tracker saw written */
+	struct precopy *precopy; /* pages read by pre-copy rounds (precopy.h), or NULL */
 	bool swap;             /* the system has swap: swapped-out pages exist */
 	struct inject_cache *cache; /* NULL: inject every time (one-shot dump) */
 	bool cache_ok;              /* this epoch may use it */

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "pagemap.h"
 #include "util.h"
+#include "precopy.h"
 #include "wp.h"
 
 int capture_find_syscall_insn(struct capture *c, uint64_t *insn)
@@ -245,6 +246,10 @@ static int copy_runs(struct capture *c)
 {
 	struct image *img = c->img;
 	uint64_t total = 0;
+
+	/* Pre-copy rounds read most pages while the service ran: only the rest now. */
+	if (c->precopy)
+		return precopy_place(c, c->precopy);
 
 	for (size_t i = 0; i < img->n_runs; i++) {
 		img->runs[i].offset = total;

@@ -101,6 +101,7 @@ static const struct key_desc service_keys[] = {
     SKEY("compression", compression, KEY_CODEC),
     SKEY("delta_cache_mb", delta_cache_mb, KEY_MS, .max = 1048576),
     SKEY("output_commit", output_commit, KEY_ONOFF),
+    SKEY("precopy", precopy, KEY_ONOFF),
 };
 
 _Static_assert(ARRAY_SIZE(daemon_keys) <= MAX_KEYS, "raise MAX_KEYS");
@@ -770,6 +771,7 @@ int config_load_service(const char *path, enum role role, struct service_config 
 	    .dirty_tracking = DIRTY_UFFD,
 	    .compression = COMPRESSION_ZSTD,
 	    .delta_cache_mb = 64,
+	    .precopy = true,
 	};
 	r = out->path ? check_own_file(&p) : oom(&p);
 	if (r >= 0)

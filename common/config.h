@@ -119,6 +119,7 @@ struct service_config {
 	struct cmdline fence_hook;	    /* optional */
 	struct cmdline takeover_hook;	    /* optional */
 	bool output_commit;		    /* hold output until its epoch is acked; off */
+	bool precopy;			    /* read epochs' pages in rounds before the stop; on */
 };
 
 /* Room enough for any message below, the "expected one of" key lists included. */

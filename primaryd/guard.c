@@ -100,15 +100,23 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 	/* A capture would let a service go that the keeper holds (PTRACE_CONT ends a group-stop). */
 	if (!pfailover_ships_epochs(g) || keeper_holds(&g->keeper))
 		return;
+	if (guard_precopy_tick(g)) /* it ships the epoch when its rounds are done */
+		return;
+	if (guard_epoch_may_ship(g))
+		(void)guard_ship_epoch(g, false);
+}
+
+bool guard_epoch_may_ship(struct guard *g)
+{
 	if (link_backlog(g) > BACKLOG_LIMIT || link_busy(g)) {
 		g->merged++;
-		return;
+		return false;
 	}
 	if (!g->need_full && outcommit_wait(g->oc, g->sent, g->acked)) {
 		g->merged++; /* output commit: one epoch in flight (outcommit.h) */
-		return;
+		return false;
 	}
-	(void)guard_ship_epoch(g, false);
+	return true;
 }
 
 static void hb_cb(evutil_socket_t fd, short what, void *arg)
@@ -427,6 +435,7 @@ int guard_start_service(struct guard *g)
 	if (r < 0)
 		return r;
 	g->sess->use_wp = g->svc->dirty_tracking == DIRTY_UFFD;
+	g->sess->use_precopy = g->sess->use_wp && g->svc->precopy;
 	r = capture_session_set_deltas(g->sess, (uint64_t)g->svc->delta_cache_mb << 20,
 				       g->svc->compression);
 	if (r < 0)
@@ -503,6 +512,7 @@ void guard_stop(struct guard *g)
 	free_event(&g->hb_ev);
 	free_event(&g->lease_ev);
 	free_event(&g->exit_ev);
+	free_event(&g->precopy_ev);
 	link_close(g, "primaryd is stopping");
 	sendq_free(&g->sendq); /* found by the ASan build's primaryd-daemon test */
 	free_event(&g->reconnect_ev);

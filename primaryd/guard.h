@@ -79,6 +79,7 @@ struct guard {
 
 	struct event *epoch_ev, *hb_ev, *lease_ev, *reconnect_ev, *exit_ev;
 	struct outcommit *oc; /* output_commit = on: outcommit.c */
+	struct event *precopy_ev; /* the next piece of a pre-copy round (precopy.c) */
 };
 
 /* launch.c */
@@ -102,8 +103,13 @@ void link_close(struct guard *g, const char *why);
 /* Drop the link when the backup has been silent for failover_timeout_ms (link.c). */
 void link_drop_if_silent(struct guard *g, uint64_t now);
 
+/* precopy.c: rounds before the epoch's stop; false when this service does not pre-copy */
+bool guard_precopy_tick(struct guard *g);
+
 /* guard.c */
 int guard_start(struct guard *g);
+/* The backup can take another epoch now (else the epoch merges into the next, counted). */
+bool guard_epoch_may_ship(struct guard *g);
 int guard_start_service(struct guard *g);
 int guard_ship_epoch(struct guard *g, bool hold);
 void guard_link_lost(struct guard *g);
