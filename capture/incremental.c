@@ -11,6 +11,7 @@
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 
@@ -20,6 +21,8 @@
 #include "wire.h"
 #include "status.h"
 #include "util.h"
+
+#define GC_WAIT_MAX_US 2000000
 
 static const struct {
 	const char *name, *help;
@@ -353,6 +356,7 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	bool precopied = c->precopy;
 	c->precopy = NULL;
 	precopy_reset(&s->pre); /* what it read is the image's now, or lost with a failed capture */
+	s->gc_wait_from = 0;
 	if (precopied) {
 		if (r < 0)
 			return r; /* the image, freed with the next epoch, unmaps what it took */
@@ -454,9 +458,43 @@ int capture_session_precopy_step(struct capture_session *s, bool full, uint64_t 
 	return r;
 }
 
-bool capture_session_precopy_ready(const struct capture_session *s)
+/* The runtime is in a GC cycle (read while it runs): a stop now would find no safepoint. */
+static bool gc_running(const struct capture_session *s)
+{
+	const struct go_layout *l = s->c.go;
+	uint64_t v = 0;
+
+	if (!l || !l->gcphase_size || l->gcphase_size > sizeof(v))
+		return false;
+	struct iovec lo = {&v, l->gcphase_size}, re = {(void *)(uintptr_t)l->gcphase, l->gcphase_size};
+	if (process_vm_readv(s->c.pid, &lo, 1, &re, 1, 0) != (ssize_t)l->gcphase_size)
+		return false;
+	return v != l->gc_off;
+}
+
+bool capture_session_precopy_converged(const struct capture_session *s)
 {
 	return precopy_converged(&s->pre);
+}
+
+bool capture_session_precopy_ready(struct capture_session *s)
+{
+	uint64_t now = now_us();
+
+	if (!precopy_converged(&s->pre))
+		return false;
+	/*
+	 * A stop during a GC cycle would retry for a safepoint (dump.c), holding
+	 * primaryd's loop for up to a second, then copy whole mappings: rounds go
+	 * on while the cycle lasts, up to GC_WAIT_MAX_US.
+	 */
+	if (!gc_running(s)) {
+		s->gc_wait_from = 0;
+		return true;
+	}
+	if (!s->gc_wait_from)
+		s->gc_wait_from = now;
+	return now - s->gc_wait_from > GC_WAIT_MAX_US;
 }
 
 int capture_session_freeze(struct capture_session *s)

@@ -81,6 +81,7 @@ struct capture_session {
 	struct precopy pre; /* rounds for the next epoch (precopy.h), when use_precopy */
 	bool use_precopy;
 	uint64_t round_t0;
+	uint64_t gc_wait_from; /* when the rounds first waited for a GC cycle to end */
 
 	/* deltas: on when the cache has room (delta_cache_mb) */
 	struct shipped_cache shipped_pages;
@@ -126,8 +127,13 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
  * process with no write tracking yet stops it briefly to create its uffd.
  */
 int capture_session_precopy_step(struct capture_session *s, bool full, uint64_t budget);
-/* The last round ended small enough (or more would not help): time for the epoch's stop. */
-bool capture_session_precopy_ready(const struct capture_session *s);
+/*
+ * The last round ended small enough (or more would not help), and the
+ * runtime is not in a GC cycle (waited for up to 2 s): time for the stop.
+ */
+bool capture_session_precopy_ready(struct capture_session *s);
+/* The last round ended small enough, or more would not help. */
+bool capture_session_precopy_converged(const struct capture_session *s);
 
 /* Add the cost breakdown's histograms to a status report (after status_report_service). */
 struct status_report;

@@ -400,6 +400,8 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	status_report_counter(r, "epochs_sent", "", g->epochs_sent, "epochs shipped");
 	status_report_counter(r, "epochs_merged", "", g->merged,
 			      "epochs skipped while the backup caught up");
+	status_report_counter(r, "reconnects_resumed", "", g->resumed,
+			      "reconnects that went on from the epoch the backup held, not a full one");
 	status_report_counter(r, "safepoint_retries", "", g->safepoint_retries,
 			      "times the runtime was let run to reach a safepoint");
 	status_report_counter(r, "safepoint_fallbacks", "", g->fallbacks,

@@ -66,6 +66,7 @@ struct guard {
 	uint64_t hb_stamp, hb_end;	 /* the heartbeat queued last, and where it ends */
 	uint64_t hb_left_stamp, hb_left_us; /* the heartbeat that left last, and when */
 	uint64_t merged; /* epochs skipped while the backup caught up */
+	uint64_t resumed; /* reconnects that went on from the backup's epoch (resume.c) */
 	struct sendq sendq; /* epoch data not yet handed to the bufferevent (sendq.h) */
 	struct link_epoch *sending; /* the epoch whose pages are being queued (link.c) */
 	uint64_t epoch_bytes_from;
@@ -105,6 +106,12 @@ void link_drop_if_silent(struct guard *g, uint64_t now);
 
 /* precopy.c: rounds before the epoch's stop; false when this service does not pre-copy */
 bool guard_precopy_tick(struct guard *g);
+
+/*
+ * resume.c: after a reconnect, whether the next epoch may be a delta on the
+ * epoch the backup's HELLO says it holds (else a full one); logs which.
+ */
+bool guard_may_resume(struct guard *g, const struct wire_hello *h);
 
 /* guard.c */
 int guard_start(struct guard *g);

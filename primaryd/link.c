@@ -135,7 +135,7 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 			return;
 		}
 		g->hello_ok = true;
-		g->need_full = true;
+		g->need_full = !guard_may_resume(g, &m->hello); /* resume.c */
 		log_info("%s: backup %s accepted us", g->svc->name, g->peer);
 		g->backup_no_dwarf = m->hello.flags & WIRE_HELLO_NO_DWARF;
 		if (g->backup_no_dwarf)

@@ -11,6 +11,8 @@
 
 /* Read per step: about 10-40 ms of the loop on this VM. */
 #define STEP_BYTES (32u << 20)
+/* Rounds while waiting for a GC cycle to end: one per this many us. */
+#define GC_POLL_US 10000
 
 static bool rounds_may_run(struct guard *g)
 {
@@ -20,7 +22,7 @@ static bool rounds_may_run(struct guard *g)
 
 static void precopy_run(struct guard *g)
 {
-	static const struct timeval now = {0, 0};
+	static const struct timeval now = {0, 0}, soon = {0, GC_POLL_US};
 	int r = capture_session_precopy_step(g->sess, g->need_full, STEP_BYTES);
 
 	if (r < 0) {
@@ -31,8 +33,13 @@ static void precopy_run(struct guard *g)
 			(void)guard_ship_epoch(g, false);
 		return;
 	}
-	if (r == 0 || !capture_session_precopy_ready(g->sess)) {
+	if (r == 0) {
 		evtimer_add(g->precopy_ev, &now);
+		return;
+	}
+	if (!capture_session_precopy_ready(g->sess)) {
+		/* A small round and still not ready: the runtime is in a GC cycle. */
+		evtimer_add(g->precopy_ev, capture_session_precopy_converged(g->sess) ? &soon : &now);
 		return;
 	}
 	if (guard_epoch_may_ship(g))
