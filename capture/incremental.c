@@ -326,6 +326,8 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		c->img->pages_map_len = s->staging_len;
 	}
 
+	c->whole = s->whole_next; /* no safepoint to wait for (capture_session_precopy_ready) */
+	s->whole_next = false;
 	c->wp = s->use_wp ? &s->wp : NULL;
 	if (full)
 		s->cache.valid = false; /* a full epoch re-reads everything */
@@ -494,7 +496,17 @@ bool capture_session_precopy_ready(struct capture_session *s)
 	}
 	if (!s->gc_wait_from)
 		s->gc_wait_from = now;
-	return now - s->gc_wait_from > GC_WAIT_MAX_US;
+	if (now - s->gc_wait_from <= GC_WAIT_MAX_US)
+		return false;
+	/*
+	 * Still in the cycle: retrying for a safepoint would hold the loop and
+	 * then copy whole mappings anyway. Copy them now (always consistent;
+	 * the rounds have read them).
+	 */
+	log_info("pid %d: a GC cycle has run for over %d ms: this epoch copies whole mappings",
+		 s->c.pid, GC_WAIT_MAX_US / 1000);
+	s->whole_next = true;
+	return true;
 }
 
 int capture_session_freeze(struct capture_session *s)

@@ -82,6 +82,7 @@ struct capture_session {
 	bool use_precopy;
 	uint64_t round_t0;
 	uint64_t gc_wait_from; /* when the rounds first waited for a GC cycle to end */
+	bool whole_next;       /* the GC cycle outlasted the wait: copy whole mappings */
 
 	/* deltas: on when the cache has room (delta_cache_mb) */
 	struct shipped_cache shipped_pages;

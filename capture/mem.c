@@ -120,13 +120,11 @@ static int keep_written(void *p, uint64_t s, uint64_t e)
 	return add_run(c->img, s, e);
 }
 
-/* Called for each page range the live filter keeps; then the write tracker has its say. */
-static int keep_range(void *p, uint64_t s, uint64_t e)
+/* Called for each written page range: the live filter has its say. */
+static int keep_live(void *p, uint64_t s, uint64_t e)
 {
 	struct capture *c = p;
-	if (c->wp && c->wp_filter)
-		return wp_filter(c->wp, s, e, keep_written, c);
-	return keep_written(c, s, e);
+	return capture_live_filter(c, s, e, keep_written, c);
 }
 
 struct scan_ctx {
@@ -138,7 +136,14 @@ static int scanned_range(void *p, uint64_t s, uint64_t e)
 {
 	struct scan_ctx *sc = p;
 	sc->present += e - s;
-	return capture_live_filter(sc->c, s, e, keep_range, sc->c);
+	/*
+	 * Written, then live: the same pages as the other way round, but the
+	 * live filter (span metadata, per object) then only sees what was
+	 * written, a small part of the heap in most epochs.
+	 */
+	if (sc->c->wp && sc->c->wp_filter)
+		return wp_filter(sc->c->wp, s, e, keep_live, sc->c);
+	return capture_live_filter(sc->c, s, e, keep_written, sc->c);
 }
 
 /*

@@ -248,8 +248,11 @@ int precopy_round_begin(struct precopy *p, struct wp_tracker *w, pid_t pid, bool
 			free(pc.v);
 			return r;
 		}
-		/* Also what earlier epochs owe (written, not live then). */
-		return plan_round(p, w->carry, w->n_carry);
+		/*
+		 * Not what earlier epochs owe (written, not live then): mostly free
+		 * memory, it would be read again every epoch; the stop reads the
+		 * little of it that has become live.
+		 */
 	}
 	return plan_round(p, w->dirty, w->n);
 }
