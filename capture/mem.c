@@ -284,6 +284,33 @@ static int copy_runs(struct capture *c)
 }
 
 /*
+ * An incremental epoch keeps only written pages: scan for present ones in
+ * the written ranges only, not across the whole mapping (the same pages;
+ * the page-table walk then follows what was written).
+ */
+struct written_scan {
+	struct capture *c;
+	int pagemap_fd;
+	uint64_t *present;
+};
+
+static int scan_written_range(void *p, uint64_t s, uint64_t e)
+{
+	struct written_scan *ws = p;
+	return scan_vma(ws->c, ws->pagemap_fd, s, e, ws->present);
+}
+
+static int scan_mapping(struct capture *c, int pagemap_fd, uint64_t s, uint64_t e,
+			uint64_t *present)
+{
+	struct written_scan ws = {c, pagemap_fd, present};
+
+	if (c->wp && c->wp_filter)
+		return wp_filter(c->wp, s, e, scan_written_range, &ws);
+	return scan_vma(c, pagemap_fd, s, e, present);
+}
+
+/*
  * Write-protect markers on never-touched pages (userfaultfd, wp.c) look
  * like swap entries to PAGEMAP_SCAN. Without swap every "swapped" page is
  * such a marker, holding nothing; with swap they are read too (as zeros).
@@ -314,7 +341,7 @@ int capture_pages(struct capture *c)
 			continue;
 		for (int k = 0; k < MC_COUNT; k++)
 			before += c->stats.written[k];
-		r = scan_vma(c, pfd, v->start, v->end, &present);
+		r = scan_mapping(c, pfd, v->start, v->end, &present);
 		if (r < 0)
 			return log_error_errno(r, "PAGEMAP_SCAN of %#lx-%#lx failed",
 					       (unsigned long)v->start, (unsigned long)v->end);
