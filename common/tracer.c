@@ -78,10 +78,15 @@ int tracer_wait_until(pid_t tid, int *status, uint64_t deadline_us)
 
 int tracer_interrupt_wait(struct tracee *t)
 {
-	int status, r;
-
 	if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) < 0)
 		return -errno;
+	return tracer_wait_stop(t);
+}
+
+int tracer_wait_stop(struct tracee *t)
+{
+	int status, r;
+
 	for (;;) {
 		r = tracer_wait(t->tid, &status);
 		if (r < 0)
