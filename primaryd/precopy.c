@@ -3,8 +3,9 @@
  * rounds run in steps of bounded size from a zero-timeout timer, so
  * heartbeats, ACKs and the lease timer run between them, and the epoch's
  * stop comes when a round ends small (or more rounds would not help) and
- * the backup can take the epoch. Until then each epoch tick that finds the
- * rounds done runs one more, so what the stop copies stays small.
+ * the backup can take the epoch. Rounds start only when the epoch could
+ * go; one that has converged while the link was busy is refreshed by one
+ * more round at each epoch tick, so what the stop copies stays small.
  */
 #include "guard.h"
 #include "log.h"
@@ -63,6 +64,13 @@ bool guard_precopy_tick(struct guard *g)
 		return false;
 	if (evtimer_pending(g->precopy_ev, NULL))
 		return true; /* a round is under way */
+	/*
+	 * Rounds start when the epoch could go (not while the last one is on
+	 * the wire): rounds run on the loop, and more of them while waiting
+	 * would only take CPU from sending.
+	 */
+	if (!capture_session_precopy_converged(g->sess) && !guard_epoch_may_ship(g))
+		return true;
 	precopy_run(g);
 	return true;
 }
