@@ -68,6 +68,8 @@ int guard_ship_epoch(struct guard *g, bool hold)
 	}
 	g->capture_err[0] = 0;
 	record_pause(g, rep.pause_us);
+	if (full)
+		g->full_pause_us = rep.pause_us;
 	g->last_mode = rep.mode;
 	g->safepoint_retries += rep.safepoint_tries;
 	g->fallbacks += rep.fallback;
@@ -382,6 +384,9 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	status_report_gauge(r, "pause_p99", "seconds", g->n_pauses ? percentile(g, 99) / 1e6 : NAN,
 			    "99th percentile of the pause per epoch (last 256)");
 	status_report_gauge(r, "epoch_size", "bytes", g->last_bytes, "bytes of the last epoch");
+	status_report_gauge(r, "pause_full_last", "seconds",
+			    g->full_pause_us ? g->full_pause_us / 1e6 : NAN,
+			    "the stop of the last full epoch (the initial sync, or after a lost link)");
 	status_report_gauge(r, "epoch_size_mean", "bytes",
 			    g->epochs_sent ? (double)g->total_bytes / g->epochs_sent : NAN,
 			    "mean bytes per epoch");

@@ -75,6 +75,7 @@ struct guard {
 	uint64_t pauses[PAUSE_RING];
 	size_t n_pauses;
 	uint64_t last_bytes, total_bytes, epochs_sent;
+	uint64_t full_pause_us; /* the stop of the last full epoch */
 	const char *last_mode;
 	unsigned safepoint_retries, fallbacks;
 
