@@ -63,7 +63,14 @@ def one(binary, mib, precopy):
         for e in os.listdir(state):
             shutil.rmtree(os.path.join(state, e), ignore_errors=True)
         t0 = time.monotonic()
-        up = up._replace(backup=up.dep.start_backupd())
+        for attempt in range(10):  # a killed backupd of a big image frees its port late
+            try:
+                up = up._replace(backup=up.dep.start_backupd())
+                break
+            except cs.TestError:
+                if attempt == 9:
+                    raise
+                time.sleep(1)
         rp.wait_acked(up.primary, up.backup, at_least=int(p["epoch"]) + 1, timeout=900)
         res["acked_s"] = time.monotonic() - t0
         q, b = rows(up.primary), rows(up.backup)
