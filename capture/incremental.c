@@ -17,6 +17,7 @@
 #include "delta.h"
 #include "goruntime.h"
 #include "log.h"
+#include "reach.h"
 #include "wire.h"
 #include "status.h"
 #include "util.h"
@@ -38,6 +39,7 @@ static const struct {
     [COST_PACK] = {"ship_pack", "after resume: msgpack and the epoch checksum"},
     [COST_TLS_WRITE] = {"ship_tls_write",
 			"epoch queued to its COMMIT handed to TLS, within 256 KiB of the wire (wall)"},
+    [COST_REACH] = {"ship_reach", "after resume: finding the reachable new objects"},
 };
 
 void capture_session_report(const struct capture_session *s, struct status_report *r)
@@ -343,6 +345,13 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		c->img->pages = NULL;
 		return -ENOMEM;
 	}
+	/* Zero the staged bytes of unreachable new objects (write tracking: see reach.c). */
+	if (s->use_wp && capture_reach(c, !c->wp_filter) < 0) {
+		c->img->pages = NULL;
+		return -ENOMEM;
+	}
+	if (s->use_wp)
+		hist_add_us(&s->cost.h[COST_REACH], c->stats.reach.scan_us);
 	rep->mode = c->stats.mode;
 	rep->safepoint_tries = c->stats.safepoint_tries;
 	rep->fallback = c->stats.fallback;
