@@ -42,12 +42,29 @@ static const struct {
     [COST_REACH] = {"ship_reach", "after resume: finding the reachable new objects"},
 };
 
+static void capture_session_report_reach(const struct capture_session *s, struct status_report *r)
+{
+	struct reach_totals t;
+	capture_reach_totals(&s->c, &t);
+	status_report_counter(r, "reach_scans_done", "", t.scans_done,
+			      "epochs whose new objects were scanned for reachability");
+	status_report_counter(r, "reach_scans_skipped", "", t.scans_skipped,
+			      "epochs that shipped every new object (no sound scan possible)");
+	status_report_counter(r, "reach_new", "bytes", t.new_bytes,
+			      "bytes of objects allocated since the previous epoch");
+	status_report_counter(r, "reach_reached", "bytes", t.reached_bytes,
+			      "of those, bytes of reachable objects (shipped)");
+	status_report_counter(r, "reach_zeroed", "bytes", t.zeroed_bytes,
+			      "staged bytes of unreachable new objects, shipped as zero");
+}
+
 void capture_session_report(const struct capture_session *s, struct status_report *r)
 {
 	const struct delta_stats *d = &s->delta;
 
 	for (int i = 0; i < COST_COUNT; i++)
 		status_report_histogram(r, cost_rows[i].name, &s->cost.h[i], cost_rows[i].help);
+	capture_session_report_reach(s, r);
 	if (!shipped_enabled(&s->shipped_pages))
 		return;
 	status_report_counter(r, "delta_pages_whole", "", d->pages[DELTA_WHOLE],

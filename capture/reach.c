@@ -87,6 +87,7 @@ struct reach {
 	size_t *work;
 	size_t n_work, cap_work;
 	uint64_t lo, hi; /* bounds of every new object */
+	struct reach_totals totals;
 	uint32_t *page_ns; /* by heap page in [lo, hi): index into ns + 1, or 0 */
 	/* The image's runs by address (live.c emits heap and stack pieces apart). */
 	const struct image_pagerun **runs;
@@ -651,6 +652,8 @@ int capture_reach(struct capture *c, bool all_staged)
 	memset(st, 0, sizeof(*st));
 	if (why) {
 		st->state = why;
+		if (c->reach)
+			c->reach->totals.scans_skipped++;
 		return 0;
 	}
 	struct reach *r = c->reach;
@@ -690,6 +693,14 @@ int capture_reach(struct capture *c, bool all_staged)
 	}
 out:
 	st->scan_us = now_us() - t0;
+	if (strcmp(st->state, "done") == 0) {
+		r->totals.scans_done++;
+		r->totals.new_bytes += st->new_bytes;
+		r->totals.reached_bytes += st->reached_bytes;
+		r->totals.zeroed_bytes += st->zeroed_bytes;
+	} else {
+		r->totals.scans_skipped++;
+	}
 	log_debug("reach: %s: %lu new objects (%lu bytes), %lu reached (%lu bytes), "
 		  "%lu bytes zeroed, %lu root bytes, %lu us",
 		  st->state, (unsigned long)st->new_objects, (unsigned long)st->new_bytes,
@@ -758,4 +769,12 @@ void capture_reach_drop_zero_pages(struct capture *c)
 	img->n_runs = n;
 	img->cap_runs = img->n_runs + dropped;
 	img->pages_len = total;
+}
+
+void capture_reach_totals(const struct capture *c, struct reach_totals *t)
+{
+	if (c->reach)
+		*t = c->reach->totals;
+	else
+		memset(t, 0, sizeof(*t));
 }

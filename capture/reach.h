@@ -43,3 +43,10 @@ int capture_reach(struct capture *c, bool all_staged);
 
 /* For a dump: drop the pages capture_reach() left all zero (restored as zero anyway). */
 void capture_reach_drop_zero_pages(struct capture *c);
+
+/* Totals over every capture_reach() of a capture, for status and metrics. */
+struct reach_totals {
+	uint64_t scans_done, scans_skipped;
+	uint64_t new_bytes, reached_bytes, zeroed_bytes;
+};
+void capture_reach_totals(const struct capture *c, struct reach_totals *t);
