@@ -17,7 +17,7 @@
 //
 // The per-request garbage is -garbage bytes (default 4096) in pieces of
 // the sizes a request parser allocates (a header map, strings, a buffer),
-// written so that their pages really are written.
+// filled with pseudo-random bytes (request data compresses little).
 package main
 
 import (
@@ -62,6 +62,7 @@ type piece struct {
 // makeGarbage allocates about n bytes in linked pieces and drops them.
 func makeGarbage(n int, seed string) {
 	var head *piece
+	x := uint64(len(seed))*0x9E3779B97F4A7C15 | 1 + uint64(atomic.LoadInt64(&served))
 	for n > 0 {
 		size := 512
 		if n < size {
@@ -69,7 +70,11 @@ func makeGarbage(n int, seed string) {
 		}
 		p := &piece{next: head, data: make([]byte, size), tags: map[string]string{"k": seed}}
 		for i := range p.data {
-			p.data[i] = byte(i) ^ byte(len(seed))
+			// xorshift: request data compresses little, unlike a pattern
+			x ^= x << 13
+			x ^= x >> 7
+			x ^= x << 17
+			p.data[i] = byte(x)
 		}
 		head = p
 		n -= size + 64
