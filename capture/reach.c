@@ -88,6 +88,9 @@ struct reach {
 	size_t n_work, cap_work;
 	uint64_t lo, hi; /* bounds of every new object */
 	struct reach_totals totals;
+	/* New objects first reached from roots of each mem_class (MC_COUNT: registers), for -v. */
+	uint64_t root_hits[MC_COUNT + 1];
+	int root_class; /* -1 during the closure */
 	uint32_t *page_ns; /* by heap page in [lo, hi): index into ns + 1, or 0 */
 	/* The image's runs by address (live.c emits heap and stack pieces apart). */
 	const struct image_pagerun **runs;
@@ -346,6 +349,8 @@ static int keep_word(struct reach *r, uint64_t v)
 	if (r->slot[k] != SLOT_NEW)
 		return 0;
 	r->slot[k] = SLOT_REACHED;
+	if (r->root_class >= 0)
+		r->root_hits[r->root_class] += n->elemsize;
 	size_t *w = array_push(&r->work, &r->n_work, &r->cap_work, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
@@ -398,6 +403,7 @@ static int scan_roots_range(struct capture *c, uint64_t s, uint64_t e, const uin
 			if (lo < r->n_ns && r->ns[lo].base < e)
 				stop = r->ns[lo].base;
 		}
+		r->root_class = capture_classify(c, a);
 		int rc = scan_words(r, data + (a - s), stop - a);
 		if (rc < 0)
 			return rc;
@@ -488,6 +494,7 @@ static void object_bounds(const struct nspan *n, size_t k, uint64_t *s, uint64_t
 static int scan_closure(struct capture *c)
 {
 	struct reach *r = c->reach;
+	r->root_class = -1;
 	while (r->n_work) {
 		size_t k = r->work[--r->n_work];
 		const struct nspan *n = nspan_of_slot(r, k);
@@ -507,6 +514,7 @@ static int scan_closure(struct capture *c)
 static int scan_threads(struct capture *c)
 {
 	struct reach *r = c->reach;
+	r->root_class = MC_COUNT;
 	for (size_t i = 0; i < c->img->n_threads; i++) {
 		const struct image_thread *t = &c->img->threads[i];
 		uint64_t extra[] = {t->ss_sp, t->clear_tid_addr, t->robust_head, t->rseq_addr};
@@ -658,6 +666,7 @@ int capture_reach(struct capture *c, bool all_staged)
 	}
 	struct reach *r = c->reach;
 	r->n_work = 0;
+	memset(r->root_hits, 0, sizeof(r->root_hits));
 	rc = find_new_objects(c, all_staged);
 	/* The scan itself works on the snapshot; only the allocBits came from the live process. */
 	if (rc >= 0)
@@ -707,6 +716,11 @@ out:
 		  (unsigned long)st->reached_objects, (unsigned long)st->reached_bytes,
 		  (unsigned long)st->zeroed_bytes, (unsigned long)st->root_bytes,
 		  (unsigned long)st->scan_us);
+	log_debug("reach: new bytes first reached from heap %lu, stacks %lu, globals %lu, "
+		  "off-heap %lu, registers %lu",
+		  (unsigned long)r->root_hits[MC_HEAP], (unsigned long)r->root_hits[MC_STACKS],
+		  (unsigned long)r->root_hits[MC_GLOBALS], (unsigned long)r->root_hits[MC_OFFHEAP],
+		  (unsigned long)r->root_hits[MC_COUNT]);
 	return 0;
 }
 
