@@ -3,6 +3,12 @@
 
 Usage: test_reach.py MODE [EPOCHS]    MODE: cgo or static; EPOCHS (default 60)
 
+Every BESIDE_EVERY (20) epochs, the backup's image as it is then (a copy of
+its journal, loaded by backupd/tests/warm_image) is restored in B beside the
+running original, so with new pids and thread ids, and checked whole: every
+key holds the value written, in a contiguous prefix, every write acknowledged
+an epoch and LAG_S before holds, and /checksum is the sum of /items; then it is killed.
+
 The `garbage` workload (about 4 KB of garbage per request, about 100 bytes
 kept per /set) runs under checksync-primaryd in A, replicated to backupd in B.
 A writer stores keys one at a time through the VIP, a reader reads them back,
@@ -21,6 +27,9 @@ primaryd then zeroes one reachable new object per epoch) this test must fail.
 
 
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -30,6 +39,8 @@ import checksync as cs  # noqa: E402
 import replication as rp  # noqa: E402
 
 PAD = 80  # "vN-token" + 80 bytes: about 100 bytes kept per write
+BESIDE_EVERY = 20  # epochs between restores of the backup's image beside the original
+LAG_S = rp.SLACK_S  # a write acknowledged an epoch and this long before the copy must be in it
 
 
 def fnv_sum(items):
@@ -75,6 +86,48 @@ def check_whole_state(r, tag, client):
     return items
 
 
+def restore_beside(r, up, writer, n):
+    """The backup's image as it is now, restored in B beside the running original (new pids
+    and thread ids: the original's are taken), checked whole, then killed."""
+    topo, dep = up.topo, up.dep
+    acked = up.primary.status().get("acked")
+    t_copy = time.monotonic()
+    # Without output commit a write is acknowledged before its epoch is journaled.
+    durable = writer.acked(before=t_copy - (dep.service["epoch_interval_ms"] / 1000 + LAG_S))
+    work = cs.run_dir(f"beside-{n}")
+    journal = os.path.join(work, "journal")
+    image = os.path.join(work, "image")
+    shutil.copytree(os.path.join(dep.state["b"], rp.SERVICE), journal)
+    out = subprocess.run([os.environ["CHECKSYNC_WARM_IMAGE"], journal, image], capture_output=True,
+                         text=True, timeout=120)
+    if out.returncode != 0:
+        raise cs.TestError(f"beside {n}: warm_image: {out.stderr.strip()}")
+    proc = cs.restore(image, netns=topo.b, what=f"copy {n} restored beside the original")
+    try:
+        client = cs.Client(topo.addr[topo.b], rp.PORT, netns=topo.c)
+        st = client.state(timeout=10)
+        tag = f"beside {n} ({out.stdout.strip()}; primary acked {acked} at the copy)"
+        r.check(f"{tag}: the copy runs with a pid of its own, beside the original",
+                st["pid"] == proc.pid and proc.pid != up.service.pid, f"pid {proc.pid}", st["pid"])
+        items = check_whole_state(r, tag, client)
+        prefix = [int(k[1:]) for k in items if k.startswith("k") and k[1:].isdigit()]
+        wrong = [k for k in items if k.startswith("k") and k[1:].isdigit()
+                 and items[k] != writer.value(int(k[1:]))]
+        missing = [k for k, v in durable.items() if items.get(k) != v]
+        holes = sorted(set(range(max(prefix) + 1)) - set(prefix)) if prefix else []
+        r.check(f"{tag}: every key holds the value written, in a contiguous prefix, and all "
+                f"{len(durable)} writes acknowledged {LAG_S} s and an epoch before the copy are there",
+                durable and not wrong and not missing and not holes, "yes",
+                f"{len(wrong)} wrong {wrong[:3]}, {len(missing)} missing {missing[:3]}, holes {holes[:5]}")
+    finally:
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait_gone(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def rows(daemon):
     return {n: v for _, _, n, _, v in rp.status_socket_rows(daemon.socket)}
 
@@ -91,6 +144,9 @@ def main(r, mode, epochs=60):
         churn.start()
         try:
             writer.wait_acks(50)
+            for n, at in enumerate(range(BESIDE_EVERY, epochs + 1, BESIDE_EVERY), 1):
+                rp.wait_acked(up.primary, up.backup, at_least=at, timeout=BESIDE_EVERY * 2 + 60)
+                restore_beside(r, up, writer, n)
             rp.wait_acked(up.primary, up.backup, at_least=epochs, timeout=epochs * 2 + 60)
             prow = rows(up.primary)
             t_kill = rp.kill_now(up.service, up.primary.proc)
