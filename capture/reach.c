@@ -12,9 +12,14 @@
  *   - its span was, and had been swept in the heap's current sweep cycle
  *     (sweepgen == h or h+3), the cycle has not changed since, and the
  *     allocBits are the same array: the slots in [old freeindex, freeindex)
- *     whose bit is clear.
- * Anything else (a span unswept then, a GC cycle in between) counts as
- * old: misfiling a new object as old costs bytes, never soundness.
+ *     whose bit is clear;
+ *   - its span was, and has been swept since (a cycle began after the
+ *     previous stop and the span is swept in the current one, or it was
+ *     unswept then and is swept now): the slots below freeindex whose bit
+ *     is clear, since freeindex starts again at 0 at a sweep and the
+ *     survivors are in allocBits.
+ * Anything else counts as old: misfiling a new object as old costs bytes,
+ * never soundness.
  *
  * Roots. A page not written since the previous stop holds what it held
  * then. A live pointer there pointed at an object that was allocated then
@@ -206,11 +211,23 @@ static bool new_range(const struct reach_span_state *s, const struct reach_span_
 		*all = true;
 		return true;
 	}
-	if (p->specials || !swept_in_cycle(p->sweepgen, prev_h) || prev_h != cur_h ||
-	    p->allocbits != s->allocbits || p->freeindex > s->freeindex)
+	if (p->specials)
 		return false;
-	*from = p->freeindex;
-	return s->freeindex > p->freeindex;
+	bool prev_swept = swept_in_cycle(p->sweepgen, prev_h);
+	if (prev_h == cur_h && prev_swept) {
+		/* Not swept since: allocation only moved freeindex on. */
+		if (p->allocbits != s->allocbits || p->freeindex > s->freeindex)
+			return false;
+		*from = p->freeindex;
+		return s->freeindex > p->freeindex;
+	}
+	/*
+	 * Swept since the previous stop (a GC cycle began after it, or the span
+	 * was not yet swept then): freeindex began again at 0 at that sweep, so
+	 * the slots below it that the sweep left free were allocated after the
+	 * previous stop. Survivors of the sweep are in allocBits: old.
+	 */
+	return swept_in_cycle(s->sweepgen, cur_h) && s->freeindex > 0;
 }
 
 /* Read a span's allocBits from the running process (they change only at its next sweep). */

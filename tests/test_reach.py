@@ -40,7 +40,10 @@ import replication as rp  # noqa: E402
 
 PAD = 80  # "vN-token" + 80 bytes: about 100 bytes kept per write
 BESIDE_EVERY = 20  # epochs between restores of the backup's image beside the original
-LAG_S = rp.SLACK_S  # a write acknowledged an epoch and this long before the copy must be in it
+# A write acknowledged an epoch and this long before the copy must be in it: without
+# output commit the service answers before its epoch is journaled, and under load
+# epochs merge. A bug of the scan shows as a wrong value or a hole, not as a late tail.
+LAG_S = 1.0
 
 
 def fnv_sum(items):
@@ -97,11 +100,21 @@ def restore_beside(r, up, writer, n):
     work = cs.run_dir(f"beside-{n}")
     journal = os.path.join(work, "journal")
     image = os.path.join(work, "image")
-    shutil.copytree(os.path.join(dep.state["b"], rp.SERVICE), journal)
-    out = subprocess.run([os.environ["CHECKSYNC_WARM_IMAGE"], journal, image], capture_output=True,
-                         text=True, timeout=120)
-    if out.returncode != 0:
-        raise cs.TestError(f"beside {n}: warm_image: {out.stderr.strip()}")
+    for attempt in range(5):
+        # backupd writes and compacts its journal meanwhile: copy it whole, else again
+        shutil.rmtree(journal, ignore_errors=True)
+        shutil.rmtree(image, ignore_errors=True)
+        try:
+            shutil.copytree(os.path.join(dep.state["b"], rp.SERVICE), journal,
+                            ignore=shutil.ignore_patterns(".tmp-*"))
+        except shutil.Error:
+            continue
+        out = subprocess.run([os.environ["CHECKSYNC_WARM_IMAGE"], journal, image], capture_output=True,
+                             text=True, timeout=120)
+        if out.returncode == 0:
+            break
+    else:
+        raise cs.TestError(f"beside {n}: no consistent copy of the backup's journal in 5 tries")
     proc = cs.restore(image, netns=topo.b, what=f"copy {n} restored beside the original")
     try:
         client = cs.Client(topo.addr[topo.b], rp.PORT, netns=topo.c)
