@@ -26,6 +26,11 @@
  * serving    the restored process runs here; the primary is refused for good.
  * stood down the service was stopped everywhere: no takeover, image kept.
  *
+ * With a witness (witness.h) every takeover, for silence or asked for,
+ * first takes the service's key on etcd, which etcd gives only once the
+ * primary's lease on it has expired or been revoked; until then it waits
+ * (keeping the cause). While the primary is heard we hold no key.
+ *
  * A failed restore logs why, clears the marker, keeps the image and goes
  * back to waiting with a back-off (doubling from failover_timeout_ms up to
  * FAILOVER_MAX_BACKOFF_MS): if the primary is heard again meanwhile it
@@ -73,6 +78,11 @@ struct failover {
 	pid_t pid; /* serving: the restored process */
 	uint64_t served_epoch;
 	bool pid_ended;
+	/* with a witness: a takeover waits for its key (cause kept), said once */
+	bool key_pending;
+	enum failover_cause key_cause;
+	uint64_t key_attaches; /* svc->attaches then: a primary accepted since cancels the wait */
+	bool key_wait_logged;
 };
 
 const char *failover_state_name(enum failover_state state);

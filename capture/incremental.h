@@ -36,6 +36,7 @@ enum cost_phase {
 	COST_PACK,	 /* msgpack and the epoch checksum */
 	COST_TLS_WRITE,	 /* from the epoch queued to its last byte handed to the kernel (wall) */
 	COST_PRECOPY,	 /* a pre-copy round, with the service running (wall, primaryd's loop) */
+	COST_REACH,	 /* after resume: which new objects are reachable (reach.c) */
 	COST_COUNT
 };
 

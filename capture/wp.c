@@ -279,6 +279,20 @@ int wp_collect(struct capture *c, struct wp_tracker *w)
 	sort_merge(w);
 	if ((r = keep_fresh(w)) < 0)
 		return r;
+	/*
+	 * A full epoch (no write filter) replaces the backup's image with the
+	 * pages it ships, dropping every page it held that is not live now.
+	 * Such a page can become live again without a write (a free stack
+	 * slot of a stack span, the not yet allocated tail of a reused span):
+	 * count every page as written, so that what this epoch does not ship
+	 * is carried until it is, as for a mapping tracked for the first time.
+	 * test_delta lost such pages without this. (Not in the fresh ranges:
+	 * they were not written, and pre-copy's store holds them.)
+	 */
+	for (size_t i = 0; !c->wp_filter && i < c->n_vmas; i++)
+		if (wp_vma_tracked(&c->vmas[i]) &&
+		    (r = add_range(w, c->vmas[i].start, c->vmas[i].end)) < 0)
+			return r;
 	/* What was written before but not shipped is still owed. */
 	for (size_t i = 0; i < w->n_carry; i++)
 		if ((r = add_range(w, w->carry[i].s, w->carry[i].e)) < 0)

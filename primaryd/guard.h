@@ -82,6 +82,7 @@ struct guard {
 	struct event *epoch_ev, *hb_ev, *lease_ev, *reconnect_ev, *exit_ev;
 	struct outcommit *oc; /* output_commit = on: outcommit.c */
 	struct event *precopy_ev; /* the next piece of a pre-copy round (precopy.c) */
+	struct witness *witness; /* the etcd witness (witness.h), NULL without one */
 };
 
 /* launch.c */
@@ -140,6 +141,7 @@ enum unprotected_reason {
 	UNPROT_ENDED,
 	UNPROT_DEPOSED,
 	UNPROT_NOT_STARTED,
+	UNPROT_BACKUP_LOST, /* serving on without the backup (on_backup_loss = continue) */
 };
 int guard_protection(const struct guard *g, char *buf, size_t len);
 /* Once the service is dead: what it sent for unacknowledged epochs is dropped (outcommit.c). */
