@@ -77,6 +77,8 @@ def main(r):
         writer.start()
         try:
             writer.wait_acks(30)
+            # Writes acknowledged more than an epoch interval (+ slack) before the kill must be at B.
+            time.sleep(EPOCH_MS / 1000 + rp.SLACK_S + 0.5)
             acked = rows(up.primary)["epoch"]
             rp.wait_acked(up.primary, up.backup, at_least=int(acked) + 1, timeout=60)
             t_kill = rp.kill_now(up.service, up.primary.proc)
