@@ -26,6 +26,14 @@
  * serving    the restored process runs here; the primary is refused for good.
  * stood down the service was stopped everywhere: no takeover, image kept.
  *
+ * Role swap (role_swap = on): a restored service is handed to this host's
+ * primaryd (handoff.h), which protects it toward the next host. Once that
+ * process has ended (with its guard, or deposed) this host is a backup
+ * again, of whichever host serves now: waiting, but the image it restored
+ * (restored_epoch of restored_incarnation, from the serving marker, kept
+ * on disk until then) is never restored a second time; only a newer epoch
+ * the serving host sends replaces it, and then the marker goes.
+ *
  * A failed restore logs why, clears the marker, keeps the image and goes
  * back to waiting with a back-off (doubling from failover_timeout_ms up to
  * FAILOVER_MAX_BACKOFF_MS): if the primary is heard again meanwhile it
@@ -73,6 +81,8 @@ struct failover {
 	pid_t pid; /* serving: the restored process */
 	uint64_t served_epoch;
 	bool pid_ended;
+	/* role swap: the image of this epoch (of this incarnation) was restored once, never again */
+	uint64_t restored_epoch, restored_incarnation;
 };
 
 const char *failover_state_name(enum failover_state state);

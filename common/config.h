@@ -77,6 +77,10 @@ struct daemon_config {
 	char *tls_ca;			/* [tls] ca, required */
 	char *tls_cert;			/* [tls] cert, required */
 	char *tls_key;			/* [tls] key, required */
+	char *host_name;		/* [daemon] host_name: this host in services' hosts (role swap) */
+	char *primaryd_socket;		/* [daemon] primaryd_socket (backup): the local primaryd's
+					   status socket, to hand it a restored service (role swap) */
+	int host_name_line;		/* for messages */
 };
 
 enum dirty_tracking {
@@ -96,6 +100,14 @@ struct cmdline {
 	char *line;  /* as written, for messages */
 	char **argv; /* NULL-terminated */
 	size_t argc;
+};
+
+#define CONFIG_MAX_HOSTS 8
+
+/* One host of a role-swapping service: its certificate name and its backupd's address. */
+struct role_host {
+	char name[65];
+	struct hostport addr;
 };
 
 /* services/NAME.conf */
@@ -119,6 +131,18 @@ struct service_config {
 	struct cmdline fence_hook;	    /* optional */
 	struct cmdline takeover_hook;	    /* optional */
 	bool output_commit;		    /* hold output until its epoch is acked; off */
+	/*
+	 * role_swap = on: the same file on every host names them all in hosts
+	 * (NAME=HOST:PORT ...); config_resolve_roles() then fills backup,
+	 * backup_name and primary with the next host after this one, and
+	 * starts_here says whether this host is the first (the one that starts
+	 * the service; the others only take it over).
+	 */
+	bool role_swap;
+	struct role_host hosts[CONFIG_MAX_HOSTS];
+	size_t n_hosts;
+	int hosts_line; /* for messages */
+	bool starts_here;
 };
 
 /* Room enough for any message below, the "expected one of" key lists included. */
@@ -137,6 +161,14 @@ int config_load_service(const char *path, enum role role, struct service_config 
 /* Every *.conf in dir, in name order; two files naming the same service are an error. */
 int config_load_services_dir(const char *dir, enum role role, struct service_config **out,
 			     size_t *n, char *err, size_t errlen);
+
+/*
+ * After both are loaded: each role_swap service learns its peer (the host
+ * after daemon's host_name in its hosts, wrapping round). Returns 0, or
+ * -EINVAL with err naming the file and line at fault.
+ */
+int config_resolve_roles(const struct daemon_config *daemon, struct service_config *svcs,
+			 size_t n, char *err, size_t errlen);
 
 void config_daemon_free(struct daemon_config *c);
 void config_service_free(struct service_config *c);

@@ -28,6 +28,7 @@ struct guard {
 	struct event_base *base;
 	SSL_CTX *tls;
 	pid_t pid;
+	bool adopted; /* adopt.c: pid is a restored process handed to us, not our child */
 	struct capture_session *sess;
 
 	/* link */
@@ -102,6 +103,10 @@ void link_close(struct guard *g, const char *why);
 /* Drop the link when the backup has been silent for failover_timeout_ms (link.c). */
 void link_drop_if_silent(struct guard *g, uint64_t now);
 
+/* adopt.c: the `adopt NAME PID INCARNATION EPOCH` command; 0, or -errno with why in err. */
+int guard_adopt(struct guard *g, pid_t pid, uint64_t incarnation, uint64_t epoch, char *err,
+		size_t errlen);
+
 /* guard.c */
 int guard_start(struct guard *g);
 int guard_start_service(struct guard *g);
@@ -126,6 +131,7 @@ enum unprotected_reason {
 	UNPROT_ENDED,
 	UNPROT_DEPOSED,
 	UNPROT_NOT_STARTED,
+	UNPROT_STANDBY, /* role swap: nothing runs here to protect */
 };
 int guard_protection(const struct guard *g, char *buf, size_t len);
 /* Once the service is dead: what it sent for unacknowledged epochs is dropped (outcommit.c). */
