@@ -16,6 +16,8 @@
  * the peer's backupd takes them over its older image of the same run. The
  * lease is waived until a backupd answers (failover.h, standby): with the
  * peer host down nobody could renew it, and the service must serve.
+ * A primaryd still starting (the peer's backupd never answered) adopts
+ * too: nothing runs here, and our backupd has found the peer silent.
  */
 #include <inttypes.h>
 #include <limits.h>
@@ -106,7 +108,8 @@ int guard_adopt(struct guard *g, pid_t pid, uint64_t incarnation, uint64_t epoch
 			 g->svc->path);
 		return -EPERM;
 	}
-	if (g->fo.state != PFAILOVER_STANDBY || g->sess) {
+	/* Starting: nothing runs here yet, and the peer's backupd has not answered (it is down). */
+	if ((g->fo.state != PFAILOVER_STANDBY && g->fo.state != PFAILOVER_STARTING) || g->sess) {
 		snprintf(err, errlen, "%s: this primaryd is %s (pid %d), not standby", g->svc->name,
 			 pfailover_state_name(g->fo.state), g->pid);
 		return -EBUSY;
@@ -118,6 +121,7 @@ int guard_adopt(struct guard *g, pid_t pid, uint64_t incarnation, uint64_t epoch
 	r = check_program(g, pid, err, errlen);
 	if (r < 0)
 		return r;
+	link_close(g, "adopting a restored service"); /* a starting one's HELLO said fresh */
 	reset_run(g);
 	g->pid = pid;
 	g->adopted = true;

@@ -216,7 +216,7 @@ static void handed_over(struct guard *g, const char *why)
 		     1000,
 		 why);
 	log_info("%s", what);
-	g->fo.state = PFAILOVER_DEPOSED;
+	g->fo.state = g->svc->role_swap ? PFAILOVER_STANDBY : PFAILOVER_DEPOSED; /* may adopt again */
 	g->deposed = true;
 	if (g->pid > 0)
 		kill(g->pid, SIGKILL);

@@ -31,6 +31,13 @@ is standby and starts nothing. Then each round fails over twice:
   5. The same with the roles swapped: writes to B, B dies, A serves every
      key, B's daemons come back, A replicates to B.
 
+Last, both hosts die at once (A serving, B holding A's newest epochs). A
+comes back alone: its backupd holds the epoch it restored itself, so it
+must restore nothing (not within STALE_WAIT_S, more than two failover
+timeouts), and A's primaryd must start no fresh copy. Then B comes back:
+A's primaryd, starting afresh, finds B's image of the run, B takes over
+from its newer epoch, adopts it and replicates it to A; every key is served.
+
 Throughout, no copy is restored twice: every takeover in the backupd logs
 (`took over service ... from epoch E`) comes once per failover and
 restores a newer epoch than the one before, and at every check exactly one
@@ -51,6 +58,7 @@ import replication as rp  # noqa: E402
 KEYS_PER_PHASE = 8
 DIE_WITH_GUARD_S = 3.0
 TAKEOVER_S = 30  # from the kill to the adopted service answering
+STALE_WAIT_S = 4.0  # > 2 x failover_timeout_ms: a restarted backupd's quiet time, then the timeout
 TOOK_OVER = re.compile(r"took over service \S+: restored pid (\d+) from epoch (\d+)")
 
 
@@ -245,6 +253,44 @@ class Run:
                f"{len(self.expected)} keys")
 
 
+def both_die(run, serving, other):
+    """Both hosts die; SERVING, which restored the epoch its backupd holds, comes back alone and
+    must restore nothing; then OTHER, holding newer epochs, comes back and serves them."""
+    r, tag = run.r, "both hosts die"
+    run.write(serving, tag)
+    before = {h.name: len(h.takeovers()) for h in run.hosts}
+    for h in (serving, other):
+        h.kill(run.binary)
+    run.failovers += 1
+    serving.start()
+    time.sleep(STALE_WAIT_S)
+    r.check(f"{tag}: {serving}, back alone, restores nothing (its image was restored once)",
+            len(serving.takeovers()) == before[serving.name], before[serving.name],
+            serving.takeovers()[before[serving.name]:])
+    where = rp.running_in(run.topo, serving.ns, run.binary)
+    r.check(f"{tag}: {serving}, back alone, runs no copy", not where, "none", where)
+    other.start()
+    st = rp.wait_for(f"{other}'s primaryd to be primary of an adopted service",
+                     lambda: (lambda s: s if s.get("role") == "primary" and s.get("pid") else None)(
+                         other.primary.status()), TAKEOVER_S, 0.1)
+    took = other.takeovers()[before[other.name]:]
+    r.require(f"{tag}: {other}'s backupd restored the service once", len(took) == 1, "one", took)
+    pid, epoch = took[0]
+    last = run.restored[-1][2] if run.restored else 0
+    r.check(f"{tag}: {other} restored epoch {epoch}, newer than the last one restored ({last})",
+            epoch > last, f"> {last}", epoch)
+    run.restored.append((other.name, pid, epoch))
+    r.check(f"{tag}: {other}'s primaryd guards the restored pid", st.get("pid") == pid, pid, st.get("pid"))
+    run.one_copy(f"{tag}, after {other} took over")
+    problems = cs.kv_check(other.client(), run.expected, each=False)
+    r.check(f"{tag}: every acknowledged write ({len(run.expected)}) served by {other}",
+            not problems, "all", cs.summarize(problems))
+    rp.wait_for(f"{other}'s primaryd to have an epoch after {epoch} acknowledged by {serving}",
+                lambda: other.primary.status().get("acked", 0) > epoch, TAKEOVER_S, 0.1)
+    role = serving.primary.status().get("role")
+    r.check(f"{tag}: {serving}'s primaryd is standby", role == "standby", "standby", role)
+
+
 def main(r):
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     oc = (sys.argv[2] if len(sys.argv) > 2 else "on") == "on"
@@ -274,6 +320,7 @@ def main(r):
             run.failover(b, a, f"round {n}, B -> A")
         cs.log(f"{rounds} rounds ({run.failovers} failovers) in {time.monotonic() - t0:.0f} s; "
                f"kill to adopted primary: {rp.stats(run.times)}")
+        both_die(run, a, b)
         host, _ = run.one_copy("at the end")
         problems = cs.kv_check(host.client(), run.expected, each=True)
         r.check(f"at the end: every write acknowledged before each kill ({len(run.expected)}) is "
