@@ -7,8 +7,10 @@
 #pragma once
 
 #include <openssl/ssl.h>
+#include <sys/queue.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include "config.h"
 #include "wire.h"
@@ -36,7 +38,7 @@ struct daemon {
 	struct journal_writer *writer;
 	struct status_server *status;
 	struct control_server *control;
-	struct peer *peers; /* every connection, for shutdown */
+	LIST_HEAD(, peer) peers; /* every connection, for shutdown */
 	uint64_t next_peer_id;
 
 	char boot_id[WIRE_MAX_NAME + 1]; /* ours, for HELLO */

@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/queue.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -37,7 +38,7 @@ struct jfile {
 };
 
 struct job {
-	struct job *next;
+	STAILQ_ENTRY(job) link;
 	struct journal *j;
 	int dirfd;
 	char name[JOURNAL_NAME_MAX];
@@ -57,8 +58,8 @@ struct journal_writer {
 	bool started;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct job *todo, **todo_tail; /* for the thread */
-	struct job *done, **done_tail; /* back to the loop */
+	STAILQ_HEAD(, job) todo; /* for the thread */
+	STAILQ_HEAD(, job) done; /* back to the loop */
 	bool stop;
 	int efd; /* the thread's "jobs are done" doorbell */
 	struct event *ev;
@@ -168,22 +169,18 @@ static void *writer_main(void *arg)
 	for (;;) {
 		struct job *job;
 
-		while (!w->todo && !w->stop)
+		while (STAILQ_EMPTY(&w->todo) && !w->stop)
 			pthread_cond_wait(&w->cond, &w->lock);
-		if (!w->todo)
+		if (STAILQ_EMPTY(&w->todo))
 			break;
-		job = w->todo;
-		w->todo = job->next;
-		if (!w->todo)
-			w->todo_tail = &w->todo;
+		job = STAILQ_FIRST(&w->todo);
+		STAILQ_REMOVE_HEAD(&w->todo, link);
 		pthread_mutex_unlock(&w->lock);
 
 		job->r = write_job(job);
 
 		pthread_mutex_lock(&w->lock);
-		job->next = NULL;
-		*w->done_tail = job;
-		w->done_tail = &job->next;
+		STAILQ_INSERT_TAIL(&w->done, job, link);
 		(void)!write(w->efd, &one, sizeof(one));
 	}
 	pthread_mutex_unlock(&w->lock);
@@ -194,17 +191,15 @@ static void job_finished(struct job *job);
 
 static void run_done_jobs(struct journal_writer *w)
 {
-	struct job *list;
+	STAILQ_HEAD(, job) list = STAILQ_HEAD_INITIALIZER(list);
+	struct job *job;
 
 	pthread_mutex_lock(&w->lock);
-	list = w->done;
-	w->done = NULL;
-	w->done_tail = &w->done;
+	STAILQ_CONCAT(&list, &w->done);
 	pthread_mutex_unlock(&w->lock);
-	while (list) {
-		struct job *next = list->next;
-		job_finished(list);
-		list = next;
+	while ((job = STAILQ_FIRST(&list))) {
+		STAILQ_REMOVE_HEAD(&list, link);
+		job_finished(job);
 	}
 }
 
@@ -228,8 +223,8 @@ int journal_writer_new(struct event_base *base, struct journal_writer **out)
 	w->base = base;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
-	w->todo_tail = &w->todo;
-	w->done_tail = &w->done;
+	STAILQ_INIT(&w->todo);
+	STAILQ_INIT(&w->done);
 	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	w->ev = w->efd >= 0 ? event_new(base, w->efd, EV_READ | EV_PERSIST, on_doorbell, w) : NULL;
 	if (!w->ev) {
@@ -275,9 +270,7 @@ void journal_writer_free(struct journal_writer *w)
 static void writer_queue(struct journal_writer *w, struct job *job)
 {
 	pthread_mutex_lock(&w->lock);
-	job->next = NULL;
-	*w->todo_tail = job;
-	w->todo_tail = &job->next;
+	STAILQ_INSERT_TAIL(&w->todo, job, link);
 	pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->lock);
 }

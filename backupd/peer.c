@@ -20,6 +20,7 @@
 #include <event2/event.h>
 #include <inttypes.h>
 #include <sys/ioctl.h>
+#include <sys/queue.h>
 #include <stdarg.h>
 
 #include "daemon.h"
@@ -38,7 +39,7 @@
 #define SESSION_LOG_EVERY 100 /* an info line per this many epochs; each one at debug level */
 
 struct peer {
-	struct peer *prev, *next; /* in d->peers */
+	LIST_ENTRY(peer) link; /* in d->peers */
 	struct daemon *d;
 	struct bufferevent *bev;
 	char addr[TLS_PEER_MAX];
@@ -124,12 +125,7 @@ static void detach(struct peer *s, const char *why)
 static void peer_free(struct peer *s)
 {
 	detach(s, "the connection was freed");
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		s->d->peers = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	LIST_REMOVE(s, link);
 	if (s->hb_timer)
 		event_free(s->hb_timer);
 	if (s->reaper)
@@ -144,8 +140,8 @@ static void peer_free(struct peer *s)
 
 void peer_free_all(struct daemon *d)
 {
-	while (d->peers)
-		peer_free(d->peers);
+	while (!LIST_EMPTY(&d->peers))
+		peer_free(LIST_FIRST(&d->peers));
 }
 
 static void on_flushed(struct bufferevent *bev, void *arg)
@@ -637,10 +633,7 @@ void peer_accept(struct daemon *d, struct bufferevent *bev, const char *peer)
 		daemon_connection_closed(d, peer);
 		return;
 	}
-	s->next = d->peers;
-	if (s->next)
-		s->next->prev = s;
-	d->peers = s;
+	LIST_INSERT_HEAD(&d->peers, s, link);
 	log_info("connection from %s accepted", peer);
 	bufferevent_setcb(bev, on_read, NULL, on_event, s);
 	bufferevent_set_timeouts(bev, &hello_tv, NULL);

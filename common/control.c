@@ -2,6 +2,7 @@
  * control.c - see control.h.
  */
 #include <stdio.h>
+#include <sys/queue.h>
 
 #include "control.h"
 
@@ -19,7 +20,7 @@
 #include "util.h"
 
 struct control_request {
-	struct control_request *prev, *next;
+	LIST_ENTRY(control_request) link;
 	struct control_server *server;
 	struct bufferevent *bev; /* NULL once the client has gone */
 	bool asked, answered;
@@ -31,17 +32,12 @@ struct control_server {
 	struct evconnlistener *lev;
 	control_fn fn;
 	void *userdata;
-	struct control_request *requests;
+	LIST_HEAD(, control_request) requests;
 };
 
 static void request_free(struct control_request *q)
 {
-	if (q->prev)
-		q->prev->next = q->next;
-	else
-		q->server->requests = q->next;
-	if (q->next)
-		q->next->prev = q->prev;
+	LIST_REMOVE(q, link);
 	if (q->bev)
 		bufferevent_free(q->bev);
 	free(q);
@@ -145,10 +141,7 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 		return;
 	}
 	q->server = srv;
-	q->next = srv->requests;
-	if (q->next)
-		q->next->prev = q;
-	srv->requests = q;
+	LIST_INSERT_HEAD(&srv->requests, q, link);
 	bufferevent_setcb(q->bev, on_read, on_written, on_event, q);
 	bufferevent_set_timeouts(q->bev, &tv, NULL);
 	bufferevent_enable(q->bev, EV_READ | EV_WRITE);
@@ -207,8 +200,8 @@ void control_server_free(struct control_server *s)
 {
 	if (!s)
 		return;
-	while (s->requests)
-		request_free(s->requests);
+	while (!LIST_EMPTY(&s->requests))
+		request_free(LIST_FIRST(&s->requests));
 	evconnlistener_free(s->lev);
 	unlink(s->path);
 	free(s);

@@ -41,26 +41,6 @@ static bool elf_has_section(Elf *elf, const char *name)
 	return false;
 }
 
-static int64_t member_offset(Dwarf_Die *type, const char *member)
-{
-	Dwarf_Die child;
-	if (dwarf_child(type, &child) != 0)
-		return -1;
-	do {
-		if (dwarf_tag(&child) != DW_TAG_member)
-			continue;
-		const char *n = dwarf_diename(&child);
-		if (!n || strcmp(n, member) != 0)
-			continue;
-		Dwarf_Attribute a;
-		Dwarf_Word off;
-		if (dwarf_attr(&child, DW_AT_data_member_location, &a) &&
-		    dwarf_formudata(&a, &off) == 0)
-			return off;
-	} while (dwarf_siblingof(&child, &child) == 0);
-	return -1;
-}
-
 /*
  * Go writes a global's location as a plain block holding DW_OP_addr, which
  * dwarf_getlocation() refuses in a DWARF 4 unit; read the block directly.
@@ -76,71 +56,6 @@ static uint64_t variable_addr(Dwarf_Die *var)
 		return 0;
 	memcpy(&addr, b.data + 1, sizeof(addr));
 	return addr;
-}
-
-static void read_dwarf(int fd, struct go_binary *info)
-{
-	Dwarf *dw = dwarf_begin(fd, DWARF_C_READ);
-	Dwarf_Off off = 0, next;
-	size_t hsize;
-
-	if (!dw)
-		return;
-	info->has_dwarf = true;
-	info->m_procid_off = info->m_alllink_off = -1;
-	while (dwarf_nextcu(dw, off, &next, &hsize, NULL, NULL, NULL) == 0) {
-		Dwarf_Die cu, die;
-		if (dwarf_offdie(dw, off + hsize, &cu) && dwarf_child(&cu, &die) == 0) {
-			do {
-				const char *n = dwarf_diename(&die);
-				if (!n)
-					continue;
-				int tag = dwarf_tag(&die);
-				if (tag == DW_TAG_variable && strcmp(n, "runtime.allm") == 0)
-					info->allm_addr = variable_addr(&die);
-				else if (tag == DW_TAG_structure_type && strcmp(n, "runtime.m") == 0 &&
-					 info->m_procid_off < 0) {
-					info->m_procid_off = member_offset(&die, "procid");
-					info->m_alllink_off = member_offset(&die, "alllink");
-				}
-			} while (dwarf_siblingof(&die, &die) == 0);
-		}
-		off = next;
-	}
-	dwarf_end(dw);
-}
-
-static int read_dwarf_file(const char *path, struct go_binary *info)
-{
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	__attribute__((cleanup(elf_endp))) Elf *elf = elf_begin(fd, ELF_C_READ, NULL);
-	if (elf && elf_kind(elf) == ELF_K_ELF && elf_has_section(elf, ".debug_info"))
-		read_dwarf(fd, info);
-	return 0;
-}
-
-int go_binary_inspect(const char *path, const char *dwarf_file, struct go_binary *info)
-{
-	memset(info, 0, sizeof(*info));
-	info->m_procid_off = info->m_alllink_off = -1;
-
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	elf_version(EV_CURRENT);
-	__attribute__((cleanup(elf_endp))) Elf *elf = elf_begin(fd, ELF_C_READ, NULL);
-	if (!elf || elf_kind(elf) != ELF_K_ELF)
-		return 0;
-	info->is_go = elf_has_section(elf, ".go.buildinfo");
-	if (!info->is_go)
-		return 0;
-	if (dwarf_file && strcmp(dwarf_file, path) != 0)
-		return read_dwarf_file(dwarf_file, info);
-	if (elf_has_section(elf, ".debug_info"))
-		read_dwarf(fd, info);
-	return 0;
 }
 
 /* ---------- finding the DWARF ---------- */
@@ -420,6 +335,20 @@ static void scan_cu_children(Dwarf_Die *cu, struct layout_scan *s)
 	} while (dwarf_siblingof(&die, &die) == 0);
 }
 
+/* The one walk over every compile unit, for the restore's few names and the full layout alike. */
+static void scan_dwarf(Dwarf *dw, struct layout_scan *s)
+{
+	Dwarf_Off off = 0, next;
+	size_t hsize;
+
+	while (dwarf_nextcu(dw, off, &next, &hsize, NULL, NULL, NULL) == 0) {
+		Dwarf_Die cu;
+		if (dwarf_offdie(dw, off + hsize, &cu))
+			scan_cu_children(&cu, s);
+		off = next;
+	}
+}
+
 static bool type_of(Dwarf_Die *die, Dwarf_Die *type)
 {
 	Dwarf_Attribute a;
@@ -613,8 +542,6 @@ static int layout_resolve(struct layout_scan *s, struct go_layout *l, char *err,
 int go_layout_read(const char *path, struct go_layout *l, char *err, size_t errlen)
 {
 	struct layout_scan s = {0};
-	Dwarf_Off off = 0, next;
-	size_t hsize;
 	int r;
 
 	memset(l, 0, sizeof(*l));
@@ -629,13 +556,68 @@ int go_layout_read(const char *path, struct go_layout *l, char *err, size_t errl
 		return -ENODATA;
 	}
 	layout_wants(&s);
-	while (dwarf_nextcu(dw, off, &next, &hsize, NULL, NULL, NULL) == 0) {
-		Dwarf_Die cu;
-		if (dwarf_offdie(dw, off + hsize, &cu))
-			scan_cu_children(&cu, &s);
-		off = next;
-	}
+	scan_dwarf(dw, &s);
 	r = layout_resolve(&s, l, err, errlen);
 	dwarf_end(dw);
 	return r;
+}
+
+/* ---------- what a restore needs ---------- */
+
+/*
+ * What a restore needs of the runtime (allm and two fields of m), found by
+ * the same walk as the full layout below: one DWARF walker for both.
+ */
+static void read_dwarf(int fd, struct go_binary *info)
+{
+	struct layout_scan s = {0};
+	struct named_die *m, *allm;
+	struct go_field f;
+	Dwarf *dw = dwarf_begin(fd, DWARF_C_READ);
+
+	if (!dw)
+		return;
+	info->has_dwarf = true;
+	want(s.types, &s.n_types, "runtime.m");
+	want(s.vars, &s.n_vars, "runtime.allm");
+	scan_dwarf(dw, &s);
+	m = lookup(s.types, s.n_types, "runtime.m");
+	allm = lookup(s.vars, s.n_vars, "runtime.allm");
+	info->allm_addr = allm ? variable_addr(&allm->die) : 0;
+	info->m_procid_off = m && resolve_field(&m->die, "procid", &f) ? f.off : -1;
+	info->m_alllink_off = m && resolve_field(&m->die, "alllink", &f) ? f.off : -1;
+	dwarf_end(dw);
+}
+
+static int read_dwarf_file(const char *path, struct go_binary *info)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	__attribute__((cleanup(elf_endp))) Elf *elf = elf_begin(fd, ELF_C_READ, NULL);
+	if (elf && elf_kind(elf) == ELF_K_ELF && elf_has_section(elf, ".debug_info"))
+		read_dwarf(fd, info);
+	return 0;
+}
+
+int go_binary_inspect(const char *path, const char *dwarf_file, struct go_binary *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->m_procid_off = info->m_alllink_off = -1;
+
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	elf_version(EV_CURRENT);
+	__attribute__((cleanup(elf_endp))) Elf *elf = elf_begin(fd, ELF_C_READ, NULL);
+	if (!elf || elf_kind(elf) != ELF_K_ELF)
+		return 0;
+	info->is_go = elf_has_section(elf, ".go.buildinfo");
+	if (!info->is_go)
+		return 0;
+	if (dwarf_file && strcmp(dwarf_file, path) != 0)
+		return read_dwarf_file(dwarf_file, info);
+	if (elf_has_section(elf, ".debug_info"))
+		read_dwarf(fd, info);
+	return 0;
 }

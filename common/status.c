@@ -32,6 +32,7 @@
 #include <math.h>
 #include <netdb.h>
 #include <poll.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -69,7 +70,7 @@ struct status_report {
 };
 
 struct status_client {
-	struct status_client *prev, *next;
+	LIST_ENTRY(status_client) link;
 	struct status_server *server;
 	struct bufferevent *bev;
 	struct event *deadline;
@@ -86,7 +87,7 @@ struct status_server {
 	char prefix[32];
 	status_fill_fn fill;
 	void *userdata;
-	struct status_client *clients;
+	LIST_HEAD(, status_client) clients;
 };
 
 /* ---------- building a report ---------- */
@@ -301,12 +302,7 @@ static void render_metrics(const struct status_server *srv, const struct status_
 
 static void client_free(struct status_client *c)
 {
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		c->server->clients = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	LIST_REMOVE(c, link);
 	c->server->n_clients[c->http]--;
 	if (c->deadline)
 		event_free(c->deadline);
@@ -334,10 +330,7 @@ static struct status_client *client_new(struct status_server *srv, int fd, bool 
 	c->server = srv;
 	c->http = http;
 	srv->n_clients[http]++;
-	c->next = srv->clients;
-	if (c->next)
-		c->next->prev = c;
-	srv->clients = c;
+	LIST_INSERT_HEAD(&srv->clients, c, link);
 	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->deadline = evtimer_new(srv->base, client_deadline, c);
 	if (!c->bev || !c->deadline || evtimer_add(c->deadline, &tv) < 0) {
@@ -653,8 +646,8 @@ void status_server_free(struct status_server *s)
 {
 	if (!s)
 		return;
-	while (s->clients)
-		client_free(s->clients);
+	while (!LIST_EMPTY(&s->clients))
+		client_free(LIST_FIRST(&s->clients));
 	if (s->lev)
 		evconnlistener_free(s->lev);
 	if (s->socket_path)

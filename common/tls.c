@@ -23,13 +23,14 @@
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include "config.h"
 #include "util.h"
 
 struct tls_handshake {
-	struct tls_handshake *prev, *next; /* in owner->handshakes */
+	LIST_ENTRY(tls_handshake) link; /* in owner->handshakes */
 	struct tls_listener *owner;	   /* NULL for an outgoing connection */
 	struct bufferevent *bev;
 	struct tls_callbacks cbs;
@@ -44,7 +45,7 @@ struct tls_listener {
 	SSL_CTX *ctx;
 	struct evconnlistener *lev;
 	struct tls_callbacks cbs;
-	struct tls_handshake *handshakes;
+	LIST_HEAD(, tls_handshake) handshakes;
 	size_t n_pending;
 	struct tls_limits limits;
 	struct event *resume; /* re-enables accepting after an accept error */
@@ -451,12 +452,7 @@ static void handshake_free(struct tls_handshake *h)
 		event_free(h->deadline);
 	if (h->owner) {
 		h->owner->n_pending--;
-		if (h->prev)
-			h->prev->next = h->next;
-		else
-			h->owner->handshakes = h->next;
-		if (h->next)
-			h->next->prev = h->prev;
+		LIST_REMOVE(h, link);
 	}
 	if (h->bev)
 		bufferevent_free(h->bev);
@@ -656,9 +652,10 @@ static void format_addr(const struct sockaddr *sa, socklen_t salen, char *buf, s
 
 static size_t pending_from(const struct tls_listener *l, const char *addr)
 {
+	const struct tls_handshake *h;
 	size_t n = 0;
 
-	for (const struct tls_handshake *h = l->handshakes; h; h = h->next)
+	LIST_FOREACH(h, &l->handshakes, link)
 		n += strcmp(h->addr, addr) == 0;
 	return n;
 }
@@ -706,10 +703,7 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	snprintf(h->addr, sizeof(h->addr), "%s", addr);
 	h->owner = l;
 	l->n_pending++;
-	h->next = l->handshakes;
-	if (h->next)
-		h->next->prev = h;
-	l->handshakes = h;
+	LIST_INSERT_HEAD(&l->handshakes, h, link);
 }
 
 static void on_resume(evutil_socket_t fd, short what, void *arg)
@@ -794,8 +788,8 @@ void tls_listener_free(struct tls_listener *l)
 {
 	if (!l)
 		return;
-	while (l->handshakes)
-		handshake_free(l->handshakes);
+	while (!LIST_EMPTY(&l->handshakes))
+		handshake_free(LIST_FIRST(&l->handshakes));
 	if (l->resume)
 		event_free(l->resume);
 	evconnlistener_free(l->lev);
