@@ -31,12 +31,17 @@ is standby and starts nothing. Then each round fails over twice:
   5. The same with the roles swapped: writes to B, B dies, A serves every
      key, B's daemons come back, A replicates to B.
 
-Last, both hosts die at once (A serving, B holding A's newest epochs). A
+Then a planned handover from A (`checksync-primaryd handover kvserver`): B
+serves every key, adopted by B's primaryd, A's primaryd is standby (not
+deposed for good) and B replicates to A.
+
+Last, both hosts die at once (B serving, A holding B's newest epochs). B
 comes back alone: its backupd holds the epoch it restored itself, so it
 must restore nothing (not within STALE_WAIT_S, more than two failover
-timeouts), and A's primaryd must start no fresh copy. Then B comes back:
-A's primaryd, starting afresh, finds B's image of the run, B takes over
-from its newer epoch, adopts it and replicates it to A; every key is served.
+timeouts), and B's primaryd (standby) must start no copy. Then A comes
+back: B's backupd refuses A's primaryd's fresh start (its image was
+restored once), A's backupd takes over from its newer epoch, A's primaryd
+(still starting) adopts it and replicates it to B; every key is served.
 
 Throughout, no copy is restored twice: every takeover in the backupd logs
 (`took over service ... from epoch E`) comes once per failover and
@@ -253,6 +258,34 @@ class Run:
                f"{len(self.expected)} keys")
 
 
+def handover(run, serving, other):
+    """A planned handover from SERVING: OTHER adopts, SERVING's primaryd is standby."""
+    r, tag = run.r, "handover"
+    run.write(serving, tag)
+    before = len(other.takeovers())
+    res = cs.run_engine([cs.primaryd(), "handover", rp.SERVICE, "--config", serving.primary_conf],
+                        serving.ns, timeout=60)
+    r.require(f"{tag}: `checksync-primaryd handover` on {serving} succeeds", res.rc == 0, "exit 0",
+              f"exit {res.rc}: {(res.stderr or res.stdout).strip()}")
+    run.failovers += 1
+    st = rp.wait_for(f"{other}'s primaryd to be primary of an adopted service",
+                     lambda: (lambda s: s if s.get("role") == "primary" and s.get("pid") else None)(
+                         other.primary.status()), TAKEOVER_S, 0.1)
+    took = other.takeovers()[before:]
+    r.require(f"{tag}: {other}'s backupd restored the service once", len(took) == 1, "one", took)
+    pid, epoch = took[0]
+    run.restored.append((other.name, pid, epoch))
+    r.check(f"{tag}: {other}'s primaryd guards the restored pid", st.get("pid") == pid, pid, st.get("pid"))
+    run.one_copy(f"{tag}, after it")
+    role = serving.primary.status().get("role")
+    r.check(f"{tag}: {serving}'s primaryd is standby after handing over", role == "standby", "standby", role)
+    problems = cs.kv_check(other.client(), run.expected, each=False)
+    r.check(f"{tag}: every acknowledged write ({len(run.expected)}) served by {other}",
+            not problems, "all", cs.summarize(problems))
+    rp.wait_for(f"{other}'s primaryd to have an epoch after {epoch} acknowledged by {serving}",
+                lambda: other.primary.status().get("acked", 0) > epoch, TAKEOVER_S, 0.1)
+
+
 def both_die(run, serving, other):
     """Both hosts die; SERVING, which restored the epoch its backupd holds, comes back alone and
     must restore nothing; then OTHER, holding newer epochs, comes back and serves them."""
@@ -320,7 +353,8 @@ def main(r):
             run.failover(b, a, f"round {n}, B -> A")
         cs.log(f"{rounds} rounds ({run.failovers} failovers) in {time.monotonic() - t0:.0f} s; "
                f"kill to adopted primary: {rp.stats(run.times)}")
-        both_die(run, a, b)
+        handover(run, a, b)
+        both_die(run, b, a)
         host, _ = run.one_copy("at the end")
         problems = cs.kv_check(host.client(), run.expected, each=True)
         r.check(f"at the end: every write acknowledged before each kill ({len(run.expected)}) is "
