@@ -31,9 +31,14 @@ is standby and starts nothing. Then each round fails over twice:
   5. The same with the roles swapped: writes to B, B dies, A serves every
      key, B's daemons come back, A replicates to B.
 
-Then a planned handover from A (`checksync-primaryd handover kvserver`): B
-serves every key, adopted by B's primaryd, A's primaryd is standby (not
-deposed for good) and B replicates to A.
+Then A's primaryd alone is killed and started again at once (as systemd's
+Restart= does): its service dies with it, the restarted primaryd starts
+afresh, B's backupd takes over at once (no failover timeout), B's primaryd
+adopts, A's primaryd is standby, every key is served and B replicates to
+A's backupd, which ran throughout. Then planned handovers B -> A -> B
+(`checksync-primaryd handover kvserver`): each time the other host serves
+every key, adopted by its primaryd, the handing primaryd is standby (not
+deposed for good) and the new primary replicates back.
 
 Last, both hosts die at once (B serving, A holding B's newest epochs). B
 comes back alone: its backupd holds the epoch it restored itself, so it
@@ -258,6 +263,37 @@ class Run:
                f"{len(self.expected)} keys")
 
 
+def primaryd_restart(run, serving, other):
+    """SERVING's primaryd is killed and restarted at once; OTHER takes over without waiting."""
+    r, tag = run.r, "primaryd restart"
+    run.write(serving, tag)
+    before = len(other.takeovers())
+    svc = rp.running_in(run.topo, serving.ns, run.binary)
+    serving.primary.kill9()
+    serving.primary.proc.wait_gone(5)
+    run.failovers += 1
+    rp.wait_for(f"{serving}'s service {svc} to die with its primaryd",
+                lambda: not rp.running_in(run.topo, serving.ns, run.binary), DIE_WITH_GUARD_S)
+    serving.primary = rp.start_daemon("primaryd", cs.primaryd(), serving.primary_conf, serving.ns,
+                                      serving.dir, run.topo.sockdir, socket_path=serving.sock["primary"])
+    st = rp.wait_for(f"{other}'s primaryd to be primary of an adopted service",
+                     lambda: (lambda s: s if s.get("role") == "primary" and s.get("pid") else None)(
+                         other.primary.status()), TAKEOVER_S, 0.1)
+    took = other.takeovers()[before:]
+    r.require(f"{tag}: {other}'s backupd restored the service once", len(took) == 1, "one", took)
+    pid, epoch = took[0]
+    run.restored.append((other.name, pid, epoch))
+    r.check(f"{tag}: {other}'s primaryd guards the restored pid", st.get("pid") == pid, pid, st.get("pid"))
+    run.one_copy(f"{tag}, after it")
+    role = serving.primary.status().get("role")
+    r.check(f"{tag}: {serving}'s restarted primaryd is standby", role == "standby", "standby", role)
+    problems = cs.kv_check(other.client(), run.expected, each=False)
+    r.check(f"{tag}: every acknowledged write ({len(run.expected)}) served by {other}",
+            not problems, "all", cs.summarize(problems))
+    rp.wait_for(f"{other}'s primaryd to have an epoch after {epoch} acknowledged by {serving}",
+                lambda: other.primary.status().get("acked", 0) > epoch, TAKEOVER_S, 0.1)
+
+
 def handover(run, serving, other):
     """A planned handover from SERVING: OTHER adopts, SERVING's primaryd is standby."""
     r, tag = run.r, "handover"
@@ -353,6 +389,8 @@ def main(r):
             run.failover(b, a, f"round {n}, B -> A")
         cs.log(f"{rounds} rounds ({run.failovers} failovers) in {time.monotonic() - t0:.0f} s; "
                f"kill to adopted primary: {rp.stats(run.times)}")
+        primaryd_restart(run, a, b)
+        handover(run, b, a)
         handover(run, a, b)
         both_die(run, b, a)
         host, _ = run.one_copy("at the end")
