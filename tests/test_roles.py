@@ -65,7 +65,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 import checksync as cs  # noqa: E402
 import replication as rp  # noqa: E402
 
-KEYS_PER_PHASE = 8
+KEYS_PER_PHASE = 5
 DIE_WITH_GUARD_S = 3.0
 TAKEOVER_S = 30  # from the kill to the adopted service answering
 STALE_WAIT_S = 4.0  # > 2 x failover_timeout_ms: a restarted backupd's quiet time, then the timeout
@@ -180,7 +180,7 @@ primaryd_socket = {self.sock['primary']}
             return []
 
 
-def tracer_free_share(pid, samples=20, interval=0.03):
+def tracer_free_share(pid, samples=12, interval=0.02):
     """The share of SAMPLES reads of /proc/PID/status with TracerPid 0."""
     free = 0
     for _ in range(samples):
