@@ -180,6 +180,14 @@ primaryd_socket = {self.sock['primary']}
             return []
 
 
+def restored_once(host):
+    """HOST's backupd's restored_once row (the epoch it will not restore again), or None."""
+    for svc, _, name, _, value in rp.status_socket_rows(host.sock["backup"]):
+        if svc == rp.SERVICE and name == "restored_once":
+            return None if value is None or value != value else int(value)
+    raise cs.TestError(f"{host}'s backupd status has no restored_once row")
+
+
 def tracer_free_share(pid, samples=12, interval=0.02):
     """The share of SAMPLES reads of /proc/PID/status with TracerPid 0."""
     free = 0
@@ -338,6 +346,10 @@ def both_die(run, serving, other):
             serving.takeovers()[before[serving.name]:])
     where = rp.running_in(run.topo, serving.ns, run.binary)
     r.check(f"{tag}: {serving}, back alone, runs no copy", not where, "none", where)
+    mine = run.restored[-1][2] if run.restored and run.restored[-1][0] == serving.name else None
+    seen = restored_once(serving)
+    r.check(f"{tag}: {serving}'s backupd status says which epoch it restored once", seen == mine,
+            mine, seen)
     other.start()
     st = rp.wait_for(f"{other}'s primaryd to be primary of an adopted service",
                      lambda: (lambda s: s if s.get("role") == "primary" and s.get("pid") else None)(
@@ -358,6 +370,8 @@ def both_die(run, serving, other):
                 lambda: other.primary.status().get("acked", 0) > epoch, TAKEOVER_S, 0.1)
     role = serving.primary.status().get("role")
     r.check(f"{tag}: {serving}'s primaryd is standby", role == "standby", "standby", role)
+    rp.wait_for(f"{serving}'s backupd, holding newer epochs, to drop its restored_once epoch",
+                lambda: restored_once(serving) is None, 10, 0.1)
 
 
 def main(r):
