@@ -77,6 +77,7 @@ static const struct key_desc daemon_keys[] = {
     DKEY("daemon", "metrics_listen", metrics_listen, KEY_HOSTPORT),
     DKEY("daemon", "host_name", host_name, KEY_NAME),
     DKEY("daemon", "primaryd_socket", primaryd_socket, KEY_PATH, .only = R_BACKUP),
+    DKEY("daemon", "backupd_socket", backupd_socket, KEY_PATH, .only = R_PRIMARY),
     DKEY("tls", "ca", tls_ca, KEY_PATH, .required = R_BOTH),
     DKEY("tls", "cert", tls_cert, KEY_PATH, .required = R_BOTH),
     DKEY("tls", "key", tls_key, KEY_PATH, .required = R_BOTH),
@@ -669,6 +670,8 @@ static int daemon_finish(struct parser *p, struct daemon_config *c)
 		r = default_path(p, &c->status_socket, sock);
 	if (r >= 0 && c->role == ROLE_BACKUP)
 		r = default_path(p, &c->primaryd_socket, "/run/checksync-primary.sock");
+	if (r >= 0 && c->role == ROLE_PRIMARY)
+		r = default_path(p, &c->backupd_socket, "/run/checksync-backup.sock");
 	c->host_name_line = key_line(p, "host_name");
 	return r;
 }
@@ -978,7 +981,9 @@ static int resolve_one(const struct daemon_config *d, struct service_config *c, 
 	free(c->primary);
 	c->backup_name = strdup(peer->name);
 	c->primary = strdup(peer->name);
-	if (!c->backup_name || !c->primary) {
+	free(c->local_backupd);
+	c->local_backupd = d->backupd_socket ? strdup(d->backupd_socket) : NULL;
+	if (!c->backup_name || !c->primary || (d->backupd_socket && !c->local_backupd)) {
 		snprintf(err, errlen, "%s: out of memory", c->path);
 		return -ENOMEM;
 	}
@@ -1004,6 +1009,7 @@ void config_daemon_free(struct daemon_config *c)
 	free(c->status_socket);
 	free(c->host_name);
 	free(c->primaryd_socket);
+	free(c->backupd_socket);
 	free(c->tls_ca);
 	free(c->tls_cert);
 	free(c->tls_key);
@@ -1020,6 +1026,7 @@ void config_service_free(struct service_config *c)
 	free(c->debug_file);
 	free(c->primary);
 	free(c->backup_name);
+	free(c->local_backupd);
 	cmdline_free(&c->fence_hook);
 	cmdline_free(&c->takeover_hook);
 	*c = (struct service_config){0};

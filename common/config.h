@@ -80,6 +80,8 @@ struct daemon_config {
 	char *host_name;		/* [daemon] host_name: this host in services' hosts (role swap) */
 	char *primaryd_socket;		/* [daemon] primaryd_socket (backup): the local primaryd's
 					   status socket, to hand it a restored service (role swap) */
+	char *backupd_socket;		/* [daemon] backupd_socket (primary): the local backupd's
+					   status socket, asked before a fresh start (role swap) */
 	int host_name_line;		/* for messages */
 };
 
@@ -143,6 +145,7 @@ struct service_config {
 	size_t n_hosts;
 	int hosts_line; /* for messages */
 	bool starts_here;
+	char *local_backupd; /* primary: the daemon's backupd_socket, copied by config_resolve_roles */
 };
 
 /* Room enough for any message below, the "expected one of" key lists included. */

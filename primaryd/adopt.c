@@ -27,6 +27,7 @@
 #include "guard.h"
 #include "log.h"
 #include "outcommit.h"
+#include "status.h"
 #include "util.h"
 
 /* The pid must run the service's program, or we would guard (and kill) someone else's. */
@@ -136,4 +137,32 @@ int guard_adopt(struct guard *g, pid_t pid, uint64_t incarnation, uint64_t epoch
 	timers_add(g);
 	link_connect(g);
 	return 0;
+}
+
+/*
+ * A fresh start is for a service that runs nowhere. The peer's backupd
+ * answering our HELLO says it holds nothing of a run, but a backupd that
+ * lost its state directory would say so too while the peer's primaryd
+ * serves: then that primaryd replicates to our own backupd, which says so
+ * (its "connected" figure: in a ring of hosts our backupd's primary is the
+ * peer). Asked on its status socket, waiting at most PEER_ASK_MS: a
+ * backupd that does not answer tells nothing, and the start goes on. (A
+ * peer primaryd that has not reconnected to our backupd yet is not seen.)
+ */
+#define PEER_ASK_MS 100
+
+bool guard_peer_serves(const struct guard *g)
+{
+	double connected = 0;
+	char err[256];
+	int r;
+
+	if (!g->svc->local_backupd)
+		return false;
+	r = status_read_value(g->svc->local_backupd, g->svc->name, "connected", PEER_ASK_MS,
+			      &connected, err, sizeof(err));
+	if (r < 0)
+		log_info("%s: this host's backupd cannot say whether the peer serves (%s)",
+			 g->svc->name, r == -ENOENT ? "no such service there" : err);
+	return r >= 0 && connected == 1;
 }

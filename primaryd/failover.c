@@ -134,6 +134,16 @@ void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation)
 	if (image_incarnation && image_incarnation != g->incarnation)
 		log_warn("%s: the backup lets this run replace its image of incarnation %016" PRIx64,
 			 g->svc->name, image_incarnation);
+	if (g->svc->role_swap && guard_peer_serves(g)) {
+		/* Its backupd did not know (it lost its state, say); its primaryd tells ours. */
+		log_warn("%s: the backup answered, but the peer's primaryd replicates the service to "
+			 "this host's backupd: it serves there; standby, starting nothing",
+			 g->svc->name);
+		g->fo.state = PFAILOVER_STANDBY;
+		g->deposed = true;
+		link_close(g, "the peer host serves the service");
+		return;
+	}
 	log_info("%s: the backup answered: starting the service", g->svc->name);
 	if (guard_start_service(g) < 0)
 		log_error("%s: the service did not start; trying again when the backup answers "

@@ -106,6 +106,8 @@ void link_drop_if_silent(struct guard *g, uint64_t now);
 /* adopt.c: the `adopt NAME PID INCARNATION EPOCH` command; 0, or -errno with why in err. */
 int guard_adopt(struct guard *g, pid_t pid, uint64_t incarnation, uint64_t epoch, char *err,
 		size_t errlen);
+/* adopt.c: role swap, before a fresh start: is the peer's primaryd replicating to our backupd? */
+bool guard_peer_serves(const struct guard *g);
 
 /* guard.c */
 int guard_start(struct guard *g);

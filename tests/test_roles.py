@@ -36,7 +36,10 @@ Restart= does): its service dies with it, the restarted primaryd starts
 afresh, B's backupd takes over at once (no failover timeout), B's primaryd
 adopts, A's primaryd is standby, every key is served and B replicates to
 A's backupd, which ran throughout. Then planned handovers B -> A -> B
-(`checksync-primaryd handover kvserver`): each time the other host serves
+(`checksync-primaryd handover kvserver`), after B's backupd has lost its state
+and A's primaryd restarted meanwhile: B's backupd answers A's primaryd as if
+nothing ran, but A's own backupd has B's primaryd connected, so A's primaryd
+stays standby (no second copy). Each handover:  the other host serves
 every key, adopted by its primaryd, the handing primaryd is standby (not
 deposed for good) and the new primary replicates back.
 
@@ -57,6 +60,7 @@ served with its value.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -120,6 +124,7 @@ class Host:
         rp.write_file(self.primary_conf, f"""\
 [daemon]
 host_name = {name}
+backupd_socket = {self.sock['backup']}
 state_dir = {self.dir}/state-primary
 services_dir = {self.dir}/services
 status_socket = {self.sock['primary']}
@@ -145,6 +150,22 @@ primaryd_socket = {self.sock['primary']}
                                        self.topo.sockdir, socket_path=self.sock["primary"])
         rp.wait_status(self.backup)
         rp.wait_status(self.primary)
+
+    def restart(self, kind, wipe=False):
+        """kill -9 one daemon ("primary" or "backup") and start it again, its state wiped if WIPE."""
+        d = self.primary if kind == "primary" else self.backup
+        d.kill9()
+        d.proc.wait_gone(5)
+        if wipe:
+            shutil.rmtree(os.path.join(self.dir, f"state-{kind}", rp.SERVICE), ignore_errors=True)
+        d = rp.start_daemon(f"{kind}d", cs.primaryd() if kind == "primary" else cs.backupd(),
+                            self.primary_conf if kind == "primary" else self.backup_conf, self.ns,
+                            self.dir, self.topo.sockdir, socket_path=self.sock[kind])
+        rp.wait_status(d)
+        if kind == "primary":
+            self.primary = d
+        else:
+            self.backup = d
 
     def kill(self, binary):
         """The host dies: primaryd first, and the service must die with it by itself (its
@@ -180,12 +201,17 @@ primaryd_socket = {self.sock['primary']}
             return []
 
 
+def backupd_row(host, row):
+    """One figure of HOST's backupd's status socket, None when it has no value."""
+    for svc, _, name, _, value in rp.status_socket_rows(host.sock["backup"]):
+        if svc == rp.SERVICE and name == row:
+            return None if value is None or value != value else int(value)
+    raise cs.TestError(f"{host}'s backupd status has no {row} row")
+
+
 def restored_once(host):
     """HOST's backupd's restored_once row (the epoch it will not restore again), or None."""
-    for svc, _, name, _, value in rp.status_socket_rows(host.sock["backup"]):
-        if svc == rp.SERVICE and name == "restored_once":
-            return None if value is None or value != value else int(value)
-    raise cs.TestError(f"{host}'s backupd status has no restored_once row")
+    return backupd_row(host, "restored_once")
 
 
 def tracer_free_share(pid, samples=12, interval=0.02):
@@ -277,13 +303,10 @@ def primaryd_restart(run, serving, other):
     run.write(serving, tag)
     before = len(other.takeovers())
     svc = rp.running_in(run.topo, serving.ns, run.binary)
-    serving.primary.kill9()
-    serving.primary.proc.wait_gone(5)
+    serving.restart("primary")
     run.failovers += 1
-    rp.wait_for(f"{serving}'s service {svc} to die with its primaryd",
-                lambda: not rp.running_in(run.topo, serving.ns, run.binary), DIE_WITH_GUARD_S)
-    serving.primary = rp.start_daemon("primaryd", cs.primaryd(), serving.primary_conf, serving.ns,
-                                      serving.dir, run.topo.sockdir, socket_path=serving.sock["primary"])
+    r.check(f"{tag}: {serving}'s service {svc} died with its primaryd",
+            not set(svc) & set(rp.running_in(run.topo, serving.ns, run.binary)), "gone", svc)
     st = rp.wait_for(f"{other}'s primaryd to be primary of an adopted service",
                      lambda: (lambda s: s if s.get("role") == "primary" and s.get("pid") else None)(
                          other.primary.status()), TAKEOVER_S, 0.1)
@@ -300,6 +323,27 @@ def primaryd_restart(run, serving, other):
             not problems, "all", cs.summarize(problems))
     rp.wait_for(f"{other}'s primaryd to have an epoch after {epoch} acknowledged by {serving}",
                 lambda: other.primary.status().get("acked", 0) > epoch, TAKEOVER_S, 0.1)
+
+
+def lost_state(run, serving, other):
+    """SERVING's backupd loses its state; OTHER's primaryd (the first host) restarts: SERVING's
+    backupd answers it as if nothing ran, but SERVING's primaryd replicates to OTHER's backupd,
+    which tells OTHER's primaryd: standby, no fresh copy."""
+    r, tag = run.r, "the serving host's backupd lost its state"
+    before = len(serving.takeovers()) + len(other.takeovers())
+    serving.restart("backup", wipe=True)
+    rp.wait_for(f"{other}'s backupd to have {serving}'s primaryd connected",
+                lambda: backupd_row(other, "connected") == 1, 10, 0.1)
+    other.restart("primary")
+    time.sleep(2.0)  # it would have started a copy by now: HELLO is answered in milliseconds
+    role = other.primary.status().get("role")
+    r.check(f"{tag}: {other}'s restarted primaryd is standby", role == "standby", "standby", role)
+    run.one_copy(tag)
+    r.check(f"{tag}: nothing restored", len(serving.takeovers()) + len(other.takeovers()) == before,
+            before, len(serving.takeovers()) + len(other.takeovers()))
+    problems = cs.kv_check(serving.client(), run.expected, each=False)
+    r.check(f"{tag}: every acknowledged write ({len(run.expected)}) still served by {serving}",
+            not problems, "all", cs.summarize(problems))
 
 
 def handover(run, serving, other):
@@ -404,6 +448,7 @@ def main(r):
         cs.log(f"{rounds} rounds ({run.failovers} failovers) in {time.monotonic() - t0:.0f} s; "
                f"kill to adopted primary: {rp.stats(run.times)}")
         primaryd_restart(run, a, b)
+        lost_state(run, b, a)
         handover(run, b, a)
         handover(run, a, b)
         both_die(run, b, a)

@@ -210,7 +210,7 @@ static const struct bad_case bad_cases[] = {
      "key 'backup' outside any section (expected one of [service] first)"},
     {ROLE_PRIMARY, true, TLS "[daemon]\nlisten = 0.0.0.0:7000\n", 6,
      "key 'listen' in [daemon] is only for the backup (expected one of: state_dir, "
-     "services_dir, status_socket, metrics_listen, host_name)"},
+     "services_dir, status_socket, metrics_listen, host_name, backupd_socket)"},
     {ROLE_PRIMARY, true, TLS "[daemon]\nca = /x\n", 6, "unknown key 'ca' in [daemon]"},
     /* bad integers and ranges */
     {ROLE_PRIMARY, false, SVC "epoch_interval_ms = abc\n", 4,
