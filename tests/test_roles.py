@@ -8,7 +8,8 @@ client in C) each run checksync-backupd and checksync-primaryd, with one
 certificate per host (a.test, b.test, both EKUs) and the same service file:
 `role_swap = on`, `hosts = a.test=A:7000 b.test=B:7000` (A, the first,
 starts kvserver), `output_commit = OUTPUT_COMMIT`. Each daemon file says
-which host it is (`host_name`); backupd names its primaryd's socket.
+which host it is (`host_name`) and the other daemon's socket on the host
+(`primaryd_socket`, `backupd_socket`).
 
 At the start A's primaryd starts kvserver and replicates to B; B's primaryd
 is standby and starts nothing. Then each round fails over twice:
@@ -39,7 +40,7 @@ A's backupd, which ran throughout. Then planned handovers B -> A -> B
 (`checksync-primaryd handover kvserver`), after B's backupd has lost its state
 and A's primaryd restarted meanwhile: B's backupd answers A's primaryd as if
 nothing ran, but A's own backupd has B's primaryd connected, so A's primaryd
-stays standby (no second copy). Each handover:  the other host serves
+stays standby (no second copy). Each handover: the other host serves
 every key, adopted by its primaryd, the handing primaryd is standby (not
 deposed for good) and the new primary replicates back.
 
