@@ -17,6 +17,7 @@
 #include "store.h"
 #include "takeover.h"
 #include "util.h"
+#include "witness.h"
 
 static uint64_t ms_to_us(uint32_t ms) { return (uint64_t)ms * 1000; }
 
@@ -95,6 +96,7 @@ void failover_init(struct service *svc, uint64_t now)
 		fo->state = FAILOVER_SERVING;
 		fo->pid = pid;
 		fo->served_epoch = epoch;
+		witness_want(svc->witness, true); /* ours: the serving host holds the key */
 		log_warn("%s: serving here since an earlier run (pid %d, epoch %" PRIu64
 			 "); remove %s/serving to make this host its backup again",
 			 svc->cfg->name, pid, epoch, svc->dir);
@@ -115,10 +117,43 @@ void failover_init(struct service *svc, uint64_t now)
 
 /* ---------- restoring ---------- */
 
+/*
+ * With a witness, no takeover without the service's key: asks for it, and
+ * says once while another holds it. True once it is ours.
+ */
+static bool have_key(struct service *svc)
+{
+	struct failover *fo = &svc->fo;
+
+	if (!svc->witness)
+		return true;
+	witness_want(svc->witness, true);
+	if (witness_holds(svc->witness, now_us())) {
+		fo->key_wait_logged = false;
+		return true;
+	}
+	if (!fo->key_wait_logged)
+		log_warn("%s: not taking over before the witness's key is ours (%s%s%s)",
+			 svc->cfg->name,
+			 witness_holder(svc->witness)[0] ? "held by " : "asking etcd",
+			 witness_holder(svc->witness),
+			 witness_error(svc->witness)[0] ? "; the last request failed" : "");
+	fo->key_wait_logged = true;
+	return false;
+}
+
 static void start_restore(struct service *svc, enum failover_cause cause)
 {
 	struct failover *fo = &svc->fo;
 	uint64_t epoch = store_epoch(svc->store);
+
+	if (!have_key(svc)) {
+		fo->key_pending = true;
+		fo->key_cause = cause;
+		fo->key_attaches = svc->attaches;
+		return;
+	}
+	fo->key_pending = false;
 
 	fo->cause = cause;
 	fo->restore_started_us = now_us();
@@ -290,6 +325,20 @@ void failover_tick(struct service *svc)
 	fo->last_tick_us = now;
 	if (fo->state != FAILOVER_WAITING)
 		return;
+	/*
+	 * The primary vouched (or was silent): only the key is missing. A primary
+	 * accepted since (a handover that failed and came back, say) ends the wait:
+	 * that one serves, and its key is its own.
+	 */
+	if (fo->key_pending && svc->attaches != fo->key_attaches) {
+		log_info("%s: a primary attached again: no longer waiting for the key to take over",
+			 svc->cfg->name);
+		fo->key_pending = false;
+	}
+	if (fo->key_pending) {
+		start_restore(svc, fo->key_cause);
+		return;
+	}
 	if (svc->peer && peer_read_paused(svc->peer))
 		failover_heard(svc, now); /* we stopped listening, it did not stop talking */
 	if (svc->peer && peer_has_unread(svc->peer))
@@ -297,8 +346,22 @@ void failover_tick(struct service *svc)
 	if (restored_already(svc))
 		return; /* that copy ran here already; a newer epoch must come first */
 	silent = now > fo->heard_us ? now - fo->heard_us : 0;
+	/*
+	 * We ask etcd for the key from the moment we stop renewing the primary's
+	 * lease: while its own lease on the key lives etcd refuses us, and once
+	 * it has expired the key is ready for the takeover at the failover
+	 * timeout. Heard again, we let it go.
+	 */
+	if (failover_renews_lease(svc, now)) {
+		witness_want(svc->witness, false);
+		fo->key_wait_logged = false;
+	} else {
+		witness_want(svc->witness, true);
+	}
 	if (!store_epoch(svc->store) || silent < ms_to_us(svc->cfg->failover_timeout_ms) ||
 	    now < fo->retry_at_us || now < fo->quiet_until_us)
+		return;
+	if (!have_key(svc))
 		return;
 	if (svc->cfg->fence_hook.argc) {
 		start_fence(svc, silent);

@@ -26,6 +26,10 @@
  * serving    the restored process runs here; the primary is refused for good.
  * stood down the service was stopped everywhere: no takeover, image kept.
  *
+ * With a witness (witness.h) every takeover, for silence or asked for,
+ * first takes the service's key on etcd, which etcd gives only once the
+ * primary's lease on it has expired or been revoked; until then it waits
+ * (keeping the cause). While the primary is heard we hold no key.
  * Role swap (role_swap = on): a restored service is handed to this host's
  * primaryd (handoff.h), which protects it toward the next host. Once that
  * process has ended (with its guard, or deposed) this host is a backup
@@ -81,6 +85,11 @@ struct failover {
 	pid_t pid; /* serving: the restored process */
 	uint64_t served_epoch;
 	bool pid_ended;
+	/* with a witness: a takeover waits for its key (cause kept), said once */
+	bool key_pending;
+	enum failover_cause key_cause;
+	uint64_t key_attaches; /* svc->attaches then: a primary accepted since cancels the wait */
+	bool key_wait_logged;
 	/* role swap: the image of this epoch (of this incarnation) was restored once, never again */
 	uint64_t restored_epoch, restored_incarnation;
 };

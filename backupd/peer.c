@@ -97,6 +97,15 @@ static void send_heartbeat(evutil_socket_t fd, short what, void *arg)
 	send_msg(s, &m);
 }
 
+bool peer_receiving(const struct peer *s, uint64_t *epoch, uint64_t *pages)
+{
+	if (!s || !s->epoch)
+		return false;
+	*epoch = store_epoch_number(s->epoch);
+	*pages = store_epoch_npages(s->epoch);
+	return true;
+}
+
 /* ---------- lifetime ---------- */
 
 static void discard_epoch(struct peer *s, const char *why)

@@ -39,3 +39,6 @@ bool peer_read_paused(const struct peer *s);
 
 /* Has the primary sent bytes we have not read yet? Then it is not silent: read them first. */
 bool peer_has_unread(const struct peer *s);
+
+/* An epoch begun and not yet committed: its number and the pages received so far. */
+bool peer_receiving(const struct peer *s, uint64_t *epoch, uint64_t *pages);

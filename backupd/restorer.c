@@ -19,10 +19,13 @@
 #include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <syslog.h>
+#include <systemd/sd-journal.h>
 
 #include "child.h"
 #include "log.h"
 #include "restore/restore.h"
+#include "scope.h"
 #include "util.h"
 
 struct restorer {
@@ -46,13 +49,43 @@ struct child_job {
 	int parent_report, parent_go; /* the daemon's ends, closed in the child */
 };
 
+/*
+ * The restored service's place on a systemd host, set up before it runs
+ * anything of its own: its scope (scope.h), then its lost stdout/stderr as
+ * a journal stream that the husk connects itself, from inside the scope,
+ * before exec, as systemd connects a unit's. journald (246 and later)
+ * files what it reads from a stream under the unit of the pid that wrote
+ * it (SCM_CREDENTIALS), looked up as it reads: so the service must be in
+ * its scope before its first line, which it is, since it runs only after
+ * the restore. Connecting from the husk also makes the stream's peer the
+ * service rather than a restorer that exits, as older journalds require.
+ */
+static void husk_into_scope(pid_t husk, void *arg)
+{
+	const char *service = arg;
+	char unit[256], err[512];
+	int r = scope_adopt(service, husk, unit, sizeof(unit), err, sizeof(err));
+
+	if (r < 0 && r != -ENOMEDIUM)
+		log_warn("%s: %s; it stays in the daemon's cgroup", service, err);
+}
+
+/* In the husk: the service's name is its identifier (SYSLOG_IDENTIFIER), as a unit's would be. */
+static int husk_journal_stream(void *arg) { return sd_journal_stream_fd(arg, LOG_INFO, 1); }
+
 static int run_restore(void *p)
 {
 	struct child_job *job = p;
+	struct restore_hooks hooks = {.husk_forked = husk_into_scope,
+				      .open_output = husk_journal_stream,
+				      .output_name = "the journal (sd_journal_stream_fd)",
+				      .arg = (void *)job->opts.service};
 	pid_t pid;
 
 	close(job->parent_report);
 	close(job->parent_go);
+	if (job->opts.service)
+		job->opts.hooks = &hooks;
 	int r = restore_image_mem_report(job->img, &job->opts, job->report_fd, job->go_fd, &pid);
 	if (r >= 0) {
 		char line[32];

@@ -17,6 +17,7 @@
 #include "store.h"
 #include "takeover.h"
 #include "util.h"
+#include "witness.h"
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -35,11 +36,34 @@ static int start_tick(struct service *svc)
 	return event_add(svc->tick, &tv) == 0 ? 0 : -ENOMEM;
 }
 
+/* Our name on the witness's key: the backup's certificate name, else the host's. */
+static int open_witness(struct service *svc)
+{
+	char host[256] = "";
+	const char *me = svc->cfg->backup_name;
+	struct witness_tls tls = {svc->cfg->witness_ca, svc->cfg->witness_cert, svc->cfg->witness_key};
+	int r;
+
+	if (!svc->cfg->witness.n)
+		return 0;
+	if (!me) {
+		(void)gethostname(host, sizeof(host) - 1);
+		me = host;
+	}
+	r = witness_new(svc->d->base, &svc->cfg->witness, svc->cfg->name, me,
+			svc->cfg->witness_ttl_ms, svc->cfg->heartbeat_interval_ms, &tls, NULL, NULL,
+			&svc->witness);
+	return r < 0 ? log_error_errno(r, "%s: cannot set up the witness", svc->cfg->name) : 0;
+}
+
 int service_open(struct daemon *d, const struct service_config *cfg, struct service *svc)
 {
 	int r;
 
 	*svc = (struct service){.d = d, .cfg = cfg};
+	r = open_witness(svc);
+	if (r < 0)
+		return r;
 	if (asprintf(&svc->dir, "%s/%s", d->cfg.state_dir, cfg->name) < 0) {
 		svc->dir = NULL;
 		return log_error_errno(-ENOMEM, "%s", cfg->name);
@@ -67,6 +91,7 @@ void service_close(struct service *svc)
 {
 	if (svc->tick)
 		event_free(svc->tick);
+	witness_free(svc->witness);
 	takeover_free(svc);
 	if (svc->journal)
 		journal_free(svc->journal);
@@ -79,6 +104,7 @@ void service_close(struct service *svc)
 void service_attached(struct service *svc, struct peer *s)
 {
 	svc->peer = s;
+	svc->attaches++;
 	failover_heard(svc, now_us());
 	daemon_status_changed(svc->d);
 }
@@ -152,6 +178,12 @@ void service_report(const struct service *svc, struct status_report *r)
 			    "1 while the primary is connected");
 	status_report_gauge(r, "image_pages", "", store_npages(svc->store),
 			    "Pages held in the warm image");
+	uint64_t rx_epoch, rx_pages;
+	bool rx = peer_receiving(svc->peer, &rx_epoch, &rx_pages);
+	status_report_gauge(r, "receiving_epoch", "", rx ? rx_epoch : NAN,
+			    "Epoch begun and not yet committed (torn if the primary goes now)");
+	status_report_gauge(r, "receiving_pages", "", rx ? rx_pages : NAN,
+			    "Pages of that epoch received so far");
 	status_report_gauge(r, "disk", "bytes", journal_disk_bytes(svc->journal),
 			    "Bytes of the files the image is kept in");
 	status_report_counter(r, "epochs", "", svc->n_epochs,
@@ -169,6 +201,16 @@ void service_report(const struct service *svc, struct status_report *r)
 	status_report_text(r, "debug_info", service_debuginfo_text(svc, di, sizeof(di)),
 			   "The executable's DWARF on this host, which a takeover patches thread "
 			   "ids with");
+	if (svc->witness) {
+		char wtext[300];
+		snprintf(wtext, sizeof(wtext), "%s%s%s%s%s",
+			 witness_holds(svc->witness, now) ? "held" : "not held",
+			 witness_holder(svc->witness)[0] ? ": held by " : "", witness_holder(svc->witness),
+			 witness_error(svc->witness)[0] ? "; " : "", witness_error(svc->witness));
+		status_report_gauge(r, "witness_held", "", witness_holds(svc->witness, now),
+				    "1 while this host holds the service's key on the etcd witness");
+		status_report_text(r, "witness", wtext, "The etcd witness's key, as this host sees it");
+	}
 	store_report(svc->store, r);
 	journal_report(svc->journal, r);
 }

@@ -37,6 +37,7 @@ struct service {
 	struct store *store;
 	struct journal *journal;
 	struct peer *peer; /* the primary's connection, once its HELLO named us */
+	uint64_t attaches; /* primaries accepted so far (a takeover waiting for the key asks) */
 	struct failover fo;	 /* failover.c's */
 	struct takeover to;	 /* takeover.c's */
 	struct event *tick;
@@ -52,6 +53,7 @@ struct service {
 	uint64_t last_epoch_bytes, total_epoch_bytes, n_epochs, n_torn;
 
 	struct go_debuginfo debuginfo; /* this host's DWARF for the executable (debuginfo.c) */
+	struct witness *witness; /* the etcd witness (witness.h), NULL without one; failover.c wants */
 };
 
 /* Load the image from STATE_DIR/NAME and start the service's timer. Logs its errors. */

@@ -226,7 +226,8 @@ static int restore_warm_image(struct service *svc)
 	if (r < 0)
 		log_error("%s: the image is not restorable: %s", svc->cfg->name, err);
 	else if ((r = restorer_start(svc->d->base, &img,
-				     &(struct restore_opts){.debug_file = svc->cfg->debug_file},
+				     &(struct restore_opts){.debug_file = svc->cfg->debug_file,
+							    .service = svc->cfg->name},
 				     RESTORER_DEADLINE_MS, on_restore_ready, on_restore_done, svc,
 				     &svc->to.restorer)) < 0)
 		log_error_errno(r, "%s: cannot start the restore", svc->cfg->name);

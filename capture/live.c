@@ -561,31 +561,36 @@ int capture_live_set(struct capture *c)
 	return r;
 }
 
-/* Emit the parts of [s, e) that lie in set `keep`. */
-static int emit_intersection(const struct rangeset *keep, uint64_t s, uint64_t e,
-			     int (*emit)(void *, uint64_t, uint64_t), void *ctx)
-{
-	for (size_t i = rs_find(keep, s); i < keep->n && keep->r[i].s < e; i++) {
-		uint64_t a = keep->r[i].s > s ? keep->r[i].s : s;
-		uint64_t b = keep->r[i].e < e ? keep->r[i].e : e;
-		int r = a < b ? emit(ctx, a, b) : 0;
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
 struct merge_ctx {
 	const struct live_set *ls;
 	int (*emit)(void *, uint64_t, uint64_t);
 	void *ctx;
 };
 
+/*
+ * The in-use spans and the stacks of [s, e), merged in address order: an
+ * image's page runs ascend (image.h), and what walks them together with
+ * another sorted list (wp_carry_unshipped(), the backup's comparisons)
+ * relies on it. Emitting all heap ranges, then all stack ranges, put stack
+ * runs behind higher heap runs.
+ */
 static int emit_live_piece(void *p, uint64_t s, uint64_t e)
 {
 	struct merge_ctx *m = p;
-	int r = emit_intersection(&m->ls->heap, s, e, m->emit, m->ctx);
-	return r < 0 ? r : emit_intersection(&m->ls->stacks, s, e, m->emit, m->ctx);
+	const struct rangeset *heap = &m->ls->heap, *stacks = &m->ls->stacks;
+	size_t i = rs_find(heap, s), j = rs_find(stacks, s);
+
+	for (;;) {
+		bool h = i < heap->n && heap->r[i].s < e, st = j < stacks->n && stacks->r[j].s < e;
+		if (!h && !st)
+			return 0;
+		const struct range *r = h && (!st || heap->r[i].s < stacks->r[j].s) ? &heap->r[i++]
+										 : &stacks->r[j++];
+		uint64_t a = r->s > s ? r->s : s, b = r->e < e ? r->e : e;
+		int rc = a < b ? m->emit(m->ctx, a, b) : 0;
+		if (rc < 0)
+			return rc;
+	}
 }
 
 /* Emit [s, e) less the dead metadata pages. */

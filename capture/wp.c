@@ -208,6 +208,19 @@ int wp_collect(struct capture *c, struct wp_tracker *w)
 			return log_error_errno(r, "write tracking of %#lx-%#lx failed",
 					       (unsigned long)v->start, (unsigned long)v->end);
 	}
+	/*
+	 * A full epoch (no write filter) replaces the backup's image with the
+	 * pages it ships, dropping every page it held that is not live now.
+	 * Such a page can become live again without a write (a free stack
+	 * slot of a stack span, the not yet allocated tail of a reused span):
+	 * count every page as written, so that what this epoch does not ship
+	 * is carried until it is, as for a mapping tracked for the first time.
+	 * test_delta lost such pages without this.
+	 */
+	for (size_t i = 0; !c->wp_filter && i < c->n_vmas; i++)
+		if (vma_tracked(&c->vmas[i]) &&
+		    (r = add_range(w, c->vmas[i].start, c->vmas[i].end)) < 0)
+			return r;
 	/* What was written before but not shipped is still owed. */
 	for (size_t i = 0; i < w->n_carry; i++)
 		if ((r = add_range(w, w->carry[i].s, w->carry[i].e)) < 0)

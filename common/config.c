@@ -43,6 +43,8 @@ enum key_type {
 	KEY_DIRTY,    /* enum dirty_tracking */
 	KEY_CODEC,    /* enum compression */
 	KEY_ONOFF,    /* bool, "on" or "off" */
+	KEY_URLS,     /* struct urllist, http(s)://host:port[,...] */
+	KEY_BACKUP_LOSS, /* enum backup_loss */
 	KEY_HOSTS,    /* struct role_host[CONFIG_MAX_HOSTS], "NAME=HOST:PORT ..." */
 };
 
@@ -106,6 +108,12 @@ static const struct key_desc service_keys[] = {
     SKEY("compression", compression, KEY_CODEC),
     SKEY("delta_cache_mb", delta_cache_mb, KEY_MS, .max = 1048576),
     SKEY("output_commit", output_commit, KEY_ONOFF),
+    SKEY("witness", witness, KEY_URLS),
+    SKEY("witness_ttl_ms", witness_ttl_ms, KEY_MS, .min = 1000, .max = 600000),
+    SKEY("on_backup_loss", on_backup_loss, KEY_BACKUP_LOSS),
+    SKEY("witness_ca", witness_ca, KEY_PATH),
+    SKEY("witness_cert", witness_cert, KEY_PATH),
+    SKEY("witness_key", witness_key, KEY_PATH),
     SKEY("role_swap", role_swap, KEY_ONOFF),
     SKEY("hosts", hosts, KEY_HOSTS),
 };
@@ -426,6 +434,52 @@ static int parse_hosts(struct parser *p, const struct key_desc *k, const char *v
 	return 0;
 }
 
+/* Comma-separated http:// or https:// URLs of etcd's client endpoints, no spaces inside one. */
+static int parse_urls(struct parser *p, const struct key_desc *k, const char *v)
+{
+	struct urllist *u = field_of(p, k);
+	_cleanup_free_ char *copy = strdup(v);
+	char *save = NULL, *tok;
+
+	if (!copy || !(u->line = strdup(v)))
+		return oom(p);
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		tok += strspn(tok, " \t");
+		tok[strcspn(tok, " \t")] = 0;
+		size_t n = strlen(tok), scheme = strncmp(tok, "http://", 7) == 0    ? 7
+						 : strncmp(tok, "https://", 8) == 0 ? 8
+										    : 0;
+		if (!scheme || n == scheme || strchr(tok + scheme, '/') != NULL)
+			return fail(p, p->line,
+				    "%s: expected http://HOST:PORT or https://HOST:PORT (etcd's client "
+				    "URLs, separated by commas), got '%s'",
+				    k->name, tok);
+		char **nv = realloc(u->v, (u->n + 2) * sizeof(*nv));
+		if (!nv)
+			return oom(p);
+		u->v = nv;
+		if (!(u->v[u->n] = strdup(tok)))
+			return oom(p);
+		u->v[++u->n] = NULL;
+	}
+	if (!u->n)
+		return fail(p, p->line, "%s: expected at least one etcd client URL", k->name);
+	return 0;
+}
+
+static int parse_backup_loss(struct parser *p, const struct key_desc *k, const char *v)
+{
+	enum backup_loss *b = field_of(p, k);
+
+	if (strcmp(v, "freeze") == 0)
+		*b = BACKUP_LOSS_FREEZE;
+	else if (strcmp(v, "continue") == 0)
+		*b = BACKUP_LOSS_CONTINUE;
+	else
+		return fail(p, p->line, "%s: expected 'freeze' or 'continue', got '%s'", k->name, v);
+	return 0;
+}
+
 static int key_parse(struct parser *p, const struct key_desc *k, const char *v)
 {
 	switch (k->type) {
@@ -445,6 +499,10 @@ static int key_parse(struct parser *p, const struct key_desc *k, const char *v)
 		return parse_codec(p, k, v);
 	case KEY_ONOFF:
 		return parse_onoff(p, k, v);
+	case KEY_URLS:
+		return parse_urls(p, k, v);
+	case KEY_BACKUP_LOSS:
+		return parse_backup_loss(p, k, v);
 	case KEY_HOSTS:
 		return parse_hosts(p, k, v);
 	}
@@ -774,6 +832,53 @@ static int service_check_timing(struct parser *p, struct service_config *c)
 	return 0;
 }
 
+/* https:// needs etcd's CA; a client certificate comes with its key. */
+static int service_check_witness_tls(struct parser *p, struct service_config *c)
+{
+	int ca = key_line(p, "witness_ca"), cert = key_line(p, "witness_cert");
+	int key = key_line(p, "witness_key"), w = key_line(p, "witness");
+	bool https = false;
+
+	for (size_t i = 0; i < c->witness.n; i++)
+		https |= strncmp(c->witness.v[i], "https://", 8) == 0;
+	if ((ca || cert || key) && !https)
+		return fail(p, ca ? ca : cert ? cert : key,
+			    "witness_ca, witness_cert and witness_key are for an https:// witness, and "
+			    "none is configured");
+	if (https && !ca)
+		return fail(p, w, "witness: an https:// URL needs witness_ca (the CA of etcd's "
+				  "certificates)");
+	if (!cert != !key)
+		return fail(p, cert ? cert : key,
+			    "witness_cert and witness_key go together (the client certificate and its key)");
+	return 0;
+}
+
+/*
+ * A primary that keeps serving without its backup must have something that
+ * keeps the backup from restoring a second copy meanwhile: the witness (the
+ * backup takes over only with the key) or a fence hook (it stops the primary
+ * first). etcd counts leases in whole seconds.
+ */
+static int service_check_witness(struct parser *p, struct service_config *c)
+{
+	int loss = key_line(p, "on_backup_loss"), ttl = key_line(p, "witness_ttl_ms");
+
+	if (!loss)
+		c->on_backup_loss = c->witness.n ? BACKUP_LOSS_CONTINUE : BACKUP_LOSS_FREEZE;
+	if (c->on_backup_loss == BACKUP_LOSS_CONTINUE && !c->witness.n && !c->fence_hook.argc)
+		return fail(p, loss,
+			    "on_backup_loss = continue needs a witness or a fence_hook: without either "
+			    "the backup could restore a second copy while this one serves");
+	if (c->witness_ttl_ms % 1000)
+		return fail(p, ttl, "witness_ttl_ms (%u) must be whole seconds: etcd counts leases in "
+				    "seconds",
+			    c->witness_ttl_ms);
+	if (ttl && !c->witness.n)
+		return fail(p, ttl, "witness_ttl_ms is set but no witness is configured");
+	return service_check_witness_tls(p, c);
+}
+
 /* "command =" with nothing after it and no indented line below says no command at all. */
 static int service_check_cmdlines(struct parser *p)
 {
@@ -839,12 +944,20 @@ static int service_finish(struct parser *p, struct service_config *c)
 	if (r >= 0)
 		r = check_required(p);
 	if (r >= 0)
+		r = service_check_witness(p, c);
+	if (r >= 0)
 		r = check_named_file(p, "fence_hook", c->fence_hook.argv ? c->fence_hook.argv[0] : NULL,
 				     FILE_PROGRAM);
 	if (r >= 0)
 		r = check_named_file(p, "takeover_hook",
 				     c->takeover_hook.argv ? c->takeover_hook.argv[0] : NULL,
 				     FILE_PROGRAM);
+	if (r >= 0)
+		r = check_named_file(p, "witness_ca", c->witness_ca, FILE_CERT);
+	if (r >= 0)
+		r = check_named_file(p, "witness_cert", c->witness_cert, FILE_CERT);
+	if (r >= 0)
+		r = check_named_file(p, "witness_key", c->witness_key, FILE_PRIVATE_KEY);
 	if (r >= 0)
 		r = service_default_name(p, c);
 	return r;
@@ -866,6 +979,7 @@ int config_load_service(const char *path, enum role role, struct service_config 
 	    .dirty_tracking = DIRTY_UFFD,
 	    .compression = COMPRESSION_ZSTD,
 	    .delta_cache_mb = 64,
+	    .witness_ttl_ms = 2000,
 	};
 	r = out->path ? check_own_file(&p) : oom(&p);
 	if (r >= 0)
@@ -1029,6 +1143,13 @@ void config_service_free(struct service_config *c)
 	free(c->local_backupd);
 	cmdline_free(&c->fence_hook);
 	cmdline_free(&c->takeover_hook);
+	for (size_t i = 0; i < c->witness.n; i++)
+		free(c->witness.v[i]);
+	free(c->witness.v);
+	free(c->witness.line);
+	free(c->witness_ca);
+	free(c->witness_cert);
+	free(c->witness_key);
 	*c = (struct service_config){0};
 }
 

@@ -104,6 +104,19 @@ struct cmdline {
 	size_t argc;
 };
 
+/* What the primary does when its backup is gone (no heartbeat for lease_ms). */
+enum backup_loss {
+	BACKUP_LOSS_FREEZE = 0, /* freeze the service until the backup is heard (no witness: default) */
+	BACKUP_LOSS_CONTINUE,	/* keep serving, unprotected: needs a witness or a fence hook */
+};
+
+/* The etcd client URLs of `witness = URL[,URL...]`; n == 0 when none is configured. */
+struct urllist {
+	char *line; /* as written, for messages */
+	char **v;
+	size_t n;
+};
+
 #define CONFIG_MAX_HOSTS 8
 
 /* One host of a role-swapping service: its certificate name and its backupd's address. */
@@ -133,6 +146,11 @@ struct service_config {
 	struct cmdline fence_hook;	    /* optional */
 	struct cmdline takeover_hook;	    /* optional */
 	bool output_commit;		    /* hold output until its epoch is acked; off */
+	struct urllist witness;		    /* etcd arbiter (witness.h); optional */
+	uint32_t witness_ttl_ms;	    /* its lease, whole seconds; default 2000 */
+	char *witness_ca;		    /* https:// witness: etcd's CA (required then) */
+	char *witness_cert, *witness_key;   /* our client certificate for etcd, optional, as a pair */
+	enum backup_loss on_backup_loss;    /* default: continue with a witness, else freeze */
 	/*
 	 * role_swap = on: the same file on every host names them all in hosts
 	 * (NAME=HOST:PORT ...); config_resolve_roles() then fills backup,

@@ -9,8 +9,10 @@
 #include <signal.h>
 #include <time.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -76,6 +78,17 @@ int tracer_wait_until(pid_t tid, int *status, uint64_t deadline_us)
 	return r;
 }
 
+/* Keep a signal the thread was about to take, for tracer_resume() to give back. */
+static void hold_signal(struct tracee *t, int sig)
+{
+	siginfo_t si;
+
+	t->pending_sig = sig;
+	t->pending_fault = (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL ||
+			    sig == SIGTRAP || sig == SIGSYS) &&
+			   ptrace(PTRACE_GETSIGINFO, t->tid, 0, &si) == 0 && si.si_code > 0;
+}
+
 int tracer_interrupt_wait(struct tracee *t)
 {
 	int status, r;
@@ -95,7 +108,7 @@ int tracer_interrupt_wait(struct tracee *t)
 		 */
 		int sig = WSTOPSIG(status);
 		if (!(status >> 8 & ~0xff) && sig != SIGTRAP) {
-			t->pending_sig = sig;
+			hold_signal(t, sig);
 			log_debug("thread %d: holding signal %d for resume", t->tid, sig);
 		}
 		if (ptrace(PTRACE_CONT, t->tid, 0, 0) < 0)
@@ -171,7 +184,7 @@ int tracer_syscall(struct tracee *t, long *ret, long nr, uint64_t a1, uint64_t a
 		} else if (sig == SIGTRAP && event == 0) {
 			break;
 		} else if (event == 0 && sig != SIGSTOP) {
-			t->pending_sig = sig;
+			hold_signal(t, sig);
 		}
 		if (ptrace(PTRACE_SINGLESTEP, t->tid, 0, 0) < 0)
 			return -errno;
@@ -183,14 +196,29 @@ int tracer_syscall(struct tracee *t, long *ret, long nr, uint64_t a1, uint64_t a
 	return 0;
 }
 
+/*
+ * The signal a held thread was about to take goes back to it. Only a
+ * signal-delivery-stop delivers the signal a restart names; a thread held
+ * in the stop PTRACE_INTERRUPT makes (one we made no call in) drops it, and
+ * a lost SIGURG leaves a Go thread unpreemptible for good (the runtime
+ * sends no other until that one is handled). So the signal is raised again
+ * with tkill once the thread runs; after a detach it arrives as it would
+ * have, and a thread still traced stops for it and capture_session_on_wait
+ * passes it on. A fault the thread caused itself (si_code > 0) is not
+ * raised: the instruction faults again when it runs again.
+ */
 int tracer_resume(struct tracee *t, int detach)
 {
+	int sig = t->pending_sig;
 	int r = tracer_set_regs(t->tid, &t->regs);
 	if (r < 0)
 		return r;
-	if (ptrace(detach ? PTRACE_DETACH : PTRACE_CONT, t->tid, 0, t->pending_sig) < 0)
+	if (ptrace(detach ? PTRACE_DETACH : PTRACE_CONT, t->tid, 0, 0) < 0)
 		return -errno;
 	t->pending_sig = 0;
+	if (sig && !t->pending_fault && syscall(SYS_tkill, t->tid, sig) < 0 &&
+	    errno != ESRCH)
+		return -errno;
 	return 0;
 }
 

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 #include <sys/types.h>
+#include <stdbool.h>
 #include <sys/user.h>
 
 struct tracee {
@@ -18,6 +19,7 @@ struct tracee {
 	struct user_regs_struct regs; /* as found at the stop; put back on resume */
 	uint64_t insn;                /* address of a `syscall` instruction in the tracee */
 	int pending_sig;              /* a signal that arrived while we held it */
+	bool pending_fault;           /* ... raised by the thread's own instruction */
 	pid_t last_clone;             /* child of the last injected clone, if any */
 	unsigned timeout_ms;          /* an injected call that takes longer fails (0: no limit) */
 };

@@ -11,6 +11,7 @@
 #include "guard.h"
 #include "log.h"
 #include "util.h"
+#include "witness.h"
 
 static void thaw(struct guard *g);
 static void finish(struct guard *g, bool ok, const char *what);
@@ -106,6 +107,7 @@ void pfailover_adopted(struct guard *g, uint64_t incarnation)
 void pfailover_start(struct guard *g, uint64_t now)
 {
 	g->fo = (struct pfailover){.state = PFAILOVER_PROTECTED, .lease_from_us = now};
+	witness_want(g->witness, true); /* the serving host holds the key */
 	if (!g->svc->command.argc)
 		g->incarnation = process_incarnation(g->pid);
 	log_info("%s: incarnation %016" PRIx64 " (pid %d) under guard", g->svc->name,
@@ -184,15 +186,35 @@ static void thaw(struct guard *g)
 	log_info("%s: backup heard again: service running", g->svc->name);
 }
 
+uint64_t pfailover_runs_until(const struct guard *g)
+{
+	uint64_t lease_end = g->fo.lease_from_us + (uint64_t)g->svc->lease_ms * 1000, key;
+
+	if (g->svc->on_backup_loss != BACKUP_LOSS_CONTINUE)
+		return lease_end;
+	if (!g->svc->witness.n)
+		return UINT64_MAX;
+	key = witness_until(g->witness);
+	return key > lease_end ? key : lease_end;
+}
+
+bool pfailover_backup_lost(const struct guard *g, uint64_t now)
+{
+	return g->fo.state == PFAILOVER_PROTECTED && lease_lapsed(g, now) &&
+	       now < pfailover_runs_until(g);
+}
+
 void pfailover_lease_tick(struct guard *g)
 {
+	uint64_t now = now_us();
 	int r;
 
 	if (g->fo.lease_waived) {
-		g->fo.lease_from_us = now_us(); /* the keeper follows it (guard.c) */
+		g->fo.lease_from_us = now; /* the keeper follows it (guard.c) */
 		return;
 	}
-	if (g->fo.state != PFAILOVER_PROTECTED || !lease_lapsed(g, now_us()))
+	if (g->fo.state != PFAILOVER_PROTECTED || !lease_lapsed(g, now) ||
+	    now < pfailover_runs_until(g))
 		return;
 	r = capture_session_freeze(g->sess);
 	if (r < 0) {
@@ -200,8 +222,14 @@ void pfailover_lease_tick(struct guard *g)
 		return;
 	}
 	g->fo.state = PFAILOVER_FROZEN;
-	log_warn("%s: backup not heard for %u ms (lease): service frozen", g->svc->name,
-		 g->svc->lease_ms);
+	if (g->witness)
+		log_warn("%s: backup not heard for over %u ms (lease) and no lease on the witness's "
+			 "key (%s): service frozen",
+			 g->svc->name, g->svc->lease_ms,
+			 witness_error(g->witness)[0] ? witness_error(g->witness) : "not renewed");
+	else
+		log_warn("%s: backup not heard for %u ms (lease): service frozen", g->svc->name,
+			 g->svc->lease_ms);
 }
 
 static void finish(struct guard *g, bool ok, const char *what)
@@ -228,6 +256,7 @@ static void handed_over(struct guard *g, const char *why)
 	log_info("%s", what);
 	g->fo.state = g->svc->role_swap ? PFAILOVER_STANDBY : PFAILOVER_DEPOSED; /* may adopt again */
 	g->deposed = true;
+	witness_want(g->witness, false);
 	if (g->pid > 0)
 		kill(g->pid, SIGKILL);
 	finish(g, true, what);
@@ -253,6 +282,7 @@ void pfailover_deposed(struct guard *g, const char *why)
 	g->fo.state = g->svc->role_swap ? PFAILOVER_STANDBY : PFAILOVER_DEPOSED;
 	g->fo.lease_waived = false;
 	g->deposed = true;
+	witness_want(g->witness, false);
 	if (g->pid > 0)
 		kill(g->pid, SIGKILL);
 }
@@ -270,6 +300,7 @@ static void handover_failed(struct guard *g, const char *why)
 	log_warn("%s", what);
 	g->fo.state = PFAILOVER_FROZEN;
 	g->fo.lease_from_us = now_us(); /* the backup answered just now */
+	witness_want(g->witness, true);
 	thaw(g);
 	finish(g, false, what);
 }
@@ -311,6 +342,7 @@ void pfailover_acked(struct guard *g, uint64_t epoch)
 	    epoch < g->fo.final_epoch)
 		return;
 	g->fo.acked_at_us = now_us();
+	witness_want(g->witness, false); /* frozen: the backup restores only with the key */
 	if (link_send_handover(g, g->fo.final_epoch) < 0)
 		return; /* the link is gone: the backup's next HELLO decides */
 	g->fo.handover_sent = true;
@@ -352,6 +384,7 @@ void pfailover_stood_down(struct guard *g, const char *why)
 	log_info("%s", what);
 	g->fo.state = PFAILOVER_STOPPED;
 	g->deposed = true;
+	witness_want(g->witness, false);
 	if (g->pid > 0)
 		kill(g->pid, SIGKILL);
 	finish(g, true, what);

@@ -120,6 +120,16 @@ void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation);
 
 /* ---------- questions ---------- */
 
+/*
+ * Until when the service may run: the backup's lease, or with on_backup_loss
+ * = continue, the later of that and our lease on the witness's key (a fence
+ * hook alone: for ever, the backup fences us before it restores). The lease
+ * timer freezes the service after it, the lease keeper stops it after it.
+ */
+uint64_t pfailover_runs_until(const struct guard *g);
+/* The backup's lease has lapsed but the service runs on (continue): why, for status. */
+bool pfailover_backup_lost(const struct guard *g, uint64_t now);
+
 /* May an epoch be captured and shipped now? */
 bool pfailover_ships_epochs(const struct guard *g);
 /* HELLO's flags: WIRE_HELLO_FRESH while the service has not started. */

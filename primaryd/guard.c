@@ -20,6 +20,7 @@
 #include "outcommit.h"
 #include "status.h"
 #include "util.h"
+#include "witness.h"
 
 #define BACKLOG_LIMIT (64u << 20)
 
@@ -145,6 +146,13 @@ int guard_protection(const struct guard *g, char *buf, size_t len)
 		describe_wait(g->end_status, how, sizeof(how));
 		return snprintf(buf, len, "the service %s", how), UNPROT_ENDED;
 	}
+	if (pfailover_backup_lost(g, now_us()))
+		return snprintf(buf, len,
+				"backup not heard for over %u ms: serving on without it (on_backup_loss "
+				"= continue, %s)",
+				g->svc->lease_ms,
+				g->witness ? "the witness's key is ours" : "the fence hook guards a takeover"),
+		       UNPROT_BACKUP_LOST;
 	switch (g->fo.state) {
 	case PFAILOVER_STARTING:
 		return snprintf(buf, len, "service not started: waiting for the backup to answer"),
@@ -220,7 +228,7 @@ static void lease_cb(evutil_socket_t fd, short what, void *arg)
 	 * when it has, so a primaryd that stops running stops the service too.
 	 */
 	if (g->fo.state == PFAILOVER_PROTECTED || g->fo.state == PFAILOVER_HANDING_OVER)
-		keeper_renew(&g->keeper, g->fo.lease_from_us + lease_us);
+		keeper_renew(&g->keeper, pfailover_runs_until(g));
 }
 
 void guard_link_lost(struct guard *g)
@@ -394,7 +402,24 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	status_report_gauge(r, "unprotected_reason", "", code,
 			    "0 protected, 1 backup not connected, 2 no recent acknowledgement, "
 			    "3 capture failing, 4 frozen, 5 service ended, 6 deposed, 7 not started, "
-			    "8 standby");
+			    "8 serving without the backup, 9 standby");
+	if (g->witness) {
+		char wtext[300];
+		uint64_t until = witness_until(g->witness);
+		if (witness_holds(g->witness, now))
+			snprintf(wtext, sizeof(wtext), "held");
+		else
+			snprintf(wtext, sizeof(wtext), "not held%s%s%s%s",
+				 witness_holder(g->witness)[0] ? ": held by " : "",
+				 witness_holder(g->witness), witness_error(g->witness)[0] ? "; " : "",
+				 witness_error(g->witness));
+		status_report_gauge(r, "witness_held", "", witness_holds(g->witness, now),
+				    "1 while this host holds the service's key on the etcd witness");
+		status_report_gauge(r, "witness_lease_left", "seconds",
+				    until > now ? (until - now) / 1e6 : 0,
+				    "how long our lease on the witness's key is known to live");
+		status_report_text(r, "witness", wtext, "the etcd witness's key, as this host sees it");
+	}
 	status_report_counter(r, "epochs_sent", "", g->epochs_sent, "epochs shipped");
 	status_report_counter(r, "epochs_merged", "", g->merged,
 			      "epochs skipped while the backup caught up");
@@ -473,10 +498,32 @@ int guard_start_service(struct guard *g)
  * (failover.h, "starting"); one we attach to is running already, and is
  * held from the start.
  */
+/* Our name on the witness's key: the primary's certificate name, else the host's. */
+static int guard_open_witness(struct guard *g)
+{
+	char host[256] = "";
+	const char *me = g->svc->primary;
+	struct witness_tls tls = {g->svc->witness_ca, g->svc->witness_cert, g->svc->witness_key};
+	int r;
+
+	if (!g->svc->witness.n)
+		return 0;
+	if (!me) {
+		(void)gethostname(host, sizeof(host) - 1);
+		me = host;
+	}
+	r = witness_new(g->base, &g->svc->witness, g->svc->name, me, g->svc->witness_ttl_ms,
+			g->svc->heartbeat_interval_ms, &tls, NULL, NULL, &g->witness);
+	return r < 0 ? log_error_errno(r, "%s: cannot set up the witness", g->svc->name) : 0;
+}
+
 int guard_start(struct guard *g)
 {
 	int r;
 
+	r = guard_open_witness(g);
+	if (r < 0)
+		return r;
 	pfailover_init(g);
 	if (!g->svc->command.argc) {
 		r = guard_start_service(g);
@@ -540,4 +587,6 @@ void guard_stop(struct guard *g)
 	if (g->pidfd >= 0)
 		close(g->pidfd);
 	g->pidfd = -1;
+	witness_free(g->witness);
+	g->witness = NULL;
 }

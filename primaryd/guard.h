@@ -80,6 +80,7 @@ struct guard {
 
 	struct event *epoch_ev, *hb_ev, *lease_ev, *reconnect_ev, *exit_ev;
 	struct outcommit *oc; /* output_commit = on: outcommit.c */
+	struct witness *witness; /* the etcd witness (witness.h), NULL without one */
 };
 
 /* launch.c */
@@ -133,6 +134,7 @@ enum unprotected_reason {
 	UNPROT_ENDED,
 	UNPROT_DEPOSED,
 	UNPROT_NOT_STARTED,
+	UNPROT_BACKUP_LOST, /* serving on without the backup (on_backup_loss = continue) */
 	UNPROT_STANDBY, /* role swap: nothing runs here to protect */
 };
 int guard_protection(const struct guard *g, char *buf, size_t len);

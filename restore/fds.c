@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "restore.h"
@@ -251,6 +252,68 @@ static bool output_lost(const struct image *img, const struct image_fd *f)
 	return f->kind == FD_PIPE && f->pipe_write && !has_reader(img, f->ino);
 }
 
+/* Output the hooks' descriptor takes instead of /dev/null: standard output or error. */
+static bool output_redirected(const struct restore *r, const struct image_fd *f)
+{
+	return r->output_fd >= 0 && (f->fd == 1 || f->fd == 2);
+}
+
+static long lost_output_fd(struct restore *r, const struct image_fd *f)
+{
+	if (output_redirected(r, f)) {
+		long fd = restore_call(r, SYS_fcntl, r->output_fd, F_DUPFD_CLOEXEC, 0);
+		if (fd < 0)
+			return restore_fail(r, fd, "fd %d: cannot duplicate %s (fd %ld, F_DUPFD)",
+					    f->fd, r->opts->hooks->output_name, r->output_fd);
+		log_info("fd %d: its reader is gone, it goes to %s", f->fd,
+			 r->opts->hooks->output_name);
+		return fd;
+	}
+	log_warn("fd %d: its reader is gone, redirecting it to /dev/null", f->fd);
+	long fd = open_path(r, "/dev/null", O_RDWR);
+	return fd < 0 ? restore_fail(r, fd, "fd %d: cannot open /dev/null", f->fd) : fd;
+}
+
+static long max_old_fd(const struct image *img)
+{
+	long max_fd = 2;
+
+	for (size_t i = 0; i < img->n_fds; i++)
+		max_fd = img->fds[i].fd > max_fd ? img->fds[i].fd : max_fd;
+	return max_fd;
+}
+
+long restore_output_fd_plan(const struct restore *r)
+{
+	const struct restore_hooks *h = r->opts->hooks;
+
+	if (!h || !h->open_output)
+		return -1;
+	for (size_t i = 0; i < r->img->n_fds; i++) {
+		const struct image_fd *f = &r->img->fds[i];
+		/* above every old number, below the parking area of restore_fds() */
+		if ((f->fd == 1 || f->fd == 2) && output_lost(r->img, f))
+			return max_old_fd(r->img) + 1;
+	}
+	return -1;
+}
+
+int restore_output_open(const struct restore *r)
+{
+	int fd = r->opts->hooks->open_output(r->opts->hooks->arg);
+	int rc = 0;
+
+	if (fd < 0)
+		return fd;
+	/* without O_CLOEXEC: it crosses the exec; close_inherited() checks that it came */
+	if (fd == r->output_fd)
+		return fcntl(fd, F_SETFD, 0) < 0 ? -errno : 0;
+	if (dup2(fd, r->output_fd) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
 static long simple_fd(struct restore *r, const struct image_fd *f, long nr, uint64_t a1,
 		      uint64_t a2)
 {
@@ -264,11 +327,8 @@ static long simple_fd(struct restore *r, const struct image_fd *f, long nr, uint
 static long create_fd(struct restore *r, const struct image_fd *f, long *other)
 {
 	*other = -1;
-	if (output_lost(r->img, f)) {
-		log_warn("fd %d: its reader is gone, redirecting it to /dev/null", f->fd);
-		long fd = open_path(r, "/dev/null", O_RDWR);
-		return fd < 0 ? restore_fail(r, fd, "fd %d: cannot open /dev/null", f->fd) : fd;
-	}
+	if (output_lost(r->img, f))
+		return lost_output_fd(r, f);
 	switch (f->kind) {
 	case FD_REG:
 	case FD_CHR:
@@ -374,14 +434,45 @@ static int add_epoll_targets(struct restore *r, const struct image_fd *ep)
 	return 0;
 }
 
+/*
+ * Whatever the husk inherited from us must not leak into the service, but
+ * the hooks' output descriptor, if it came, is kept until fds 1 and 2 have
+ * their copies of it.
+ */
+static int close_inherited(struct restore *r)
+{
+	long ret;
+
+	if (r->output_fd >= 0 && restore_call(r, SYS_fcntl, r->output_fd, F_GETFD) < 0)
+		r->output_fd = -1; /* open_output failed in the husk and said why */
+	if (r->output_fd < 0)
+		ret = restore_call(r, SYS_close_range, 0, ~0U, 0);
+	else if ((ret = restore_call(r, SYS_close_range, 0, r->output_fd - 1, 0)) >= 0)
+		ret = restore_call(r, SYS_close_range, r->output_fd + 1, ~0U, 0);
+	if (ret < 0)
+		return restore_fail(r, ret, "cannot close the descriptors the husk inherited "
+				    "(close_range)");
+	return 0;
+}
+
+static int close_output(struct restore *r)
+{
+	if (r->output_fd < 0)
+		return 0;
+	long ret = restore_call(r, SYS_close, r->output_fd);
+	if (ret < 0)
+		return restore_fail(r, ret, "cannot close %s (fd %ld) once placed",
+				    r->opts->hooks->output_name, r->output_fd);
+	r->output_fd = -1;
+	return 0;
+}
+
 int restore_fds(struct restore *r)
 {
 	const struct image *img = r->img;
-	long max_fd = 2;
+	long max_fd = max_old_fd(img);
 	int rc;
 
-	for (size_t i = 0; i < img->n_fds; i++)
-		max_fd = img->fds[i].fd > max_fd ? img->fds[i].fd : max_fd;
 	long park_base = max_fd + 1 + 16;
 	_cleanup_free_ long *parked = malloc(sizeof(long) * (img->n_fds + 1));
 	if (!parked)
@@ -389,12 +480,11 @@ int restore_fds(struct restore *r)
 	for (size_t i = 0; i < img->n_fds; i++)
 		parked[i] = -1;
 
-	/* Whatever the husk inherited from us must not leak into the service. */
-	long ret = restore_call(r, SYS_close_range, 0, ~0U, 0);
-	if (ret < 0)
-		return restore_fail(r, ret, "cannot close the descriptors the husk inherited "
-				    "(close_range)");
-	rc = create_all(r, parked, park_base);
+	rc = close_inherited(r);
+	if (rc >= 0)
+		rc = create_all(r, parked, park_base);
+	if (rc >= 0)
+		rc = close_output(r);
 	if (rc < 0)
 		return rc;
 	for (size_t i = 0; i < img->n_fds; i++) {

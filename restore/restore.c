@@ -9,11 +9,13 @@
  * PTRACE_O_EXITKILL means a restore that fails half way leaves nothing
  * running.
  */
+#include <fcntl.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -48,20 +50,78 @@ static pid_t husk_fork(pid_t want)
 	return pid;
 }
 
+/*
+ * In the husk: wait until the restorer's husk_forked hook is done (EOF on
+ * our end of the pair), take the output, and say how that went (an errno,
+ * 0 for fine): the restorer logs it, in its own unit rather than the husk's.
+ */
+static void husk_await_hooks(const struct restore *r, int hold[2])
+{
+	char c;
+	int err = 0;
+
+	close(hold[1]);
+	while (read(hold[0], &c, 1) < 0 && errno == EINTR)
+		;
+	if (r->output_fd >= 0)
+		err = restore_output_open(r);
+	/* should this fail, the restorer hears nothing and says that the husk did not say */
+	(void)!write(hold[0], &err, sizeof(err));
+	close(hold[0]);
+}
+
+/* In the restorer: the hook that places the husk, which waits on hold meanwhile. */
+static void husk_run_hooks(const struct restore *r, pid_t pid, int hold[2])
+{
+	const struct restore_hooks *hooks = r->opts->hooks;
+
+	close(hold[0]);
+	if (hooks->husk_forked)
+		hooks->husk_forked(pid, hooks->arg);
+	shutdown(hold[1], SHUT_WR); /* the husk goes on */
+}
+
+/* Once the husk has exec'd (its end closed): whether it took the output. */
+static void husk_hooks_said(struct restore *r, int fd)
+{
+	int err = 0;
+	ssize_t n = read(fd, &err, sizeof(err));
+
+	close(fd);
+	if (r->output_fd < 0 || (n == sizeof(err) && err >= 0))
+		return;
+	log_info("%s cannot be opened for the restored service (%s): its standard output and "
+		 "error go to /dev/null",
+		 r->opts->hooks->output_name,
+		 n == sizeof(err) ? strerror(-err) : "the husk did not say");
+	r->output_fd = -1;
+}
+
 static int husk_start(struct restore *r)
 {
 	const char *exe = r->img->exe;
-	int status;
+	int status, hold[2] = {-1, -1};
 
+	r->output_fd = restore_output_fd_plan(r);
+	if (r->opts->hooks && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, hold) < 0)
+		return restore_fail(r, -errno, "cannot make the husk's socket pair (socketpair)");
 	pid_t pid = husk_fork(r->img->pid);
-	if (pid < 0)
-		return restore_fail(r, -errno, "cannot fork the husk for %s", exe);
+	if (pid < 0) {
+		int rc = -errno;
+		if (hold[0] >= 0) {
+			close(hold[0]);
+			close(hold[1]);
+		}
+		return restore_fail(r, rc, "cannot fork the husk for %s", exe);
+	}
 	if (pid == 0) {
 		char *argv[] = {(char *)exe, NULL}, *envp[] = {NULL};
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL); /* each thread's own mask comes last */
 		setsid();
+		if (r->opts->hooks)
+			husk_await_hooks(r, hold);
 		if (restore_timens_enter(&r->timens) < 0) /* entered at exec */
 			_exit(126);
 		if (ptrace(PTRACE_TRACEME, 0, 0, 0) < 0)
@@ -73,10 +133,17 @@ static int husk_start(struct restore *r)
 	r->same_tids = pid == r->img->pid;
 	if (r->report_fd >= 0)
 		dprintf(r->report_fd, "husk %d\n", pid);
+	if (r->opts->hooks)
+		husk_run_hooks(r, pid, hold);
 	r->threads[0].tid = pid;
 	int rc = tracer_wait_until(pid, &status, now_us() + RESTORE_CALL_TIMEOUT_MS * 1000ULL);
-	if (rc < 0 || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
+	if (rc < 0 || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP) {
+		if (hold[1] >= 0)
+			close(hold[1]);
 		return restore_fail(r, rc < 0 ? rc : -ECHILD, "%s did not start under ptrace", exe);
+	}
+	if (hold[1] >= 0)
+		husk_hooks_said(r, hold[1]);
 	rc = inject_fault(&r->inj);
 	if (rc >= 0 && ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL) < 0)
 		rc = -errno;
@@ -243,6 +310,7 @@ int restore_image_mem_report(const struct image *img, const struct restore_opts 
 	if (!r.threads)
 		return restore_fail(&r, -ENOMEM, "no memory for %zu threads", img->n_threads);
 	r.inj.t = &r.threads[0];
+	r.output_fd = -1;
 	rc = restore_steps(&r);
 	if (rc < 0 && r.pid > 0)
 		husk_kill(&r);

@@ -34,10 +34,33 @@ struct timens_plan {
 	int64_t off[2]; /* CLOCK_MONOTONIC, CLOCK_BOOTTIME */
 };
 
-/* Where gopatch.c looks for the executable's DWARF (goruntime.h). */
+/*
+ * What the caller does around the husk (backupd: its scope and journal,
+ * restorer.c). Standard output and error whose reader was on the old host
+ * are lost; without open_output they go to /dev/null. open_output runs in
+ * the husk itself, whose pid the service keeps, after husk_forked has put
+ * that pid where it belongs: the descriptor is the service's own from the
+ * start, as systemd connects a unit's output from the unit's own process.
+ */
+struct restore_hooks {
+	/* In the restorer, right after the fork; the husk waits until it returns. */
+	void (*husk_forked)(pid_t husk, void *arg);
+	/*
+	 * In the husk before exec, only when fd 1 or 2 lost its reader: a
+	 * descriptor for them, or a negative errno (then /dev/null; the
+	 * restorer says so, once).
+	 */
+	int (*open_output)(void *arg);
+	const char *output_name; /* what open_output gives, for the log: "the journal" */
+	void *arg;
+};
+
+/* Where gopatch.c looks for the executable's DWARF (goruntime.h), and the hooks. */
 struct restore_opts {
 	const char *debug_file; /* the service's debug_file, or NULL */
 	const char *debug_root; /* NULL: /usr/lib/debug */
+	const char *service;	/* the service's name, for the caller's hooks; or NULL */
+	const struct restore_hooks *hooks; /* or NULL */
 };
 
 struct restore {
@@ -52,6 +75,7 @@ struct restore {
 	struct proc_vma *husk_vmas;
 	size_t n_husk_vmas;
 	struct timens_plan timens;
+	long output_fd;	     /* the husk's fd from hooks->open_output until fds.c places it; -1 */
 	int report_fd;	     /* where to say the husk's pid; -1: nowhere */
 	int go_fd;	     /* where the go-ahead to release comes from; -1: none needed */
 	struct injector inj; /* in the leader; inj.step is the step running, named in errors */
@@ -99,6 +123,10 @@ int restore_sigactions(struct restore *r);
 
 /* fds.c */
 int restore_fds(struct restore *r);
+/* Before the husk is forked: the fd number open_output's descriptor will have in it, or -1. */
+long restore_output_fd_plan(const struct restore *r);
+/* In the forked husk, before exec: open_output's descriptor at r->output_fd (kept across exec). */
+int restore_output_open(const struct restore *r);
 
 /* gopatch.c */
 int restore_patch_tids(struct restore *r);

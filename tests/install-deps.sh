@@ -12,6 +12,7 @@ PKGS="build-essential meson ninja-build pkg-config
 	iproute2 openssl curl python3 procps file systemd wrk
 	debootstrap systemd-container prometheus prometheus-pushgateway
 	libnl-nf-3-dev iptables
+	etcd-server etcd-client libcurl4-openssl-dev libjson-c-dev
 	clang-14 libclang-rt-14-dev"
 BACKPORTS_PKGS="golang-1.21-go golang-1.22-go golang-1.23-go"
 

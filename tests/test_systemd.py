@@ -43,6 +43,7 @@ The root file system is made once with debootstrap and cached under
 $CHECKSYNC_TEST_TMP/nspawn (about 3 minutes the first time).
 """
 
+import json
 import os
 import re
 import sys
@@ -245,6 +246,89 @@ def _items(client):
         return None
 
 
+SCOPE = "checksync-kvserver.scope"
+
+
+def journal_json(ct, *args):
+    """Entries of `journalctl ARGS -o json` in container CT, as dicts."""
+    res = ct.run("journalctl", "--no-pager", "-o", "json", *args)
+    out = []
+    for line in res.stdout.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def restored_output_in_journal(r, b, client_b, pid, when):
+    """On B serving: `systemctl status` shows the restored service as SCOPE, and what it
+    writes now to stdout and stderr (kvserver's /say) is in `journalctl -u SCOPE`, with the
+    service's name as identifier and its own pid, and not in the backup daemon's journal."""
+    tag = f"restored service ({when}): "
+    st = b.systemctl("status", "--no-pager", "-n", "0", SCOPE)
+    r.check(f"{tag}`systemctl status {SCOPE}` shows it active, holding pid {pid}",
+            st.rc == 0 and "active (running)" in st.stdout and re.search(rf"\b{pid}\b", st.stdout),
+            f"active (running), pid {pid}", str(st))
+    word = f"hello-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    said = client_b.get("/say", {"m": word}, timeout=5)
+    r.check(f"{tag}the service writes to its stdout and stderr (/say)", said[0] == 200, 200, said)
+    lines = {f"kvserver: say {word}": "stdout", f"kvserver: say {word} (stderr)": "stderr"}
+
+    def found():
+        got = {e.get("MESSAGE"): e for e in journal_json(b, "-u", SCOPE, "-n", "200")
+               if e.get("MESSAGE") in lines}
+        return got if len(got) == len(lines) else None
+    try:
+        got = rp.wait_for(f"both lines in `journalctl -u {SCOPE}`", found, 10, 0.2)
+    except cs.TestError as e:
+        r.fail(f"{tag}its output is in `journalctl -u {SCOPE}`: {e}\nB's scope journal:\n"
+               f"{b.journal(SCOPE, 20)}\nB's daemon journal:\n{b.journal(BACKUP, 30)}")
+        return
+    for msg, e in got.items():
+        r.check(f"{tag}its {lines[msg]} line is in `journalctl -u {SCOPE}` as "
+                f"{e.get('SYSLOG_IDENTIFIER')!r}, pid {e.get('_PID')}, unit {e.get('_SYSTEMD_UNIT')}",
+                e.get("_SYSTEMD_UNIT") == SCOPE and e.get("SYSLOG_IDENTIFIER") == "kvserver"
+                and e.get("_PID") == str(pid) and e.get("_TRANSPORT") == "stdout",
+                f"unit {SCOPE}, identifier kvserver, pid {pid}, transport stdout",
+                {k: e.get(k) for k in ("_SYSTEMD_UNIT", "SYSLOG_IDENTIFIER", "_PID", "_TRANSPORT")})
+    stray = [e for e in journal_json(b, "-u", BACKUP, "-n", "300") if word in e.get("MESSAGE", "")]
+    r.check(f"{tag}none of it is filed under {BACKUP}", not stray, "none", stray)
+
+
+def restored_service_stops_with_its_scope(r, b, client_b, pid):
+    """After the daemon's stop and start: a `systemctl restart` of it leaves no
+    "left-over process" line either, the service's output still reaches its journal (the
+    stream is the service's own), and `systemctl stop SCOPE` stops the service; the backup
+    daemon says that it ended."""
+    res = b.systemctl("restart", BACKUP)
+    jr = b.journal(BACKUP, 30)
+    r.check(f"`systemctl restart {BACKUP}` with the service running in {SCOPE}: no 'Found left-over "
+            f"process' line", res.rc == 0 and "left-over process" not in jr, "none", jr[-1500:])
+    restored_output_in_journal(r, b, client_b, pid, "after the backup daemon's restarts")
+    res = b.systemctl("stop", SCOPE)
+    r.check(f"`systemctl stop {SCOPE}` succeeds", res.rc == 0, "exit 0", str(res))
+    state = b.show(SCOPE, "ActiveState").get("ActiveState")
+    left, answers = services_in(b), _items(client_b) is not None
+    r.check(f"`systemctl stop {SCOPE}` stops the service (scope {state}; kvserver in B: {left}; "
+            f"B's address answers: {answers})", state != "active" and not left and not answers,
+            "inactive, no kvserver, no answer", (state, left, answers))
+
+    def says():
+        text = unit(b, BACKUP)["StatusText"]
+        return text if "(ended)" in text else None
+    try:
+        text = rp.wait_for(f"{BACKUP}'s STATUS= saying the service ended", says, 10, 0.2)
+    except cs.TestError as e:
+        r.fail(f"backupd after `systemctl stop {SCOPE}`: {e}\n{b.journal(BACKUP, 20)}")
+        return
+    jr = b.journal(BACKUP, 20)
+    m = re.search(rf"the restored service \(pid {pid}\) has [^\n]*", jr)
+    r.check(f"the backup daemon tells that the service ended: {m.group(0) if m else None!r}; "
+            f"STATUS={text!r}", m is not None, "a line 'the restored service (pid N) has ...'",
+            jr[-1500:])
+
+
 def lifecycle(r, topo, a, b):
     # 1. start returns after READY; STATUS=
     b.boot()
@@ -379,6 +463,7 @@ def lifecycle(r, topo, a, b):
     r.check(f"the restored service runs in its own unit, {scope} (active, holding pid {st.get('pid')})",
             sc.get("ActiveState") == "active" and str(st.get("pid")) in procs, "active, with the pid",
             f"{sc}, procs {procs}")
+    restored_output_in_journal(r, b, client_b, st.get("pid"), "after the takeover")
     res = b.systemctl("stop", BACKUP)
     u = unit(b, BACKUP)
     r.check(f"`systemctl stop {BACKUP}` stops it cleanly (inactive, result success)",
@@ -392,6 +477,7 @@ def lifecycle(r, topo, a, b):
     r.check("the daemon starts again and finds no left-over process of its own (the service is in "
             "its scope)", res.rc == 0 and "left-over process" not in jr, "no 'left-over process' line",
             jr[-1500:])
+    restored_service_stops_with_its_scope(r, b, client_b, st.get("pid"))
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@
  * backup does when it starts (every epoch, deltas included, replayed and
  * verified), and compares it page by page with a dump of the process
  * (`checksync-primaryd dump`): every page of the dump must be in the store
- * with the same bytes (or be all zero and absent: restore maps it fresh). Prints one line, "compared N pages: M differ,
- * K missing, store epoch E" (and on stderr the first few pages that differ,
- * and every page missing), and exits 0 only when M and K are 0. Used by
- * tests/test_delta.py.
+ * with the same bytes (or be all zero and absent: restore maps it fresh),
+ * and the dump's page runs must ascend by address. Prints one line,
+ * "compared N pages: M differ, K missing, store epoch E, U runs out of
+ * order" (and on stderr the first few pages that differ or runs out of
+ * order, and every page missing), and exits 0 only when M, K and U are 0.
+ * Used by tests/test_delta.py.
  */
 #include <event2/event.h>
 #include <inttypes.h>
@@ -29,7 +31,7 @@ int main(int argc, char **argv)
 	struct store *s = NULL;
 	struct image *dump = NULL, warm = {0};
 	char err[512];
-	uint64_t compared = 0, differ = 0, missing = 0;
+	uint64_t compared = 0, differ = 0, missing = 0, unordered = 0;
 	size_t k = 0;
 
 	if (argc != 3) {
@@ -49,7 +51,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "warm_vs_dump: the journal in %s holds no image\n", argv[1]);
 		return 2;
 	}
-	/* Both run lists are sorted by address: walk them together, page by page. */
+	/*
+	 * Both run lists must ascend by address (image.h): the walk below relies
+	 * on it, and so does the primary's carry of unshipped pages (wp.c).
+	 */
+	for (size_t i = 1; i < dump->n_runs; i++)
+		if (dump->runs[i].addr < dump->runs[i - 1].addr + dump->runs[i - 1].npages * PAGE_SIZE &&
+		    unordered++ < 5)
+			fprintf(stderr, "dump run %zu at %#" PRIx64 " starts below the end of run %zu\n",
+				i, dump->runs[i].addr, i - 1);
+	/* Walk both run lists together, page by page. */
 	for (size_t i = 0; i < dump->n_runs; i++)
 		for (uint64_t p = 0; p < dump->runs[i].npages; p++) {
 			uint64_t addr = dump->runs[i].addr + p * PAGE_SIZE;
@@ -88,13 +99,13 @@ int main(int argc, char **argv)
 			}
 		}
 	printf("compared %" PRIu64 " pages: %" PRIu64 " differ, %" PRIu64 " missing, store epoch %" PRIu64
-	       "\n",
-	       compared, differ, missing, store_epoch(s));
+	       ", %" PRIu64 " runs out of order\n",
+	       compared, differ, missing, store_epoch(s), unordered);
 	store_release_image(&warm);
 	image_free(dump);
 	journal_free(j);
 	store_free(s);
 	journal_writer_free(w);
 	event_base_free(base);
-	return differ || missing ? 1 : 0;
+	return differ || missing || unordered ? 1 : 0;
 }

@@ -7,8 +7,8 @@ Built on checksync.py; everything started here is recorded for its cleanup.
 Design decisions a reader needs:
 - The root file system is made once with debootstrap (Debian's packages
   only) and cached under $CHECKSYNC_TEST_TMP/nspawn/base, keyed by the
-  package list; each container gets its own copy of it, so a test run
-  never changes the cache.
+  package list; each container gets it read-only under an overlay of its
+  own, so a test run never changes the cache.
 - Containers are driven only as an operator would: `systemctl`,
   `journalctl` and the daemons' own `status`, run in the container through
   `systemd-run --wait -P` so they run under the container's systemd and its
@@ -27,6 +27,7 @@ Design decisions a reader needs:
 """
 
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -55,20 +56,31 @@ def runtime_packages(binaries):
             path = (parts[1] if len(parts) > 1 else parts[0]).split("(")[0].strip()
             if path.startswith("/"):
                 libs.add(os.path.realpath(path))
-    pkgs = set()
-    for lib in sorted(libs):
-        r = subprocess.run(["dpkg", "-S", lib], capture_output=True, text=True, timeout=60)
-        if r.returncode != 0:  # merged /usr: dpkg knows the /lib spelling
-            alt = lib.replace("/usr/lib/", "/lib/", 1)
-            r = subprocess.run(["dpkg", "-S", alt], capture_output=True, text=True, timeout=60)
-        if r.returncode == 0:
-            pkgs.add(r.stdout.split(":")[0].strip())
-    return sorted(pkgs)
+    owners = _dpkg_owners(sorted(libs))
+    # merged /usr: dpkg may know a library only by its /lib spelling
+    alt = _dpkg_owners(sorted(l.replace("/usr/lib/", "/lib/", 1) for l in libs if l not in owners))
+    return sorted(set(owners.values()) | set(alt.values()))
 
 
+def _dpkg_owners(paths):
+    """{path: package} for those of PATHS dpkg knows, from one `dpkg -S` (each call
+    reads dpkg's whole file list: a second or more on a loaded machine)."""
+    if not paths:
+        return {}
+    r = subprocess.run(["dpkg", "-S", *paths], capture_output=True, text=True, timeout=120)
+    owners = {}
+    for line in r.stdout.splitlines():
+        pkg, sep, path = line.partition(": ")
+        if sep and path.strip() in paths and path.strip() not in owners:
+            owners[path.strip()] = pkg.split(":")[0].split(",")[0].strip()
+    return owners
+
+
+@functools.lru_cache(maxsize=None)
 def base_root():
     """The cached Debian 12 root file system, made with debootstrap on first use, with
-    PACKAGES and the packages of the libraries the daemons link."""
+    PACKAGES and the packages of the libraries the daemons link. Found once per test
+    process: every container's root is a copy of it (make_root)."""
     packages = sorted(set(PACKAGES) | set(runtime_packages([cs.primaryd(), cs.backupd()])))
     key = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:12]
     cache = os.path.join(cs.TMP, "nspawn")
@@ -96,12 +108,51 @@ def base_root():
     return root
 
 
+class Overlay:
+    """A container's root file system: the cached base, read-only, under an overlay
+    whose upper layer (in the run dir) takes the build and everything the container
+    writes. A copy of the base would cost each container seconds, and as much again to
+    remove. checksync's cleanup unmounts it (before it removes or keeps the run dir)."""
+
+    def __init__(self, base, where):
+        self.root = os.path.join(where, "root")
+        upper, work = os.path.join(where, "upper"), os.path.join(where, "work")
+        for d in (self.root, upper, work):
+            os.makedirs(d)
+        r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                            f"lowerdir={base},upperdir={upper},workdir={work}", self.root],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise cs.TestError(f"mounting the overlay root {self.root} failed: {r.stderr.strip()}")
+        self.mounted = True
+        cs._hosts.append(self)  # closed by checksync's cleanup, even on SIGTERM
+
+    def close(self):
+        """Unmounts the root (lazily if a process still holds it); returns problems."""
+        if not self.mounted:
+            return []
+        self.mounted = False
+        r = subprocess.run(["umount", self.root], capture_output=True, text=True, timeout=60)
+        if r.returncode == 0:
+            return []
+        r = subprocess.run(["umount", "-l", self.root], capture_output=True, text=True, timeout=60)
+        return [] if r.returncode == 0 else [f"cannot unmount {self.root}: {r.stderr.strip()}"]
+
+
 def make_root(name, build_dir):
-    """A container root NAME: a copy of the base with the build installed into it."""
-    root = os.path.join(cs.run_dir("nspawn"), name)
-    r = subprocess.run(["cp", "-a", "--reflink=auto", base_root(), root], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise cs.TestError(f"copying the root file system failed: {r.stderr.strip()}")
+    """A container root NAME: the base under an overlay (or, where overlayfs cannot be
+    mounted, a copy of it), with the build installed into it."""
+    where = os.path.join(cs.run_dir("nspawn"), name)
+    try:
+        root = Overlay(base_root(), where).root
+    except cs.TestError as e:
+        cs.log(f"{e}; copying the root file system instead")
+        root = os.path.join(where, "copy")
+        os.makedirs(where, exist_ok=True)
+        r = subprocess.run(["cp", "-a", "--reflink=auto", base_root(), root], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            raise cs.TestError(f"copying the root file system failed: {r.stderr.strip()}")
     r = subprocess.run(["meson", "install", "-C", build_dir, "--no-rebuild", "--quiet", "--destdir", root],
                        capture_output=True, text=True, timeout=300)
     if r.returncode != 0:

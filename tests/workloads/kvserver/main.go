@@ -11,6 +11,10 @@
 //	GET /gc           runs runtime.GC() and answers NumGC.
 //	GET /uname        calls uname(2) and answers {"errno":N} (0 if it worked),
 //	                  so a test sees a seccomp filter at work.
+//	GET /say?m=TEXT   writes "kvserver: say TEXT" to standard output and
+//	                  "kvserver: say TEXT (stderr)" to standard error, then
+//	                  answers {"ok":true,"pid":N}: output a test can look for
+//	                  where the host files it (B's journal after a takeover).
 //
 // With -savefile PATH the cache is also saved with go-cache's own SaveFile
 // every -save-interval-ms (default 100), into PATH.tmp and renamed to PATH,
@@ -35,6 +39,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"log"
 	"net"
 	"net/http"
@@ -131,6 +136,18 @@ func handleUname(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]int{"errno": errno})
 }
 
+func handleSay(w http.ResponseWriter, r *http.Request) {
+	m := r.URL.Query().Get("m")
+	_, err1 := fmt.Fprintf(os.Stdout, "kvserver: say %s\n", m)
+	_, err2 := fmt.Fprintf(os.Stderr, "kvserver: say %s (stderr)\n", m)
+	if err1 != nil || err2 != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{
+			"error": fmt.Sprintf("stdout: %v, stderr: %v", err1, err2)})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]interface{}{"ok": true, "pid": os.Getpid()})
+}
+
 // saves records the -savefile loop's work.
 var saves struct {
 	sync.Mutex
@@ -220,6 +237,7 @@ func main() {
 	http.HandleFunc("/state", handleState)
 	http.HandleFunc("/gc", handleGC)
 	http.HandleFunc("/uname", handleUname)
+	http.HandleFunc("/say", handleSay)
 	log.Printf("kvserver: pid %d listening on %s", os.Getpid(), ln.Addr())
 	log.Fatal(http.Serve(ln, nil))
 }
