@@ -1094,7 +1094,8 @@ static int resolve_one(const struct daemon_config *d, struct service_config *c, 
 	free(c->backup_name);
 	free(c->primary);
 	c->backup_name = strdup(peer->name);
-	c->primary = strdup(peer->name);
+	/* primary names the primary's certificate: on the backup the peer's, on the primary ours. */
+	c->primary = strdup(d->role == ROLE_PRIMARY ? d->host_name : peer->name);
 	free(c->local_backupd);
 	c->local_backupd = d->backupd_socket ? strdup(d->backupd_socket) : NULL;
 	if (!c->backup_name || !c->primary || (d->backupd_socket && !c->local_backupd)) {

@@ -153,8 +153,9 @@ struct service_config {
 	enum backup_loss on_backup_loss;    /* default: continue with a witness, else freeze */
 	/*
 	 * role_swap = on: the same file on every host names them all in hosts
-	 * (NAME=HOST:PORT ...); config_resolve_roles() then fills backup,
-	 * backup_name and primary with the next host after this one, and
+	 * (NAME=HOST:PORT ...); config_resolve_roles() then fills backup and
+	 * backup_name with the next host after this one, primary with the
+	 * primary's name (on the backup that next host, on the primary this one), and
 	 * starts_here says whether this host is the first (the one that starts
 	 * the service; the others only take it over).
 	 */

@@ -30,9 +30,10 @@ static const char *service_file(const char *extra)
 	return path;
 }
 
-static struct daemon_config daemon_named(const char *host)
+static struct daemon_config daemon_named(const char *host, enum role role)
 {
 	return (struct daemon_config){.path = "/etc/checksync/backup.conf",
+				      .role = role,
 				      .host_name = (char *)host,
 				      .host_name_line = 3};
 }
@@ -42,7 +43,7 @@ static void resolve_ok(const char *extra, enum role role, const char *host, cons
 		       const char *peer_addr, bool first)
 {
 	struct service_config c;
-	struct daemon_config d = daemon_named(host);
+	struct daemon_config d = daemon_named(host, role);
 	char err[CONFIG_ERR_MAX] = "", addr[300];
 
 	CHECK_INT(config_load_service(service_file(extra), role, &c, err, sizeof(err)), 0);
@@ -50,7 +51,7 @@ static void resolve_ok(const char *extra, enum role role, const char *host, cons
 	CHECK_INT(config_resolve_roles(&d, &c, 1, err, sizeof(err)), 0);
 	CHECK_STR(err, "");
 	CHECK_STR(c.backup_name, peer);
-	CHECK_STR(c.primary, peer);
+	CHECK_STR(c.primary, role == ROLE_PRIMARY ? host : peer); /* the primary's name */
 	CHECK_STR(hostport_format(&c.backup, addr, sizeof(addr)), peer_addr);
 	CHECK_INT(c.starts_here, first);
 	config_service_free(&c);
@@ -69,7 +70,7 @@ static void load_bad(enum role role, int line, const char *extra, const char *wa
 static void resolve_bad(const char *host, const char *want_fmt)
 {
 	struct service_config c;
-	struct daemon_config d = daemon_named(host);
+	struct daemon_config d = daemon_named(host, ROLE_PRIMARY);
 	char err[CONFIG_ERR_MAX] = "", expect[4200];
 
 	CHECK_INT(config_load_service(service_file("role_swap = on\n" HOSTS), ROLE_PRIMARY, &c, err,
@@ -84,7 +85,7 @@ static void resolve_bad(const char *host, const char *want_fmt)
 int main(void)
 {
 	struct service_config c;
-	struct daemon_config none = daemon_named(NULL);
+	struct daemon_config none = daemon_named(NULL, ROLE_PRIMARY);
 	char err[CONFIG_ERR_MAX] = "";
 
 	if (!mkdtemp(tmpdir)) {
