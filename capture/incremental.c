@@ -17,6 +17,7 @@
 #include "delta.h"
 #include "goruntime.h"
 #include "log.h"
+#include "reach.h"
 #include "wire.h"
 #include "status.h"
 #include "util.h"
@@ -38,7 +39,24 @@ static const struct {
     [COST_PACK] = {"ship_pack", "after resume: msgpack and the epoch checksum"},
     [COST_TLS_WRITE] = {"ship_tls_write",
 			"epoch queued to its COMMIT handed to TLS, within 256 KiB of the wire (wall)"},
+    [COST_REACH] = {"ship_reach", "after resume: finding the reachable new objects"},
 };
+
+static void capture_session_report_reach(const struct capture_session *s, struct status_report *r)
+{
+	struct reach_totals t;
+	capture_reach_totals(&s->c, &t);
+	status_report_counter(r, "reach_scans_done", "", t.scans_done,
+			      "epochs whose new objects were scanned for reachability");
+	status_report_counter(r, "reach_scans_skipped", "", t.scans_skipped,
+			      "epochs that shipped every new object (no sound scan possible)");
+	status_report_counter(r, "reach_new", "bytes", t.new_bytes,
+			      "bytes of objects allocated since the previous epoch");
+	status_report_counter(r, "reach_reached", "bytes", t.reached_bytes,
+			      "of those, bytes of reachable objects (shipped)");
+	status_report_counter(r, "reach_zeroed", "bytes", t.zeroed_bytes,
+			      "staged bytes of unreachable new objects, shipped as zero");
+}
 
 void capture_session_report(const struct capture_session *s, struct status_report *r)
 {
@@ -46,6 +64,7 @@ void capture_session_report(const struct capture_session *s, struct status_repor
 
 	for (int i = 0; i < COST_COUNT; i++)
 		status_report_histogram(r, cost_rows[i].name, &s->cost.h[i], cost_rows[i].help);
+	capture_session_report_reach(s, r);
 	if (!shipped_enabled(&s->shipped_pages))
 		return;
 	status_report_counter(r, "delta_pages_whole", "", d->pages[DELTA_WHOLE],
@@ -343,6 +362,13 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		c->img->pages = NULL;
 		return -ENOMEM;
 	}
+	/* Zero the staged bytes of unreachable new objects (write tracking: see reach.c). */
+	if (s->use_wp && capture_reach(c, !c->wp_filter) < 0) {
+		c->img->pages = NULL;
+		return -ENOMEM;
+	}
+	if (s->use_wp)
+		hist_add_us(&s->cost.h[COST_REACH], c->stats.reach.scan_us);
 	rep->mode = c->stats.mode;
 	rep->safepoint_tries = c->stats.safepoint_tries;
 	rep->fallback = c->stats.fallback;

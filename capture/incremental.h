@@ -34,6 +34,7 @@ enum cost_phase {
 	COST_COMPRESS,	 /* the codec over the delta payload */
 	COST_PACK,	 /* msgpack and the epoch checksum */
 	COST_TLS_WRITE,	 /* from the epoch queued to its last byte handed to the kernel (wall) */
+	COST_REACH,	 /* after resume: which new objects are reachable (reach.c) */
 	COST_COUNT
 };
 
