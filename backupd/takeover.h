@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 struct child;
+struct handoff;
 struct restorer;
 struct service;
 
@@ -25,6 +26,7 @@ struct service;
 struct takeover {
 	struct child *fence, *hook, *watch;
 	struct restorer *restorer; /* the restore under way, if any */
+	struct handoff *handoff;   /* role swap: the restored service to our primaryd */
 };
 
 /* Run the fence hook; failover_fence_done() follows. 0, or -errno (logged). */
@@ -40,6 +42,9 @@ int takeover_check_executable(const struct service *svc, bool hash, char *err, s
 
 /* Restore the warm image; failover_restore_done() or _failed() follows. */
 void takeover_start_restore(struct service *svc);
+
+/* Role swap: hand the restored pid to this host's primaryd (handoff.h). */
+void takeover_hand_off(struct service *svc, pid_t pid, uint64_t epoch);
 
 /* Run the takeover hook, if there is one, for the restored pid. */
 void takeover_run_hook(struct service *svc, pid_t pid, uint64_t epoch);

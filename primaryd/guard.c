@@ -146,6 +146,10 @@ int guard_protection(const struct guard *g, char *buf, size_t len)
 	uint64_t since = g->acked_at_us ? now_us() - g->acked_at_us : 0;
 
 	buf[0] = 0;
+	if (g->fo.state == PFAILOVER_STANDBY)
+		return snprintf(buf, len, "standby: the service runs on another of its hosts (or "
+					  "is to be started by the first)"),
+		       UNPROT_STANDBY;
 	if (g->deposed)
 		return snprintf(buf, len, "the backup has taken over"), UNPROT_DEPOSED;
 	if (g->ended) {
@@ -295,7 +299,8 @@ void guard_keeper_ended(struct guard *g, int st)
 	if (g->ended || g->deposed)
 		return;
 	log_warn("%s: the lease keeper %s; starting another", g->svc->name, how);
-	int r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull);
+	int r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull,
+			     g->adopted);
 	if (r < 0)
 		log_error("%s: cannot start the lease keeper: %s; a stalled primaryd could no "
 			  "longer stop the service",
@@ -410,7 +415,7 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	status_report_gauge(r, "unprotected_reason", "", code,
 			    "0 protected, 1 backup not connected, 2 no recent acknowledgement, "
 			    "3 capture failing, 4 frozen, 5 service ended, 6 deposed, 7 not started, "
-			    "8 serving without the backup");
+			    "8 serving without the backup, 9 standby");
 	if (g->witness) {
 		char wtext[300];
 		uint64_t until = witness_until(g->witness);
@@ -457,7 +462,9 @@ int guard_start_service(struct guard *g)
 	/* Before the service runs, so that a failure is said before it serves. */
 	if (g->svc->output_commit && !(g->oc = outcommit_open(g->base, g->svc->name)))
 		return -ENOMEM;
-	if (g->svc->command.argc) {
+	if (g->adopted) {
+		r = 0; /* adopt.c: a restored process, g->pid */
+	} else if (g->svc->command.argc) {
 		r = service_spawn(g->svc, &g->pid);
 	} else {
 		r = service_attach_pidfile(g->svc, &g->pid);
@@ -474,8 +481,11 @@ int guard_start_service(struct guard *g)
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot make the %u MiB delta cache", g->svc->name,
 				       g->svc->delta_cache_mb);
-	/* A spawned service has PR_SET_PDEATHSIG; one we attached to must stay held. */
-	g->sess->c.detach_between = g->svc->command.argc > 0;
+	/*
+	 * A spawned service has PR_SET_PDEATHSIG, an adopted one a keeper that
+	 * kills it with us (keeper.h); one we attached to must stay held.
+	 */
+	g->sess->c.detach_between = g->svc->command.argc > 0 || g->adopted;
 	/* Hold every thread now, so the service dies with us from this moment on. */
 	r = capture_stop_all(&g->sess->c);
 	if (r >= 0)
@@ -491,7 +501,8 @@ int guard_start_service(struct guard *g)
 	event_add(g->exit_ev, NULL);
 	g->last_heard_us = now_us();
 	pfailover_start(g, g->last_heard_us);
-	r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull);
+	r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull,
+			 g->adopted);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot start the lease keeper", g->svc->name);
 	g->need_full = true;
@@ -572,7 +583,9 @@ void guard_stop(struct guard *g)
 	sendq_free(&g->sendq); /* found by the ASan build's primaryd-daemon test */
 	free_event(&g->reconnect_ev);
 	keeper_stop(&g->keeper);
-	if (g->pid > 0 && !g->ended) {
+	if (g->pid > 0 && !g->ended && g->adopted) {
+		kill(g->pid, SIGKILL); /* not our child: its parent (backupd) reaps it */
+	} else if (g->pid > 0 && !g->ended) {
 		kill(g->pid, SIGKILL);
 		/*
 		 * Its exit is ours to reap (our child, or our tracee), but a traced

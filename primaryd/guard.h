@@ -28,6 +28,7 @@ struct guard {
 	struct event_base *base;
 	SSL_CTX *tls;
 	pid_t pid;
+	bool adopted; /* adopt.c: pid is a restored process handed to us, not our child */
 	struct capture_session *sess;
 
 	/* link */
@@ -115,6 +116,12 @@ bool guard_precopy_tick(struct guard *g);
  */
 bool guard_may_resume(struct guard *g, const struct wire_hello *h);
 
+/* adopt.c: the `adopt NAME PID INCARNATION EPOCH` command; 0, or -errno with why in err. */
+int guard_adopt(struct guard *g, pid_t pid, uint64_t incarnation, uint64_t epoch, char *err,
+		size_t errlen);
+/* adopt.c: role swap, before a fresh start: is the peer's primaryd replicating to our backupd? */
+bool guard_peer_serves(const struct guard *g);
+
 /* guard.c */
 int guard_start(struct guard *g);
 /* The backup can take another epoch now (else the epoch merges into the next, counted). */
@@ -142,6 +149,7 @@ enum unprotected_reason {
 	UNPROT_DEPOSED,
 	UNPROT_NOT_STARTED,
 	UNPROT_BACKUP_LOST, /* serving on without the backup (on_backup_loss = continue) */
+	UNPROT_STANDBY, /* role swap: nothing runs here to protect */
 };
 int guard_protection(const struct guard *g, char *buf, size_t len);
 /* Once the service is dead: what it sent for unacknowledged epochs is dropped (outcommit.c). */
