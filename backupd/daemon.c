@@ -293,6 +293,8 @@ static int load_config(struct daemon *d, const char *path)
 	if (r >= 0)
 		r = config_load_services_dir(d->cfg.services_dir, ROLE_BACKUP, &d->svc_cfgs,
 					     &d->n_services, err, sizeof(err));
+	if (r >= 0)
+		r = config_resolve_roles(&d->cfg, d->svc_cfgs, d->n_services, err, sizeof(err));
 	if (r < 0)
 		log_error("%s", err);
 	return r;

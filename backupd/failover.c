@@ -44,6 +44,24 @@ static void enter(struct service *svc, enum failover_state state)
 	daemon_status_changed(svc->d);
 }
 
+/*
+ * Role swap: the process restored here has ended, with its guard or
+ * deposed, so the next host takes over (or has): we back it up, but never
+ * restore the epoch we restored a second time (restored_already()).
+ */
+static void backup_again(struct service *svc)
+{
+	struct failover *fo = &svc->fo;
+
+	fo->restored_epoch = fo->served_epoch;
+	fo->restored_incarnation = store_incarnation(svc->store);
+	fo->heard_us = now_us();
+	fo->state = FAILOVER_WAITING;
+	log_info("%s: the service restored here (pid %d, epoch %" PRIu64 ") has ended: a backup "
+		 "again, of whichever host serves now; that epoch is never restored twice",
+		 svc->cfg->name, fo->pid, fo->served_epoch);
+}
+
 void failover_init(struct service *svc, uint64_t now)
 {
 	struct failover *fo = &svc->fo;
@@ -86,6 +104,8 @@ void failover_init(struct service *svc, uint64_t now)
 			fo->pid_ended = true;
 			log_warn("%s: the restored service (pid %d) is not running", svc->cfg->name,
 				 pid);
+			if (svc->cfg->role_swap)
+				backup_again(svc);
 		}
 	} else if (journal_stood_down(svc->journal)) {
 		fo->state = FAILOVER_STOOD_DOWN;
@@ -192,6 +212,7 @@ void failover_restore_done(struct service *svc, pid_t pid)
 						: "");
 	/* The process runs already: a marker that failed to record its pid still says "serving". */
 	(void)journal_mark_serving(svc->journal, pid, epoch);
+	fo->restored_epoch = 0;
 	if (svc->peer) {
 		snprintf(reason, sizeof(reason),
 			 "backup has taken over: restored pid %d from epoch %" PRIu64 " in %" PRIu64
@@ -203,6 +224,8 @@ void failover_restore_done(struct service *svc, pid_t pid)
 	if (takeover_watch(svc, pid) < 0)
 		fo->pid_ended = true;
 	takeover_run_hook(svc, pid, epoch);
+	if (svc->cfg->role_swap && !fo->pid_ended)
+		takeover_hand_off(svc, pid, epoch); /* this host becomes the primary */
 }
 
 void failover_restore_failed(struct service *svc, int err)
@@ -238,7 +261,31 @@ void failover_restore_failed(struct service *svc, int err)
 void failover_service_ended(struct service *svc)
 {
 	svc->fo.pid_ended = true;
+	if (svc->cfg->role_swap && svc->fo.state == FAILOVER_SERVING)
+		backup_again(svc);
 	daemon_status_changed(svc->d);
+}
+
+/*
+ * Role swap: the image was restored here once (failover.h). True while it
+ * still is that image; once the serving host has sent a newer epoch, the
+ * marker goes and the image may be restored again.
+ */
+static bool restored_already(struct service *svc)
+{
+	struct failover *fo = &svc->fo;
+
+	if (!fo->restored_epoch)
+		return false;
+	if (store_incarnation(svc->store) == fo->restored_incarnation &&
+	    store_epoch(svc->store) <= fo->restored_epoch)
+		return true;
+	log_info("%s: the image now holds epoch %" PRIu64 " from the serving host, newer than the "
+		 "epoch %" PRIu64 " restored here: the serving marker goes",
+		 svc->cfg->name, store_epoch(svc->store), fo->restored_epoch);
+	(void)journal_clear_serving(svc->journal);
+	fo->restored_epoch = fo->restored_incarnation = 0;
+	return false;
 }
 
 /* ---------- fencing ---------- */
@@ -308,6 +355,8 @@ void failover_tick(struct service *svc)
 		failover_heard(svc, now); /* we stopped listening, it did not stop talking */
 	if (svc->peer && peer_has_unread(svc->peer))
 		return; /* what it sent decides, once read: the read callback runs next */
+	if (restored_already(svc))
+		return; /* that copy ran here already; a newer epoch must come first */
 	silent = now > fo->heard_us ? now - fo->heard_us : 0;
 	/*
 	 * We ask etcd for the key from the moment we stop renewing the primary's
@@ -346,7 +395,7 @@ void failover_handover(struct service *svc, uint64_t epoch)
 	uint64_t have = store_epoch(svc->store);
 	char reason[160];
 
-	if (svc->fo.state != FAILOVER_WAITING || epoch != have) {
+	if (svc->fo.state != FAILOVER_WAITING || epoch != have || restored_already(svc)) {
 		snprintf(reason, sizeof(reason),
 			 "handover of epoch %" PRIu64 " refused: backup is %s with epoch %" PRIu64,
 			 epoch, failover_state_name(svc->fo.state), have);
@@ -368,6 +417,16 @@ void failover_take_over_now(struct service *svc, const char *why)
 		if (svc->peer)
 			peer_close(svc->peer, WIRE_ERR_OTHER,
 				      "backup's last restore failed; it tries again after its back-off");
+		return;
+	}
+	if (restored_already(svc)) {
+		log_error("%s: %s, but epoch %" PRIu64 " was restored here once already: not again "
+			  "(the host that served it last may hold newer epochs)",
+			  svc->cfg->name, why, svc->fo.restored_epoch);
+		if (svc->peer)
+			peer_close(svc->peer, WIRE_ERR_OTHER,
+				   "backup's image was restored once already; it restores no copy "
+				   "twice");
 		return;
 	}
 	log_warn("%s: %s: taking over now", svc->cfg->name, why);

@@ -30,6 +30,13 @@
  * first takes the service's key on etcd, which etcd gives only once the
  * primary's lease on it has expired or been revoked; until then it waits
  * (keeping the cause). While the primary is heard we hold no key.
+ * Role swap (role_swap = on): a restored service is handed to this host's
+ * primaryd (handoff.h), which protects it toward the next host. Once that
+ * process has ended (with its guard, or deposed) this host is a backup
+ * again, of whichever host serves now: waiting, but the image it restored
+ * (restored_epoch of restored_incarnation, from the serving marker, kept
+ * on disk until then) is never restored a second time; only a newer epoch
+ * the serving host sends replaces it, and then the marker goes.
  *
  * A failed restore logs why, clears the marker, keeps the image and goes
  * back to waiting with a back-off (doubling from failover_timeout_ms up to
@@ -83,6 +90,8 @@ struct failover {
 	enum failover_cause key_cause;
 	uint64_t key_attaches; /* svc->attaches then: a primary accepted since cancels the wait */
 	bool key_wait_logged;
+	/* role swap: the image of this epoch (of this incarnation) was restored once, never again */
+	uint64_t restored_epoch, restored_incarnation;
 };
 
 const char *failover_state_name(enum failover_state state);

@@ -340,7 +340,8 @@ static int on_hello(struct peer *s, const struct wire_hello *h)
 		.boot_id = s->d->boot_id,
 		.pid = getpid(),
 		.incarnation = store_incarnation(svc->store),
-		.flags = svc->debuginfo.source == GO_DEBUG_NONE ? WIRE_HELLO_NO_DWARF : 0};
+		.flags = svc->debuginfo.source == GO_DEBUG_NONE ? WIRE_HELLO_NO_DWARF : 0,
+		.epoch = store_epoch(svc->store)}; /* the primary may go on from it (resume.c) */
 	send_msg(s, &reply);
 	log_info("%s: primary connected from %s (pid %u), our epoch %" PRIu64, svc->cfg->name,
 		 s->addr, h->pid, store_epoch(svc->store));

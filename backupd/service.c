@@ -187,6 +187,9 @@ void service_report(const struct service *svc, struct status_report *r)
 			      "Restores failed in a row (the image is kept; retried after a back-off)");
 	status_report_gauge(r, "pid", "", serving && fo->pid > 0 && !fo->pid_ended ? fo->pid : NAN,
 			    "Process id of the service restored here");
+	status_report_gauge(r, "restored_once", "", fo->restored_epoch ? fo->restored_epoch : NAN,
+			    "Role swap: the epoch restored here whose copy has ended; it is not "
+			    "restored again, a newer epoch from the serving host clears it");
 	char di[512];
 	status_report_text(r, "debug_info", service_debuginfo_text(svc, di, sizeof(di)),
 			   "The executable's DWARF on this host, which a takeover patches thread "

@@ -15,10 +15,12 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "child.h"
 #include "daemon.h"
 #include "failover.h"
+#include "handoff.h"
 #include "journal.h"
 #include "log.h"
 #include "restore/restore.h"
@@ -42,7 +44,23 @@ static void on_service_ended(pid_t pid, int status, void *arg)
 	failover_service_ended(svc);
 }
 
-/* After a reboot the pid may be someone else's: it is ours only if it runs the image's binary. */
+/* Whether pid is in our network namespace, where the restore put it. */
+static bool in_our_netns(pid_t pid)
+{
+	char path[64];
+	struct stat ours, its;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", pid);
+	return stat("/proc/self/ns/net", &ours) < 0 || stat(path, &its) < 0 ||
+	       (ours.st_ino == its.st_ino && ours.st_dev == its.st_dev);
+}
+
+/*
+ * After a reboot the pid may be someone else's: it is ours only if it runs
+ * the image's binary, in our network namespace (role swap: hosts that
+ * share one pid space, as containers on one machine do, may each restore
+ * the service under the same pid).
+ */
 static bool runs_the_image(const struct service *svc, pid_t pid)
 {
 	const struct image *meta = store_meta(svc->store);
@@ -54,6 +72,8 @@ static bool runs_the_image(const struct service *svc, pid_t pid)
 	if (n < 0)
 		return false;
 	exe[n] = 0;
+	if (!in_our_netns(pid))
+		return false;
 	return !meta || !meta->exe || strcmp(exe, meta->exe) == 0;
 }
 
@@ -72,6 +92,14 @@ int takeover_watch(struct service *svc, pid_t pid)
 		log_warn("%s: cannot watch the restored service (pid %d): %s", svc->cfg->name, pid,
 			 strerror(-r));
 	return r == -ESRCH ? r : 0;
+}
+
+/* ---------- role swap ---------- */
+
+void takeover_hand_off(struct service *svc, pid_t pid, uint64_t epoch)
+{
+	handoff_free(svc->to.handoff);
+	svc->to.handoff = handoff_start(svc, pid, epoch);
 }
 
 /* ---------- the takeover hook ---------- */
@@ -375,5 +403,6 @@ void takeover_free(struct service *svc)
 	child_free(svc->to.prep, true);
 	known_free(&svc->to.known);
 	known_free(&svc->to.reading);
+	handoff_free(svc->to.handoff);
 	svc->to = (struct takeover){0};
 }

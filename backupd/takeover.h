@@ -19,6 +19,7 @@
 
 struct child;
 struct restore_known;
+struct handoff;
 struct restorer;
 struct service;
 
@@ -30,6 +31,7 @@ struct takeover {
 	struct child *prep;
 	struct restore_known *known, *reading;
 	bool prep_again; /* asked again while a read was under way */
+	struct handoff *handoff;   /* role swap: the restored service to our primaryd */
 };
 
 /*
@@ -56,6 +58,9 @@ int takeover_check_executable(const struct service *svc, bool hash, char *err, s
 
 /* Restore the warm image; failover_restore_done() or _failed() follows. */
 void takeover_start_restore(struct service *svc);
+
+/* Role swap: hand the restored pid to this host's primaryd (handoff.h). */
+void takeover_hand_off(struct service *svc, pid_t pid, uint64_t epoch);
 
 /* Run the takeover hook, if there is one, for the restored pid. */
 void takeover_run_hook(struct service *svc, pid_t pid, uint64_t epoch);

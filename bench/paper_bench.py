@@ -55,7 +55,7 @@ CONFIGS = ("unprotected", "uffd", "savefile", "criu")
 # The cost breakdown rows, in the order an epoch goes through them (common/status.h histograms).
 PRIMARY_COST = ["pause_stop", "pause_safepoint", "pause_live_set", "pause_dirty_scan", "pause_threads",
                 "pause_copy", "pause_fds", "pause_resume", "pause", "ship_encode", "ship_compress",
-                "ship_pack", "ship_tls_write"]
+                "ship_pack", "ship_tls_write", "precopy_round"]
 BACKUP_COST = ["recv_read", "recv_verify", "recv_apply", "journal_write", "journal_fsync", "journal_durable"]
 
 
@@ -129,6 +129,7 @@ def parse_args():
     p.add_argument("--criu-dump-opts", default="--tcp-close --skip-in-flight")
     p.add_argument("--compression", choices=("zstd", "lz4", "none"), help="the service's compression key")
     p.add_argument("--delta-cache-mb", type=int, help="the service's delta_cache_mb key (0: whole pages)")
+    p.add_argument("--precopy", choices=("on", "off"), help="the service's precopy key (default on)")
     p.add_argument("--json", metavar="FILE", help="write the raw numbers here")
     p.add_argument("--keep", action="store_true", help="keep logs, configs and state")
     args = p.parse_args()
@@ -159,7 +160,8 @@ def run_one(layout, name, args, binary, criu):
         if name == "uffd":
             certs = rp.make_certs(topo.addr[topo.b])
             keys = {k: v for k, v in (("compression", args.compression),
-                                      ("delta_cache_mb", args.delta_cache_mb)) if v is not None}
+                                      ("delta_cache_mb", args.delta_cache_mb),
+                                      ("precopy", args.precopy)) if v is not None}
             up = rp.bring_up(topo, certs, binary, epoch_interval_ms=args.epoch_ms, dirty_tracking="uffd",
                              **keys)
             pid = up.service.pid
@@ -179,6 +181,7 @@ def run_one(layout, name, args, binary, criu):
         fill(topo, args, vip, client_cpu)
         loop = fb.CriuLoop(criu, pid, workdir, args.criu_ms) if name == "criu" else None
         before = rows(up.primary.socket) if up else None
+        cpu_before = cpu_seconds(up.backup.proc.pid) if up else None
         if loop:
             loop.start()
         t0 = time.monotonic()
@@ -192,6 +195,7 @@ def run_one(layout, name, args, binary, criu):
         if up:
             after = rows(up.primary.socket)
             brows = rows(up.backup.socket)
+            backup_cpu = cpu_seconds(up.backup.proc.pid) - cpu_before
             epochs = after["epochs_sent"] - before["epochs_sent"]
             res["epochs_per_s"] = epochs / wall
             res["merged"] = after["epochs_merged"] - before["epochs_merged"]
@@ -204,6 +208,12 @@ def run_one(layout, name, args, binary, criu):
                  ("delta_pages_runs", "delta_pages_blocks", "delta_pages_whole", "delta_page", "delta_raw",
                   "delta_wire", "delta_cache_hits", "delta_cache_misses")}
             res["delta"] = d
+            for k in ("precopy_read", "precopy_stop_read", "precopy_store_used", "precopy_rounds"):
+                res.setdefault("precopy", {})[k] = after.get(k, 0) - before.get(k, 0)
+            # What the backup applied: the pages the epochs stand for (whole or as deltas).
+            applied = d["delta_page"] or (after["shipped"] - before["shipped"])
+            res["backup_cpu_s"] = backup_cpu
+            res["backup_applied_mib"] = applied / 2**20
             res["backup"] = brows
             for p in (up.primary.proc.pid, up.backup.proc.pid, pid):
                 res.setdefault("affinity", {})[str(p)] = affinity(p)
@@ -221,6 +231,13 @@ def run_one(layout, name, args, binary, criu):
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return res
+
+
+def cpu_seconds(pid):
+    """User + system CPU of pid (all its threads) from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        f = fh.read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def affinity(pid):
@@ -277,6 +294,14 @@ def cells(results, layout, name):
         c["epochs/s shipped (merged)"] = f"{res['epochs_per_s']:.2f} ({res['merged']:.0f})"
         c["bytes shipped / request"] = f"{res['bytes_per_request']:,.0f}"
         c["bytes / epoch"] = f"{res['bytes_per_epoch']:,.0f}"
+        if res.get("backup_applied_mib"):
+            c["backup CPU ms / MiB applied"] = (f"{res['backup_cpu_s'] * 1000 / res['backup_applied_mib']:.1f}"
+                                                f" ({res['backup_applied_mib']:.0f} MiB)")
+        pc = res.get("precopy", {})
+        if pc.get("precopy_rounds"):
+            c["pre-copy MiB: rounds/stop/store"] = (f"{pc['precopy_read'] / 2**20:.0f}/"
+                                                   f"{pc['precopy_stop_read'] / 2**20:.1f}/"
+                                                   f"{pc['precopy_store_used'] / 2**20:.0f}")
     if name == "uffd" and res.get("delta", {}).get("delta_page"):
         d = res["delta"]
         c["delta pages runs/blocks/whole"] = (f"{d['delta_pages_runs']:.0f}/{d['delta_pages_blocks']:.0f}/"
@@ -292,7 +317,8 @@ def cells(results, layout, name):
 
 ROWS = ["throughput (req/s)", "vs unprotected", "latency p50 / p99 (ms)", "errors socket / non-2xx",
         "epochs/s shipped (merged)", "pause p50 / p99 (ms)", "bytes shipped / request", "bytes / epoch",
-        "delta pages runs/blocks/whole", "page->delta->wire ratio"]
+        "delta pages runs/blocks/whole", "page->delta->wire ratio", "backup CPU ms / MiB applied",
+        "pre-copy MiB: rounds/stop/store"]
 
 
 def print_tables(args, configs, results, failed):

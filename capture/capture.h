@@ -22,6 +22,8 @@ struct go_layout;
 struct live_set;
 struct memcache;
 struct wp_tracker;
+struct precopy;
+struct reach;
 
 /* Bytes mapped and written per class of memory, for the dump's report. */
 enum mem_class { MC_HEAP, MC_STACKS, MC_GLOBALS, MC_OFFHEAP, MC_FREE, MC_ZERO, MC_COUNT };
@@ -37,8 +39,20 @@ enum capture_phase {
 	CPH_COUNT
 };
 
+/* What the reachability scan of new objects found (reach.c), after the threads ran again. */
+struct reach_stats {
+	const char *state; /* "done", or why not ("off", "no previous epoch", ...) */
+	uint64_t scan_us;
+	uint64_t new_objects, new_bytes;	   /* allocated since the previous epoch */
+	uint64_t reached_objects, reached_bytes;   /* of those, reachable: shipped */
+	uint64_t zeroed_bytes;			   /* staged bytes of the others, zeroed */
+	uint64_t pages_dropped;			   /* pages left all zero (a dump leaves them out) */
+	uint64_t root_bytes;			   /* bytes scanned as roots */
+};
+
 struct capture_stats {
 	uint64_t phase_us[CPH_COUNT];
+	struct reach_stats reach;
 	uint64_t mapped[MC_COUNT], written[MC_COUNT];
 	unsigned safepoint_tries, fallback;
 	const char *mode; /* "live", "whole", "whole (no DWARF)", "whole (no safepoint)" */
@@ -92,6 +106,7 @@ struct capture {
 	bool detach_between;   /* let go between stops (the process dies with us by PDEATHSIG) */
 	struct wp_tracker *wp; /* write tracking to re-arm this epoch, or NULL */
 	bool wp_filter;        /* copy only pages the tracker saw written */
+	struct precopy *precopy; /* pages read by pre-copy rounds (precopy.h), or NULL */
 	bool swap;             /* the system has swap: swapped-out pages exist */
 	struct inject_cache *cache; /* NULL: inject every time (one-shot dump) */
 	bool cache_ok;              /* this epoch may use it */
@@ -101,6 +116,7 @@ struct capture {
 	struct go_layout *go;  /* NULL: no runtime metadata, whole capture */
 	struct live_set *live; /* pages of the heap arenas worth keeping */
 	struct memcache *mc;   /* reads of the runtime's metadata, by 16 KiB block */
+	struct reach *reach;   /* span states kept between stops, for the scan of new objects */
 	struct capture_stats stats;
 };
 
@@ -156,6 +172,9 @@ void capture_memcache_free(struct capture *c);
 int capture_live_filter(struct capture *c, uint64_t start, uint64_t end,
 			int (*emit)(void *ctx, uint64_t s, uint64_t e), void *ctx);
 enum mem_class capture_classify(const struct capture *c, uint64_t addr);
+
+/* reach.c (see reach.h) */
+void capture_reach_free(struct capture *c);
 
 /* True when cached injected reads may be used in this epoch. */
 bool capture_cache_usable(struct capture *c);

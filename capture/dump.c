@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "capture.h"
+#include "reach.h"
 #include "wp.h"
 #include "goruntime.h"
 #include "log.h"
@@ -119,6 +120,7 @@ int capture_held(struct capture *c)
 	c->n_vmas = 0;
 	capture_live_free(c);
 	memset(&c->stats, 0, sizeof(c->stats));
+	reach_stop_begin(c);
 
 	int r = reach_safepoint(c);
 	lap(c, CPH_SAFEPOINT, &mark);
@@ -181,6 +183,7 @@ void capture_cleanup(struct capture *c)
 		close(c->memfd);
 	capture_live_free(c);
 	capture_memcache_free(c);
+	capture_reach_free(c);
 	free(c->go);
 	free(c->vmas);
 	free(c->threads);
@@ -226,6 +229,11 @@ int capture_dump(pid_t pid, const char *dir, const struct dump_options *opt,
 	if (r >= 0)
 		r = capture_held(&c);
 	capture_release_all(&c);
+	/* The process runs again; it is still ours to read (allocBits), and the image is complete. */
+	if (r >= 0 && !c.whole)
+		r = capture_reach(&c, true);
+	if (r >= 0)
+		capture_reach_drop_zero_pages(&c);
 	rep->stats = c.stats;
 	rep->debuginfo = c.debuginfo;
 	capture_cleanup(&c);

@@ -11,15 +11,19 @@
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 
 #include "delta.h"
 #include "goruntime.h"
 #include "log.h"
+#include "reach.h"
 #include "wire.h"
 #include "status.h"
 #include "util.h"
+
+#define GC_WAIT_MAX_US 2000000
 
 static const struct {
 	const char *name, *help;
@@ -38,7 +42,25 @@ static const struct {
     [COST_PACK] = {"ship_pack", "after resume: msgpack and the epoch checksum"},
     [COST_TLS_WRITE] = {"ship_tls_write",
 			"epoch queued to its COMMIT handed to TLS, within 256 KiB of the wire (wall)"},
+    [COST_PRECOPY] = {"precopy_round", "a pre-copy round while the service runs (wall)"},
+    [COST_REACH] = {"ship_reach", "after resume: finding the reachable new objects"},
 };
+
+static void capture_session_report_reach(const struct capture_session *s, struct status_report *r)
+{
+	struct reach_totals t;
+	capture_reach_totals(&s->c, &t);
+	status_report_counter(r, "reach_scans_done", "", t.scans_done,
+			      "epochs whose new objects were scanned for reachability");
+	status_report_counter(r, "reach_scans_skipped", "", t.scans_skipped,
+			      "epochs that shipped every new object (no sound scan possible)");
+	status_report_counter(r, "reach_new", "bytes", t.new_bytes,
+			      "bytes of objects allocated since the previous epoch");
+	status_report_counter(r, "reach_reached", "bytes", t.reached_bytes,
+			      "of those, bytes of reachable objects (shipped)");
+	status_report_counter(r, "reach_zeroed", "bytes", t.zeroed_bytes,
+			      "staged bytes of unreachable new objects, shipped as zero");
+}
 
 void capture_session_report(const struct capture_session *s, struct status_report *r)
 {
@@ -46,6 +68,19 @@ void capture_session_report(const struct capture_session *s, struct status_repor
 
 	for (int i = 0; i < COST_COUNT; i++)
 		status_report_histogram(r, cost_rows[i].name, &s->cost.h[i], cost_rows[i].help);
+	if (s->use_precopy) {
+		const struct precopy_stats *p = &s->pre.stats;
+		status_report_counter(r, "precopy_epochs", "", p->epochs,
+				      "epochs whose pages were read in rounds while the service ran");
+		status_report_counter(r, "precopy_rounds", "", p->rounds, "pre-copy rounds");
+		status_report_counter(r, "precopy_read", "bytes", p->bytes_copied,
+				      "bytes read by pre-copy rounds while the service ran");
+		status_report_counter(r, "precopy_stop_read", "bytes", p->final_bytes_copied,
+				      "bytes of pre-copied epochs read inside the stop");
+		status_report_counter(r, "precopy_store_used", "bytes", p->store_bytes,
+				      "bytes of pre-copied epochs taken from the rounds' store");
+	}
+	capture_session_report_reach(s, r);
 	if (!shipped_enabled(&s->shipped_pages))
 		return;
 	status_report_counter(r, "delta_pages_whole", "", d->pages[DELTA_WHOLE],
@@ -92,6 +127,7 @@ int capture_session_open(pid_t pid, const char *debug_file, struct capture_sessi
 	s->c.cache = &s->cache;
 	s->c.debug_file = debug_file;
 	wp_init(&s->wp);
+	precopy_init(&s->pre);
 	s->c.seize_options = PTRACE_O_EXITKILL;
 	s->c.img = image_new();
 	if (!s->c.img) {
@@ -127,6 +163,7 @@ void capture_session_close(struct capture_session *s)
 	capture_cleanup(&s->c);
 	dirty_reset(&s->shipped);
 	wp_free(&s->wp);
+	precopy_free(&s->pre);
 	free(s->raw);
 	shipped_free(&s->shipped_pages);
 	free(s->cache.threads);
@@ -294,7 +331,11 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	r = capture_exe(c);
 	if (r < 0)
 		return r;
-	if (!s->staging) {
+	/* Pre-copied: the pages go into the rounds' store, which the image then owns. */
+	c->precopy = s->use_wp && s->pre.active ? &s->pre : NULL;
+	if (c->precopy) {
+		c->img->pages = NULL;
+	} else if (!s->staging) {
 		r = capture_staging_prepare(c, capture_staging_estimate(c->pid));
 		if (r < 0)
 			return r;
@@ -304,6 +345,8 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		c->img->pages_map_len = s->staging_len;
 	}
 
+	c->whole = s->whole_next; /* no safepoint to wait for (capture_session_precopy_ready) */
+	s->whole_next = false;
 	c->wp = s->use_wp ? &s->wp : NULL;
 	if (full)
 		s->cache.valid = false; /* a full epoch re-reads everything */
@@ -331,18 +374,36 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		hist_add_us(&h[COST_PAUSE], rep->pause_us);
 	}
 
-	/* The staging buffer may have been replaced by a bigger one: keep whichever is current. */
-	s->staging = c->img->pages;
-	s->staging_len = c->img->pages_map_len;
+	bool precopied = c->precopy;
+	c->precopy = NULL;
+	precopy_reset(&s->pre); /* what it read is the image's now, or lost with a failed capture */
+	s->gc_wait_from = 0;
+	if (precopied) {
+		if (r < 0)
+			return r; /* the image, freed with the next epoch, unmaps what it took */
+	} else {
+		/* The staging buffer may have been replaced by a bigger one: keep whichever is current. */
+		s->staging = c->img->pages;
+		s->staging_len = c->img->pages_map_len;
+	}
 	if (r < 0) {
 		c->img->pages = NULL;
 		return r;
 	}
 	rep->pages_captured = c->img->pages_len / PAGE_SIZE;
 	if (s->use_wp && wp_carry_unshipped(&s->wp, c->img) < 0) {
-		c->img->pages = NULL;
+		if (!precopied) /* else the image owns the store: freed with it */
+			c->img->pages = NULL;
 		return -ENOMEM;
 	}
+	/* Zero the staged bytes of unreachable new objects (write tracking: see reach.c). */
+	if (s->use_wp && capture_reach(c, !c->wp_filter) < 0) {
+		if (!precopied)
+			c->img->pages = NULL;
+		return -ENOMEM;
+	}
+	if (s->use_wp)
+		hist_add_us(&s->cost.h[COST_REACH], c->stats.reach.scan_us);
 	rep->mode = c->stats.mode;
 	rep->safepoint_tries = c->stats.safepoint_tries;
 	rep->fallback = c->stats.fallback;
@@ -353,11 +414,11 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	 * With deltas the link reads the pages straight from staging, slice by
 	 * slice, and no capture starts before it is done (link_busy()): no copy.
 	 */
-	if (r >= 0 && !(s->use_wp && shipped_enabled(&s->shipped_pages)))
+	if (r >= 0 && !precopied && !(s->use_wp && shipped_enabled(&s->shipped_pages)))
 		r = s->use_wp ? take_staged_pages(c->img) : keep_changed_pages(s, c->img, full);
 	if (r < 0) {
 		/* Leave the staging buffer with the session, not with the image. */
-		if (c->img->pages == s->staging)
+		if (!precopied && c->img->pages == s->staging)
 			c->img->pages = NULL;
 		return r;
 	}
@@ -376,6 +437,104 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	*out = c->img;
 	c->img = image_new();
 	return c->img ? 0 : -ENOMEM;
+}
+
+/* Create the write tracking in a short stop (the first epoch has none yet). */
+static int precopy_open_tracking(struct capture_session *s)
+{
+	struct capture *c = &s->c;
+	uint64_t t0 = now_us();
+	int r = capture_stop_all(c);
+
+	if (r >= 0) {
+		free(c->vmas);
+		c->vmas = NULL;
+		c->n_vmas = 0;
+		ssize_t n = proc_read_maps(c->pid, &c->vmas);
+		r = n < 0 ? (int)n : 0;
+		if (r >= 0)
+			c->n_vmas = n;
+	}
+	if (r >= 0)
+		r = capture_find_syscall_insn(c, &c->leader->insn);
+	if (r >= 0)
+		r = wp_open(c, &s->wp);
+	int rr = capture_resume_all(c);
+	log_debug("write tracking of pid %d created in a stop of %lu us", c->pid,
+		  (unsigned long)(now_us() - t0));
+	return r < 0 ? r : rr;
+}
+
+int capture_session_precopy_step(struct capture_session *s, bool full, uint64_t budget)
+{
+	struct precopy *p = &s->pre;
+	int r = 0;
+
+	if (!s->use_wp || !s->use_precopy || s->frozen || s->hold_after_epoch)
+		return -ENOTSUP;
+	if (s->wp.uffd < 0)
+		r = precopy_open_tracking(s);
+	/* A round ended: the next one starts. */
+	if (r >= 0 && (!p->active || p->todo_pos == p->n_todo)) {
+		s->round_t0 = now_us();
+		r = precopy_round_begin(p, &s->wp, s->c.pid, full);
+	}
+	if (r >= 0)
+		r = precopy_round_step(p, s->c.pid, budget);
+	if (r == 1)
+		hist_add_us(&s->cost.h[COST_PRECOPY], now_us() - s->round_t0);
+	if (r < 0)
+		precopy_reset(p); /* what the rounds found written stays owed (wp_owe) */
+	return r;
+}
+
+/* The runtime is in a GC cycle (read while it runs): a stop now would find no safepoint. */
+static bool gc_running(const struct capture_session *s)
+{
+	const struct go_layout *l = s->c.go;
+	uint64_t v = 0;
+
+	if (!l || !l->gcphase_size || l->gcphase_size > sizeof(v))
+		return false;
+	struct iovec lo = {&v, l->gcphase_size}, re = {(void *)(uintptr_t)l->gcphase, l->gcphase_size};
+	if (process_vm_readv(s->c.pid, &lo, 1, &re, 1, 0) != (ssize_t)l->gcphase_size)
+		return false;
+	return v != l->gc_off;
+}
+
+bool capture_session_precopy_converged(const struct capture_session *s)
+{
+	return precopy_converged(&s->pre);
+}
+
+bool capture_session_precopy_ready(struct capture_session *s)
+{
+	uint64_t now = now_us();
+
+	if (!precopy_converged(&s->pre))
+		return false;
+	/*
+	 * A stop during a GC cycle would retry for a safepoint (dump.c), holding
+	 * primaryd's loop for up to a second, then copy whole mappings: rounds go
+	 * on while the cycle lasts, up to GC_WAIT_MAX_US.
+	 */
+	if (!gc_running(s)) {
+		s->gc_wait_from = 0;
+		return true;
+	}
+	if (!s->gc_wait_from)
+		s->gc_wait_from = now;
+	if (now - s->gc_wait_from <= GC_WAIT_MAX_US)
+		return false;
+	/*
+	 * Still in the cycle: retrying for a safepoint would hold the loop and
+	 * then copy whole mappings anyway. Copy them now (always consistent;
+	 * the rounds have read them).
+	 */
+	log_info("pid %d: a GC cycle has run for over %d ms: this epoch copies whole mappings",
+		 s->c.pid, GC_WAIT_MAX_US / 1000);
+	s->whole_next = true;
+	return true;
 }
 
 int capture_session_freeze(struct capture_session *s)

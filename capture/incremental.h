@@ -12,6 +12,7 @@
 #include "capture.h"
 #include "dirty.h"
 #include "hist.h"
+#include "precopy.h"
 #include "shipped.h"
 #include "wp.h"
 
@@ -34,6 +35,8 @@ enum cost_phase {
 	COST_COMPRESS,	 /* the codec over the delta payload */
 	COST_PACK,	 /* msgpack and the epoch checksum */
 	COST_TLS_WRITE,	 /* from the epoch queued to its last byte handed to the kernel (wall) */
+	COST_PRECOPY,	 /* a pre-copy round, with the service running (wall, primaryd's loop) */
+	COST_REACH,	 /* after resume: which new objects are reachable (reach.c) */
 	COST_COUNT
 };
 
@@ -76,6 +79,11 @@ struct capture_session {
 	struct inject_cache cache;
 	struct wp_tracker wp;
 	struct session_cost cost;
+	struct precopy pre; /* rounds for the next epoch (precopy.h), when use_precopy */
+	bool use_precopy;
+	uint64_t round_t0;
+	uint64_t gc_wait_from; /* when the rounds first waited for a GC cycle to end */
+	bool whole_next;       /* the GC cycle outlasted the wait: copy whole mappings */
 
 	/* deltas: on when the cache has room (delta_cache_mb) */
 	struct shipped_cache shipped_pages;
@@ -111,6 +119,23 @@ void capture_session_close(struct capture_session *s);
  */
 int capture_session_epoch(struct capture_session *s, bool full, struct image **out,
 			  struct epoch_report *rep);
+
+/*
+ * Pre-copy (precopy.h), with the service running: the next piece of work of
+ * the rounds for the next epoch (full: its first round reads every page),
+ * at most budget bytes read. Returns 1 when a round has just ended, 0 when
+ * it has more to read, <0 on error (the rounds are dropped: the epoch then
+ * copies everything in its stop, as without pre-copy). The first call on a
+ * process with no write tracking yet stops it briefly to create its uffd.
+ */
+int capture_session_precopy_step(struct capture_session *s, bool full, uint64_t budget);
+/*
+ * The last round ended small enough (or more would not help), and the
+ * runtime is not in a GC cycle (waited for up to 2 s): time for the stop.
+ */
+bool capture_session_precopy_ready(struct capture_session *s);
+/* The last round ended small enough, or more would not help. */
+bool capture_session_precopy_converged(const struct capture_session *s);
 
 /* Add the cost breakdown's histograms to a status report (after status_report_service). */
 struct status_report;

@@ -18,6 +18,7 @@
 #include "capture.h"
 #include "goruntime.h"
 #include "log.h"
+#include "reach.h"
 #include "util.h"
 
 struct range {
@@ -304,6 +305,26 @@ static int live_arenas(struct capture *c, struct memcache *mc, struct live_set *
 	return 0;
 }
 
+/* An in-use span's allocation state, for the scan of new objects (reach.c). */
+static int note_span(struct capture *c, struct memcache *mc, uint64_t span, uint64_t start,
+		     uint64_t npages, int *err)
+{
+	const struct go_layout *l = c->go;
+	struct reach_span_state st = {
+		.span = span,
+		.base = start,
+		.npages = npages,
+		.elemsize = mc_uint(mc, span, &l->span_elemsize, err),
+		.nelems = mc_uint(mc, span, &l->span_nelems, err),
+		.freeindex = mc_uint(mc, span, &l->span_freeindex, err),
+		.allocbits = mc_uint(mc, span, &l->span_allocbits, err),
+		.specials = mc_uint(mc, span, &l->span_specials, err),
+		.sweepgen = (uint32_t)mc_uint(mc, span, &l->span_sweepgen, err),
+		.spanclass = (uint8_t)mc_uint(mc, span, &l->span_spanclass, err),
+	};
+	return *err ? *err : reach_note_span(c, &st);
+}
+
 static int live_spans(struct capture *c, struct memcache *mc, struct live_set *ls)
 {
 	const struct go_layout *l = c->go;
@@ -324,9 +345,13 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 		if (len > l->arena_bytes * 1024)
 			return -EBADMSG;
 		r = rs_add(state == l->span_in_use ? &ls->heap : &ls->stacks, start, start + len);
+		if (r >= 0 && state == l->span_in_use && l->reach_ok)
+			r = note_span(c, mc, spans[i], start, len / l->page_size, &err);
 		if (r < 0)
 			return r;
 	}
+	if (!err && l->reach_ok)
+		reach_spans_end(c);
 	rs_normalize(&ls->heap);
 	rs_normalize(&ls->stacks);
 	return err;
@@ -540,6 +565,12 @@ int capture_live_set(struct capture *c)
 	if (!mc)
 		return -ENOMEM;
 	r = live_arenas(c, mc, ls);
+	if (r >= 0 && c->go->reach_ok) {
+		struct go_field f = c->go->heap_sweepgen;
+		int err = 0;
+		uint32_t sg = (uint32_t)mc_uint(mc, c->go->mheap, &f, &err);
+		r = err ? err : reach_spans_begin(c, sg);
+	}
 	if (r >= 0)
 		r = live_spans(c, mc, ls);
 	if (r >= 0)

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "pagemap.h"
 #include "util.h"
+#include "precopy.h"
 #include "wp.h"
 
 int capture_find_syscall_insn(struct capture *c, uint64_t *insn)
@@ -119,13 +120,11 @@ static int keep_written(void *p, uint64_t s, uint64_t e)
 	return add_run(c->img, s, e);
 }
 
-/* Called for each page range the live filter keeps; then the write tracker has its say. */
-static int keep_range(void *p, uint64_t s, uint64_t e)
+/* Called for each written page range: the live filter has its say. */
+static int keep_live(void *p, uint64_t s, uint64_t e)
 {
 	struct capture *c = p;
-	if (c->wp && c->wp_filter)
-		return wp_filter(c->wp, s, e, keep_written, c);
-	return keep_written(c, s, e);
+	return capture_live_filter(c, s, e, keep_written, c);
 }
 
 struct scan_ctx {
@@ -137,7 +136,14 @@ static int scanned_range(void *p, uint64_t s, uint64_t e)
 {
 	struct scan_ctx *sc = p;
 	sc->present += e - s;
-	return capture_live_filter(sc->c, s, e, keep_range, sc->c);
+	/*
+	 * Written, then live: the same pages as the other way round, but the
+	 * live filter (span metadata, per object) then only sees what was
+	 * written, a small part of the heap in most epochs.
+	 */
+	if (sc->c->wp && sc->c->wp_filter)
+		return wp_filter(sc->c->wp, s, e, keep_live, sc->c);
+	return capture_live_filter(sc->c, s, e, keep_written, sc->c);
 }
 
 /*
@@ -246,6 +252,10 @@ static int copy_runs(struct capture *c)
 	struct image *img = c->img;
 	uint64_t total = 0;
 
+	/* Pre-copy rounds read most pages while the service ran: only the rest now. */
+	if (c->precopy)
+		return precopy_place(c, c->precopy);
+
 	for (size_t i = 0; i < img->n_runs; i++) {
 		img->runs[i].offset = total;
 		total += img->runs[i].npages * PAGE_SIZE;
@@ -271,6 +281,33 @@ static int copy_runs(struct capture *c)
 		i += n;
 	}
 	return 0;
+}
+
+/*
+ * An incremental epoch keeps only written pages: scan for present ones in
+ * the written ranges only, not across the whole mapping (the same pages;
+ * the page-table walk then follows what was written).
+ */
+struct written_scan {
+	struct capture *c;
+	int pagemap_fd;
+	uint64_t *present;
+};
+
+static int scan_written_range(void *p, uint64_t s, uint64_t e)
+{
+	struct written_scan *ws = p;
+	return scan_vma(ws->c, ws->pagemap_fd, s, e, ws->present);
+}
+
+static int scan_mapping(struct capture *c, int pagemap_fd, uint64_t s, uint64_t e,
+			uint64_t *present)
+{
+	struct written_scan ws = {c, pagemap_fd, present};
+
+	if (c->wp && c->wp_filter)
+		return wp_filter(c->wp, s, e, scan_written_range, &ws);
+	return scan_vma(c, pagemap_fd, s, e, present);
 }
 
 /*
@@ -304,7 +341,7 @@ int capture_pages(struct capture *c)
 			continue;
 		for (int k = 0; k < MC_COUNT; k++)
 			before += c->stats.written[k];
-		r = scan_vma(c, pfd, v->start, v->end, &present);
+		r = scan_mapping(c, pfd, v->start, v->end, &present);
 		if (r < 0)
 			return log_error_errno(r, "PAGEMAP_SCAN of %#lx-%#lx failed",
 					       (unsigned long)v->start, (unsigned long)v->end);

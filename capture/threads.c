@@ -35,14 +35,25 @@ static bool is_seized(const struct capture *c, pid_t tid)
 	return false;
 }
 
-/* Stop the threads we already hold again after a resume; drop those that exited. */
-static int restop_known(struct capture *c)
+/*
+ * Interrupt threads [from, c->n_threads) first, then wait for each: they
+ * stop in parallel, so the stop costs about one scheduling delay instead
+ * of one per thread. Drops those that exited (the leader's exit is an
+ * error).
+ */
+static int stop_from(struct capture *c, size_t from)
 {
-	size_t kept = 0;
+	size_t kept = from, n = c->n_threads - from;
+	_cleanup_free_ int *sent = calloc(n ? n : 1, sizeof(*sent)); /* each interrupt's result */
+	int r;
 
-	for (size_t i = 0; i < c->n_threads; i++) {
-		struct tracee t = c->threads[i];
-		int r = tracer_interrupt_wait(&t);
+	if (!sent)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		sent[i] = ptrace(PTRACE_INTERRUPT, c->threads[from + i].tid, 0, 0) < 0 ? -errno : 0;
+	for (size_t i = 0; i < n; i++) {
+		struct tracee t = c->threads[from + i];
+		r = sent[i] < 0 ? sent[i] : tracer_wait_stop(&t);
 		if (r == -ESRCH && t.tid != c->pid)
 			continue;
 		if (r < 0)
@@ -51,6 +62,12 @@ static int restop_known(struct capture *c)
 	}
 	c->n_threads = kept;
 	return 0;
+}
+
+/* Stop the threads we already hold again after a resume; drop those that exited. */
+static int restop_known(struct capture *c)
+{
+	return stop_from(c, 0);
 }
 
 static bool traced_by_us(pid_t pid, pid_t tid)
@@ -87,17 +104,12 @@ static int seize_new(struct capture *c)
 					      sizeof(*t));
 		if (!t)
 			return -ENOMEM;
-		t->tid = tids[i];
-		r = tracer_interrupt_wait(t);
-		if (r == -ESRCH && tids[i] != c->pid) {
-			c->n_threads--;
-			continue;
-		}
-		if (r < 0)
-			return log_error_errno(r, "cannot stop thread %d", tids[i]);
+		*t = (struct tracee){.tid = tids[i]};
 		added++;
 	}
-	return added;
+	size_t before = c->n_threads - added;
+	int r = stop_from(c, before);
+	return r < 0 ? r : (int)(c->n_threads - before);
 }
 
 int capture_stop_all(struct capture *c)

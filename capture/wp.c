@@ -33,7 +33,7 @@
 #define UFFD_FEATURE_WP_ASYNC (1 << 15)
 #endif
 
-static bool vma_tracked(const struct proc_vma *v)
+bool wp_vma_tracked(const struct proc_vma *v)
 {
 	return vma_carries_contents(v->shared, v->kind) && (v->prot & PROT_WRITE);
 }
@@ -129,21 +129,26 @@ static int cmp_range(const void *a, const void *b)
 	return x->s < y->s ? -1 : x->s > y->s;
 }
 
-/* Sort the written ranges and merge those that touch or overlap. */
-static void sort_merge(struct wp_tracker *w)
+void wp_ranges_sort_merge(struct wp_range *v, size_t *n)
 {
 	size_t k = 0;
 
-	qsort(w->dirty, w->n, sizeof(*w->dirty), cmp_range);
-	for (size_t i = 0; i < w->n; i++) {
-		if (k && w->dirty[i].s <= w->dirty[k - 1].e) {
-			if (w->dirty[i].e > w->dirty[k - 1].e)
-				w->dirty[k - 1].e = w->dirty[i].e;
+	qsort(v, *n, sizeof(*v), cmp_range);
+	for (size_t i = 0; i < *n; i++) {
+		if (k && v[i].s <= v[k - 1].e) {
+			if (v[i].e > v[k - 1].e)
+				v[k - 1].e = v[i].e;
 			continue;
 		}
-		w->dirty[k++] = w->dirty[i];
+		v[k++] = v[i];
 	}
-	w->n = k;
+	*n = k;
+}
+
+/* Sort the written ranges and merge those that touch or overlap. */
+static void sort_merge(struct wp_tracker *w)
+{
+	wp_ranges_sort_merge(w->dirty, &w->n);
 }
 
 static int carry_push(struct wp_tracker *w, uint64_t s, uint64_t e)
@@ -186,28 +191,94 @@ int wp_carry_unshipped(struct wp_tracker *w, const struct image *img)
 	return 0;
 }
 
-int wp_collect(struct capture *c, struct wp_tracker *w)
+int wp_scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *vmas, size_t n)
 {
 	char path[64];
 	int r;
 
 	w->n = 0;
 	w->newly_tracked = 0;
+	if (w->uffd < 0)
+		return -EBADF;
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+	_cleanup_close_ int pfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (pfd < 0)
+		return -errno;
+	for (size_t i = 0; i < n; i++) {
+		const struct proc_vma *v = &vmas[i];
+		if (!wp_vma_tracked(v))
+			continue;
+		r = scan_vma(w, pfd, v->start, v->end);
+		/* A mapping that went away under a running process is simply not there. */
+		if (r == -ENOMEM || r == -EINVAL || r == -ENOENT)
+			continue;
+		if (r < 0)
+			return log_error_errno(r, "write tracking of %#lx-%#lx failed",
+					       (unsigned long)v->start, (unsigned long)v->end);
+	}
+	sort_merge(w);
+	return 0;
+}
+
+int wp_open(struct capture *c, struct wp_tracker *w)
+{
+	return w->uffd < 0 ? wp_create(c, w) : 0;
+}
+
+/* Keep a copy of the ranges the scans found, before what is owed joins them. */
+static int keep_fresh(struct wp_tracker *w)
+{
+	w->n_fresh = 0;
+	if (w->n > w->cap_fresh) {
+		struct wp_range *f = realloc(w->fresh, w->n * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		w->fresh = f;
+		w->cap_fresh = w->n;
+	}
+	if (w->n)
+		memcpy(w->fresh, w->dirty, w->n * sizeof(*w->dirty));
+	w->n_fresh = w->n;
+	return 0;
+}
+
+int wp_owe(struct wp_tracker *w, const struct wp_range *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct wp_range *r = array_push(&w->carry, &w->n_carry, &w->cap_carry, sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		*r = v[i];
+	}
+	wp_ranges_sort_merge(w->carry, &w->n_carry);
+	return 0;
+}
+
+int wp_collect(struct capture *c, struct wp_tracker *w)
+{
+	int r;
+
 	if (w->uffd < 0 && (r = wp_create(c, w)) < 0)
 		return r;
+	w->n = 0;
+	w->newly_tracked = 0;
+	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", c->pid);
 	_cleanup_close_ int pfd = open(path, O_RDONLY | O_CLOEXEC);
 	if (pfd < 0)
 		return -errno;
 	for (size_t i = 0; i < c->n_vmas; i++) {
 		const struct proc_vma *v = &c->vmas[i];
-		if (!vma_tracked(v))
+		if (!wp_vma_tracked(v))
 			continue;
 		r = scan_vma(w, pfd, v->start, v->end);
 		if (r < 0)
 			return log_error_errno(r, "write tracking of %#lx-%#lx failed",
 					       (unsigned long)v->start, (unsigned long)v->end);
 	}
+	sort_merge(w);
+	if ((r = keep_fresh(w)) < 0)
+		return r;
 	/*
 	 * A full epoch (no write filter) replaces the backup's image with the
 	 * pages it ships, dropping every page it held that is not live now.
@@ -215,10 +286,11 @@ int wp_collect(struct capture *c, struct wp_tracker *w)
 	 * slot of a stack span, the not yet allocated tail of a reused span):
 	 * count every page as written, so that what this epoch does not ship
 	 * is carried until it is, as for a mapping tracked for the first time.
-	 * test_delta lost such pages without this.
+	 * test_delta lost such pages without this. (Not in the fresh ranges:
+	 * they were not written, and pre-copy's store holds them.)
 	 */
 	for (size_t i = 0; !c->wp_filter && i < c->n_vmas; i++)
-		if (vma_tracked(&c->vmas[i]) &&
+		if (wp_vma_tracked(&c->vmas[i]) &&
 		    (r = add_range(w, c->vmas[i].start, c->vmas[i].end)) < 0)
 			return r;
 	/* What was written before but not shipped is still owed. */
@@ -263,5 +335,6 @@ void wp_free(struct wp_tracker *w)
 		close(w->uffd);
 	free(w->dirty);
 	free(w->carry);
+	free(w->fresh);
 	wp_init(w);
 }

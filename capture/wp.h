@@ -3,7 +3,9 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct capture;
 
@@ -21,7 +23,31 @@ struct wp_tracker {
 	struct wp_range *carry;
 	size_t n_carry, cap_carry;
 	uint64_t newly_tracked; /* bytes registered this epoch (new mappings) */
+	/* what wp_collect()'s scans found written since the last scan, before the owed ranges join */
+	struct wp_range *fresh;
+	size_t n_fresh, cap_fresh;
 };
+
+struct proc_vma;
+/* Mappings whose writes are tracked: private contents, writable. */
+bool wp_vma_tracked(const struct proc_vma *v);
+
+/* Create the userfaultfd inside the held process if there is none yet. */
+int wp_open(struct capture *c, struct wp_tracker *w);
+
+/*
+ * While the process runs (pre-copy, precopy.h): gather into w->dirty, sorted,
+ * the ranges written since the last scan, and re-arm them. A page written
+ * after its re-arm is found by the next scan, so a copy taken after this
+ * call is current unless the next scan reports the page.
+ */
+int wp_scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *vmas, size_t n);
+
+/* Sort v[0..*n) and merge the ranges that touch or overlap. */
+void wp_ranges_sort_merge(struct wp_range *v, size_t *n);
+
+/* Owe these ranges to the next epoch (as if written): its capture will ship what is live of them. */
+int wp_owe(struct wp_tracker *w, const struct wp_range *v, size_t n);
 
 void wp_init(struct wp_tracker *w);
 void wp_free(struct wp_tracker *w);

@@ -45,6 +45,7 @@ enum key_type {
 	KEY_ONOFF,    /* bool, "on" or "off" */
 	KEY_URLS,     /* struct urllist, http(s)://host:port[,...] */
 	KEY_BACKUP_LOSS, /* enum backup_loss */
+	KEY_HOSTS,    /* struct role_host[CONFIG_MAX_HOSTS], "NAME=HOST:PORT ..." */
 };
 
 struct key_desc {
@@ -56,6 +57,7 @@ struct key_desc {
 	unsigned only;	   /* roles that may set it; 0 for both */
 	unsigned required; /* roles that must */
 	const char *hint;  /* said when it is missing, or NULL */
+	bool from_hosts;   /* role_swap = on: filled from hosts, never written */
 };
 
 #define DKEY(sec, key, field, t, ...)                                                              \
@@ -75,6 +77,9 @@ static const struct key_desc daemon_keys[] = {
     DKEY("daemon", "services_dir", services_dir, KEY_PATH),
     DKEY("daemon", "status_socket", status_socket, KEY_PATH),
     DKEY("daemon", "metrics_listen", metrics_listen, KEY_HOSTPORT),
+    DKEY("daemon", "host_name", host_name, KEY_NAME),
+    DKEY("daemon", "primaryd_socket", primaryd_socket, KEY_PATH, .only = R_BACKUP),
+    DKEY("daemon", "backupd_socket", backupd_socket, KEY_PATH, .only = R_PRIMARY),
     DKEY("tls", "ca", tls_ca, KEY_PATH, .required = R_BOTH),
     DKEY("tls", "cert", tls_cert, KEY_PATH, .required = R_BOTH),
     DKEY("tls", "key", tls_key, KEY_PATH, .required = R_BOTH),
@@ -85,11 +90,11 @@ static const struct key_desc service_keys[] = {
     SKEY("command", command, KEY_CMDLINE),
     SKEY("pid_file", pid_file, KEY_PATH),
     SKEY("executable", executable, KEY_PATH, .required = R_BACKUP),
-    SKEY("backup", backup, KEY_HOSTPORT, .required = R_PRIMARY),
-    SKEY("primary", primary, KEY_NAME, .required = R_BACKUP,
+    SKEY("backup", backup, KEY_HOSTPORT, .required = R_PRIMARY, .from_hosts = true),
+    SKEY("primary", primary, KEY_NAME, .required = R_BACKUP, .from_hosts = true,
 	 .hint = "the name the primary's certificate carries (SAN DNS or IP, else CN); the backup "
 		 "accepts no other"),
-    SKEY("backup_name", backup_name, KEY_NAME, .required = R_PRIMARY,
+    SKEY("backup_name", backup_name, KEY_NAME, .required = R_PRIMARY, .from_hosts = true,
 	 .hint = "the name the backup's certificate carries (SAN DNS or IP, else CN); the primary "
 		 "sends its memory to no other"),
     SKEY("epoch_interval_ms", epoch_interval_ms, KEY_MS, .min = 10, .max = 60000),
@@ -109,6 +114,9 @@ static const struct key_desc service_keys[] = {
     SKEY("witness_ca", witness_ca, KEY_PATH),
     SKEY("witness_cert", witness_cert, KEY_PATH),
     SKEY("witness_key", witness_key, KEY_PATH),
+    SKEY("role_swap", role_swap, KEY_ONOFF),
+    SKEY("hosts", hosts, KEY_HOSTS),
+    SKEY("precopy", precopy, KEY_ONOFF),
 };
 
 _Static_assert(ARRAY_SIZE(daemon_keys) <= MAX_KEYS, "raise MAX_KEYS");
@@ -129,6 +137,7 @@ struct parser {
 	int r;
 	char *err;
 	size_t errlen;
+	bool role_swap; /* a service file with role_swap = on: from_hosts keys are not required */
 };
 
 const char *role_to_string(enum role role) { return role == ROLE_BACKUP ? "backup" : "primary"; }
@@ -384,6 +393,48 @@ static int parse_onoff(struct parser *p, const struct key_desc *k, const char *v
 	return 0;
 }
 
+/* "a=10.0.0.1:7000 b=10.0.0.2:7000": each host's certificate name and its backupd's address. */
+static int parse_hosts(struct parser *p, const struct key_desc *k, const char *v)
+{
+	struct service_config *c = p->out;
+	_cleanup_free_ char *copy = strdup(v);
+	char *save = NULL, *w, *eq;
+	const char *why;
+
+	(void)k;
+	if (!copy)
+		return oom(p);
+	c->n_hosts = 0;
+	for (w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+		struct role_host *h = &c->hosts[c->n_hosts];
+		eq = strchr(w, '=');
+		if (c->n_hosts == CONFIG_MAX_HOSTS)
+			return fail(p, p->line, "hosts: at most %d hosts", CONFIG_MAX_HOSTS);
+		if (!eq)
+			return fail(p, p->line, "hosts: expected NAME=HOST:PORT, got '%s'", w);
+		*eq = 0;
+		if (!name_valid(w))
+			return fail(p, p->line,
+				    "hosts: expected a certificate name of 1 to %d letters, digits, "
+				    "'.', '_' or '-' before '=', got '%s'",
+				    NAME_MAX_LEN, w);
+		if (hostport_parse(eq + 1, false, &h->addr, &why) < 0)
+			return fail(p, p->line, "hosts: %s: expected %s, got '%s'", w, why, eq + 1);
+		for (size_t i = 0; i < c->n_hosts; i++)
+			if (strcmp(c->hosts[i].name, w) == 0)
+				return fail(p, p->line, "hosts: '%s' is named twice", w);
+		snprintf(h->name, sizeof(h->name), "%s", w);
+		c->n_hosts++;
+	}
+	if (c->n_hosts < 2)
+		return fail(p, p->line,
+			    "hosts: expected at least two NAME=HOST:PORT entries (this host and "
+			    "its peer), got '%s'",
+			    v);
+	c->hosts_line = p->line;
+	return 0;
+}
+
 /* Comma-separated http:// or https:// URLs of etcd's client endpoints, no spaces inside one. */
 static int parse_urls(struct parser *p, const struct key_desc *k, const char *v)
 {
@@ -453,6 +504,8 @@ static int key_parse(struct parser *p, const struct key_desc *k, const char *v)
 		return parse_urls(p, k, v);
 	case KEY_BACKUP_LOSS:
 		return parse_backup_loss(p, k, v);
+	case KEY_HOSTS:
+		return parse_hosts(p, k, v);
 	}
 	return fail(p, p->line, "%s: internal error: unknown key type", k->name);
 }
@@ -611,7 +664,8 @@ static int check_required(struct parser *p)
 {
 	for (size_t i = 0; i < p->nkeys; i++) {
 		const struct key_desc *k = &p->keys[i];
-		if ((k->required & role_bit(p->role)) && !p->set_line[i])
+		if ((k->required & role_bit(p->role)) && !p->set_line[i] &&
+		    !(k->from_hosts && p->role_swap))
 			return fail(p, p->section_line[i], "missing required key '%s' in [%s]%s%s%s",
 				    k->name, k->section, k->hint ? " (" : "", k->hint ? k->hint : "",
 				    k->hint ? ")" : "");
@@ -673,6 +727,11 @@ static int daemon_finish(struct parser *p, struct daemon_config *c)
 		r = default_path(p, &c->services_dir, CONFIG_DEFAULT_SERVICES_DIR);
 	if (r >= 0)
 		r = default_path(p, &c->status_socket, sock);
+	if (r >= 0 && c->role == ROLE_BACKUP)
+		r = default_path(p, &c->primaryd_socket, "/run/checksync-primary.sock");
+	if (r >= 0 && c->role == ROLE_PRIMARY)
+		r = default_path(p, &c->backupd_socket, "/run/checksync-backup.sock");
+	c->host_name_line = key_line(p, "host_name");
 	return r;
 }
 
@@ -836,11 +895,49 @@ static int service_check_cmdlines(struct parser *p)
 	return 0;
 }
 
+/*
+ * role_swap = on: every host runs both daemons with this same file, which
+ * names them all in hosts; each side's peer is derived from it
+ * (config_resolve_roles), so naming one here as well would be a second,
+ * possibly contradicting, answer.
+ */
+static int service_check_roles(struct parser *p, struct service_config *c)
+{
+	int swap = key_line(p, "role_swap"), pid = key_line(p, "pid_file");
+
+	if (!c->role_swap) {
+		if (c->n_hosts)
+			return fail(p, c->hosts_line,
+				    "hosts: only used with role_swap = on (set it, or remove hosts)");
+		return 0;
+	}
+	if (!c->n_hosts)
+		return fail(p, swap,
+			    "role_swap = on needs 'hosts = NAME=HOST:PORT NAME=HOST:PORT ...' in "
+			    "[service]: every host's certificate name and backupd address, the one "
+			    "that starts the service first");
+	for (size_t i = 0; i < p->nkeys; i++)
+		if (p->keys[i].from_hosts && p->set_line[i])
+			return fail(p, p->set_line[i],
+				    "%s: with role_swap = on (line %d) each side's peer comes from "
+				    "hosts (line %d); remove this key",
+				    p->keys[i].name, swap, c->hosts_line);
+	if (pid)
+		return fail(p, pid,
+			    "pid_file: role_swap = on (line %d) needs 'command': a host that takes "
+			    "the service over must be able to start it, not find it",
+			    swap);
+	p->role_swap = true;
+	return 0;
+}
+
 static int service_finish(struct parser *p, struct service_config *c)
 {
 	int r;
 
-	r = service_check_cmdlines(p);
+	r = service_check_roles(p, c);
+	if (r >= 0)
+		r = service_check_cmdlines(p);
 	if (r >= 0)
 		r = service_check_start(p);
 	if (r >= 0)
@@ -883,6 +980,7 @@ int config_load_service(const char *path, enum role role, struct service_config 
 	    .dirty_tracking = DIRTY_UFFD,
 	    .compression = COMPRESSION_ZSTD,
 	    .delta_cache_mb = 64,
+	    .precopy = true,
 	    .witness_ttl_ms = 2000,
 	};
 	r = out->path ? check_own_file(&p) : oom(&p);
@@ -970,12 +1068,65 @@ int config_load_services_dir(const char *dir, enum role role, struct service_con
 	return 0;
 }
 
+/* ---------- role swap ---------- */
+
+static int resolve_one(const struct daemon_config *d, struct service_config *c, char *err,
+		       size_t errlen)
+{
+	const struct role_host *peer;
+	size_t i;
+
+	if (!d->host_name) {
+		snprintf(err, errlen,
+			 "%s: no 'host_name' in [daemon], but %s:%d has role_swap = on: name this "
+			 "host as its hosts line does",
+			 d->path, c->path, c->hosts_line);
+		return -EINVAL;
+	}
+	for (i = 0; i < c->n_hosts && strcmp(c->hosts[i].name, d->host_name) != 0; i++)
+		;
+	if (i == c->n_hosts) {
+		snprintf(err, errlen, "%s:%d: hosts does not name this host '%s' (host_name, set in %s:%d)",
+			 c->path, c->hosts_line, d->host_name, d->path, d->host_name_line);
+		return -EINVAL;
+	}
+	peer = &c->hosts[(i + 1) % c->n_hosts];
+	c->starts_here = i == 0;
+	c->backup = peer->addr;
+	free(c->backup_name);
+	free(c->primary);
+	c->backup_name = strdup(peer->name);
+	/* primary names the primary's certificate: on the backup the peer's, on the primary ours. */
+	c->primary = strdup(d->role == ROLE_PRIMARY ? d->host_name : peer->name);
+	free(c->local_backupd);
+	c->local_backupd = d->backupd_socket ? strdup(d->backupd_socket) : NULL;
+	if (!c->backup_name || !c->primary || (d->backupd_socket && !c->local_backupd)) {
+		snprintf(err, errlen, "%s: out of memory", c->path);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int config_resolve_roles(const struct daemon_config *daemon, struct service_config *svcs,
+			 size_t n, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		int r = svcs[i].role_swap ? resolve_one(daemon, &svcs[i], err, errlen) : 0;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 void config_daemon_free(struct daemon_config *c)
 {
 	free(c->path);
 	free(c->state_dir);
 	free(c->services_dir);
 	free(c->status_socket);
+	free(c->host_name);
+	free(c->primaryd_socket);
+	free(c->backupd_socket);
 	free(c->tls_ca);
 	free(c->tls_cert);
 	free(c->tls_key);
@@ -992,6 +1143,7 @@ void config_service_free(struct service_config *c)
 	free(c->debug_file);
 	free(c->primary);
 	free(c->backup_name);
+	free(c->local_backupd);
 	cmdline_free(&c->fence_hook);
 	cmdline_free(&c->takeover_hook);
 	for (size_t i = 0; i < c->witness.n; i++)

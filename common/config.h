@@ -77,6 +77,12 @@ struct daemon_config {
 	char *tls_ca;			/* [tls] ca, required */
 	char *tls_cert;			/* [tls] cert, required */
 	char *tls_key;			/* [tls] key, required */
+	char *host_name;		/* [daemon] host_name: this host in services' hosts (role swap) */
+	char *primaryd_socket;		/* [daemon] primaryd_socket (backup): the local primaryd's
+					   status socket, to hand it a restored service (role swap) */
+	char *backupd_socket;		/* [daemon] backupd_socket (primary): the local backupd's
+					   status socket, asked before a fresh start (role swap) */
+	int host_name_line;		/* for messages */
 };
 
 enum dirty_tracking {
@@ -111,6 +117,14 @@ struct urllist {
 	size_t n;
 };
 
+#define CONFIG_MAX_HOSTS 8
+
+/* One host of a role-swapping service: its certificate name and its backupd's address. */
+struct role_host {
+	char name[65];
+	struct hostport addr;
+};
+
 /* services/NAME.conf */
 struct service_config {
 	char *path;
@@ -132,11 +146,26 @@ struct service_config {
 	struct cmdline fence_hook;	    /* optional */
 	struct cmdline takeover_hook;	    /* optional */
 	bool output_commit;		    /* hold output until its epoch is acked; off */
+	bool precopy;			    /* read epochs' pages in rounds before the stop; on */
 	struct urllist witness;		    /* etcd arbiter (witness.h); optional */
 	uint32_t witness_ttl_ms;	    /* its lease, whole seconds; default 2000 */
 	char *witness_ca;		    /* https:// witness: etcd's CA (required then) */
 	char *witness_cert, *witness_key;   /* our client certificate for etcd, optional, as a pair */
 	enum backup_loss on_backup_loss;    /* default: continue with a witness, else freeze */
+	/*
+	 * role_swap = on: the same file on every host names them all in hosts
+	 * (NAME=HOST:PORT ...); config_resolve_roles() then fills backup and
+	 * backup_name with the next host after this one, primary with the
+	 * primary's name (on the backup that next host, on the primary this one), and
+	 * starts_here says whether this host is the first (the one that starts
+	 * the service; the others only take it over).
+	 */
+	bool role_swap;
+	struct role_host hosts[CONFIG_MAX_HOSTS];
+	size_t n_hosts;
+	int hosts_line; /* for messages */
+	bool starts_here;
+	char *local_backupd; /* primary: the daemon's backupd_socket, copied by config_resolve_roles */
 };
 
 /* Room enough for any message below, the "expected one of" key lists included. */
@@ -155,6 +184,14 @@ int config_load_service(const char *path, enum role role, struct service_config 
 /* Every *.conf in dir, in name order; two files naming the same service are an error. */
 int config_load_services_dir(const char *dir, enum role role, struct service_config **out,
 			     size_t *n, char *err, size_t errlen);
+
+/*
+ * After both are loaded: each role_swap service learns its peer (the host
+ * after daemon's host_name in its hosts, wrapping round). Returns 0, or
+ * -EINVAL with err naming the file and line at fault.
+ */
+int config_resolve_roles(const struct daemon_config *daemon, struct service_config *svcs,
+			 size_t n, char *err, size_t errlen);
 
 void config_daemon_free(struct daemon_config *c);
 void config_service_free(struct service_config *c);

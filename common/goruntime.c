@@ -294,7 +294,7 @@ struct layout_scan {
 	size_t n_types;
 	struct named_die vars[16];
 	size_t n_vars;
-	struct named_die consts[24];
+	struct named_die consts[32];
 	size_t n_consts;
 };
 
@@ -467,13 +467,42 @@ static void layout_wants(struct layout_scan *s)
 				       "runtime._Gdead", "runtime._Grunnable",
 				       "runtime._Gwaiting", "runtime._Gsyscall",
 				       "runtime._Gpreempted", "runtime.arenaL1Bits",
-				       "runtime.arenaL2Bits"};
+				       "runtime.arenaL2Bits", "runtime.minSizeForMallocHeader"};
 	for (size_t i = 0; i < ARRAY_SIZE(types); i++)
 		want(s->types, &s->n_types, types[i]);
 	for (size_t i = 0; i < ARRAY_SIZE(vars); i++)
 		want(s->vars, &s->n_vars, vars[i]);
 	for (size_t i = 0; i < ARRAY_SIZE(consts); i++)
 		want(s->consts, &s->n_consts, consts[i]);
+}
+
+/*
+ * Optional: what the reachability scan needs (capture/reach.c). A Go
+ * release without one of these fields gets no scan, and ships every
+ * object of its in-use spans as before.
+ */
+static void layout_reach(struct layout_scan *s, struct go_layout *l)
+{
+	const struct field_spec fields[] = {
+		{"runtime.mspan", "freeindex", &l->span_freeindex},
+		{"runtime.mspan", "nelems", &l->span_nelems},
+		{"runtime.mspan", "allocBits", &l->span_allocbits},
+		{"runtime.mspan", "sweepgen", &l->span_sweepgen},
+		{"runtime.mspan", "specials", &l->span_specials},
+		{"runtime.mspan", "spanclass", &l->span_spanclass},
+		{"runtime.mheap", "sweepgen", &l->heap_sweepgen},
+	};
+	char err[128];
+
+	l->reach_ok = resolve_fields(s, fields, ARRAY_SIZE(fields), err, sizeof(err)) == 0;
+	struct named_die *span = lookup(s->types, s->n_types, "runtime.mspan");
+	l->span_largetype.off = -1;
+	l->malloc_headers = span && resolve_field(&span->die, "largeType", &l->span_largetype);
+	/* With malloc headers the size above which objects carry one must be known. */
+	if (l->malloc_headers &&
+	    resolve_const(s, "runtime.minSizeForMallocHeader", &l->min_size_malloc_header, err,
+			  sizeof(err)) < 0)
+		l->reach_ok = false;
 }
 
 static int layout_resolve(struct layout_scan *s, struct go_layout *l, char *err, size_t errlen)
@@ -503,6 +532,7 @@ static int layout_resolve(struct layout_scan *s, struct go_layout *l, char *err,
 	int r = resolve_fields(s, fields, ARRAY_SIZE(fields), err, errlen);
 	if (r < 0)
 		return r;
+	layout_reach(s, l);
 	/* Optional: lets the capture drop heap bitmap pages of free arena pages (Go <= 1.21). */
 	struct named_die *ha = lookup(s->types, s->n_types, "runtime.heapArena");
 	l->arena_bitmap.off = -1;

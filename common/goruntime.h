@@ -29,6 +29,15 @@ struct go_layout {
 	struct go_field span_start, span_npages, span_state, span_elemsize;
 	/* runtime.m */
 	struct go_field m_procid, m_alllink, m_locks, m_mallocing, m_g0, m_gsignal, m_curg;
+	/*
+	 * What the reachability scan of new objects (capture/reach.c) reads;
+	 * reach_ok is false when any of it is missing (then no scan).
+	 * span_largetype is there from Go 1.22 on, with malloc headers.
+	 */
+	struct go_field span_freeindex, span_nelems, span_allocbits, span_sweepgen;
+	struct go_field span_specials, span_spanclass, span_largetype, heap_sweepgen;
+	bool reach_ok, malloc_headers;
+	uint64_t min_size_malloc_header; /* objects larger than this carry a type word */
 	/* runtime.g */
 	struct go_field g_status, g_stack_lo, g_stack_hi, g_sched_sp, g_syscallsp;
 	uint32_t gcphase_size;

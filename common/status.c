@@ -662,7 +662,8 @@ void status_server_free(struct status_server *s)
 
 /* ---------- the status command ---------- */
 
-static int read_answer(const char *path, char **out, char *err, size_t errlen)
+static int read_answer_within(const char *path, int timeout_ms, char **out, char *err,
+			      size_t errlen)
 {
 	struct sockaddr_un sun;
 	_cleanup_close_ int fd = -1;
@@ -685,9 +686,8 @@ static int read_answer(const char *path, char **out, char *err, size_t errlen)
 		struct pollfd p = {.fd = fd, .events = POLLIN};
 		ssize_t n;
 
-		if (poll(&p, 1, STATUS_CLIENT_TIMEOUT_SEC * 1000) == 0) {
-			snprintf(err, errlen, "%s: no answer within %d s", path,
-				 STATUS_CLIENT_TIMEOUT_SEC);
+		if (poll(&p, 1, timeout_ms) == 0) {
+			snprintf(err, errlen, "%s: no answer within %d ms", path, timeout_ms);
 			return -ETIMEDOUT;
 		}
 		n = read(fd, buf + len, STATUS_MAX_ANSWER - len);
@@ -704,6 +704,37 @@ static int read_answer(const char *path, char **out, char *err, size_t errlen)
 	buf[len] = 0;
 	*out = TAKE_PTR(buf);
 	return 0;
+}
+
+static int read_answer(const char *path, char **out, char *err, size_t errlen)
+{
+	return read_answer_within(path, STATUS_CLIENT_TIMEOUT_SEC * 1000, out, err, errlen);
+}
+
+int status_read_value(const char *socket_path, const char *service, const char *name,
+		      int timeout_ms, double *value, char *err, size_t errlen)
+{
+	_cleanup_free_ char *text = NULL;
+	char *save = NULL;
+	int r = read_answer_within(socket_path, timeout_ms, &text, err, errlen);
+
+	if (r < 0)
+		return r;
+	/* After the version line: SERVICE TAB ROLE TAB NAME TAB UNIT TAB VALUE, one row a line. */
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *f[5], *rest = line, *w;
+		int n = 0;
+
+		while (n < 5 && (w = strsep(&rest, "\t"))) /* a unit may be empty: no strtok */
+			f[n++] = w;
+		if (n == 5 && strcmp(f[0], service) == 0 && strcmp(f[2], name) == 0) {
+			char *end;
+			*value = strtod(f[4], &end);
+			return end != f[4] && !*end ? 0 : -EINVAL;
+		}
+	}
+	snprintf(err, errlen, "%s: no %s for %s", socket_path, name, service);
+	return -ENOENT;
 }
 
 static void print_value(FILE *out, const char *unit, const char *text)

@@ -88,3 +88,11 @@ void status_server_free(struct status_server *s);
  * to out, a block per service. Returns 0 or -errno with err filled.
  */
 int status_print(const char *socket_path, FILE *out, char *err, size_t errlen);
+
+/*
+ * One figure (row name) of one service from the daemon at socket_path,
+ * waiting at most timeout_ms for the answer. 0, -ENOENT when it has no
+ * such row, or -errno with err filled.
+ */
+int status_read_value(const char *socket_path, const char *service, const char *name,
+		      int timeout_ms, double *value, char *err, size_t errlen);

@@ -91,10 +91,15 @@ static void hold_signal(struct tracee *t, int sig)
 
 int tracer_interrupt_wait(struct tracee *t)
 {
-	int status, r;
-
 	if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) < 0)
 		return -errno;
+	return tracer_wait_stop(t);
+}
+
+int tracer_wait_stop(struct tracee *t)
+{
+	int status, r;
+
 	for (;;) {
 		r = tracer_wait(t->tid, &status);
 		if (r < 0)

@@ -26,6 +26,8 @@ struct tracee {
 
 /* PTRACE_SEIZE and PTRACE_INTERRUPT one thread and wait until it is stopped. */
 int tracer_seize(pid_t tid, unsigned long options);
+/* After PTRACE_INTERRUPT: wait for the thread's stop (as tracer_interrupt_wait does). */
+int tracer_wait_stop(struct tracee *t);
 int tracer_interrupt_wait(struct tracee *t);
 
 /* Wait for a thread's next stop; forwards unrelated signals to it. Returns the wait status. */

@@ -30,7 +30,7 @@
 #include "image/image.h"
 #include "util.h"
 
-#define MAX_FIELDS 7	       /* the most any message has, type excluded */
+#define MAX_FIELDS 8	       /* the most any message has, type excluded */
 #define MAX_DEPTH 3	       /* message, list, record */
 #define MAX_OBJECTS (1u << 20) /* elements per message: bounds msgpack's tables to 24 MiB */
 #define MAX_STR WIRE_MAX_PATH
@@ -63,8 +63,9 @@ static int dec_delta(struct ctx *c, const msgpack_object *f, struct wire_msg *m)
 
 static const struct msg_desc descs[WIRE_TYPE_MAX + 1] = {
     [WIRE_HELLO] = {"HELLO",
-		    7,
-		    {"proto_version", "role", "service", "boot_id", "pid", "incarnation", "flags"},
+		    8,
+		    {"proto_version", "role", "service", "boot_id", "pid", "incarnation", "flags",
+		     "epoch"},
 		    dec_hello},
     [WIRE_EPOCH_BEGIN] = {"EPOCH_BEGIN", 3, {"epoch", "base_epoch", "incarnation"},
 			  dec_epoch_begin},
@@ -385,6 +386,7 @@ int wire_pack_hello(msgpack_sbuffer *sb, const struct wire_hello *m)
 	pk_u64(&p, m->pid);
 	pk_u64(&p, m->incarnation);
 	pk_u64(&p, m->flags);
+	pk_u64(&p, m->epoch);
 	return pk_end(&p);
 }
 
@@ -929,7 +931,8 @@ static int dec_hello(struct ctx *c, const msgpack_object *f, struct wire_msg *m)
 	    (r = get_str(c, &f[3], "boot_id", WIRE_MAX_NAME, false, &h->boot_id)) < 0 ||
 	    (r = get_u32(c, &f[4], "pid", &h->pid)) < 0 ||
 	    (r = get_uint(c, &f[5], "incarnation", UINT64_MAX, &h->incarnation)) < 0 ||
-	    (r = get_u32(c, &f[6], "flags", &h->flags)) < 0)
+	    (r = get_u32(c, &f[6], "flags", &h->flags)) < 0 ||
+	    (r = get_uint(c, &f[7], "epoch", UINT64_MAX, &h->epoch)) < 0)
 		return r;
 	return check_hello(c, h);
 }

@@ -147,6 +147,7 @@ struct wire_hello {
 	uint32_t pid;	     /* sender's pid: with boot_id, names one daemon run */
 	uint64_t incarnation; /* the service's run (primary) or the image's (backup); 0: none */
 	uint32_t flags;	      /* WIRE_HELLO_* */
+	uint64_t epoch;	      /* backup: the epoch its image holds (0: none); primary: 0 */
 };
 
 struct wire_epoch_begin {

@@ -24,6 +24,7 @@ static const char *const seeds[] = {
     "backup = [::1]:7000\nprimary = p.test\nbackup_name = b.test\nlease_ms = 400\n"
     "failover_timeout_ms = 1000\ntakeover_hook = /bin/true\n",
     "[service]\npid_file = /run/x.pid\nbackup = h:1\nbackup_name = 10.0.0.2\n",
+    "[service]\ncommand = /bin/kv\nrole_swap = on\nhosts = a=10.0.0.1:7000 b=[fd00::2]:7000 c=h:1\n",
 };
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

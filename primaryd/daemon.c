@@ -112,12 +112,50 @@ static void on_command_done(struct guard *g, bool ok, const char *what, void *ar
 	control_reply(arg, ok, "%s", what);
 }
 
+static struct guard *guard_named(struct primary *p, const char *name)
+{
+	for (size_t i = 0; i < p->n_svcs; i++)
+		if (strcmp(p->guards[i].svc->name, name) == 0)
+			return &p->guards[i];
+	return NULL;
+}
+
+/* `adopt NAME PID INCARNATION EPOCH`, from this host's backupd (role swap, adopt.c). */
+static void on_adopt(struct primary *p, struct control_request *req, int argc, char **argv)
+{
+	struct guard *g = argc == 5 ? guard_named(p, argv[1]) : NULL;
+	char err[512], *e1, *e2, *e3;
+	long pid = argc == 5 ? strtol(argv[2], &e1, 10) : 0;
+	uint64_t inc = argc == 5 ? strtoull(argv[3], &e2, 16) : 0;
+	uint64_t epoch = argc == 5 ? strtoull(argv[4], &e3, 10) : 0;
+
+	if (argc != 5 || *e1 || *e2 || *e3) {
+		control_reply(req, false, "usage: adopt NAME PID INCARNATION(hex) EPOCH");
+		return;
+	}
+	if (!g) {
+		control_reply(req, false, "no service '%s' here", argv[1]);
+		return;
+	}
+	if (guard_adopt(g, (pid_t)pid, inc, epoch, err, sizeof(err)) < 0) {
+		log_warn("%s", err);
+		control_reply(req, false, "%s", err);
+		return;
+	}
+	control_reply(req, true, "%s: adopted pid %ld at epoch %" PRIu64 "; protecting it toward %s",
+		      g->svc->name, pid, epoch, g->svc->backup_name);
+}
+
 static void on_command(struct control_request *req, int argc, char **argv, void *arg)
 {
 	struct primary *p = arg;
 	bool handover = strcmp(argv[0], "handover") == 0, stop = strcmp(argv[0], "stop") == 0;
 	struct guard *g = NULL;
 
+	if (strcmp(argv[0], "adopt") == 0) {
+		on_adopt(p, req, argc, argv);
+		return;
+	}
 	if (!handover && !stop) {
 		control_reply(req, false, "unknown command '%s'", argv[0]);
 		return;
@@ -153,14 +191,15 @@ static void notify_status(struct primary *p)
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t i = 0; i < p->n_svcs && n < sizeof(line); i++) {
 			const struct guard *g = &p->guards[i];
-			bool unprot = guard_protection(g, why, sizeof(why)) != UNPROT_NONE;
+			int code = guard_protection(g, why, sizeof(why));
+			bool unprot = code != UNPROT_NONE && code != UNPROT_STANDBY;
 			if (unprot != (pass == 0))
 				continue;
 			const char *sep = n ? "; " : "STATUS=";
 			if (unprot && !any)
 				sep = "STATUS=UNPROTECTED: ";
 			any |= unprot;
-			if (unprot)
+			if (unprot || code == UNPROT_STANDBY)
 				n += snprintf(line + n, sizeof(line) - n, "%s%s: %s", sep, g->svc->name,
 					      why);
 			else
@@ -212,6 +251,8 @@ static int load_config(struct primary *p, const char *path)
 	}
 	r = config_load_services_dir(p->cfg.services_dir, ROLE_PRIMARY, &p->svcs, &p->n_svcs, err,
 				     sizeof(err));
+	if (r >= 0)
+		r = config_resolve_roles(&p->cfg, p->svcs, p->n_svcs, err, sizeof(err));
 	if (r < 0) {
 		log_error("%s", err);
 		return r;

@@ -34,6 +34,8 @@ const char *pfailover_state_name(enum pfailover_state state)
 		return "stopping";
 	case PFAILOVER_STOPPED:
 		return "stopped";
+	case PFAILOVER_STANDBY:
+		return "standby";
 	}
 	return "?";
 }
@@ -83,6 +85,22 @@ void pfailover_init(struct guard *g)
 	g->fo = (struct pfailover){.state = PFAILOVER_STARTING};
 	if (g->svc->command.argc)
 		g->fo.incarnation = fresh_incarnation();
+	if (g->svc->role_swap && !g->svc->starts_here) {
+		/* Only the first of its hosts starts the service; the others take it over. */
+		g->fo.state = PFAILOVER_STANDBY;
+			log_info("%s: standby: the first of its hosts starts the service, this one only "
+			 "takes it over",
+			 g->svc->name);
+	}
+}
+
+void pfailover_adopted(struct guard *g, uint64_t incarnation)
+{
+	g->fo.incarnation = incarnation;
+	g->fo.lease_waived = true;
+	log_info("%s: adopted the restored service (pid %d, incarnation %016" PRIx64
+		 "): primary here, unprotected until backup %s answers",
+		 g->svc->name, g->pid, incarnation, g->svc->backup_name);
 }
 
 void pfailover_start(struct guard *g, uint64_t now)
@@ -109,11 +127,25 @@ void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation)
 		finish(g, false, "the link was lost before the backup stood down");
 		return;
 	}
+	if (g->fo.lease_waived) {
+		g->fo.lease_waived = false; /* a backupd renews it from now on */
+		log_info("%s: backup %s answered: the adopted service is replicated there",
+			 g->svc->name, g->svc->backup_name);
+	}
 	if (g->fo.state != PFAILOVER_STARTING)
 		return;
 	if (image_incarnation && image_incarnation != g->fo.incarnation)
 		log_warn("%s: the backup lets this run replace its image of incarnation %016" PRIx64,
 			 g->svc->name, image_incarnation);
+	if (g->svc->role_swap && guard_peer_serves(g)) {
+		/* Its backupd did not know (it lost its state, say); its primaryd tells ours. */
+		log_warn("%s: the backup answered, but the peer's primaryd replicates the service to "
+			 "this host's backupd: it serves there; standby, starting nothing",
+			 g->svc->name);
+		g->fo.state = PFAILOVER_STANDBY;
+			link_close(g, "the peer host serves the service");
+		return;
+	}
 	log_info("%s: the backup answered: starting the service", g->svc->name);
 	if (guard_start_service(g) < 0)
 		log_error("%s: the service did not start; trying again when the backup answers "
@@ -177,6 +209,10 @@ void pfailover_lease_tick(struct guard *g)
 	uint64_t now = now_us();
 	int r;
 
+	if (g->fo.lease_waived) {
+		g->fo.lease_from_us = now; /* the keeper follows it (guard.c) */
+		return;
+	}
 	if (g->fo.state != PFAILOVER_PROTECTED || !lease_lapsed(g, now) ||
 	    now < pfailover_runs_until(g))
 		return;
@@ -218,7 +254,7 @@ static void handed_over(struct guard *g, const char *why)
 		     1000,
 		 why);
 	log_info("%s", what);
-	g->fo.state = PFAILOVER_DEPOSED;
+	g->fo.state = g->svc->role_swap ? PFAILOVER_STANDBY : PFAILOVER_DEPOSED; /* may adopt again */
 	witness_want(g->witness, false);
 	if (g->pid > 0)
 		kill(g->pid, SIGKILL);
@@ -231,7 +267,8 @@ void pfailover_deposed(struct guard *g, const char *why)
 		handed_over(g, why);
 		return;
 	}
-	if (g->fo.state == PFAILOVER_DEPOSED || g->fo.state == PFAILOVER_STOPPED)
+	if (g->fo.state == PFAILOVER_DEPOSED || g->fo.state == PFAILOVER_STOPPED ||
+	    g->fo.state == PFAILOVER_STANDBY)
 		return;
 	if (g->fo.state == PFAILOVER_STARTING)
 		log_warn("%s: the backup has taken over the last run (%s): not starting the service "
@@ -240,7 +277,9 @@ void pfailover_deposed(struct guard *g, const char *why)
 	else
 		log_error("%s: the backup has taken over (%s): killing our copy of the service",
 			  g->svc->name, why);
-	g->fo.state = PFAILOVER_DEPOSED;
+	/* Role swap: the peer serves, and our own backupd may hand the service back later. */
+	g->fo.state = g->svc->role_swap ? PFAILOVER_STANDBY : PFAILOVER_DEPOSED;
+	g->fo.lease_waived = false;
 	witness_want(g->witness, false);
 	if (g->pid > 0)
 		kill(g->pid, SIGKILL);
@@ -250,7 +289,8 @@ bool pfailover_ships_epochs(const struct guard *g) { return g->fo.state == PFAIL
 
 bool pfailover_deposed_state(const struct guard *g)
 {
-	return g->fo.state == PFAILOVER_DEPOSED || g->fo.state == PFAILOVER_STOPPED;
+	return g->fo.state == PFAILOVER_DEPOSED || g->fo.state == PFAILOVER_STOPPED ||
+	       g->fo.state == PFAILOVER_STANDBY;
 }
 
 /* ---------- planned handover ---------- */

@@ -42,6 +42,13 @@
  *            service and it stays primary. A lost link leaves it frozen
  *            (the backup may be restoring): the next HELLO from the backup
  *            says it is not, and the service runs again.
+ * standby    role_swap = on (config.h), and the service runs elsewhere or
+ *            is to be started by the first of its hosts: nothing runs
+ *            here and no link is kept. TAKEN_OVER leads here instead of to
+ *            deposed. `adopt` (adopt.c: our own backupd restored the
+ *            service on this host) makes us its primary: protected, but
+ *            with the lease waived until a backupd answers (there is none
+ *            to renew it yet, and the service must serve meanwhile).
  * stopping, stopped  `stop NAME --everywhere`: STAND_DOWN tells the backup
  *            not to take over (it keeps the image); its STOOD_DOWN answer
  *            lets us kill the service.
@@ -65,6 +72,7 @@ enum pfailover_state {
 	PFAILOVER_HANDING_OVER,
 	PFAILOVER_STOPPING,
 	PFAILOVER_STOPPED,
+	PFAILOVER_STANDBY,
 };
 
 /* How a handover or a stop ended: ok, and a line saying what happened. */
@@ -79,6 +87,7 @@ struct pfailover {
 	uint64_t frozen_at_us, acked_at_us, final_epoch;
 	bool handover_sent;
 	bool then_stop; /* primaryd stops after it: a failed handover leaves the service frozen */
+	bool lease_waived; /* adopted, and no backupd has answered yet: nothing can renew the lease */
 	pfailover_done_fn done;
 	void *done_arg;
 };
@@ -108,12 +117,14 @@ void pfailover_handover(struct guard *g, pfailover_done_fn done, void *arg);
 /* The same when primaryd stops after it (SIGTERM): a failed handover does not thaw the service. */
 void pfailover_handover_to_stop(struct guard *g, pfailover_done_fn done, void *arg);
 void pfailover_stop_everywhere(struct guard *g, pfailover_done_fn done, void *arg);
+/* adopt.c has the restored service under guard (pfailover_start done): incarnation, lease waived. */
+void pfailover_adopted(struct guard *g, uint64_t incarnation);
 /* The backup's HELLO: it accepted us; image_incarnation is what it holds. */
 void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation);
 
 /* ---------- questions ---------- */
 
-/* Deposed or stopped everywhere: the service never runs here again. */
+/* Deposed, stopped everywhere or standby: the service does not run here (standby: until adopted). */
 bool pfailover_deposed_state(const struct guard *g);
 /*
  * Until when the service may run: the backup's lease, or with on_backup_loss

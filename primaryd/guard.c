@@ -69,6 +69,8 @@ int guard_ship_epoch(struct guard *g, bool hold)
 	}
 	g->capture_err[0] = 0;
 	record_pause(g, rep.pause_us);
+	if (full)
+		g->full_pause_us = rep.pause_us;
 	g->last_mode = rep.mode;
 	g->safepoint_retries += rep.safepoint_tries;
 	g->fallbacks += rep.fallback;
@@ -101,15 +103,23 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 	/* A capture would let a service go that the keeper holds (PTRACE_CONT ends a group-stop). */
 	if (!pfailover_ships_epochs(g) || keeper_holds(&g->keeper))
 		return;
+	if (guard_precopy_tick(g)) /* it ships the epoch when its rounds are done */
+		return;
+	if (guard_epoch_may_ship(g))
+		(void)guard_ship_epoch(g, false);
+}
+
+bool guard_epoch_may_ship(struct guard *g)
+{
 	if (link_backlog(g) > BACKLOG_LIMIT || link_busy(g)) {
 		g->merged++;
-		return;
+		return false;
 	}
 	if (!g->need_full && outcommit_wait(g->oc, g->sent, g->acked)) {
 		g->merged++; /* output commit: one epoch in flight (outcommit.h) */
-		return;
+		return false;
 	}
-	(void)guard_ship_epoch(g, false);
+	return true;
 }
 
 static void hb_cb(evutil_socket_t fd, short what, void *arg)
@@ -136,6 +146,10 @@ int guard_protection(const struct guard *g, char *buf, size_t len)
 	uint64_t since = g->acked_at_us ? now_us() - g->acked_at_us : 0;
 
 	buf[0] = 0;
+	if (g->fo.state == PFAILOVER_STANDBY)
+		return snprintf(buf, len, "standby: the service runs on another of its hosts (or "
+					  "is to be started by the first)"),
+		       UNPROT_STANDBY;
 	if (pfailover_deposed_state(g))
 		return snprintf(buf, len, "the backup has taken over"), UNPROT_DEPOSED;
 	if (g->ended) {
@@ -234,10 +248,10 @@ void guard_link_lost(struct guard *g)
 		link_schedule_reconnect(g);
 }
 
-void guard_backup_hello(struct guard *g, uint64_t image_incarnation)
+void guard_backup_hello(struct guard *g, const struct wire_hello *h)
 {
-	g->need_full = true; /* a new session starts from a full epoch */
-	pfailover_backup_hello(g, image_incarnation);
+	g->need_full = !guard_may_resume(g, h); /* resume.c: a delta on the backup's epoch, or full */
+	pfailover_backup_hello(g, h->incarnation);
 }
 
 void guard_backup_heard(struct guard *g, uint64_t sent_us)
@@ -307,7 +321,8 @@ void guard_keeper_ended(struct guard *g, int st)
 	if (g->ended || pfailover_deposed_state(g))
 		return;
 	log_warn("%s: the lease keeper %s; starting another", g->svc->name, how);
-	int r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull);
+	int r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull,
+			     g->adopted);
 	if (r < 0)
 		log_error("%s: cannot start the lease keeper: %s; a stalled primaryd could no "
 			  "longer stop the service",
@@ -395,6 +410,9 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	status_report_gauge(r, "pause_p99", "seconds", g->n_pauses ? percentile(g, 99) / 1e6 : NAN,
 			    "99th percentile of the pause per epoch (last 256)");
 	status_report_gauge(r, "epoch_size", "bytes", g->link.last_bytes, "bytes of the last epoch");
+	status_report_gauge(r, "pause_full_last", "seconds",
+			    g->full_pause_us ? g->full_pause_us / 1e6 : NAN,
+			    "the stop of the last full epoch (the initial sync, or after a lost link)");
 	status_report_gauge(r, "epoch_size_mean", "bytes",
 			    g->epochs_sent ? (double)g->link.total_bytes / g->epochs_sent : NAN,
 			    "mean bytes per epoch");
@@ -410,7 +428,7 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	status_report_gauge(r, "unprotected_reason", "", code,
 			    "0 protected, 1 backup not connected, 2 no recent acknowledgement, "
 			    "3 capture failing, 4 frozen, 5 service ended, 6 deposed, 7 not started, "
-			    "8 serving without the backup");
+			    "8 serving without the backup, 9 standby");
 	if (g->witness) {
 		char wtext[300];
 		uint64_t until = witness_until(g->witness);
@@ -431,6 +449,8 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	status_report_counter(r, "epochs_sent", "", g->epochs_sent, "epochs shipped");
 	status_report_counter(r, "epochs_merged", "", g->merged,
 			      "epochs skipped while the backup caught up");
+	status_report_counter(r, "reconnects_resumed", "", g->resumed,
+			      "reconnects that went on from the epoch the backup held, not a full one");
 	status_report_counter(r, "safepoint_retries", "", g->safepoint_retries,
 			      "times the runtime was let run to reach a safepoint");
 	status_report_counter(r, "safepoint_fallbacks", "", g->fallbacks,
@@ -475,7 +495,10 @@ int guard_start_service(struct guard *g)
 {
 	int r;
 
-	if (g->svc->command.argc) {
+	if (g->adopted) {
+		/* adopt.c: a restored process, g->pid, in the cgroup it was restored in */
+		r = output_commit_open(g, g->pid);
+	} else if (g->svc->command.argc) {
 		/* Output commit before the service runs: a failure is said before it serves. */
 		r = output_commit_open(g, 0);
 		if (r >= 0)
@@ -492,13 +515,17 @@ int guard_start_service(struct guard *g)
 	if (r < 0)
 		return r;
 	g->sess->use_wp = g->svc->dirty_tracking == DIRTY_UFFD;
+	g->sess->use_precopy = g->sess->use_wp && g->svc->precopy;
 	r = capture_session_set_deltas(g->sess, (uint64_t)g->svc->delta_cache_mb << 20,
 				       g->svc->compression);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot make the %u MiB delta cache", g->svc->name,
 				       g->svc->delta_cache_mb);
-	/* A spawned service has PR_SET_PDEATHSIG; one we attached to must stay held. */
-	g->sess->c.detach_between = g->svc->command.argc > 0;
+	/*
+	 * A spawned service has PR_SET_PDEATHSIG, an adopted one a keeper that
+	 * kills it with us (keeper.h); one we attached to must stay held.
+	 */
+	g->sess->c.detach_between = g->svc->command.argc > 0 || g->adopted;
 	/* Hold every thread now, so the service dies with us from this moment on. */
 	r = capture_stop_all(&g->sess->c);
 	if (r >= 0)
@@ -514,7 +541,8 @@ int guard_start_service(struct guard *g)
 	event_add(g->exit_ev, NULL);
 	g->last_heard_us = now_us();
 	pfailover_start(g, g->last_heard_us);
-	r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull);
+	r = keeper_start(&g->keeper, g->pid, g->last_heard_us + g->svc->lease_ms * 1000ull,
+			 g->adopted);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot start the lease keeper", g->svc->name);
 	g->need_full = true;
@@ -596,9 +624,12 @@ void guard_stop(struct guard *g)
 	free_event(&g->hb_ev);
 	free_event(&g->lease_ev);
 	free_event(&g->exit_ev);
+	free_event(&g->precopy_ev);
 	link_free(g);
 	keeper_stop(&g->keeper);
-	if (g->pid > 0 && !g->ended) {
+	if (g->pid > 0 && !g->ended && g->adopted) {
+		kill(g->pid, SIGKILL); /* not our child: its parent (backupd) reaps it */
+	} else if (g->pid > 0 && !g->ended) {
 		kill(g->pid, SIGKILL);
 		/*
 		 * Its exit is ours to reap (our child, or our tracee), but a traced

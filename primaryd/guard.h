@@ -29,6 +29,7 @@ struct guard {
 	struct event_base *base;
 	SSL_CTX *tls;
 	pid_t pid;
+	bool adopted; /* adopt.c: pid is a restored process handed to us, not our child */
 	struct capture_session *sess;
 
 	struct link link; /* link.c's */
@@ -53,17 +54,20 @@ struct guard {
 	uint64_t last_tick_us;
 	uint64_t last_heard_us; /* the backup renewed the lease (our clock, when we read it) */
 	uint64_t merged; /* epochs skipped while the backup caught up */
+	uint64_t resumed; /* reconnects that went on from the backup's epoch (resume.c) */
 
 	/* figures for status */
 	uint64_t pauses[PAUSE_RING];
 	size_t n_pauses;
 	uint64_t epochs_sent;
+	uint64_t full_pause_us; /* the stop of the last full epoch */
 	const char *last_mode;
 	unsigned safepoint_retries, fallbacks;
 
 	struct event *epoch_ev, *hb_ev, *lease_ev, *exit_ev;
 	struct outcommit *oc; /* output_commit = on: outcommit.c */
 	struct service_cgroup cgroup; /* output_commit = on: the service's (cgroup.h) */
+	struct event *precopy_ev; /* the next piece of a pre-copy round (precopy.c) */
 	struct witness *witness; /* the etcd witness (witness.h), NULL without one */
 };
 
@@ -74,19 +78,36 @@ int service_spawn_in(const struct service_config *svc, const struct service_cgro
 		     pid_t *pid);
 int service_attach_pidfile(const struct service_config *svc, pid_t *pid);
 
+/* precopy.c: rounds before the epoch's stop; false when this service does not pre-copy */
+bool guard_precopy_tick(struct guard *g);
+
+/*
+ * resume.c: after a reconnect, whether the next epoch may be a delta on the
+ * epoch the backup's HELLO says it holds (else a full one); logs which.
+ */
+bool guard_may_resume(struct guard *g, const struct wire_hello *h);
+
+/* adopt.c: the `adopt NAME PID INCARNATION EPOCH` command; 0, or -errno with why in err. */
+int guard_adopt(struct guard *g, pid_t pid, uint64_t incarnation, uint64_t epoch, char *err,
+		size_t errlen);
+/* adopt.c: role swap, before a fresh start: is the peer's primaryd replicating to our backupd? */
+bool guard_peer_serves(const struct guard *g);
+
 /* guard.c */
 /* A guard for svc, not started. */
 void guard_init(struct guard *g, const struct service_config *svc, struct event_base *base,
 		SSL_CTX *tls);
 int guard_start(struct guard *g);
+/* The backup can take another epoch now (else the epoch merges into the next, counted). */
+bool guard_epoch_may_ship(struct guard *g);
 int guard_start_service(struct guard *g);
 int guard_ship_epoch(struct guard *g, bool hold);
 /*
  * Events from link.c, which writes only g->link: what they change in the
  * rest of the guard is written here (and in failover.c, g->fo).
  */
-/* The backup's HELLO accepted us; it holds an image of image_incarnation (0: none). */
-void guard_backup_hello(struct guard *g, uint64_t image_incarnation);
+/* The backup's HELLO h accepted us (h->incarnation: what its image holds, 0 none). */
+void guard_backup_hello(struct guard *g, const struct wire_hello *h);
 /* The backup renewed our lease: it sent what we read at sent_us (our clock) or later. */
 void guard_backup_heard(struct guard *g, uint64_t sent_us);
 /* The backup acknowledged epoch (durable there). */
@@ -113,6 +134,7 @@ enum unprotected_reason {
 	UNPROT_DEPOSED,
 	UNPROT_NOT_STARTED,
 	UNPROT_BACKUP_LOST, /* serving on without the backup (on_backup_loss = continue) */
+	UNPROT_STANDBY, /* role swap: nothing runs here to protect */
 };
 int guard_protection(const struct guard *g, char *buf, size_t len);
 /* Once the service is dead: what it sent for unacknowledged epochs is dropped (outcommit.c). */

@@ -46,16 +46,34 @@ static void stop_threads(pid_t pid)
 	closedir(d);
 }
 
-static void sleep_until(uint64_t us)
+/* primaryd is gone: an adopted service goes with it (keeper.h); a started one already has. */
+static void __attribute__((noreturn)) parent_gone(pid_t service, bool kill_with_us)
 {
-	struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = us % 1000000 * 1000};
-	clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+	if (kill_with_us)
+		kill(service, SIGKILL);
+	_exit(0);
 }
 
-static void __attribute__((noreturn)) keeper_main(struct keeper_page *pg, pid_t service, pid_t parent)
+/* Sleep until us (CLOCK_MONOTONIC, like now_us()), or until SIGHUP, blocked, says primaryd died. */
+static void sleep_until(uint64_t us, pid_t service, bool kill_with_us)
+{
+	uint64_t now = now_us(), left = us > now ? us - now : 0;
+	struct timespec ts = {.tv_sec = left / 1000000, .tv_nsec = left % 1000000 * 1000};
+	sigset_t hup;
+
+	sigemptyset(&hup);
+	sigaddset(&hup, SIGHUP);
+	if (sigtimedwait(&hup, NULL, &ts) == SIGHUP)
+		parent_gone(service, kill_with_us);
+}
+
+static void __attribute__((noreturn)) keeper_main(struct keeper_page *pg, pid_t service, pid_t parent,
+						  bool kill_with_us)
 {
 	for (;;) {
-		if (getppid() != parent || kill(service, 0) < 0)
+		if (getppid() != parent)
+			parent_gone(service, kill_with_us);
+		if (kill(service, 0) < 0)
 			_exit(0);
 		uint64_t now = now_us(), deadline = atomic_load(&pg->deadline_us);
 		if (now < deadline) {
@@ -63,16 +81,16 @@ static void __attribute__((noreturn)) keeper_main(struct keeper_page *pg, pid_t 
 				kill(service, SIGCONT);
 				atomic_store(&pg->stopped, false);
 			}
-			sleep_until(deadline);
+			sleep_until(deadline, service, kill_with_us);
 			continue;
 		}
 		stop_threads(service); /* again each round: threads started since */
 		atomic_store(&pg->stopped, true);
-		sleep_until(now + KEEPER_POLL_MS * 1000);
+		sleep_until(now + KEEPER_POLL_MS * 1000, service, kill_with_us);
 	}
 }
 
-int keeper_start(struct keeper *k, pid_t service, uint64_t deadline_us)
+int keeper_start(struct keeper *k, pid_t service, uint64_t deadline_us, bool kill_with_us)
 {
 	pid_t parent = getpid();
 	struct keeper_page *pg = mmap(NULL, sizeof(*pg), PROT_READ | PROT_WRITE,
@@ -89,18 +107,21 @@ int keeper_start(struct keeper *k, pid_t service, uint64_t deadline_us)
 		return r;
 	}
 	if (pid == 0) {
-		sigset_t none;
-		sigemptyset(&none);
-		/* Never outlive primaryd: the service dies with it, and nobody would renew. */
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-			_exit(1);
+		sigset_t mask;
+		sigemptyset(&mask);
+		if (kill_with_us)
+			sigaddset(&mask, SIGHUP); /* taken by sigtimedwait(), never delivered */
 		for (int sig = 1; sig < NSIG; sig++)
 			if (sig != SIGKILL && sig != SIGSTOP)
 				signal(sig, SIG_DFL);
-		sigprocmask(SIG_SETMASK, &none, NULL);
+		sigprocmask(SIG_SETMASK, &mask, NULL);
+		/* Never outlive primaryd: the service dies with it, and nobody would renew. */
+		if (prctl(PR_SET_PDEATHSIG, kill_with_us ? SIGHUP : SIGKILL) < 0 ||
+		    getppid() != parent)
+			parent_gone(service, kill_with_us);
 		close_range(3, ~0U, 0);
 		prctl(PR_SET_NAME, "cs-lease-keeper");
-		keeper_main(pg, service, parent);
+		keeper_main(pg, service, parent, kill_with_us);
 	}
 	*k = (struct keeper){.pid = pid, .service = service, .page = pg};
 	return 0;

@@ -14,6 +14,12 @@
  * process-wide SIGSTOP alone, the others would run on). It sends SIGCONT
  * only once primaryd has moved the deadline past the present again.
  *
+ * A service primaryd started dies with it by PR_SET_PDEATHSIG; one it
+ * adopted (adopt.c: a process its backupd restored) is not its child, so
+ * the keeper of an adopted service does that job: its own parent-death
+ * signal is SIGHUP, on which it kills the service with SIGKILL, so the
+ * service dies with its guard exactly like a started one.
+ *
  * One writer per field: the deadline is primaryd's, the stopped flag the
  * keeper's.
  */
@@ -31,8 +37,11 @@ struct keeper {
 	struct keeper_page *page;
 };
 
-/* Fork the keeper for service with the lease ending at deadline_us. 0 or -errno. */
-int keeper_start(struct keeper *k, pid_t service, uint64_t deadline_us);
+/*
+ * Fork the keeper for service with the lease ending at deadline_us; with
+ * kill_with_us it kills the service when primaryd dies. 0 or -errno.
+ */
+int keeper_start(struct keeper *k, pid_t service, uint64_t deadline_us, bool kill_with_us);
 
 /* The keeper process has been reaped (the daemon's reaper): its pid is no longer ours. */
 void keeper_reaped(struct keeper *k);

@@ -140,7 +140,7 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 				 "preemption signals may go astray (install the debug file there, or "
 				 "set debug_file)", g->svc->name, g->link.peer);
 		link_send_heartbeat(g); /* a first stamp, before any epoch is queued */
-		guard_backup_hello(g, m->hello.incarnation);
+		guard_backup_hello(g, &m->hello);
 		break;
 	case WIRE_ACK:
 		guard_acked(g, m->ack.epoch);

@@ -69,7 +69,19 @@ static int write_report(const char *dir, const struct dump_report *rep)
 	for (int k = 0; k < MC_COUNT; k++)
 		fprintf(f, "%s\"%s\": {\"mapped\": %lu, \"written\": %lu}", k ? ", " : "",
 			class_names[k], (unsigned long)st->mapped[k], (unsigned long)st->written[k]);
-	fprintf(f, "}, \"debug_info\": ");
+	fprintf(f, ", \"skipped_unreachable\": {\"mapped\": %lu, \"written\": 0}",
+		(unsigned long)st->reach.zeroed_bytes);
+	fprintf(f, "}, \"reach\": {\"state\": ");
+	json_string(f, st->reach.state ? st->reach.state : "off");
+	fprintf(f,
+		", \"new_objects\": %lu, \"new_bytes\": %lu, \"reached_objects\": %lu, "
+		"\"reached_bytes\": %lu, \"zeroed_bytes\": %lu, \"pages_dropped\": %lu, "
+		"\"root_bytes\": %lu, \"scan_us\": %lu}",
+		(unsigned long)st->reach.new_objects, (unsigned long)st->reach.new_bytes,
+		(unsigned long)st->reach.reached_objects, (unsigned long)st->reach.reached_bytes,
+		(unsigned long)st->reach.zeroed_bytes, (unsigned long)st->reach.pages_dropped,
+		(unsigned long)st->reach.root_bytes, (unsigned long)st->reach.scan_us);
+	fprintf(f, ", \"debug_info\": ");
 	json_string(f, rep->debuginfo.path);
 	fprintf(f, ", \"debug_source\": \"%s\", \"build_id\": ",
 		go_debug_source_name(rep->debuginfo.source));
@@ -95,6 +107,13 @@ static void print_report(pid_t pid, const char *image, const struct dump_report 
 	for (int k = 0; k < MC_COUNT; k++)
 		printf("  %-18s %14lu %14lu\n", class_names[k], (unsigned long)st->mapped[k],
 		       (unsigned long)st->written[k]);
+	printf("  %-18s %14lu %14u\n", "skipped_unreachable", (unsigned long)st->reach.zeroed_bytes,
+	       0);
+	printf("  reachability of new objects: %s; %lu of %lu reached, %lu bytes zeroed, "
+	       "%lu pages left out, %lu us\n",
+	       st->reach.state ? st->reach.state : "off", (unsigned long)st->reach.reached_objects,
+	       (unsigned long)st->reach.new_objects, (unsigned long)st->reach.zeroed_bytes,
+	       (unsigned long)st->reach.pages_dropped, (unsigned long)st->reach.scan_us);
 }
 
 static int cmd_dump(int argc, char **argv)

@@ -97,6 +97,21 @@ static void husk_hooks_said(struct restore *r, int fd)
 	r->output_fd = -1;
 }
 
+/*
+ * Whether every thread id of the image but the leader's is free here: one
+ * taken by another process (on a small pid namespace, our own restorer)
+ * would fail clone3(set_tid), so then every thread gets a new id.
+ */
+static bool thread_ids_free(const struct image *img)
+{
+	for (size_t i = 0; i < img->n_threads; i++) {
+		pid_t tid = img->threads[i].tid;
+		if (tid != img->pid && (kill(tid, 0) == 0 || errno != ESRCH))
+			return false;
+	}
+	return true;
+}
+
 static int husk_start(struct restore *r)
 {
 	const char *exe = r->img->exe;
@@ -130,7 +145,9 @@ static int husk_start(struct restore *r)
 		_exit(127);
 	}
 	r->pid = pid;
-	r->same_tids = pid == r->img->pid;
+	r->same_tids = pid == r->img->pid && thread_ids_free(r->img);
+	if (pid == r->img->pid && !r->same_tids)
+		log_info("a thread id of pid %d is taken here, its threads get new ids", pid);
 	if (r->report_fd >= 0)
 		dprintf(r->report_fd, "husk %d\n", pid);
 	if (r->opts->hooks)

@@ -200,7 +200,7 @@ static const struct bad_case bad_cases[] = {
      "unknown key 'epoch_intervall' in [service] (expected one of: name, command, pid_file, "
      "executable, backup, primary, backup_name, epoch_interval_ms, heartbeat_interval_ms, "
      "failover_timeout_ms, lease_ms, dirty_tracking, fence_hook, takeover_hook, debug_file, "
-     "compression, delta_cache_mb, output_commit, witness, witness_ttl_ms, on_backup_loss, witness_ca, witness_cert, witness_key)"},
+     "compression, delta_cache_mb, output_commit, witness, witness_ttl_ms, on_backup_loss, witness_ca, witness_cert, witness_key, role_swap, hosts, precopy)"},
     {ROLE_PRIMARY, false, "[servic]\ncommand = /bin/x\n", 1,
      "unknown section [servic] (expected [service])"},
     {ROLE_PRIMARY, false, SVC "[extra]\n", 4, "unknown section [extra] (expected [service])"},
@@ -210,7 +210,7 @@ static const struct bad_case bad_cases[] = {
      "key 'backup' outside any section (expected one of [service] first)"},
     {ROLE_PRIMARY, true, TLS "[daemon]\nlisten = 0.0.0.0:7000\n", 6,
      "key 'listen' in [daemon] is only for the backup (expected one of: state_dir, "
-     "services_dir, status_socket, metrics_listen)"},
+     "services_dir, status_socket, metrics_listen, host_name, backupd_socket)"},
     {ROLE_PRIMARY, true, TLS "[daemon]\nca = /x\n", 6, "unknown key 'ca' in [daemon]"},
     /* bad integers and ranges */
     {ROLE_PRIMARY, false, SVC "epoch_interval_ms = abc\n", 4,

@@ -74,7 +74,8 @@ static struct wire_msg samples[S_COUNT] = {
 			   .boot_id = "2f1b6c1e-7a53-4c1e-9a43-0c6b1f5d9e21",
 			   .pid = 4242,
 			   .incarnation = 0x8badf00ddeadbeefULL,
-			   .flags = WIRE_HELLO_FRESH}},
+			   .flags = WIRE_HELLO_FRESH,
+			   .epoch = 4711}},
     [S_HEARTBEAT] = {.type = WIRE_HEARTBEAT,
 		     .heartbeat = {.seq = 7,
 				   .time_us = 123456789012ULL,
@@ -196,7 +197,7 @@ static bool msg_eq(const struct wire_msg *a, const struct wire_msg *b)
 		       str_eq(a->hello.service, b->hello.service) &&
 		       str_eq(a->hello.boot_id, b->hello.boot_id) && a->hello.pid == b->hello.pid &&
 		       a->hello.incarnation == b->hello.incarnation &&
-		       a->hello.flags == b->hello.flags;
+		       a->hello.flags == b->hello.flags && a->hello.epoch == b->hello.epoch;
 	case WIRE_EPOCH_BEGIN:
 		return a->epoch_begin.epoch == b->epoch_begin.epoch &&
 		       a->epoch_begin.base_epoch == b->epoch_begin.base_epoch &&
@@ -427,16 +428,16 @@ static const struct {
     {"91 a1 78", "message: expected a message type, got a string"},
     {"93 06 cd 10 00 01", "PAGES: 2 fields, expected 3"},
     {"91 05", "FDS: 0 fields, expected 1"},
-    {"99 01 01 01 01 01 01 01 01 01", "message: an array of 9 elements, expected 1 to 8"},
-    {"90", "message: an array of 0 elements, expected 1 to 8"},
-    {"98 01 01 00 a2 6b 76 a1 62 a3 31 32 33 00 00",
+    {"9a 01 01 01 01 01 01 01 01 01 01", "message: an array of 10 elements, expected 1 to 9"},
+    {"90", "message: an array of 0 elements, expected 1 to 9"},
+    {"99 01 01 00 a2 6b 76 a1 62 a3 31 32 33 00 00 00",
      "HELLO: field 'pid': expected an unsigned integer, got a string"},
-    {"98 01 01 02 a2 6b 76 a1 62 05 00 00",
+    {"99 01 01 02 a2 6b 76 a1 62 05 00 00 00",
      "HELLO: field 'role': 2 is neither primary (0) nor backup (1)"},
-    {"98 01 01 00 a0 a1 62 05 00 00", "HELLO: field 'service': 0 bytes, expected 1 to 64"},
-    {"98 01 01 00 a3 6b 00 76 a1 62 05 00 00", "HELLO: field 'service': contains a NUL byte"},
-    {"98 01 01 00 c0 a1 62 05 00 00", "HELLO: field 'service': expected a string, got nil"},
-    {"98 01 cf 00 00 00 01 00 00 00 00 00 a2 6b 76 a1 62 05 00 00",
+    {"99 01 01 00 a0 a1 62 05 00 00 00", "HELLO: field 'service': 0 bytes, expected 1 to 64"},
+    {"99 01 01 00 a3 6b 00 76 a1 62 05 00 00 00", "HELLO: field 'service': contains a NUL byte"},
+    {"99 01 01 00 c0 a1 62 05 00 00 00", "HELLO: field 'service': expected a string, got nil"},
+    {"99 01 cf 00 00 00 01 00 00 00 00 00 a2 6b 76 a1 62 05 00 00 00",
      "HELLO: field 'proto_version': 4294967296 is more than 4294967295"},
     {"94 06 00 00 c4 00", "PAGES: field 'npages': 0, expected 1 to 4096"},
     {"94 06 00 cd 10 01 c4 00", "PAGES: field 'npages': 4097, expected 1 to 4096"},
@@ -466,8 +467,8 @@ static const struct {
     {"92 0b 00", "HANDOVER: field 'epoch': epochs are numbered from 1"},
     {"92 0c 00", "STAND_DOWN: 1 fields, expected 0"},
     {"96 09 00 00 00 00 a1 78", "HEARTBEAT: field 'echo_age_us': expected an unsigned integer, got a string"},
-    {"98 01 02 00 a1 6b a0 00 00 04", "HELLO: field 'flags': 0x4 has unknown bits"},
-    {"98 01 02 00 a1 6b a0 00 00 01",
+    {"99 01 02 00 a1 6b a0 00 00 04 00", "HELLO: field 'flags': 0x4 has unknown bits"},
+    {"99 01 02 00 a1 6b a0 00 00 01 00",
      "HELLO: field 'incarnation': 0 with the fresh flag: a new run needs an id"},
     {"81 01 02", "message: msgpack type byte 0x81 is never sent"},
     {"05", "message: a message must be an array [type, fields...], got byte 0x05"},
@@ -481,7 +482,7 @@ static const struct {
     {"93 0a 00 db 00 10 00 00", "ERROR: field 'reason': a string of 1048576 bytes, more than 4096"},
     {"94 07 01 c4 00 00", "COMMIT: field 'sha256': 0 bytes, expected 32"},
     /* a good HELLO, then a bad frame: the HELLO still comes out first */
-    {"98 01 02 00 a2 6b 76 a1 62 05 00 00 91 63", "message: unknown message type 99"},
+    {"99 01 02 00 a2 6b 76 a1 62 05 00 00 00 91 63", "message: unknown message type 99"},
 };
 
 static void test_bad_hex(void)
@@ -503,7 +504,7 @@ static void test_bad_built(void)
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 
-	msgpack_pack_array(&pk, 8);
+	msgpack_pack_array(&pk, 9);
 	msgpack_pack_uint8(&pk, WIRE_HELLO);
 	msgpack_pack_uint8(&pk, 1);
 	msgpack_pack_uint8(&pk, 0);
@@ -511,6 +512,7 @@ static void test_bad_built(void)
 	    &pk, "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", 65);
 	msgpack_pack_str_with_body(&pk, "b", 1);
 	msgpack_pack_uint8(&pk, 1);
+	msgpack_pack_uint8(&pk, 0);
 	msgpack_pack_uint8(&pk, 0);
 	msgpack_pack_uint8(&pk, 0);
 	expect_bad("long service", sb.data, sb.size,

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""reach_bench: bytes shipped per request with and without the reachability scan of new objects.
+
+For each workload (tests/workloads/garbage: about 4 KB of garbage per request;
+tests/workloads/kvserver: go-cache behind net/http, the paper's workload) and
+each setting (reach on, the default; reach off: CHECKSYNC_REACH=off in
+primaryd's environment, today's span-level set), in a fresh topology: --keys
+keys of --value-size bytes are set once (wrk fill), then `wrk -t1 -c16` runs
+bench/kv.lua's mix (--set-percent /set, the rest /get, uniform keys) through
+the VIP for --duration seconds at 10 epochs/s. Printed per row: requests/s,
+bytes shipped per request served (primaryd's `shipped` counter, the epochs as
+sent), per /set, the bytes a /set retains (its value), the ratio of the two,
+and what the scan found (new, reached, zeroed bytes per request).
+
+Run as root; on a shared machine the figures move with the load.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("CHECKSYNC_PRIMARYD", os.path.join(REPO, "build", "primaryd", "checksync-primaryd"))
+os.environ.setdefault("CHECKSYNC_BACKUPD", os.path.join(REPO, "build", "backupd", "checksync-backupd"))
+
+import checksync as cs  # noqa: E402
+import replication as rp  # noqa: E402
+import paper_bench as pb  # noqa: E402
+
+COUNTERS = ("shipped", "epochs_sent", "reach_new", "reach_reached", "reach_zeroed", "reach_scans_done",
+            "reach_scans_skipped", "delta_wire")
+
+
+def run_one(workload, reach, args):
+    binary = cs.build_workload(workload, "cgo")
+    if reach == "off":
+        os.environ["CHECKSYNC_REACH"] = "off"
+    else:
+        os.environ.pop("CHECKSYNC_REACH", None)
+    with rp.Topology() as topo:
+        certs = rp.make_certs(topo.addr[topo.b])
+        up = rp.bring_up(topo, certs, binary, epoch_interval_ms=100, dirty_tracking="uffd")
+        vip = cs.Client(topo.vip, rp.PORT, netns=topo.c)
+        pb.fill(topo, args, vip, None)
+        time.sleep(1)
+        before = pb.rows(up.primary.socket)
+        out = pb.wrk(topo, args, "mix", args.duration, None)
+        time.sleep(0.5)
+        after = pb.rows(up.primary.socket)
+    os.environ.pop("CHECKSYNC_REACH", None)
+    d = {k: (after.get(k) or 0) - (before.get(k) or 0) for k in COUNTERS}
+    n = max(1, out["requests"])
+    sets = max(1, n * args.set_percent / 100)
+    return {"workload": workload, "reach": reach, "rps": out["rps"], "requests": n,
+            "per_request": d["shipped"] / n, "per_set": d["shipped"] / sets,
+            "retained_per_set": args.value_size, "ratio": d["shipped"] / sets / args.value_size,
+            "new_per_request": d["reach_new"] / n, "reached_per_request": d["reach_reached"] / n,
+            "zeroed_per_request": d["reach_zeroed"] / n, "scans": d["reach_scans_done"],
+            "skipped": d["reach_scans_skipped"], "epochs": d["epochs_sent"], "command": out["command"]}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workloads", default="garbage,kvserver")
+    p.add_argument("--duration", type=int, default=8)
+    p.add_argument("--keys", type=int, default=20000)
+    p.add_argument("--value-size", type=int, default=100)
+    p.add_argument("--set-percent", type=int, default=50)
+    args = p.parse_args()
+    rows = []
+    try:
+        for w in args.workloads.split(","):
+            for reach in ("off", "on"):
+                rows.append(run_one(w, reach, args))
+                r = rows[-1]
+                print(f"{w} reach {reach}: {r['rps']:.0f} req/s, {r['per_request']:.0f} B shipped/request, "
+                      f"{r['per_set']:.0f} B/set", flush=True)
+    finally:
+        cs.cleanup()
+    print(f"\n{'workload':10} {'reach':5} {'req/s':>7} {'B/request':>10} {'B/set':>8} {'kept/set':>8} "
+          f"{'ratio':>6} {'new/req':>8} {'reached/req':>11} {'zeroed/req':>10} {'scans':>6} {'skipped':>7}")
+    for r in rows:
+        print(f"{r['workload']:10} {r['reach']:5} {r['rps']:7.0f} {r['per_request']:10.0f} {r['per_set']:8.0f} "
+              f"{r['retained_per_set']:8d} {r['ratio']:6.2f} {r['new_per_request']:8.0f} "
+              f"{r['reached_per_request']:11.0f} {r['zeroed_per_request']:10.0f} {r['scans']:6.0f} "
+              f"{r['skipped']:7.0f}")
+    print(f"wrk: {rows[0]['command'] if rows else ''}")
+
+
+if __name__ == "__main__":
+    main()

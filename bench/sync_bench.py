@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""The stop of a full epoch of a large heap (issue 13: the initial sync at 100 MiB,
+1 GiB, 4 GiB), with and without pre-copy.
+
+For each size: kvserver (go-cache) protected from its start while it preloads
+SIZE of 300-byte values; once the preload is done and its last epoch acknowledged,
+backupd is killed and started again on an empty state dir, so the primary must
+send the whole heap again (a full epoch, as at the initial sync, with the heap
+already there). Printed per size: the stop of that full epoch (`pause_full_last`
+in primaryd's status), its bytes, the time until it was acknowledged, whether
+the backup ever took over, and the pause p50/p99 of the last 256 epochs.
+
+Usage: sudo bench/sync_bench.py [--sizes 100,1024[,4096]] [--precopy on|off]
+Python 3 standard library and tests/lib only; needs root (netns, ptrace).
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
+os.environ.setdefault("CHECKSYNC_PRIMARYD", os.path.join(REPO, "build", "primaryd", "checksync-primaryd"))
+os.environ.setdefault("CHECKSYNC_BACKUPD", os.path.join(REPO, "build", "backupd", "checksync-backupd"))
+import checksync as cs  # noqa: E402
+import replication as rp  # noqa: E402
+
+BYTES_PER_KEY = 358  # 300-byte values in go-cache: 3,000,000 keys are about 1 GiB
+
+
+def rows(daemon):
+    out = {}
+    for _, role, name, _, value in rp.status_socket_rows(daemon.socket):
+        out[name] = value
+        out["role"] = role
+    return out
+
+
+def one(binary, mib, precopy):
+    keys = mib * 2**20 // BYTES_PER_KEY
+    res = {"mib": mib, "keys": keys}
+    with rp.Topology() as topo:
+        certs = rp.make_certs(topo.addr[topo.b])
+        up = rp.bring_up(topo, certs, binary, precopy=precopy,
+                         extra_args=("-preload", str(keys), "-preload-size", "300"))
+        def preloaded():
+            if not up.vip.state(timeout=5).get("preload_done"):
+                raise cs.TestError("not yet")
+            return True
+        rp.wait_for("the preload", preloaded, 900, 0.5)
+
+        def settled():
+            p = rows(up.primary)
+            if p.get("epoch") and p["epoch"] == p.get("acked_epoch"):
+                return p
+            raise cs.TestError(f"epoch {p.get('epoch')}, acked {p.get('acked_epoch')}")
+        p = rp.wait_for("the last epoch acknowledged", settled, 600, 0.1)
+        up.backup.proc.kill9()
+        up.backup.proc.wait_gone(10)
+        state = up.dep.state["b"]
+        for e in os.listdir(state):
+            shutil.rmtree(os.path.join(state, e), ignore_errors=True)
+        t0 = time.monotonic()
+        for attempt in range(10):  # a killed backupd of a big image frees its port late
+            try:
+                up = up._replace(backup=up.dep.start_backupd())
+                break
+            except cs.TestError:
+                if attempt == 9:
+                    raise
+                time.sleep(1)
+        rp.wait_acked(up.primary, up.backup, at_least=int(p["epoch"]) + 1, timeout=900)
+        res["acked_s"] = time.monotonic() - t0
+        q, b = rows(up.primary), rows(up.backup)
+        res["full_stop_ms"] = (q.get("pause_full_last") or 0) * 1000
+        res["full_bytes"] = b.get("epoch_size") or q.get("epoch_size")
+        res["pause_p50_ms"] = (q.get("pause_p50") or 0) * 1000
+        res["pause_p99_ms"] = (q.get("pause_p99") or 0) * 1000
+        res["took_over"] = b.get("role") != "backup" or q.get("role") != "primary"
+        res["roles"] = f"{q.get('role')}/{b.get('role')}"
+        res["rounds"] = q.get("precopy_rounds")
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="100,1024", help="MiB of heap, comma-separated (default 100,1024)")
+    ap.add_argument("--precopy", choices=("on", "off"), default="on")
+    args = ap.parse_args()
+    binary = cs.build_workload("kvserver", "cgo")
+    print(f"# sync_bench --sizes {args.sizes} --precopy {args.precopy}; loadavg "
+          f"{open('/proc/loadavg').read().split()[:3]} (other users' load skews)")
+    print(f"{'heap':>8} {'keys':>9} {'full-epoch stop ms':>19} {'acked after s':>14} "
+          f"{'pause p50/p99 ms (last 256)':>28} {'rounds':>7} {'roles A/B':>16}")
+    for mib in (int(s) for s in args.sizes.split(",")):
+        r = one(binary, mib, args.precopy)
+        print(f"{mib:>6}Mi {r['keys']:>9} {r['full_stop_ms']:>19.1f} {r['acked_s']:>14.1f} "
+              f"{r['pause_p50_ms']:>13.1f} / {r['pause_p99_ms']:<12.1f} {r['rounds'] or 0:>7.0f} "
+              f"{r['roles']:>16}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

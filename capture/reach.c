@@ -1,0 +1,811 @@
+/*
+ * reach.c - ship only the new objects that are reachable.
+ *
+ * Which objects are new. Each stop records every in-use span's allocation
+ * state (live.c reads it from runtime.mspan through DWARF). A slot of a
+ * span is allocated when it lies below freeindex or its allocBits bit is
+ * set; allocBits only change when the sweeper swaps in the mark bits, and
+ * freeindex only grows between sweeps. So an object is new since the
+ * previous stop when:
+ *   - its span was not in use then (another mspan, size or length at that
+ *     base, or nothing): every allocated slot is new;
+ *   - its span was, and had been swept in the heap's current sweep cycle
+ *     (sweepgen == h or h+3), the cycle has not changed since, and the
+ *     allocBits are the same array: the slots in [old freeindex, freeindex)
+ *     whose bit is clear;
+ *   - its span was, and has been swept since (a cycle began after the
+ *     previous stop and the span is swept in the current one, or it was
+ *     unswept then and is swept now): the slots below freeindex whose bit
+ *     is clear, since freeindex starts again at 0 at a sweep and the
+ *     survivors are in allocBits.
+ * Anything else counts as old: misfiling a new object as old costs bytes,
+ * never soundness.
+ *
+ * Roots. A page not written since the previous stop holds what it held
+ * then. A live pointer there pointed at an object that was allocated then
+ * and cannot have been freed since (the pointer is live), so it is not
+ * new. Hence the roots are every staged word that is not inside a new
+ * object: the written pages (old objects, globals, off-heap runtime
+ * memory, C memory, thread and goroutine stacks, span tails, everything
+ * outside the arenas) and the threads' registers and vector state. The
+ * scan is conservative: any aligned word with a value inside a new object
+ * keeps that object, and the closure runs over the staged bytes of the
+ * new objects reached. Bytes of a new object that are not staged were not
+ * written since the previous stop, when the slot was free: mallocgc
+ * zeroes (writes) pointerful memory unless it came zero from the OS, so
+ * they hold no pointer. Objects with specials (finalizers, weak handles,
+ * profile records: the runtime stores offsets, not pointers, and scans
+ * from them) never count as new; nor does any span when the process has a
+ * writable shared mapping (not staged, so it cannot be scanned).
+ *
+ * Why zero is safe for the rest. An unreachable object stays unreachable:
+ * no pointer to it exists to copy. The restored runtime reads an allocated
+ * object's bytes only when it marks it, which needs a pointer; when it is
+ * swept and freed, the sweeper sets span.needzero and mallocgc clears it
+ * before reuse (for a span fresh from the OS, needzero == 0, zero is what
+ * mallocgc expects there). A stale dead word in a goroutine frame that the
+ * restored GC scans conservatively (an asynchronously preempted frame) may
+ * mark a zeroed object; its pointer fields are then nil, which is
+ * harmless, provided its type is still known: with Go 1.22+ malloc headers
+ * the first word of a small object over minSizeForMallocHeader names its
+ * type, so that word is shipped, not zeroed (large objects keep theirs in
+ * mspan.largeType; smaller ones have their bitmap at the span's end, which
+ * is no object and always ships). Where any of this cannot be decided
+ * soundly, the scan ships the span-level set as before (state says why).
+ */
+#include "reach.h"
+
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#include "capture.h"
+#include "image/image.h"
+#include "log.h"
+#include "util.h"
+
+struct rtable {
+	struct reach_span_state *v;
+	size_t n, cap;
+	uint64_t seq; /* the stop it was taken at */
+	uint32_t heap_sweepgen;
+	bool complete;
+};
+
+/* A span with new objects, for the scan. */
+struct nspan {
+	uint64_t base, end, elemsize;
+	size_t first;  /* index of its first slot in reach.slot */
+	uint32_t nelems;
+	bool header;   /* the first word of each object is a malloc header */
+	bool noscan;
+};
+
+enum { SLOT_OLD = 0, SLOT_NEW, SLOT_REACHED };
+
+struct reach {
+	uint64_t seq; /* stops begun */
+	struct rtable prev, cur;
+	struct nspan *ns;
+	size_t n_ns, cap_ns;
+	uint8_t *slot;
+	size_t n_slot, cap_slot;
+	size_t *work;
+	size_t n_work, cap_work;
+	uint64_t lo, hi; /* bounds of every new object */
+	struct reach_totals totals;
+	/* New objects first reached from roots of each mem_class (MC_COUNT: registers), for -v. */
+	uint64_t root_hits[MC_COUNT + 1];
+	int root_class; /* -1 during the closure */
+	uint32_t *page_ns; /* by heap page in [lo, hi): index into ns + 1, or 0 */
+	/* The image's runs by address (live.c emits heap and stack pieces apart). */
+	const struct image_pagerun **runs;
+	size_t n_runs;
+	uint64_t page_shift;
+};
+
+static struct reach *reach_get(struct capture *c)
+{
+	if (!c->reach)
+		c->reach = calloc(1, sizeof(*c->reach));
+	return c->reach;
+}
+
+void capture_reach_free(struct capture *c)
+{
+	struct reach *r = c->reach;
+	if (!r)
+		return;
+	free(r->prev.v);
+	free(r->cur.v);
+	free(r->ns);
+	free(r->slot);
+	free(r->work);
+	free(r->page_ns);
+	free(r->runs);
+	free(r);
+	c->reach = NULL;
+}
+
+void reach_stop_begin(struct capture *c)
+{
+	struct reach *r = reach_get(c);
+	if (!r)
+		return;
+	r->seq++;
+	/* The last stop's table becomes the one to compare with; it needs to be complete. */
+	if (r->cur.complete) {
+		struct rtable t = r->prev;
+		r->prev = r->cur;
+		r->cur = t;
+	} else {
+		r->prev.complete = false;
+	}
+	r->cur.n = 0;
+	r->cur.complete = false;
+}
+
+int reach_spans_begin(struct capture *c, uint32_t heap_sweepgen)
+{
+	struct reach *r = reach_get(c);
+	if (!r)
+		return -ENOMEM;
+	r->cur.n = 0;
+	r->cur.seq = r->seq;
+	r->cur.heap_sweepgen = heap_sweepgen;
+	return 0;
+}
+
+int reach_note_span(struct capture *c, const struct reach_span_state *s)
+{
+	struct reach *r = c->reach;
+	struct reach_span_state *d = array_push(&r->cur.v, &r->cur.n, &r->cur.cap, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	*d = *s;
+	return 0;
+}
+
+static int cmp_span(const void *a, const void *b)
+{
+	const struct reach_span_state *x = a, *y = b;
+	return x->base < y->base ? -1 : x->base > y->base;
+}
+
+void reach_spans_end(struct capture *c)
+{
+	struct reach *r = c->reach;
+	qsort(r->cur.v, r->cur.n, sizeof(*r->cur.v), cmp_span);
+	r->cur.complete = true;
+}
+
+/* ---------- which objects are new ---------- */
+
+static const struct reach_span_state *prev_span(const struct rtable *t, uint64_t base)
+{
+	size_t lo = 0, hi = t->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (t->v[mid].base < base)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < t->n && t->v[lo].base == base ? &t->v[lo] : NULL;
+}
+
+static bool swept_in_cycle(uint32_t span_sg, uint32_t heap_sg)
+{
+	return span_sg == heap_sg || span_sg == heap_sg + 3;
+}
+
+/* The slots of s that are new: [*from, s->freeindex) less allocBits, or every allocated one. */
+static bool new_range(const struct reach_span_state *s, const struct reach_span_state *p,
+		      uint32_t prev_h, uint32_t cur_h, bool all_new, uint64_t *from, bool *all)
+{
+	*all = false;
+	*from = 0;
+	if (s->specials || s->nelems == 0 || s->elemsize == 0 || s->freeindex > s->nelems)
+		return false;
+	if (all_new || !p || p->span != s->span || p->elemsize != s->elemsize ||
+	    p->npages != s->npages) {
+		*all = true;
+		return true;
+	}
+	if (p->specials)
+		return false;
+	bool prev_swept = swept_in_cycle(p->sweepgen, prev_h);
+	if (prev_h == cur_h && prev_swept) {
+		/* Not swept since: allocation only moved freeindex on. */
+		if (p->allocbits != s->allocbits || p->freeindex > s->freeindex)
+			return false;
+		*from = p->freeindex;
+		return s->freeindex > p->freeindex;
+	}
+	/*
+	 * Swept since the previous stop (a GC cycle began after it, or the span
+	 * was not yet swept then): freeindex began again at 0 at that sweep, so
+	 * the slots below it that the sweep left free were allocated after the
+	 * previous stop. Survivors of the sweep are in allocBits: old.
+	 */
+	return swept_in_cycle(s->sweepgen, cur_h) && s->freeindex > 0;
+}
+
+/* Read a span's allocBits from the running process (they change only at its next sweep). */
+static int read_bits(struct capture *c, const struct reach_span_state *s, uint8_t **bits)
+{
+	size_t len = (s->nelems + 7) / 8;
+	*bits = malloc(len + 1);
+	if (!*bits)
+		return -ENOMEM;
+	if (!s->allocbits)
+		return -EBADMSG;
+	return tracer_peek(c->memfd, s->allocbits, *bits, len);
+}
+
+static int add_new_span(struct capture *c, const struct reach_span_state *s, uint64_t from,
+			bool all)
+{
+	struct reach *r = c->reach;
+	const struct go_layout *l = c->go;
+	_cleanup_free_ uint8_t *bits = NULL;
+	int rc = read_bits(c, s, &bits);
+	if (rc < 0)
+		return rc;
+
+	if (r->n_slot + s->nelems > r->cap_slot) {
+		size_t cap = (r->n_slot + s->nelems) * 2;
+		uint8_t *p = realloc(r->slot, cap);
+		if (!p)
+			return -ENOMEM;
+		r->slot = p;
+		r->cap_slot = cap;
+	}
+	uint8_t *slot = r->slot;
+	struct nspan *n = array_push(&r->ns, &r->n_ns, &r->cap_ns, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	bool noscan = s->spanclass & 1, small = (s->spanclass >> 1) != 0;
+	*n = (struct nspan){.base = s->base, .elemsize = s->elemsize, .nelems = s->nelems,
+			    .end = s->base + s->elemsize * s->nelems, .first = r->n_slot,
+			    .noscan = noscan,
+			    .header = l->malloc_headers && !noscan && small &&
+				      s->elemsize > l->min_size_malloc_header};
+	uint64_t count = 0;
+	for (uint64_t i = 0; i < s->nelems; i++) {
+		bool marked = bits[i / 8] & (1u << (i % 8));
+		bool is_new = all ? (i < s->freeindex || marked)
+				  : (i >= from && i < s->freeindex && !marked);
+		slot[n->first + i] = is_new ? SLOT_NEW : SLOT_OLD;
+		count += is_new;
+	}
+	r->n_slot += s->nelems;
+	c->stats.reach.new_objects += count;
+	c->stats.reach.new_bytes += count * s->elemsize;
+	if (!count) {
+		r->n_ns--;
+		r->n_slot -= s->nelems;
+		return 0;
+	}
+	if (!r->lo || n->base < r->lo)
+		r->lo = n->base;
+	if (n->end > r->hi)
+		r->hi = n->end;
+	return 0;
+}
+
+static int find_new_objects(struct capture *c, bool all_new)
+{
+	struct reach *r = c->reach;
+	const struct rtable *cur = &r->cur, *prev = &r->prev;
+
+	r->n_ns = r->n_slot = 0;
+	r->lo = r->hi = 0;
+	for (size_t i = 0; i < cur->n; i++) {
+		const struct reach_span_state *s = &cur->v[i];
+		uint64_t from;
+		bool all;
+		if (!new_range(s, all_new ? NULL : prev_span(prev, s->base), prev->heap_sweepgen,
+			       cur->heap_sweepgen, all_new, &from, &all))
+			continue;
+		int rc = add_new_span(c, s, from, all);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---------- the scan ---------- */
+
+/* Spans start on runtime pages: a table by page makes each lookup one load. */
+#define PAGE_TABLE_MAX (1u << 22)
+
+static int build_page_table(struct reach *r, uint64_t page_size)
+{
+	free(r->page_ns);
+	r->page_ns = NULL;
+	r->page_shift = __builtin_ctzll(page_size);
+	uint64_t n = (r->hi - r->lo + page_size - 1) >> r->page_shift;
+	if (!r->n_ns || n > PAGE_TABLE_MAX || (page_size & (page_size - 1)))
+		return 0; /* a sparse heap: binary search */
+	r->page_ns = calloc(n, sizeof(*r->page_ns));
+	if (!r->page_ns)
+		return -ENOMEM;
+	for (size_t i = 0; i < r->n_ns; i++)
+		for (uint64_t p = (r->ns[i].base - r->lo) >> r->page_shift;
+		     p < n && r->lo + (p << r->page_shift) < r->ns[i].end; p++)
+			r->page_ns[p] = i + 1;
+	return 0;
+}
+
+/* The span of new objects holding addr, or NULL. */
+static const struct nspan *nspan_of(const struct reach *r, uint64_t addr)
+{
+	size_t lo = 0, hi = r->n_ns;
+	if (addr < r->lo || addr >= r->hi)
+		return NULL;
+	if (r->page_ns) {
+		uint32_t i = r->page_ns[(addr - r->lo) >> r->page_shift];
+		return i && addr < r->ns[i - 1].end ? &r->ns[i - 1] : NULL;
+	}
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (r->ns[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < r->n_ns && r->ns[lo].base <= addr ? &r->ns[lo] : NULL;
+}
+
+static int keep_word(struct reach *r, uint64_t v)
+{
+	const struct nspan *n = nspan_of(r, v);
+	if (!n)
+		return 0;
+	size_t k = n->first + (v - n->base) / n->elemsize;
+	if (r->slot[k] != SLOT_NEW)
+		return 0;
+	r->slot[k] = SLOT_REACHED;
+	if (r->root_class >= 0)
+		r->root_hits[r->root_class] += n->elemsize;
+	size_t *w = array_push(&r->work, &r->n_work, &r->cap_work, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	*w = k;
+	return 0;
+}
+
+static int scan_words(struct reach *r, const uint8_t *p, size_t len)
+{
+	const uint64_t lo = r->lo, hi = r->hi;
+	for (size_t i = 0; i + 8 <= len; i += 8) {
+		uint64_t v;
+		memcpy(&v, p + i, 8);
+		if (__builtin_expect(v >= lo && v < hi, 0)) {
+			int rc = keep_word(r, v);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/* Scan staged [s, e) as roots: every word not inside a new object. */
+static int scan_roots_range(struct capture *c, uint64_t s, uint64_t e, const uint8_t *data)
+{
+	struct reach *r = c->reach;
+	uint64_t a = s;
+
+	while (a < e) {
+		const struct nspan *n = nspan_of(r, a);
+		uint64_t stop = e;
+		if (n) {
+			size_t k = (a - n->base) / n->elemsize;
+			uint64_t obj_end = n->base + (k + 1) * n->elemsize;
+			if (r->slot[n->first + k] != SLOT_OLD) {
+				a = obj_end < e ? obj_end : e; /* scanned only if reached */
+				continue;
+			}
+			stop = obj_end < e ? obj_end : e;
+		} else {
+			/* Up to the next span of new objects. */
+			size_t lo = 0, hi = r->n_ns;
+			while (lo < hi) {
+				size_t mid = (lo + hi) / 2;
+				if (r->ns[mid].base <= a)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			if (lo < r->n_ns && r->ns[lo].base < e)
+				stop = r->ns[lo].base;
+		}
+		r->root_class = capture_classify(c, a);
+		int rc = scan_words(r, data + (a - s), stop - a);
+		if (rc < 0)
+			return rc;
+		c->stats.reach.root_bytes += stop - a;
+		a = stop;
+	}
+	return 0;
+}
+
+static int cmp_run(const void *a, const void *b)
+{
+	const struct image_pagerun *x = *(const struct image_pagerun *const *)a;
+	const struct image_pagerun *y = *(const struct image_pagerun *const *)b;
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+static int sort_runs(struct reach *r, const struct image *img)
+{
+	free(r->runs);
+	r->n_runs = img->n_runs;
+	r->runs = malloc((img->n_runs + 1) * sizeof(*r->runs));
+	if (!r->runs)
+		return -ENOMEM;
+	for (size_t i = 0; i < img->n_runs; i++)
+		r->runs[i] = &img->runs[i];
+	qsort(r->runs, r->n_runs, sizeof(*r->runs), cmp_run);
+	return 0;
+}
+
+/* The run of the image holding addr, or NULL. */
+static const struct image_pagerun *run_of(const struct reach *r, uint64_t addr)
+{
+	size_t lo = 0, hi = r->n_runs;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (r->runs[mid]->addr + r->runs[mid]->npages * PAGE_SIZE <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < r->n_runs && r->runs[lo]->addr <= addr ? r->runs[lo] : NULL;
+}
+
+/* Call fn on each staged piece of [s, e). */
+static int staged_pieces(const struct reach *r, const struct image *img, uint64_t s, uint64_t e,
+			 int (*fn)(void *ctx, uint64_t a, uint64_t b, uint8_t *data), void *ctx)
+{
+	while (s < e) {
+		const struct image_pagerun *run = run_of(r, s);
+		if (!run) {
+			s = PAGE_ALIGN_DOWN(s) + PAGE_SIZE;
+			continue;
+		}
+		uint64_t re = run->addr + run->npages * PAGE_SIZE, b = re < e ? re : e;
+		int rc = fn(ctx, s, b, img->pages + run->offset + (s - run->addr));
+		if (rc < 0)
+			return rc;
+		s = b;
+	}
+	return 0;
+}
+
+static int scan_piece(void *ctx, uint64_t a, uint64_t b, uint8_t *data)
+{
+	(void)a;
+	return scan_words(ctx, data, b - a);
+}
+
+static const struct nspan *nspan_of_slot(const struct reach *r, size_t k)
+{
+	size_t lo = 0, hi = r->n_ns;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (r->ns[mid].first + r->ns[mid].nelems <= k)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return &r->ns[lo];
+}
+
+static void object_bounds(const struct nspan *n, size_t k, uint64_t *s, uint64_t *e)
+{
+	*s = n->base + (k - n->first) * n->elemsize;
+	*e = *s + n->elemsize;
+}
+
+static int scan_closure(struct capture *c)
+{
+	struct reach *r = c->reach;
+	r->root_class = -1;
+	while (r->n_work) {
+		size_t k = r->work[--r->n_work];
+		const struct nspan *n = nspan_of_slot(r, k);
+		uint64_t s, e;
+		object_bounds(n, k, &s, &e);
+		c->stats.reach.reached_objects++;
+		c->stats.reach.reached_bytes += n->elemsize;
+		if (n->noscan)
+			continue; /* no pointers in it, by its type */
+		int rc = staged_pieces(r, c->img, s, e, scan_piece, r);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int scan_threads(struct capture *c)
+{
+	struct reach *r = c->reach;
+	r->root_class = MC_COUNT;
+	for (size_t i = 0; i < c->img->n_threads; i++) {
+		const struct image_thread *t = &c->img->threads[i];
+		uint64_t extra[] = {t->ss_sp, t->clear_tid_addr, t->robust_head, t->rseq_addr};
+		int rc = scan_words(r, (const uint8_t *)&t->regs, sizeof(t->regs));
+		if (rc >= 0 && t->xstate)
+			rc = scan_words(r, t->xstate, t->xstate_len);
+		if (rc >= 0)
+			rc = scan_words(r, (const uint8_t *)extra, sizeof(extra));
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---------- zeroing what nothing reaches ---------- */
+
+struct zero_ctx {
+	struct capture *c;
+};
+
+static int zero_piece(void *ctx, uint64_t a, uint64_t b, uint8_t *data)
+{
+	struct zero_ctx *z = ctx;
+	(void)a;
+	memset(data, 0, b - a);
+	z->c->stats.reach.zeroed_bytes += b - a;
+	return 0;
+}
+
+static int zero_unreached(struct capture *c)
+{
+	struct reach *r = c->reach;
+	struct zero_ctx z = {.c = c};
+	for (size_t i = 0; i < r->n_ns; i++) {
+		const struct nspan *n = &r->ns[i];
+		for (size_t k = n->first; k < n->first + n->nelems; k++) {
+			if (r->slot[k] != SLOT_NEW)
+				continue;
+			uint64_t s, e;
+			object_bounds(n, k, &s, &e);
+			if (n->header)
+				s += 8; /* the malloc header: its type, see the top */
+			int rc = staged_pieces(r, c->img, s, e, zero_piece, &z);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+struct nonzero_ctx {
+	bool any;
+};
+
+static int nonzero_piece(void *ctx, uint64_t a, uint64_t b, uint8_t *data)
+{
+	struct nonzero_ctx *nz = ctx;
+	for (uint64_t i = 0; i < b - a && !nz->any; i++)
+		nz->any = data[i] != 0;
+	return 0;
+}
+
+/*
+ * The negative control (CHECKSYNC_DEBUG_REACH_DROP=1): zero one reachable
+ * new object holding data as if nothing reached it, so that the soak
+ * tests show they catch a scan that misses a pointer. Never set it in
+ * production: the restored service loses that object's contents.
+ */
+static void debug_drop_one(struct capture *c)
+{
+	struct reach *r = c->reach;
+	const char *env = getenv("CHECKSYNC_DEBUG_REACH_DROP");
+	if (!env || strcmp(env, "1") != 0)
+		return;
+	for (size_t i = r->n_ns; i-- > 0;) {
+		const struct nspan *n = &r->ns[i];
+		if (!n->noscan)
+			continue; /* data, not runtime structures: the restored copy runs on */
+		for (size_t k = n->first + n->nelems; k-- > n->first;) {
+			uint64_t s, e;
+			struct nonzero_ctx nz = {0};
+			struct zero_ctx z = {.c = c};
+			if (r->slot[k] != SLOT_REACHED)
+				continue;
+			object_bounds(n, k, &s, &e);
+			staged_pieces(r, c->img, s, e, nonzero_piece, &nz);
+			if (!nz.any)
+				continue;
+			log_warn("debug: dropping reachable new object %#lx-%#lx (CHECKSYNC_DEBUG_REACH_DROP)",
+				 (unsigned long)s, (unsigned long)e);
+			staged_pieces(r, c->img, s, e, zero_piece, &z);
+			return;
+		}
+	}
+}
+
+/* ---------- the whole ---------- */
+
+static bool has_writable_shared(const struct capture *c)
+{
+	for (size_t i = 0; i < c->n_vmas; i++)
+		if (c->vmas[i].shared && (c->vmas[i].prot & PROT_WRITE))
+			return true;
+	return false;
+}
+
+/* The heap's sweep generation now: unchanged means every allocBits array read is intact. */
+static int heap_sweepgen_now(struct capture *c, uint32_t *sg)
+{
+	const struct go_layout *l = c->go;
+	uint64_t v = 0;
+	int rc = tracer_peek(c->memfd, l->mheap + l->heap_sweepgen.off, &v,
+			     l->heap_sweepgen.size < 8 ? l->heap_sweepgen.size : 8);
+	*sg = (uint32_t)v;
+	return rc;
+}
+
+static const char *reach_skip_reason(struct capture *c, bool all_staged)
+{
+	struct reach *r = c->reach;
+	const char *env = getenv("CHECKSYNC_REACH");
+	if (env && strcmp(env, "off") == 0)
+		return "off (CHECKSYNC_REACH=off)";
+	if (!c->go || !c->go->reach_ok)
+		return "off (this Go's DWARF lacks a field)";
+	if (!c->live || !r || !r->cur.complete || r->cur.seq != r->seq)
+		return "off (no live set this stop)";
+	if (!all_staged && (!r->prev.complete || r->prev.seq + 1 != r->seq))
+		return "off (no span table from the previous stop)";
+	if (has_writable_shared(c))
+		return "off (a writable shared mapping)";
+	return NULL;
+}
+
+int capture_reach(struct capture *c, bool all_staged)
+{
+	struct reach_stats *st = &c->stats.reach;
+	uint64_t t0 = now_us();
+	const char *why = reach_skip_reason(c, all_staged);
+	uint32_t sg_after;
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	if (why) {
+		st->state = why;
+		if (c->reach)
+			c->reach->totals.scans_skipped++;
+		return 0;
+	}
+	struct reach *r = c->reach;
+	r->n_work = 0;
+	memset(r->root_hits, 0, sizeof(r->root_hits));
+	rc = find_new_objects(c, all_staged);
+	/* The scan itself works on the snapshot; only the allocBits came from the live process. */
+	if (rc >= 0)
+		rc = heap_sweepgen_now(c, &sg_after);
+	if (rc >= 0 && sg_after != r->cur.heap_sweepgen) {
+		st->state = "abandoned (a GC cycle ended before the span bits were read)";
+		goto out;
+	}
+	if (rc >= 0)
+		rc = build_page_table(r, c->go->page_size);
+	if (rc >= 0)
+		rc = sort_runs(r, c->img);
+	for (size_t i = 0; rc >= 0 && i < c->img->n_runs && r->n_ns; i++) {
+		const struct image_pagerun *run = &c->img->runs[i];
+		rc = scan_roots_range(c, run->addr, run->addr + run->npages * PAGE_SIZE,
+				      c->img->pages + run->offset);
+	}
+	if (rc >= 0 && r->n_ns)
+		rc = scan_threads(c);
+	if (rc >= 0)
+		rc = scan_closure(c);
+	if (rc == -ENOMEM) {
+		return rc;
+	} else if (rc < 0) {
+		st->state = "abandoned (cannot read the span bits)";
+		log_debug("reach: %s: %s", st->state, strerror(-rc));
+	} else {
+		rc = zero_unreached(c);
+		if (rc < 0)
+			return rc;
+		debug_drop_one(c);
+		st->state = "done";
+	}
+out:
+	st->scan_us = now_us() - t0;
+	if (strcmp(st->state, "done") == 0) {
+		r->totals.scans_done++;
+		r->totals.new_bytes += st->new_bytes;
+		r->totals.reached_bytes += st->reached_bytes;
+		r->totals.zeroed_bytes += st->zeroed_bytes;
+	} else {
+		r->totals.scans_skipped++;
+	}
+	log_debug("reach: %s: %lu new objects (%lu bytes), %lu reached (%lu bytes), "
+		  "%lu bytes zeroed, %lu root bytes, %lu us",
+		  st->state, (unsigned long)st->new_objects, (unsigned long)st->new_bytes,
+		  (unsigned long)st->reached_objects, (unsigned long)st->reached_bytes,
+		  (unsigned long)st->zeroed_bytes, (unsigned long)st->root_bytes,
+		  (unsigned long)st->scan_us);
+	log_debug("reach: new bytes first reached from heap %lu, stacks %lu, globals %lu, "
+		  "off-heap %lu, registers %lu",
+		  (unsigned long)r->root_hits[MC_HEAP], (unsigned long)r->root_hits[MC_STACKS],
+		  (unsigned long)r->root_hits[MC_GLOBALS], (unsigned long)r->root_hits[MC_OFFHEAP],
+		  (unsigned long)r->root_hits[MC_COUNT]);
+	return 0;
+}
+
+static bool page_all_zero(const uint8_t *p)
+{
+	static const uint8_t zero[PAGE_SIZE];
+	return memcmp(p, zero, PAGE_SIZE) == 0;
+}
+
+/*
+ * A dump restores every page it leaves out as zero, so pages the scan
+ * left all zero need not be in it. Only pages holding new objects can
+ * have become so; pages that were zero to begin with were left out by
+ * PAGEMAP_SCAN (PFNZERO) or cost nothing to check.
+ */
+void capture_reach_drop_zero_pages(struct capture *c)
+{
+	struct image *img = c->img;
+	struct reach *r = c->reach;
+	uint64_t total = 0, dropped = 0;
+	size_t n = 0;
+
+	if (!r || !c->stats.reach.zeroed_bytes || !c->stats.reach.state ||
+	    strcmp(c->stats.reach.state, "done") != 0)
+		return;
+	for (size_t i = 0; i < img->n_runs; i++)
+		for (uint64_t p = 0; p < img->runs[i].npages; p++) {
+			uint64_t addr = img->runs[i].addr + p * PAGE_SIZE;
+			dropped += addr >= r->lo && addr < r->hi &&
+				   page_all_zero(img->pages + img->runs[i].offset + p * PAGE_SIZE);
+		}
+	if (!dropped)
+		return;
+	/* Each dropped page splits a run at most once: no allocation once compacting. */
+	struct image_pagerun *out = calloc(img->n_runs + dropped, sizeof(*out));
+	if (!out)
+		return; /* keep them all */
+	for (size_t i = 0; i < img->n_runs; i++) {
+		for (uint64_t p = 0; p < img->runs[i].npages; p++) {
+			uint64_t addr = img->runs[i].addr + p * PAGE_SIZE;
+			uint8_t *data = img->pages + img->runs[i].offset + p * PAGE_SIZE;
+			if (addr >= r->lo && addr < r->hi && page_all_zero(data)) {
+				c->stats.reach.pages_dropped++;
+				c->stats.written[capture_classify(c, addr)] -= PAGE_SIZE;
+				continue;
+			}
+			struct image_pagerun *last = n ? &out[n - 1] : NULL;
+			if (last && last->addr + last->npages * PAGE_SIZE == addr)
+				last->npages++;
+			else
+				out[n++] = (struct image_pagerun){.addr = addr, .npages = 1,
+								  .offset = total};
+			/* Compacting in place: the destination never passes the source. */
+			memmove(img->pages + total, data, PAGE_SIZE);
+			total += PAGE_SIZE;
+		}
+	}
+	free(img->runs);
+	img->runs = out;
+	img->n_runs = n;
+	img->cap_runs = img->n_runs + dropped;
+	img->pages_len = total;
+}
+
+void capture_reach_totals(const struct capture *c, struct reach_totals *t)
+{
+	if (c->reach)
+		*t = c->reach->totals;
+	else
+		memset(t, 0, sizeof(*t));
+}

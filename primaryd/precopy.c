@@ -1,0 +1,76 @@
+/*
+ * precopy.c - the loop's side of pre-copy (capture/precopy.h): an epoch's
+ * rounds run in steps of bounded size from a zero-timeout timer, so
+ * heartbeats, ACKs and the lease timer run between them, and the epoch's
+ * stop comes when a round ends small (or more rounds would not help) and
+ * the backup can take the epoch. Rounds start only when the epoch could
+ * go; one that has converged while the link was busy is refreshed by one
+ * more round at each epoch tick, so what the stop copies stays small.
+ */
+#include "guard.h"
+#include "log.h"
+
+/* Read per step: about 10-40 ms of the loop on this VM. */
+#define STEP_BYTES (32u << 20)
+/* Rounds while waiting for a GC cycle to end: one per this many us. */
+#define GC_POLL_US 10000
+
+static bool rounds_may_run(struct guard *g)
+{
+	return g->sess && g->link.hello_ok && !g->ended && pfailover_ships_epochs(g) &&
+	       !keeper_holds(&g->keeper);
+}
+
+static void precopy_run(struct guard *g)
+{
+	static const struct timeval now = {0, 0}, soon = {0, GC_POLL_US};
+	int r = capture_session_precopy_step(g->sess, g->need_full, STEP_BYTES);
+
+	if (r < 0) {
+		if (r != -ENOTSUP)
+			log_warn("%s: pre-copy round failed (%s); this epoch is copied in its stop",
+				 g->svc->name, strerror(-r));
+		if (guard_epoch_may_ship(g))
+			(void)guard_ship_epoch(g, false);
+		return;
+	}
+	if (r == 0) {
+		evtimer_add(g->precopy_ev, &now);
+		return;
+	}
+	if (!capture_session_precopy_ready(g->sess)) {
+		/* A small round and still not ready: the runtime is in a GC cycle. */
+		evtimer_add(g->precopy_ev, capture_session_precopy_converged(g->sess) ? &soon : &now);
+		return;
+	}
+	if (guard_epoch_may_ship(g))
+		(void)guard_ship_epoch(g, false);
+	/* else the next epoch tick runs one more round and tries again */
+}
+
+static void step_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct guard *g = arg;
+	(void)fd, (void)what;
+	if (rounds_may_run(g))
+		precopy_run(g);
+}
+
+bool guard_precopy_tick(struct guard *g)
+{
+	if (!g->sess || !g->sess->use_precopy)
+		return false;
+	if (!g->precopy_ev && !(g->precopy_ev = evtimer_new(g->base, step_cb, g)))
+		return false;
+	if (evtimer_pending(g->precopy_ev, NULL))
+		return true; /* a round is under way */
+	/*
+	 * Rounds start when the epoch could go (not while the last one is on
+	 * the wire): rounds run on the loop, and more of them while waiting
+	 * would only take CPU from sending.
+	 */
+	if (!capture_session_precopy_converged(g->sess) && !guard_epoch_may_ship(g))
+		return true;
+	precopy_run(g);
+	return true;
+}
