@@ -51,53 +51,6 @@ static int check_program(const struct guard *g, pid_t pid, char *err, size_t err
 	return 0;
 }
 
-/* What the last run of this guard left: a fresh start, as guard_start() had it. */
-static void reset_run(struct guard *g)
-{
-	if (g->exit_ev)
-		event_free(g->exit_ev);
-	g->exit_ev = NULL;
-	if (g->pidfd >= 0)
-		close(g->pidfd);
-	g->pidfd = -1;
-	g->ended = false; /* deposed: pfailover_deposed_state(), from g->fo */
-	g->end_status = 0;
-	g->acked = g->acked_at_us = 0;
-	g->first_ack_logged = false;
-	g->capture_err[0] = 0;
-	g->unprotected[0] = 0;
-}
-
-/* The timers guard_start() made; a run that ended took them off the loop. */
-static void timers_add(struct guard *g)
-{
-	uint32_t ep = g->svc->epoch_interval_ms, hb = g->svc->heartbeat_interval_ms;
-	uint32_t ls = hb / 2 ? hb / 2 : 1;
-	struct timeval tv;
-
-	tv = (struct timeval){.tv_sec = ep / 1000, .tv_usec = ep % 1000 * 1000};
-	event_add(g->epoch_ev, &tv);
-	tv = (struct timeval){.tv_sec = hb / 1000, .tv_usec = hb % 1000 * 1000};
-	event_add(g->hb_ev, &tv);
-	tv = (struct timeval){.tv_sec = ls / 1000, .tv_usec = ls % 1000 * 1000};
-	event_add(g->lease_ev, &tv);
-}
-
-/* guard_start_service() failed half way: let go of what it took; the process runs on. */
-static void undo(struct guard *g)
-{
-	keeper_stop(&g->keeper);
-	capture_session_close(g->sess);
-	g->sess = NULL;
-	outcommit_close(g->oc);
-	g->oc = NULL;
-	if (g->exit_ev)
-		event_del(g->exit_ev);
-	g->adopted = false;
-	g->pid = 0;
-	g->fo = (struct pfailover){.state = PFAILOVER_STANDBY};
-}
-
 int guard_adopt(struct guard *g, pid_t pid, uint64_t incarnation, uint64_t epoch, char *err,
 		size_t errlen)
 {
@@ -122,18 +75,13 @@ int guard_adopt(struct guard *g, pid_t pid, uint64_t incarnation, uint64_t epoch
 	if (r < 0)
 		return r;
 	link_close(g, "adopting a restored service"); /* a starting one's HELLO said fresh */
-	reset_run(g);
-	g->pid = pid;
-	g->adopted = true;
-	r = guard_start_service(g); /* seize, capture session, keeper; protected */
+	r = guard_hold_adopted(g, pid, epoch); /* seize, capture session, keeper, timers */
 	if (r < 0) {
 		snprintf(err, errlen, "%s: cannot guard pid %d: %s", g->svc->name, pid, strerror(-r));
-		undo(g);
+		pfailover_adoption_failed(g);
 		return r;
 	}
-	g->epoch = g->sent = epoch; /* the next epoch is epoch + 1, as the peer's image expects */
 	pfailover_adopted(g, incarnation);
-	timers_add(g);
 	link_connect(g);
 	return 0;
 }

@@ -94,6 +94,11 @@ void pfailover_init(struct guard *g)
 	}
 }
 
+void pfailover_adoption_failed(struct guard *g)
+{
+	g->fo = (struct pfailover){.state = PFAILOVER_STANDBY};
+}
+
 void pfailover_adopted(struct guard *g, uint64_t incarnation)
 {
 	g->fo.incarnation = incarnation;

@@ -119,6 +119,8 @@ void pfailover_handover_to_stop(struct guard *g, pfailover_done_fn done, void *a
 void pfailover_stop_everywhere(struct guard *g, pfailover_done_fn done, void *arg);
 /* adopt.c has the restored service under guard (pfailover_start done): incarnation, lease waived. */
 void pfailover_adopted(struct guard *g, uint64_t incarnation);
+/* An adoption that could not be held: standby again, with nothing to protect. */
+void pfailover_adoption_failed(struct guard *g);
 /* The backup's HELLO: it accepted us; image_incarnation is what it holds. */
 void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation);
 

@@ -101,6 +101,11 @@ int guard_start(struct guard *g);
 /* The backup can take another epoch now (else the epoch merges into the next, counted). */
 bool guard_epoch_may_ship(struct guard *g);
 int guard_start_service(struct guard *g);
+/*
+ * Guard pid, restored here and not our child, as if we had started it; its
+ * epochs go on after epoch. On failure nothing is held and it runs on.
+ */
+int guard_hold_adopted(struct guard *g, pid_t pid, uint64_t epoch);
 int guard_ship_epoch(struct guard *g, bool hold);
 /*
  * Events from link.c, which writes only g->link: what they change in the
