@@ -18,17 +18,9 @@
 #include "capture.h"
 #include "goruntime.h"
 #include "log.h"
+#include "range.h"
 #include "reach.h"
 #include "util.h"
-
-struct range {
-	uint64_t s, e;
-};
-
-struct rangeset {
-	struct range *r;
-	size_t n, cap;
-};
 
 struct live_set {
 	struct rangeset arenas, heap, stacks;
@@ -43,35 +35,12 @@ struct live_set {
 
 static int rs_add(struct rangeset *rs, uint64_t s, uint64_t e)
 {
-	if (s >= e)
-		return 0;
-	struct range *r = array_push(&rs->r, &rs->n, &rs->cap, sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	r->s = s;
-	r->e = e;
-	return 0;
-}
-
-static int cmp_range(const void *a, const void *b)
-{
-	const struct range *x = a, *y = b;
-	return x->s < y->s ? -1 : x->s > y->s;
+	return range_append(&rs->r, &rs->n, &rs->cap, s, e);
 }
 
 static void rs_normalize(struct rangeset *rs)
 {
-	size_t out = 0;
-	qsort(rs->r, rs->n, sizeof(*rs->r), cmp_range);
-	for (size_t i = 0; i < rs->n; i++) {
-		if (out && rs->r[i].s <= rs->r[out - 1].e) {
-			if (rs->r[i].e > rs->r[out - 1].e)
-				rs->r[out - 1].e = rs->r[i].e;
-		} else {
-			rs->r[out++] = rs->r[i];
-		}
-	}
-	rs->n = out;
+	range_normalize(rs->r, &rs->n);
 }
 
 /* Remove the page-aligned interior of every range of `cut` from `rs` (both normalized). */
@@ -103,15 +72,7 @@ static int rs_subtract(struct rangeset *rs, const struct rangeset *cut)
 /* First range of a normalized set that ends after addr. */
 static size_t rs_find(const struct rangeset *rs, uint64_t addr)
 {
-	size_t lo = 0, hi = rs->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (rs->r[mid].e <= addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return range_find(rs->r, rs->n, addr);
 }
 
 static bool rs_contains(const struct rangeset *rs, uint64_t addr)

@@ -74,18 +74,6 @@ static uint64_t store_alloc(struct precopy *p, uint64_t len)
 	return off;
 }
 
-static int push_range(struct wp_range **v, size_t *n, size_t *cap, uint64_t s, uint64_t e)
-{
-	if (*n && (*v)[*n - 1].e == s) {
-		(*v)[*n - 1].e = e;
-		return 0;
-	}
-	struct wp_range *r = array_push(v, n, cap, sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	*r = (struct wp_range){s, e};
-	return 0;
-}
 
 static int push_todo(struct precopy *p, uint64_t addr, uint64_t len, uint64_t off)
 {
@@ -124,7 +112,7 @@ static size_t ext_find(const struct precopy *p, uint64_t addr)
  * Give every page of the sorted, disjoint ranges v a place in the store
  * (the one it has, or a new one) and list it to be read.
  */
-static int plan_round(struct precopy *p, const struct wp_range *v, size_t n)
+static int plan_round(struct precopy *p, const struct range *v, size_t n)
 {
 	struct precopy_extent *add = NULL;
 	size_t n_add = 0, cap_add = 0, k = 0;
@@ -175,14 +163,14 @@ static int plan_round(struct precopy *p, const struct wp_range *v, size_t n)
 }
 
 struct present_ctx {
-	struct wp_range *v;
+	struct range *v;
 	size_t n, cap;
 };
 
 static int present_cb(void *ctx, uint64_t s, uint64_t e)
 {
 	struct present_ctx *pc = ctx;
-	return push_range(&pc->v, &pc->n, &pc->cap, s, e);
+	return range_append(&pc->v, &pc->n, &pc->cap, s, e);
 }
 
 /* Every present private page of the tracked mappings (a full epoch's first round). */
@@ -208,7 +196,7 @@ static int present_pages(pid_t pid, const struct proc_vma *vmas, size_t n, struc
 	return 0;
 }
 
-static uint64_t ranges_bytes(const struct wp_range *v, size_t n)
+static uint64_t ranges_bytes(const struct range *v, size_t n)
 {
 	uint64_t b = 0;
 	for (size_t i = 0; i < n; i++)
@@ -293,7 +281,7 @@ static int read_pieces(struct precopy *p, pid_t pid, int memfd, const struct ima
 			if (r < 0)
 				return log_error_errno(r, "cannot read memory %#lx-%#lx",
 						       (unsigned long)s, (unsigned long)e);
-		} else if (push_range(&p->stale, &p->n_stale, &p->cap_stale, s, e) < 0) {
+		} else if (range_append(&p->stale, &p->n_stale, &p->cap_stale, s, e) < 0) {
 			return -ENOMEM;
 		}
 		from++;
@@ -334,32 +322,32 @@ bool precopy_converged(const struct precopy *p)
 }
 
 /* What the stop must read from the process even where the store has it, sorted and merged. */
-static int must_read(const struct capture *c, const struct precopy *p, struct wp_range **out,
+static int must_read(const struct capture *c, const struct precopy *p, struct range **out,
 		     size_t *n_out)
 {
-	struct wp_range *v = NULL;
+	struct range *v = NULL;
 	size_t n = 0, cap = 0;
 	const struct wp_tracker *w = c->wp;
 	int r = 0;
 
 	for (size_t i = 0; i < w->n_fresh && r == 0; i++)
-		r = push_range(&v, &n, &cap, w->fresh[i].s, w->fresh[i].e);
+		r = range_append(&v, &n, &cap, w->fresh[i].s, w->fresh[i].e);
 	for (size_t i = 0; i < p->n_stale && r == 0; i++)
-		r = push_range(&v, &n, &cap, p->stale[i].s, p->stale[i].e);
+		r = range_append(&v, &n, &cap, p->stale[i].s, p->stale[i].e);
 	/* A round cut short (a handover's final epoch) left these unread. */
 	for (size_t i = p->todo_pos; i < p->n_todo && r == 0; i++)
-		r = push_range(&v, &n, &cap, p->todo[i].addr,
+		r = range_append(&v, &n, &cap, p->todo[i].addr,
 			       p->todo[i].addr + p->todo[i].npages * PAGE_SIZE);
 	/* Writes to a mapping no longer tracked (made read-only since) went unseen. */
 	for (size_t i = 0; i < c->n_vmas && r == 0; i++)
 		if (vma_carries_contents(c->vmas[i].shared, c->vmas[i].kind) &&
 		    !wp_vma_tracked(&c->vmas[i]))
-			r = push_range(&v, &n, &cap, c->vmas[i].start, c->vmas[i].end);
+			r = range_append(&v, &n, &cap, c->vmas[i].start, c->vmas[i].end);
 	if (r < 0) {
 		free(v);
 		return r;
 	}
-	wp_ranges_sort_merge(v, &n);
+	range_normalize(v, &n);
 	*out = v;
 	*n_out = n;
 	return 0;
@@ -382,7 +370,7 @@ static int push_run(struct image_pagerun **v, size_t *n, size_t *cap, uint64_t a
 int precopy_place(struct capture *c, struct precopy *p)
 {
 	struct image *img = c->img;
-	_cleanup_free_ struct wp_range *m = NULL;
+	_cleanup_free_ struct range *m = NULL;
 	struct image_pagerun *runs = NULL, *rd = NULL;
 	size_t n_m, n_runs = 0, cap_runs = 0, n_rd = 0, cap_rd = 0, k = 0, j = 0;
 	uint64_t total = 0, copied = 0;

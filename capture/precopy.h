@@ -39,7 +39,7 @@ struct precopy {
 	uint64_t cap, used;
 	struct precopy_extent *ext; /* sorted by address, disjoint */
 	size_t n_ext, cap_ext;
-	struct wp_range *stale; /* could not be read by a round: copy at the stop */
+	struct range *stale; /* could not be read by a round: copy at the stop */
 	size_t n_stale, cap_stale;
 	/* the round being copied: pieces still to read */
 	struct image_pagerun *todo;

@@ -65,16 +65,7 @@ static int wp_create(struct capture *c, struct wp_tracker *w)
 
 static int add_range(struct wp_tracker *w, uint64_t s, uint64_t e)
 {
-	if (w->n && w->dirty[w->n - 1].e == s) {
-		w->dirty[w->n - 1].e = e;
-		return 0;
-	}
-	struct wp_range *r = array_push(&w->dirty, &w->n, &w->cap, sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	r->s = s;
-	r->e = e;
-	return 0;
+	return range_append(&w->dirty, &w->n, &w->cap, s, e);
 }
 
 /* Start tracking [s, e): register, protect. Everything in it counts as written now. */
@@ -123,47 +114,15 @@ static int scan_vma(struct wp_tracker *w, int pagemap_fd, uint64_t s, uint64_t e
 	return r < 0 ? r : pagemap_scan(pagemap_fd, &written, s, e, written_cb, w);
 }
 
-static int cmp_range(const void *a, const void *b)
-{
-	const struct wp_range *x = a, *y = b;
-	return x->s < y->s ? -1 : x->s > y->s;
-}
-
-void wp_ranges_sort_merge(struct wp_range *v, size_t *n)
-{
-	size_t k = 0;
-
-	qsort(v, *n, sizeof(*v), cmp_range);
-	for (size_t i = 0; i < *n; i++) {
-		if (k && v[i].s <= v[k - 1].e) {
-			if (v[i].e > v[k - 1].e)
-				v[k - 1].e = v[i].e;
-			continue;
-		}
-		v[k++] = v[i];
-	}
-	*n = k;
-}
-
 /* Sort the written ranges and merge those that touch or overlap. */
 static void sort_merge(struct wp_tracker *w)
 {
-	wp_ranges_sort_merge(w->dirty, &w->n);
+	range_normalize(w->dirty, &w->n);
 }
 
 static int carry_push(struct wp_tracker *w, uint64_t s, uint64_t e)
 {
-	struct wp_range *r;
-
-	if (w->n_carry && w->carry[w->n_carry - 1].e == s) {
-		w->carry[w->n_carry - 1].e = e;
-		return 0;
-	}
-	r = array_push(&w->carry, &w->n_carry, &w->cap_carry, sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	*r = (struct wp_range){s, e};
-	return 0;
+	return range_append(&w->carry, &w->n_carry, &w->cap_carry, s, e);
 }
 
 int wp_carry_unshipped(struct wp_tracker *w, const struct image *img)
@@ -230,7 +189,7 @@ static int keep_fresh(struct wp_tracker *w)
 {
 	w->n_fresh = 0;
 	if (w->n > w->cap_fresh) {
-		struct wp_range *f = realloc(w->fresh, w->n * sizeof(*f));
+		struct range *f = realloc(w->fresh, w->n * sizeof(*f));
 		if (!f)
 			return -ENOMEM;
 		w->fresh = f;
@@ -242,15 +201,15 @@ static int keep_fresh(struct wp_tracker *w)
 	return 0;
 }
 
-int wp_owe(struct wp_tracker *w, const struct wp_range *v, size_t n)
+int wp_owe(struct wp_tracker *w, const struct range *v, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		struct wp_range *r = array_push(&w->carry, &w->n_carry, &w->cap_carry, sizeof(*r));
+		struct range *r = array_push(&w->carry, &w->n_carry, &w->cap_carry, sizeof(*r));
 		if (!r)
 			return -ENOMEM;
 		*r = v[i];
 	}
-	wp_ranges_sort_merge(w->carry, &w->n_carry);
+	range_normalize(w->carry, &w->n_carry);
 	return 0;
 }
 

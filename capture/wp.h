@@ -9,22 +9,20 @@
 
 struct capture;
 
-struct wp_range {
-	uint64_t s, e;
-};
+#include "range.h"
 
 struct image;
 
 struct wp_tracker {
 	int uffd;
-	struct wp_range *dirty; /* sorted, after wp_collect() */
+	struct range *dirty; /* sorted, after wp_collect() */
 	size_t n, cap;
 	/* written, but not copied (not live then): still owed if they become live */
-	struct wp_range *carry;
+	struct range *carry;
 	size_t n_carry, cap_carry;
 	uint64_t newly_tracked; /* bytes registered this epoch (new mappings) */
 	/* what wp_collect()'s scans found written since the last scan, before the owed ranges join */
-	struct wp_range *fresh;
+	struct range *fresh;
 	size_t n_fresh, cap_fresh;
 };
 
@@ -44,10 +42,9 @@ int wp_open(struct capture *c, struct wp_tracker *w);
 int wp_scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *vmas, size_t n);
 
 /* Sort v[0..*n) and merge the ranges that touch or overlap. */
-void wp_ranges_sort_merge(struct wp_range *v, size_t *n);
 
 /* Owe these ranges to the next epoch (as if written): its capture will ship what is live of them. */
-int wp_owe(struct wp_tracker *w, const struct wp_range *v, size_t n);
+int wp_owe(struct wp_tracker *w, const struct range *v, size_t n);
 
 void wp_init(struct wp_tracker *w);
 void wp_free(struct wp_tracker *w);
