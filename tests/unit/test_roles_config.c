@@ -18,16 +18,7 @@ static char tmpdir[] = "/tmp/checksync-unit-roles-XXXXXX";
 /* Line 1 [service], 2 command, 3 executable, then extra from line 4. */
 static const char *service_file(const char *extra)
 {
-	static char path[4096];
-	snprintf(path, sizeof(path), "%s/kv.conf", tmpdir);
-	FILE *f = fopen(path, "w");
-	if (!f) {
-		perror(path);
-		exit(2);
-	}
-	fprintf(f, "[service]\ncommand = /usr/bin/kv\nexecutable = /usr/bin/kv\n%s", extra);
-	fclose(f);
-	return path;
+	return unit_service_file(tmpdir, "", extra);
 }
 
 static struct daemon_config daemon_named(const char *host, enum role role)

@@ -15,26 +15,10 @@
 static char tmpdir[] = "/tmp/checksync-unit-witness-XXXXXX";
 static char fence[512];
 
+/* Lines 1-3 as unit.h writes them, 4-6 the peer keys, then extra from line 7. */
 static const char *service_file(const char *extra)
 {
-	static char path[4096];
-	snprintf(path, sizeof(path), "%s/kv.conf", tmpdir);
-	FILE *f = fopen(path, "w");
-	if (!f) {
-		perror(path);
-		exit(2);
-	}
-	fprintf(f,
-		"[service]\n"
-		"command = /usr/bin/kv\n"
-		"executable = /usr/bin/kv\n"
-		"backup = 10.0.0.2:7000\n"
-		"primary = primary.test\n"
-		"backup_name = backup.test\n"
-		"%s",
-		extra);
-	fclose(f);
-	return path;
+	return unit_service_file(tmpdir, UNIT_PEER_KEYS, extra);
 }
 
 static void load_ok(const char *extra, size_t urls, enum backup_loss loss, uint32_t ttl)

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int unit_failures;
@@ -56,3 +57,28 @@ static int unit_failures;
 			fprintf(stderr, "%d check(s) failed\n", unit_failures);                    \
 		return unit_failures ? 1 : 0;                                                      \
 	} while (0)
+
+/*
+ * Write dir/kv.conf: "[service]", a command and an executable (lines 1-3),
+ * then head and extra (so a test knows the line its key is on); the path.
+ * The config tests of the service keys share it.
+ */
+static inline const char *unit_service_file(const char *dir, const char *head, const char *extra)
+{
+	static char path[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/kv.conf", dir);
+	f = fopen(path, "w");
+	if (!f) {
+		perror(path);
+		exit(2);
+	}
+	fprintf(f, "[service]\ncommand = /usr/bin/kv\nexecutable = /usr/bin/kv\n%s%s", head, extra);
+	fclose(f);
+	return path;
+}
+
+/* The peer keys every service file of a primary needs, for unit_service_file()'s head. */
+#define UNIT_PEER_KEYS                                                                             \
+	"backup = 10.0.0.2:7000\nprimary = primary.test\nbackup_name = backup.test\n"
