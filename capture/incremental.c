@@ -472,8 +472,12 @@ int capture_session_precopy_step(struct capture_session *s, bool full, uint64_t 
 
 	if (!s->use_wp || !s->use_precopy || s->frozen || s->hold_after_epoch)
 		return -ENOTSUP;
-	if (s->wp.uffd < 0)
+	if (s->wp.uffd < 0) {
+		if (s->precopy_open_failed)
+			return -ENOTSUP;
 		r = precopy_open_tracking(s);
+		s->precopy_open_failed = r < 0;
+	}
 	/* A round ended: the next one starts. */
 	if (r >= 0 && (!p->active || p->todo_pos == p->n_todo)) {
 		s->round_t0 = now_us();

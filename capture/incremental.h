@@ -81,6 +81,12 @@ struct capture_session {
 	struct session_cost cost;
 	struct precopy pre; /* rounds for the next epoch (precopy.h), when use_precopy */
 	bool use_precopy;
+	/*
+	 * Opening write tracking for the rounds failed once (no userfaultfd, say):
+	 * the rounds wait for an epoch's own capture to open it, and that capture
+	 * reports the failure, once per change (UNPROTECTED), not the rounds.
+	 */
+	bool precopy_open_failed;
 	uint64_t round_t0;
 	uint64_t gc_wait_from; /* when the rounds first waited for a GC cycle to end */
 	bool whole_next;       /* the GC cycle outlasted the wait: copy whole mappings */

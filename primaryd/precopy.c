@@ -24,12 +24,21 @@ static bool rounds_may_run(struct guard *g)
 static void precopy_run(struct guard *g)
 {
 	static const struct timeval now = {0, 0}, soon = {0, GC_POLL_US};
-	int r = capture_session_precopy_step(g->sess, g->need_full, STEP_BYTES);
+	char why[200] = "";
 
+	/*
+	 * A round that fails fails again every epoch, and the epoch's own
+	 * capture follows it: that one says what fails, once per change
+	 * (guard_check, UNPROTECTED). So the round's errors are held, and told
+	 * at debug level only.
+	 */
+	log_hold_errors(why, sizeof(why));
+	int r = capture_session_precopy_step(g->sess, g->need_full, STEP_BYTES);
+	log_hold_errors(NULL, 0);
 	if (r < 0) {
 		if (r != -ENOTSUP)
-			log_warn("%s: pre-copy round failed (%s); this epoch is copied in its stop",
-				 g->svc->name, strerror(-r));
+			log_debug("%s: pre-copy round failed (%s); this epoch is copied in its stop",
+				  g->svc->name, why[0] ? why : strerror(-r));
 		if (guard_epoch_may_ship(g))
 			(void)guard_ship_epoch(g, false);
 		return;
