@@ -26,6 +26,9 @@ Output commit is off: an adopted service outside systemd has no cgroup of its
 own (it stays in backupd's), so output commit cannot be in force for it; a
 write counts as acknowledged once the epoch after it is (Run.write).
 
+Then a planned handover (test_roles.handover) from the serving host: the
+key follows it the same way.
+
 At the start, A (the first host) holds the key through its primaryd. At the
 end every write acknowledged before every kill is served, and no copy was
 restored twice (one takeover per failover, of increasing epochs).
@@ -124,6 +127,12 @@ def main(r):
                 key_follows(r, topo, alive, dead, f"{tag}, after the adopt and {dead} back")
         cs.log(f"{rounds} rounds ({run.failovers} failovers) in {time.monotonic() - t0:.0f} s; "
                f"kill to adopted primary: {rp.stats(run.times)}")
+        # A planned handover (test_roles.handover): the handing primaryd releases the key, the
+        # other host's backupd takes it to restore and hands it to its primaryd
+        serving = run.one_copy("before the handover")[0]
+        other = b if serving is a else a
+        roles.handover(run, serving, other)
+        key_follows(r, topo, other, serving, "after the handover")
         host, _ = run.one_copy("at the end")
         problems = cs.kv_check(host.client(), run.expected, each=True)
         r.check(f"at the end: every write acknowledged before each kill ({len(run.expected)}) is "
