@@ -96,7 +96,12 @@ void failover_init(struct service *svc, uint64_t now)
 		fo->state = FAILOVER_SERVING;
 		fo->pid = pid;
 		fo->served_epoch = epoch;
-		witness_want(svc->witness, true); /* ours: the serving host holds the key */
+		/*
+		 * Ours: the serving host holds the key. With role swap our primaryd
+		 * holds it (handoff.c): taking it again would move it onto our lease,
+		 * which its handover or stop could not release.
+		 */
+		witness_want(svc->witness, !svc->cfg->role_swap);
 		log_warn("%s: serving here since an earlier run (pid %d, epoch %" PRIu64
 			 "); remove %s/serving to make this host its backup again",
 			 svc->cfg->name, pid, epoch, svc->dir);

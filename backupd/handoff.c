@@ -8,19 +8,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "child.h"
 #include "control.h"
 #include "daemon.h"
 #include "log.h"
 #include "service.h"
+#include "status.h"
 #include "store.h"
 #include "util.h"
+#include "witness.h"
 
 #define HANDOFF_RETRY_MS 1000
 
-/* The child's exit status: asked and accepted, asked and refused, or nobody to ask. */
-enum { HANDOFF_OK = 0, HANDOFF_REFUSED = 1, HANDOFF_NOBODY = 2 };
+/*
+ * The child's exit status: asked and accepted, asked and refused, nobody to
+ * ask, or accepted but our primaryd did not take the witness's key in time.
+ */
+enum { HANDOFF_OK = 0, HANDOFF_REFUSED = 1, HANDOFF_NOBODY = 2, HANDOFF_NO_KEY = 3 };
+
 
 struct handoff {
 	struct service *svc;
@@ -30,6 +37,36 @@ struct handoff {
 	uint64_t epoch, incarnation;
 	unsigned tries;
 };
+
+/*
+ * With a witness, the key we took to restore must pass to our primaryd,
+ * which serves from now on (its handover, deposed and stop release it).
+ * Both take it under this host's name, so its take moves the key onto its
+ * own lease; only then may we revoke ours (earlier, the key would be gone
+ * for a moment and the peer's backupd could take it). Polled on its status
+ * socket, in the child: the loop never waits.
+ */
+#define HANDOFF_KEY_POLL_MS 100
+
+static bool primaryd_holds_key(const struct handoff *h)
+{
+	const struct service_config *c = h->svc->cfg;
+	uint32_t waited = 0, limit = 2 * c->witness_ttl_ms + c->failover_timeout_ms;
+	double held = 0;
+	char err[256];
+
+	for (; waited <= limit; waited += HANDOFF_KEY_POLL_MS) {
+		if (status_read_value(h->svc->d->cfg.primaryd_socket, c->name, "witness_held",
+				      HANDOFF_KEY_POLL_MS, &held, err, sizeof(err)) >= 0 &&
+		    held == 1)
+			return true;
+		usleep(HANDOFF_KEY_POLL_MS * 1000);
+	}
+	log_warn("%s: this host's primaryd did not take the witness's key within %u ms; "
+		 "keeping ours",
+		 c->name, limit);
+	return false;
+}
 
 /* In the child: ask, log the answer, exit with what became of it. */
 static int ask(void *arg)
@@ -63,7 +100,9 @@ static int ask(void *arg)
 		log_error("%s: this host's primaryd refused the restored service (pid %d), which "
 			  "runs here UNPROTECTED (its reason is above)",
 			  h->svc->cfg->name, h->pid);
-	_exit(r == 0 ? HANDOFF_OK : HANDOFF_REFUSED);
+	if (r != 0)
+		_exit(HANDOFF_REFUSED);
+	_exit(h->svc->witness && !primaryd_holds_key(h) ? HANDOFF_NO_KEY : HANDOFF_OK);
 }
 
 static void send_adopt(struct handoff *h);
@@ -91,6 +130,12 @@ static void on_answer(pid_t cpid, int status, void *arg)
 	h->tries++;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == HANDOFF_NOBODY)
 		evtimer_add(h->retry, &tv);
+	/* Our primaryd holds the key now: a backupd that handed off holds nothing. */
+	if (WIFEXITED(status) && WEXITSTATUS(status) == HANDOFF_OK && h->svc->witness) {
+		log_info("%s: this host's primaryd holds the witness's key: letting ours go",
+			 h->svc->cfg->name);
+		witness_want(h->svc->witness, false);
+	}
 }
 
 static void send_adopt(struct handoff *h)

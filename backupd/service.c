@@ -36,11 +36,18 @@ static int start_tick(struct service *svc)
 	return event_add(svc->tick, &tv) == 0 ? 0 : -ENOMEM;
 }
 
-/* Our name on the witness's key: the backup's certificate name, else the host's. */
+/*
+ * Our name on the witness's key: the backup's certificate name, else the host's.
+ * With role swap backup_name is the *peer's* name (config.h: the next host),
+ * so it would be the name the peer's primaryd holds the key under, and etcd's
+ * "value is ours" branch would give us a key the live peer holds. Both of a
+ * host's daemons use this host's own name (the primaryd's primary, 18c5bb3):
+ * the key passes from our backupd to our primaryd on adopt.
+ */
 static int open_witness(struct service *svc)
 {
 	char host[256] = "";
-	const char *me = svc->cfg->backup_name;
+	const char *me = svc->cfg->role_swap ? svc->d->cfg.host_name : svc->cfg->backup_name;
 	struct witness_tls tls = {svc->cfg->witness_ca, svc->cfg->witness_cert, svc->cfg->witness_key};
 	int r;
 
