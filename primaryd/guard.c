@@ -82,6 +82,7 @@ int guard_ship_epoch(struct guard *g, bool hold)
 	if (r < 0)
 		return r;
 	g->epoch = g->sent = epoch;
+	g->sent_captured = true;
 	g->need_full = false;
 	g->epochs_sent++;
 	log_debug("%s: epoch %lu (%s): %lu of %lu pages, %lu bytes, paused %lu us", g->svc->name,
@@ -473,6 +474,28 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
  * that hold its packets. A failure leaves the service unheld, said once
  * (outcommit.h); -ENOMEM only for want of memory.
  */
+/*
+ * A restored process handed to us (adopt.c) runs in the cgroup backupd
+ * restored it in: its own scope under systemd (backupd/scope.c), but
+ * backupd's own cgroup, which holds the daemons too, where there is no
+ * systemd. Then it gets a cgroup of its own, as one we start does.
+ */
+static int adopted_cgroup(struct guard *g, pid_t pid, char *err, size_t errlen)
+{
+	int r = service_cgroup_of(pid, &g->cgroup, err, errlen);
+
+	if (r != -EINVAL)
+		return r;
+	log_info("%s: %s; moving it into one of its own", g->svc->name, err);
+	r = service_cgroup_make(g->svc->name, &g->cgroup, err, errlen);
+	if (r >= 0 && (r = service_cgroup_enter(&g->cgroup, pid)) < 0) {
+		snprintf(err, errlen, "cannot move pid %d into cgroup %.300s: %s", (int)pid,
+			 g->cgroup.dir, strerror(-r));
+		service_cgroup_remove(&g->cgroup);
+	}
+	return r;
+}
+
 static int output_commit_open(struct guard *g, pid_t pid)
 {
 	char err[512];
@@ -480,8 +503,12 @@ static int output_commit_open(struct guard *g, pid_t pid)
 
 	if (!g->svc->output_commit)
 		return 0;
-	r = pid ? service_cgroup_of(pid, &g->cgroup, err, sizeof(err))
-		: service_cgroup_make(g->svc->name, &g->cgroup, err, sizeof(err));
+	if (!pid)
+		r = service_cgroup_make(g->svc->name, &g->cgroup, err, sizeof(err));
+	else if (g->adopted)
+		r = adopted_cgroup(g, pid, err, sizeof(err));
+	else
+		r = service_cgroup_of(pid, &g->cgroup, err, sizeof(err));
 	g->oc = outcommit_open(g->base, g->svc->name, r < 0 ? NULL : g->cgroup.path);
 	if (!g->oc)
 		return -ENOMEM;
@@ -714,6 +741,7 @@ int guard_hold_adopted(struct guard *g, pid_t pid, uint64_t epoch)
 		return r;
 	}
 	g->epoch = g->sent = epoch; /* the next epoch is epoch + 1, as the peer's image expects */
+	g->sent_captured = false; /* restored at it: nothing tracked since, no delta on it */
 	timers_add(g);
 	return 0;
 }

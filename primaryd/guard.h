@@ -36,6 +36,7 @@ struct guard {
 
 	/* epochs */
 	uint64_t epoch, sent, acked;
+	bool sent_captured; /* this run captured epoch `sent` (else adopted at it): resume.c */
 	uint64_t acked_at_us;
 	bool need_full;
 	struct pfailover fo; /* failover.c's */

@@ -3,7 +3,8 @@
  * instead of sending the whole service again.
  *
  * A delta on epoch E carries every write since E's capture only if E is
- * the last epoch we captured (write tracking re-arms at each capture), the
+ * the last epoch we captured (write tracking re-arms at each capture; an
+ * adopted service's epoch was captured elsewhere, with nothing tracked here since), the
  * backup holds exactly that epoch of this run, no capture has failed since
  * (a failed one may have re-armed writes it never shipped), and the
  * last-shipped page cache still holds what the backup holds (it is updated
@@ -23,6 +24,8 @@ static const char *why_full(const struct guard *g, const struct wire_hello *h)
 		return "dirty_tracking = hash";
 	if (!h->epoch || !g->sent)
 		return "no epoch sent and held yet";
+	if (!g->sent_captured)
+		return "the last epoch was not captured here (the service was adopted at it)";
 	if (h->incarnation != g->fo.incarnation)
 		return "the backup holds another run's image";
 	if (h->epoch != g->sent)
