@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "unit.h"
+#include "unit_config.h"
 
 static char tmpdir[] = "/tmp/checksync-unit-roles-XXXXXX";
 
@@ -50,12 +51,7 @@ static void resolve_ok(const char *extra, enum role role, const char *host, cons
 
 static void load_bad(enum role role, int line, const char *extra, const char *want)
 {
-	struct service_config c;
-	char err[CONFIG_ERR_MAX] = "", expect[4200];
-
-	CHECK_INT(config_load_service(service_file(extra), role, &c, err, sizeof(err)), -EINVAL);
-	snprintf(expect, sizeof(expect), "%s/kv.conf:%d: %s", tmpdir, line, want);
-	CHECK_STR(err, expect);
+	unit_service_refused(service_file(extra), role, line, want);
 }
 
 static void resolve_bad(const char *host, const char *want_fmt)

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "unit.h"
+#include "unit_config.h"
 
 static char tmpdir[] = "/tmp/checksync-unit-witness-XXXXXX";
 static char fence[512];
@@ -36,13 +37,7 @@ static void load_ok(const char *extra, size_t urls, enum backup_loss loss, uint3
 
 static void load_bad(int line, const char *extra, const char *want)
 {
-	struct service_config c;
-	char err[CONFIG_ERR_MAX] = "", expect[4200];
-
-	CHECK_INT(config_load_service(service_file(extra), ROLE_PRIMARY, &c, err, sizeof(err)),
-		  -EINVAL);
-	snprintf(expect, sizeof(expect), "%s/kv.conf:%d: %s", tmpdir, line, want);
-	CHECK_STR(err, expect);
+	unit_service_refused(service_file(extra), ROLE_PRIMARY, line, want);
 }
 
 int main(void)
