@@ -334,12 +334,15 @@ echo "DONE=$(date +%s.%N)" >>"$out"
 
 _FENCE = """\
 #!/bin/sh
-# Fence hook written by the test: records each run in fence.log beside itself
-# and exits with the number in fence.rc (the test sets it: 1 = fencing fails).
+# Fence hook written by the test: exits with the number in fence.rc (the test sets
+# it: 1 = fencing fails) and records each run, with that number, in fence.log beside
+# itself. The time is taken after fence.rc is read, so a run logged as succeeding
+# began no earlier than the moment the test let it succeed.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 d=$(dirname "$0")
-echo "FENCE=$(date +%s.%N) SERVICE=${CHECKSYNC_SERVICE-<unset>}" >>"$d/fence.log"
-exit "$(cat "$d/fence.rc")"
+rc=$(cat "$d/fence.rc")
+echo "FENCE=$(date +%s.%N) SERVICE=${CHECKSYNC_SERVICE-<unset>} RC=$rc" >>"$d/fence.log"
+exit "$rc"
 """
 
 
@@ -358,7 +361,7 @@ def set_fence_rc(directory, rc):
 
 
 def fence_runs(directory):
-    """[(time.time() of the run, CHECKSYNC_SERVICE)] of the fence hook's runs."""
+    """[(time.time() of the run, CHECKSYNC_SERVICE, exit code)] of the fence hook's runs."""
     try:
         with open(os.path.join(directory, "fence.log")) as f:
             lines = f.read().split("\n")
@@ -366,9 +369,9 @@ def fence_runs(directory):
         return []
     runs = []
     for line in lines:
-        m = re.match(r"FENCE=([\d.]+) SERVICE=(\S+)", line)
+        m = re.match(r"FENCE=([\d.]+) SERVICE=(\S+) RC=(\d+)", line)
         if m:
-            runs.append((float(m.group(1)), m.group(2)))
+            runs.append((float(m.group(1)), m.group(2), int(m.group(3))))
     return runs
 
 
