@@ -172,6 +172,8 @@ void capture_memcache_free(struct capture *c);
 int capture_live_filter(struct capture *c, uint64_t start, uint64_t end,
 			int (*emit)(void *ctx, uint64_t s, uint64_t e), void *ctx);
 enum mem_class capture_classify(const struct capture *c, uint64_t addr);
+/* Whether addr is in a stack below its stack pointer (less a slack): dead frames. */
+bool capture_live_dead_stack(const struct capture *c, uint64_t addr);
 
 /* reach.c (see reach.h) */
 void capture_reach_free(struct capture *c);
