@@ -103,6 +103,10 @@ def main():
         print(f"{'':16} encoded " + " ".join(f"{k}={b['reach_shipped_' + k]:.0f}" for k in SHIP_CLASSES) +
               f" (raw {b['delta_raw']:.0f}, compressed {b['delta_wire']:.0f})")
         print(f"{'':16} nonzero " + " ".join(f"{k}={b['reach_shipped_nonzero_' + k]:.0f}" for k in SHIP_CLASSES))
+        other = r["per_request"] - b["delta_wire"]
+        print(f"{'':16} not deltas (mappings, threads, fds, framing): {other:.0f}/request, "
+              f"{other * r['requests'] / max(1, r['epochs']) / 1024:.0f} KiB/epoch; "
+              f"{r['requests'] / max(1, r['epochs']):.0f} requests/epoch")
         print(f"{'':16} reached from " + " ".join(f"{k}={b['reach_reached_from_' + k]:.0f}" for k in ROOTS) +
               f" (noscan {b['reach_reached_noscan']:.0f})")
     print(f"wrk: {rows[0]['command'] if rows else ''}")

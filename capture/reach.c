@@ -9,8 +9,9 @@
  * previous stop when:
  *   - its span was not in use then (another mspan, size or length at that
  *     base, or nothing): every allocated slot is new;
- *   - its span was, and had been swept in the heap's current sweep cycle
- *     (sweepgen == h or h+3), the cycle has not changed since, and the
+ *   - its span was, it has not been swept since (it was last swept in the
+ *     same sweep cycle then and now, sweep_cycle(), even if a GC cycle
+ *     began in between and the sweeper has not reached it yet), and the
  *     allocBits are the same array: the slots in [old freeindex, freeindex)
  *     whose bit is clear;
  *   - its span was, and has been swept since (a cycle began after the
@@ -239,6 +240,20 @@ static bool swept_in_cycle(uint32_t span_sg, uint32_t heap_sg)
 	return span_sg == heap_sg || span_sg == heap_sg + 3;
 }
 
+/*
+ * The heap's sweep cycle a span was last swept in, from its sweepgen sg
+ * and the heap's h (even, += 2 per cycle; mgcsweep.go): h - 2 unswept
+ * (swept in cycle h - 2), h swept, h + 1 cached before this cycle's sweep
+ * began (swept in h - 2), h + 3 swept and cached; h - 1 is being swept:
+ * -1, unknown.
+ */
+static int64_t sweep_cycle(uint32_t sg, uint32_t h)
+{
+	if (sg == h - 1)
+		return -1;
+	return sg % 2 ? (int64_t)sg - 3 : (int64_t)sg;
+}
+
 /* The slots of s that are new: [*from, s->freeindex) less allocBits, or every allocated one. */
 static bool new_range(const struct reach_span_state *s, const struct reach_span_state *p,
 		      uint32_t prev_h, uint32_t cur_h, bool all_new, uint64_t *from, bool *all)
@@ -254,9 +269,14 @@ static bool new_range(const struct reach_span_state *s, const struct reach_span_
 	}
 	if (p->specials)
 		return false;
-	bool prev_swept = swept_in_cycle(p->sweepgen, prev_h);
-	if (prev_h == cur_h && prev_swept) {
-		/* Not swept since: allocation only moved freeindex on. */
+	int64_t pc = sweep_cycle(p->sweepgen, prev_h), sc = sweep_cycle(s->sweepgen, cur_h);
+	if (pc >= 0 && pc == sc) {
+		/*
+		 * Not swept since (a sweep sets sweepgen to the heap's, which
+		 * moved on, or leaves the span being swept): allocation only
+		 * moved freeindex on. Also across GC cycles, for a span the
+		 * sweeper has not reached yet or that stayed cached.
+		 */
 		if (p->allocbits != s->allocbits || p->freeindex > s->freeindex)
 			return false;
 		*from = p->freeindex;
