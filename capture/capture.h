@@ -117,6 +117,7 @@ struct capture {
 	struct live_set *live; /* pages of the heap arenas worth keeping */
 	struct memcache *mc;   /* reads of the runtime's metadata, by 16 KiB block */
 	struct reach *reach;   /* span states kept between stops, for the scan of new objects */
+	bool reach_off;        /* config reach = off: ship every new object */
 	struct capture_stats stats;
 };
 

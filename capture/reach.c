@@ -852,6 +852,8 @@ static const char *reach_skip_reason(struct capture *c, bool all_staged)
 {
 	struct reach *r = c->reach;
 	const char *env = getenv("CHECKSYNC_REACH");
+	if (c->reach_off)
+		return "off (reach = off)";
 	if (env && strcmp(env, "off") == 0)
 		return "off (CHECKSYNC_REACH=off)";
 	if (!c->go || !c->go->reach_ok)
