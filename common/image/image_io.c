@@ -99,18 +99,38 @@ static void pack_creds(msgpack_packer *pk, const struct image_creds *cr)
 	}
 }
 
+/* Length of XSTATE without its trailing zero bytes, never inside the 576-byte
+ * legacy area and XSAVE header (read_image checks a state is at least 512). */
+static uint32_t xstate_used_len(const uint8_t *xstate, uint32_t len)
+{
+	uint32_t n = len;
+
+	while (n > 576 && xstate[n - 1] == 0)
+		n--;
+	return n;
+}
+
 static void pack_thread(msgpack_packer *pk, const struct image_thread *t)
 {
 	const uint64_t *regs = (const uint64_t *)&t->regs;
 	size_t nregs = sizeof(t->regs) / sizeof(uint64_t);
 
-	msgpack_pack_map(pk, 14);
+	msgpack_pack_map(pk, 15);
 	PK_I64(pk, "tid", t->tid);
 	PK_KEY(pk, "regs");
 	msgpack_pack_array(pk, nregs);
 	for (size_t i = 0; i < nregs; i++)
 		msgpack_pack_uint64(pk, regs[i]);
-	PK_BIN(pk, "xstate", t->xstate, t->xstate_len);
+	/*
+	 * The kernel hands out (and takes back, PTRACE_SETREGSET) the whole
+	 * standard-format XSAVE area, components in their init state included:
+	 * on a CPU with AMX that is ~11 KB per thread, the last 8 KB of it the
+	 * tile data, zero unless the thread used AMX. Threads ship every epoch,
+	 * so only the bytes up to the last non-zero one are packed; the reader
+	 * pads with zeros to xstate_size, which restores the same bytes.
+	 */
+	PK_BIN(pk, "xstate", t->xstate, xstate_used_len(t->xstate, t->xstate_len));
+	PK_U64(pk, "xstate_size", t->xstate_len);
 	PK_U64(pk, "sigmask", t->sigmask);
 	PK_U64(pk, "ss_sp", t->ss_sp);
 	PK_U64(pk, "ss_size", t->ss_size);
@@ -356,6 +376,21 @@ static void rd_fail(struct rd *rd, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The value of KEY in MAP, or NULL: for fields older images lack. */
+static const msgpack_object *mp_find(const msgpack_object *map, const char *key)
+{
+	if (map->type != MSGPACK_OBJECT_MAP)
+		return NULL;
+	size_t klen = strlen(key);
+	for (uint32_t i = 0; i < map->via.map.size; i++) {
+		const msgpack_object_kv *kv = &map->via.map.ptr[i];
+		if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == klen &&
+		    memcmp(kv->key.via.str.ptr, key, klen) == 0)
+			return &kv->val;
+	}
+	return NULL;
+}
+
 static const msgpack_object *mp_get(struct rd *rd, const msgpack_object *map, const char *key)
 {
 	if (rd->failed)
@@ -364,15 +399,10 @@ static const msgpack_object *mp_get(struct rd *rd, const msgpack_object *map, co
 		rd_fail(rd, "%s: expected a map holding '%s'", IMAGE_CORE_FILE, key);
 		return NULL;
 	}
-	size_t klen = strlen(key);
-	for (uint32_t i = 0; i < map->via.map.size; i++) {
-		const msgpack_object_kv *kv = &map->via.map.ptr[i];
-		if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == klen &&
-		    memcmp(kv->key.via.str.ptr, key, klen) == 0)
-			return &kv->val;
-	}
-	rd_fail(rd, "%s: field '%s' is missing", IMAGE_CORE_FILE, key);
-	return NULL;
+	const msgpack_object *v = mp_find(map, key);
+	if (!v)
+		rd_fail(rd, "%s: field '%s' is missing", IMAGE_CORE_FILE, key);
+	return v;
 }
 
 static uint64_t obj_u64(struct rd *rd, const msgpack_object *o, const char *what)
@@ -537,6 +567,33 @@ static void read_creds(struct rd *rd, const msgpack_object *m, struct image_cred
 	read_seccomp(rd, mp_get(rd, m, "seccomp"), cr);
 }
 
+/* Pads the packed XSTATE with the zeros pack_thread left off, back to the
+ * size the kernel gave (images written before xstate_size hold it whole). */
+static void read_xstate_size(struct rd *rd, const msgpack_object *m, struct image_thread *t)
+{
+	const msgpack_object *o = mp_find(m, "xstate_size");
+	uint64_t size = o ? obj_u64(rd, o, "xstate_size") : t->xstate_len;
+
+	if (rd->failed || size == t->xstate_len)
+		return;
+	if (size < t->xstate_len || size > IMAGE_XSTATE_MAX) {
+		rd_fail(rd, "%s: thread %d: field 'xstate_size' is %" PRIu64
+			    ", not between the %u bytes of 'xstate' and %u",
+			IMAGE_CORE_FILE, t->tid, size, t->xstate_len, IMAGE_XSTATE_MAX);
+		return;
+	}
+	uint8_t *p = calloc(1, size);
+	if (!p) {
+		rd_fail(rd, "%s: out of memory for a thread's FPU state", IMAGE_CORE_FILE);
+		return;
+	}
+	if (t->xstate_len)
+		memcpy(p, t->xstate, t->xstate_len);
+	free(t->xstate);
+	t->xstate = p;
+	t->xstate_len = size;
+}
+
 static void read_thread(struct rd *rd, const msgpack_object *m, struct image_thread *t)
 {
 	size_t nregs = sizeof(t->regs) / sizeof(uint64_t);
@@ -548,6 +605,7 @@ static void read_thread(struct rd *rd, const msgpack_object *m, struct image_thr
 		regs[i] = obj_u64(rd, &a->via.array.ptr[i], "regs");
 	t->xstate = obj_bin(rd, mp_get(rd, m, "xstate"), "xstate", &t->xstate_len,
 			    IMAGE_XSTATE_MAX);
+	read_xstate_size(rd, m, t);
 	t->sigmask = GET_U64(rd, m, "sigmask");
 	t->ss_sp = GET_U64(rd, m, "ss_sp");
 	t->ss_size = GET_U64(rd, m, "ss_size");

@@ -7,6 +7,8 @@
  * with one line saying why, without a huge allocation first. (Built with
  * -Db_sanitize=address, the 64 GiB allocation msgpack-c used to attempt
  * for an array header claiming 2^32 elements aborts the test.)
+ * Also: a thread's FPU state comes back byte for byte from a record that
+ * leaves its zero tail off.
  */
 #include <endian.h>
 #include <errno.h>
@@ -65,6 +67,34 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 	return remove(path);
 }
 
+/*
+ * An AMX-sized XSAVE area (11008 bytes) whose tile data is zero: the record
+ * carries the used part only, and unpacking gives back all 11008 bytes, the
+ * zeros included, as PTRACE_SETREGSET needs the kernel's whole size.
+ */
+static void check_xstate_round_trip(void)
+{
+	enum { SIZE = 11008, USED = 2000 };
+	static uint8_t xstate[SIZE];
+	struct image_thread t = {.tid = 42, .xstate = xstate, .xstate_len = SIZE};
+	struct image_thread back = {0};
+	msgpack_sbuffer sb;
+	char err[256] = "";
+
+	for (int i = 0; i < USED; i++)
+		xstate[i] = (uint8_t)(i * 7 + 1);
+	msgpack_sbuffer_init(&sb);
+	CHECK_INT(image_pack_thread(&t, &sb), 0);
+	CHECK(sb.size < USED + 1024);
+	CHECK_INT(image_unpack_thread(&back, sb.data, sb.size, err, sizeof(err)), 0);
+	CHECK_STR(err, "");
+	CHECK_INT(back.xstate_len, SIZE);
+	CHECK(back.xstate && memcmp(back.xstate, xstate, SIZE) == 0);
+	free(back.xstate);
+	image_creds_free(&back.creds);
+	msgpack_sbuffer_destroy(&sb);
+}
+
 int main(void)
 {
 	/* Found by fuzz_image: {"process": {..., "rlimits": array32 of 2^32-1}} */
@@ -91,6 +121,7 @@ int main(void)
 		      "it ends inside a header");
 	check_refused("the reserved byte 0xc1", (const uint8_t[]){0xc1}, 1,
 		      "it holds an invalid byte");
+	check_xstate_round_trip();
 	nftw(dir, rm_one, 4, FTW_DEPTH | FTW_PHYS);
 	UNIT_EXIT();
 }
