@@ -10,6 +10,7 @@
 
 #include "guard.h"
 #include "log.h"
+#include "outcommit.h"
 #include "util.h"
 #include "witness.h"
 
@@ -103,6 +104,7 @@ void pfailover_adopted(struct guard *g, uint64_t incarnation)
 {
 	g->fo.incarnation = incarnation;
 	g->fo.lease_waived = true;
+	outcommit_pass(g->oc, true); /* nobody could acknowledge what it sends */
 	log_info("%s: adopted the restored service (pid %d, incarnation %016" PRIx64
 		 "): primary here, unprotected until backup %s answers",
 		 g->svc->name, g->pid, incarnation, g->svc->backup_name);
@@ -134,6 +136,7 @@ void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation)
 	}
 	if (g->fo.lease_waived) {
 		g->fo.lease_waived = false; /* a backupd renews it from now on */
+		outcommit_pass(g->oc, false);
 		log_info("%s: backup %s answered: the adopted service is replicated there",
 			 g->svc->name, g->svc->backup_name);
 	}

@@ -16,8 +16,11 @@ is standby and starts nothing. Then each round fails over twice:
 
   1. Writes to the serving host (A), every one acknowledged to the client.
      With output commit on, the host dies right after the last
-     acknowledgement; with it off, once the epoch after it is acknowledged
-     (replication is asynchronous, and then only that is promised).
+     acknowledgement, and its primaryd's status must say output commit is
+     in force and show the replies released through its queue (a restored
+     service whose listener is outside its cgroup answers past the queue);
+     with it off, once the epoch after it is acknowledged (replication is
+     asynchronous, and then only that is promised).
   2. A dies: its primaryd is killed first, and the service must die with it
      on its own within DIE_WITH_GUARD_S (it dies with its guard, started or
      adopted); then everything left in A's namespace is killed.
@@ -25,7 +28,9 @@ is standby and starts nothing. Then each round fails over twice:
      primaryd says `primary` with that pid (an adopted service, not one it
      started), the pid is not held under ptrace between epochs (TracerPid
      is 0 in most samples), and every key acknowledged so far reads back
-     from B with its value.
+     from B with its value; with output commit on, B's primaryd says the
+     service's output passes unheld while no backup answers (none can hold
+     its state; holding would stop it until A is back).
   4. A's daemons start again: A's primaryd must stay standby and start no
      copy (exactly one kvserver in A and B), and B's primaryd must
      replicate to A: acknowledged epochs newer than the one restored.
@@ -210,6 +215,14 @@ def backupd_row(host, row):
     raise cs.TestError(f"{host}'s backupd status has no {row} row")
 
 
+def primaryd_row(host, row):
+    """One figure of HOST's primaryd's status socket, None when it has none."""
+    for svc, _, name, _, value in rp.status_socket_rows(host.sock["primary"]):
+        if svc == rp.SERVICE and name == row:
+            return None if value is None or value != value else value
+    return None
+
+
 def restored_once(host):
     """HOST's backupd's restored_once row (the epoch it will not restore again), or None."""
     return backupd_row(host, "restored_once")
@@ -243,10 +256,21 @@ class Run:
 
     def write(self, host, tag):
         token = f"{self.failovers}"
+        released = primaryd_row(host, "output_released_packets") or 0
         got = cs.kv_write(host.client(), f"f{self.failovers}-k", KEYS_PER_PHASE, token, retries=20)
         self.expected.update(got)
         if self.oc:
-            return  # every acknowledged reply's state is in an acknowledged epoch already
+            # every acknowledged reply's state is in an acknowledged epoch already: the
+            # replies went through the queue (a restored listener outside the service's
+            # cgroup answers past it, while status says held)
+            held = (primaryd_row(host, "output_commit"), primaryd_row(host, "output_passing"))
+            self.r.check(f"{tag}: output commit holds {host}'s service", held == (1, 0),
+                         "output_commit 1, output_passing 0", held)
+            now = primaryd_row(host, "output_released_packets") or 0
+            self.r.check(f"{tag}: the {len(got)} replies of {host}'s service were held and "
+                         f"released by its primaryd", now - released >= len(got),
+                         f">= {len(got)} packets released", now - released)
+            return
         st = host.primary.status()
         want = st["epoch"] + 1
         rp.wait_for(f"{host}'s primaryd to have epoch {want} acknowledged",
@@ -285,6 +309,10 @@ class Run:
         problems = cs.kv_check(alive.client(), self.expected, each=False)
         self.r.check(f"{tag}: every acknowledged write ({len(self.expected)}) served by {alive}",
                      not problems, "all", cs.summarize(problems))
+        if self.oc:  # no backup can acknowledge: it answers, and status says its output is unheld
+            passing = primaryd_row(alive, "output_passing")
+            self.r.check(f"{tag}: {alive}'s primaryd says the adopted service's output passes "
+                         f"unheld while no backup answers", passing == 1, 1, passing)
         # DEAD comes back: standby, and the backup of ALIVE
         dead.start()
         rp.wait_for(f"{alive}'s primaryd to have an epoch after {epoch} acknowledged by {dead}",
