@@ -293,6 +293,19 @@ static bool restored_already(struct service *svc)
 	return false;
 }
 
+uint64_t failover_would_restore(const struct service *svc)
+{
+	const struct failover *fo = &svc->fo;
+	uint64_t epoch = store_epoch(svc->store);
+
+	if (fo->state != FAILOVER_WAITING || !store_meta(svc->store) || !epoch)
+		return 0;
+	if (fo->restored_epoch && store_incarnation(svc->store) == fo->restored_incarnation &&
+	    epoch <= fo->restored_epoch)
+		return 0; /* restored_already(), without its clearing */
+	return epoch;
+}
+
 /* ---------- fencing ---------- */
 
 static void start_fence(struct service *svc, uint64_t silent_us)

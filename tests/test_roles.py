@@ -45,7 +45,11 @@ A's backupd, which ran throughout. Then planned handovers B -> A -> B
 (`checksync-primaryd handover kvserver`), after B's backupd has lost its state
 and A's primaryd restarted meanwhile: B's backupd answers A's primaryd as if
 nothing ran, but A's own backupd has B's primaryd connected, so A's primaryd
-stays standby (no second copy). Each handover: the other host serves
+stays standby (no second copy). Then A restarts all its daemons at once,
+primaryd first (a boot orders nothing), while B's primaryd cannot reach A's
+backupd for a second: A's primaryd must start nothing, neither while its
+own backupd does not answer, nor once that backupd answers holding the
+run's epochs with B's primaryd not yet reconnected. Each handover: the other host serves
 every key, adopted by its primaryd, the handing primaryd is standby (not
 deposed for good) and the new primary replicates back.
 
@@ -78,6 +82,7 @@ import replication as rp  # noqa: E402
 KEYS_PER_PHASE = 5
 DIE_WITH_GUARD_S = 3.0
 TAKEOVER_S = 30  # from the kill to the adopted service answering
+RECONNECT_HELD_S = 1.0  # < 2 x failover_timeout_ms: a restarted backupd's quiet time
 STALE_WAIT_S = 4.0  # > 2 x failover_timeout_ms: a restarted backupd's quiet time, then the timeout
 TOOK_OVER = re.compile(r"took over service \S+: restored pid (\d+) from epoch (\d+)")
 
@@ -375,6 +380,46 @@ def lost_state(run, serving, other):
             not problems, "all", cs.summarize(problems))
 
 
+def restart_at_once(run, serving, other):
+    """OTHER (the first host) restarts all its daemons at once, primaryd first (no order at
+    boot), while SERVING serves and SERVING's backupd, which lost its state, answers OTHER's
+    primaryd as if nothing ran; SERVING's primaryd cannot reach OTHER's backupd yet (held
+    back for RECONNECT_HELD_S, as its half-second retry may be). OTHER's primaryd must start
+    no copy: its backupd does not answer at first, then holds the run's epochs."""
+    r, tag = run.r, "the first host restarts at once"
+    before = len(serving.takeovers()) + len(other.takeovers())
+    for d in (other.primary, other.backup):
+        d.kill9()
+        d.proc.wait_gone(5)
+    block = ["ip", "netns", "exec", other.ns, "iptables", "-w", "-I", "INPUT", "-p", "tcp",
+             "--dport", str(rp.BACKUP_PORT), "-j", "DROP"]
+    subprocess.run(block, check=True, timeout=30)
+    try:
+        other.primary = rp.start_daemon("primaryd", cs.primaryd(), other.primary_conf, other.ns,
+                                        other.dir, other.topo.sockdir, socket_path=other.sock["primary"])
+        rp.wait_status(other.primary)
+        time.sleep(0.5)  # it has asked the peer's backupd (answered at once) and its own by now
+        other.backup = rp.start_daemon("backupd", cs.backupd(), other.backup_conf, other.ns,
+                                       other.dir, other.topo.sockdir, socket_path=other.sock["backup"])
+        rp.wait_status(other.backup)
+        time.sleep(RECONNECT_HELD_S)
+        role = other.primary.status().get("role")
+        r.check(f"{tag}: {other}'s primaryd, its backupd late and the peer's primaryd not yet "
+                f"back, is standby", role == "standby", "standby", role)
+        run.one_copy(f"{tag}, before {serving}'s primaryd is back")
+    finally:
+        subprocess.run(["ip", "netns", "exec", other.ns, "iptables", "-w", "-D", "INPUT", "-p",
+                        "tcp", "--dport", str(rp.BACKUP_PORT), "-j", "DROP"], timeout=30)
+    rp.wait_for(f"{other}'s backupd to have {serving}'s primaryd connected",
+                lambda: backupd_row(other, "connected") == 1, 10, 0.1)
+    run.one_copy(f"{tag}, once {serving}'s primaryd is back")
+    r.check(f"{tag}: nothing restored", len(serving.takeovers()) + len(other.takeovers()) == before,
+            before, len(serving.takeovers()) + len(other.takeovers()))
+    problems = cs.kv_check(serving.client(), run.expected, each=False)
+    r.check(f"{tag}: every acknowledged write ({len(run.expected)}) still served by {serving}",
+            not problems, "all", cs.summarize(problems))
+
+
 def handover(run, serving, other):
     """A planned handover from SERVING: OTHER adopts, SERVING's primaryd is standby."""
     r, tag = run.r, "handover"
@@ -478,6 +523,7 @@ def main(r):
                f"kill to adopted primary: {rp.stats(run.times)}")
         primaryd_restart(run, a, b)
         lost_state(run, b, a)
+        restart_at_once(run, b, a)
         handover(run, b, a)
         handover(run, a, b)
         both_die(run, b, a)
