@@ -514,7 +514,12 @@ def main(r):
                     lambda: a.primary.status().get("acked", 0) >= 1, 30, 0.1)
         role = b.primary.status().get("role")
         r.check("B's primaryd (not the first host) is standby", role == "standby", "standby", role)
-        run.one_copy("at the start")
+        _, pid = run.one_copy("at the start")
+        links = [l for l in subprocess.run(["ip", "netns", "exec", a.ns, "ss", "-tnp"],
+                                           capture_output=True, text=True).stdout.splitlines()
+                 if f":{rp.BACKUP_PORT} " in l and f"pid={pid}," in l]
+        r.check("the started service holds none of primaryd's descriptors (its link to B)",
+                not links, "none", links)
         t0 = time.monotonic()
         for n in range(1, rounds + 1):
             run.failover(a, b, f"round {n}, A -> B")
