@@ -293,6 +293,19 @@ static bool restored_already(struct service *svc)
 	return false;
 }
 
+uint64_t failover_would_restore(const struct service *svc)
+{
+	const struct failover *fo = &svc->fo;
+	uint64_t epoch = store_epoch(svc->store);
+
+	if (fo->state != FAILOVER_WAITING || !store_meta(svc->store) || !epoch)
+		return 0;
+	if (fo->restored_epoch && store_incarnation(svc->store) == fo->restored_incarnation &&
+	    epoch <= fo->restored_epoch)
+		return 0; /* restored_already(), without its clearing */
+	return epoch;
+}
+
 /* ---------- fencing ---------- */
 
 static void start_fence(struct service *svc, uint64_t silent_us)
@@ -367,13 +380,15 @@ void failover_tick(struct service *svc)
 	 * We ask etcd for the key from the moment we stop renewing the primary's
 	 * lease: while its own lease on the key lives etcd refuses us, and once
 	 * it has expired the key is ready for the takeover at the failover
-	 * timeout. Heard again, we let it go.
+	 * timeout. Heard again, we let it go. Without an image there is nothing
+	 * to take over and no key to want: with role swap this host's primaryd
+	 * may hold it under the same name, and we would claim it in status.
 	 */
 	if (failover_renews_lease(svc, now)) {
 		witness_want(svc->witness, false);
 		fo->key_wait_logged = false;
 	} else {
-		witness_want(svc->witness, true);
+		witness_want(svc->witness, store_epoch(svc->store) > 0);
 	}
 	if (!store_epoch(svc->store) || silent < ms_to_us(svc->cfg->failover_timeout_ms) ||
 	    now < fo->retry_at_us || now < fo->quiet_until_us)

@@ -135,3 +135,11 @@ enum wire_error_code failover_refuses_primary(const struct service *svc, const c
 const char *failover_may_replace_image(const struct service *svc);
 /* Should our heartbeats still renew the primary's lease? */
 bool failover_renews_lease(const struct service *svc, uint64_t now);
+/*
+ * The epoch we would restore, were our primary silent long enough: the
+ * image's, while we are a backup holding one that was not restored here
+ * already; 0 when none. Role swap: this host's primaryd starts nothing
+ * fresh while it is not 0 (primaryd/adopt.c: the run lives on, there or
+ * from here).
+ */
+uint64_t failover_would_restore(const struct service *svc);

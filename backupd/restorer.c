@@ -24,6 +24,7 @@
 #include <syslog.h>
 #include <systemd/sd-journal.h>
 
+#include "cgroup.h"
 #include "child.h"
 #include "log.h"
 #include "restore/restore.h"
@@ -70,6 +71,34 @@ struct child_job {
  * the restore. Connecting from the husk also makes the stream's peer the
  * service rather than a restorer that exits, as older journalds require.
  */
+/*
+ * Without systemd (or when the scope fails) the husk gets a cgroup of its
+ * own instead, checksync-NAME-PID beside ours, as primaryd gives a service
+ * it starts: output commit holds a service by its cgroup, and a socket is
+ * of the cgroup of the process that made it, for good (a connection
+ * accepted on it is of the listener's). The husk makes every socket of the
+ * restored service, so it must be there before it makes any: moved later
+ * (by an adopting primaryd), its restored listener's replies would leave
+ * unheld. Left in ours, which holds the daemons, primaryd says output
+ * commit is not in force.
+ */
+static void husk_into_cgroup(const char *service, pid_t husk)
+{
+	struct service_cgroup cg;
+	char err[512];
+	int r = service_cgroup_make(service, &cg, err, sizeof(err));
+
+	if (r >= 0 && (r = service_cgroup_enter(&cg, husk)) < 0) {
+		snprintf(err, sizeof(err), "cannot move pid %d into cgroup %.300s: %s", (int)husk,
+			 cg.dir, strerror(-r));
+		service_cgroup_remove(&cg);
+	}
+	if (r < 0)
+		log_warn("%s: %s; the restored service stays in the daemon's cgroup", service, err);
+	else
+		log_info("%s: restoring into cgroup %s, its own", service, cg.path);
+}
+
 static void husk_into_scope(pid_t husk, void *arg)
 {
 	const char *service = arg;
@@ -77,7 +106,9 @@ static void husk_into_scope(pid_t husk, void *arg)
 	int r = scope_adopt(service, husk, unit, sizeof(unit), err, sizeof(err));
 
 	if (r < 0 && r != -ENOMEDIUM)
-		log_warn("%s: %s; it stays in the daemon's cgroup", service, err);
+		log_warn("%s: %s; it gets a cgroup of its own instead", service, err);
+	if (r < 0)
+		husk_into_cgroup(service, husk);
 }
 
 /* In the husk: the service's name is its identifier (SYSLOG_IDENTIFIER), as a unit's would be. */

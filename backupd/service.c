@@ -197,6 +197,10 @@ void service_report(const struct service *svc, struct status_report *r)
 	status_report_gauge(r, "restored_once", "", fo->restored_epoch ? fo->restored_epoch : NAN,
 			    "Role swap: the epoch restored here whose copy has ended; it is not "
 			    "restored again, a newer epoch from the serving host clears it");
+	uint64_t would = failover_would_restore(svc);
+	status_report_gauge(r, "would_restore", "", would ? would : NAN,
+			    "The epoch this backup would restore were its primary silent (an image "
+			    "not restored here already); none while it serves, stood down or empty");
 	char di[512];
 	status_report_text(r, "debug_info", service_debuginfo_text(svc, di, sizeof(di)),
 			   "The executable's DWARF on this host, which a takeover patches thread "

@@ -21,6 +21,7 @@
  */
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -90,26 +91,57 @@ int guard_adopt(struct guard *g, pid_t pid, uint64_t incarnation, uint64_t epoch
  * A fresh start is for a service that runs nowhere. The peer's backupd
  * answering our HELLO says it holds nothing of a run, but a backupd that
  * lost its state directory would say so too while the peer's primaryd
- * serves: then that primaryd replicates to our own backupd, which says so
- * (its "connected" figure: in a ring of hosts our backupd's primary is the
- * peer). Asked on its status socket, waiting at most PEER_ASK_MS: a
- * backupd that does not answer tells nothing, and the start goes on. (A
- * peer primaryd that has not reconnected to our backupd yet is not seen.)
+ * serves. Our own backupd knows better, asked on its status socket
+ * (waiting at most PEER_ASK_MS a question):
+ * - its primary (in a ring of hosts, the peer's primaryd) is connected:
+ *   the peer serves;
+ * - it holds an image of a run it would restore (would_restore): the run
+ *   lives on, there (its primaryd has not reconnected to our backupd yet,
+ *   as when both hosts' daemons restart at once: it retries every half
+ *   second) or from here, once our backupd finds it silent and hands it
+ *   to us; a fresh copy would be a second one, or lose that state;
+ * - it does not answer (it starts with us, at boot): nothing is known, and
+ *   we ask again later rather than start.
  */
 #define PEER_ASK_MS 100
 
-bool guard_peer_serves(const struct guard *g)
+enum peer_answer guard_peer_serves(const struct guard *g, char *why, size_t whylen)
 {
-	double connected = 0;
-	char err[256];
+	double connected = 0, would = NAN;
+	char err[256] = "";
 	int r;
 
 	if (!g->svc->local_backupd)
-		return false;
+		return PEER_RUNS_NOWHERE;
 	r = status_read_value(g->svc->local_backupd, g->svc->name, "connected", PEER_ASK_MS,
 			      &connected, err, sizeof(err));
-	if (r < 0)
-		log_info("%s: this host's backupd cannot say whether the peer serves (%s)",
-			 g->svc->name, r == -ENOENT ? "no such service there" : err);
-	return r >= 0 && connected == 1;
+	if (r == -ENOENT) {
+		log_info("%s: this host's backupd has no such service: the start goes on",
+			 g->svc->name);
+		return PEER_RUNS_NOWHERE;
+	}
+	if (r < 0) {
+		snprintf(why, whylen, "this host's backupd (%s) does not answer: %s",
+			 g->svc->local_backupd, err);
+		return PEER_UNKNOWN;
+	}
+	if (connected == 1) {
+		snprintf(why, whylen, "the peer's primaryd replicates the service to this host's "
+			 "backupd: it serves there");
+		return PEER_SERVES;
+	}
+	r = status_read_value(g->svc->local_backupd, g->svc->name, "would_restore", PEER_ASK_MS,
+			      &would, err, sizeof(err));
+	/* -EINVAL: the row has no value (none to restore); -ENOENT: an older backupd */
+	if (r < 0 && r != -ENOENT && r != -EINVAL) {
+		snprintf(why, whylen, "this host's backupd (%s) does not answer: %s",
+			 g->svc->local_backupd, err);
+		return PEER_UNKNOWN;
+	}
+	if (r >= 0 && would == would && would > 0) {
+		snprintf(why, whylen, "this host's backupd holds the run's epoch %.0f, which it "
+			 "restores if the peer stays silent", would);
+		return PEER_SERVES;
+	}
+	return PEER_RUNS_NOWHERE;
 }

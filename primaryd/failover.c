@@ -10,6 +10,7 @@
 
 #include "guard.h"
 #include "log.h"
+#include "outcommit.h"
 #include "util.h"
 #include "witness.h"
 
@@ -103,6 +104,7 @@ void pfailover_adopted(struct guard *g, uint64_t incarnation)
 {
 	g->fo.incarnation = incarnation;
 	g->fo.lease_waived = true;
+	outcommit_pass(g->oc, true); /* nobody could acknowledge what it sends */
 	log_info("%s: adopted the restored service (pid %d, incarnation %016" PRIx64
 		 "): primary here, unprotected until backup %s answers",
 		 g->svc->name, g->pid, incarnation, g->svc->backup_name);
@@ -134,6 +136,7 @@ void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation)
 	}
 	if (g->fo.lease_waived) {
 		g->fo.lease_waived = false; /* a backupd renews it from now on */
+		outcommit_pass(g->oc, false);
 		log_info("%s: backup %s answered: the adopted service is replicated there",
 			 g->svc->name, g->svc->backup_name);
 	}
@@ -142,13 +145,25 @@ void pfailover_backup_hello(struct guard *g, uint64_t image_incarnation)
 	if (image_incarnation && image_incarnation != g->fo.incarnation)
 		log_warn("%s: the backup lets this run replace its image of incarnation %016" PRIx64,
 			 g->svc->name, image_incarnation);
-	if (g->svc->role_swap && guard_peer_serves(g)) {
-		/* Its backupd did not know (it lost its state, say); its primaryd tells ours. */
-		log_warn("%s: the backup answered, but the peer's primaryd replicates the service to "
-			 "this host's backupd: it serves there; standby, starting nothing",
-			 g->svc->name);
+	char why[400];
+	enum peer_answer peer = g->svc->role_swap ? guard_peer_serves(g, why, sizeof(why))
+						  : PEER_RUNS_NOWHERE;
+	if (peer == PEER_SERVES) {
+		/* Its backupd did not know (it lost its state, say); ours does. */
+		log_warn("%s: the backup answered, but %s; standby, starting nothing", g->svc->name,
+			 why);
 		g->fo.state = PFAILOVER_STANDBY;
-			link_close(g, "the peer host serves the service");
+		link_close(g, "the run lives on elsewhere");
+		return;
+	}
+	if (peer == PEER_UNKNOWN) {
+		if (!g->fo.peer_unknown_logged)
+			log_warn("%s: the backup answered, but %s: not starting the service until it "
+				 "says whether the peer serves",
+				 g->svc->name, why);
+		g->fo.peer_unknown_logged = true;
+		link_close(g, "this host's backupd cannot say whether the peer serves");
+		link_schedule_reconnect(g);
 		return;
 	}
 	log_info("%s: the backup answered: starting the service", g->svc->name);

@@ -88,6 +88,7 @@ struct pfailover {
 	bool handover_sent;
 	bool then_stop; /* primaryd stops after it: a failed handover leaves the service frozen */
 	bool lease_waived; /* adopted, and no backupd has answered yet: nothing can renew the lease */
+	bool peer_unknown_logged; /* role swap, starting: our backupd did not answer (said once) */
 	pfailover_done_fn done;
 	void *done_arg;
 };

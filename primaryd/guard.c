@@ -480,29 +480,13 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
  * service we start, pid's for one we attach to), then the queue and rule
  * that hold its packets. A failure leaves the service unheld, said once
  * (outcommit.h); -ENOMEM only for want of memory.
+ *
+ * One handed to us (adopt.c) keeps the cgroup backupd restored it in (its
+ * scope, or one of its own: backupd/restorer.c). It is never moved: a
+ * socket stays in the cgroup it was made in, and a connection accepted on
+ * it is of the listener's, so a service moved after its restore would
+ * answer on its restored listener unheld while status said held.
  */
-/*
- * A restored process handed to us (adopt.c) runs in the cgroup backupd
- * restored it in: its own scope under systemd (backupd/scope.c), but
- * backupd's own cgroup, which holds the daemons too, where there is no
- * systemd. Then it gets a cgroup of its own, as one we start does.
- */
-static int adopted_cgroup(struct guard *g, pid_t pid, char *err, size_t errlen)
-{
-	int r = service_cgroup_of(pid, &g->cgroup, err, errlen);
-
-	if (r != -EINVAL)
-		return r;
-	log_info("%s: %s; moving it into one of its own", g->svc->name, err);
-	r = service_cgroup_make(g->svc->name, &g->cgroup, err, errlen);
-	if (r >= 0 && (r = service_cgroup_enter(&g->cgroup, pid)) < 0) {
-		snprintf(err, errlen, "cannot move pid %d into cgroup %.300s: %s", (int)pid,
-			 g->cgroup.dir, strerror(-r));
-		service_cgroup_remove(&g->cgroup);
-	}
-	return r;
-}
-
 static int output_commit_open(struct guard *g, pid_t pid)
 {
 	char err[512];
@@ -510,12 +494,8 @@ static int output_commit_open(struct guard *g, pid_t pid)
 
 	if (!g->svc->output_commit)
 		return 0;
-	if (!pid)
-		r = service_cgroup_make(g->svc->name, &g->cgroup, err, sizeof(err));
-	else if (g->adopted)
-		r = adopted_cgroup(g, pid, err, sizeof(err));
-	else
-		r = service_cgroup_of(pid, &g->cgroup, err, sizeof(err));
+	r = pid ? service_cgroup_of(pid, &g->cgroup, err, sizeof(err))
+		: service_cgroup_make(g->svc->name, &g->cgroup, err, sizeof(err));
 	g->oc = outcommit_open(g->base, g->svc->name, r < 0 ? NULL : g->cgroup.path);
 	if (!g->oc)
 		return -ENOMEM;

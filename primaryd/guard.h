@@ -92,8 +92,9 @@ bool guard_may_resume(struct guard *g, const struct wire_hello *h);
 /* adopt.c: the `adopt NAME PID INCARNATION EPOCH` command; 0, or -errno with why in err. */
 int guard_adopt(struct guard *g, pid_t pid, uint64_t incarnation, uint64_t epoch, char *err,
 		size_t errlen);
-/* adopt.c: role swap, before a fresh start: is the peer's primaryd replicating to our backupd? */
-bool guard_peer_serves(const struct guard *g);
+/* adopt.c: role swap, before a fresh start: does the run live on (our backupd says)? */
+enum peer_answer { PEER_RUNS_NOWHERE, PEER_SERVES, PEER_UNKNOWN };
+enum peer_answer guard_peer_serves(const struct guard *g, char *why, size_t whylen);
 
 /* guard.c */
 /* A guard for svc, not started. */

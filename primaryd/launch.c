@@ -8,6 +8,7 @@
  * or not, and the backup can take over without two copies serving.
  */
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -56,6 +57,13 @@ int service_spawn_in(const struct service_config *svc, const struct service_cgro
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 			_exit(127);
 		setsid();
+		/*
+		 * Nothing of ours goes with it but stdin/out/err: libevent makes our
+		 * link's socket without close-on-exec, and a service holding it would
+		 * keep the backup's connection open after we are gone (and carry it
+		 * in every image).
+		 */
+		(void)close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
 		raise(SIGSTOP);
 		execv(svc->command.argv[0], svc->command.argv);
 		fprintf(stderr, "checksync-primaryd: error: cannot run %s: %m\n",

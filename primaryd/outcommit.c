@@ -90,6 +90,7 @@ struct outcommit {
 	bool stop_valid;
 	struct oc_mark *marks; /* sent epochs not yet acknowledged, oldest first */
 	size_t n_marks, cap_marks;
+	bool passing; /* no backup can hold the state yet: packets go at once (outcommit_pass) */
 	bool released_any;
 	uint32_t released_id;
 	uint64_t released; /* packets let go */
@@ -272,11 +273,16 @@ static void drain(struct outcommit *oc)
 	nl_cb_put(cb);
 }
 
+static void release_to(struct outcommit *oc, const struct oc_mark *m);
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
+	struct outcommit *oc = arg;
 	(void)fd;
 	(void)what;
-	drain(arg);
+	drain(oc);
+	if (oc->passing && oc->have_id && !oc->failed)
+		release_to(oc, &(struct oc_mark){.id = oc->last_id, .seen = oc->seen});
 }
 
 /* Bind the first free queue number: meta copies only, GSO packets whole, a long queue. */
@@ -432,6 +438,22 @@ void outcommit_refuse(struct outcommit *oc, const char *why)
 	fail(oc, "%s", why);
 }
 
+void outcommit_pass(struct outcommit *oc, bool pass)
+{
+	if (!oc || oc->failed || oc->passing == pass)
+		return;
+	oc->passing = pass;
+	if (pass) {
+		log_info("%s: output commit: no backup holds the service's state yet: its packets "
+			 "pass unheld until one answers", oc->service);
+		on_readable(-1, 0, oc); /* what waits already */
+	} else {
+		/* What is still queued waits for the first epoch, whose mark comes after it. */
+		log_info("%s: output commit: a backup answered: packets wait for their epoch again",
+			 oc->service);
+	}
+}
+
 void outcommit_stop_point(struct outcommit *oc)
 {
 	if (!oc || oc->failed)
@@ -533,6 +555,9 @@ void outcommit_status_fill(const struct outcommit *oc, struct status_report *r)
 			    "force (see the log)");
 	if (!oc)
 		return;
+	status_report_gauge(r, "output_passing", "", oc->passing,
+			    "1: no backup holds the service's state yet (adopted, none has answered): "
+			    "its packets pass unheld");
 	status_report_gauge(r, "output_held_packets", "", (double)(oc->seen - oc->released),
 			    "packets of the service waiting for their epoch's acknowledgement");
 	status_report_gauge(r, "output_held_epochs", "", oc->n_marks,

@@ -30,6 +30,16 @@ struct outcommit *outcommit_open(struct event_base *base, const char *service,
 /* Opened with no cgroup: output commit is not in force, for this reason (logged once). */
 void outcommit_refuse(struct outcommit *oc, const char *why);
 
+/*
+ * While no backup can hold the service's state (role swap: a service
+ * adopted here before any backupd has answered, failover.c), holding its
+ * packets would stop it answering until the other host is back: with
+ * pass, they go as they come, and status says so (output_passing). Off
+ * again once a backup answers: what is still queued then waits for the
+ * first epoch it acknowledges.
+ */
+void outcommit_pass(struct outcommit *oc, bool pass);
+
 void outcommit_stop_point(struct outcommit *oc);
 void outcommit_epoch(struct outcommit *oc, uint64_t epoch);
 void outcommit_acked(struct outcommit *oc, uint64_t epoch);

@@ -16,8 +16,11 @@ is standby and starts nothing. Then each round fails over twice:
 
   1. Writes to the serving host (A), every one acknowledged to the client.
      With output commit on, the host dies right after the last
-     acknowledgement; with it off, once the epoch after it is acknowledged
-     (replication is asynchronous, and then only that is promised).
+     acknowledgement, and its primaryd's status must say output commit is
+     in force and show the replies released through its queue (a restored
+     service whose listener is outside its cgroup answers past the queue);
+     with it off, once the epoch after it is acknowledged (replication is
+     asynchronous, and then only that is promised).
   2. A dies: its primaryd is killed first, and the service must die with it
      on its own within DIE_WITH_GUARD_S (it dies with its guard, started or
      adopted); then everything left in A's namespace is killed.
@@ -25,7 +28,9 @@ is standby and starts nothing. Then each round fails over twice:
      primaryd says `primary` with that pid (an adopted service, not one it
      started), the pid is not held under ptrace between epochs (TracerPid
      is 0 in most samples), and every key acknowledged so far reads back
-     from B with its value.
+     from B with its value; with output commit on, B's primaryd says the
+     service's output passes unheld while no backup answers (none can hold
+     its state; holding would stop it until A is back).
   4. A's daemons start again: A's primaryd must stay standby and start no
      copy (exactly one kvserver in A and B), and B's primaryd must
      replicate to A: acknowledged epochs newer than the one restored.
@@ -40,7 +45,11 @@ A's backupd, which ran throughout. Then planned handovers B -> A -> B
 (`checksync-primaryd handover kvserver`), after B's backupd has lost its state
 and A's primaryd restarted meanwhile: B's backupd answers A's primaryd as if
 nothing ran, but A's own backupd has B's primaryd connected, so A's primaryd
-stays standby (no second copy). Each handover: the other host serves
+stays standby (no second copy). Then A restarts all its daemons at once,
+primaryd first (a boot orders nothing), while B's primaryd cannot reach A's
+backupd for a second: A's primaryd must start nothing, neither while its
+own backupd does not answer, nor once that backupd answers holding the
+run's epochs with B's primaryd not yet reconnected. Each handover: the other host serves
 every key, adopted by its primaryd, the handing primaryd is standby (not
 deposed for good) and the new primary replicates back.
 
@@ -73,6 +82,7 @@ import replication as rp  # noqa: E402
 KEYS_PER_PHASE = 5
 DIE_WITH_GUARD_S = 3.0
 TAKEOVER_S = 30  # from the kill to the adopted service answering
+RECONNECT_HELD_S = 1.0  # < 2 x failover_timeout_ms: a restarted backupd's quiet time
 STALE_WAIT_S = 4.0  # > 2 x failover_timeout_ms: a restarted backupd's quiet time, then the timeout
 TOOK_OVER = re.compile(r"took over service \S+: restored pid (\d+) from epoch (\d+)")
 
@@ -210,6 +220,14 @@ def backupd_row(host, row):
     raise cs.TestError(f"{host}'s backupd status has no {row} row")
 
 
+def primaryd_row(host, row):
+    """One figure of HOST's primaryd's status socket, None when it has none."""
+    for svc, _, name, _, value in rp.status_socket_rows(host.sock["primary"]):
+        if svc == rp.SERVICE and name == row:
+            return None if value is None or value != value else value
+    return None
+
+
 def restored_once(host):
     """HOST's backupd's restored_once row (the epoch it will not restore again), or None."""
     return backupd_row(host, "restored_once")
@@ -243,10 +261,21 @@ class Run:
 
     def write(self, host, tag):
         token = f"{self.failovers}"
+        released = primaryd_row(host, "output_released_packets") or 0
         got = cs.kv_write(host.client(), f"f{self.failovers}-k", KEYS_PER_PHASE, token, retries=20)
         self.expected.update(got)
         if self.oc:
-            return  # every acknowledged reply's state is in an acknowledged epoch already
+            # every acknowledged reply's state is in an acknowledged epoch already: the
+            # replies went through the queue (a restored listener outside the service's
+            # cgroup answers past it, while status says held)
+            held = (primaryd_row(host, "output_commit"), primaryd_row(host, "output_passing"))
+            self.r.check(f"{tag}: output commit holds {host}'s service", held == (1, 0),
+                         "output_commit 1, output_passing 0", held)
+            now = primaryd_row(host, "output_released_packets") or 0
+            self.r.check(f"{tag}: the {len(got)} replies of {host}'s service were held and "
+                         f"released by its primaryd", now - released >= len(got),
+                         f">= {len(got)} packets released", now - released)
+            return
         st = host.primary.status()
         want = st["epoch"] + 1
         rp.wait_for(f"{host}'s primaryd to have epoch {want} acknowledged",
@@ -285,6 +314,10 @@ class Run:
         problems = cs.kv_check(alive.client(), self.expected, each=False)
         self.r.check(f"{tag}: every acknowledged write ({len(self.expected)}) served by {alive}",
                      not problems, "all", cs.summarize(problems))
+        if self.oc:  # no backup can acknowledge: it answers, and status says its output is unheld
+            passing = primaryd_row(alive, "output_passing")
+            self.r.check(f"{tag}: {alive}'s primaryd says the adopted service's output passes "
+                         f"unheld while no backup answers", passing == 1, 1, passing)
         # DEAD comes back: standby, and the backup of ALIVE
         dead.start()
         rp.wait_for(f"{alive}'s primaryd to have an epoch after {epoch} acknowledged by {dead}",
@@ -340,6 +373,46 @@ def lost_state(run, serving, other):
     role = other.primary.status().get("role")
     r.check(f"{tag}: {other}'s restarted primaryd is standby", role == "standby", "standby", role)
     run.one_copy(tag)
+    r.check(f"{tag}: nothing restored", len(serving.takeovers()) + len(other.takeovers()) == before,
+            before, len(serving.takeovers()) + len(other.takeovers()))
+    problems = cs.kv_check(serving.client(), run.expected, each=False)
+    r.check(f"{tag}: every acknowledged write ({len(run.expected)}) still served by {serving}",
+            not problems, "all", cs.summarize(problems))
+
+
+def restart_at_once(run, serving, other):
+    """OTHER (the first host) restarts all its daemons at once, primaryd first (no order at
+    boot), while SERVING serves and SERVING's backupd, which lost its state, answers OTHER's
+    primaryd as if nothing ran; SERVING's primaryd cannot reach OTHER's backupd yet (held
+    back for RECONNECT_HELD_S, as its half-second retry may be). OTHER's primaryd must start
+    no copy: its backupd does not answer at first, then holds the run's epochs."""
+    r, tag = run.r, "the first host restarts at once"
+    before = len(serving.takeovers()) + len(other.takeovers())
+    for d in (other.primary, other.backup):
+        d.kill9()
+        d.proc.wait_gone(5)
+    block = ["ip", "netns", "exec", other.ns, "iptables", "-w", "-I", "INPUT", "-p", "tcp",
+             "--dport", str(rp.BACKUP_PORT), "-j", "DROP"]
+    subprocess.run(block, check=True, timeout=30)
+    try:
+        other.primary = rp.start_daemon("primaryd", cs.primaryd(), other.primary_conf, other.ns,
+                                        other.dir, other.topo.sockdir, socket_path=other.sock["primary"])
+        rp.wait_status(other.primary)
+        time.sleep(0.5)  # it has asked the peer's backupd (answered at once) and its own by now
+        other.backup = rp.start_daemon("backupd", cs.backupd(), other.backup_conf, other.ns,
+                                       other.dir, other.topo.sockdir, socket_path=other.sock["backup"])
+        rp.wait_status(other.backup)
+        time.sleep(RECONNECT_HELD_S)
+        role = other.primary.status().get("role")
+        r.check(f"{tag}: {other}'s primaryd, its backupd late and the peer's primaryd not yet "
+                f"back, is standby", role == "standby", "standby", role)
+        run.one_copy(f"{tag}, before {serving}'s primaryd is back")
+    finally:
+        subprocess.run(["ip", "netns", "exec", other.ns, "iptables", "-w", "-D", "INPUT", "-p",
+                        "tcp", "--dport", str(rp.BACKUP_PORT), "-j", "DROP"], timeout=30)
+    rp.wait_for(f"{other}'s backupd to have {serving}'s primaryd connected",
+                lambda: backupd_row(other, "connected") == 1, 10, 0.1)
+    run.one_copy(f"{tag}, once {serving}'s primaryd is back")
     r.check(f"{tag}: nothing restored", len(serving.takeovers()) + len(other.takeovers()) == before,
             before, len(serving.takeovers()) + len(other.takeovers()))
     problems = cs.kv_check(serving.client(), run.expected, each=False)
@@ -441,7 +514,12 @@ def main(r):
                     lambda: a.primary.status().get("acked", 0) >= 1, 30, 0.1)
         role = b.primary.status().get("role")
         r.check("B's primaryd (not the first host) is standby", role == "standby", "standby", role)
-        run.one_copy("at the start")
+        _, pid = run.one_copy("at the start")
+        links = [l for l in subprocess.run(["ip", "netns", "exec", a.ns, "ss", "-tnp"],
+                                           capture_output=True, text=True).stdout.splitlines()
+                 if f":{rp.BACKUP_PORT} " in l and f"pid={pid}," in l]
+        r.check("the started service holds none of primaryd's descriptors (its link to B)",
+                not links, "none", links)
         t0 = time.monotonic()
         for n in range(1, rounds + 1):
             run.failover(a, b, f"round {n}, A -> B")
@@ -450,6 +528,7 @@ def main(r):
                f"kill to adopted primary: {rp.stats(run.times)}")
         primaryd_restart(run, a, b)
         lost_state(run, b, a)
+        restart_at_once(run, b, a)
         handover(run, b, a)
         handover(run, a, b)
         both_die(run, b, a)

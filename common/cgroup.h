@@ -8,10 +8,13 @@
  * and nothing of any other program's (primaryd's own link to the backup,
  * a client on the same host) does.
  *
- * A service we start is put in checksync-NAME-PID (PID: primaryd's), a
- * child of primaryd's own cgroup, before it execs. One we attach to keeps
- * the cgroup it has, which must then be its own: not primaryd's, nor one
- * that holds primaryd.
+ * A service primaryd starts is put in checksync-NAME-PID (PID: primaryd's),
+ * a child of primaryd's own cgroup, before it execs. One backupd restores
+ * where there is no systemd scope gets checksync-NAME-PID beside backupd
+ * (PID: its restorer's) before the restore makes its sockets
+ * (backupd/restorer.c). One primaryd attaches to or adopts keeps the
+ * cgroup it has, which must then be its own: not primaryd's, nor one that
+ * holds primaryd. Both daemons use this file (common/).
  */
 #pragma once
 
@@ -27,7 +30,7 @@ struct service_cgroup {
 
 /* A new cgroup for the service NAME; 0, or -errno with why in err. */
 int service_cgroup_make(const char *name, struct service_cgroup *cg, char *err, size_t errlen);
-/* The cgroup pid is in, which must not hold primaryd; 0, or -errno with why in err. */
+/* The cgroup pid is in, which must not hold the caller (primaryd); 0, or -errno with why in err. */
 int service_cgroup_of(pid_t pid, struct service_cgroup *cg, char *err, size_t errlen);
 /* Move pid into it. */
 int service_cgroup_enter(const struct service_cgroup *cg, pid_t pid);

@@ -89,8 +89,10 @@ static int locate(struct service_cgroup *cg, char *err, size_t errlen)
 
 /*
  * A primaryd killed with -9 leaves its service's cgroup behind (empty: the
- * service died with it). Remove those of NAME beside dir whose primaryd is
- * gone; rmdir refuses any that still holds a process.
+ * service died with it), and so does every restore (its restorer is gone
+ * at once, its service once it ends). Remove those of NAME beside dir
+ * whose maker is gone, unless it is a primaryd alive; rmdir refuses any
+ * that still holds a process.
  */
 static void remove_stale(const char *dir, const char *name)
 {
@@ -116,7 +118,7 @@ static void remove_stale(const char *dir, const char *name)
 			continue; /* another primaryd's, alive */
 		snprintf(path, sizeof(path), "%s/%s", parent, de->d_name);
 		if (rmdir(path) == 0)
-			log_info("removed %s, left by a primaryd that is gone", path);
+			log_info("removed %s, empty and left by a daemon that is gone", path);
 	}
 	closedir(d);
 }
