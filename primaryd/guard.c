@@ -543,6 +543,7 @@ int guard_start_service(struct guard *g)
 		return r;
 	g->sess->use_wp = g->svc->dirty_tracking == DIRTY_UFFD;
 	g->sess->use_precopy = g->sess->use_wp && g->svc->precopy;
+	g->sess->c.reach_off = !g->svc->reach;
 	r = capture_session_set_deltas(g->sess, (uint64_t)g->svc->delta_cache_mb << 20,
 				       g->svc->compression);
 	if (r < 0)
