@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sched.h>
 #include <sys/types.h>
 
 #include "goruntime.h"
@@ -101,6 +102,10 @@ struct capture {
 	struct proc_vma *vmas;
 	size_t n_vmas;
 	uint64_t stop_us, resume_us, stopped_us;
+	/* Our scheduling before capture_cpu_hold(), restored by capture_cpu_release(). */
+	bool cpu_held, cpu_hold_failed;
+	int sched_policy;
+	struct sched_param sched_param;
 	bool whole;            /* copy whole mappings, not only live pages */
 	unsigned long seize_options; /* PTRACE_O_EXITKILL when we guard the process */
 	bool detach_between;   /* let go between stops (the process dies with us by PDEATHSIG) */
@@ -145,6 +150,9 @@ void capture_cleanup(struct capture *c);
 /* Seize (first call) or re-stop (after capture_resume_all) every thread. */
 int capture_stop_all(struct capture *c);
 int capture_resume_all(struct capture *c);
+/* Run at real-time priority from before a stop until after its resume (see threads.c). */
+void capture_cpu_hold(struct capture *c);
+void capture_cpu_release(struct capture *c);
 int capture_threads(struct capture *c);
 void capture_release_all(struct capture *c);
 

@@ -337,6 +337,7 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	if (full)
 		s->cache.valid = false; /* a full epoch re-reads everything */
 	c->wp_filter = s->use_wp && !full;
+	capture_cpu_hold(c);
 	r = capture_stop_all(c);
 	uint64_t held_us = now_us(), stop_us = c->stop_us;
 	if (r >= 0)
@@ -349,6 +350,7 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	if (s->hold_after_epoch && r >= 0)
 		s->frozen = true;
 	uint64_t ran_us = now_us();
+	capture_cpu_release(c);
 	/* A safepoint retry stops the threads again: the pause is the last stop, as before. */
 	rep->pause_us = ran_us - c->stop_us;
 	if (r >= 0) {
@@ -430,6 +432,7 @@ static int precopy_open_tracking(struct capture_session *s)
 {
 	struct capture *c = &s->c;
 	uint64_t t0 = now_us();
+	capture_cpu_hold(c);
 	int r = capture_stop_all(c);
 
 	if (r >= 0) {
@@ -446,6 +449,7 @@ static int precopy_open_tracking(struct capture_session *s)
 	if (r >= 0)
 		r = wp_open(c, &s->wp);
 	int rr = capture_resume_all(c);
+	capture_cpu_release(c);
 	log_debug("write tracking of pid %d created in a stop of %lu us", c->pid,
 		  (unsigned long)(now_us() - t0));
 	return r < 0 ? r : rr;

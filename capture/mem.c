@@ -284,30 +284,53 @@ static int copy_runs(struct capture *c)
 }
 
 /*
- * An incremental epoch keeps only written pages: scan for present ones in
- * the written ranges only, not across the whole mapping (the same pages;
- * the page-table walk then follows what was written).
+ * An incremental epoch keeps only written pages: scan for present ones
+ * near the written ranges only, not across the whole mapping (the same
+ * pages: scanned_range() filters what the scan finds by the written
+ * ranges again, so the page-table walk follows what was written). Written
+ * ranges closer than SCAN_GAP share one scan: random writes over a heap
+ * leave hundreds of one-page ranges per epoch, and one PAGEMAP_SCAN each
+ * cost more than walking the page-table entries between them.
  */
+#define SCAN_GAP (256UL << 10)
+
 struct written_scan {
 	struct capture *c;
 	int pagemap_fd;
 	uint64_t *present;
+	uint64_t s, e; /* the window gathered so far, empty when s == e */
 };
+
+static int scan_window(struct written_scan *ws)
+{
+	int r = ws->s < ws->e ? scan_vma(ws->c, ws->pagemap_fd, ws->s, ws->e, ws->present) : 0;
+	ws->s = ws->e = 0;
+	return r;
+}
 
 static int scan_written_range(void *p, uint64_t s, uint64_t e)
 {
 	struct written_scan *ws = p;
-	return scan_vma(ws->c, ws->pagemap_fd, s, e, ws->present);
+
+	if (ws->s < ws->e && s - ws->e <= SCAN_GAP) {
+		ws->e = e;
+		return 0;
+	}
+	int r = scan_window(ws);
+	ws->s = s;
+	ws->e = e;
+	return r;
 }
 
 static int scan_mapping(struct capture *c, int pagemap_fd, uint64_t s, uint64_t e,
 			uint64_t *present)
 {
-	struct written_scan ws = {c, pagemap_fd, present};
+	struct written_scan ws = {c, pagemap_fd, present, 0, 0};
 
-	if (c->wp && c->wp_filter)
-		return wp_filter(c->wp, s, e, scan_written_range, &ws);
-	return scan_vma(c, pagemap_fd, s, e, present);
+	if (!c->wp || !c->wp_filter)
+		return scan_vma(c, pagemap_fd, s, e, present);
+	int r = wp_filter(c->wp, s, e, scan_written_range, &ws);
+	return r < 0 ? r : scan_window(&ws);
 }
 
 /*

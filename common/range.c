@@ -30,11 +30,21 @@ static int cmp_start(const void *a, const void *b)
 	return x->s < y->s ? -1 : x->s > y->s;
 }
 
+static bool range_sorted(const struct range *v, size_t n)
+{
+	for (size_t i = 1; i < n; i++)
+		if (v[i].s < v[i - 1].s)
+			return false;
+	return true;
+}
+
 void range_normalize(struct range *v, size_t *n)
 {
 	size_t k = 0;
 
-	qsort(v, *n, sizeof(*v), cmp_start);
+	/* Appended in order often (the live set's spans): the check costs less than qsort. */
+	if (!range_sorted(v, *n))
+		qsort(v, *n, sizeof(*v), cmp_start);
 	for (size_t i = 0; i < *n; i++) {
 		if (k && v[i].s <= v[k - 1].e) {
 			if (v[i].e > v[k - 1].e)
