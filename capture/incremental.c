@@ -63,6 +63,8 @@ void capture_session_report(const struct capture_session *s, struct status_repor
 				      "bytes of pre-copied epochs read inside the stop");
 		status_report_counter(r, "precopy_store_used", "bytes", p->store_bytes,
 				      "bytes of pre-copied epochs taken from the rounds' store");
+		status_report_counter(r, "precopy_stores_reused", "", p->stores_reused,
+				      "epochs whose store was a shipped epoch's, already faulted in");
 	}
 	capture_reach_report(&s->c, r);
 	if (!shipped_enabled(&s->shipped_pages))
@@ -301,6 +303,19 @@ static int take_staged_pages(struct image *img)
 	img->pages_mapped = false;
 	img->pages_map_len = 0;
 	return 0;
+}
+
+void capture_session_image_free(struct capture_session *s, struct image *img)
+{
+	if (!img)
+		return;
+	if (img->pages == s->staging) {
+		img->pages = NULL;
+	} else if (img->pages && img->pages_mapped && img->pages == s->pre.lent) {
+		precopy_recycle(&s->pre, img->pages, img->pages_map_len);
+		img->pages = NULL;
+	}
+	image_free(img);
 }
 
 int capture_session_epoch(struct capture_session *s, bool full, struct image **out,

@@ -118,6 +118,10 @@ int capture_session_set_deltas(struct capture_session *s, uint64_t cache_bytes, 
 /* debug_file: the service's debug_file, or NULL (see goruntime.h); it must outlive the session. */
 int capture_session_open(pid_t pid, const char *debug_file, struct capture_session **out);
 void capture_session_close(struct capture_session *s);
+/* Free an image capture_session_epoch() gave, once shipped: the staging
+ * buffer it borrowed stays the session's, a pre-copy store it took is kept
+ * for the next epoch's rounds. */
+void capture_session_image_free(struct capture_session *s, struct image *img);
 
 /*
  * Stop the process, capture it, let it run, and return an image whose pages

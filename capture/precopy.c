@@ -43,14 +43,45 @@ void precopy_free(struct precopy *p)
 {
 	if (p->buf)
 		munmap(p->buf, p->cap);
+	if (p->spare)
+		munmap(p->spare, p->spare_cap);
 	free(p->ext);
 	free(p->stale);
 	free(p->todo);
 	precopy_init(p);
 }
 
+void precopy_recycle(struct precopy *p, uint8_t *buf, uint64_t cap)
+{
+	p->lent = NULL;
+	if (p->spare && p->spare_cap >= cap) {
+		munmap(buf, cap);
+		return;
+	}
+	if (p->spare)
+		munmap(p->spare, p->spare_cap);
+	p->spare = buf;
+	p->spare_cap = cap;
+}
+
+/*
+ * Every byte of a store an image takes is read from the process first
+ * (round or stop), so a recycled store's old contents never reach an image.
+ */
+static void store_start_in_spare(struct precopy *p)
+{
+	if (p->buf || !p->spare)
+		return;
+	p->buf = p->spare;
+	p->cap = p->spare_cap;
+	p->stats.stores_reused++;
+	p->spare = NULL;
+	p->spare_cap = 0;
+}
+
 static int store_reserve(struct precopy *p, uint64_t need)
 {
+	store_start_in_spare(p);
 	if (p->used + need <= p->cap)
 		return 0;
 	uint64_t cap = p->cap * 2 > p->used + need ? p->cap * 2 : p->used + need;
@@ -426,6 +457,7 @@ int precopy_place(struct capture *c, struct precopy *p)
 	img->pages_mapped = true;
 	img->pages_map_len = p->cap;
 	img->pages_len = total;
+	p->lent = p->buf;
 	p->buf = NULL;
 	p->cap = 0;
 	return 0;

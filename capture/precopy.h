@@ -32,11 +32,18 @@ struct precopy_stats {
 	uint64_t epochs, rounds, bytes_copied;
 	uint64_t final_bytes_copied; /* copied inside the stops */
 	uint64_t store_bytes;	     /* taken from the store by the stops */
+	uint64_t stores_reused;	     /* epochs whose store was a shipped epoch's */
 };
 
 struct precopy {
 	uint8_t *buf;
 	uint64_t cap, used;
+	/* A store a shipped epoch gave back (precopy_recycle): the next store
+	 * starts in it, its pages already faulted in, instead of in a new
+	 * mapping the kernel must zero page by page. */
+	uint8_t *spare;
+	uint64_t spare_cap;
+	const uint8_t *lent; /* the store the last image took, to know it when it comes back */
 	struct precopy_extent *ext; /* sorted by address, disjoint */
 	size_t n_ext, cap_ext;
 	struct range *stale; /* could not be read by a round: copy at the stop */
@@ -55,6 +62,9 @@ void precopy_init(struct precopy *p);
 void precopy_free(struct precopy *p);
 /* Forget the rounds (the store's contents); the written ranges stay owed. */
 void precopy_reset(struct precopy *p);
+/* Take back a store an image was given (precopy_take) once it is shipped;
+ * unmaps it when a spare is held already. */
+void precopy_recycle(struct precopy *p, uint8_t *buf, uint64_t cap);
 
 /*
  * Start the next round with the process running: scan and re-arm, then

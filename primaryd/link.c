@@ -449,9 +449,7 @@ static void epoch_free(struct guard *g)
 		event_free(e->ev);
 	msgpack_sbuffer_destroy(&e->sb);
 	wire_epoch_hash_done(&e->h);
-	if (e->img->pages == g->sess->staging)
-		e->img->pages = NULL; /* borrowed from the session (incremental.c) */
-	image_free(e->img);
+	capture_session_image_free(g->sess, e->img);
 	free(e);
 	g->link.sending = NULL;
 }
@@ -635,16 +633,12 @@ int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t
 	int r;
 
 	if (!g->link.bev || g->link.sending || !g->link.sendq.buf) {
-		if (img->pages == g->sess->staging)
-			img->pages = NULL;
-		image_free(img);
+		capture_session_image_free(g->sess, img);
 		return g->link.bev ? -EBUSY : -ENOTCONN;
 	}
 	e = calloc(1, sizeof(*e));
 	if (!e) {
-		if (img->pages == g->sess->staging)
-			img->pages = NULL;
-		image_free(img);
+		capture_session_image_free(g->sess, img);
 		return -ENOMEM;
 	}
 	e->img = img;

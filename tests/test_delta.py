@@ -175,6 +175,13 @@ def main(r):
                 0 < final.get("delta_wire", 0) < final.get("delta_page", 0) / 2,
                 f"< {final.get('delta_page', 0) / 2:.0f}", final.get("delta_wire"))
 
+        pre = final.get("precopy_epochs", 0) - start.get("precopy_epochs", 0)
+        cs.log(f"pre-copied epochs {pre}, of them in a recycled store "
+               f"{final.get('precopy_stores_reused', 0)}")
+        r.check("pre-copied epochs start in the store a shipped epoch gave back (the delta check "
+                "below then covers a recycled store's old bytes too)",
+                pre == 0 or final.get("precopy_stores_reused", 0) >= pre // 2,
+                f">= {pre // 2:.0f} of {pre:.0f}", final.get("precopy_stores_reused"))
         differ, missing, epoch, unordered = delta_cmp
         r.check("the dump's page runs ascend by address (what the carry of unshipped pages and this "
                 "comparison walk by)", unordered == 0, 0, unordered)
