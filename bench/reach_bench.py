@@ -31,7 +31,12 @@ import replication as rp  # noqa: E402
 import paper_bench as pb  # noqa: E402
 
 COUNTERS = ("shipped", "epochs_sent", "reach_new", "reach_reached", "reach_zeroed", "reach_scans_done",
-            "reach_scans_skipped", "delta_wire")
+            "reach_scans_skipped", "delta_wire", "delta_raw", "reach_reached_noscan")
+SHIP_CLASSES = ("heap_new", "heap_old", "stacks", "globals", "offheap")
+ROOTS = ("heap", "stacks", "globals", "offheap", "registers")
+BREAKDOWN = tuple(f"reach_staged_{k}" for k in SHIP_CLASSES) + tuple(f"reach_shipped_{k}" for k in SHIP_CLASSES) \
+    + tuple(f"reach_shipped_nonzero_{k}" for k in SHIP_CLASSES) \
+    + tuple(f"reach_reached_from_{k}" for k in ROOTS)
 
 
 def run_one(workload, reach, args):
@@ -51,7 +56,7 @@ def run_one(workload, reach, args):
         time.sleep(0.5)
         after = pb.rows(up.primary.socket)
     os.environ.pop("CHECKSYNC_REACH", None)
-    d = {k: (after.get(k) or 0) - (before.get(k) or 0) for k in COUNTERS}
+    d = {k: (after.get(k) or 0) - (before.get(k) or 0) for k in COUNTERS + BREAKDOWN}
     n = max(1, out["requests"])
     sets = max(1, n * args.set_percent / 100)
     return {"workload": workload, "reach": reach, "rps": out["rps"], "requests": n,
@@ -59,7 +64,8 @@ def run_one(workload, reach, args):
             "retained_per_set": args.value_size, "ratio": d["shipped"] / sets / args.value_size,
             "new_per_request": d["reach_new"] / n, "reached_per_request": d["reach_reached"] / n,
             "zeroed_per_request": d["reach_zeroed"] / n, "scans": d["reach_scans_done"],
-            "skipped": d["reach_scans_skipped"], "epochs": d["epochs_sent"], "command": out["command"]}
+            "skipped": d["reach_scans_skipped"], "epochs": d["epochs_sent"], "command": out["command"],
+            "breakdown": {k: d[k] / n for k in BREAKDOWN + ("delta_raw", "delta_wire", "reach_reached_noscan")}}
 
 
 def main():
@@ -69,11 +75,12 @@ def main():
     p.add_argument("--keys", type=int, default=20000)
     p.add_argument("--value-size", type=int, default=100)
     p.add_argument("--set-percent", type=int, default=50)
+    p.add_argument("--settings", default="off,on", help="reach settings to run, of off,on")
     args = p.parse_args()
     rows = []
     try:
         for w in args.workloads.split(","):
-            for reach in ("off", "on"):
+            for reach in args.settings.split(","):
                 rows.append(run_one(w, reach, args))
                 r = rows[-1]
                 print(f"{w} reach {reach}: {r['rps']:.0f} req/s, {r['per_request']:.0f} B shipped/request, "
@@ -87,6 +94,21 @@ def main():
               f"{r['retained_per_set']:8d} {r['ratio']:6.2f} {r['new_per_request']:8.0f} "
               f"{r['reached_per_request']:11.0f} {r['zeroed_per_request']:10.0f} {r['scans']:6.0f} "
               f"{r['skipped']:7.0f}")
+    print("\nper request: bytes staged / delta bytes encoded (before compression) by page kind; "
+          "reached new bytes by the root kind that first found them")
+    for r in rows:
+        b = r["breakdown"]
+        print(f"{r['workload']:10} {r['reach']:5} staged " +
+              " ".join(f"{k}={b['reach_staged_' + k]:.0f}" for k in SHIP_CLASSES))
+        print(f"{'':16} encoded " + " ".join(f"{k}={b['reach_shipped_' + k]:.0f}" for k in SHIP_CLASSES) +
+              f" (raw {b['delta_raw']:.0f}, compressed {b['delta_wire']:.0f})")
+        print(f"{'':16} nonzero " + " ".join(f"{k}={b['reach_shipped_nonzero_' + k]:.0f}" for k in SHIP_CLASSES))
+        other = r["per_request"] - b["delta_wire"]
+        print(f"{'':16} not deltas (mappings, threads, fds, framing): {other:.0f}/request, "
+              f"{other * r['requests'] / max(1, r['epochs']) / 1024:.0f} KiB/epoch; "
+              f"{r['requests'] / max(1, r['epochs']):.0f} requests/epoch")
+        print(f"{'':16} reached from " + " ".join(f"{k}={b['reach_reached_from_' + k]:.0f}" for k in ROOTS) +
+              f" (noscan {b['reach_reached_noscan']:.0f})")
     print(f"wrk: {rows[0]['command'] if rows else ''}")
 
 

@@ -117,6 +117,7 @@ struct capture {
 	struct live_set *live; /* pages of the heap arenas worth keeping */
 	struct memcache *mc;   /* reads of the runtime's metadata, by 16 KiB block */
 	struct reach *reach;   /* span states kept between stops, for the scan of new objects */
+	bool reach_off;        /* config reach = off: ship every new object */
 	struct capture_stats stats;
 };
 
@@ -172,6 +173,8 @@ void capture_memcache_free(struct capture *c);
 int capture_live_filter(struct capture *c, uint64_t start, uint64_t end,
 			int (*emit)(void *ctx, uint64_t s, uint64_t e), void *ctx);
 enum mem_class capture_classify(const struct capture *c, uint64_t addr);
+/* Whether addr is in a stack below its stack pointer (less a slack): dead frames. */
+bool capture_live_dead_stack(const struct capture *c, uint64_t addr);
 
 /* reach.c (see reach.h) */
 void capture_reach_free(struct capture *c);

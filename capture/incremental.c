@@ -46,22 +46,6 @@ static const struct {
     [COST_REACH] = {"ship_reach", "after resume: finding the reachable new objects"},
 };
 
-static void capture_session_report_reach(const struct capture_session *s, struct status_report *r)
-{
-	struct reach_totals t;
-	capture_reach_totals(&s->c, &t);
-	status_report_counter(r, "reach_scans_done", "", t.scans_done,
-			      "epochs whose new objects were scanned for reachability");
-	status_report_counter(r, "reach_scans_skipped", "", t.scans_skipped,
-			      "epochs that shipped every new object (no sound scan possible)");
-	status_report_counter(r, "reach_new", "bytes", t.new_bytes,
-			      "bytes of objects allocated since the previous epoch");
-	status_report_counter(r, "reach_reached", "bytes", t.reached_bytes,
-			      "of those, bytes of reachable objects (shipped)");
-	status_report_counter(r, "reach_zeroed", "bytes", t.zeroed_bytes,
-			      "staged bytes of unreachable new objects, shipped as zero");
-}
-
 void capture_session_report(const struct capture_session *s, struct status_report *r)
 {
 	const struct delta_stats *d = &s->delta;
@@ -80,7 +64,7 @@ void capture_session_report(const struct capture_session *s, struct status_repor
 		status_report_counter(r, "precopy_store_used", "bytes", p->store_bytes,
 				      "bytes of pre-copied epochs taken from the rounds' store");
 	}
-	capture_session_report_reach(s, r);
+	capture_reach_report(&s->c, r);
 	if (!shipped_enabled(&s->shipped_pages))
 		return;
 	status_report_counter(r, "delta_pages_whole", "", d->pages[DELTA_WHOLE],
@@ -213,6 +197,7 @@ void capture_session_batch_add(struct capture_session *s, uint64_t addr, const u
 {
 	uint8_t *base = s->enc_full ? NULL : shipped_lookup(&s->shipped_pages, addr);
 	enum delta_kind kind = DELTA_WHOLE;
+	size_t before = s->batch_raw;
 
 	if (base) {
 		s->batch_raw += delta_encode_page(addr, base, cur, s->raw + s->batch_raw, &kind);
@@ -221,6 +206,7 @@ void capture_session_batch_add(struct capture_session *s, uint64_t addr, const u
 		s->batch_raw += delta_encode_whole(addr, cur, s->raw + s->batch_raw);
 		shipped_store(&s->shipped_pages, addr, cur);
 	}
+	reach_note_shipped(&s->c, addr, s->raw + before, s->batch_raw - before);
 	s->delta.pages[kind]++;
 	s->delta.page_bytes += PAGE_SIZE;
 	s->batch_pages++;

@@ -25,6 +25,7 @@
 struct live_set {
 	struct rangeset arenas, heap, stacks;
 	struct rangeset dead_meta; /* runtime metadata that describes only free pages */
+	struct rangeset dead_stacks; /* stacks below their pointer (less slack): reach.c's non-roots */
 	uint64_t exe_lo, exe_hi;
 };
 
@@ -298,6 +299,9 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 	for (uint64_t i = 0; i < n && !err; i++) {
 		if (!spans[i])
 			continue;
+		/* Dead mspans too: their stale startAddr and limit are no roots either. */
+		if (l->reach_ok && (r = reach_note_mspan(c, spans[i])) < 0)
+			return r;
 		uint64_t state = mc_uint(mc, spans[i], &l->span_state, &err);
 		if (state != l->span_in_use && state != l->span_manual)
 			continue;
@@ -507,6 +511,7 @@ void capture_live_free(struct capture *c)
 	free(c->live->heap.r);
 	free(c->live->stacks.r);
 	free(c->live->dead_meta.r);
+	free(c->live->dead_stacks.r);
 	free(c->live);
 	c->live = NULL;
 }
@@ -546,7 +551,10 @@ int capture_live_set(struct capture *c)
 		r = live_dead_bitmaps(c, mc, ls);
 	log_debug("live set: %zu arenas, %zu heap ranges, %zu stack ranges, %u block reads",
 		  ls->arenas.n, ls->heap.n, ls->stacks.n, mc->misses);
-	free(unused.r);
+	if (r >= 0)
+		ls->dead_stacks = unused;
+	else
+		free(unused.r);
 	free(running.v);
 	if (r < 0)
 		capture_live_free(c);
@@ -622,6 +630,11 @@ int capture_live_filter(struct capture *c, uint64_t start, uint64_t end,
 		s = ae;
 	}
 	return s < end ? emit_outside_arenas(ls, s, end, emit, ctx) : 0;
+}
+
+bool capture_live_dead_stack(const struct capture *c, uint64_t addr)
+{
+	return c->live && rs_contains(&c->live->dead_stacks, addr);
 }
 
 enum mem_class capture_classify(const struct capture *c, uint64_t addr)

@@ -9,8 +9,9 @@
  * previous stop when:
  *   - its span was not in use then (another mspan, size or length at that
  *     base, or nothing): every allocated slot is new;
- *   - its span was, and had been swept in the heap's current sweep cycle
- *     (sweepgen == h or h+3), the cycle has not changed since, and the
+ *   - its span was, it has not been swept since (it was last swept in the
+ *     same sweep cycle then and now, sweep_cycle(), even if a GC cycle
+ *     began in between and the sweeper has not reached it yet), and the
  *     allocBits are the same array: the slots in [old freeindex, freeindex)
  *     whose bit is clear;
  *   - its span was, and has been swept since (a cycle began after the
@@ -61,6 +62,7 @@
 #include "capture.h"
 #include "image/image.h"
 #include "log.h"
+#include "status.h"
 #include "util.h"
 
 struct rtable {
@@ -80,7 +82,8 @@ struct nspan {
 	bool noscan;
 };
 
-enum { SLOT_OLD = 0, SLOT_NEW, SLOT_REACHED };
+/* SLOT_REACHED_OLD_HEAP: first reached from a word of an old heap object (a store's map). */
+enum { SLOT_OLD = 0, SLOT_NEW, SLOT_REACHED, SLOT_REACHED_OLD_HEAP };
 
 struct reach {
 	uint64_t seq; /* stops begun */
@@ -101,6 +104,13 @@ struct reach {
 	const struct image_pagerun **runs;
 	size_t n_runs;
 	uint64_t page_shift;
+	/* Addresses of the mspan words that hold heap addresses as metadata (startAddr, limit). */
+	uint64_t *meta;
+	size_t n_meta, cap_meta;
+	uint64_t dead_root_words; /* words into new objects left out as dead roots, for -v */
+	int debug_roots;  /* CHECKSYNC_DEBUG_REACH_ROOTS: log this many more off-heap roots */
+	uint64_t cur_word; /* address of the root word being scanned, for debug_root */
+	struct capture *c; /* for the root checks of scan_words */
 };
 
 static struct reach *reach_get(struct capture *c)
@@ -108,6 +118,12 @@ static struct reach *reach_get(struct capture *c)
 	if (!c->reach)
 		c->reach = calloc(1, sizeof(*c->reach));
 	return c->reach;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
 }
 
 void capture_reach_free(struct capture *c)
@@ -122,6 +138,7 @@ void capture_reach_free(struct capture *c)
 	free(r->work);
 	free(r->page_ns);
 	free(r->runs);
+	free(r->meta);
 	free(r);
 	c->reach = NULL;
 }
@@ -150,6 +167,7 @@ int reach_spans_begin(struct capture *c, uint32_t heap_sweepgen)
 	if (!r)
 		return -ENOMEM;
 	r->cur.n = 0;
+	r->n_meta = 0;
 	r->cur.seq = r->seq;
 	r->cur.heap_sweepgen = heap_sweepgen;
 	return 0;
@@ -171,10 +189,34 @@ static int cmp_span(const void *a, const void *b)
 	return x->base < y->base ? -1 : x->base > y->base;
 }
 
+/*
+ * mspan.startAddr and mspan.limit hold the address of a span's first
+ * object and the end of its last. They are the allocator's arithmetic, in
+ * memory the collector never scans (mspans come from fixalloc, off the
+ * heap, and a freed one keeps its stale values): they keep no object
+ * alive, so they are no roots.
+ */
+int reach_note_mspan(struct capture *c, uint64_t span)
+{
+	struct reach *r = c->reach;
+	const struct go_layout *l = c->go;
+	int64_t offs[] = {l->span_start.off, l->span_limit.off};
+	for (size_t k = 0; k < ARRAY_SIZE(offs); k++) {
+		if (offs[k] < 0)
+			continue;
+		uint64_t *w = array_push(&r->meta, &r->n_meta, &r->cap_meta, sizeof(*w));
+		if (!w)
+			return -ENOMEM;
+		*w = span + (uint64_t)offs[k];
+	}
+	return 0;
+}
+
 void reach_spans_end(struct capture *c)
 {
 	struct reach *r = c->reach;
 	qsort(r->cur.v, r->cur.n, sizeof(*r->cur.v), cmp_span);
+	qsort(r->meta, r->n_meta, sizeof(*r->meta), cmp_u64);
 	r->cur.complete = true;
 }
 
@@ -198,6 +240,20 @@ static bool swept_in_cycle(uint32_t span_sg, uint32_t heap_sg)
 	return span_sg == heap_sg || span_sg == heap_sg + 3;
 }
 
+/*
+ * The heap's sweep cycle a span was last swept in, from its sweepgen sg
+ * and the heap's h (even, += 2 per cycle; mgcsweep.go): h - 2 unswept
+ * (swept in cycle h - 2), h swept, h + 1 cached before this cycle's sweep
+ * began (swept in h - 2), h + 3 swept and cached; h - 1 is being swept:
+ * -1, unknown.
+ */
+static int64_t sweep_cycle(uint32_t sg, uint32_t h)
+{
+	if (sg == h - 1)
+		return -1;
+	return sg % 2 ? (int64_t)sg - 3 : (int64_t)sg;
+}
+
 /* The slots of s that are new: [*from, s->freeindex) less allocBits, or every allocated one. */
 static bool new_range(const struct reach_span_state *s, const struct reach_span_state *p,
 		      uint32_t prev_h, uint32_t cur_h, bool all_new, uint64_t *from, bool *all)
@@ -213,9 +269,14 @@ static bool new_range(const struct reach_span_state *s, const struct reach_span_
 	}
 	if (p->specials)
 		return false;
-	bool prev_swept = swept_in_cycle(p->sweepgen, prev_h);
-	if (prev_h == cur_h && prev_swept) {
-		/* Not swept since: allocation only moved freeindex on. */
+	int64_t pc = sweep_cycle(p->sweepgen, prev_h), sc = sweep_cycle(s->sweepgen, cur_h);
+	if (pc >= 0 && pc == sc) {
+		/*
+		 * Not swept since (a sweep sets sweepgen to the heap's, which
+		 * moved on, or leaves the span being swept): allocation only
+		 * moved freeindex on. Also across GC cycles, for a span the
+		 * sweeper has not reached yet or that stayed cached.
+		 */
 		if (p->allocbits != s->allocbits || p->freeindex > s->freeindex)
 			return false;
 		*from = p->freeindex;
@@ -300,6 +361,8 @@ static int find_new_objects(struct capture *c, bool all_new)
 
 	r->n_ns = r->n_slot = 0;
 	r->lo = r->hi = 0;
+	free(r->page_ns); /* built for the previous bounds: lookups search until it is rebuilt */
+	r->page_ns = NULL;
 	for (size_t i = 0; i < cur->n; i++) {
 		const struct reach_span_state *s = &cur->v[i];
 		uint64_t from;
@@ -357,6 +420,27 @@ static const struct nspan *nspan_of(const struct reach *r, uint64_t addr)
 	return lo < r->n_ns && r->ns[lo].base <= addr ? &r->ns[lo] : NULL;
 }
 
+static const char *const root_names[MC_COUNT + 1] = {
+    [MC_HEAP] = "heap", [MC_STACKS] = "stacks", [MC_GLOBALS] = "globals",
+    [MC_OFFHEAP] = "offheap", [MC_FREE] = "free", [MC_ZERO] = "zero", [MC_COUNT] = "registers"};
+
+/* CHECKSYNC_DEBUG_REACH_ROOTS=N: say where the first N roots of each scan are, to chase them. */
+static void debug_root(const struct reach *r, uint64_t v, uint64_t size)
+{
+	const struct capture *c = r->c;
+	const char *path = "?";
+	uint64_t start = 0;
+	for (size_t i = 0; i < c->n_vmas; i++)
+		if (r->cur_word >= c->vmas[i].start && r->cur_word < c->vmas[i].end) {
+			path = c->vmas[i].path[0] ? c->vmas[i].path : "(anon)";
+			start = c->vmas[i].start;
+		}
+	log_warn("reach debug: %s root %#lx (%s+%#lx) -> new object at %#lx (%lu bytes)",
+		 root_names[r->root_class], (unsigned long)r->cur_word, path,
+		 (unsigned long)(r->cur_word - start),
+		 (unsigned long)v, (unsigned long)size);
+}
+
 static int keep_word(struct reach *r, uint64_t v)
 {
 	const struct nspan *n = nspan_of(r, v);
@@ -365,9 +449,13 @@ static int keep_word(struct reach *r, uint64_t v)
 	size_t k = n->first + (v - n->base) / n->elemsize;
 	if (r->slot[k] != SLOT_NEW)
 		return 0;
-	r->slot[k] = SLOT_REACHED;
+	r->slot[k] = r->root_class == MC_HEAP ? SLOT_REACHED_OLD_HEAP : SLOT_REACHED;
 	if (r->root_class >= 0)
 		r->root_hits[r->root_class] += n->elemsize;
+	if (r->debug_roots > 0 && r->root_class >= 0 && r->root_class < MC_COUNT) {
+		r->debug_roots--;
+		debug_root(r, v, n->elemsize);
+	}
 	size_t *w = array_push(&r->work, &r->n_work, &r->cap_work, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
@@ -375,13 +463,66 @@ static int keep_word(struct reach *r, uint64_t v)
 	return 0;
 }
 
-static int scan_words(struct reach *r, const uint8_t *p, size_t len)
+static bool is_meta_word(const struct reach *r, uint64_t addr)
+{
+	size_t lo = 0, hi = r->n_meta;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (r->meta[mid] < addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < r->n_meta && r->meta[lo] == addr;
+}
+
+/* Whether addr lies in a span that was in use at this stop. */
+static bool in_use_span(const struct reach *r, uint64_t addr, uint64_t page_size)
+{
+	const struct rtable *t = &r->cur;
+	size_t lo = 0, hi = t->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (t->v[mid].base <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo > 0 && addr < t->v[lo - 1].base + t->v[lo - 1].npages * page_size;
+}
+
+/*
+ * A staged word that is no root although it holds the address of a new
+ * object: mspan metadata (above), a stack below its stack pointer (less
+ * live.c's slack: goroutine, g0 and signal stacks, in the arenas or, with
+ * cgo, the threads' own), or arena memory that is neither an in-use span
+ * nor a stack in use (a free page, a free stack). Below the stack
+ * pointer nothing is read before it is written: a goroutine resumes at
+ * sched.sp (gogo), a thread at its rsp, copystack copies [sp, hi), and
+ * the collector scans frames from sp up. So a dead frame's pointer there
+ * keeps nothing, and the object may be zeroed under it.
+ */
+static bool dead_root(const struct reach *r, uint64_t addr)
+{
+	const struct capture *c = r->c;
+	if (is_meta_word(r, addr) || capture_live_dead_stack(c, addr))
+		return true;
+	return capture_classify(c, addr) == MC_HEAP && !in_use_span(r, addr, c->go->page_size);
+}
+
+/* Scan len bytes at p, staged from addr (0: not memory, every word counts). */
+static int scan_words(struct reach *r, const uint8_t *p, size_t len, uint64_t addr)
 {
 	const uint64_t lo = r->lo, hi = r->hi;
 	for (size_t i = 0; i + 8 <= len; i += 8) {
 		uint64_t v;
 		memcpy(&v, p + i, 8);
 		if (__builtin_expect(v >= lo && v < hi, 0)) {
+			if (addr && dead_root(r, addr + i)) {
+				r->dead_root_words++;
+				continue;
+			}
+			r->cur_word = addr + i;
 			int rc = keep_word(r, v);
 			if (rc < 0)
 				return rc;
@@ -421,7 +562,7 @@ static int scan_roots_range(struct capture *c, uint64_t s, uint64_t e, const uin
 				stop = r->ns[lo].base;
 		}
 		r->root_class = capture_classify(c, a);
-		int rc = scan_words(r, data + (a - s), stop - a);
+		int rc = scan_words(r, data + (a - s), stop - a, a);
 		if (rc < 0)
 			return rc;
 		c->stats.reach.root_bytes += stop - a;
@@ -486,7 +627,7 @@ static int staged_pieces(const struct reach *r, const struct image *img, uint64_
 static int scan_piece(void *ctx, uint64_t a, uint64_t b, uint8_t *data)
 {
 	(void)a;
-	return scan_words(ctx, data, b - a);
+	return scan_words(ctx, data, b - a, 0); /* a reached object: every word counts */
 }
 
 static const struct nspan *nspan_of_slot(const struct reach *r, size_t k)
@@ -519,8 +660,10 @@ static int scan_closure(struct capture *c)
 		object_bounds(n, k, &s, &e);
 		c->stats.reach.reached_objects++;
 		c->stats.reach.reached_bytes += n->elemsize;
-		if (n->noscan)
+		if (n->noscan) {
+			r->totals.reached_noscan += n->elemsize;
 			continue; /* no pointers in it, by its type */
+		}
 		int rc = staged_pieces(r, c->img, s, e, scan_piece, r);
 		if (rc < 0)
 			return rc;
@@ -535,11 +678,11 @@ static int scan_threads(struct capture *c)
 	for (size_t i = 0; i < c->img->n_threads; i++) {
 		const struct image_thread *t = &c->img->threads[i];
 		uint64_t extra[] = {t->ss_sp, t->clear_tid_addr, t->robust_head, t->rseq_addr};
-		int rc = scan_words(r, (const uint8_t *)&t->regs, sizeof(t->regs));
+		int rc = scan_words(r, (const uint8_t *)&t->regs, sizeof(t->regs), 0);
 		if (rc >= 0 && t->xstate)
-			rc = scan_words(r, t->xstate, t->xstate_len);
+			rc = scan_words(r, t->xstate, t->xstate_len, 0);
 		if (rc >= 0)
-			rc = scan_words(r, (const uint8_t *)extra, sizeof(extra));
+			rc = scan_words(r, (const uint8_t *)extra, sizeof(extra), 0);
 		if (rc < 0)
 			return rc;
 	}
@@ -600,12 +743,10 @@ static int nonzero_piece(void *ctx, uint64_t a, uint64_t b, uint8_t *data)
  * tests show they catch a scan that misses a pointer. Never set it in
  * production: the restored service loses that object's contents.
  */
-static void debug_drop_one(struct capture *c)
+/* Zero the last reachable new noscan object holding data whose slot is in state want. */
+static bool debug_drop_slot(struct capture *c, uint8_t want)
 {
 	struct reach *r = c->reach;
-	const char *env = getenv("CHECKSYNC_DEBUG_REACH_DROP");
-	if (!env || strcmp(env, "1") != 0)
-		return;
 	for (size_t i = r->n_ns; i-- > 0;) {
 		const struct nspan *n = &r->ns[i];
 		if (!n->noscan)
@@ -614,7 +755,7 @@ static void debug_drop_one(struct capture *c)
 			uint64_t s, e;
 			struct nonzero_ctx nz = {0};
 			struct zero_ctx z = {.c = c};
-			if (r->slot[k] != SLOT_REACHED)
+			if (r->slot[k] != want)
 				continue;
 			object_bounds(n, k, &s, &e);
 			staged_pieces(r, c->img, s, e, nonzero_piece, &nz);
@@ -623,9 +764,67 @@ static void debug_drop_one(struct capture *c)
 			log_warn("debug: dropping reachable new object %#lx-%#lx (CHECKSYNC_DEBUG_REACH_DROP)",
 				 (unsigned long)s, (unsigned long)e);
 			staged_pieces(r, c->img, s, e, zero_piece, &z);
-			return;
+			return true;
 		}
 	}
+	return false;
+}
+
+/*
+ * One found from an old heap object first: the service's own state (a
+ * value stored in an old map bucket), not a request in flight, which a
+ * check of the restored state would not see.
+ */
+static void debug_drop_one(struct capture *c)
+{
+	const char *env = getenv("CHECKSYNC_DEBUG_REACH_DROP");
+	if (!env || strcmp(env, "1") != 0)
+		return;
+	if (!debug_drop_slot(c, SLOT_REACHED_OLD_HEAP))
+		debug_drop_slot(c, SLOT_REACHED);
+}
+
+/* ---------- where the shipped bytes go ---------- */
+
+static bool page_has_new(const struct reach *r, uint64_t page)
+{
+	return r->n_ns && (nspan_of(r, page) || nspan_of(r, page + PAGE_SIZE - 1));
+}
+
+static enum reach_ship_class ship_class(const struct capture *c, uint64_t addr)
+{
+	const struct reach *r = c->reach;
+	switch (capture_classify(c, addr)) {
+	case MC_HEAP:
+		return r && page_has_new(r, PAGE_ALIGN_DOWN(addr)) ? RS_HEAP_NEW : RS_HEAP_OLD;
+	case MC_STACKS:
+		return RS_STACKS;
+	case MC_GLOBALS:
+		return RS_GLOBALS;
+	default:
+		return RS_OFFHEAP;
+	}
+}
+
+static void count_staged(struct capture *c)
+{
+	struct reach *r = c->reach;
+	for (size_t i = 0; i < c->img->n_runs; i++)
+		for (uint64_t p = 0; p < c->img->runs[i].npages; p++)
+			r->totals.staged[ship_class(c, c->img->runs[i].addr + p * PAGE_SIZE)] +=
+				PAGE_SIZE;
+}
+
+void reach_note_shipped(struct capture *c, uint64_t addr, const uint8_t *rec, size_t len)
+{
+	if (!c->reach)
+		return;
+	enum reach_ship_class k = ship_class(c, addr);
+	uint64_t nz = 0;
+	for (size_t i = 0; i < len; i++)
+		nz += rec[i] != 0;
+	c->reach->totals.shipped[k] += len;
+	c->reach->totals.shipped_nonzero[k] += nz;
 }
 
 /* ---------- the whole ---------- */
@@ -653,6 +852,8 @@ static const char *reach_skip_reason(struct capture *c, bool all_staged)
 {
 	struct reach *r = c->reach;
 	const char *env = getenv("CHECKSYNC_REACH");
+	if (c->reach_off)
+		return "off (reach = off)";
 	if (env && strcmp(env, "off") == 0)
 		return "off (CHECKSYNC_REACH=off)";
 	if (!c->go || !c->go->reach_ok)
@@ -677,12 +878,20 @@ int capture_reach(struct capture *c, bool all_staged)
 	memset(st, 0, sizeof(*st));
 	if (why) {
 		st->state = why;
-		if (c->reach)
+		if (c->reach) {
 			c->reach->totals.scans_skipped++;
+			c->reach->n_ns = 0; /* nothing is new: the breakdown counts it all as old */
+			c->reach->lo = c->reach->hi = 0;
+			count_staged(c);
+		}
 		return 0;
 	}
 	struct reach *r = c->reach;
+	r->c = c;
 	r->n_work = 0;
+	r->dead_root_words = 0;
+	const char *dbg = getenv("CHECKSYNC_DEBUG_REACH_ROOTS");
+	r->debug_roots = dbg ? atoi(dbg) : 0;
 	memset(r->root_hits, 0, sizeof(r->root_hits));
 	rc = find_new_objects(c, all_staged);
 	/* The scan itself works on the snapshot; only the allocBits came from the live process. */
@@ -718,12 +927,15 @@ int capture_reach(struct capture *c, bool all_staged)
 		st->state = "done";
 	}
 out:
+	count_staged(c);
 	st->scan_us = now_us() - t0;
 	if (strcmp(st->state, "done") == 0) {
 		r->totals.scans_done++;
 		r->totals.new_bytes += st->new_bytes;
 		r->totals.reached_bytes += st->reached_bytes;
 		r->totals.zeroed_bytes += st->zeroed_bytes;
+		for (int k = 0; k <= MC_COUNT; k++)
+			r->totals.reached_from[k] += r->root_hits[k];
 	} else {
 		r->totals.scans_skipped++;
 	}
@@ -734,10 +946,10 @@ out:
 		  (unsigned long)st->zeroed_bytes, (unsigned long)st->root_bytes,
 		  (unsigned long)st->scan_us);
 	log_debug("reach: new bytes first reached from heap %lu, stacks %lu, globals %lu, "
-		  "off-heap %lu, registers %lu",
+		  "off-heap %lu, registers %lu; %lu dead root words left out",
 		  (unsigned long)r->root_hits[MC_HEAP], (unsigned long)r->root_hits[MC_STACKS],
 		  (unsigned long)r->root_hits[MC_GLOBALS], (unsigned long)r->root_hits[MC_OFFHEAP],
-		  (unsigned long)r->root_hits[MC_COUNT]);
+		  (unsigned long)r->root_hits[MC_COUNT], (unsigned long)r->dead_root_words);
 	return 0;
 }
 
@@ -808,4 +1020,47 @@ void capture_reach_totals(const struct capture *c, struct reach_totals *t)
 		*t = c->reach->totals;
 	else
 		memset(t, 0, sizeof(*t));
+}
+
+static const char *const ship_class_names[RS_COUNT] = {
+    [RS_HEAP_NEW] = "heap_new", [RS_HEAP_OLD] = "heap_old", [RS_STACKS] = "stacks",
+    [RS_GLOBALS] = "globals", [RS_OFFHEAP] = "offheap"};
+
+
+void capture_reach_report(const struct capture *c, struct status_report *r)
+{
+	struct reach_totals t;
+	char name[64];
+
+	capture_reach_totals(c, &t);
+	status_report_counter(r, "reach_scans_done", "", t.scans_done,
+			      "epochs whose new objects were scanned for reachability");
+	status_report_counter(r, "reach_scans_skipped", "", t.scans_skipped,
+			      "epochs that shipped every new object (no sound scan possible)");
+	status_report_counter(r, "reach_new", "bytes", t.new_bytes,
+			      "bytes of objects allocated since the previous epoch");
+	status_report_counter(r, "reach_reached", "bytes", t.reached_bytes,
+			      "of those, bytes of reachable objects (shipped)");
+	status_report_counter(r, "reach_reached_noscan", "bytes", t.reached_noscan,
+			      "of the reached bytes, those in noscan spans (no pointers)");
+	status_report_counter(r, "reach_zeroed", "bytes", t.zeroed_bytes,
+			      "staged bytes of unreachable new objects, shipped as zero");
+	for (int k = 0; k <= MC_COUNT; k++) {
+		if (k == MC_FREE || k == MC_ZERO)
+			continue; /* never roots */
+		snprintf(name, sizeof(name), "reach_reached_from_%s", root_names[k]);
+		status_report_counter(r, name, "bytes", t.reached_from[k],
+				      "reached new bytes first found from roots of this kind");
+	}
+	for (int k = 0; k < RS_COUNT; k++) {
+		snprintf(name, sizeof(name), "reach_staged_%s", ship_class_names[k]);
+		status_report_counter(r, name, "bytes", t.staged[k],
+				      "bytes staged for shipping in pages of this kind");
+		snprintf(name, sizeof(name), "reach_shipped_%s", ship_class_names[k]);
+		status_report_counter(r, name, "bytes", t.shipped[k],
+				      "delta bytes encoded for pages of this kind, before compression");
+		snprintf(name, sizeof(name), "reach_shipped_nonzero_%s", ship_class_names[k]);
+		status_report_counter(r, name, "bytes", t.shipped_nonzero[k],
+				      "of those, bytes not zero (zero runs compress to little)");
+	}
 }

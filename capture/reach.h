@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "capture.h"
+
 struct capture;
 
 /* One in-use span as the pause saw it (fields of runtime.mspan, through DWARF). */
@@ -28,6 +30,8 @@ void reach_stop_begin(struct capture *c);
 /* In the pause, from live.c: the heap's sweep generation, then each in-use span. */
 int reach_spans_begin(struct capture *c, uint32_t heap_sweepgen);
 int reach_note_span(struct capture *c, const struct reach_span_state *s);
+/* Every mspan of mheap_.allspans, in use or not (its metadata words are no roots). */
+int reach_note_mspan(struct capture *c, uint64_t span);
 /* Every in-use span was noted: the table may serve the next stop. */
 void reach_spans_end(struct capture *c);
 
@@ -45,8 +49,30 @@ int capture_reach(struct capture *c, bool all_staged);
 void capture_reach_drop_zero_pages(struct capture *c);
 
 /* Totals over every capture_reach() of a capture, for status and metrics. */
+/* What the shipped pages hold, by page: where the bytes per request go. */
+enum reach_ship_class {
+	RS_HEAP_NEW,	/* arena pages with new objects */
+	RS_HEAP_OLD,	/* other arena pages: old objects written, span tails */
+	RS_STACKS,	/* goroutine and thread stacks in use */
+	RS_GLOBALS,	/* the executable's data and bss */
+	RS_OFFHEAP,	/* runtime metadata, C memory, everything else */
+	RS_COUNT
+};
 struct reach_totals {
 	uint64_t scans_done, scans_skipped;
 	uint64_t new_bytes, reached_bytes, zeroed_bytes;
+	/* New bytes first reached from roots of each mem_class, MC_COUNT: registers. */
+	uint64_t reached_from[MC_COUNT + 1];
+	uint64_t reached_noscan; /* of reached_bytes, in noscan spans (data, no pointers) */
+	uint64_t staged[RS_COUNT];  /* bytes staged for shipping, by what the page holds */
+	uint64_t shipped[RS_COUNT]; /* delta bytes encoded for them (before compression) */
+	uint64_t shipped_nonzero[RS_COUNT]; /* of those, bytes not zero (what compression keeps) */
 };
 void capture_reach_totals(const struct capture *c, struct reach_totals *t);
+
+/* The link encoded the delta record rec of len bytes for the page at addr (incremental.c). */
+void reach_note_shipped(struct capture *c, uint64_t addr, const uint8_t *rec, size_t len);
+
+struct status_report;
+/* The reach_* counters of status and /metrics. */
+void capture_reach_report(const struct capture *c, struct status_report *r);

@@ -117,6 +117,7 @@ static const struct key_desc service_keys[] = {
     SKEY("role_swap", role_swap, KEY_ONOFF),
     SKEY("hosts", hosts, KEY_HOSTS),
     SKEY("precopy", precopy, KEY_ONOFF),
+    SKEY("reach", reach, KEY_ONOFF),
 };
 
 _Static_assert(ARRAY_SIZE(daemon_keys) <= MAX_KEYS, "raise MAX_KEYS");
@@ -981,6 +982,7 @@ int config_load_service(const char *path, enum role role, struct service_config 
 	    .compression = COMPRESSION_ZSTD,
 	    .delta_cache_mb = 64,
 	    .precopy = true,
+	    .reach = true,
 	    .witness_ttl_ms = 2000,
 	};
 	r = out->path ? check_own_file(&p) : oom(&p);

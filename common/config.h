@@ -147,6 +147,7 @@ struct service_config {
 	struct cmdline takeover_hook;	    /* optional */
 	bool output_commit;		    /* hold output until its epoch is acked; off */
 	bool precopy;			    /* read epochs' pages in rounds before the stop; on */
+	bool reach;			    /* zero unreachable new objects (capture/reach.c); on */
 	struct urllist witness;		    /* etcd arbiter (witness.h); optional */
 	uint32_t witness_ttl_ms;	    /* its lease, whole seconds; default 2000 */
 	char *witness_ca;		    /* https:// witness: etcd's CA (required then) */

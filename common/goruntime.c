@@ -498,6 +498,8 @@ static void layout_reach(struct layout_scan *s, struct go_layout *l)
 	struct named_die *span = lookup(s->types, s->n_types, "runtime.mspan");
 	l->span_largetype.off = -1;
 	l->malloc_headers = span && resolve_field(&span->die, "largeType", &l->span_largetype);
+	if (!span || !resolve_field(&span->die, "limit", &l->span_limit))
+		l->span_limit.off = -1;
 	/* With malloc headers the size above which objects carry one must be known. */
 	if (l->malloc_headers &&
 	    resolve_const(s, "runtime.minSizeForMallocHeader", &l->min_size_malloc_header, err,

@@ -36,6 +36,7 @@ struct go_layout {
 	 */
 	struct go_field span_freeindex, span_nelems, span_allocbits, span_sweepgen;
 	struct go_field span_specials, span_spanclass, span_largetype, heap_sweepgen;
+	struct go_field span_limit; /* optional (off -1): the end of a span's objects */
 	bool reach_ok, malloc_headers;
 	uint64_t min_size_malloc_header; /* objects larger than this carry a type word */
 	/* runtime.g */

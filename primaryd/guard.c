@@ -112,7 +112,14 @@ static void epoch_cb(evutil_socket_t fd, short what, void *arg)
 
 bool guard_epoch_may_ship(struct guard *g)
 {
-	if (link_backlog(g) > BACKLOG_LIMIT || link_busy(g)) {
+	if (link_busy(g)) {
+		/* Late, not skipped: link.c runs the epoch once the last one is queued. */
+		if (g->epoch_owed)
+			g->merged++;
+		g->epoch_owed = true;
+		return false;
+	}
+	if (link_backlog(g) > BACKLOG_LIMIT) {
 		g->merged++;
 		return false;
 	}
@@ -543,6 +550,7 @@ int guard_start_service(struct guard *g)
 		return r;
 	g->sess->use_wp = g->svc->dirty_tracking == DIRTY_UFFD;
 	g->sess->use_precopy = g->sess->use_wp && g->svc->precopy;
+	g->sess->c.reach_off = !g->svc->reach;
 	r = capture_session_set_deltas(g->sess, (uint64_t)g->svc->delta_cache_mb << 20,
 				       g->svc->compression);
 	if (r < 0)

@@ -55,6 +55,7 @@ struct guard {
 	uint64_t last_tick_us;
 	uint64_t last_heard_us; /* the backup renewed the lease (our clock, when we read it) */
 	uint64_t merged; /* epochs skipped while the backup caught up */
+	bool epoch_owed; /* a tick found the last epoch still being queued: it goes when that is done (link.c) */
 	uint64_t resumed; /* reconnects that went on from the backup's epoch (resume.c) */
 
 	/* figures for status */

@@ -88,6 +88,7 @@ static void drop_link(struct guard *g, const char *why)
 	g->link.dec = NULL;
 	g->link.hello_ok = false;
 	epoch_free(g);
+	g->epoch_owed = false;
 	if (g->link.sendq.buf)
 		sendq_clear(&g->link.sendq);
 	guard_link_lost(g);
@@ -551,6 +552,15 @@ static int finish_epoch(struct guard *g, struct link_epoch *e)
 	g->link.last_bytes = g->link.total_bytes - g->link.epoch_bytes_from;
 	pump(g);
 	epoch_free(g);
+	/*
+	 * An epoch tick came while this one was being queued: the next epoch
+	 * goes now, not a whole interval later (that halved epochs/s whenever
+	 * shipping took a little longer than the interval).
+	 */
+	if (g->epoch_owed && g->epoch_ev) {
+		g->epoch_owed = false;
+		event_active(g->epoch_ev, EV_TIMEOUT, 1);
+	}
 	return 0;
 }
 

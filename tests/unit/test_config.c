@@ -200,7 +200,7 @@ static const struct bad_case bad_cases[] = {
      "unknown key 'epoch_intervall' in [service] (expected one of: name, command, pid_file, "
      "executable, backup, primary, backup_name, epoch_interval_ms, heartbeat_interval_ms, "
      "failover_timeout_ms, lease_ms, dirty_tracking, fence_hook, takeover_hook, debug_file, "
-     "compression, delta_cache_mb, output_commit, witness, witness_ttl_ms, on_backup_loss, witness_ca, witness_cert, witness_key, role_swap, hosts, precopy)"},
+     "compression, delta_cache_mb, output_commit, witness, witness_ttl_ms, on_backup_loss, witness_ca, witness_cert, witness_key, role_swap, hosts, precopy, reach)"},
     {ROLE_PRIMARY, false, "[servic]\ncommand = /bin/x\n", 1,
      "unknown section [servic] (expected [service])"},
     {ROLE_PRIMARY, false, SVC "[extra]\n", 4, "unknown section [extra] (expected [service])"},
