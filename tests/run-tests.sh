@@ -1,7 +1,8 @@
 #!/bin/bash
-# Builds CheckSync and runs every test suite (unit, e2e, fuzz), then the unit
+# Builds CheckSync and runs every test suite (unit, e2e, fuzz), and the unit
 # suite again in a second build with AddressSanitizer and
-# UndefinedBehaviorSanitizer (build-asan/). Used by README.md and .ci/run.
+# UndefinedBehaviorSanitizer (build-asan/; first, while the systemd test's
+# root file system is made). Used by README.md and .ci/run.
 # Extra arguments go to `meson test` of the first build only (e.g. --suite
 # unit); the sanitizer build runs only when there are none.
 set -uo pipefail
@@ -9,25 +10,37 @@ cd "$(dirname "$0")/.."
 tests/install-deps.sh || exit 1
 [ -d build ] || meson setup build || exit 1
 meson compile -C build || exit 1
-# A meson that dies before writing its log must not leave an older run's results to be counted.
-rm -f build/meson-logs/testlog.json
-meson test -C build --print-errorlogs "$@"
-rc=$?
-if [ ! -s build/meson-logs/testlog.json ]; then
-    echo "run-tests.sh: meson test wrote no build/meson-logs/testlog.json (exit $rc): no test ran" >&2
-    echo "0 passed, 1 failed, 0 skipped"
-    exit $(( rc ? rc : 1 ))
-fi
-logs=(build/meson-logs/testlog.json)
+rc=0
+logs=()
 if [ $# -eq 0 ]; then
+	# The systemd test's root file system (debootstrap, minutes of mostly download; cached in
+	# build/tests/tmp/nspawn) is made while the sanitizer build compiles, and is done before any
+	# test runs: no test, timed or not, runs beside it. The systemd test makes it itself if this
+	# fails (and says why).
+	CHECKSYNC_PRIMARYD="$PWD/build/primaryd/checksync-primaryd" \
+		CHECKSYNC_BACKUPD="$PWD/build/backupd/checksync-backupd" \
+		CHECKSYNC_TEST_TMP="$PWD/build/tests/tmp" \
+		python3 tests/lib/nspawn.py >build/meson-logs/nspawn-base.log 2>&1 &
+	base_pid=$!
 	# -Db_lundef=false: the sanitizers' runtimes resolve some symbols at load time.
 	[ -d build-asan ] || meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false ||
 		exit 1
 	meson compile -C build-asan || exit 1
+	wait "$base_pid" || echo "run-tests.sh: the systemd test's root file system was not made ahead:" \
+		"$(tail -n 3 build/meson-logs/nspawn-base.log)" >&2
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		meson test -C build-asan --print-errorlogs --suite unit || rc=1
 	logs+=(build-asan/meson-logs/testlog.json)
 fi
+# A meson that dies before writing its log must not leave an older run's results to be counted.
+rm -f build/meson-logs/testlog.json
+meson test -C build --print-errorlogs "$@" || rc=1
+if [ ! -s build/meson-logs/testlog.json ]; then
+    echo "run-tests.sh: meson test wrote no build/meson-logs/testlog.json (exit $rc): no test ran" >&2
+    echo "0 passed, 1 failed, 0 skipped"
+    exit 1
+fi
+logs+=(build/meson-logs/testlog.json)
 # One closing line that any reader of the log can count, over both builds.
 python3 - "${logs[@]}" <<'PY'
 import json, sys

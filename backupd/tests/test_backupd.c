@@ -47,6 +47,7 @@ struct env {
 	pid_t pid;
 	int notify_fd; /* our end of NOTIFY_SOCKET */
 	pthread_t notify_thread;
+	bool notify_running;
 	pthread_mutex_t notify_lock;
 	char notified[16384]; /* the newest notifications, one a line */
 	size_t notified_len;
@@ -171,7 +172,11 @@ static void *notify_reader(void *arg)
 	char buf[2048];
 	ssize_t n;
 
-	while ((n = recv(e->notify_fd, buf, sizeof(buf) - 1, 0)) >= 0) {
+	/*
+	 * Until teardown's shutdown(): from then on recv() returns 0 at once,
+	 * forever, so 0 ends the loop (sd_notify sends no empty datagram).
+	 */
+	while ((n = recv(e->notify_fd, buf, sizeof(buf) - 1, 0)) > 0) {
 		pthread_mutex_lock(&e->notify_lock);
 		if (e->notified_len + n + 2 > sizeof(e->notified))
 			e->notified_len = 0; /* keep the newest */
@@ -196,6 +201,7 @@ static int listen_notify(struct env *e)
 	pthread_mutex_init(&e->notify_lock, NULL);
 	if (pthread_create(&e->notify_thread, NULL, notify_reader, e) != 0)
 		return -EAGAIN;
+	e->notify_running = true;
 	setenv("NOTIFY_SOCKET", sun.sun_path, 1);
 	setenv("WATCHDOG_USEC", "200000", 1);
 	return 0;
@@ -364,8 +370,15 @@ static void teardown(struct env *e)
 	SSL_CTX_free(e->primary);
 	SSL_CTX_free(e->other);
 	free((char *)e->conf);
+	/*
+	 * The reader writes into *e, which lives in run_unit()'s frame: it must be
+	 * gone before that frame is. Left running, it wrote into the stack that
+	 * exit()'s handlers (OPENSSL_cleanup) ran on: their SEGV, now and then.
+	 */
 	if (e->notify_fd > 0) {
 		shutdown(e->notify_fd, SHUT_RDWR); /* ends the reader's recv() */
+		if (e->notify_running)
+			pthread_join(e->notify_thread, NULL);
 		close(e->notify_fd);
 	}
 	if (!unit_failures && !getenv("CHECKSYNC_TEST_KEEP"))

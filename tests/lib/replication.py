@@ -918,6 +918,25 @@ class Prober(cs.Load):
         return [a for a in list(self.attempts) if a[2]]
 
 
+class Probing:
+    """Probers on several clients at once, as a with-block: PROBING(a=client_a, b=client_b)
+    starts a Prober labelled a on client_a and one labelled b on client_b, gives them in
+    that order, and stops them all on the way out (also when a check raises)."""
+
+    def __init__(self, **clients):
+        self.probers = [Prober(client, label) for label, client in clients.items()]
+
+    def __enter__(self):
+        for p in self.probers:
+            p.start()
+        return self.probers
+
+    def __exit__(self, *exc):
+        for p in self.probers:
+            p.stop()
+        return False
+
+
 class Writer(cs.KVWriter):
     """checksync.KVWriter with its own key PREFIX (default "k") and PAD bytes of padding
     in each value (bigger epochs)."""
