@@ -367,7 +367,8 @@ static int primary_start(struct primary *p, const char *config_path)
  */
 #define PRIMARYD_NICE 10
 
-static void run_ahead_of_services(void)
+/* Before any service starts (they inherit the reset); 0, or -errno. *nice: the nice aimed at. */
+static int run_ahead_of_services(int *nice)
 {
 	struct sched_param sp = {0};
 	int was;
@@ -375,14 +376,22 @@ static void run_ahead_of_services(void)
 	errno = 0;
 	was = getpriority(PRIO_PROCESS, 0);
 	if (errno)
-		return;
+		return -errno;
+	*nice = was - PRIMARYD_NICE;
 	if (sched_setscheduler(0, SCHED_OTHER | SCHED_RESET_ON_FORK, &sp) < 0 ||
-	    setpriority(PRIO_PROCESS, 0, was - PRIMARYD_NICE) < 0)
-		log_warn("cannot run ahead of the services (nice %d): %m; epochs may merge on a busy CPU",
-			 was - PRIMARYD_NICE);
+	    setpriority(PRIO_PROCESS, 0, *nice) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Said once the configuration is good, so that a bad one gets its one error line only. */
+static void say_priority(int r, int nice)
+{
+	if (r < 0)
+		log_warn("cannot run ahead of the services (nice %d): %s; epochs may merge on a busy CPU",
+			 nice, strerror(-r));
 	else
-		log_info("running at nice %d, %d steps ahead of the services", was - PRIMARYD_NICE,
-			 PRIMARYD_NICE);
+		log_info("running at nice %d, %d steps ahead of the services", nice, PRIMARYD_NICE);
 }
 
 int primary_run(const char *config_path)
@@ -390,9 +399,10 @@ int primary_run(const char *config_path)
 	struct primary p = {0};
 
 	signal(SIGPIPE, SIG_IGN);
-	run_ahead_of_services();
+	int nice = 0, prio = run_ahead_of_services(&nice);
 	int r = primary_start(&p, config_path);
 	if (r == 0) {
+		say_priority(prio, nice);
 		sd_notify(0, "READY=1");
 		log_info("guarding %zu service(s)", p.n_svcs);
 		if (event_base_dispatch(p.base) < 0)
