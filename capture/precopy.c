@@ -105,7 +105,6 @@ static uint64_t store_alloc(struct precopy *p, uint64_t len)
 	return off;
 }
 
-
 static int push_todo(struct precopy *p, uint64_t addr, uint64_t len, uint64_t off)
 {
 	while (len) {

@@ -62,7 +62,7 @@ void precopy_init(struct precopy *p);
 void precopy_free(struct precopy *p);
 /* Forget the rounds (the store's contents); the written ranges stay owed. */
 void precopy_reset(struct precopy *p);
-/* Take back a store an image was given (precopy_take) once it is shipped;
+/* Take back a store an image was given (precopy_place) once it is shipped;
  * unmaps it when a spare is held already. */
 void precopy_recycle(struct precopy *p, uint8_t *buf, uint64_t cap);
 
