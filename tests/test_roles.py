@@ -492,6 +492,22 @@ def both_die(run, serving, other):
                 lambda: restored_once(serving) is None, 10, 0.1)
 
 
+def check_end(r, run, a, b):
+    """What every run ends on: one copy serves every acknowledged write, and no copy
+    was restored twice (one takeover per failover, each of a newer epoch)."""
+    host, _ = run.one_copy("at the end")
+    problems = cs.kv_check(host.client(), run.expected, each=True)
+    r.check(f"at the end: every write acknowledged before each kill ({len(run.expected)}) is "
+            f"served by {host}", not problems, "all", cs.summarize(problems))
+    all_takeovers = a.takeovers() + b.takeovers()
+    r.check("no backupd restored anything beyond one copy per failover",
+            len(all_takeovers) == run.failovers, run.failovers, all_takeovers)
+    epochs = [e for _, _, e in run.restored]
+    r.check("no copy restored twice: one takeover per failover, each of a newer epoch",
+            len(epochs) == run.failovers and epochs == sorted(set(epochs)),
+            f"{run.failovers} increasing epochs", epochs)
+
+
 def main(r):
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     oc = (sys.argv[2] if len(sys.argv) > 2 else "on") == "on"
@@ -532,17 +548,7 @@ def main(r):
         handover(run, b, a)
         handover(run, a, b)
         both_die(run, b, a)
-        host, _ = run.one_copy("at the end")
-        problems = cs.kv_check(host.client(), run.expected, each=True)
-        r.check(f"at the end: every write acknowledged before each kill ({len(run.expected)}) is "
-                f"served by {host}", not problems, "all", cs.summarize(problems))
-        all_takeovers = a.takeovers() + b.takeovers()
-        r.check("no backupd restored anything beyond one copy per failover",
-                len(all_takeovers) == run.failovers, run.failovers, all_takeovers)
-        epochs = [e for _, _, e in run.restored]
-        r.check("no copy restored twice: one takeover per failover, each of a newer epoch",
-                len(epochs) == run.failovers and epochs == sorted(set(epochs)),
-                f"{run.failovers} increasing epochs", epochs)
+        check_end(r, run, a, b)
 
 
 if __name__ == "__main__":

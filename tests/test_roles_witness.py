@@ -133,17 +133,7 @@ def main(r):
         other = b if serving is a else a
         roles.handover(run, serving, other)
         key_follows(r, topo, other, serving, "after the handover")
-        host, _ = run.one_copy("at the end")
-        problems = cs.kv_check(host.client(), run.expected, each=True)
-        r.check(f"at the end: every write acknowledged before each kill ({len(run.expected)}) is "
-                f"served by {host}", not problems, "all", cs.summarize(problems))
-        all_takeovers = a.takeovers() + b.takeovers()
-        r.check("no backupd restored anything beyond one copy per failover",
-                len(all_takeovers) == run.failovers, run.failovers, all_takeovers)
-        epochs = [e for _, _, e in run.restored]
-        r.check("no copy restored twice: one takeover per failover, each of a newer epoch",
-                len(epochs) == run.failovers and epochs == sorted(set(epochs)),
-                f"{run.failovers} increasing epochs", epochs)
+        roles.check_end(r, run, a, b)
 
 
 if __name__ == "__main__":
