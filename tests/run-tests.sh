@@ -2,13 +2,23 @@
 # Builds CheckSync and runs every test suite (unit, e2e, fuzz), and the unit
 # suite again in a second build with AddressSanitizer and
 # UndefinedBehaviorSanitizer (build-asan/; first, while the systemd test's
-# root file system is made). Used by README.md and .ci/run.
+# root file system is made). The Go workloads are built while the C builds
+# compile. Used by README.md and .ci/run.
 # Extra arguments go to `meson test` of the first build only (e.g. --suite
 # unit); the sanitizer build runs only when there are none.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 tests/install-deps.sh || exit 1
 [ -d build ] || meson setup build || exit 1
+test_env=(CHECKSYNC_PRIMARYD="$PWD/build/primaryd/checksync-primaryd"
+	CHECKSYNC_BACKUPD="$PWD/build/backupd/checksync-backupd"
+	CHECKSYNC_TEST_TMP="$PWD/build/tests/tmp" CHECKSYNC_SRC="$PWD")
+if [ $# -eq 0 ]; then
+	# The Go workloads of every Go version the tests use (tests/lib/prebuild.py), built once
+	# while the C builds compile; a test finds its binary made, or builds it itself.
+	env "${test_env[@]}" python3 tests/lib/prebuild.py >build/meson-logs/go-prebuild.log 2>&1 &
+	go_pid=$!
+fi
 meson compile -C build || exit 1
 rc=0
 logs=()
@@ -17,10 +27,7 @@ if [ $# -eq 0 ]; then
 	# build/tests/tmp/nspawn) is made while the sanitizer build compiles, and is done before any
 	# test runs: no test, timed or not, runs beside it. The systemd test makes it itself if this
 	# fails (and says why).
-	CHECKSYNC_PRIMARYD="$PWD/build/primaryd/checksync-primaryd" \
-		CHECKSYNC_BACKUPD="$PWD/build/backupd/checksync-backupd" \
-		CHECKSYNC_TEST_TMP="$PWD/build/tests/tmp" \
-		python3 tests/lib/nspawn.py >build/meson-logs/nspawn-base.log 2>&1 &
+	env "${test_env[@]}" python3 tests/lib/nspawn.py >build/meson-logs/nspawn-base.log 2>&1 &
 	base_pid=$!
 	# -Db_lundef=false: the sanitizers' runtimes resolve some symbols at load time.
 	[ -d build-asan ] || meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false ||
@@ -28,6 +35,8 @@ if [ $# -eq 0 ]; then
 	meson compile -C build-asan || exit 1
 	wait "$base_pid" || echo "run-tests.sh: the systemd test's root file system was not made ahead:" \
 		"$(tail -n 3 build/meson-logs/nspawn-base.log)" >&2
+	wait "$go_pid" || echo "run-tests.sh: some Go workloads were not built ahead (the tests build" \
+		"them):" "$(grep '^prebuild.py' build/meson-logs/go-prebuild.log | tail -n 3)" >&2
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		meson test -C build-asan --print-errorlogs --suite unit || rc=1
 	logs+=(build-asan/meson-logs/testlog.json)
