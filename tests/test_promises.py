@@ -48,9 +48,11 @@ RESTART_WITHIN_S = 0.3
 TARGET_MS = 200  # a planned handover's unavailability (issue 7), as primaryd reports it
 
 
+NET = random.randint(1, 254)  # one subnet for every round: its certificates are made once
+
+
 def new_topology():
-    net = random.randint(1, 254)
-    return rp.Topology(net), rp.make_certs(f"10.213.{net}.2")
+    return rp.Topology(NET), rp.make_certs(f"10.213.{NET}.2")
 
 
 def wait_replicated(up):

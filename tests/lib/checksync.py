@@ -528,7 +528,7 @@ class Hosts:
 
     def close(self):
         """Kills what runs in the namespaces, deletes them; returns what it could not."""
-        problems = []
+        problems, deleted = [], {}
         while self._created:
             ns = self._created.pop()
             r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
@@ -537,7 +537,10 @@ class Hosts:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
             r = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True)
-            if r.returncode != 0 or ns in netns_list():
+            deleted[ns] = r
+        left = netns_list() if deleted else []  # one look for all of them
+        for ns, r in deleted.items():
+            if r.returncode != 0 or ns in left:
                 problems.append(f"could not delete netns {ns}: {r.stderr.strip()}")
         return problems
 

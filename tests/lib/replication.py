@@ -104,21 +104,23 @@ class Topology:
     def __enter__(self):
         cs._hosts.append(self)  # checksync's cleanup closes us too, even on SIGTERM
         self.sockdir = tempfile.mkdtemp(prefix="cs-sock-", dir="/tmp")
+        # One `ip -batch` per namespace (five commands, not 23: a test makes a topology per round).
+        names = (self.sw, self.a, self.b, self.c)
         try:
-            for ns in (self.sw, self.a, self.b, self.c):
-                cs._ip("netns", "add", ns)
-                self._created.append(ns)
-                cs._ip("-n", ns, "link", "set", "lo", "up")
-            cs._ip("-n", self.sw, "link", "add", "br0", "type", "bridge")  # STP off: forwards at once
-            cs._ip("-n", self.sw, "link", "set", "br0", "up")
+            try:
+                _ip_batch(None, [f"netns add {ns}" for ns in names])
+            finally:
+                made = cs.netns_list()
+                self._created += [ns for ns in names if ns in made]
+            sw = ["link set lo up", "link add br0 type bridge", "link set br0 up"]  # STP off: forwards at once
             for host in (self.a, self.b, self.c):
-                port = self.port[host]
-                cs._ip("-n", self.sw, "link", "add", port, "type", "veth", "peer", "name", DEV,
-                       "netns", host)
-                cs._ip("-n", self.sw, "link", "set", port, "master", "br0", "up")
-                cs._ip("-n", host, "addr", "add", self.addr[host] + "/24", "dev", DEV)
-                cs._ip("-n", host, "link", "set", DEV, "up")
-            cs._ip("-n", self.a, "addr", "add", self.vip + "/24", "dev", DEV)
+                sw += [f"link add {self.port[host]} type veth peer name {DEV} netns {host}",
+                       f"link set {self.port[host]} master br0 up"]
+            _ip_batch(self.sw, sw)
+            for host in (self.a, self.b, self.c):
+                _ip_batch(host, ["link set lo up", f"addr add {self.addr[host]}/24 dev {DEV}",
+                                 f"link set {DEV} up"] + ([f"addr add {self.vip}/24 dev {DEV}"]
+                                                          if host == self.a else []))
         except BaseException:
             self.close()
             raise
@@ -190,6 +192,18 @@ class Topology:
             return False
 
 
+def _ip_batch(netns, commands):
+    """Runs COMMANDS (ip's own syntax, one a line) in one `ip [-n NETNS] -batch -`; it stops at
+    the first that fails, and the error names that one."""
+    args = (["-n", netns] if netns else []) + ["-batch", "-"]
+    r = subprocess.run(["ip", *args], input="\n".join(commands) + "\n", capture_output=True, text=True,
+                       timeout=30)
+    if r.returncode != 0:
+        m = re.search(r"Command failed -:(\d+)", r.stderr)
+        what = commands[int(m.group(1)) - 1] if m and 0 < int(m.group(1)) <= len(commands) else "; ".join(commands)
+        raise cs.TestError(f"`ip {' '.join(args[:-2])} {what}` failed: {r.stderr.strip()}")
+
+
 def _bridge(*args):
     r = subprocess.run(["bridge", *args], capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
@@ -236,6 +250,9 @@ Certs = collections.namedtuple("Certs", "dir ca primary backup other_ca other se
 # each of primary, backup, other, self_signed, intruder is a (cert, key) pair of paths
 
 
+_certs_made = {}  # backup IP -> Certs: one test's rounds on one subnet share them (make_certs)
+
+
 def make_certs(backup_ip):
     """Certificates for one test run, made with the openssl command (as tests/unit/test_tls.c):
 
@@ -247,7 +264,15 @@ def make_certs(backup_ip):
       self_signed   CN primary.test, signed by itself
       intruder      CN intruder.test, signed by ca (right CA, wrong name), both EKUs
     The others carry both EKUs, so that only what each case is about is wrong.
+    Made once per BACKUP_IP in a test process (about 20 openssl commands: seconds on a
+    loaded machine, and a test's rounds each asked again); no test changes them.
     """
+    if backup_ip not in _certs_made:
+        _certs_made[backup_ip] = _make_certs(backup_ip)
+    return _certs_made[backup_ip]
+
+
+def _make_certs(backup_ip):
     d = cs.run_dir("certs")
     with open(os.path.join(d, "cnf"), "w") as f:
         f.write(_OPENSSL_CNF)
@@ -701,7 +726,7 @@ def wait_status(daemon, timeout=15):
         if r.rc == 0:
             return r.stdout
         last = (r.stderr or r.stdout).strip()
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise cs.TestError(f"expected `{daemon.kind} status` to answer within {timeout}s; last: {last!r}; "
                        f"its log:\n{daemon.log_tail()}")
 
@@ -720,7 +745,7 @@ def wait_acked(primary, backup, at_least=1, timeout=30):
             return (pa, be)
         raise cs.TestError(f"primaryd status (acked {pa}):\n{p['raw']}\nbackupd status (epoch {be}):\n{b['raw']}")
     try:
-        return wait_for(f"epoch >= {at_least} acked by the primary and held by the backup", both, timeout, 0.1)
+        return wait_for(f"epoch >= {at_least} acked by the primary and held by the backup", both, timeout)
     except cs.TestError as e:
         raise cs.TestError(f"{e}\nprimaryd log:\n{primary.log_tail()}\nbackupd log:\n{backup.log_tail()}")
 
