@@ -115,18 +115,36 @@ static size_t changed_end(const uint8_t *a, const uint8_t *b, size_t i)
 	return DELTA_PAGE;
 }
 
-/* The run body, or SIZE_MAX when it would reach a whole page. */
-static size_t encode_zrun(const uint8_t *base, const uint8_t *cur, uint8_t *out)
+/* The 64-byte blocks that bytes [i, end) touch. */
+static uint64_t blocks_of(size_t i, size_t end)
+{
+	unsigned lo = i / BLOCK, hi = (end - 1) / BLOCK;
+	uint64_t upto = hi == 63 ? ~0ull : (1ull << (hi + 1)) - 1;
+	return upto & ~((1ull << lo) - 1);
+}
+
+/*
+ * The run body, or SIZE_MAX when it would reach a whole page. *blocks gets
+ * the changed 64-byte blocks as a by-product when the body is complete: a
+ * run starts and ends on a byte that differs and holds no gap longer than
+ * MERGE_GAP, so every block it touches holds a changed byte, exactly as
+ * changed_blocks() would find, without reading the page a second time.
+ */
+static size_t encode_zrun(const uint8_t *base, const uint8_t *cur, uint8_t *out, uint64_t *blocks)
 {
 	size_t i = 0, last = 0, o = 0;
+	uint64_t mask = 0;
 
 	for (;;) {
 		i = skip_equal(base, cur, i);
-		if (i == DELTA_PAGE)
+		if (i == DELTA_PAGE) {
+			*blocks = mask;
 			return o;
+		}
 		size_t end = changed_end(base, cur, i);
 		if (o + 6 + (end - i) >= DELTA_PAGE)
 			return SIZE_MAX;
+		mask |= blocks_of(i, end);
 		o += put_varint(out + o, i - last);
 		o += put_varint(out + o, end - i);
 		memcpy(out + o, cur + i, end - i);
@@ -173,8 +191,10 @@ size_t delta_encode_page(uint64_t addr, const uint8_t *base, const uint8_t *cur,
 			 enum delta_kind *kind)
 {
 	uint8_t *body = out + DELTA_REC_HEAD;
-	size_t len = encode_zrun(base, cur, body);
-	uint64_t mask = len == 0 ? 0 : changed_blocks(base, cur);
+	uint64_t mask = 0;
+	size_t len = encode_zrun(base, cur, body, &mask);
+	if (len == SIZE_MAX) /* runs gave up before the page's end: blocks may still do */
+		mask = changed_blocks(base, cur);
 	size_t blocks_len = 8 + (size_t)__builtin_popcountll(mask) * BLOCK;
 
 	*kind = DELTA_ZRUN;
@@ -196,10 +216,11 @@ size_t delta_encode_as(enum delta_kind want, uint64_t addr, const uint8_t *base,
 	uint8_t *body = out + DELTA_REC_HEAD;
 	size_t len = SIZE_MAX;
 
+	uint64_t mask;
 	if (want == DELTA_ZRUN)
-		len = encode_zrun(base, cur, body);
+		len = encode_zrun(base, cur, body, &mask);
 	else if (want == DELTA_BLOCKS) {
-		uint64_t mask = changed_blocks(base, cur);
+		mask = changed_blocks(base, cur);
 		if (8 + (size_t)__builtin_popcountll(mask) * BLOCK < DELTA_PAGE)
 			len = encode_blocks(mask, cur, body);
 	}

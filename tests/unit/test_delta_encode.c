@@ -63,6 +63,40 @@ static size_t ref_zrun(const uint8_t *a, const uint8_t *b, uint8_t *out)
 	}
 }
 
+/* The record delta_encode_page() must give: the shorter of runs and changed 64-byte blocks. */
+static size_t ref_page(const uint8_t *a, const uint8_t *b, uint8_t *out, enum delta_kind *kind)
+{
+	uint8_t *body = out + DELTA_REC_HEAD;
+	size_t len = ref_zrun(a, b, body);
+	uint64_t mask = 0;
+	for (unsigned k = 0; len != 0 && k < PAGE / 64; k++)
+		if (memcmp(a + k * 64, b + k * 64, 64) != 0)
+			mask |= 1ull << k;
+	size_t blocks_len = 8 + (size_t)__builtin_popcountll(mask) * 64;
+
+	*kind = DELTA_ZRUN;
+	if (len != 0 && blocks_len < len && blocks_len < PAGE) {
+		memcpy(body, &mask, 8); /* little-endian host (x86-64) */
+		len = 8;
+		for (unsigned k = 0; k < PAGE / 64; k++)
+			if (mask & (1ull << k)) {
+				memcpy(body + len, b + k * 64, 64);
+				len += 64;
+			}
+		*kind = DELTA_BLOCKS;
+	} else if (len == SIZE_MAX) {
+		memcpy(body, b, PAGE);
+		len = PAGE;
+		*kind = DELTA_WHOLE;
+	}
+	uint64_t addr = 0x1000;
+	uint16_t l = (uint16_t)len;
+	memcpy(out, &addr, 8);
+	out[8] = (uint8_t)*kind;
+	memcpy(out + 9, &l, 2);
+	return DELTA_REC_HEAD + len;
+}
+
 /* ---------- checks ---------- */
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -98,11 +132,16 @@ static void check_pair(const uint8_t *base, const uint8_t *cur)
 	CHECK_INT(delta_apply(rec[8], rec + DELTA_REC_HEAD, len, page), 0);
 	CHECK(memcmp(page, cur, PAGE) == 0);
 
-	/* delta_encode_page (the shorter of runs and blocks) applies back too */
-	enum delta_kind kind;
+	/* delta_encode_page (the shorter of runs and blocks): the reference's record, applies back */
+	static uint8_t ref[DELTA_REC_MAX];
+	enum delta_kind kind, ref_kind;
 	n = delta_encode_page(0x1000, base, cur, rec, &kind);
+	size_t rn = ref_page(base, cur, ref, &ref_kind);
 	memcpy(&len, rec + 9, 2);
 	CHECK_INT(n, DELTA_REC_HEAD + len);
+	CHECK_INT(kind, ref_kind);
+	CHECK_INT(n, rn);
+	CHECK(memcmp(rec, ref, n < rn ? n : rn) == 0);
 	memcpy(page, base, PAGE);
 	CHECK_INT(delta_apply(kind, rec + DELTA_REC_HEAD, len, page), 0);
 	CHECK(memcmp(page, cur, PAGE) == 0);
@@ -141,6 +180,30 @@ static void test_edges(void)
 		cur[100 + s] ^= 1, cur[101 + s] ^= 1, cur[104 + s] ^= 1, cur[105 + s] ^= 1;
 		check_pair(base, cur);
 	}
+
+	/* scattered changes: runs give up, blocks win (the mask comes from changed_blocks then) */
+	memcpy(cur, base, PAGE);
+	for (size_t i = 0; i < PAGE / 2; i += 3)
+		cur[i] ^= 1;
+	check_pair(base, cur);
+	/* one changed byte in each of a few blocks, and in every block */
+	for (size_t step = 64; step <= 1024; step *= 2) {
+		memcpy(cur, base, PAGE);
+		for (size_t i = 63; i < PAGE; i += step)
+			cur[i] ^= 1, cur[i - 63 + (i / 64) % 64] ^= 2;
+		check_pair(base, cur);
+	}
+
+	/* every other block wholly changed: blocks win, each run ending on a block's end */
+	memcpy(cur, base, PAGE);
+	for (size_t k = 0; k < 16; k += 2)
+		for (size_t i = k * 64; i < k * 64 + 64; i++)
+			cur[i] ^= 0x11;
+	check_pair(base, cur);
+	enum delta_kind kind;
+	static uint8_t rec[DELTA_REC_MAX];
+	CHECK_INT(delta_encode_page(0x1000, base, cur, rec, &kind), DELTA_REC_HEAD + 8 + 8 * 64);
+	CHECK_INT(kind, DELTA_BLOCKS);
 
 	/* the whole page changed: whole */
 	for (size_t i = 0; i < PAGE; i++)
