@@ -483,6 +483,7 @@ struct replay {
 	struct store *s;
 	struct store_epoch *e;
 	bool want_full, committed;
+	bool sha256; /* a file of protocol version 2 (JOURNAL_MAGIC_SHA256) */
 	char *err;
 	size_t errlen;
 };
@@ -495,7 +496,10 @@ static int replay_msg(struct replay *rp, const struct wire_msg *m)
 				 rp->want_full ? ".full" : ".delta", m->epoch_begin.base_epoch);
 			return -EBADMSG;
 		}
-		return store_epoch_begin(rp->s, &m->epoch_begin, &rp->e, rp->err, rp->errlen);
+		int r = store_epoch_begin(rp->s, &m->epoch_begin, &rp->e, rp->err, rp->errlen);
+		if (r == 0 && rp->sha256)
+			r = store_epoch_hash_sha256(rp->e);
+		return r;
 	}
 	if (!rp->e) {
 		snprintf(rp->err, rp->errlen, "%s before EPOCH_BEGIN", wire_type_name(m->type));
@@ -517,10 +521,12 @@ static int replay_fd(int fd, struct replay *rp)
 
 	if (!dec || !buf)
 		return -ENOMEM;
-	if (read(fd, magic, 8) != 8 || memcmp(magic, JOURNAL_MAGIC, 8) != 0) {
+	if (read(fd, magic, 8) != 8 ||
+	    (memcmp(magic, JOURNAL_MAGIC, 8) != 0 && memcmp(magic, JOURNAL_MAGIC_SHA256, 8) != 0)) {
 		snprintf(rp->err, rp->errlen, "not an epoch file (bad magic)");
 		return -EBADMSG;
 	}
+	rp->sha256 = memcmp(magic, JOURNAL_MAGIC_SHA256, 8) == 0;
 	while (!rp->committed) {
 		ssize_t n = read(fd, buf, JOURNAL_READ_CHUNK);
 		struct wire_msg m;

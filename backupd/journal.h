@@ -10,8 +10,11 @@
  * starts afresh numbers its epochs from 1 again, and file order must not
  * go back with it. So the on-disk format is the wire format, and loading a
  * file is receiving an epoch again (store.h): its COMMIT carries the
- * SHA-256 over everything before it, which is the file's checksum, and
- * nothing of a file reaches the store before that checksum has verified.
+ * epoch checksum over everything before it (XXH3-128, wire.h says why that
+ * is enough), which is the file's checksum, and nothing of a file reaches
+ * the store before that checksum has verified. Files of protocol version 2,
+ * magic JOURNAL_MAGIC_SHA256, hold a SHA-256 COMMIT and still load, so an
+ * upgraded backup keeps the image it held; it writes JOURNAL_MAGIC files.
  *
  * Loading takes the newest .full that replays, then each later file in
  * order. A file that fails (torn, corrupt, or not chaining on the one
@@ -45,7 +48,8 @@
 
 #include "store.h"
 
-#define JOURNAL_MAGIC "CSEPOCH1" /* 8 bytes, no NUL on disk */
+#define JOURNAL_MAGIC "CSEPOCH2"	       /* 8 bytes, no NUL on disk: XXH3-128 COMMIT */
+#define JOURNAL_MAGIC_SHA256 "CSEPOCH1" /* written by protocol version 2: SHA-256 COMMIT */
 #define JOURNAL_COMPACT_EPOCHS 256
 #define JOURNAL_COMPACT_SLACK (64u << 20) /* bytes of deltas always allowed */
 

@@ -316,7 +316,9 @@ static int on_hello(struct peer *s, const struct wire_hello *h)
 	if (s->svc)
 		return refuse(s, WIRE_ERR_PROTOCOL, "HELLO again");
 	if (h->proto_version != WIRE_PROTO_VERSION)
-		return refuse(s, WIRE_ERR_PROTOCOL, "protocol version %u, expected %u", h->proto_version,
+		return refuse(s, WIRE_ERR_PROTOCOL,
+			      "primary '%s' speaks protocol version %u, we speak %u: run the same "
+			      "CheckSync version on both hosts", h->service, h->proto_version,
 			      WIRE_PROTO_VERSION);
 	if (h->role != ROLE_PRIMARY)
 		return refuse(s, WIRE_ERR_PROTOCOL, "role %s, expected primary", role_to_string(h->role));

@@ -145,6 +145,19 @@ int store_epoch_begin(const struct store *s, const struct wire_epoch_begin *b,
 	return 0;
 }
 
+int store_epoch_hash_sha256(struct store_epoch *e)
+{
+	struct wire_msg m = {.type = WIRE_EPOCH_BEGIN,
+			     .epoch_begin = {.epoch = e->epoch,
+					     .base_epoch = e->base,
+					     .incarnation = e->incarnation}};
+
+	wire_epoch_hash_done(&e->hash);
+	if (wire_epoch_hash_init_sha256(&e->hash) < 0)
+		return -ENOMEM;
+	return wire_epoch_hash_add(&e->hash, &m);
+}
+
 static void clear_fds(struct image *img)
 {
 	for (size_t i = 0; i < img->n_fds; i++) {

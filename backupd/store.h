@@ -76,6 +76,9 @@ const struct image *store_meta(const struct store *s);
 int store_epoch_begin(const struct store *s, const struct wire_epoch_begin *b,
 		      struct store_epoch **out, char *err, size_t errlen);
 
+/* Right after store_epoch_begin(), for a journal file of protocol version 2: its COMMIT is SHA-256. */
+int store_epoch_hash_sha256(struct store_epoch *e);
+
 /* Add MAPPINGS, THREADS, FDS or PAGES. -EBADMSG (err says why) for a record that does not decode.
  */
 int store_epoch_add(struct store_epoch *e, const struct wire_msg *m, char *err, size_t errlen);

@@ -182,6 +182,7 @@ def run_one(layout, name, args, binary, criu):
         loop = fb.CriuLoop(criu, pid, workdir, args.criu_ms) if name == "criu" else None
         before = rows(up.primary.socket) if up else None
         cpu_before = cpu_seconds(up.backup.proc.pid) if up else None
+        pcpu_before = cpu_seconds(up.primary.proc.pid) if up else None
         if loop:
             loop.start()
         t0 = time.monotonic()
@@ -196,8 +197,13 @@ def run_one(layout, name, args, binary, criu):
             after = rows(up.primary.socket)
             brows = rows(up.backup.socket)
             backup_cpu = cpu_seconds(up.backup.proc.pid) - cpu_before
+            primary_cpu = cpu_seconds(up.primary.proc.pid) - pcpu_before
             epochs = after["epochs_sent"] - before["epochs_sent"]
             res["epochs_per_s"] = epochs / wall
+            # primaryd's CPU per shipped epoch (user + system, all its threads): what limits
+            # epochs/s once the service and primaryd share a core (issue 13).
+            res["primary_cpu_s"] = primary_cpu
+            res["primary_cpu_ms_per_epoch"] = primary_cpu * 1000 / max(1, epochs)
             res["merged"] = after["epochs_merged"] - before["epochs_merged"]
             res["pause_p50_ms"] = (after.get("pause_p50") or 0) * 1000
             res["pause_p99_ms"] = (after.get("pause_p99") or 0) * 1000
@@ -294,6 +300,9 @@ def cells(results, layout, name):
         c["epochs/s shipped (merged)"] = f"{res['epochs_per_s']:.2f} ({res['merged']:.0f})"
         c["bytes shipped / request"] = f"{res['bytes_per_request']:,.0f}"
         c["bytes / epoch"] = f"{res['bytes_per_epoch']:,.0f}"
+        if res.get("primary_cpu_ms_per_epoch") is not None:
+            c["primaryd CPU ms / epoch"] = (f"{res['primary_cpu_ms_per_epoch']:.1f}"
+                                            f" ({res['primary_cpu_s'] / (res['wrk']['duration_us'] / 1e6) * 100:.0f}% of a core)")
         if res.get("backup_applied_mib"):
             c["backup CPU ms / MiB applied"] = (f"{res['backup_cpu_s'] * 1000 / res['backup_applied_mib']:.1f}"
                                                 f" ({res['backup_applied_mib']:.0f} MiB)")
@@ -317,7 +326,8 @@ def cells(results, layout, name):
 
 ROWS = ["throughput (req/s)", "vs unprotected", "latency p50 / p99 (ms)", "errors socket / non-2xx",
         "epochs/s shipped (merged)", "pause p50 / p99 (ms)", "bytes shipped / request", "bytes / epoch",
-        "delta pages runs/blocks/whole", "page->delta->wire ratio", "backup CPU ms / MiB applied",
+        "primaryd CPU ms / epoch", "delta pages runs/blocks/whole", "page->delta->wire ratio",
+        "backup CPU ms / MiB applied",
         "pre-copy MiB: rounds/stop/store"]
 
 

@@ -22,9 +22,9 @@
 
 #include <endian.h>
 #include <inttypes.h>
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
+#include <xxhash.h>
 
 #include "delta.h"
 #include "image/image.h"
@@ -73,7 +73,7 @@ static const struct msg_desc descs[WIRE_TYPE_MAX + 1] = {
     [WIRE_THREADS] = {"THREADS", 1, {"threads"}, dec_threads},
     [WIRE_FDS] = {"FDS", 1, {"table"}, dec_fds},
     [WIRE_PAGES] = {"PAGES", 3, {"addr", "npages", "data"}, dec_pages},
-    [WIRE_COMMIT] = {"COMMIT", 3, {"epoch", "sha256", "npages"}, dec_commit},
+    [WIRE_COMMIT] = {"COMMIT", 3, {"epoch", "checksum", "npages"}, dec_commit},
     [WIRE_ACK] = {"ACK", 1, {"epoch"}, dec_ack},
     [WIRE_HEARTBEAT] = {"HEARTBEAT", 5, {"seq", "time_us", "epoch", "echo_us", "echo_age_us"},
 			dec_heartbeat},
@@ -256,7 +256,12 @@ static int check_delta(struct ctx *c, const struct wire_delta *m)
 
 static int check_commit(struct ctx *c, const struct wire_commit *m)
 {
-	return m->epoch ? 0 : bad(c, "epoch", "epochs are numbered from 1");
+	if (!m->epoch)
+		return bad(c, "epoch", "epochs are numbered from 1");
+	/* 32 bytes only from a journal file of protocol version 2: _verify() tells them apart */
+	if (m->sum_len != WIRE_SUM_XXH128 && m->sum_len != WIRE_SUM_SHA256)
+		return bad(c, "checksum", "%u bytes, expected %u", m->sum_len, WIRE_SUM_XXH128);
+	return 0;
 }
 
 static int check_error(struct ctx *c, const struct wire_error *m)
@@ -500,7 +505,7 @@ int wire_pack_commit(msgpack_sbuffer *sb, const struct wire_commit *m)
 		return -EINVAL;
 	pk_begin(&p, sb, WIRE_COMMIT);
 	pk_u64(&p, m->epoch);
-	pk_bin(&p, m->sha256, sizeof(m->sha256));
+	pk_bin(&p, m->sum, m->sum_len);
 	pk_u64(&p, m->npages);
 	return pk_end(&p);
 }
@@ -1056,14 +1061,15 @@ static int dec_pages(struct ctx *c, const msgpack_object *f, struct wire_msg *m)
 static int dec_commit(struct ctx *c, const msgpack_object *f, struct wire_msg *m)
 {
 	struct wire_commit *k = &m->commit;
-	const uint8_t *sha;
+	struct wire_blob sum = {0};
 	int r;
 
 	if ((r = get_uint(c, &f[0], "epoch", UINT64_MAX, &k->epoch)) < 0 ||
-	    (r = get_sha256(c, &f[1], "sha256", &sha)) < 0 ||
+	    (r = get_bin(c, &f[1], "checksum", WIRE_SUM_SHA256, &sum)) < 0 ||
 	    (r = get_uint(c, &f[2], "npages", UINT64_MAX, &k->npages)) < 0)
 		return r;
-	memcpy(k->sha256, sha, 32);
+	memcpy(k->sum, sum.data, sum.len < WIRE_SUM_SHA256 ? sum.len : WIRE_SUM_SHA256);
+	k->sum_len = sum.len;
 	return check_commit(c, k);
 }
 
@@ -1256,28 +1262,37 @@ int wire_decoder_next(struct wire_decoder *d, struct wire_msg *out, char *err, s
 
 /* ---------- the epoch checksum ---------- */
 
-static void h_u64(EVP_MD_CTX *x, uint64_t v)
+/* One update of the epoch's hash, whichever it is (wire.h says why XXH3-128). */
+static void h_update(struct wire_epoch_hash *h, const void *p, size_t n)
 {
-	uint64_t le = htole64(v);
-	EVP_DigestUpdate(x, &le, sizeof(le));
+	if (h->sum_len == WIRE_SUM_SHA256)
+		EVP_DigestUpdate(h->ctx, p, n);
+	else
+		XXH3_128bits_update(h->ctx, p, n);
 }
 
-static void h_bytes(EVP_MD_CTX *x, const void *p, size_t n)
+static void h_u64(struct wire_epoch_hash *x, uint64_t v)
+{
+	uint64_t le = htole64(v);
+	h_update(x, &le, sizeof(le));
+}
+
+static void h_bytes(struct wire_epoch_hash *x, const void *p, size_t n)
 {
 	h_u64(x, n);
 	if (n)
-		EVP_DigestUpdate(x, p, n);
+		h_update(x, p, n);
 }
 
 /* A missing string and an empty one must hash differently. */
-static void h_str(EVP_MD_CTX *x, const char *s)
+static void h_str(struct wire_epoch_hash *x, const char *s)
 {
 	h_u64(x, s != NULL);
 	if (s)
 		h_bytes(x, s, strlen(s));
 }
 
-static void h_vma(EVP_MD_CTX *x, const struct wire_vma *v)
+static void h_vma(struct wire_epoch_hash *x, const struct wire_vma *v)
 {
 	h_u64(x, v->start);
 	h_u64(x, v->end);
@@ -1289,10 +1304,10 @@ static void h_vma(EVP_MD_CTX *x, const struct wire_vma *v)
 	h_u64(x, v->file_size);
 	h_u64(x, v->sha256 != NULL);
 	if (v->sha256)
-		EVP_DigestUpdate(x, v->sha256, 32);
+		h_update(x, v->sha256, 32);
 }
 
-static void h_msg(EVP_MD_CTX *x, const struct wire_msg *m)
+static void h_msg(struct wire_epoch_hash *x, const struct wire_msg *m)
 {
 	h_u64(x, m->type);
 	switch (m->type) {
@@ -1325,21 +1340,38 @@ static void h_msg(EVP_MD_CTX *x, const struct wire_msg *m)
 
 int wire_epoch_hash_init(struct wire_epoch_hash *h)
 {
-	*h = (struct wire_epoch_hash){.ctx = EVP_MD_CTX_new()};
+	*h = (struct wire_epoch_hash){.ctx = XXH3_createState(), .sum_len = WIRE_SUM_XXH128};
+	return h->ctx ? 0 : -ENOMEM;
+}
+
+int wire_epoch_hash_init_sha256(struct wire_epoch_hash *h)
+{
+	*h = (struct wire_epoch_hash){.ctx = EVP_MD_CTX_new(), .sum_len = WIRE_SUM_SHA256};
 	return h->ctx ? 0 : -ENOMEM;
 }
 
 void wire_epoch_hash_done(struct wire_epoch_hash *h)
 {
-	EVP_MD_CTX_free(h->ctx);
+	if (h->sum_len == WIRE_SUM_SHA256)
+		EVP_MD_CTX_free(h->ctx);
+	else if (h->ctx)
+		XXH3_freeState(h->ctx);
 	*h = (struct wire_epoch_hash){0};
+}
+
+/* A fresh hash for the epoch EPOCH_BEGIN starts. */
+static int h_reset(struct wire_epoch_hash *h)
+{
+	if (h->sum_len == WIRE_SUM_SHA256)
+		return EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) ? 0 : -ENOMEM;
+	return XXH3_128bits_reset(h->ctx) == XXH_OK ? 0 : -ENOMEM;
 }
 
 int wire_epoch_hash_add(struct wire_epoch_hash *h, const struct wire_msg *m)
 {
 	switch (m->type) {
 	case WIRE_EPOCH_BEGIN:
-		if (!EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL))
+		if (h_reset(h) < 0)
 			return -ENOMEM;
 		h->epoch = m->epoch_begin.epoch;
 		h->npages = 0;
@@ -1358,7 +1390,7 @@ int wire_epoch_hash_add(struct wire_epoch_hash *h, const struct wire_msg *m)
 	default:
 		return 0; /* HELLO, COMMIT, ACK, HEARTBEAT, ERROR belong to no epoch */
 	}
-	h_msg(h->ctx, m);
+	h_msg(h, m);
 	return 0;
 }
 
@@ -1369,22 +1401,34 @@ int wire_epoch_hash_add_page(struct wire_epoch_hash *h, uint64_t addr, const uin
 	if (!h->epoch)
 		return -EPROTO;
 	h->npages++;
-	h_msg(h->ctx, &m);
+	h_msg(h, &m);
 	return 0;
 }
 
 int wire_epoch_hash_final(struct wire_epoch_hash *h, struct wire_commit *out)
 {
-	unsigned len = sizeof(out->sha256);
-
 	if (!h->epoch)
 		return -EPROTO;
-	if (!EVP_DigestFinal_ex(h->ctx, out->sha256, &len))
-		return -ENOMEM;
+	memset(out->sum, 0, sizeof(out->sum));
+	out->sum_len = h->sum_len;
+	if (h->sum_len == WIRE_SUM_SHA256) {
+		unsigned len = WIRE_SUM_SHA256;
+		if (!EVP_DigestFinal_ex(h->ctx, out->sum, &len))
+			return -ENOMEM;
+	} else {
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h->ctx));
+		memcpy(out->sum, c.digest, WIRE_SUM_XXH128);
+	}
 	out->epoch = h->epoch;
 	out->npages = h->npages;
 	h->epoch = 0; /* the next epoch must begin with EPOCH_BEGIN */
 	return 0;
+}
+
+static const char *sum_name(uint32_t len)
+{
+	return len == WIRE_SUM_SHA256 ? "SHA-256, protocol version 2" : "XXH3-128";
 }
 
 int wire_epoch_hash_verify(struct wire_epoch_hash *h, const struct wire_commit *c, char *err,
@@ -1405,9 +1449,13 @@ int wire_epoch_hash_verify(struct wire_epoch_hash *h, const struct wire_commit *
 		snprintf(err, errlen,
 			 "COMMIT: field 'npages': %" PRIu64 ", but the epoch carried %" PRIu64,
 			 c->npages, mine.npages);
-	else if (CRYPTO_memcmp(c->sha256, mine.sha256, 32) != 0)
+	else if (c->sum_len != mine.sum_len)
 		snprintf(err, errlen,
-			 "COMMIT: field 'sha256': does not match the epoch's messages");
+			 "COMMIT: field 'checksum': %u bytes (%s), expected a %u-byte %s",
+			 c->sum_len, sum_name(c->sum_len), mine.sum_len, sum_name(mine.sum_len));
+	else if (memcmp(c->sum, mine.sum, mine.sum_len) != 0)
+		snprintf(err, errlen,
+			 "COMMIT: field 'checksum': does not match the epoch's messages");
 	else
 		return 0;
 	return r < 0 ? r : -EBADMSG;

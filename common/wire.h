@@ -17,7 +17,7 @@
  *   4 THREADS     [4, [bin, ...]]                  one opaque record per thread
  *   5 FDS         [5, bin]                         the fd table, opaque
  *   6 PAGES       [6, addr, npages, bin]           bin is npages * 4096 bytes
- *   7 COMMIT      [7, epoch, sha256(bin 32), npages]
+ *   7 COMMIT      [7, epoch, checksum(bin 16), npages]  checksum: XXH3-128 (wire_epoch_hash)
  *   8 ACK         [8, epoch]
  *   9 HEARTBEAT   [9, seq, time_us, epoch, echo_us, echo_age_us]
  *                                                  sender's CLOCK_MONOTONIC; its last
@@ -38,9 +38,15 @@
  * PAGES and DELTA, then COMMIT. A DELTA record other than a whole page
  * applies to the page as the base epoch left it; a page appears at most
  * once per epoch. HEARTBEAT may come between any two messages and belongs
- * to no epoch. COMMIT carries a SHA-256 over the epoch's messages as decoded
+ * to no epoch. COMMIT carries a checksum over the epoch's messages as decoded
  * (see wire_epoch_hash_*), so the backup checks what it is about to apply,
  * independently of how it was encoded; it applies nothing before that check.
+ *
+ * Versions. Protocol version 3 made that checksum XXH3-128 (version 2 had
+ * SHA-256, 32 bytes): peers of different versions refuse each other at
+ * HELLO, each naming the other and both versions. Only a journal file
+ * written by version 2 (backupd/journal.h) still holds a SHA-256 COMMIT,
+ * which the decoder takes (32 bytes) for wire_epoch_hash_init_sha256().
  *
  * Incarnations. Each run of a service is an incarnation, named by a
  * 64-bit id (never 0). The primary's HELLO names the incarnation it guards,
@@ -72,7 +78,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WIRE_PROTO_VERSION 2
+#define WIRE_PROTO_VERSION 3 /* 3: the epoch checksum is XXH3-128 (2: SHA-256) */
 
 #define WIRE_PAGE_SIZE 4096u
 #define WIRE_MAX_PAGES 4096u	    /* pages per PAGES message: 16 MiB */
@@ -200,10 +206,14 @@ struct wire_delta {
 	const uint8_t *raw;    /* decoded: the payload, every record checked (delta.h) */
 };
 
+#define WIRE_SUM_XXH128 16u /* bytes of the epoch checksum (protocol version 3) */
+#define WIRE_SUM_SHA256 32u /* ... in a journal file written by protocol version 2 */
+
 struct wire_commit {
 	uint64_t epoch;
-	uint8_t sha256[32]; /* wire_epoch_hash over the epoch's messages */
-	uint64_t npages;    /* pages the epoch carried */
+	uint8_t sum[WIRE_SUM_SHA256]; /* wire_epoch_hash over the epoch's messages: sum_len bytes */
+	uint32_t sum_len;	      /* WIRE_SUM_XXH128 (what we send) or WIRE_SUM_SHA256 */
+	uint64_t npages;	      /* pages the epoch carried */
 };
 
 struct wire_ack {
@@ -304,20 +314,32 @@ int wire_decoder_next(struct wire_decoder *d, struct wire_msg *out, char *err, s
 size_t wire_decoder_partial(const struct wire_decoder *d);
 
 /*
- * The epoch checksum that COMMIT carries: SHA-256 over every EPOCH_BEGIN,
+ * The epoch checksum that COMMIT carries: XXH3-128 over every EPOCH_BEGIN,
  * MAPPINGS, THREADS, FDS and PAGES message of the epoch, each as a fixed
  * little-endian rendering of its decoded fields (lengths before bytes), so
  * both sides hash the same thing whatever the msgpack encoding. The sender
  * adds each message as it packs it and fills COMMIT with _final(); the
  * receiver adds each as it decodes it and compares with _verify().
+ *
+ * Why a non-cryptographic hash: it guards against our own bugs (an encoder,
+ * a decoder or an apply that rebuilds a page wrong) and against a torn or
+ * corrupt journal file, not against an attacker: the stream's integrity
+ * and the peer's identity are TLS 1.3's job (an AEAD record layer, mutual
+ * certificates), and whoever can write the backup's state_dir can write
+ * anything there. 128 bits make an undetected bad epoch as unlikely as
+ * SHA-256 would for that purpose, at a small fraction of its CPU: the
+ * primary hashes every page it ships, ~30 MB per epoch (issue 13).
  */
 struct wire_epoch_hash {
-	void *ctx;	/* EVP_MD_CTX */
-	uint64_t epoch; /* 0 until EPOCH_BEGIN */
+	void *ctx;	   /* XXH3_state_t, or EVP_MD_CTX when sum_len is WIRE_SUM_SHA256 */
+	uint32_t sum_len;  /* WIRE_SUM_XXH128 or WIRE_SUM_SHA256 */
+	uint64_t epoch;	   /* 0 until EPOCH_BEGIN */
 	uint64_t npages;
 };
 
 int wire_epoch_hash_init(struct wire_epoch_hash *h);
+/* The same with SHA-256: only to replay a journal file written by protocol version 2. */
+int wire_epoch_hash_init_sha256(struct wire_epoch_hash *h);
 void wire_epoch_hash_done(struct wire_epoch_hash *h);
 
 /* Add one message; EPOCH_BEGIN starts afresh. -EPROTO for an epoch message before any EPOCH_BEGIN.

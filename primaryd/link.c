@@ -132,6 +132,13 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 			drop_link(g, "peer did not say it is a backup");
 			return;
 		}
+		if (m->hello.proto_version != WIRE_PROTO_VERSION) {
+			log_error("%s: backup %s speaks protocol version %u, we speak %u: run the "
+				  "same CheckSync version on both hosts", g->svc->name, g->link.peer,
+				  m->hello.proto_version, WIRE_PROTO_VERSION);
+			drop_link(g, "incompatible protocol version");
+			return;
+		}
 		g->link.hello_ok = true;
 		log_info("%s: backup %s accepted us", g->svc->name, g->link.peer);
 		g->link.backup_no_dwarf = m->hello.flags & WIRE_HELLO_NO_DWARF;
@@ -149,7 +156,7 @@ static void handle_msg(struct guard *g, const struct wire_msg *m)
 	case WIRE_HEARTBEAT:
 		break;
 	case WIRE_ERROR:
-		log_warn("%s: backup says (%s): %s", g->svc->name,
+		log_warn("%s: backup %s says (%s): %s", g->svc->name, g->link.peer,
 			 wire_error_code_name(m->error.code), m->error.reason);
 		if (m->error.code == WIRE_ERR_TAKEN_OVER) {
 			pfailover_deposed(g, m->error.reason);

@@ -7,7 +7,7 @@
 set -euo pipefail
 PKGS="build-essential meson ninja-build pkg-config
 	libevent-dev libmsgpack-dev libssl-dev libsystemd-dev libdw-dev libelf-dev libinih-dev
-	liblz4-dev libzstd-dev
+	liblz4-dev libzstd-dev libxxhash-dev
 	golang-go golang-github-patrickmn-go-cache-dev
 	iproute2 openssl curl python3 procps file systemd wrk
 	debootstrap systemd-container prometheus prometheus-pushgateway

@@ -82,6 +82,7 @@ struct feeder {
 	struct wire_epoch_hash own; /* COMMIT's checksum over what was really fed */
 	msgpack_sbuffer *record;
 	bool skip_threads, bad_checksum, stop_before_commit;
+	bool sha256; /* COMMIT as protocol version 2 made it */
 	char err[512];
 };
 
@@ -101,11 +102,12 @@ static int feed_one(const struct wire_msg *m, void *arg)
 		wire_pack(f->record, m);
 	switch (m->type) {
 	case WIRE_EPOCH_BEGIN:
-		return store_epoch_begin(f->s, &m->epoch_begin, &f->e, f->err, sizeof(f->err));
+		r = store_epoch_begin(f->s, &m->epoch_begin, &f->e, f->err, sizeof(f->err));
+		return r == 0 && f->sha256 ? store_epoch_hash_sha256(f->e) : r;
 	case WIRE_COMMIT:
 		wire_epoch_hash_final(&f->own, &c);
 		if (f->bad_checksum)
-			c.sha256[5] ^= 1;
+			c.sum[5] ^= 1;
 		if (f->record)
 			wire_pack(f->record, &(struct wire_msg){.type = WIRE_COMMIT, .commit = c});
 		r = store_epoch_commit(f->s, f->e, &c, f->err, sizeof(f->err));
@@ -122,7 +124,10 @@ static int feed_with(struct feeder *f, const struct image *meta, uint64_t epoch,
 {
 	int r;
 
-	wire_epoch_hash_init(&f->own);
+	if (f->sha256)
+		wire_epoch_hash_init_sha256(&f->own);
+	else
+		wire_epoch_hash_init(&f->own);
 	r = t_epoch_each(meta, epoch, base, p->runs, p->n, feed_one, f);
 	if (f->e) /* torn: dropped like a connection that died */
 		store_epoch_free(f->e);
@@ -221,7 +226,7 @@ static void test_refusals(void)
 	/* A checksum that differs: nothing applied. */
 	struct feeder f = {.s = s, .bad_checksum = true};
 	CHECK_INT(feed_with(&f, img, 4, 3, &p), -EBADMSG);
-	CHECK_CONTAINS(f.err, "sha256");
+	CHECK_CONTAINS(f.err, "checksum");
 	CHECK_INT(store_epoch(s), 3);
 	CHECK_INT(byte_at(s, ANON), expect_byte(ANON, 1));
 
@@ -430,6 +435,51 @@ static void test_journal(const char *tmp)
 	journal_writer_free(w);
 }
 
+/* A file as protocol version 2 wrote it: magic, then the epoch with a SHA-256 COMMIT. */
+static void write_file(const char *path, const char *magic, const msgpack_sbuffer *rec)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd >= 0);
+	CHECK_INT(write(fd, magic, 8), 8);
+	CHECK_INT(write(fd, rec->data, rec->size), (long long)rec->size);
+	close(fd);
+}
+
+/* An upgraded backup keeps the image its old journal holds (issue 13: XXH3-128 COMMIT). */
+static void test_journal_v2(const char *tmp)
+{
+	const char *dir = t_path(tmp, "v2");
+	struct journal_writer *w = NULL;
+	struct journal *j = NULL;
+	struct store *s = NULL, *scratch = store_new();
+	struct pages p = {0};
+	msgpack_sbuffer rec;
+
+	CHECK_INT(mkdir(dir, 0700), 0);
+	msgpack_sbuffer_init(&rec);
+	add_run(&p, ANON, 4, 9);
+	struct feeder f = {.s = scratch, .record = &rec, .sha256 = true};
+	CHECK_INT(feed_with(&f, img, 1, 0, &p), 0);
+	pages_free(&p);
+	write_file(seq_file(dir, 1, "full"), JOURNAL_MAGIC_SHA256, &rec);
+
+	CHECK_INT(journal_writer_new(base, &w), 0);
+	reopen(w, dir, &j, &s);
+	CHECK_INT(store_epoch(s), 1);
+	CHECK_INT(byte_at(s, ANON + 2 * PAGE_SIZE), expect_byte(ANON + 2 * PAGE_SIZE, 9));
+
+	/* The same messages under the new magic: a SHA-256 COMMIT does not pass for XXH3-128. */
+	write_file(seq_file(dir, 1, "full"), JOURNAL_MAGIC, &rec);
+	reopen(w, dir, &j, &s);
+	CHECK_INT(store_epoch(s), 0);
+
+	msgpack_sbuffer_destroy(&rec);
+	journal_free(j);
+	store_free(s);
+	store_free(scratch);
+	journal_writer_free(w);
+}
+
 /* The first .full has been merged into a newer one. */
 static bool compacted(void *arg) { return access(seq_file(arg, 1, "full"), F_OK) < 0; }
 
@@ -507,6 +557,7 @@ int main(void)
 	test_pack_full();
 	test_journal(tmp);
 	test_compaction(tmp);
+	test_journal_v2(tmp);
 
 	event_free(tick);
 	event_base_free(base);

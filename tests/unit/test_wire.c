@@ -226,7 +226,8 @@ static bool msg_eq(const struct wire_msg *a, const struct wire_msg *b)
 			      (size_t)a->pages.npages * WIRE_PAGE_SIZE) == 0;
 	case WIRE_COMMIT:
 		return a->commit.epoch == b->commit.epoch &&
-		       memcmp(a->commit.sha256, b->commit.sha256, 32) == 0 &&
+		       a->commit.sum_len == b->commit.sum_len &&
+		       memcmp(a->commit.sum, b->commit.sum, a->commit.sum_len) == 0 &&
 		       a->commit.npages == b->commit.npages;
 	case WIRE_ACK:
 		return a->ack.epoch == b->ack.epoch;
@@ -480,7 +481,7 @@ static const struct {
     {"92 04 91 a1 78", "THREADS: field 'threads[0]': expected binary, got a string"},
     {"92 04 91 c4 00", "THREADS: field 'threads': record 0 is 0 bytes, expected 1 to 65536"},
     {"93 0a 00 db 00 10 00 00", "ERROR: field 'reason': a string of 1048576 bytes, more than 4096"},
-    {"94 07 01 c4 00 00", "COMMIT: field 'sha256': 0 bytes, expected 32"},
+    {"94 07 01 c4 00 00", "COMMIT: field 'checksum': 0 bytes, expected 16"},
     /* a good HELLO, then a bad frame: the HELLO still comes out first */
     {"99 01 02 00 a2 6b 76 a1 62 05 00 00 00 91 63", "message: unknown message type 99"},
 };
@@ -531,9 +532,17 @@ static void test_bad_built(void)
 	msgpack_pack_array(&pk, 4);
 	msgpack_pack_uint8(&pk, WIRE_COMMIT);
 	msgpack_pack_uint8(&pk, 1);
-	msgpack_pack_bin_with_body(&pk, big, 31);
+	msgpack_pack_bin_with_body(&pk, big, 15);
 	msgpack_pack_uint8(&pk, 0);
-	expect_bad("short sha", sb.data, sb.size, "COMMIT: field 'sha256': 31 bytes, expected 32");
+	expect_bad("short sum", sb.data, sb.size, "COMMIT: field 'checksum': 15 bytes, expected 16");
+
+	msgpack_sbuffer_clear(&sb);
+	msgpack_pack_array(&pk, 4);
+	msgpack_pack_uint8(&pk, WIRE_COMMIT);
+	msgpack_pack_uint8(&pk, 1);
+	msgpack_pack_bin_with_body(&pk, big, 33);
+	msgpack_pack_uint8(&pk, 0);
+	expect_bad("long sum", sb.data, sb.size, "COMMIT: field 'checksum': 33 bytes, more than 32");
 
 	msgpack_sbuffer_clear(&sb);
 	msgpack_pack_array(&pk, 2);
@@ -670,7 +679,7 @@ static void test_epoch_hash(void)
 	pack_range(&sb, S_BEGIN, S_COMMIT + 1, NULL);
 	page_data[100] ^= 1;
 	CHECK_INT(receive_epoch(sb.data, sb.size, err, sizeof(err)), O_MISMATCH);
-	CHECK_STR(err, "COMMIT: field 'sha256': does not match the epoch's messages");
+	CHECK_STR(err, "COMMIT: field 'checksum': does not match the epoch's messages");
 
 	/* A PAGES message lost: the count says so before the hash does. */
 	msgpack_sbuffer_clear(&sb);
