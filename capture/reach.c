@@ -731,8 +731,9 @@ static const struct reach_span_state *span_at(const struct reach *r, uint64_t a,
  *
  * A noscan span (spanclass bit 0) holds objects whose type has no
  * pointers: the collector never reads a word there, so nothing there
- * keeps an object alive, and a value that looks like an address there is
- * data (a key, a value, random bytes). Its bytes are no roots: this saves
+ * keeps an object alive (an address hidden there as bytes or a uintptr
+ * keeps nothing alive for the runtime either), and a value that looks
+ * like an address there is data (a key, a value, random bytes). Its bytes are no roots: this saves
  * the scan the stored values of a cache, and the bytes of new objects
  * that such data would falsely keep.
  */
