@@ -723,6 +723,48 @@ static const struct reach_span_state *span_at(const struct reach *r, uint64_t a,
 }
 
 /*
+ * In span n of new objects, from a (< e): where the run of slots as old
+ * as a's ends, and whether they are old (roots) or new (skipped). A
+ * noscan span's slots are all skipped; its tail, if any, goes by span_at().
+ */
+static uint64_t new_span_piece(const struct reach *r, const struct nspan *n, uint64_t a,
+			       uint64_t e, bool *root)
+{
+	const uint8_t *sl = r->slot + n->first;
+	size_t k = slot_in(n, a), j = k;
+	/* Only the slots that begin before e. */
+	uint64_t kmax = (e - n->base + n->elemsize - 1) / n->elemsize, stop;
+	bool old = sl[k] == SLOT_OLD;
+
+	if (n->noscan) {
+		*root = false;
+		return n->end < e ? n->end : e;
+	}
+	if (kmax > n->nelems)
+		kmax = n->nelems;
+	while (j < kmax && (sl[j] == SLOT_OLD) == old)
+		j++;
+	stop = n->base + j * n->elemsize;
+	*root = old;
+	return stop < e ? stop : e;
+}
+
+/* Outside spans of new objects, from a (< e): where the piece ends, and whether it is roots. */
+static uint64_t other_piece(const struct reach *r, uint64_t a, uint64_t e, uint64_t page_size,
+			    bool *root)
+{
+	uint64_t next = e, stop = next_nspan(r, a, e);
+	const struct reach_span_state *sp = span_at(r, a, e, page_size, &next);
+
+	*root = true;
+	if (!sp)
+		return next < stop ? next : stop;
+	uint64_t end = sp->base + sp->npages * page_size;
+	*root = !(sp->spanclass & 1);
+	return end < stop ? end : stop;
+}
+
+/*
  * Scan staged [s, e) as roots: every word not inside a new object, nor in
  * a noscan span. In a span of new objects, a run of old slots is scanned
  * as one piece and a run of new ones skipped (scanned in the closure if
@@ -733,65 +775,27 @@ static const struct reach_span_state *span_at(const struct reach *r, uint64_t a,
  * pointers: the collector never reads a word there, so nothing there
  * keeps an object alive (an address hidden there as bytes or a uintptr
  * keeps nothing alive for the runtime either), and a value that looks
- * like an address there is data (a key, a value, random bytes). Its bytes are no roots: this saves
- * the scan the stored values of a cache, and the bytes of new objects
- * that such data would falsely keep.
+ * like an address there is data (a key, a value, random bytes). Its
+ * bytes are no roots: this saves the scan the stored values of a cache,
+ * and the bytes of new objects that such data would falsely keep.
  */
 static int scan_roots_range(struct capture *c, uint64_t s, uint64_t e, const uint8_t *data)
 {
 	struct reach *r = c->reach;
 	const uint64_t page_size = c->go->page_size;
-	uint64_t a = s;
 
-	while (a < e) {
+	for (uint64_t a = s, stop; a < e; a = stop) {
 		const struct nspan *n = nspan_of(r, a);
-		uint64_t stop;
-		if (n && n->noscan) {
-			a = n->end < e ? n->end : e; /* its tail, if any, goes by span_at() */
+		bool root;
+		stop = n ? new_span_piece(r, n, a, e, &root) : other_piece(r, a, e, page_size, &root);
+		if (!root)
 			continue;
-		}
-		if (n) {
-			const uint8_t *sl = r->slot + n->first;
-			size_t k = slot_in(n, a);
-			/* Only the slots that begin before e. */
-			uint64_t kmax = (e - n->base + n->elemsize - 1) / n->elemsize;
-			size_t j = k;
-			if (kmax > n->nelems)
-				kmax = n->nelems;
-			bool old = sl[k] == SLOT_OLD;
-			while (j < kmax && (sl[j] == SLOT_OLD) == old)
-				j++;
-			stop = n->base + j * n->elemsize;
-			if (stop > e)
-				stop = e;
-			if (!old) {
-				a = stop;
-				continue;
-			}
-			/* Spans of new objects are in-use spans of the arenas: heap. */
-			r->root_class = MC_HEAP;
-		} else {
-			uint64_t next = e;
-			const struct reach_span_state *sp = span_at(r, a, e, page_size, &next);
-			stop = next_nspan(r, a, e);
-			if (sp) {
-				uint64_t end = sp->base + sp->npages * page_size;
-				if (end < stop)
-					stop = end;
-				if (sp->spanclass & 1) {
-					a = stop;
-					continue;
-				}
-			} else if (next < stop) {
-				stop = next;
-			}
-			r->root_class = capture_classify(c, a);
-		}
+		/* Spans of new objects are in-use spans of the arenas: heap. */
+		r->root_class = n ? MC_HEAP : capture_classify(c, a);
 		int rc = scan_words(r, data + (a - s), stop - a, a);
 		if (rc < 0)
 			return rc;
 		c->stats.reach.root_bytes += stop - a;
-		a = stop;
 	}
 	return 0;
 }
