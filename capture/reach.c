@@ -625,19 +625,26 @@ static bool is_meta_word(struct reach *r, uint64_t addr)
 	return false;
 }
 
-/* Whether addr lies in a span that was in use at this stop. */
-static bool in_use_span(const struct reach *r, uint64_t addr, uint64_t page_size)
+/*
+ * The span of this stop holding a (in use: it holds objects), or NULL and
+ * in *next where the next one begins (e when none does before e).
+ */
+static const struct reach_span_state *span_at(const struct reach *r, uint64_t a, uint64_t e,
+					      uint64_t page_size, uint64_t *next)
 {
 	const struct rtable *t = &r->cur;
 	size_t lo = 0, hi = t->n;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if (t->v[mid].base <= addr)
+		if (t->v[mid].base <= a)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return lo > 0 && addr < t->v[lo - 1].base + t->v[lo - 1].npages * page_size;
+	if (lo > 0 && a < t->v[lo - 1].base + t->v[lo - 1].npages * page_size)
+		return &t->v[lo - 1];
+	*next = lo < t->n && t->v[lo].base < e ? t->v[lo].base : e;
+	return NULL;
 }
 
 /*
@@ -656,7 +663,9 @@ static bool dead_root(struct reach *r, uint64_t addr)
 	const struct capture *c = r->c;
 	if (is_meta_word(r, addr) || capture_live_dead_stack(c, addr))
 		return true;
-	return capture_classify(c, addr) == MC_HEAP && !in_use_span(r, addr, c->go->page_size);
+	uint64_t next;
+	return capture_classify(c, addr) == MC_HEAP &&
+	       !span_at(r, addr, addr, c->go->page_size, &next);
 }
 
 /* Scan len bytes at p, staged from addr (0: not memory, every word counts). */
@@ -698,28 +707,6 @@ static uint64_t next_nspan(const struct reach *r, uint64_t a, uint64_t e)
 			hi = mid;
 	}
 	return lo < r->n_ns && r->ns[lo].base < e ? r->ns[lo].base : e;
-}
-
-/*
- * The span of this stop holding a (in use: it holds objects), or NULL and
- * in *next where the next one begins (e when none does before e).
- */
-static const struct reach_span_state *span_at(const struct reach *r, uint64_t a, uint64_t e,
-					      uint64_t page_size, uint64_t *next)
-{
-	const struct rtable *t = &r->cur;
-	size_t lo = 0, hi = t->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (t->v[mid].base <= a)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo > 0 && a < t->v[lo - 1].base + t->v[lo - 1].npages * page_size)
-		return &t->v[lo - 1];
-	*next = lo < t->n && t->v[lo].base < e ? t->v[lo].base : e;
-	return NULL;
 }
 
 /*
