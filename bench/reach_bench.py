@@ -10,7 +10,11 @@ bench/kv.lua's mix (--set-percent /set, the rest /get, uniform keys) through
 the VIP for --duration seconds at 10 epochs/s. Printed per row: requests/s,
 bytes shipped per request served (primaryd's `shipped` counter, the epochs as
 sent), per /set, the bytes a /set retains (its value), the ratio of the two,
-and what the scan found (new, reached, zeroed bytes per request).
+and what the scan found (new, reached, zeroed bytes per request), and the
+scan's CPU time per epoch (primaryd's thread clock, so it holds on a loaded
+machine) with the staged bytes it scanned as roots and the bytes staged per
+epoch (the scan's CPU grows with these; compare CPU per staged MB across
+loads).
 
 Run as root; on a shared machine the figures move with the load.
 """
@@ -31,7 +35,8 @@ import replication as rp  # noqa: E402
 import paper_bench as pb  # noqa: E402
 
 COUNTERS = ("shipped", "epochs_sent", "reach_new", "reach_reached", "reach_zeroed", "reach_scans_done",
-            "reach_scans_skipped", "delta_wire", "delta_raw", "reach_reached_noscan")
+            "reach_scans_skipped", "delta_wire", "delta_raw", "reach_reached_noscan",
+            "reach_scan_cpu", "reach_roots")
 SHIP_CLASSES = ("heap_new", "heap_old", "stacks", "globals", "offheap")
 ROOTS = ("heap", "stacks", "globals", "offheap", "registers")
 BREAKDOWN = tuple(f"reach_staged_{k}" for k in SHIP_CLASSES) + tuple(f"reach_shipped_{k}" for k in SHIP_CLASSES) \
@@ -65,6 +70,10 @@ def run_one(workload, reach, args):
             "new_per_request": d["reach_new"] / n, "reached_per_request": d["reach_reached"] / n,
             "zeroed_per_request": d["reach_zeroed"] / n, "scans": d["reach_scans_done"],
             "skipped": d["reach_scans_skipped"], "epochs": d["epochs_sent"], "command": out["command"],
+            "scan_cpu_ms": 1000 * d["reach_scan_cpu"] / max(1, d["reach_scans_done"] + d["reach_scans_skipped"]),
+            "roots_mb": d["reach_roots"] / max(1, d["reach_scans_done"]) / 1e6,
+            "staged_mb": sum(d[f"reach_staged_{k}"] for k in SHIP_CLASSES)
+            / max(1, d["reach_scans_done"] + d["reach_scans_skipped"]) / 1e6,
             "breakdown": {k: d[k] / n for k in BREAKDOWN + ("delta_raw", "delta_wire", "reach_reached_noscan")}}
 
 
@@ -88,12 +97,13 @@ def main():
     finally:
         cs.cleanup()
     print(f"\n{'workload':10} {'reach':5} {'req/s':>7} {'B/request':>10} {'B/set':>8} {'kept/set':>8} "
-          f"{'ratio':>6} {'new/req':>8} {'reached/req':>11} {'zeroed/req':>10} {'scans':>6} {'skipped':>7}")
+          f"{'ratio':>6} {'new/req':>8} {'reached/req':>11} {'zeroed/req':>10} {'scans':>6} {'skipped':>7} "
+          f"{'scan CPU ms/epoch':>17} {'roots MB/scan':>13} {'staged MB/epoch':>15}")
     for r in rows:
         print(f"{r['workload']:10} {r['reach']:5} {r['rps']:7.0f} {r['per_request']:10.0f} {r['per_set']:8.0f} "
               f"{r['retained_per_set']:8d} {r['ratio']:6.2f} {r['new_per_request']:8.0f} "
               f"{r['reached_per_request']:11.0f} {r['zeroed_per_request']:10.0f} {r['scans']:6.0f} "
-              f"{r['skipped']:7.0f}")
+              f"{r['skipped']:7.0f} {r['scan_cpu_ms']:17.2f} {r['roots_mb']:13.2f} {r['staged_mb']:15.2f}")
     print("\nper request: bytes staged / delta bytes encoded (before compression) by page kind; "
           "reached new bytes by the root kind that first found them")
     for r in rows:

@@ -58,6 +58,8 @@
 
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
+#include <time.h>
 
 #include "capture.h"
 #include "image/image.h"
@@ -78,12 +80,19 @@ struct nspan {
 	uint64_t base, end, elemsize;
 	size_t first;  /* index of its first slot in reach.slot */
 	uint32_t nelems;
+	uint64_t div_mul; /* slot_in(): 2^32 / elemsize rounded up, or 0 */
 	bool header;   /* the first word of each object is a malloc header */
 	bool noscan;
 };
 
 /* SLOT_REACHED_OLD_HEAP: first reached from a word of an old heap object (a store's map). */
 enum { SLOT_OLD = 0, SLOT_NEW, SLOT_REACHED, SLOT_REACHED_OLD_HEAP };
+
+/* A reached new object still to scan: slot k of span ns. */
+struct reach_work {
+	size_t k;
+	uint32_t ns;
+};
 
 struct reach {
 	uint64_t seq; /* stops begun */
@@ -92,7 +101,7 @@ struct reach {
 	size_t n_ns, cap_ns;
 	uint8_t *slot;
 	size_t n_slot, cap_slot;
-	size_t *work;
+	struct reach_work *work;
 	size_t n_work, cap_work;
 	uint64_t lo, hi; /* bounds of every new object */
 	struct reach_totals totals;
@@ -102,28 +111,33 @@ struct reach {
 	uint32_t *page_ns; /* by heap page in [lo, hi): index into ns + 1, or 0 */
 	/* The image's runs by address (live.c emits heap and stack pieces apart). */
 	const struct image_pagerun **runs;
-	size_t n_runs;
+	size_t n_runs, run_hint; /* run_hint: the last run run_of() found */
 	uint64_t page_shift;
 	/* Addresses of the mspan words that hold heap addresses as metadata (startAddr, limit). */
 	uint64_t *meta;
 	size_t n_meta, cap_meta;
+	uint64_t *mset; /* the same as a set, for is_meta_word() */
+	size_t cap_mset, mset_mask;
+	bool mset_ready; /* built for this scan */
 	uint64_t dead_root_words; /* words into new objects left out as dead roots, for -v */
 	int debug_roots;  /* CHECKSYNC_DEBUG_REACH_ROOTS: log this many more off-heap roots */
 	uint64_t cur_word; /* address of the root word being scanned, for debug_root */
 	struct capture *c; /* for the root checks of scan_words */
 };
 
+/* This thread's CPU time: what the scan costs, whatever else runs on the machine. */
+static uint64_t thread_cpu_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static struct reach *reach_get(struct capture *c)
 {
 	if (!c->reach)
 		c->reach = calloc(1, sizeof(*c->reach));
 	return c->reach;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
 }
 
 void capture_reach_free(struct capture *c)
@@ -139,6 +153,7 @@ void capture_reach_free(struct capture *c)
 	free(r->page_ns);
 	free(r->runs);
 	free(r->meta);
+	free(r->mset);
 	free(r);
 	c->reach = NULL;
 }
@@ -212,27 +227,41 @@ int reach_note_mspan(struct capture *c, uint64_t span)
 	return 0;
 }
 
+static bool spans_sorted(const struct rtable *t)
+{
+	for (size_t i = 1; i < t->n; i++)
+		if (t->v[i].base < t->v[i - 1].base)
+			return false;
+	return true;
+}
+
+/*
+ * This runs in the pause: live.c hands the spans over in address order
+ * already, so they are only checked. The metadata words are not sorted
+ * (that cost ~3% of primaryd's CPU on the paper's workload, perf): the
+ * scan makes a set of them when it first needs one (is_meta_word).
+ */
 void reach_spans_end(struct capture *c)
 {
 	struct reach *r = c->reach;
-	qsort(r->cur.v, r->cur.n, sizeof(*r->cur.v), cmp_span);
-	qsort(r->meta, r->n_meta, sizeof(*r->meta), cmp_u64);
+	if (!spans_sorted(&r->cur))
+		qsort(r->cur.v, r->cur.n, sizeof(*r->cur.v), cmp_span);
 	r->cur.complete = true;
 }
 
 /* ---------- which objects are new ---------- */
 
-static const struct reach_span_state *prev_span(const struct rtable *t, uint64_t base)
+/*
+ * The previous stop's span at base, or NULL. Both tables are in address
+ * order and are walked together: *at is where the last lookup ended.
+ */
+static const struct reach_span_state *prev_span(const struct rtable *t, uint64_t base, size_t *at)
 {
-	size_t lo = 0, hi = t->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (t->v[mid].base < base)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < t->n && t->v[lo].base == base ? &t->v[lo] : NULL;
+	size_t i = *at;
+	while (i < t->n && t->v[i].base < base)
+		i++;
+	*at = i;
+	return i < t->n && t->v[i].base == base ? &t->v[i] : NULL;
 }
 
 static bool swept_in_cycle(uint32_t span_sg, uint32_t heap_sg)
@@ -292,26 +321,69 @@ static bool new_range(const struct reach_span_state *s, const struct reach_span_
 }
 
 /* Read a span's allocBits from the running process (they change only at its next sweep). */
-static int read_bits(struct capture *c, const struct reach_span_state *s, uint8_t **bits)
+/* A span whose allocBits are to be read, where they go, and which of its slots may be new. */
+struct bits_want {
+	const struct reach_span_state *s;
+	uint64_t from;
+	size_t off; /* in the buffer */
+	bool all;
+};
+
+#define BITS_BATCH 256
+
+static size_t bits_len(const struct reach_span_state *s)
 {
-	size_t len = (s->nelems + 7) / 8;
-	*bits = malloc(len + 1);
-	if (!*bits)
-		return -ENOMEM;
-	if (!s->allocbits)
-		return -EBADMSG;
-	return tracer_peek(c->memfd, s->allocbits, *bits, len);
+	return (s->nelems + 7) / 8;
+}
+
+/*
+ * Read the spans' allocBits from the running process (they change only at
+ * a span's next sweep, and capture_reach() checks that no sweep cycle
+ * began meanwhile) into buf: BITS_BATCH spans per process_vm_readv. After
+ * a GC cycle nearly every span has been swept since the previous stop,
+ * and a pread each cost a syscall per span. A batch read short is read
+ * again span by span, so that the error is the span's.
+ */
+static int read_all_bits(struct capture *c, const struct bits_want *want, size_t n, uint8_t *buf)
+{
+	struct iovec local[BITS_BATCH], remote[BITS_BATCH];
+	for (size_t i = 0; i < n; i += BITS_BATCH) {
+		size_t m = n - i < BITS_BATCH ? n - i : BITS_BATCH;
+		ssize_t total = 0;
+		for (size_t j = 0; j < m; j++) {
+			const struct bits_want *w = &want[i + j];
+			size_t len = bits_len(w->s);
+			local[j] = (struct iovec){.iov_base = buf + w->off, .iov_len = len};
+			remote[j] = (struct iovec){.iov_base = (void *)(uintptr_t)w->s->allocbits,
+						   .iov_len = len};
+			total += (ssize_t)len;
+		}
+		if (process_vm_readv(c->pid, local, m, remote, m, 0) == total)
+			continue;
+		for (size_t j = 0; j < m; j++) {
+			int rc = tracer_peek(c->memfd, want[i + j].s->allocbits,
+					     local[j].iov_base, local[j].iov_len);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/*
+ * 2^32 / elemsize rounded up (the runtime's mspan.divMul), or 0 when the
+ * span is 4 GiB or more: then slot_in() divides.
+ */
+static uint64_t div_mul(uint64_t elemsize, uint64_t span_len)
+{
+	return span_len < (1ull << 32) ? (0xffffffffull / elemsize) + 1 : 0;
 }
 
 static int add_new_span(struct capture *c, const struct reach_span_state *s, uint64_t from,
-			bool all)
+			bool all, const uint8_t *bits)
 {
 	struct reach *r = c->reach;
 	const struct go_layout *l = c->go;
-	_cleanup_free_ uint8_t *bits = NULL;
-	int rc = read_bits(c, s, &bits);
-	if (rc < 0)
-		return rc;
 
 	if (r->n_slot + s->nelems > r->cap_slot) {
 		size_t cap = (r->n_slot + s->nelems) * 2;
@@ -328,6 +400,7 @@ static int add_new_span(struct capture *c, const struct reach_span_state *s, uin
 	bool noscan = s->spanclass & 1, small = (s->spanclass >> 1) != 0;
 	*n = (struct nspan){.base = s->base, .elemsize = s->elemsize, .nelems = s->nelems,
 			    .end = s->base + s->elemsize * s->nelems, .first = r->n_slot,
+			    .div_mul = div_mul(s->elemsize, s->elemsize * s->nelems),
 			    .noscan = noscan,
 			    .header = l->malloc_headers && !noscan && small &&
 				      s->elemsize > l->min_size_malloc_header};
@@ -358,6 +431,9 @@ static int find_new_objects(struct capture *c, bool all_new)
 {
 	struct reach *r = c->reach;
 	const struct rtable *cur = &r->cur, *prev = &r->prev;
+	_cleanup_free_ struct bits_want *want = NULL;
+	_cleanup_free_ uint8_t *bits = NULL;
+	size_t n_want = 0, cap_want = 0, len = 0, at = 0;
 
 	r->n_ns = r->n_slot = 0;
 	r->lo = r->hi = 0;
@@ -367,17 +443,48 @@ static int find_new_objects(struct capture *c, bool all_new)
 		const struct reach_span_state *s = &cur->v[i];
 		uint64_t from;
 		bool all;
-		if (!new_range(s, all_new ? NULL : prev_span(prev, s->base), prev->heap_sweepgen,
+		if (!new_range(s, all_new ? NULL : prev_span(prev, s->base, &at), prev->heap_sweepgen,
 			       cur->heap_sweepgen, all_new, &from, &all))
 			continue;
-		int rc = add_new_span(c, s, from, all);
-		if (rc < 0)
-			return rc;
+		if (!s->allocbits)
+			return -EBADMSG;
+		struct bits_want *w = array_push(&want, &n_want, &cap_want, sizeof(*w));
+		if (!w)
+			return -ENOMEM;
+		*w = (struct bits_want){.s = s, .from = from, .off = len, .all = all};
+		len += bits_len(s);
 	}
-	return 0;
+	if (!(bits = malloc(len + 1)))
+		return -ENOMEM;
+	int rc = read_all_bits(c, want, n_want, bits);
+	for (size_t i = 0; rc >= 0 && i < n_want; i++)
+		rc = add_new_span(c, want[i].s, want[i].from, want[i].all, bits + want[i].off);
+	return rc;
 }
 
 /* ---------- the scan ---------- */
+
+/*
+ * What the scan costs. Every staged word is compared with [lo, hi), the
+ * bounds of the new objects, and most heap words fall inside: they point
+ * at old objects, or at new ones already reached. So a word in bounds is
+ * first looked up by page (one load) and slot (a multiply, not a divide),
+ * and only a word that would keep a new object still unreached pays for
+ * the checks of where it lies (dead_root: a few binary searches). Before,
+ * those came first, for every word in bounds: on the paper's workload
+ * that was most of the scan's CPU.
+ *
+ * What the scan may not skip: a staged word whose value is the one the
+ * backup already holds. It is tempting (the delta cache has the bytes
+ * last shipped, and a word that still holds them "did not change"), but
+ * unsound: a pointer field that held X at the previous stop, was set to
+ * another object, and after X was swept and its slot reused by a new
+ * object Y, was set to Y, holds the same bits as before and is the only
+ * pointer to Y. The same happens to a stack slot that was dead at the
+ * previous stop, holding a stale pointer to a slot freed since, and is
+ * written with a new object at that slot. Equal bits prove nothing once
+ * a sweep may have freed and mallocgc reused the memory they point at.
+ */
 
 /* Spans start on runtime pages: a table by page makes each lookup one load. */
 #define PAGE_TABLE_MAX (1u << 22)
@@ -401,7 +508,7 @@ static int build_page_table(struct reach *r, uint64_t page_size)
 }
 
 /* The span of new objects holding addr, or NULL. */
-static const struct nspan *nspan_of(const struct reach *r, uint64_t addr)
+static inline const struct nspan *nspan_of(const struct reach *r, uint64_t addr)
 {
 	size_t lo = 0, hi = r->n_ns;
 	if (addr < r->lo || addr >= r->hi)
@@ -418,6 +525,20 @@ static const struct nspan *nspan_of(const struct reach *r, uint64_t addr)
 			hi = mid;
 	}
 	return lo < r->n_ns && r->ns[lo].base <= addr ? &r->ns[lo] : NULL;
+}
+
+/*
+ * The index in n of the slot holding addr (inside n). For off < 2^32,
+ * off * mul / 2^32 lies in [off / size, off / size + 1): the floor is the
+ * index or one more, and one compare tells.
+ */
+static inline size_t slot_in(const struct nspan *n, uint64_t addr)
+{
+	uint64_t off = addr - n->base;
+	if (!n->div_mul)
+		return off / n->elemsize;
+	uint64_t k = (off * n->div_mul) >> 32;
+	return k * n->elemsize > off ? k - 1 : k;
 }
 
 static const char *const root_names[MC_COUNT + 1] = {
@@ -441,14 +562,9 @@ static void debug_root(const struct reach *r, uint64_t v, uint64_t size)
 		 (unsigned long)v, (unsigned long)size);
 }
 
-static int keep_word(struct reach *r, uint64_t v)
+/* Slot k (of span n, at v) is reached: mark it, and scan it in the closure. */
+static int keep_slot(struct reach *r, const struct nspan *n, size_t k, uint64_t v)
 {
-	const struct nspan *n = nspan_of(r, v);
-	if (!n)
-		return 0;
-	size_t k = n->first + (v - n->base) / n->elemsize;
-	if (r->slot[k] != SLOT_NEW)
-		return 0;
 	r->slot[k] = r->root_class == MC_HEAP ? SLOT_REACHED_OLD_HEAP : SLOT_REACHED;
 	if (r->root_class >= 0)
 		r->root_hits[r->root_class] += n->elemsize;
@@ -456,39 +572,79 @@ static int keep_word(struct reach *r, uint64_t v)
 		r->debug_roots--;
 		debug_root(r, v, n->elemsize);
 	}
-	size_t *w = array_push(&r->work, &r->n_work, &r->cap_work, sizeof(*w));
+	struct reach_work *w = array_push(&r->work, &r->n_work, &r->cap_work, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
-	*w = k;
+	*w = (struct reach_work){.k = k, .ns = (uint32_t)(n - r->ns)};
 	return 0;
 }
 
-static bool is_meta_word(const struct reach *r, uint64_t addr)
+static size_t meta_hash(uint64_t addr, size_t mask)
 {
-	size_t lo = 0, hi = r->n_meta;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (r->meta[mid] < addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < r->n_meta && r->meta[lo] == addr;
+	return (size_t)(((addr >> 3) * 0x9e3779b97f4a7c15ull) >> 32) & mask;
 }
 
-/* Whether addr lies in a span that was in use at this stop. */
-static bool in_use_span(const struct reach *r, uint64_t addr, uint64_t page_size)
+/*
+ * The metadata words as a set (open addressing), built at the first
+ * question of a scan: one pass over them, where sorting them each stop
+ * cost more than the rest of the scan's root checks together (perf).
+ * Address 0 marks a free entry; no mspan lies at 0.
+ */
+static int build_meta_set(struct reach *r)
+{
+	size_t cap = 16;
+	while (cap < 2 * r->n_meta)
+		cap <<= 1;
+	if (cap > r->cap_mset) {
+		uint64_t *p = realloc(r->mset, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		r->mset = p;
+		r->cap_mset = cap;
+	}
+	memset(r->mset, 0, cap * sizeof(*r->mset));
+	r->mset_mask = cap - 1;
+	for (size_t i = 0; i < r->n_meta; i++) {
+		size_t h = meta_hash(r->meta[i], r->mset_mask);
+		while (r->mset[h] && r->mset[h] != r->meta[i])
+			h = (h + 1) & r->mset_mask;
+		r->mset[h] = r->meta[i];
+	}
+	r->mset_ready = true;
+	return 0;
+}
+
+/* Whether addr is one of the metadata words (if the set cannot be built: no, it stays a root). */
+static bool is_meta_word(struct reach *r, uint64_t addr)
+{
+	if (!r->mset_ready && build_meta_set(r) < 0)
+		return false;
+	for (size_t h = meta_hash(addr, r->mset_mask); r->mset[h]; h = (h + 1) & r->mset_mask)
+		if (r->mset[h] == addr)
+			return true;
+	return false;
+}
+
+/*
+ * The span of this stop holding a (in use: it holds objects), or NULL and
+ * in *next where the next one begins (e when none does before e).
+ */
+static const struct reach_span_state *span_at(const struct reach *r, uint64_t a, uint64_t e,
+					      uint64_t page_size, uint64_t *next)
 {
 	const struct rtable *t = &r->cur;
 	size_t lo = 0, hi = t->n;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if (t->v[mid].base <= addr)
+		if (t->v[mid].base <= a)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return lo > 0 && addr < t->v[lo - 1].base + t->v[lo - 1].npages * page_size;
+	if (lo > 0 && a < t->v[lo - 1].base + t->v[lo - 1].npages * page_size)
+		return &t->v[lo - 1];
+	*next = lo < t->n && t->v[lo].base < e ? t->v[lo].base : e;
+	return NULL;
 }
 
 /*
@@ -502,71 +658,131 @@ static bool in_use_span(const struct reach *r, uint64_t addr, uint64_t page_size
  * the collector scans frames from sp up. So a dead frame's pointer there
  * keeps nothing, and the object may be zeroed under it.
  */
-static bool dead_root(const struct reach *r, uint64_t addr)
+static bool dead_root(struct reach *r, uint64_t addr)
 {
 	const struct capture *c = r->c;
 	if (is_meta_word(r, addr) || capture_live_dead_stack(c, addr))
 		return true;
-	return capture_classify(c, addr) == MC_HEAP && !in_use_span(r, addr, c->go->page_size);
+	uint64_t next;
+	return capture_classify(c, addr) == MC_HEAP &&
+	       !span_at(r, addr, addr, c->go->page_size, &next);
 }
 
 /* Scan len bytes at p, staged from addr (0: not memory, every word counts). */
 static int scan_words(struct reach *r, const uint8_t *p, size_t len, uint64_t addr)
 {
-	const uint64_t lo = r->lo, hi = r->hi;
+	const uint64_t lo = r->lo, width = r->hi - r->lo;
 	for (size_t i = 0; i + 8 <= len; i += 8) {
 		uint64_t v;
 		memcpy(&v, p + i, 8);
-		if (__builtin_expect(v >= lo && v < hi, 0)) {
-			if (addr && dead_root(r, addr + i)) {
-				r->dead_root_words++;
-				continue;
-			}
-			r->cur_word = addr + i;
-			int rc = keep_word(r, v);
-			if (rc < 0)
-				return rc;
+		if (__builtin_expect(v - lo >= width, 1))
+			continue;
+		const struct nspan *n = nspan_of(r, v);
+		if (!n)
+			continue;
+		size_t k = n->first + slot_in(n, v);
+		if (r->slot[k] != SLOT_NEW)
+			continue; /* old, or reached already */
+		if (addr && dead_root(r, addr + i)) {
+			r->dead_root_words++;
+			continue;
 		}
+		r->cur_word = addr + i;
+		int rc = keep_slot(r, n, k, v);
+		if (rc < 0)
+			return rc;
 	}
 	return 0;
 }
 
-/* Scan staged [s, e) as roots: every word not inside a new object. */
+/* Where the first span of new objects at or after a begins, or e. */
+static uint64_t next_nspan(const struct reach *r, uint64_t a, uint64_t e)
+{
+	size_t lo = 0, hi = r->n_ns;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (r->ns[mid].base <= a)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < r->n_ns && r->ns[lo].base < e ? r->ns[lo].base : e;
+}
+
+/*
+ * In span n of new objects, from a (< e): where the run of slots as old
+ * as a's ends, and whether they are old (roots) or new (skipped). A
+ * noscan span's slots are all skipped; its tail, if any, goes by span_at().
+ */
+static uint64_t new_span_piece(const struct reach *r, const struct nspan *n, uint64_t a,
+			       uint64_t e, bool *root)
+{
+	const uint8_t *sl = r->slot + n->first;
+	size_t k = slot_in(n, a), j = k;
+	/* Only the slots that begin before e. */
+	uint64_t kmax = (e - n->base + n->elemsize - 1) / n->elemsize, stop;
+	bool old = sl[k] == SLOT_OLD;
+
+	if (n->noscan) {
+		*root = false;
+		return n->end < e ? n->end : e;
+	}
+	if (kmax > n->nelems)
+		kmax = n->nelems;
+	while (j < kmax && (sl[j] == SLOT_OLD) == old)
+		j++;
+	stop = n->base + j * n->elemsize;
+	*root = old;
+	return stop < e ? stop : e;
+}
+
+/* Outside spans of new objects, from a (< e): where the piece ends, and whether it is roots. */
+static uint64_t other_piece(const struct reach *r, uint64_t a, uint64_t e, uint64_t page_size,
+			    bool *root)
+{
+	uint64_t next = e, stop = next_nspan(r, a, e);
+	const struct reach_span_state *sp = span_at(r, a, e, page_size, &next);
+
+	*root = true;
+	if (!sp)
+		return next < stop ? next : stop;
+	uint64_t end = sp->base + sp->npages * page_size;
+	*root = !(sp->spanclass & 1);
+	return end < stop ? end : stop;
+}
+
+/*
+ * Scan staged [s, e) as roots: every word not inside a new object, nor in
+ * a noscan span. In a span of new objects, a run of old slots is scanned
+ * as one piece and a run of new ones skipped (scanned in the closure if
+ * reached). A slot that is old stays old; one that is new may be reached
+ * meanwhile, by a word of this range: it is then on the work list.
+ *
+ * A noscan span (spanclass bit 0) holds objects whose type has no
+ * pointers: the collector never reads a word there, so nothing there
+ * keeps an object alive (an address hidden there as bytes or a uintptr
+ * keeps nothing alive for the runtime either), and a value that looks
+ * like an address there is data (a key, a value, random bytes). Its
+ * bytes are no roots: this saves the scan the stored values of a cache,
+ * and the bytes of new objects that such data would falsely keep.
+ */
 static int scan_roots_range(struct capture *c, uint64_t s, uint64_t e, const uint8_t *data)
 {
 	struct reach *r = c->reach;
-	uint64_t a = s;
+	const uint64_t page_size = c->go->page_size;
 
-	while (a < e) {
+	for (uint64_t a = s, stop; a < e; a = stop) {
 		const struct nspan *n = nspan_of(r, a);
-		uint64_t stop = e;
-		if (n) {
-			size_t k = (a - n->base) / n->elemsize;
-			uint64_t obj_end = n->base + (k + 1) * n->elemsize;
-			if (r->slot[n->first + k] != SLOT_OLD) {
-				a = obj_end < e ? obj_end : e; /* scanned only if reached */
-				continue;
-			}
-			stop = obj_end < e ? obj_end : e;
-		} else {
-			/* Up to the next span of new objects. */
-			size_t lo = 0, hi = r->n_ns;
-			while (lo < hi) {
-				size_t mid = (lo + hi) / 2;
-				if (r->ns[mid].base <= a)
-					lo = mid + 1;
-				else
-					hi = mid;
-			}
-			if (lo < r->n_ns && r->ns[lo].base < e)
-				stop = r->ns[lo].base;
-		}
-		r->root_class = capture_classify(c, a);
+		bool root;
+		stop = n ? new_span_piece(r, n, a, e, &root) : other_piece(r, a, e, page_size, &root);
+		if (!root)
+			continue;
+		/* Spans of new objects are in-use spans of the arenas: heap. */
+		r->root_class = n ? MC_HEAP : capture_classify(c, a);
 		int rc = scan_words(r, data + (a - s), stop - a, a);
 		if (rc < 0)
 			return rc;
 		c->stats.reach.root_bytes += stop - a;
-		a = stop;
 	}
 	return 0;
 }
@@ -582,6 +798,7 @@ static int sort_runs(struct reach *r, const struct image *img)
 {
 	free(r->runs);
 	r->n_runs = img->n_runs;
+	r->run_hint = 0;
 	r->runs = malloc((img->n_runs + 1) * sizeof(*r->runs));
 	if (!r->runs)
 		return -ENOMEM;
@@ -591,10 +808,23 @@ static int sort_runs(struct reach *r, const struct image *img)
 	return 0;
 }
 
-/* The run of the image holding addr, or NULL. */
-static const struct image_pagerun *run_of(const struct reach *r, uint64_t addr)
+static bool run_holds(const struct image_pagerun *run, uint64_t addr)
 {
-	size_t lo = 0, hi = r->n_runs;
+	return run->addr <= addr && addr < run->addr + run->npages * PAGE_SIZE;
+}
+
+/*
+ * The run of the image holding addr, or NULL. The closure and the zeroing
+ * walk objects mostly in address order: the last run found, or the next,
+ * usually holds the next one.
+ */
+static const struct image_pagerun *run_of(struct reach *r, uint64_t addr)
+{
+	size_t lo = 0, hi = r->n_runs, h = r->run_hint;
+	if (h < r->n_runs && run_holds(r->runs[h], addr))
+		return r->runs[h];
+	if (h + 1 < r->n_runs && run_holds(r->runs[h + 1], addr))
+		return r->runs[r->run_hint = h + 1];
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
 		if (r->runs[mid]->addr + r->runs[mid]->npages * PAGE_SIZE <= addr)
@@ -602,11 +832,15 @@ static const struct image_pagerun *run_of(const struct reach *r, uint64_t addr)
 		else
 			hi = mid;
 	}
-	return lo < r->n_runs && r->runs[lo]->addr <= addr ? r->runs[lo] : NULL;
+	if (lo < r->n_runs && r->runs[lo]->addr <= addr) {
+		r->run_hint = lo;
+		return r->runs[lo];
+	}
+	return NULL;
 }
 
 /* Call fn on each staged piece of [s, e). */
-static int staged_pieces(const struct reach *r, const struct image *img, uint64_t s, uint64_t e,
+static int staged_pieces(struct reach *r, const struct image *img, uint64_t s, uint64_t e,
 			 int (*fn)(void *ctx, uint64_t a, uint64_t b, uint8_t *data), void *ctx)
 {
 	while (s < e) {
@@ -630,19 +864,6 @@ static int scan_piece(void *ctx, uint64_t a, uint64_t b, uint8_t *data)
 	return scan_words(ctx, data, b - a, 0); /* a reached object: every word counts */
 }
 
-static const struct nspan *nspan_of_slot(const struct reach *r, size_t k)
-{
-	size_t lo = 0, hi = r->n_ns;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (r->ns[mid].first + r->ns[mid].nelems <= k)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return &r->ns[lo];
-}
-
 static void object_bounds(const struct nspan *n, size_t k, uint64_t *s, uint64_t *e)
 {
 	*s = n->base + (k - n->first) * n->elemsize;
@@ -654,10 +875,10 @@ static int scan_closure(struct capture *c)
 	struct reach *r = c->reach;
 	r->root_class = -1;
 	while (r->n_work) {
-		size_t k = r->work[--r->n_work];
-		const struct nspan *n = nspan_of_slot(r, k);
+		struct reach_work w = r->work[--r->n_work];
+		const struct nspan *n = &r->ns[w.ns];
 		uint64_t s, e;
-		object_bounds(n, k, &s, &e);
+		object_bounds(n, w.k, &s, &e);
 		c->stats.reach.reached_objects++;
 		c->stats.reach.reached_bytes += n->elemsize;
 		if (n->noscan) {
@@ -704,22 +925,28 @@ static int zero_piece(void *ctx, uint64_t a, uint64_t b, uint8_t *data)
 	return 0;
 }
 
+/* Zero every unreached slot; neighbours are zeroed as one range, unless each keeps its header. */
 static int zero_unreached(struct capture *c)
 {
 	struct reach *r = c->reach;
 	struct zero_ctx z = {.c = c};
 	for (size_t i = 0; i < r->n_ns; i++) {
 		const struct nspan *n = &r->ns[i];
-		for (size_t k = n->first; k < n->first + n->nelems; k++) {
+		size_t end = n->first + n->nelems;
+		for (size_t k = n->first; k < end; k++) {
 			if (r->slot[k] != SLOT_NEW)
 				continue;
-			uint64_t s, e;
-			object_bounds(n, k, &s, &e);
+			size_t j = k + 1;
+			while (!n->header && j < end && r->slot[j] == SLOT_NEW)
+				j++;
+			uint64_t s = n->base + (k - n->first) * n->elemsize;
+			uint64_t e = n->base + (j - n->first) * n->elemsize;
 			if (n->header)
 				s += 8; /* the malloc header: its type, see the top */
 			int rc = staged_pieces(r, c->img, s, e, zero_piece, &z);
 			if (rc < 0)
 				return rc;
+			k = j - 1;
 		}
 	}
 	return 0;
@@ -821,7 +1048,18 @@ void reach_note_shipped(struct capture *c, uint64_t addr, const uint8_t *rec, si
 		return;
 	enum reach_ship_class k = ship_class(c, addr);
 	uint64_t nz = 0;
-	for (size_t i = 0; i < len; i++)
+	size_t i = 0;
+	/*
+	 * Eight bytes at a time (this runs on the ship path): after the add, a
+	 * byte's high bit is set when the byte is not zero.
+	 */
+	for (; i + 8 <= len; i += 8) {
+		uint64_t w, low = 0x7f7f7f7f7f7f7f7full;
+		memcpy(&w, rec + i, 8);
+		/* The high bits, one per byte, summed by a multiply (no popcnt in the baseline ISA). */
+		nz += (((((w & low) + low) | w) & ~low) >> 7) * 0x0101010101010101ull >> 56;
+	}
+	for (; i < len; i++)
 		nz += rec[i] != 0;
 	c->reach->totals.shipped[k] += len;
 	c->reach->totals.shipped_nonzero[k] += nz;
@@ -870,7 +1108,7 @@ static const char *reach_skip_reason(struct capture *c, bool all_staged)
 int capture_reach(struct capture *c, bool all_staged)
 {
 	struct reach_stats *st = &c->stats.reach;
-	uint64_t t0 = now_us();
+	uint64_t t0 = now_us(), cpu0 = thread_cpu_us();
 	const char *why = reach_skip_reason(c, all_staged);
 	uint32_t sg_after;
 	int rc;
@@ -889,6 +1127,7 @@ int capture_reach(struct capture *c, bool all_staged)
 	struct reach *r = c->reach;
 	r->c = c;
 	r->n_work = 0;
+	r->mset_ready = false;
 	r->dead_root_words = 0;
 	const char *dbg = getenv("CHECKSYNC_DEBUG_REACH_ROOTS");
 	r->debug_roots = dbg ? atoi(dbg) : 0;
@@ -929,6 +1168,8 @@ int capture_reach(struct capture *c, bool all_staged)
 out:
 	count_staged(c);
 	st->scan_us = now_us() - t0;
+	r->totals.scan_cpu_us += thread_cpu_us() - cpu0;
+	r->totals.root_bytes += st->root_bytes;
 	if (strcmp(st->state, "done") == 0) {
 		r->totals.scans_done++;
 		r->totals.new_bytes += st->new_bytes;
@@ -1045,6 +1286,10 @@ void capture_reach_report(const struct capture *c, struct status_report *r)
 			      "of the reached bytes, those in noscan spans (no pointers)");
 	status_report_counter(r, "reach_zeroed", "bytes", t.zeroed_bytes,
 			      "staged bytes of unreachable new objects, shipped as zero");
+	status_report_counter(r, "reach_roots", "bytes", t.root_bytes,
+			      "staged bytes scanned as roots");
+	status_report_counter(r, "reach_scan_cpu", "seconds", t.scan_cpu_us / 1e6,
+			      "CPU time of the scans, after resume");
 	for (int k = 0; k <= MC_COUNT; k++) {
 		if (k == MC_FREE || k == MC_ZERO)
 			continue; /* never roots */

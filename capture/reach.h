@@ -64,6 +64,8 @@ struct reach_totals {
 	/* New bytes first reached from roots of each mem_class, MC_COUNT: registers. */
 	uint64_t reached_from[MC_COUNT + 1];
 	uint64_t reached_noscan; /* of reached_bytes, in noscan spans (data, no pointers) */
+	uint64_t scan_cpu_us;	 /* CPU time of the scans (the thread's clock: the machine may be loaded) */
+	uint64_t root_bytes;	 /* staged bytes scanned as roots */
 	uint64_t staged[RS_COUNT];  /* bytes staged for shipping, by what the page holds */
 	uint64_t shipped[RS_COUNT]; /* delta bytes encoded for them (before compression) */
 	uint64_t shipped_nonzero[RS_COUNT]; /* of those, bytes not zero (what compression keeps) */
