@@ -53,6 +53,9 @@ struct reach_stats {
 
 struct capture_stats {
 	uint64_t phase_us[CPH_COUNT];
+	uint64_t phase_cpu_us[CPH_COUNT]; /* our thread's CPU time in each */
+	uint64_t cpu_mark;
+	uint64_t spans_read, spans_kept; /* mspans read from the process, taken from the span cache */
 	struct reach_stats reach;
 	uint64_t mapped[MC_COUNT], written[MC_COUNT];
 	unsigned safepoint_tries, fallback;
@@ -123,6 +126,7 @@ struct capture {
 	struct memcache *mc;   /* reads of the runtime's metadata, by 16 KiB block */
 	struct reach *reach;   /* span states kept between stops, for the scan of new objects */
 	bool reach_off;        /* config reach = off: ship every new object */
+	unsigned live_check_every; /* CHECKSYNC_CHECK_LIVE_SET: check the span cache every N stops */
 	struct capture_stats stats;
 };
 
@@ -175,6 +179,11 @@ int capture_load_layout(struct capture *c);
 /* 1 if the runtime is at a safepoint, 0 if not (why says what is busy), <0 on error. */
 int capture_at_safepoint(struct capture *c, char *why, size_t whylen);
 int capture_live_set(struct capture *c);
+/*
+ * After the threads run again: what of the live set can wait (reach.c's
+ * sorting of the spans noted). Before capture_reach(), after every stop.
+ */
+void capture_live_set_end(struct capture *c);
 void capture_live_free(struct capture *c);
 void capture_memcache_free(struct capture *c);
 /* Which pages of [start, end) to copy; calls emit for each kept sub-range. */
