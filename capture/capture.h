@@ -56,6 +56,7 @@ struct capture_stats {
 	uint64_t phase_cpu_us[CPH_COUNT]; /* our thread's CPU time in each */
 	uint64_t cpu_mark;
 	uint64_t spans_read, spans_kept; /* mspans read from the process, taken from the span cache */
+	uint64_t fds_read, fds_kept; /* descriptors read from /proc, taken from the cache */
 	struct reach_stats reach;
 	uint64_t mapped[MC_COUNT], written[MC_COUNT];
 	unsigned safepoint_tries, fallback;
@@ -78,9 +79,24 @@ struct thread_cache {
 	uint32_t securebits;
 };
 
+/*
+ * A socket of the descriptor table as the last stop read it (fds.c). Kept
+ * only for sockets whose kind cannot change any more (listening, or
+ * connected), and taken again only while the same socket (its inode, from
+ * the /proc link) sits at the same descriptor.
+ */
+struct fd_cache {
+	int32_t fd;
+	uint64_t ino;
+	struct image_fd f; /* data points into addr */
+	uint8_t addr[128];
+};
+
 struct inject_cache {
 	bool valid;
 	unsigned epochs;
+	struct fd_cache *fds;
+	size_t n_fds, cap_fds;
 	struct image_sigaction sigactions[IMAGE_NSIG];
 	uint64_t sig_caught, sig_ignored;
 	uint64_t brk, heap_end;

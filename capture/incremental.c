@@ -77,6 +77,10 @@ void capture_session_report(const struct capture_session *s, struct status_repor
 			      "mspans read from the service in the stops' live sets");
 	status_report_counter(r, "live_spans_kept", "", s->spans_kept,
 			      "mspans taken from the span cache (their pages not written since)");
+	status_report_counter(r, "fds_read", "", s->fds_read,
+			      "descriptors read from /proc in the stops");
+	status_report_counter(r, "fds_kept", "", s->fds_kept,
+			      "descriptors taken from the cache (the same settled socket)");
 	capture_reach_report(&s->c, r);
 	if (!shipped_enabled(&s->shipped_pages))
 		return;
@@ -167,6 +171,7 @@ void capture_session_close(struct capture_session *s)
 	free(s->raw);
 	shipped_free(&s->shipped_pages);
 	free(s->cache.threads);
+	free(s->cache.fds);
 	capture_file_cache_free(&s->files);
 	free(s);
 }
@@ -392,6 +397,8 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		}
 		s->spans_read += c->stats.spans_read;
 		s->spans_kept += c->stats.spans_kept;
+		s->fds_read += c->stats.fds_read;
+		s->fds_kept += c->stats.fds_kept;
 		hist_add_us(&h[COST_RESUME], ran_us - resume_us);
 		hist_add_us(&h[COST_PAUSE], rep->pause_us);
 	}
