@@ -57,6 +57,7 @@ struct capture_stats {
 	uint64_t cpu_mark;
 	uint64_t spans_read, spans_kept; /* mspans read from the process, taken from the span cache */
 	uint64_t fds_read, fds_kept; /* descriptors read from /proc, taken from the cache */
+	uint64_t threads_read, threads_kept; /* threads' creds and names read, taken from the cache */
 	struct reach_stats reach;
 	uint64_t mapped[MC_COUNT], written[MC_COUNT];
 	unsigned safepoint_tries, fallback;
@@ -72,11 +73,33 @@ struct capture_stats {
  */
 #define CACHE_REFRESH_EPOCHS 50
 
+#define CACHE_GROUPS 16
+
 struct thread_cache {
 	pid_t tid;
 	uint64_t ss_sp, ss_size, tid_addr;
 	int32_t ss_flags;
 	uint32_t securebits;
+	/*
+	 * What /proc and ptrace say of the thread that it alone changes
+	 * (credentials, name, robust list, rseq), valid while creds_kept: read
+	 * when the thread is new or the cache is refreshed, and again for
+	 * every thread when the main thread's credentials changed (threads.c).
+	 */
+	bool creds_kept;
+	struct image_creds creds; /* groups in groups[], no seccomp filters of its own */
+	uint32_t groups[CACHE_GROUPS];
+	char comm[16];
+	uint64_t robust_head, robust_len, rseq_addr;
+	uint32_t rseq_len, rseq_sig;
+};
+
+/* The main thread's credentials as the last stop read them (threads.c). */
+struct creds_sign {
+	bool known;
+	struct image_creds creds;
+	uint32_t groups[CACHE_GROUPS];
+	int seccomp[2];
 };
 
 /*
@@ -105,6 +128,7 @@ struct inject_cache {
 	int64_t timens_delta[2]; /* its monotonic and boottime minus ours, ns */
 	struct thread_cache *threads;
 	size_t n_threads, cap_threads;
+	struct creds_sign leader;
 };
 
 struct capture {

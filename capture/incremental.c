@@ -81,6 +81,10 @@ void capture_session_report(const struct capture_session *s, struct status_repor
 			      "descriptors read from /proc in the stops");
 	status_report_counter(r, "fds_kept", "", s->fds_kept,
 			      "descriptors taken from the cache (the same settled socket)");
+	status_report_counter(r, "threads_read", "", s->threads_read,
+			      "threads whose credentials and name were read in the stops");
+	status_report_counter(r, "threads_kept", "", s->threads_kept,
+			      "threads whose credentials and name came from the cache");
 	capture_reach_report(&s->c, r);
 	if (!shipped_enabled(&s->shipped_pages))
 		return;
@@ -399,6 +403,8 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		s->spans_kept += c->stats.spans_kept;
 		s->fds_read += c->stats.fds_read;
 		s->fds_kept += c->stats.fds_kept;
+		s->threads_read += c->stats.threads_read;
+		s->threads_kept += c->stats.threads_kept;
 		hist_add_us(&h[COST_RESUME], ran_us - resume_us);
 		hist_add_us(&h[COST_PAUSE], rep->pause_us);
 	}

@@ -108,6 +108,7 @@ struct capture_session {
 	struct delta_stats delta;
 	uint64_t spans_read, spans_kept; /* live.c's span cache, over all epochs */
 	uint64_t fds_read, fds_kept;	 /* fds.c's socket cache, over all epochs */
+	uint64_t threads_read, threads_kept; /* threads.c's per-thread cache, over all epochs */
 };
 
 /*
