@@ -56,6 +56,9 @@ CONFIGS = ("unprotected", "uffd", "savefile", "criu")
 PRIMARY_COST = ["pause_stop", "pause_safepoint", "pause_live_set", "pause_dirty_scan", "pause_threads",
                 "pause_copy", "pause_fds", "pause_resume", "pause", "ship_encode", "ship_compress",
                 "ship_pack", "ship_tls_write", "precopy_round"]
+# primaryd's thread CPU time in the same phases (the wall times above include waiting for a CPU).
+PRIMARY_COST += ["pause_safepoint_cpu", "pause_live_set_cpu", "pause_dirty_scan_cpu", "pause_threads_cpu",
+                 "pause_copy_cpu", "pause_fds_cpu"]
 BACKUP_COST = ["recv_read", "recv_verify", "recv_apply", "journal_write", "journal_fsync", "journal_durable"]
 
 

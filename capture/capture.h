@@ -53,6 +53,11 @@ struct reach_stats {
 
 struct capture_stats {
 	uint64_t phase_us[CPH_COUNT];
+	uint64_t phase_cpu_us[CPH_COUNT]; /* our thread's CPU time in each */
+	uint64_t cpu_mark;
+	uint64_t spans_read, spans_kept; /* mspans read from the process, taken from the span cache */
+	uint64_t fds_read, fds_kept; /* descriptors read from /proc, taken from the cache */
+	uint64_t threads_read, threads_kept; /* threads' creds and names read, taken from the cache */
 	struct reach_stats reach;
 	uint64_t mapped[MC_COUNT], written[MC_COUNT];
 	unsigned safepoint_tries, fallback;
@@ -68,16 +73,53 @@ struct capture_stats {
  */
 #define CACHE_REFRESH_EPOCHS 50
 
+#define CACHE_GROUPS 16
+
 struct thread_cache {
 	pid_t tid;
 	uint64_t ss_sp, ss_size, tid_addr;
 	int32_t ss_flags;
 	uint32_t securebits;
+	/*
+	 * What /proc and ptrace say of the thread that it alone changes
+	 * (credentials, name, robust list, rseq), valid while creds_kept: read
+	 * when the thread is new or the cache is refreshed, and again for
+	 * every thread when the main thread's credentials changed (threads.c).
+	 */
+	bool creds_kept;
+	struct image_creds creds; /* groups in groups[], no seccomp filters of its own */
+	uint32_t groups[CACHE_GROUPS];
+	char comm[16];
+	uint64_t robust_head, robust_len, rseq_addr;
+	uint32_t rseq_len, rseq_sig;
+};
+
+/* The main thread's credentials as the last stop read them (threads.c). */
+struct creds_sign {
+	bool known;
+	struct image_creds creds;
+	uint32_t groups[CACHE_GROUPS];
+	int seccomp[2];
+};
+
+/*
+ * A socket of the descriptor table as the last stop read it (fds.c). Kept
+ * only for sockets whose kind cannot change any more (listening, or
+ * connected), and taken again only while the same socket (its inode, from
+ * the /proc link) sits at the same descriptor.
+ */
+struct fd_cache {
+	int32_t fd;
+	uint64_t ino;
+	struct image_fd f; /* data points into addr */
+	uint8_t addr[128];
 };
 
 struct inject_cache {
 	bool valid;
 	unsigned epochs;
+	struct fd_cache *fds;
+	size_t n_fds, cap_fds;
 	struct image_sigaction sigactions[IMAGE_NSIG];
 	uint64_t sig_caught, sig_ignored;
 	uint64_t brk, heap_end;
@@ -86,6 +128,7 @@ struct inject_cache {
 	int64_t timens_delta[2]; /* its monotonic and boottime minus ours, ns */
 	struct thread_cache *threads;
 	size_t n_threads, cap_threads;
+	struct creds_sign leader;
 };
 
 struct capture {
@@ -123,6 +166,7 @@ struct capture {
 	struct memcache *mc;   /* reads of the runtime's metadata, by 16 KiB block */
 	struct reach *reach;   /* span states kept between stops, for the scan of new objects */
 	bool reach_off;        /* config reach = off: ship every new object */
+	unsigned live_check_every; /* CHECKSYNC_CHECK_LIVE_SET: check the span cache every N stops */
 	struct capture_stats stats;
 };
 
@@ -175,6 +219,11 @@ int capture_load_layout(struct capture *c);
 /* 1 if the runtime is at a safepoint, 0 if not (why says what is busy), <0 on error. */
 int capture_at_safepoint(struct capture *c, char *why, size_t whylen);
 int capture_live_set(struct capture *c);
+/*
+ * After the threads run again: what of the live set can wait (reach.c's
+ * sorting of the spans noted). Before capture_reach(), after every stop.
+ */
+void capture_live_set_end(struct capture *c);
 void capture_live_free(struct capture *c);
 void capture_memcache_free(struct capture *c);
 /* Which pages of [start, end) to copy; calls emit for each kept sub-range. */

@@ -102,11 +102,24 @@ bool capture_cache_usable(struct capture *c)
 	return masks[0] == k->sig_caught && masks[1] == k->sig_ignored;
 }
 
-/* Charge the time since *mark to phase, and move the mark. */
+static uint64_t thread_cpu_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/*
+ * Charge the time since the last lap to phase: wall time, and our thread's
+ * CPU time (on a loaded machine the wall time is mostly others' work).
+ */
 static void lap(struct capture *c, enum capture_phase phase, uint64_t *mark)
 {
-	uint64_t t = now_us();
+	uint64_t t = now_us(), cpu = thread_cpu_us();
 	c->stats.phase_us[phase] += t - *mark;
+	if (c->stats.cpu_mark)
+		c->stats.phase_cpu_us[phase] += cpu - c->stats.cpu_mark;
+	c->stats.cpu_mark = cpu;
 	*mark = t;
 }
 
@@ -120,6 +133,7 @@ int capture_held(struct capture *c)
 	c->n_vmas = 0;
 	capture_live_free(c);
 	memset(&c->stats, 0, sizeof(c->stats));
+	c->stats.cpu_mark = thread_cpu_us();
 	reach_stop_begin(c);
 
 	int r = reach_safepoint(c);
@@ -131,6 +145,23 @@ int capture_held(struct capture *c)
 	if (n < 0)
 		return log_error_errno(n, "cannot read mappings of pid %d", c->pid);
 	c->n_vmas = n;
+	lap(c, CPH_LIVE_SET, &mark);
+	/*
+	 * Written ranges first: the live set re-reads only the mspans whose
+	 * pages they hold (live.c's span cache). Nothing writes in between, the
+	 * threads are held.
+	 */
+	int rc = capture_find_syscall_insn(c, &c->leader->insn);
+	if (rc < 0)
+		return log_error_errno(rc, "no syscall instruction found in the vDSO of pid %d",
+				       c->pid);
+	if (c->wp) {
+		rc = wp_collect(c, c->wp);
+		if (rc < 0)
+			return rc;
+		STEP(c, "written");
+	}
+	lap(c, CPH_DIRTY_SCAN, &mark);
 	if (r > 0) {
 		r = capture_live_set(c);
 		if (r < 0)
@@ -139,17 +170,6 @@ int capture_held(struct capture *c)
 	}
 	lap(c, CPH_LIVE_SET, &mark);
 	STEP(c, "live set");
-	r = capture_find_syscall_insn(c, &c->leader->insn);
-	if (r < 0)
-		return log_error_errno(r, "no syscall instruction found in the vDSO of pid %d",
-				       c->pid);
-	if (c->wp) {
-		r = wp_collect(c, c->wp);
-		if (r < 0)
-			return r;
-		STEP(c, "written");
-	}
-	lap(c, CPH_DIRTY_SCAN, &mark);
 	c->cache_ok = capture_cache_usable(c);
 	r = capture_threads(c);
 	if (r >= 0)
@@ -229,6 +249,7 @@ int capture_dump(pid_t pid, const char *dir, const struct dump_options *opt,
 	if (r >= 0)
 		r = capture_held(&c);
 	capture_release_all(&c);
+	capture_live_set_end(&c);
 	/* The process runs again; it is still ours to read (allocBits), and the image is complete. */
 	if (r >= 0 && !c.whole)
 		r = capture_reach(&c, true);

@@ -77,7 +77,8 @@ static int getsockopt_int(int fd, int level, int opt)
 	return v;
 }
 
-static int capture_socket(int pidfd, struct image_fd *f)
+/* *settled: the socket's kind cannot change any more (fd_cache). */
+static int capture_socket(int pidfd, struct image_fd *f, bool *settled)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
@@ -102,11 +103,20 @@ static int capture_socket(int pidfd, struct image_fd *f)
 	if (getsockopt_int(sk, SOL_SOCKET, SO_ACCEPTCONN) > 0) {
 		f->kind = FD_SOCK_LISTEN;
 		f->count = SOMAXCONN;
+		*settled = true;
 	} else if (f->sk_type == SOCK_DGRAM &&
 		   (f->sk_family == AF_INET || f->sk_family == AF_INET6)) {
 		f->kind = FD_SOCK_DGRAM;
 	} else {
 		f->kind = FD_SOCK_DEAD;
+		/*
+		 * Connected: it never becomes a listener. One not yet connected
+		 * (socket(), bind(), then a stop before listen()) may.
+		 */
+		struct sockaddr_storage peer;
+		socklen_t pl = sizeof(peer);
+		*settled = f->sk_type == SOCK_STREAM &&
+			   getpeername(sk, (struct sockaddr *)&peer, &pl) == 0;
 	}
 	return 0;
 }
@@ -134,14 +144,14 @@ static int capture_pipe_data(int pidfd, struct image_fd *f)
 	return 0;
 }
 
-static int classify(pid_t pid, int pidfd, struct image_fd *f, const char *link)
+static int classify(pid_t pid, int pidfd, struct image_fd *f, const char *link, bool *settled)
 {
 	unsigned long long ino;
 	char path[64];
 	struct stat st;
 
 	if (sscanf(link, "socket:[%llu]", &ino) == 1)
-		return capture_socket(pidfd, f);
+		return capture_socket(pidfd, f, settled);
 	if (sscanf(link, "pipe:[%llu]", &ino) == 1) {
 		f->kind = FD_PIPE;
 		f->ino = ino;
@@ -174,17 +184,87 @@ static int classify(pid_t pid, int pidfd, struct image_fd *f, const char *link)
 	return f->path ? 0 : -ENOMEM;
 }
 
-static int capture_fd(struct capture *c, int pidfd, int fd)
+/* The socket inode a /proc fd link names, or 0. */
+static uint64_t socket_ino(const char *link)
+{
+	unsigned long long ino;
+	return sscanf(link, "socket:[%llu]", &ino) == 1 ? ino : 0;
+}
+
+static struct fd_cache *cached_fd(const struct capture *c, int fd, uint64_t ino)
+{
+	struct inject_cache *k = c->cache;
+	for (size_t i = 0; k && c->cache_ok && ino && i < k->n_fds; i++)
+		if (k->fds[i].fd == fd && k->fds[i].ino == ino)
+			return &k->fds[i];
+	return NULL;
+}
+
+/* The image's descriptor from the cache: everything fdinfo and the socket said last stop. */
+static int push_cached(struct image *img, const struct fd_cache *e)
+{
+	struct image_fd *f = array_push(&img->fds, &img->n_fds, &img->cap_fds, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	*f = e->f;
+	f->data = NULL;
+	if (e->f.data_len) {
+		if (!(f->data = malloc(e->f.data_len)))
+			return -ENOMEM;
+		memcpy(f->data, e->addr, e->f.data_len);
+	}
+	return 0;
+}
+
+/* Remember a settled socket for the next stop's table (*next, swapped in at the end). */
+static int remember_fd(struct fd_cache **next, size_t *n, size_t *cap, const struct image_fd *f,
+		       uint64_t ino)
+{
+	if (f->data_len > sizeof((*next)->addr))
+		return 0;
+	struct fd_cache *e = array_push(next, n, cap, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->fd = f->fd;
+	e->ino = ino;
+	e->f = *f;
+	e->f.path = NULL;
+	e->f.tfds = NULL;
+	e->f.n_tfds = 0;
+	memcpy(e->addr, f->data, f->data_len);
+	e->f.data = NULL;
+	return 0;
+}
+
+struct fd_walk {
+	struct fd_cache *next;
+	size_t n_next, cap_next;
+};
+
+static int capture_fd(struct capture *c, int pidfd, int fd, struct fd_walk *w)
 {
 	struct image *img = c->img;
 	struct fdinfo fi = {0};
 	char what[32], link[4096];
+	bool settled = false;
 	int r;
 
 	snprintf(what, sizeof(what), "fd/%d", fd);
 	r = proc_readlink(c->pid, what, link, sizeof(link));
 	if (r < 0)
 		return r == -ENOENT ? 0 : r;
+	uint64_t ino = socket_ino(link);
+	const struct fd_cache *e = cached_fd(c, fd, ino);
+	if (e) {
+		c->stats.fds_kept++;
+		r = push_cached(img, e);
+		struct fd_cache *keep = r < 0 ? NULL : array_push(&w->next, &w->n_next, &w->cap_next,
+								   sizeof(*keep));
+		if (keep)
+			*keep = *e;
+		return r < 0 ? r : keep ? 0 : -ENOMEM;
+	}
+	c->stats.fds_read++;
 	r = read_fdinfo(c->pid, fd, &fi);
 	if (r < 0) {
 		free(fi.tfds);
@@ -202,7 +282,7 @@ static int capture_fd(struct capture *c, int pidfd, int fd)
 	f->count = fi.eventfd_count;
 	f->tfds = fi.tfds;
 	f->n_tfds = fi.n_tfds;
-	r = classify(c->pid, pidfd, f, link);
+	r = classify(c->pid, pidfd, f, link, &settled);
 	if (r == -ENOTSUP)
 		return log_error_errno(r, "fd %d of pid %d (%s) is of a kind CheckSync cannot "
 				       "restore", fd, c->pid, link);
@@ -211,13 +291,25 @@ static int capture_fd(struct capture *c, int pidfd, int fd)
 				       link);
 	if (r < 0)
 		return log_error_errno(r, "cannot capture fd %d of pid %d (%s)", fd, c->pid, link);
-	return 0;
+	return settled && c->cache ? remember_fd(&w->next, &w->n_next, &w->cap_next, f, ino) : 0;
 }
 
+/*
+ * Each descriptor costs its /proc link, its fdinfo and, for a socket, a
+ * copy and six getsockopt()s: 21 us a descriptor, 0.48 ms of each stop of
+ * the paper's workload (16 connections; measured, rdtsc, loaded machine).
+ * A socket at the same descriptor with the same inode as at the last stop
+ * is the same socket, and a listening or connected one keeps its kind and
+ * address: only its link is read again. Its status flags (fcntl F_SETFL)
+ * are taken from the cache too; they are read afresh with the rest of the
+ * inject cache (every CACHE_REFRESH_EPOCHS, full epochs, a change of the
+ * signal masks: c->cache_ok).
+ */
 int capture_fds(struct capture *c)
 {
 	char path[64];
 	struct dirent *de;
+	struct fd_walk w = {0};
 	int r = 0;
 
 	_cleanup_close_ int pidfd = syscall(SYS_pidfd_open, c->pid, 0);
@@ -230,8 +322,17 @@ int capture_fds(struct capture *c)
 	while ((de = readdir(d)) && r >= 0) {
 		if (de->d_name[0] == '.')
 			continue;
-		r = capture_fd(c, pidfd, atoi(de->d_name));
+		r = capture_fd(c, pidfd, atoi(de->d_name), &w);
 	}
 	closedir(d);
+	/* What this stop found is the cache now; a failed stop leaves none. */
+	if (c->cache) {
+		free(c->cache->fds);
+		c->cache->fds = r < 0 ? (free(w.next), NULL) : w.next;
+		c->cache->n_fds = r < 0 ? 0 : w.n_next;
+		c->cache->cap_fds = r < 0 ? 0 : w.cap_next;
+	} else {
+		free(w.next);
+	}
 	return r;
 }

@@ -44,6 +44,13 @@ static const struct {
 			"epoch queued to its COMMIT handed to TLS, within 256 KiB of the wire (wall)"},
     [COST_PRECOPY] = {"precopy_round", "a pre-copy round while the service runs (wall)"},
     [COST_REACH] = {"ship_reach", "after resume: finding the reachable new objects"},
+    [COST_CPU_SAFEPOINT] = {"pause_safepoint_cpu", "pause: primaryd's CPU time in pause_safepoint"},
+    [COST_CPU_LIVE_SET] = {"pause_live_set_cpu", "pause: primaryd's CPU time in pause_live_set"},
+    [COST_CPU_DIRTY_SCAN] = {"pause_dirty_scan_cpu",
+			     "pause: primaryd's CPU time in pause_dirty_scan"},
+    [COST_CPU_THREADS] = {"pause_threads_cpu", "pause: primaryd's CPU time in pause_threads"},
+    [COST_CPU_COPY] = {"pause_copy_cpu", "pause: primaryd's CPU time in pause_copy"},
+    [COST_CPU_FDS] = {"pause_fds_cpu", "pause: primaryd's CPU time in pause_fds"},
 };
 
 void capture_session_report(const struct capture_session *s, struct status_report *r)
@@ -66,6 +73,18 @@ void capture_session_report(const struct capture_session *s, struct status_repor
 		status_report_counter(r, "precopy_stores_reused", "", p->stores_reused,
 				      "epochs whose store was a shipped epoch's, already faulted in");
 	}
+	status_report_counter(r, "live_spans_read", "", s->spans_read,
+			      "mspans read from the service in the stops' live sets");
+	status_report_counter(r, "live_spans_kept", "", s->spans_kept,
+			      "mspans taken from the span cache (their pages not written since)");
+	status_report_counter(r, "fds_read", "", s->fds_read,
+			      "descriptors read from /proc in the stops");
+	status_report_counter(r, "fds_kept", "", s->fds_kept,
+			      "descriptors taken from the cache (the same settled socket)");
+	status_report_counter(r, "threads_read", "", s->threads_read,
+			      "threads whose credentials and name were read in the stops");
+	status_report_counter(r, "threads_kept", "", s->threads_kept,
+			      "threads whose credentials and name came from the cache");
 	capture_reach_report(&s->c, r);
 	if (!shipped_enabled(&s->shipped_pages))
 		return;
@@ -115,6 +134,9 @@ int capture_session_open(pid_t pid, const char *debug_file, struct capture_sessi
 	wp_init(&s->wp);
 	precopy_init(&s->pre);
 	s->c.seize_options = PTRACE_O_EXITKILL;
+	/* A debug switch for tests: compare live.c's span cache with a full read every N stops. */
+	const char *check = getenv("CHECKSYNC_CHECK_LIVE_SET");
+	s->c.live_check_every = check ? (unsigned)strtoul(check, NULL, 10) : 0;
 	s->c.img = image_new();
 	if (!s->c.img) {
 		free(s);
@@ -153,6 +175,7 @@ void capture_session_close(struct capture_session *s)
 	free(s->raw);
 	shipped_free(&s->shipped_pages);
 	free(s->cache.threads);
+	free(s->cache.fds);
 	capture_file_cache_free(&s->files);
 	free(s);
 }
@@ -366,13 +389,22 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		s->frozen = true;
 	uint64_t ran_us = now_us();
 	capture_cpu_release(c);
+	capture_live_set_end(c);
 	/* A safepoint retry stops the threads again: the pause is the last stop, as before. */
 	rep->pause_us = ran_us - c->stop_us;
 	if (r >= 0) {
 		struct hist *h = s->cost.h;
 		hist_add_us(&h[COST_STOP], held_us - stop_us);
-		for (int i = 0; i < CPH_COUNT; i++)
+		for (int i = 0; i < CPH_COUNT; i++) {
 			hist_add_us(&h[COST_SAFEPOINT + i], c->stats.phase_us[i]);
+			hist_add_us(&h[COST_CPU_SAFEPOINT + i], c->stats.phase_cpu_us[i]);
+		}
+		s->spans_read += c->stats.spans_read;
+		s->spans_kept += c->stats.spans_kept;
+		s->fds_read += c->stats.fds_read;
+		s->fds_kept += c->stats.fds_kept;
+		s->threads_read += c->stats.threads_read;
+		s->threads_kept += c->stats.threads_kept;
 		hist_add_us(&h[COST_RESUME], ran_us - resume_us);
 		hist_add_us(&h[COST_PAUSE], rep->pause_us);
 	}
@@ -492,8 +524,10 @@ int capture_session_precopy_step(struct capture_session *s, bool full, uint64_t 
 		r = precopy_round_step(p, s->c.pid, budget);
 	if (r == 1)
 		hist_add_us(&s->cost.h[COST_PRECOPY], now_us() - s->round_t0);
-	if (r < 0)
+	if (r < 0) {
 		precopy_reset(p); /* what the rounds found written stays owed (wp_owe) */
+		wp_note_lost(&s->wp); /* unless the failure came between a re-arm and wp_owe */
+	}
 	return r;
 }
 

@@ -37,6 +37,12 @@ enum cost_phase {
 	COST_TLS_WRITE,	 /* from the epoch queued to its last byte handed to the kernel (wall) */
 	COST_PRECOPY,	 /* a pre-copy round, with the service running (wall, primaryd's loop) */
 	COST_REACH,	 /* after resume: which new objects are reachable (reach.c) */
+	COST_CPU_SAFEPOINT, /* primaryd's thread CPU time in each CPH_* phase, in order */
+	COST_CPU_LIVE_SET,
+	COST_CPU_DIRTY_SCAN,
+	COST_CPU_THREADS,
+	COST_CPU_COPY,
+	COST_CPU_FDS,
 	COST_COUNT
 };
 
@@ -100,6 +106,9 @@ struct capture_session {
 	bool enc_full;
 	uint64_t enc_start_us, enc_compress_us; /* for the cost breakdown */
 	struct delta_stats delta;
+	uint64_t spans_read, spans_kept; /* live.c's span cache, over all epochs */
+	uint64_t fds_read, fds_kept;	 /* fds.c's socket cache, over all epochs */
+	uint64_t threads_read, threads_kept; /* threads.c's per-thread cache, over all epochs */
 };
 
 /*

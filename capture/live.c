@@ -21,6 +21,7 @@
 #include "range.h"
 #include "reach.h"
 #include "util.h"
+#include "wp.h"
 
 struct live_set {
 	struct rangeset arenas, heap, stacks;
@@ -42,6 +43,11 @@ static int rs_add(struct rangeset *rs, uint64_t s, uint64_t e)
 static void rs_normalize(struct rangeset *rs)
 {
 	range_normalize(rs->r, &rs->n);
+}
+
+static void rs_free(struct rangeset *rs)
+{
+	free(rs->r);
 }
 
 /* Remove the page-aligned interior of every range of `cut` from `rs` (both normalized). */
@@ -97,6 +103,13 @@ struct memcache {
 	/* allspans indexes of the last stop's in-use spans in address order (live_spans()). */
 	uint32_t *order;
 	size_t n_order, cap_order;
+	/* What the last live set read of each allspans entry (the span cache, live_spans()). */
+	struct span_rec *rec;
+	size_t n_rec, cap_rec;
+	bool rec_valid;	 /* rec is what the stop of write-tracking seq rec_seq read */
+	uint64_t rec_seq;
+	unsigned rec_stops; /* stops that used rec, for the check against a full read */
+	bool spans_noted; /* reach.c was handed this stop's spans, not yet told they are all */
 };
 
 /*
@@ -156,6 +169,24 @@ static int mc_read(struct memcache *mc, uint64_t addr, void *buf, size_t len)
 }
 
 /*
+ * Where [addr, addr + len) sits in the cache, read in if need be; NULL if it
+ * crosses a block or a page that cannot be read (mc_read() then says why).
+ * One lookup for a whole mspan instead of one per field: reading 3,000-5,000
+ * mspans field by field, a dozen mc_read()s each, was most of the live set.
+ */
+static const uint8_t *mc_ptr(struct memcache *mc, uint64_t addr, size_t len)
+{
+	uint64_t b = addr & ~(uint64_t)(BLOCK - 1);
+	size_t slot = (b / BLOCK) % NBLOCKS, off = addr - b;
+
+	if (!len || off + len > BLOCK)
+		return NULL;
+	if (mc->base[slot] != b + 1)
+		mc_fill(mc, slot, b);
+	return mc_holds(mc, slot, off, len) ? mc->data + slot * BLOCK + off : NULL;
+}
+
+/*
  * One cache per capture, kept across stops: a fresh 2 MiB buffer per stop
  * would be faulted in again page by page. Emptied at each stop, since the
  * process ran in between.
@@ -184,6 +215,7 @@ void capture_memcache_free(struct capture *c)
 	if (c->mc) {
 		free(c->mc->data);
 		free(c->mc->order);
+		free(c->mc->rec);
 	}
 	free(c->mc);
 	c->mc = NULL;
@@ -325,25 +357,216 @@ struct span_at {
 	struct reach_span_state st; /* read with the rest while the span's block is cached */
 };
 
-/* One span of allspans: an in-use one is returned in *in_use, a manual one goes to stacks. */
-static int live_span(const struct go_layout *l, struct memcache *mc, struct live_set *ls,
-		     uint64_t span, struct span_at *in_use, int *err)
-{
-	uint64_t state = mc_uint(mc, span, &l->span_state, err);
+/*
+ * The fields of one mspan the live set uses, as read at a stop. mspans
+ * live in off-heap runtime memory that write tracking covers, and the
+ * runtime changes a span only by writing to its mspan: a record whose
+ * mspan pages were not written since the stop that read it is still true.
+ */
+struct span_rec {
+	uint64_t span; /* the mspan's address (allspans[i]), 0: not read */
+	uint64_t state, start, npages;
+	struct reach_span_state st; /* in-use spans, with reach_ok */
+};
 
+/* A field of a struct whose bytes from offset lo on are at p. */
+static uint64_t field_at(const uint8_t *p, int64_t lo, const struct go_field *f)
+{
+	uint64_t v = 0;
+	memcpy(&v, p + (f->off - lo), f->size <= 8 ? f->size : 8);
+	return v;
+}
+
+/* read_span_rec() from the mspan's bytes [lo, hi) at p. */
+static void span_rec_from(const struct go_layout *l, const uint8_t *p, int64_t lo, uint64_t span,
+			  struct span_rec *rec)
+{
+	rec->state = field_at(p, lo, &l->span_state);
+	if (rec->state != l->span_in_use && rec->state != l->span_manual)
+		return;
+	rec->start = field_at(p, lo, &l->span_start);
+	rec->npages = field_at(p, lo, &l->span_npages);
+	if (rec->state != l->span_in_use || !l->reach_ok)
+		return;
+	rec->st = (struct reach_span_state){
+	    .span = span,
+	    .base = rec->start,
+	    .npages = rec->npages,
+	    .elemsize = field_at(p, lo, &l->span_elemsize),
+	    .nelems = field_at(p, lo, &l->span_nelems),
+	    .freeindex = field_at(p, lo, &l->span_freeindex),
+	    .allocbits = field_at(p, lo, &l->span_allocbits),
+	    .specials = field_at(p, lo, &l->span_specials),
+	    .sweepgen = (uint32_t)field_at(p, lo, &l->span_sweepgen),
+	    .spanclass = (uint8_t)field_at(p, lo, &l->span_spanclass),
+	};
+}
+
+static void read_span_rec(const struct go_layout *l, struct memcache *mc, uint64_t span,
+			  int64_t lo, int64_t hi, struct span_rec *rec, int *err)
+{
+	const uint8_t *p = hi > lo ? mc_ptr(mc, span + lo, hi - lo) : NULL;
+
+	memset(rec, 0, sizeof(*rec));
+	rec->span = span;
+	if (p) {
+		span_rec_from(l, p, lo, span, rec);
+		return;
+	}
+	/* Across two blocks, or beside memory that cannot be read: field by field. */
+	rec->span = span;
+	rec->state = mc_uint(mc, span, &l->span_state, err);
+	if (rec->state != l->span_in_use && rec->state != l->span_manual)
+		return;
+	rec->start = mc_uint(mc, span, &l->span_start, err);
+	rec->npages = mc_uint(mc, span, &l->span_npages, err);
+	if (rec->state == l->span_in_use && l->reach_ok)
+		span_state(l, mc, span, rec->start, rec->npages, &rec->st, err);
+}
+
+static bool span_rec_equal(const struct span_rec *a, const struct span_rec *b)
+{
+	const struct reach_span_state *x = &a->st, *y = &b->st;
+	return a->span == b->span && a->state == b->state && a->start == b->start &&
+	       a->npages == b->npages && x->span == y->span && x->base == y->base &&
+	       x->npages == y->npages && x->elemsize == y->elemsize && x->nelems == y->nelems &&
+	       x->freeindex == y->freeindex && x->allocbits == y->allocbits &&
+	       x->specials == y->specials && x->sweepgen == y->sweepgen &&
+	       x->spanclass == y->spanclass;
+}
+
+/* One span of allspans: an in-use one is returned in *in_use, a manual one goes to stacks. */
+static int live_span(const struct go_layout *l, struct live_set *ls, const struct span_rec *rec,
+		     struct span_at *in_use)
+{
 	in_use->in_use = false;
-	if (state != l->span_in_use && state != l->span_manual)
+	if (rec->state != l->span_in_use && rec->state != l->span_manual)
 		return 0;
-	uint64_t start = mc_uint(mc, span, &l->span_start, err);
-	uint64_t len = mc_uint(mc, span, &l->span_npages, err) * l->page_size;
+	uint64_t len = rec->npages * l->page_size;
 	if (len > l->arena_bytes * 1024)
 		return -EBADMSG;
-	if (state == l->span_manual)
-		return rs_add(&ls->stacks, start, start + len);
-	*in_use = (struct span_at){.start = start, .len = len, .in_use = true};
-	if (l->reach_ok)
-		span_state(l, mc, span, start, len / l->page_size, &in_use->st, err);
+	if (rec->state == l->span_manual)
+		return rs_add(&ls->stacks, rec->start, rec->start + len);
+	*in_use = (struct span_at){.start = rec->start, .len = len, .in_use = true, .st = rec->st};
 	return 0;
+}
+
+/* Bytes [lo, hi) of an mspan that hold the fields read_span_rec() reads. */
+static void span_extent(const struct go_layout *l, int64_t *lo, int64_t *hi)
+{
+	const struct go_field *f[] = {&l->span_state,	  &l->span_start,    &l->span_npages,
+				      &l->span_elemsize,  &l->span_nelems,   &l->span_freeindex,
+				      &l->span_allocbits, &l->span_specials, &l->span_sweepgen,
+				      &l->span_spanclass};
+	*lo = INT64_MAX;
+	*hi = 0;
+	for (size_t k = 0; k < ARRAY_SIZE(f); k++) {
+		if (f[k]->off < 0)
+			continue;
+		if (f[k]->off < *lo)
+			*lo = f[k]->off;
+		if (f[k]->off + (int64_t)f[k]->size > *hi)
+			*hi = f[k]->off + (int64_t)f[k]->size;
+	}
+}
+
+/*
+ * The mappings write tracking covers, as bare ranges: searching the
+ * struct proc_vma array itself (4 KiB apart) for each of 3,000-5,000
+ * mspans missed the CPU cache at every step.
+ */
+static int tracked_ranges(const struct capture *c, struct rangeset *out)
+{
+	for (size_t i = 0; i < c->n_vmas; i++)
+		if (wp_vma_tracked(&c->vmas[i]) &&
+		    rs_add(out, c->vmas[i].start, c->vmas[i].end) < 0)
+			return -ENOMEM;
+	return 0;
+}
+
+/*
+ * May [s, e) have changed since the stop that read it? Yes unless it lies
+ * in mappings write tracking covers and no page of it was written:
+ * w->dirty holds everything written since that stop (wp.h, seq), found by
+ * the pre-copy rounds (owed) or this stop's scan.
+ */
+static bool maybe_written(const struct capture *c, const struct rangeset *tracked, uint64_t s,
+			  uint64_t e)
+{
+	const struct wp_tracker *w = c->wp;
+	size_t t = rs_find(tracked, s);
+
+	if (t == tracked->n || tracked->r[t].s > s || tracked->r[t].e < e)
+		return true;
+	size_t i = range_find(w->dirty, w->n, PAGE_ALIGN_DOWN(s));
+	return i < w->n && w->dirty[i].s < e;
+}
+
+/*
+ * May this stop take records from the span cache? Only when write tracking
+ * ran without a gap since the stop that filled it: its seq is exactly one
+ * wp_collect() on, the collect of this stop (dump.c runs it first).
+ */
+static bool span_cache_usable(const struct capture *c, const struct memcache *mc)
+{
+	return c->wp && c->wp->uffd >= 0 && mc->rec_valid && c->wp->seq == mc->rec_seq + 1;
+}
+
+/*
+ * The debug check (CHECKSYNC_CHECK_LIVE_SET=N, tests/test_live_set_cache.py):
+ * every N stops that used the cache, read every span again and compare.
+ * A difference fails the epoch loudly: a stale record would silently
+ * restore a live object as zero.
+ */
+static int span_cache_check(struct capture *c, struct memcache *mc, const uint64_t *spans,
+			    uint64_t n)
+{
+	const struct go_layout *l = c->go;
+	size_t compared = 0;
+	int err = 0;
+
+	for (uint64_t i = 0; i < n; i++) {
+		struct span_rec fresh;
+		if (!spans[i])
+			continue;
+		/* Field by field (lo == hi): it checks the one-lookup reads too. */
+		read_span_rec(l, mc, spans[i], 0, 0, &fresh, &err);
+		if (err)
+			return err;
+		if (!span_rec_equal(&fresh, &mc->rec[i])) {
+			/* A warning: errors inside an epoch are held and summed up (guard.c). */
+			log_warn("live set of pid %d: the span cache differs from a full read at "
+				 "allspans[%lu] (mspan %#lx: state %lu/%lu, start %#lx/%#lx, "
+				 "freeindex %lu/%lu): a write went unseen",
+				 c->pid, (unsigned long)i, (unsigned long)spans[i],
+				 (unsigned long)mc->rec[i].state, (unsigned long)fresh.state,
+				 (unsigned long)mc->rec[i].start, (unsigned long)fresh.start,
+				 (unsigned long)mc->rec[i].st.freeindex,
+				 (unsigned long)fresh.st.freeindex);
+			return -EIO;
+		}
+		compared++;
+	}
+	log_info("live set of pid %d: span cache checked against a full read: %zu spans equal "
+		 "(%lu kept, %lu read this stop)", c->pid, compared,
+		 (unsigned long)c->stats.spans_kept, (unsigned long)c->stats.spans_read);
+	return 0;
+}
+
+/* The record of allspans[i] for this stop: kept from the last stop, or read now. */
+static const struct span_rec *span_rec_at(struct capture *c, struct memcache *mc, bool cached,
+					  const struct rangeset *tracked, int64_t lo, int64_t hi,
+					  uint64_t i, uint64_t span, int *err)
+{
+	struct span_rec *rec = &mc->rec[i];
+
+	if (cached && rec->span == span && !maybe_written(c, tracked, span + lo, span + hi)) {
+		c->stats.spans_kept++;
+		return rec;
+	}
+	read_span_rec(c->go, mc, span, lo, hi, rec, err);
+	c->stats.spans_read++;
+	return rec;
 }
 
 static int cmp_span_at(const void *a, const void *b)
@@ -405,7 +628,10 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 	_cleanup_free_ uint64_t *spans = NULL;
 	_cleanup_free_ uint8_t *seen = NULL;
 	_cleanup_free_ struct span_at *at = NULL;
+	__attribute__((cleanup(rs_free))) struct rangeset tracked = {0};
 	size_t n_at = 0, cap_at = 0;
+	bool cached = span_cache_usable(c, mc);
+	int64_t lo, hi;
 	uint64_t n;
 	int err = 0;
 	int r = read_slice(mc, l->mheap + l->heap_allspans.off, &spans, &n);
@@ -415,6 +641,20 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 		return -EBADMSG;
 	if (!(seen = calloc(n + 1, 1)))
 		return -ENOMEM;
+	/* Filled again below: until then it is no stop's. */
+	mc->rec_valid = false;
+	if (n > mc->cap_rec) {
+		struct span_rec *v = realloc(mc->rec, n * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		memset(v + mc->cap_rec, 0, (n - mc->cap_rec) * sizeof(*v));
+		mc->rec = v;
+		mc->cap_rec = n;
+	}
+	span_extent(l, &lo, &hi);
+	if (cached && tracked_ranges(c, &tracked) < 0)
+		return -ENOMEM;
+	rs_normalize(&tracked);
 	for (size_t k = 0; k < mc->n_order + n && !err; k++) {
 		uint64_t i = k < mc->n_order ? mc->order[k] : k - mc->n_order;
 		struct span_at one;
@@ -424,7 +664,9 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 		/* Dead mspans too: their stale startAddr and limit are no roots either. */
 		if (l->reach_ok && (r = reach_note_mspan(c, spans[i])) < 0)
 			return r;
-		r = live_span(l, mc, ls, spans[i], &one, &err);
+		const struct span_rec *rec =
+		    span_rec_at(c, mc, cached, &tracked, lo, hi, i, spans[i], &err);
+		r = live_span(l, ls, rec, &one);
 		if (r >= 0 && one.in_use) {
 			struct span_at *a = array_push(&at, &n_at, &cap_at, sizeof(*a));
 			r = a ? (one.idx = (uint32_t)i, *a = one, 0) : -ENOMEM;
@@ -434,6 +676,10 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 	}
 	if (err)
 		return err;
+	mc->n_rec = n;
+	if (cached && c->live_check_every && ++mc->rec_stops % c->live_check_every == 0 &&
+	    (r = span_cache_check(c, mc, spans, n)) < 0)
+		return r;
 	r = sort_spans_at(at, n_at);
 	for (size_t k = 0; k < n_at && r >= 0; k++) {
 		r = rs_add(&ls->heap, at[k].start, at[k].start + at[k].len);
@@ -442,8 +688,8 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 	}
 	if (r < 0)
 		return r;
-	if (l->reach_ok)
-		reach_spans_end(c);
+	/* reach_spans_end() sorts what was noted: after the resume (capture_live_set_end). */
+	mc->spans_noted = l->reach_ok;
 	rs_normalize(&ls->heap);
 	rs_normalize(&ls->stacks);
 	/* The next stop reads them in this order. */
@@ -457,6 +703,11 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 	for (size_t k = 0; k < n_at; k++)
 		mc->order[k] = at[k].idx;
 	mc->n_order = n_at;
+	/* The next stop may take these records if write tracking goes on without a gap. */
+	if (c->wp && c->wp->uffd >= 0) {
+		mc->rec_valid = true;
+		mc->rec_seq = c->wp->seq;
+	}
 	return 0;
 }
 
@@ -641,6 +892,14 @@ static void live_exe_range(struct capture *c, struct live_set *ls)
 	}
 }
 
+void capture_live_set_end(struct capture *c)
+{
+	if (c->mc && c->mc->spans_noted)
+		reach_spans_end(c);
+	if (c->mc)
+		c->mc->spans_noted = false;
+}
+
 void capture_live_free(struct capture *c)
 {
 	if (!c->live)
@@ -656,6 +915,7 @@ void capture_live_free(struct capture *c)
 
 int capture_live_set(struct capture *c)
 {
+
 	struct memcache *mc = mc_for_stop(c);
 	struct rangeset unused = {0};
 	struct running_set running = {0};
@@ -668,6 +928,7 @@ int capture_live_set(struct capture *c)
 	live_exe_range(c, ls);
 	if (!mc)
 		return -ENOMEM;
+	mc->spans_noted = false;
 	r = live_arenas(c, mc, ls);
 	if (r >= 0 && c->go->reach_ok) {
 		struct go_field f = c->go->heap_sweepgen;

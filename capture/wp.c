@@ -60,6 +60,7 @@ static int wp_create(struct capture *c, struct wp_tracker *w)
 	if (ioctl(w->uffd, UFFDIO_API, &api) < 0)
 		return log_error_errno(-errno, "userfaultfd: asynchronous write-protect "
 				       "unsupported by this kernel");
+	w->seq += 2;
 	return 0;
 }
 
@@ -150,7 +151,7 @@ int wp_carry_unshipped(struct wp_tracker *w, const struct image *img)
 	return 0;
 }
 
-int wp_scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *vmas, size_t n)
+static int scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *vmas, size_t n)
 {
 	char path[64];
 	int r;
@@ -177,6 +178,19 @@ int wp_scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *vmas
 	}
 	sort_merge(w);
 	return 0;
+}
+
+int wp_scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *vmas, size_t n)
+{
+	int r = scan_running(w, pid, vmas, n);
+	if (r < 0)
+		wp_note_lost(w);
+	return r;
+}
+
+void wp_note_lost(struct wp_tracker *w)
+{
+	w->seq += 2;
 }
 
 int wp_open(struct capture *c, struct wp_tracker *w)
@@ -213,7 +227,7 @@ int wp_owe(struct wp_tracker *w, const struct range *v, size_t n)
 	return 0;
 }
 
-int wp_collect(struct capture *c, struct wp_tracker *w)
+static int collect(struct capture *c, struct wp_tracker *w)
 {
 	int r;
 
@@ -261,6 +275,13 @@ int wp_collect(struct capture *c, struct wp_tracker *w)
 	return 0;
 }
 
+int wp_collect(struct capture *c, struct wp_tracker *w)
+{
+	int r = collect(c, w);
+	w->seq += r < 0 ? 2 : 1;
+	return r;
+}
+
 int wp_filter(const struct wp_tracker *w, uint64_t s, uint64_t e,
 	      int (*emit)(void *ctx, uint64_t s, uint64_t e), void *ctx)
 {
@@ -290,10 +311,13 @@ void wp_init(struct wp_tracker *w)
 
 void wp_free(struct wp_tracker *w)
 {
+	uint64_t seq = w->seq + 2; /* never seen again as a continuation */
+
 	if (w->uffd >= 0)
 		close(w->uffd);
 	free(w->dirty);
 	free(w->carry);
 	free(w->fresh);
 	wp_init(w);
+	w->seq = seq;
 }

@@ -24,6 +24,14 @@ struct wp_tracker {
 	/* what wp_collect()'s scans found written since the last scan, before the owed ranges join */
 	struct range *fresh;
 	size_t n_fresh, cap_fresh;
+	/*
+	 * +1 for each wp_collect() that succeeded, +2 for anything that may
+	 * have re-armed a page without its write reaching dirty or carry (a
+	 * failed scan, a new or closed userfaultfd). A reader that kept what it
+	 * read at the stop of seq s may trust w->dirty of the stop of seq s + 1
+	 * to cover every write in between (live.c's span cache).
+	 */
+	uint64_t seq;
 };
 
 struct proc_vma;
@@ -45,6 +53,9 @@ int wp_scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *vmas
 
 /* Owe these ranges to the next epoch (as if written): its capture will ship what is live of them. */
 int wp_owe(struct wp_tracker *w, const struct range *v, size_t n);
+
+/* Something re-armed pages whose writes may not be owed (a failed pre-copy round): see seq. */
+void wp_note_lost(struct wp_tracker *w);
 
 void wp_init(struct wp_tracker *w);
 void wp_free(struct wp_tracker *w);

@@ -27,46 +27,82 @@ static uint32_t vma_kind_of(const char *path)
 	return path[0] == '/' ? VMA_FILE : VMA_ANON;
 }
 
+/*
+ * One line of /proc/PID/maps: "start-end perms offset dev inode   path".
+ * Parsed by hand: sscanf() and a FILE's 4 KiB reads were most of the
+ * 0.2 ms each stop spent here (94 mappings, measured, loaded machine).
+ */
+static int parse_maps_line(char *line, struct proc_vma *e)
+{
+	char *p = line, *end;
+
+	e->start = strtoul(p, &end, 16);
+	if (end == p || *end != '-')
+		return -EINVAL;
+	p = end + 1;
+	e->end = strtoul(p, &end, 16);
+	if (end == p || *end != ' ' || strlen(end) < 6)
+		return -EINVAL;
+	p = end + 1;
+	e->prot = (p[0] == 'r' ? PROT_READ : 0) | (p[1] == 'w' ? PROT_WRITE : 0) |
+		  (p[2] == 'x' ? PROT_EXEC : 0);
+	e->shared = p[3] == 's';
+	p = strchr(p, ' ');
+	if (!p)
+		return -EINVAL;
+	e->pgoff = strtoul(p + 1, &end, 16);
+	if (end == p + 1 || *end != ' ')
+		return -EINVAL;
+	/* dev, inode, then blanks up to the path (if any) */
+	p = strchr(end + 1, ' ');
+	if (!p)
+		return -EINVAL;
+	strtoul(p + 1, &end, 10);
+	if (end == p + 1)
+		return -EINVAL;
+	p = end + strspn(end, " ");
+	size_t plen = strlen(p);
+	if (plen > 10 && strcmp(p + plen - 10, " (deleted)") == 0) {
+		plen -= 10;
+		e->deleted = true;
+	}
+	if (plen >= sizeof(e->path))
+		plen = sizeof(e->path) - 1;
+	memcpy(e->path, p, plen);
+	e->path[plen] = 0;
+	e->kind = vma_kind_of(e->path);
+	return 0;
+}
+
 ssize_t proc_read_maps(pid_t pid, struct proc_vma **out)
 {
-	char path[64], line[8192];
+	char path[64];
+	_cleanup_free_ char *buf = NULL;
 	struct proc_vma *v = NULL;
 	size_t n = 0, cap = 0;
 
 	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long start, end, off;
-		char perms[8];
-		int pos = 0;
-
-		if (sscanf(line, "%lx-%lx %7s %lx %*x:%*x %*u %n", &start, &end, perms, &off, &pos) <
-		    4) {
+	ssize_t len = read_file(path, &buf);
+	if (len < 0)
+		return len;
+	/* Sized once: a struct proc_vma is 4 KiB, and growing the array copied them. */
+	for (char *p = buf; (p = strchr(p, '\n')); p++)
+		cap++;
+	v = malloc((cap + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (char *line = buf, *next; line && *line && n <= cap; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = 0;
+		struct proc_vma *e = &v[n++];
+		/* Not the whole 4 KiB: parse_maps_line() ends the path. */
+		memset(e, 0, offsetof(struct proc_vma, path));
+		e->deleted = false;
+		if (parse_maps_line(line, e) < 0) {
 			free(v);
 			return -EINVAL;
 		}
-		struct proc_vma *e = array_push(&v, &n, &cap, sizeof(*e));
-		if (!e) {
-			free(v);
-			return -ENOMEM;
-		}
-		e->start = start;
-		e->end = end;
-		e->pgoff = off;
-		e->prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
-			  (perms[2] == 'x' ? PROT_EXEC : 0);
-		e->shared = perms[3] == 's';
-		char *p = line + pos;
-		p[strcspn(p, "\n")] = 0;
-		size_t plen = strlen(p);
-		if (plen > 10 && strcmp(p + plen - 10, " (deleted)") == 0) {
-			p[plen - 10] = 0;
-			e->deleted = true;
-		}
-		snprintf(e->path, sizeof(e->path), "%s", p);
-		e->kind = vma_kind_of(e->path);
 	}
 	*out = v;
 	return n;
