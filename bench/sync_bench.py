@@ -7,8 +7,9 @@ SIZE of 300-byte values; once the preload is done and its last epoch acknowledge
 backupd is killed and started again on an empty state dir, so the primary must
 send the whole heap again (a full epoch, as at the initial sync, with the heap
 already there). Printed per size: the stop of that full epoch (`pause_full_last`
-in primaryd's status), its bytes, the time until it was acknowledged, whether
-the backup ever took over, and the pause p50/p99 of the last 256 epochs.
+in primaryd's status), the size of the last epoch (steady state), the time
+until the full epoch was acknowledged, whether the backup ever took over, and
+the pause p50/p99 of the last 256 epochs.
 
 Usage: sudo bench/sync_bench.py [--sizes 100,1024[,4096]] [--precopy on|off] [--reach on|off]
 (--reach off: reach's scan after each resume holds primaryd's loop for seconds
@@ -95,11 +96,11 @@ def main():
     binary = cs.build_workload("kvserver", "cgo")
     print(f"# sync_bench --sizes {args.sizes} --precopy {args.precopy} --reach {args.reach}; loadavg "
           f"{open('/proc/loadavg').read().split()[:3]} (other users' load skews)")
-    print(f"{'heap':>8} {'keys':>9} {'full-epoch stop ms':>19} {'full MiB':>9} {'acked after s':>14} "
+    print(f"{'heap':>8} {'keys':>9} {'full-epoch stop ms':>19} {'last epoch KiB':>15} {'acked after s':>14} "
           f"{'pause p50/p99 ms (last 256)':>28} {'rounds':>7} {'roles A/B':>16}")
     for mib in (int(s) for s in args.sizes.split(",")):
         r = one(binary, mib, args.precopy, args.reach)
-        print(f"{mib:>6}Mi {r['keys']:>9} {r['full_stop_ms']:>19.1f} {(r['full_bytes'] or 0) / 2**20:>9.0f} "
+        print(f"{mib:>6}Mi {r['keys']:>9} {r['full_stop_ms']:>19.1f} {(r['full_bytes'] or 0) / 2**10:>15.0f} "
               f"{r['acked_s']:>14.1f} "
               f"{r['pause_p50_ms']:>13.1f} / {r['pause_p99_ms']:<12.1f} {r['rounds'] or 0:>7.0f} "
               f"{r['roles']:>16}", flush=True)
