@@ -388,7 +388,7 @@ static bool compaction_due(const struct journal *j)
 	    j->n_files < j->compact_retry_at)
 		return false;
 	/* The snapshot must be exactly what is on disk, so nothing newer may be in flight. */
-	if (store_epoch(j->store) != j->durable_epoch)
+	if (store_committing(j->store) || store_epoch(j->store) != j->durable_epoch)
 		return false;
 	/*
 	 * Each compaction forks, and every page the loop then writes is a

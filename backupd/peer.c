@@ -11,6 +11,12 @@
  * slow disk bounds our memory instead of growing it. The primary sees TCP
  * push back; its heartbeats wait in the socket, and failover does not count
  * that time against it (peer_read_paused()).
+ *
+ * The loop is never held for long by one epoch, however large: reading
+ * stops after a budget of bytes and pages (on_read), and a verified epoch
+ * is merged into the store in steps of SESSION_COMMIT_STEP_US from a timer
+ * while reading waits (as for the journal: peer_read_paused()), so our
+ * heartbeats and the ACKs go out in between.
  */
 #include "peer.h"
 
@@ -20,6 +26,7 @@
 #include <event2/event.h>
 #include <inttypes.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/queue.h>
 #include <stdarg.h>
 
@@ -37,6 +44,7 @@
 #define SESSION_CLOSE_TIMEOUT_SEC 5
 #define SESSION_MAX_BACKLOG (256ull << 20)
 #define SESSION_LOG_EVERY 100 /* an info line per this many epochs; each one at debug level */
+#define SESSION_COMMIT_STEP_US 5000
 
 struct peer {
 	LIST_ENTRY(peer) link; /* in d->peers */
@@ -47,6 +55,11 @@ struct peer {
 	struct wire_decoder *dec;
 	struct service *svc; /* after HELLO */
 	bool closing, read_paused, exe_checked;
+	bool committing; /* the store is merging our last epoch: no reading until it is done */
+	struct event *commit_ev;
+	struct {
+		uint64_t epoch, base, npages, bytes;
+	} commit; /* for committed() once the merge is done */
 	uint64_t incarnation; /* the primary's, from its HELLO */
 	bool may_replace;     /* its full epoch may replace the image of another incarnation */
 
@@ -122,8 +135,14 @@ static void discard_epoch(struct peer *s, const char *why)
 	msgpack_sbuffer_init(&s->record);
 }
 
+static void commit_done(struct peer *s);
+
 static void detach(struct peer *s, const char *why)
 {
+	if (s->committing) { /* verified: it goes in, whoever sent it and whatever comes next */
+		store_commit_finish(s->svc->store);
+		commit_done(s);
+	}
 	discard_epoch(s, why);
 	if (s->svc)
 		service_detached(s->svc, s);
@@ -139,6 +158,8 @@ static void peer_free(struct peer *s)
 		event_free(s->hb_timer);
 	if (s->reaper)
 		event_free(s->reaper);
+	if (s->commit_ev)
+		event_free(s->commit_ev);
 	if (s->dec)
 		wire_decoder_free(s->dec);
 	msgpack_sbuffer_destroy(&s->record);
@@ -214,7 +235,16 @@ static int refuse(struct peer *s, enum wire_error_code code, const char *fmt, ..
 	return -EPROTO;
 }
 
-bool peer_read_paused(const struct peer *s) { return s->read_paused; }
+/*
+ * We are not reading, so what the primary sends waits unread: that is not
+ * its silence (failover.c). While we merge an epoch, only bytes that do
+ * wait say so: a primary that died after its COMMIT is silent, and is
+ * taken over on time.
+ */
+bool peer_read_paused(const struct peer *s)
+{
+	return s->read_paused || (s->committing && peer_has_unread(s));
+}
 
 /* Bytes the primary has sent that we have not read yet: in the kernel, in TLS, in libevent. */
 bool peer_has_unread(const struct peer *s)
@@ -327,6 +357,10 @@ static int on_hello(struct peer *s, const struct wire_hello *h)
 		return refuse(s, WIRE_ERR_WRONG_SERVICE, "unknown service '%s'", h->service);
 	if (!peer_is_the_primary(s, svc))
 		return -EPERM;
+	if (svc->peer && svc->peer->committing) { /* our HELLO says the epoch we hold */
+		store_commit_finish(svc->store);
+		commit_done(svc->peer);
+	}
 	if ((code = failover_refuses_primary(svc, &why)))
 		return refuse(s, code, "%s", why);
 	if (!h->incarnation)
@@ -397,6 +431,7 @@ static int on_epoch_part(struct peer *s, const struct wire_msg *m)
 }
 
 static void resume_reading(struct peer *s);
+static void on_read(struct bufferevent *bev, void *arg);
 
 static void on_durable(int r, uint64_t epoch, void *arg)
 {
@@ -460,8 +495,35 @@ static void committed(struct peer *s, uint64_t epoch, uint64_t base, uint64_t np
 			  svc->cfg->name, epoch, base, npages, bytes);
 }
 
+/* The store holds the epoch: say so, and read on. */
+static void commit_done(struct peer *s)
+{
+	s->committing = false;
+	committed(s, s->commit.epoch, s->commit.base, s->commit.npages, s->commit.bytes);
+	if (!s->read_paused && !s->closing)
+		bufferevent_enable(s->bev, EV_READ);
+}
+
+static void commit_step(evutil_socket_t fd, short what, void *arg)
+{
+	static const struct timeval now = {0, 0};
+	struct peer *s = arg;
+
+	(void)fd, (void)what;
+	if (!s->committing)
+		return;
+	if (!store_commit_step(s->svc->store, SESSION_COMMIT_STEP_US)) {
+		evtimer_add(s->commit_ev, &now); /* a zero timeout: timers and I/O run first */
+		return;
+	}
+	commit_done(s);
+	if (!s->read_paused && !s->closing)
+		on_read(s->bev, s); /* what is already buffered would not wake us */
+}
+
 static int on_commit(struct peer *s, const struct wire_msg *m)
 {
+	static const struct timeval now = {0, 0};
 	struct service *svc = s->svc;
 	struct pending_ack *a;
 	uint64_t epoch, base, npages, bytes;
@@ -473,14 +535,20 @@ static int on_commit(struct peer *s, const struct wire_msg *m)
 	epoch = store_epoch_number(s->epoch);
 	base = store_epoch_base(s->epoch);
 	npages = store_epoch_npages(s->epoch);
-	r = store_epoch_commit(svc->store, s->epoch, &m->commit, err, sizeof(err));
+	r = store_commit_begin(svc->store, s->epoch, &m->commit, err, sizeof(err));
 	if (r < 0)
 		return refuse(s, WIRE_ERR_PROTOCOL, "epoch %" PRIu64 " refused: %s", epoch, err);
-	store_epoch_free(s->epoch);
-	s->epoch = NULL;
-	/* Applied in memory: a takeover from here on restores it. Durable next, then ACK. */
+	s->epoch = NULL; /* the store's now: merged in steps (commit_step) */
+	s->committing = true;
+	bufferevent_disable(s->bev, EV_READ);
+	evtimer_add(s->commit_ev, &now);
+	/* Verified: a takeover from here on restores it. Durable next, then ACK. */
 	r = wire_pack(&s->record, m);
 	bytes = s->record.size;
+	s->commit.epoch = epoch;
+	s->commit.base = base;
+	s->commit.npages = npages;
+	s->commit.bytes = bytes;
 	a = r >= 0 ? malloc(sizeof(*a)) : NULL;
 	if (a) {
 		*a =
@@ -491,7 +559,6 @@ static int on_commit(struct peer *s, const struct wire_msg *m)
 		free(a);
 		return refuse(s, WIRE_ERR_STORAGE, "backup cannot store epoch %" PRIu64 ": out of memory", epoch);
 	}
-	committed(s, epoch, base, npages, bytes);
 	if (journal_backlog(svc->journal) > SESSION_MAX_BACKLOG) {
 		log_warn("%s: %" PRIu64 " bytes wait for the disk: reading from the primary paused",
 			 svc->cfg->name, journal_backlog(svc->journal));
@@ -544,50 +611,88 @@ static int on_message(struct peer *s, const struct wire_msg *m)
 	return refuse(s, WIRE_ERR_PROTOCOL, "unexpected %s", wire_type_name(m->type));
 }
 
+/* What a message costs us beyond its bytes: the pages it decodes to, copied and hashed. */
+static size_t message_work(const struct wire_msg *m)
+{
+	if (m->type == WIRE_PAGES)
+		return (size_t)m->pages.npages * PAGE_SIZE;
+	if (m->type == WIRE_DELTA)
+		return (size_t)m->delta.npages * PAGE_SIZE;
+	return 0;
+}
+
+static void bad_input(struct peer *s, const char *err)
+{
+	if (s->svc)
+		log_warn("%s: bad message from %s: %s", s->svc->cfg->name, s->addr, err);
+	else
+		log_warn("bad message from %s: %s", s->addr, err);
+	peer_close(s, WIRE_ERR_PROTOCOL, err);
+}
+
 /*
- * Feed what has arrived, one libevent chunk at a time, and act on each whole
- * message. At most SESSION_READ_BUDGET bytes per call, then the rest from a
- * deferred callback: the heartbeat timer and the journal's acknowledgements
- * get the loop in between, however much an epoch has brought in.
+ * Act on each whole message the decoder holds, feeding it what has
+ * arrived one libevent chunk at a time. At most SESSION_READ_BUDGET bytes
+ * read and pages decoded per call (a compressed DELTA of 1 MiB of pages
+ * may be a few KiB on the wire), then the rest from a deferred callback:
+ * the heartbeat timer and the journal's acknowledgements get the loop in
+ * between, however much an epoch has brought in.
  */
 #define SESSION_READ_BUDGET (1u << 20)
+/*
+ * What libevent may read ahead of us. Beyond it the bytes wait in the
+ * socket, and TCP holds the primary back. Without a bound a large epoch
+ * piled up here (hundreds of MiB while we decoded 1 MiB at a time), and a
+ * heartbeat from the primary waited behind it for seconds: our echo of its
+ * stamp then counts from when we read it, not from when it came, and
+ * renewed its lease only up to seconds ago (it froze its service).
+ */
+#define SESSION_READ_AHEAD (2u << 20)
+/*
+ * The same for the kernel: its receive buffer autotunes up to tcp_rmem's
+ * maximum (32 MiB on the test machine), and a heartbeat behind that much
+ * epoch data came to us 0.3-1 s late. 1 MiB (the kernel doubles it) still
+ * fills a LAN's bandwidth-delay product many times over.
+ */
+#define SESSION_RCVBUF (1 << 20)
 static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct peer *s = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	size_t budget = SESSION_READ_BUDGET;
 
-	while (!s->closing && !s->read_paused && evbuffer_get_length(in)) {
+	while (!s->closing && !s->read_paused && !s->committing) {
+		struct evbuffer_iovec v;
+		struct wire_msg m;
+		char err[512];
+		int r;
+
 		if (budget == 0) {
 			bufferevent_trigger(bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 			return;
 		}
-		struct evbuffer_iovec v;
-		struct wire_msg m;
-		char err[512];
-		int r = 0;
-
+		r = wire_decoder_next(s->dec, &m, err, sizeof(err));
+		if (r == 1) {
+			size_t w = message_work(&m);
+			budget = w < budget ? budget - w : 0;
+			(void)on_message(s, &m); /* a failure has closed s */
+			continue;
+		}
+		if (r < 0) {
+			bad_input(s, err);
+			return;
+		}
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-			break;
+			return;
 		/* A bad byte shows in _next(); bytes lost for want of memory would not. */
 		if (wire_decoder_feed(s->dec, v.iov_base, v.iov_len) == -ENOMEM) {
 			(void)refuse(s, WIRE_ERR_STORAGE, "out of memory");
-			break;
+			return;
 		}
 		evbuffer_drain(in, v.iov_len);
 		budget = v.iov_len < budget ? budget - v.iov_len : 0;
 		if (s->svc)
 			failover_heard(s->svc, now_us()); /* bulk data in flight counts as heard */
-		while (!s->closing && (r = wire_decoder_next(s->dec, &m, err, sizeof(err))) == 1)
-			(void)on_message(s, &m); /* a failure has closed s */
-		if (!s->closing && r < 0) {
-			if (s->svc)
-				log_warn("%s: bad message from %s: %s", s->svc->cfg->name, s->addr,
-					 err);
-			else
-				log_warn("bad message from %s: %s", s->addr, err);
-			peer_close(s, WIRE_ERR_PROTOCOL, err);
-		}
 	}
 }
 
@@ -595,6 +700,8 @@ static void resume_reading(struct peer *s)
 {
 	log_info("%s: the disk has caught up: reading from the primary again", s->svc->cfg->name);
 	s->read_paused = false;
+	if (s->committing)
+		return; /* commit_step reads on when the store has the epoch */
 	bufferevent_enable(s->bev, EV_READ);
 	on_read(s->bev, s); /* what is already buffered would not wake us */
 }
@@ -629,8 +736,9 @@ void peer_accept(struct daemon *d, struct bufferevent *bev, const char *peer)
 		s->dec = wire_decoder_new();
 		s->hb_timer = event_new(d->base, -1, EV_PERSIST, send_heartbeat, s);
 		s->reaper = event_new(d->base, -1, 0, on_reap, s);
+		s->commit_ev = evtimer_new(d->base, commit_step, s);
 	}
-	if (!s || !s->dec || !s->hb_timer || !s->reaper) {
+	if (!s || !s->dec || !s->hb_timer || !s->reaper || !s->commit_ev) {
 		log_error("connection from %s dropped: out of memory", peer);
 		if (s) {
 			if (s->dec)
@@ -639,6 +747,8 @@ void peer_accept(struct daemon *d, struct bufferevent *bev, const char *peer)
 				event_free(s->hb_timer);
 			if (s->reaper)
 				event_free(s->reaper);
+			if (s->commit_ev)
+				event_free(s->commit_ev);
 			free(s);
 		}
 		bufferevent_free(bev);
@@ -648,6 +758,9 @@ void peer_accept(struct daemon *d, struct bufferevent *bev, const char *peer)
 	LIST_INSERT_HEAD(&d->peers, s, link);
 	log_info("connection from %s accepted", peer);
 	bufferevent_setcb(bev, on_read, NULL, on_event, s);
+	bufferevent_setwatermark(bev, EV_READ, 0, SESSION_READ_AHEAD);
+	(void)setsockopt(bufferevent_getfd(bev), SOL_SOCKET, SO_RCVBUF, &(int){SESSION_RCVBUF},
+			 sizeof(int)); /* best effort: only how late a heartbeat may be read */
 	bufferevent_set_timeouts(bev, &hello_tv, NULL);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	on_read(bev, s); /* the handshake may have brought the HELLO along */

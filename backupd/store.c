@@ -28,12 +28,36 @@ struct store {
 	struct image *meta;
 	struct page_index pages;
 	struct store_cost cost;
+	struct store_epoch *committing; /* verified, being merged in steps (store_commit_begin) */
 };
 
 struct pending_page {
 	uint64_t addr;
 	uint64_t seq; /* arrival order: the last copy of a page wins */
 	uint8_t *data;
+};
+
+/* A private mapping whose pages the image carries. */
+struct span {
+	uint64_t start, end;
+};
+
+/*
+ * A verified epoch on its way into the store. Until the swap the store's
+ * index is the previous epoch's, untouched, for every reader; the merged
+ * one is built beside it, and what it replaces is freed only after.
+ */
+enum merge_phase { MERGE_PAGES, MERGE_FREE, MERGE_DONE };
+struct merge {
+	enum merge_phase phase;
+	struct span *spans;
+	size_t n_spans, cur;	     /* cur: the span the pages have reached */
+	struct page_index out;	     /* the new index */
+	size_t i, j;		     /* next of the old index, next of the epoch's pages */
+	uint8_t **garbage;	     /* old pages replaced or no longer covered */
+	size_t n_garbage, freed;
+	struct page_index retired;   /* the index before the swap: its arrays, or all of it */
+	bool retire_pages;	     /* a full epoch: every old page goes */
 };
 
 struct store_epoch {
@@ -45,13 +69,12 @@ struct store_epoch {
 	bool has_vmas, has_threads, has_fds;
 	struct pending_page *pages;
 	size_t n_pages, cap_pages;
+	bool unsorted; /* a page came at or below the one before it: sort before merging */
+	struct merge merge;
 	uint64_t max_pages; /* what the service's mappings can hold; 0 while none are known */
 };
 
-/* A private mapping whose pages the image carries. */
-struct span {
-	uint64_t start, end;
-};
+static void merge_free(struct merge *m);
 
 /* ---------- the store ---------- */
 
@@ -68,6 +91,7 @@ static void index_free(struct page_index *pi)
 
 void store_free(struct store *s)
 {
+	store_commit_finish(s); /* the merge has moved pages between its two indexes */
 	index_free(&s->pages);
 	if (s->meta)
 		image_free(s->meta);
@@ -170,6 +194,13 @@ static void clear_fds(struct image *img)
 	img->n_fds = img->cap_fds = 0;
 }
 
+/* The primary sends pages in address order: then the commit need not sort them. */
+static void note_order(struct store_epoch *e)
+{
+	if (e->n_pages > 1 && e->pages[e->n_pages - 1].addr <= e->pages[e->n_pages - 2].addr)
+		e->unsorted = true;
+}
+
 static int add_pages(struct store_epoch *e, const struct wire_pages *p, char *err, size_t errlen)
 {
 	/*
@@ -196,6 +227,7 @@ static int add_pages(struct store_epoch *e, const struct wire_pages *p, char *er
 		*pp = (struct pending_page){.addr = p->addr + (uint64_t)i * PAGE_SIZE,
 					    .seq = e->n_pages,
 					    .data = malloc(PAGE_SIZE)};
+		note_order(e);
 		if (!pp->data) {
 			e->n_pages--;
 			return -ENOMEM;
@@ -239,6 +271,7 @@ static int add_delta(struct store_epoch *e, const struct wire_delta *d, char *er
 			return -ENOMEM;
 		*pp = (struct pending_page){.addr = rec.addr, .seq = e->n_pages,
 					    .data = malloc(PAGE_SIZE)};
+		note_order(e);
 		if (!pp->data) {
 			e->n_pages--;
 			return -ENOMEM;
@@ -311,7 +344,8 @@ uint64_t store_epoch_npages(const struct store_epoch *e) { return e->n_pages; }
 
 void store_epoch_free(struct store_epoch *e)
 {
-	for (size_t i = 0; i < e->n_pages; i++)
+	merge_free(&e->merge);
+	for (size_t i = e->merge.j; i < e->n_pages; i++) /* those before j went to the merge */
 		free(e->pages[i].data);
 	free(e->pages);
 	if (e->meta)
@@ -366,6 +400,8 @@ static void sort_pending(struct store_epoch *e)
 {
 	size_t k = 0;
 
+	if (!e->unsorted)
+		return; /* strictly ascending: no page twice either */
 	if (e->n_pages)
 		qsort(e->pages, e->n_pages, sizeof(*e->pages), cmp_pending);
 	for (size_t i = 0; i < e->n_pages; i++) {
@@ -376,6 +412,7 @@ static void sort_pending(struct store_epoch *e)
 		e->pages[k++] = e->pages[i];
 	}
 	e->n_pages = k;
+	e->unsorted = false;
 }
 
 static bool is_private_data(const struct image_vma *v)
@@ -413,49 +450,99 @@ static bool covered(const struct span *s, size_t n, size_t *cur, uint64_t addr)
 	return *cur < n && s[*cur].start <= addr && addr + PAGE_SIZE <= s[*cur].end;
 }
 
-/*
- * The new index: old pages (none for a full epoch) overwritten by the
- * epoch's, minus those no private mapping covers. Replaced and dropped
- * pages are freed and the epoch's pages change owner, so this must not
- * fail: the caller has allocated out for the worst case.
- */
-static void merge_pages(struct page_index *old, struct store_epoch *e, const struct span *spans,
-			size_t n_spans, struct page_index *out)
+static void merge_free(struct merge *m)
 {
-	size_t i = 0, j = 0, cur = 0;
-
-	while (i < old->n || j < e->n_pages) {
-		uint64_t addr;
-		uint8_t *data;
-
-		if (j == e->n_pages || (i < old->n && old->addr[i] < e->pages[j].addr)) {
-			addr = old->addr[i];
-			data = old->data[i++];
-		} else {
-			if (i < old->n && old->addr[i] == e->pages[j].addr)
-				free(old->data[i++]);
-			addr = e->pages[j].addr;
-			data = e->pages[j++].data;
-		}
-		if (!covered(spans, n_spans, &cur, addr)) {
-			free(data);
-			continue;
-		}
-		out->addr[out->n] = addr;
-		out->data[out->n++] = data;
+	for (size_t k = m->freed; k < m->n_garbage; k++)
+		free(m->garbage[k]);
+	if (m->retire_pages)
+		for (size_t k = m->freed; k < m->retired.n; k++)
+			free(m->retired.data[k]);
+	free(m->retired.addr);
+	free(m->retired.data);
+	free(m->garbage);
+	free(m->spans);
+	if (m->phase == MERGE_PAGES) { /* never swapped in: the new index owns nothing yet */
+		free(m->out.addr);
+		free(m->out.data);
 	}
-	free(old->addr);
-	free(old->data);
-	*old = (struct page_index){0};
-	e->n_pages = 0;
+	*m = (struct merge){.i = m->i, .j = m->j};
 }
 
-int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire_commit *c,
-		       char *err, size_t errlen)
+/* Work between two looks at the clock: small, so a step overruns its budget by little. */
+#define MERGE_BATCH 4096u
+
+/*
+ * The next pages of the new index: old pages (none for a full epoch)
+ * overwritten by the epoch's, minus those no private mapping covers. An
+ * epoch page not kept is freed at once (nobody else sees it), an old one
+ * goes to the garbage (the store still shows it). Returns true when done.
+ */
+static bool merge_pages_step(const struct page_index *old, struct store_epoch *e, size_t n)
 {
-	_cleanup_free_ struct span *spans = NULL;
-	struct page_index merged = {0};
-	size_t n_spans, cap;
+	struct merge *m = &e->merge;
+	size_t old_n = m->retire_pages ? 0 : old->n;
+
+	while (n-- && (m->i < old_n || m->j < e->n_pages)) {
+		uint64_t addr;
+		uint8_t *data;
+		bool ours;
+
+		if (m->j == e->n_pages || (m->i < old_n && old->addr[m->i] < e->pages[m->j].addr)) {
+			addr = old->addr[m->i];
+			data = old->data[m->i++];
+			ours = false;
+		} else {
+			if (m->i < old_n && old->addr[m->i] == e->pages[m->j].addr)
+				m->garbage[m->n_garbage++] = old->data[m->i++];
+			addr = e->pages[m->j].addr;
+			data = e->pages[m->j++].data;
+			ours = true;
+		}
+		if (!covered(m->spans, m->n_spans, &m->cur, addr)) {
+			if (ours)
+				free(data);
+			else
+				m->garbage[m->n_garbage++] = data;
+			continue;
+		}
+		m->out.addr[m->out.n] = addr;
+		m->out.data[m->out.n++] = data;
+	}
+	return m->i == old_n && m->j == e->n_pages;
+}
+
+/* The new index and metadata in, in one go: from here the store is the new epoch. */
+static void swap_in(struct store *s, struct store_epoch *e)
+{
+	struct merge *m = &e->merge;
+
+	m->retired = s->pages;
+	s->pages = m->out;
+	m->out = (struct page_index){0};
+	if (s->meta)
+		image_free(s->meta);
+	s->meta = TAKE_PTR(e->meta);
+	s->epoch = e->epoch;
+	s->incarnation = e->incarnation;
+	m->phase = MERGE_FREE;
+}
+
+/* Free up to n of the pages the new epoch replaced. Returns true when none are left. */
+static bool free_step(struct merge *m, size_t n)
+{
+	size_t total = m->retire_pages ? m->retired.n : m->n_garbage;
+
+	for (; n-- && m->freed < total; m->freed++)
+		free(m->retire_pages ? m->retired.data[m->freed] : m->garbage[m->freed]);
+	return m->freed == total;
+}
+
+/* Verify, check, and allocate everything the merge will need: the store is untouched. */
+static int commit_prepare(struct store *s, struct store_epoch *e, const struct wire_commit *c,
+			  char *err, size_t errlen)
+{
+	struct merge *m = &e->merge;
+	size_t cap;
 	uint64_t t0 = now_us(), t1;
 	int r;
 
@@ -467,31 +554,85 @@ int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire
 	r = check_metadata(e, err, errlen);
 	if (r < 0)
 		return r;
-	cap = (e->base == 0 ? 0 : s->pages.n) + e->n_pages + 1;
-	if (private_spans(e->meta, &spans, &n_spans) < 0 ||
-	    !(merged.addr = malloc(cap * sizeof(*merged.addr))) ||
-	    !(merged.data = malloc(cap * sizeof(*merged.data)))) {
-		free(merged.addr);
+	m->retire_pages = e->base == 0; /* a full image starts from nothing */
+	cap = (m->retire_pages ? 0 : s->pages.n) + e->n_pages + 1;
+	if (private_spans(e->meta, &m->spans, &m->n_spans) < 0 ||
+	    !(m->out.addr = malloc(cap * sizeof(*m->out.addr))) ||
+	    !(m->out.data = malloc(cap * sizeof(*m->out.data))) ||
+	    !(m->garbage = malloc((s->pages.n + 1) * sizeof(*m->garbage)))) {
+		merge_free(m);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	/* Nothing can fail from here on. */
-	if (e->base == 0)
-		index_free(&s->pages); /* a full image starts from nothing */
 	sort_pending(e);
-	merge_pages(&s->pages, e, spans, n_spans, &merged);
-	s->pages = merged;
-	if (s->meta)
-		image_free(s->meta);
-	s->meta = TAKE_PTR(e->meta);
-	s->epoch = e->epoch;
-	s->incarnation = e->incarnation;
+	m->phase = MERGE_PAGES;
 	e->apply_us += now_us() - t1;
 	hist_add_us(&s->cost.h[STORE_COST_RECEIVE], t0 - e->begun_us);
-	hist_add_us(&s->cost.h[STORE_COST_VERIFY], e->verify_us);
-	hist_add_us(&s->cost.h[STORE_COST_APPLY], e->apply_us);
 	return 0;
 }
+
+/* Up to budget_us more of e's merge (at least one batch). Returns true when all is done. */
+static bool commit_run(struct store *s, struct store_epoch *e, uint64_t budget_us)
+{
+	struct merge *m = &e->merge;
+	uint64_t start = now_us();
+
+	do {
+		if (m->phase == MERGE_PAGES && merge_pages_step(&s->pages, e, MERGE_BATCH))
+			swap_in(s, e);
+		else if (m->phase == MERGE_FREE && free_step(m, MERGE_BATCH))
+			m->phase = MERGE_DONE;
+	} while (m->phase != MERGE_DONE && now_us() - start < budget_us);
+	e->apply_us += now_us() - start;
+	if (m->phase != MERGE_DONE)
+		return false;
+	e->n_pages = m->j = 0; /* every page is the store's now, or freed */
+	hist_add_us(&s->cost.h[STORE_COST_VERIFY], e->verify_us);
+	hist_add_us(&s->cost.h[STORE_COST_APPLY], e->apply_us);
+	merge_free(m);
+	return true;
+}
+
+int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire_commit *c,
+		       char *err, size_t errlen)
+{
+	int r = s->committing ? -EBUSY : commit_prepare(s, e, c, err, errlen);
+
+	if (r == -EBUSY)
+		snprintf(err, errlen, "another epoch is being committed");
+	if (r < 0)
+		return r;
+	while (!commit_run(s, e, UINT64_MAX))
+		;
+	return 0;
+}
+
+int store_commit_begin(struct store *s, struct store_epoch *e, const struct wire_commit *c,
+		       char *err, size_t errlen)
+{
+	int r = s->committing ? -EBUSY : commit_prepare(s, e, c, err, errlen);
+
+	if (r == -EBUSY)
+		snprintf(err, errlen, "another epoch is being committed");
+	if (r < 0)
+		return r;
+	s->committing = e;
+	return 0;
+}
+
+bool store_commit_step(struct store *s, uint64_t budget_us)
+{
+	if (s->committing && commit_run(s, s->committing, budget_us)) {
+		store_epoch_free(s->committing);
+		s->committing = NULL;
+	}
+	return !s->committing;
+}
+
+bool store_committing(const struct store *s) { return s->committing != NULL; }
+
+void store_commit_finish(struct store *s) { (void)store_commit_step(s, UINT64_MAX); }
 
 void store_report(const struct store *s, struct status_report *r)
 {
@@ -527,15 +668,17 @@ static uint8_t *page_buffer(size_t len)
 	return p;
 }
 
-int store_build_image(const struct store *s, struct image *out)
+int store_build_image(struct store *s, struct image *out)
 {
 	const struct page_index *pi = &s->pages;
 	struct image_pagerun *runs;
-	size_t n_runs = count_runs(pi), k = 0;
+	size_t n_runs, k = 0;
 	uint8_t *pages = NULL;
 
+	store_commit_finish(s); /* a verified epoch is restored, not the one before it */
 	if (!s->meta)
 		return -ENOENT;
+	n_runs = count_runs(pi);
 	runs = calloc(n_runs + 1, sizeof(*runs));
 	if (!runs)
 		return -ENOMEM;

@@ -30,6 +30,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "hist.h"
@@ -92,6 +93,22 @@ int store_epoch_add(struct store_epoch *e, const struct wire_msg *m, char *err, 
 int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire_commit *c,
 		       char *err, size_t errlen);
 
+/*
+ * The same in steps, so that merging a large epoch (hundreds of thousands
+ * of pages, a sort, as many frees) never holds the loop: begin verifies
+ * and allocates as store_epoch_commit() does and, on success, the store
+ * owns e; each step does at most about budget_us of the merge and returns
+ * true once the store holds the epoch. Until then the store is the
+ * previous epoch, whole, for every reader, and no other epoch may begin
+ * on it (the caller stops reading). store_commit_finish() does the rest
+ * at once (a takeover, a new connection); store_build_image() calls it.
+ */
+int store_commit_begin(struct store *s, struct store_epoch *e, const struct wire_commit *c,
+		       char *err, size_t errlen);
+bool store_commit_step(struct store *s, uint64_t budget_us);
+void store_commit_finish(struct store *s);
+bool store_committing(const struct store *s);
+
 uint64_t store_epoch_number(const struct store_epoch *e);
 uint64_t store_epoch_base(const struct store_epoch *e);
 uint64_t store_epoch_npages(const struct store_epoch *e);
@@ -110,7 +127,7 @@ static inline void store_epoch_freep(struct store_epoch **e)
  * contiguous page buffer. Release it with store_release_image(), never
  * image_free(). -ENOENT before the first commit.
  */
-int store_build_image(const struct store *s, struct image *out);
+int store_build_image(struct store *s, struct image *out);
 void store_release_image(struct image *img);
 
 /*

@@ -7,10 +7,13 @@ SIZE of 300-byte values; once the preload is done and its last epoch acknowledge
 backupd is killed and started again on an empty state dir, so the primary must
 send the whole heap again (a full epoch, as at the initial sync, with the heap
 already there). Printed per size: the stop of that full epoch (`pause_full_last`
-in primaryd's status), its bytes, the time until it was acknowledged, whether
-the backup ever took over, and the pause p50/p99 of the last 256 epochs.
+in primaryd's status), the size of the last epoch (steady state), the time
+until the full epoch was acknowledged, whether the backup ever took over, and
+the pause p50/p99 of the last 256 epochs.
 
-Usage: sudo bench/sync_bench.py [--sizes 100,1024[,4096]] [--precopy on|off]
+Usage: sudo bench/sync_bench.py [--sizes 100,1024[,4096]] [--precopy on|off] [--reach on|off]
+(--reach off: reach's scan after each resume holds primaryd's loop for seconds
+at these sizes, and the backup takes over during the preload; see test_burst.py.)
 Python 3 standard library and tests/lib only; needs root (netns, ptrace).
 """
 
@@ -38,12 +41,12 @@ def rows(daemon):
     return out
 
 
-def one(binary, mib, precopy):
+def one(binary, mib, precopy, reach):
     keys = mib * 2**20 // BYTES_PER_KEY
     res = {"mib": mib, "keys": keys}
     with rp.Topology() as topo:
         certs = rp.make_certs(topo.addr[topo.b])
-        up = rp.bring_up(topo, certs, binary, precopy=precopy,
+        up = rp.bring_up(topo, certs, binary, precopy=precopy, reach=reach,
                          extra_args=("-preload", str(keys), "-preload-size", "300"))
         def preloaded():
             if not up.vip.state(timeout=5).get("preload_done"):
@@ -88,15 +91,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100,1024", help="MiB of heap, comma-separated (default 100,1024)")
     ap.add_argument("--precopy", choices=("on", "off"), default="on")
+    ap.add_argument("--reach", choices=("on", "off"), default="on")
     args = ap.parse_args()
     binary = cs.build_workload("kvserver", "cgo")
-    print(f"# sync_bench --sizes {args.sizes} --precopy {args.precopy}; loadavg "
+    print(f"# sync_bench --sizes {args.sizes} --precopy {args.precopy} --reach {args.reach}; loadavg "
           f"{open('/proc/loadavg').read().split()[:3]} (other users' load skews)")
-    print(f"{'heap':>8} {'keys':>9} {'full-epoch stop ms':>19} {'acked after s':>14} "
+    print(f"{'heap':>8} {'keys':>9} {'full-epoch stop ms':>19} {'last epoch KiB':>15} {'acked after s':>14} "
           f"{'pause p50/p99 ms (last 256)':>28} {'rounds':>7} {'roles A/B':>16}")
     for mib in (int(s) for s in args.sizes.split(",")):
-        r = one(binary, mib, args.precopy)
-        print(f"{mib:>6}Mi {r['keys']:>9} {r['full_stop_ms']:>19.1f} {r['acked_s']:>14.1f} "
+        r = one(binary, mib, args.precopy, args.reach)
+        print(f"{mib:>6}Mi {r['keys']:>9} {r['full_stop_ms']:>19.1f} {(r['full_bytes'] or 0) / 2**10:>15.0f} "
+              f"{r['acked_s']:>14.1f} "
               f"{r['pause_p50_ms']:>13.1f} / {r['pause_p99_ms']:<12.1f} {r['rounds'] or 0:>7.0f} "
               f"{r['roles']:>16}", flush=True)
 

@@ -9,9 +9,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <sched.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 
@@ -19,6 +17,7 @@
 #include "daemon.h"
 #include "guard.h"
 #include "log.h"
+#include "priority.h"
 #include "status.h"
 #include "tls.h"
 #include "util.h"
@@ -354,35 +353,16 @@ static int primary_start(struct primary *p, const char *config_path)
 
 
 /*
- * primaryd runs PRIMARYD_NICE steps ahead of the services it guards. An
- * epoch's work after the resume (encode, compress, hash, TLS, and the
- * receiver's TCP softirq on veth) is a few ms of CPU, but at equal
- * priority a busy service on the same CPU gets most of it: the bench
+ * primaryd runs PRIMARYD_NICE steps ahead of the services it guards
+ * (priority.h). An epoch's work after the resume (encode, compress, hash,
+ * TLS, and the receiver's TCP softirq on veth) is a few ms of CPU, but at
+ * equal priority a busy service on the same CPU gets most of it: the bench
  * showed primaryd running 4 ms then waiting 8-20 ms, so shipping one
  * epoch took 100-400 ms of wall time, longer than the epoch interval, and
  * epochs merged (1.7-3.7 of 10 a second shipped). The CPU it takes from
  * the service is the same either way; only when it is done changes.
- * SCHED_RESET_ON_FORK gives every child (the service, the lease keeper,
- * hooks) a negative nice back as 0, so the service does not inherit it.
  */
 #define PRIMARYD_NICE 10
-
-/* Before any service starts (they inherit the reset); 0, or -errno. *nice: the nice aimed at. */
-static int run_ahead_of_services(int *nice)
-{
-	struct sched_param sp = {0};
-	int was;
-
-	errno = 0;
-	was = getpriority(PRIO_PROCESS, 0);
-	if (errno)
-		return -errno;
-	*nice = was - PRIMARYD_NICE;
-	if (sched_setscheduler(0, SCHED_OTHER | SCHED_RESET_ON_FORK, &sp) < 0 ||
-	    setpriority(PRIO_PROCESS, 0, *nice) < 0)
-		return -errno;
-	return 0;
-}
 
 /* Said once the configuration is good, so that a bad one gets its one error line only. */
 static void say_priority(int r, int nice)
@@ -399,7 +379,7 @@ int primary_run(const char *config_path)
 	struct primary p = {0};
 
 	signal(SIGPIPE, SIG_IGN);
-	int nice = 0, prio = run_ahead_of_services(&nice);
+	int nice = 0, prio = priority_run_ahead(PRIMARYD_NICE, &nice);
 	int r = primary_start(&p, config_path);
 	if (r == 0) {
 		say_priority(prio, nice);

@@ -10,7 +10,9 @@
  * (skips capturing) instead of queueing them.
  */
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <linux/sockios.h>
+#include <openssl/ssl.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -183,6 +185,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 	char err[256];
 	struct wire_msg m;
 
+	if (evbuffer_get_length(in))
+		g->link.heard_any_us = now_us();
 	while (evbuffer_get_length(in)) {
 		size_t n = evbuffer_get_contiguous_space(in);
 		if (wire_decoder_feed(g->link.dec, evbuffer_pullup(in, n), n) == -ENOMEM)
@@ -241,6 +245,7 @@ static void on_established(struct bufferevent *bev, const char *peer, void *arg)
 	bufferevent_setwatermark(bev, EV_WRITE, SENDQ_LOW, 0);
 	bufferevent_setcb(bev, on_read, on_write, on_event, g);
 	g->link.out_added = g->link.out_drained = g->link.hb_stamp = g->link.hb_left_stamp = 0;
+	g->link.heard_any_us = now_us();
 	evbuffer_add_cb(bufferevent_get_output(bev), on_output, g);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	/* Nothing but HELLO until the backup's HELLO proves it accepted our certificate. */
@@ -670,22 +675,37 @@ int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t
 	return 0;
 }
 
+/* Bytes the backup has sent that we have not read yet: in the kernel, in TLS, in libevent. */
+static bool input_waits(const struct guard *g)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(g->link.bev);
+	int fd = bufferevent_getfd(g->link.bev), n = 0;
+
+	if (evbuffer_get_length(bufferevent_get_input(g->link.bev)) || (ssl && SSL_pending(ssl) > 0))
+		return true;
+	return fd >= 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 /*
  * A backup that has said nothing for a whole failover timeout is gone, or
  * cannot reach us: drop the link and find it again. TCP alone would wait
  * out its retransmission backoff (seconds after a cut), while a backupd
  * restarted in the meantime waits for us (failover.c gives us one more
- * failover timeout) and then takes over.
+ * failover timeout) and then takes over. Anything it sent counts (an ACK
+ * says it is there as well as a heartbeat), and so do bytes we have not
+ * read yet: after our own loop stalled, they are read before we judge.
+ * The lease is another matter: only heartbeats renew it (renew_lease).
  */
 void link_drop_if_silent(struct guard *g, uint64_t now)
 {
 	uint64_t limit = (uint64_t)g->svc->failover_timeout_ms * 1000;
+	uint64_t heard = g->link.heard_any_us > g->last_heard_us ? g->link.heard_any_us : g->last_heard_us;
 	char why[96];
 
-	if (!g->link.bev || !g->link.hello_ok || now - g->last_heard_us <= limit)
+	if (!g->link.bev || !g->link.hello_ok || now - heard <= limit || input_waits(g))
 		return;
 	snprintf(why, sizeof(why), "nothing heard from it for %lu ms",
-		 (unsigned long)((now - g->last_heard_us) / 1000));
+		 (unsigned long)((now - heard) / 1000));
 	drop_link(g, why);
 }
 

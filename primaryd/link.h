@@ -35,6 +35,7 @@ struct link {
 	uint64_t out_added, out_drained;    /* bytes through the output buffer */
 	uint64_t hb_seq, hb_stamp, hb_end;  /* the heartbeat queued last, and where it ends */
 	uint64_t hb_left_stamp, hb_left_us; /* the heartbeat that left last, and when */
+	uint64_t heard_any_us; /* any byte from the backup (an ACK too): it is there; not the lease */
 	struct sendq sendq; /* epoch data not yet handed to the bufferevent (sendq.h) */
 	struct link_epoch *sending; /* the epoch whose pages are being queued */
 	uint64_t epoch_bytes_from, last_bytes, total_bytes; /* bytes queued: at the epoch's start, of the last epoch, since start */

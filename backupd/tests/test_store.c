@@ -59,7 +59,7 @@ static void pages_free(struct pages *p)
 static uint8_t expect_byte(uint64_t addr, uint8_t tag) { return (uint8_t)((addr >> 12) ^ tag); }
 
 /* The first byte of the page at addr in the store, or -1 if it holds none. */
-static int byte_at(const struct store *s, uint64_t addr)
+static int byte_at(struct store *s, uint64_t addr)
 {
 	struct image view;
 	int b = -1;
@@ -83,6 +83,7 @@ struct feeder {
 	msgpack_sbuffer *record;
 	bool skip_threads, bad_checksum, stop_before_commit;
 	bool sha256; /* COMMIT as protocol version 2 made it */
+	bool stepped; /* COMMIT through store_commit_begin(), the merge left to the caller */
 	char err[512];
 };
 
@@ -110,6 +111,12 @@ static int feed_one(const struct wire_msg *m, void *arg)
 			c.sum[5] ^= 1;
 		if (f->record)
 			wire_pack(f->record, &(struct wire_msg){.type = WIRE_COMMIT, .commit = c});
+		if (f->stepped) {
+			r = store_commit_begin(f->s, f->e, &c, f->err, sizeof(f->err));
+			if (r >= 0)
+				f->e = NULL; /* the store's now */
+			return r;
+		}
 		r = store_epoch_commit(f->s, f->e, &c, f->err, sizeof(f->err));
 		store_epoch_free(f->e);
 		f->e = NULL;
@@ -204,6 +211,57 @@ static void test_apply(void)
 	CHECK_INT(store_npages(s), 2);
 	CHECK_INT(byte_at(s, ANON), -1);
 	pages_free(&p);
+}
+
+/*
+ * A large epoch merged in steps: until the swap the store is the epoch
+ * before, whole (its epoch, its pages); then the same as a commit at once.
+ * store_build_image() finishes a merge under way: a takeover restores the
+ * verified epoch.
+ */
+#define BIG 9000u /* pages: more than two merge batches */
+static void test_stepped_commit(void)
+{
+	_cleanup_store_ struct store *s = store_new();
+	struct pages p = {0};
+	struct feeder f = {.s = s, .stepped = true};
+	size_t steps = 0;
+
+	img->vmas[1].end = ANON + (BIG + 64) * PAGE_SIZE;
+	add_run(&p, ANON, 4, 1);
+	CHECK_INT(feed(s, 1, 0, &p, NULL), 0);
+	pages_free(&p);
+
+	add_run(&p, ANON + 2 * PAGE_SIZE, BIG, 2);
+	CHECK_INT(feed_with(&f, img, 2, 1, &p), 0);
+	CHECK(store_committing(s));
+	while (!store_commit_step(s, 0)) {
+		/* One epoch or the other, whole; the old pages are freed after the swap. */
+		if (store_epoch(s) == 1)
+			steps++;
+		else
+			CHECK_INT(store_npages(s), BIG + 2);
+		CHECK_INT(store_npages(s), store_epoch(s) == 1 ? 4 : BIG + 2);
+	}
+	CHECK(steps >= 2);
+	CHECK(!store_committing(s));
+	CHECK_INT(store_epoch(s), 2);
+	CHECK_INT(store_npages(s), BIG + 2);
+	CHECK_INT(byte_at(s, ANON + 1 * PAGE_SIZE), expect_byte(ANON + 1 * PAGE_SIZE, 1));
+	CHECK_INT(byte_at(s, ANON + (BIG + 1) * PAGE_SIZE),
+		  expect_byte(ANON + (BIG + 1) * PAGE_SIZE, 2));
+	pages_free(&p);
+
+	/* A full epoch begun and not stepped: building the image finishes it. */
+	add_run(&p, ANON + 7 * PAGE_SIZE, 1, 3);
+	CHECK_INT(feed_with(&f, img, 3, 0, &p), 0);
+	CHECK(store_committing(s));
+	CHECK_INT(byte_at(s, ANON + 7 * PAGE_SIZE), expect_byte(ANON + 7 * PAGE_SIZE, 3));
+	CHECK(!store_committing(s));
+	CHECK_INT(store_epoch(s), 3);
+	CHECK_INT(store_npages(s), 1);
+	pages_free(&p);
+	img->vmas[1].end = ANON + 64 * PAGE_SIZE;
 }
 
 static void test_refusals(void)
@@ -553,6 +611,7 @@ int main(void)
 	event_add(tick, &tv);
 
 	test_apply();
+	test_stepped_commit();
 	test_refusals();
 	test_pack_full();
 	test_journal(tmp);
