@@ -537,15 +537,23 @@ static bool free_step(struct merge *m, size_t n)
 	return m->freed == total;
 }
 
-/* Verify, check, and allocate everything the merge will need: the store is untouched. */
+/*
+ * Verify, check, and allocate everything the merge will need: the store is untouched. One
+ * epoch is merged at a time, since each builds on the index the one before leaves.
+ */
 static int commit_prepare(struct store *s, struct store_epoch *e, const struct wire_commit *c,
 			  char *err, size_t errlen)
 {
 	struct merge *m = &e->merge;
 	size_t cap;
-	uint64_t t0 = now_us(), t1;
+	uint64_t t0, t1;
 	int r;
 
+	if (s->committing) {
+		snprintf(err, errlen, "another epoch is being committed");
+		return -EBUSY;
+	}
+	t0 = now_us();
 	r = wire_epoch_hash_verify(&e->hash, c, err, errlen);
 	t1 = now_us();
 	e->verify_us += t1 - t0;
@@ -597,10 +605,8 @@ static bool commit_run(struct store *s, struct store_epoch *e, uint64_t budget_u
 int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire_commit *c,
 		       char *err, size_t errlen)
 {
-	int r = s->committing ? -EBUSY : commit_prepare(s, e, c, err, errlen);
+	int r = commit_prepare(s, e, c, err, errlen);
 
-	if (r == -EBUSY)
-		snprintf(err, errlen, "another epoch is being committed");
 	if (r < 0)
 		return r;
 	while (!commit_run(s, e, UINT64_MAX))
@@ -611,10 +617,8 @@ int store_epoch_commit(struct store *s, struct store_epoch *e, const struct wire
 int store_commit_begin(struct store *s, struct store_epoch *e, const struct wire_commit *c,
 		       char *err, size_t errlen)
 {
-	int r = s->committing ? -EBUSY : commit_prepare(s, e, c, err, errlen);
+	int r = commit_prepare(s, e, c, err, errlen);
 
-	if (r == -EBUSY)
-		snprintf(err, errlen, "another epoch is being committed");
 	if (r < 0)
 		return r;
 	s->committing = e;
