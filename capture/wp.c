@@ -285,15 +285,7 @@ int wp_collect(struct capture *c, struct wp_tracker *w)
 int wp_filter(const struct wp_tracker *w, uint64_t s, uint64_t e,
 	      int (*emit)(void *ctx, uint64_t s, uint64_t e), void *ctx)
 {
-	size_t lo = 0, hi = w->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (w->dirty[mid].e <= s)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	for (size_t i = lo; i < w->n && w->dirty[i].s < e; i++) {
+	for (size_t i = range_find(w->dirty, w->n, s); i < w->n && w->dirty[i].s < e; i++) {
 		uint64_t a = w->dirty[i].s > s ? w->dirty[i].s : s;
 		uint64_t b = w->dirty[i].e < e ? w->dirty[i].e : e;
 		int r = a < b ? emit(ctx, a, b) : 0;
