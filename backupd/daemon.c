@@ -387,11 +387,7 @@ int daemon_run(const char *config_path)
 
 	if (r < 0)
 		return EXIT_CONFIG;
-	if (prio < 0)
-		log_warn("cannot run ahead of the services (nice %d): %s; a busy CPU may delay our "
-			 "heartbeats", nice, strerror(-prio));
-	else
-		log_info("running at nice %d, %d steps ahead of the services", nice, BACKUPD_NICE);
+	priority_say(prio, nice, BACKUPD_NICE, "a busy CPU may delay our heartbeats");
 	r = start(&d);
 	if (r >= 0 && event_base_dispatch(d.base) < 0) {
 		log_error("the event loop failed");

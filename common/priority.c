@@ -5,7 +5,10 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <string.h>
 #include <sys/resource.h>
+
+#include "log.h"
 
 int priority_run_ahead(int steps, int *nice)
 {
@@ -21,4 +24,12 @@ int priority_run_ahead(int steps, int *nice)
 	    setpriority(PRIO_PROCESS, 0, *nice) < 0)
 		return -errno;
 	return 0;
+}
+
+void priority_say(int r, int nice, int steps, const char *risk)
+{
+	if (r < 0)
+		log_warn("cannot run ahead of the services (nice %d): %s; %s", nice, strerror(-r), risk);
+	else
+		log_info("running at nice %d, %d steps ahead of the services", nice, steps);
 }

@@ -17,3 +17,10 @@
  * negative nice back as 0. Returns 0 or -errno; *nice: the nice aimed at.
  */
 int priority_run_ahead(int steps, int *nice);
+
+/*
+ * Log the outcome of priority_run_ahead() (r, nice, steps as given to it), once the
+ * configuration is good, so that a bad one gets its one error line only. risk: what a
+ * daemon that could not run ahead may suffer on a busy CPU.
+ */
+void priority_say(int r, int nice, int steps, const char *risk);

@@ -364,16 +364,6 @@ static int primary_start(struct primary *p, const char *config_path)
  */
 #define PRIMARYD_NICE 10
 
-/* Said once the configuration is good, so that a bad one gets its one error line only. */
-static void say_priority(int r, int nice)
-{
-	if (r < 0)
-		log_warn("cannot run ahead of the services (nice %d): %s; epochs may merge on a busy CPU",
-			 nice, strerror(-r));
-	else
-		log_info("running at nice %d, %d steps ahead of the services", nice, PRIMARYD_NICE);
-}
-
 int primary_run(const char *config_path)
 {
 	struct primary p = {0};
@@ -382,7 +372,7 @@ int primary_run(const char *config_path)
 	int nice = 0, prio = priority_run_ahead(PRIMARYD_NICE, &nice);
 	int r = primary_start(&p, config_path);
 	if (r == 0) {
-		say_priority(prio, nice);
+		priority_say(prio, nice, PRIMARYD_NICE, "epochs may merge on a busy CPU");
 		sd_notify(0, "READY=1");
 		log_info("guarding %zu service(s)", p.n_svcs);
 		if (event_base_dispatch(p.base) < 0)
