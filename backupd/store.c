@@ -238,8 +238,8 @@ static int add_pages(struct store_epoch *e, const struct wire_pages *p, char *er
 }
 
 /*
- * Rebuild each page of a DELTA from the base epoch's copy (a whole-page
- * record needs none) and hash what was rebuilt: the commit checks the
+ * Rebuild each page of a DELTA from the base epoch's copy (a whole page,
+ * or runs on zeros, needs none) and hash what was rebuilt: the commit checks the
  * pages we will hold, not the encoding they came in.
  */
 static int add_delta(struct store_epoch *e, const struct wire_delta *d, char *err, size_t errlen)
@@ -255,7 +255,7 @@ static int add_delta(struct store_epoch *e, const struct wire_delta *d, char *er
 	}
 	while ((r = delta_payload_next(d->raw, d->raw_len, &pos, &rec)) == 1) {
 		const uint8_t *base = NULL;
-		if (rec.kind != DELTA_WHOLE) {
+		if (delta_needs_base(rec.kind)) {
 			base = e->base ? index_find(&e->store->pages, rec.addr) : NULL;
 			if (!base) {
 				snprintf(err, errlen,

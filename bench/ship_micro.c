@@ -9,7 +9,9 @@
  * OLD and NEW are two dumps of one process under load (`checksync-primaryd
  * dump`, see bench/README.md). The epoch is every page of NEW that differs
  * from OLD: a page OLD holds is encoded against it (delta_encode_page), one
- * it lacks goes whole (a cache miss), 256 records to a batch compressed as
+ * it lacks against nothing (a cache miss: runs on zeros, or whole), an
+ * all-zero page of OLD is cached as a flag, as in capture/shipped.c, 256
+ * records to a batch compressed as
  * primaryd does (delta.c), each page added to the epoch checksum
  * (wire_epoch_hash_add_page). --sha256 hashes with the SHA-256 of protocol
  * version 2, for a before/after in one binary. Prints ms of CPU per epoch
@@ -60,7 +62,7 @@ struct page_ref {
 struct stage {
 	double hash, encode, compress;
 	size_t raw, wire;
-	size_t kinds[3];
+	size_t kinds[DELTA_KINDS];
 };
 
 static int cmp_double(const void *a, const void *b)
@@ -81,7 +83,7 @@ static double median(double *v, int n)
  * then the encoding into 256-record batches, then their compression.
  */
 static void one_epoch(const struct page_ref *pg, size_t n, bool sha256, enum delta_codec codec,
-		      uint8_t *cache, uint8_t *raw, struct stage *st)
+		      uint8_t *cache, bool *cache_zero, uint8_t *raw, struct stage *st)
 {
 	size_t nb = (n + BATCH - 1) / BATCH, cap = delta_bound(codec, BATCH * DELTA_REC_MAX);
 	size_t *ends = calloc(nb + 1, sizeof(*ends));
@@ -107,17 +109,18 @@ static void one_epoch(const struct page_ref *pg, size_t n, bool sha256, enum del
 	st->hash = cpu_ms() - t;
 
 	for (size_t i = 0; i < n; i++) /* the cache as it was before this epoch: not timed */
-		if (pg[i].base)
+		if (pg[i].base && !(cache_zero[i] = delta_page_is_zero(pg[i].base)))
 			memcpy(cache + i * 4096, pg[i].base, 4096);
 	t = cpu_ms();
 	for (size_t i = 0; i < n; i++) {
-		enum delta_kind kind = DELTA_WHOLE;
+		enum delta_kind kind;
 		uint8_t *b = cache + i * 4096;
-		if (pg[i].base) /* encoded against the shipped-page cache, updated as primaryd does */
-			len += delta_encode_page(pg[i].addr, b, pg[i].cur, raw + len, &kind);
-		else
-			len += delta_encode_whole(pg[i].addr, pg[i].cur, raw + len);
-		memcpy(b, pg[i].cur, 4096);
+		/* encoded against the shipped-page cache, updated as primaryd does */
+		const uint8_t *base = !pg[i].base ? NULL : cache_zero[i] ? delta_zero_page : b;
+		size_t l = delta_encode_page(pg[i].addr, base, pg[i].cur, raw + len, &kind);
+		if (!delta_rec_is_zero(kind, l))
+			memcpy(b, pg[i].cur, 4096);
+		len += l;
 		st->kinds[kind]++;
 		if ((i + 1) % BATCH == 0 || i + 1 == n)
 			ends[(i + BATCH) / BATCH] = len;
@@ -184,16 +187,18 @@ int main(int argc, char **argv)
 			zero += !old && !memcmp(cur, zeros, 4096);
 		}
 	uint8_t *cache = malloc(n * 4096 + 1), *raw = malloc(n * DELTA_REC_MAX + 1);
+	bool *cache_zero = calloc(n + 1, sizeof(*cache_zero));
 	double hash[MAX_REPS], enc[MAX_REPS], comp[MAX_REPS], tot[MAX_REPS];
 	struct stage st;
 	for (int r = 0; r < reps; r++) {
-		one_epoch(pg, n, sha256, codec, cache, raw, &st);
+		one_epoch(pg, n, sha256, codec, cache, cache_zero, raw, &st);
 		hash[r] = st.hash, enc[r] = st.encode, comp[r] = st.compress;
 		tot[r] = st.hash + st.encode + st.compress;
 	}
-	printf("epoch: %zu pages (%.1f MiB): %zu runs, %zu blocks, %zu whole (%zu of them all zero)\n",
+	printf("epoch: %zu pages (%.1f MiB): %zu runs, %zu blocks, %zu whole, %zu on zeros (%zu misses "
+	       "all zero)\n",
 	       n, n * 4096.0 / (1 << 20), st.kinds[DELTA_ZRUN], st.kinds[DELTA_BLOCKS],
-	       st.kinds[DELTA_WHOLE], zero);
+	       st.kinds[DELTA_WHOLE], st.kinds[DELTA_ON_ZERO], zero);
 	printf("bytes: raw %zu (%.3f of the pages), wire %zu (%.3f)\n", st.raw,
 	       (double)st.raw / (n * 4096.0), st.wire, (double)st.wire / (n * 4096.0));
 	printf("CPU ms per epoch (median of %d), checksum %s, codec %s:\n", reps,
@@ -201,6 +206,7 @@ int main(int argc, char **argv)
 	printf("  checksum %8.2f\n  encode   %8.2f\n  compress %8.2f\n  total    %8.2f\n",
 	       median(hash, reps), median(enc, reps), median(comp, reps), median(tot, reps));
 	free(cache);
+	free(cache_zero);
 	free(raw);
 	free(pg);
 	image_free(a);

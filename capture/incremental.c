@@ -94,6 +94,8 @@ void capture_session_report(const struct capture_session *s, struct status_repor
 			      "pages shipped as runs of changed bytes");
 	status_report_counter(r, "delta_pages_blocks", "", d->pages[DELTA_BLOCKS],
 			      "pages shipped as changed 64-byte blocks");
+	status_report_counter(r, "delta_pages_on_zero", "", d->pages[DELTA_ON_ZERO],
+			      "pages shipped as runs on a zero page (all zero, or not in the cache)");
 	status_report_counter(r, "delta_page", "bytes", d->page_bytes,
 			      "bytes of the pages the deltas stand for");
 	status_report_counter(r, "delta_raw", "bytes", d->raw_bytes,
@@ -220,18 +222,14 @@ void capture_session_batch_begin(struct capture_session *s)
  */
 void capture_session_batch_add(struct capture_session *s, uint64_t addr, const uint8_t *cur)
 {
-	uint8_t *base = s->enc_full ? NULL : shipped_lookup(&s->shipped_pages, addr);
-	enum delta_kind kind = DELTA_WHOLE;
+	const uint8_t *base = s->enc_full ? NULL : shipped_lookup(&s->shipped_pages, addr);
+	enum delta_kind kind;
 	size_t before = s->batch_raw;
+	size_t n = delta_encode_page(addr, base, cur, s->raw + before, &kind);
 
-	if (base) {
-		s->batch_raw += delta_encode_page(addr, base, cur, s->raw + s->batch_raw, &kind);
-		memcpy(base, cur, PAGE_SIZE);
-	} else {
-		s->batch_raw += delta_encode_whole(addr, cur, s->raw + s->batch_raw);
-		shipped_store(&s->shipped_pages, addr, cur);
-	}
-	reach_note_shipped(&s->c, addr, s->raw + before, s->batch_raw - before);
+	s->batch_raw += n;
+	shipped_store(&s->shipped_pages, addr, delta_rec_is_zero(kind, n) ? NULL : cur);
+	reach_note_shipped(&s->c, addr, s->raw + before, n);
 	s->delta.pages[kind]++;
 	s->delta.page_bytes += PAGE_SIZE;
 	s->batch_pages++;

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "capture.h"
+#include "delta.h"
 #include "dirty.h"
 #include "hist.h"
 #include "precopy.h"
@@ -61,7 +62,7 @@ struct delta_batch {
 };
 
 struct delta_stats {
-	uint64_t pages[3]; /* by enum delta_kind */
+	uint64_t pages[DELTA_KINDS]; /* by enum delta_kind */
 	uint64_t raw_bytes, wire_bytes, page_bytes;
 };
 

@@ -8,9 +8,16 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "delta.h"
 #include "util.h"
 
 #define SHIPPED_EMPTY UINT64_MAX
+#define SHIPPED_ZERO 1ull /* in a slot's address, which is page aligned */
+
+static bool slot_is(const struct shipped_cache *c, size_t slot, uint64_t addr)
+{
+	return (c->addr[slot] & ~SHIPPED_ZERO) == addr;
+}
 
 static size_t set_of(const struct shipped_cache *c, uint64_t addr)
 {
@@ -57,14 +64,16 @@ void shipped_free(struct shipped_cache *c)
 	memset(c, 0, sizeof(*c));
 }
 
-uint8_t *shipped_lookup(struct shipped_cache *c, uint64_t addr)
+const uint8_t *shipped_lookup(struct shipped_cache *c, uint64_t addr)
 {
 	size_t set = set_of(c, addr);
 
 	for (size_t way = 0; way < 2; way++)
-		if (c->addr[set * 2 + way] == addr) {
+		if (slot_is(c, set * 2 + way, addr)) {
 			c->older[set] = !way; /* the other way is now the older */
 			c->hits++;
+			if (c->addr[set * 2 + way] & SHIPPED_ZERO)
+				return delta_zero_page;
 			return c->data + (set * 2 + way) * PAGE_SIZE;
 		}
 	c->misses++;
@@ -75,9 +84,9 @@ void shipped_store(struct shipped_cache *c, uint64_t addr, const uint8_t *page)
 {
 	size_t set = set_of(c, addr), way;
 
-	if (c->addr[set * 2] == addr)
+	if (slot_is(c, set * 2, addr))
 		way = 0;
-	else if (c->addr[set * 2 + 1] == addr)
+	else if (slot_is(c, set * 2 + 1, addr))
 		way = 1;
 	else if (c->addr[set * 2] == SHIPPED_EMPTY)
 		way = 0;
@@ -87,9 +96,10 @@ void shipped_store(struct shipped_cache *c, uint64_t addr, const uint8_t *page)
 		way = c->older[set];
 		c->evictions++;
 	}
-	c->addr[set * 2 + way] = addr;
+	c->addr[set * 2 + way] = page ? addr : addr | SHIPPED_ZERO;
 	c->older[set] = !way;
-	memcpy(c->data + (set * 2 + way) * PAGE_SIZE, page, PAGE_SIZE);
+	if (page)
+		memcpy(c->data + (set * 2 + way) * PAGE_SIZE, page, PAGE_SIZE);
 }
 
 void shipped_reset(struct shipped_cache *c)
@@ -104,6 +114,6 @@ void shipped_reset(struct shipped_cache *c)
 void shipped_retain(struct shipped_cache *c, bool (*keep)(void *ctx, uint64_t addr), void *ctx)
 {
 	for (size_t i = 0; i < c->nsets * 2; i++)
-		if (c->addr[i] != SHIPPED_EMPTY && !keep(ctx, c->addr[i]))
+		if (c->addr[i] != SHIPPED_EMPTY && !keep(ctx, c->addr[i] & ~SHIPPED_ZERO))
 			c->addr[i] = SHIPPED_EMPTY;
 }

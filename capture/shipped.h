@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 struct shipped_cache {
-	uint64_t *addr;	 /* per slot; SHIPPED_EMPTY when free */
+	uint64_t *addr;	 /* per slot; SHIPPED_EMPTY when free; SHIPPED_ZERO bit: all zero */
 	uint8_t *data;	 /* per slot, 4096 bytes; touched only as slots fill */
 	uint8_t *older;	 /* per set: which way to evict next */
 	size_t nsets;	 /* a power of two; 2 slots each */
@@ -29,9 +29,16 @@ int shipped_init(struct shipped_cache *c, uint64_t bytes);
 void shipped_free(struct shipped_cache *c);
 static inline bool shipped_enabled(const struct shipped_cache *c) { return c->nsets != 0; }
 
-/* The cached copy of the page at addr, or NULL (counted as a hit or a miss). */
-uint8_t *shipped_lookup(struct shipped_cache *c, uint64_t addr);
-/* Remember page (4096 bytes) as shipped for addr, evicting if need be. */
+/*
+ * The cached copy of the page at addr (delta_zero_page when it was shipped
+ * all zero), or NULL (counted as a hit or a miss).
+ */
+const uint8_t *shipped_lookup(struct shipped_cache *c, uint64_t addr);
+/*
+ * Remember page (4096 bytes; NULL: all zero) as shipped for addr, evicting
+ * if need be. An all-zero page is a flag, not a copy: most pages a Go
+ * service writes are zeroed garbage (common/delta.h).
+ */
 void shipped_store(struct shipped_cache *c, uint64_t addr, const uint8_t *page);
 
 /* Forget everything (a full epoch follows), giving the memory back. */

@@ -187,11 +187,49 @@ static void put_head(uint8_t *out, uint64_t addr, enum delta_kind kind, size_t l
 	memcpy(out + 9, &l, 2);
 }
 
+const uint8_t delta_zero_page[DELTA_PAGE];
+
+bool delta_page_is_zero(const uint8_t *page)
+{
+	for (size_t i = 0; i < DELTA_PAGE; i += 64) {
+		uint64_t x = 0;
+		for (size_t w = 0; w < 64; w += 8) /* one test per 64 bytes, no branch per word */
+			x |= load64(page + i + w);
+		if (x)
+			return false;
+	}
+	return true;
+}
+
+/* Runs against a page of zeros: the backup's copy plays no part. */
+static size_t encode_on_zero(uint64_t addr, const uint8_t *cur, uint8_t *out,
+			     enum delta_kind *kind)
+{
+	uint64_t mask;
+	size_t len = encode_zrun(delta_zero_page, cur, out + DELTA_REC_HEAD, &mask);
+
+	if (len == SIZE_MAX) {
+		*kind = DELTA_WHOLE;
+		return delta_encode_whole(addr, cur, out);
+	}
+	*kind = DELTA_ON_ZERO;
+	put_head(out, addr, DELTA_ON_ZERO, len);
+	return DELTA_REC_HEAD + len;
+}
+
 size_t delta_encode_page(uint64_t addr, const uint8_t *base, const uint8_t *cur, uint8_t *out,
 			 enum delta_kind *kind)
 {
 	uint8_t *body = out + DELTA_REC_HEAD;
 	uint64_t mask = 0;
+
+	if (delta_page_is_zero(cur)) { /* an empty body, whatever the base */
+		*kind = DELTA_ON_ZERO;
+		put_head(out, addr, DELTA_ON_ZERO, 0);
+		return DELTA_REC_HEAD;
+	}
+	if (!base)
+		return encode_on_zero(addr, cur, out, kind);
 	size_t len = encode_zrun(base, cur, body, &mask);
 	if (len == SIZE_MAX) /* runs gave up before the page's end: blocks may still do */
 		mask = changed_blocks(base, cur);
@@ -249,6 +287,10 @@ static int walk(enum delta_kind kind, const uint8_t *body, size_t len, uint8_t *
 		if (page)
 			memcpy(page, body, DELTA_PAGE);
 		return 0;
+	case DELTA_ON_ZERO:
+		if (page)
+			memset(page, 0, DELTA_PAGE);
+		__attribute__((fallthrough)); /* the runs are applied to the zeros */
 	case DELTA_ZRUN:
 		while (pos < len) {
 			long same = get_varint(body, len, &pos);
@@ -310,7 +352,7 @@ int delta_payload_next(const uint8_t *p, size_t n, size_t *pos, struct delta_rec
 	rec->len = le16toh(len);
 	rec->body = p + *pos + DELTA_REC_HEAD;
 	if (rec->addr % DELTA_PAGE || rec->len > DELTA_PAGE ||
-	    n - *pos - DELTA_REC_HEAD < rec->len || rec->kind > DELTA_BLOCKS ||
+	    n - *pos - DELTA_REC_HEAD < rec->len || rec->kind >= DELTA_KINDS ||
 	    delta_check(rec->kind, rec->body, rec->len) < 0)
 		return -EBADMSG;
 	*pos += DELTA_REC_HEAD + rec->len;

@@ -16,6 +16,8 @@
  *                           that are zero cost a varint)
  *              DELTA_BLOCKS: body is a u64 little-endian mask of the 64-byte
  *                           blocks that changed, then those blocks in order
+ *              DELTA_ON_ZERO: body as DELTA_ZRUN, applied to a page of zeros
+ *                           instead of the base (protocol version 4)
  *   len   u16 little-endian, the body's length (<= 4096)
  *   body
  *
@@ -25,29 +27,58 @@
  * whichever is shorter for each page, and a page whose delta would be no
  * shorter than itself goes whole.
  *
+ * Why DELTA_ON_ZERO: most pages a Go service writes hold per-request
+ * garbage, which the reach scan zeroes (capture/reach.c). Such a page is
+ * all or mostly zero, and when the cache has no copy of it (a miss, a full
+ * epoch) its runs against zeros are a few hundred bytes where the whole
+ * page was 4096 to copy and compress; an all-zero page is a record with an
+ * empty body and needs no compare at all.
+ *
  * Nothing here trusts its input: delta_apply() and delta_payload_next()
  * check every length against the page and the payload.
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define DELTA_PAGE 4096u
 
-enum delta_kind { DELTA_WHOLE = 0, DELTA_ZRUN = 1, DELTA_BLOCKS = 2 };
+enum delta_kind { DELTA_WHOLE = 0, DELTA_ZRUN = 1, DELTA_BLOCKS = 2, DELTA_ON_ZERO = 3 };
+#define DELTA_KINDS 4
+
+/* The record is applied to the copy the backup holds (else it gives the page by itself). */
+static inline bool delta_needs_base(enum delta_kind kind)
+{
+	return kind == DELTA_ZRUN || kind == DELTA_BLOCKS;
+}
+
+/* A page of zeros, to encode against when the backup's copy is known to be one. */
+extern const uint8_t delta_zero_page[4096];
 enum delta_codec { DELTA_CODEC_NONE = 0, DELTA_CODEC_LZ4 = 1, DELTA_CODEC_ZSTD = 2 };
 
 #define DELTA_REC_HEAD 11u
 #define DELTA_REC_MAX (DELTA_REC_HEAD + DELTA_PAGE)
 
+/* Every byte of the page is zero. */
+bool delta_page_is_zero(const uint8_t *page);
+
 /*
- * Append the record of page `cur` at addr (base: the copy the backup holds)
- * to out, which has room for DELTA_REC_MAX bytes. Returns the bytes
- * appended; *kind says which encoding won.
+ * Append the record of page `cur` at addr (base: the copy the backup holds,
+ * NULL when it is not known) to out, which has room for DELTA_REC_MAX
+ * bytes. Returns the bytes appended; *kind says which encoding won. An
+ * all-zero page is a DELTA_ON_ZERO record with no body, whatever the base
+ * (delta_rec_is_zero).
  */
 size_t delta_encode_page(uint64_t addr, const uint8_t *base, const uint8_t *cur, uint8_t *out,
 			 enum delta_kind *kind);
+
+/* The record delta_encode_page() just gave says the page is all zero. */
+static inline bool delta_rec_is_zero(enum delta_kind kind, size_t rec_len)
+{
+	return kind == DELTA_ON_ZERO && rec_len == DELTA_REC_HEAD;
+}
 
 /* The same with one encoding forced (whole if it is no shorter): for bench/delta_micro.c. */
 size_t delta_encode_as(enum delta_kind want, uint64_t addr, const uint8_t *base, const uint8_t *cur,

@@ -78,7 +78,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WIRE_PROTO_VERSION 3 /* 3: the epoch checksum is XXH3-128 (2: SHA-256) */
+/* 4: DELTA records of kind DELTA_ON_ZERO; 3: the epoch checksum is XXH3-128 (2: SHA-256) */
+#define WIRE_PROTO_VERSION 4
 
 #define WIRE_PAGE_SIZE 4096u
 #define WIRE_MAX_PAGES 4096u	    /* pages per PAGES message: 16 MiB */

@@ -145,7 +145,7 @@ static int send_ack(struct tclient *c, uint64_t epoch)
  */
 /*
  * A DELTA message of an epoch without deltas (the test's delta_cache_mb = 0):
- * every record is a whole page, so the fake backup can hash the epoch as the
+ * no record needs a base (whole pages, or runs on zeros), so the fake backup can hash the epoch as the
  * real one rebuilds it without holding an image.
  */
 static int hash_whole_pages(struct wire_epoch_hash *h, const struct wire_delta *d, uint64_t *pages)
@@ -156,7 +156,7 @@ static int hash_whole_pages(struct wire_epoch_hash *h, const struct wire_delta *
 	int r;
 
 	while ((r = delta_payload_next(d->raw, d->raw_len, &pos, &rec)) == 1) {
-		if (rec.kind != DELTA_WHOLE) {
+		if (delta_needs_base(rec.kind)) {
 			fprintf(stderr, "a delta record of kind %d with delta_cache_mb = 0\n", rec.kind);
 			return -EPROTO;
 		}

@@ -3,9 +3,14 @@
  * gives exactly the records of the plain byte-at-a-time definition below,
  * and every record applies back to the new page; on pages built to hit the
  * edges: runs at the page's ends, equal gaps of 1, 2 and 3 bytes inside a
- * run, runs across the 8- and 32-byte steps, and random pages.
+ * run, runs across the 8- and 32-byte steps, and random pages. A page the
+ * backup's copy of which is unknown (no base) is runs on zeros, and an
+ * all-zero page an empty record whatever the base: both apply back over
+ * any page.
  */
+#include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "delta.h"
 #include "unit.h"
@@ -63,19 +68,32 @@ static size_t ref_zrun(const uint8_t *a, const uint8_t *b, uint8_t *out)
 	}
 }
 
-/* The record delta_encode_page() must give: the shorter of runs and changed 64-byte blocks. */
+static const uint8_t zeros[PAGE];
+
+/*
+ * The record delta_encode_page() must give: the shorter of runs and changed
+ * 64-byte blocks; without a base (a = NULL) runs on zeros; an all-zero page
+ * an empty record on zeros.
+ */
 static size_t ref_page(const uint8_t *a, const uint8_t *b, uint8_t *out, enum delta_kind *kind)
 {
 	uint8_t *body = out + DELTA_REC_HEAD;
-	size_t len = ref_zrun(a, b, body);
+	bool on_zero = !a || !memcmp(b, zeros, PAGE);
+	size_t len = ref_zrun(on_zero ? zeros : a, b, body);
 	uint64_t mask = 0;
-	for (unsigned k = 0; len != 0 && k < PAGE / 64; k++)
+	for (unsigned k = 0; !on_zero && len != 0 && k < PAGE / 64; k++)
 		if (memcmp(a + k * 64, b + k * 64, 64) != 0)
 			mask |= 1ull << k;
 	size_t blocks_len = 8 + (size_t)__builtin_popcountll(mask) * 64;
 
-	*kind = DELTA_ZRUN;
-	if (len != 0 && blocks_len < len && blocks_len < PAGE) {
+	*kind = on_zero ? DELTA_ON_ZERO : DELTA_ZRUN;
+	if (on_zero) {
+		if (len == SIZE_MAX) {
+			memcpy(body, b, PAGE);
+			len = PAGE;
+			*kind = DELTA_WHOLE;
+		}
+	} else if (len != 0 && blocks_len < len && blocks_len < PAGE) {
 		memcpy(body, &mask, 8); /* little-endian host (x86-64) */
 		len = 8;
 		for (unsigned k = 0; k < PAGE / 64; k++)
@@ -145,6 +163,48 @@ static void check_pair(const uint8_t *base, const uint8_t *cur)
 	memcpy(page, base, PAGE);
 	CHECK_INT(delta_apply(kind, rec + DELTA_REC_HEAD, len, page), 0);
 	CHECK(memcmp(page, cur, PAGE) == 0);
+
+	/* no base (a cache miss): the same as the definition's, and it applies over anything */
+	n = delta_encode_page(0x1000, NULL, cur, rec, &kind);
+	rn = ref_page(NULL, cur, ref, &ref_kind);
+	memcpy(&len, rec + 9, 2);
+	CHECK_INT(kind, ref_kind);
+	CHECK_INT(n, rn);
+	CHECK(memcmp(rec, ref, n < rn ? n : rn) == 0);
+	CHECK(kind == DELTA_WHOLE || !delta_needs_base(kind));
+	memset(page, 0xa5, PAGE);
+	CHECK_INT(delta_apply(kind, rec + DELTA_REC_HEAD, len, page), 0);
+	CHECK(memcmp(page, cur, PAGE) == 0);
+	CHECK(delta_rec_is_zero(kind, n) == !memcmp(cur, zeros, PAGE));
+}
+
+/* Garbage zeroed around a few live objects, and pages of zeros, against old contents. */
+static void test_on_zero(void)
+{
+	static uint8_t base[PAGE], cur[PAGE], rec[DELTA_REC_MAX];
+	enum delta_kind kind;
+
+	for (size_t i = 0; i < PAGE; i++)
+		base[i] = (uint8_t)(i * 13 + 7);
+	memset(cur, 0, PAGE);
+	check_pair(base, cur); /* now all zero: an empty record on zeros */
+	CHECK_INT(delta_encode_page(0x1000, base, cur, rec, &kind), DELTA_REC_HEAD);
+	CHECK_INT(kind, DELTA_ON_ZERO);
+	check_pair(zeros, cur);
+	for (int round = 0; round < 500; round++) {
+		memset(cur, 0, PAGE);
+		for (int o = rnd() % 8; o > 0; o--) { /* a few live objects */
+			size_t p = rnd() % PAGE, l = 8 + rnd() % 200;
+			for (size_t k = p; k < p + l && k < PAGE; k++)
+				cur[k] = (uint8_t)rnd();
+		}
+		check_pair(base, cur);
+		check_pair(zeros, cur);
+	}
+	/* no base, every byte set: whole */
+	memset(cur, 0x5a, PAGE);
+	CHECK_INT(delta_encode_page(0x1000, NULL, cur, rec, &kind), DELTA_REC_MAX);
+	CHECK_INT(kind, DELTA_WHOLE);
 }
 
 static void test_edges(void)
@@ -233,6 +293,7 @@ int main(void)
 {
 	test_edges();
 	test_random();
+	test_on_zero();
 	CHECK(cases > 3000);
 	UNIT_EXIT();
 }

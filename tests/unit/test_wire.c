@@ -771,6 +771,11 @@ static void test_delta(void)
 	DELTA_CASE((in.codec = DELTA_CODEC_NONE, in.data = (struct wire_blob){bad_packed, packed}),
 		   "DELTA: field 'data': page record 0 (at byte 0) is malformed");
 	bad_raw[0] ^= 0x01;
+	bad_raw[8] = DELTA_KINDS; /* a kind no version knows */
+	packed = delta_compress(DELTA_CODEC_NONE, bad_raw, raw, bad_packed, sizeof(bad_packed));
+	DELTA_CASE((in.codec = DELTA_CODEC_NONE, in.data = (struct wire_blob){bad_packed, packed}),
+		   "DELTA: field 'data': page record 0 (at byte 0) is malformed");
+	bad_raw[8] = kinds[0];
 	bad_raw[DELTA_REC_HEAD] = 0xff; /* a run past the page's end */
 	bad_raw[DELTA_REC_HEAD + 1] = 0xff;
 	packed = delta_compress(DELTA_CODEC_NONE, bad_raw, raw, bad_packed, sizeof(bad_packed));
