@@ -207,6 +207,9 @@ def run_one(layout, name, args, binary, criu):
             # epochs/s once the service and primaryd share a core (issue 13).
             res["primary_cpu_s"] = primary_cpu
             res["primary_cpu_ms_per_epoch"] = primary_cpu * 1000 / max(1, epochs)
+            # Per request too: an epoch's work grows with the requests it covers, so under
+            # a loaded machine (fewer requests per epoch) CPU per epoch alone flatters.
+            res["primary_cpu_us_per_request"] = primary_cpu * 1e6 / max(1, requests)
             res["merged"] = after["epochs_merged"] - before["epochs_merged"]
             res["pause_p50_ms"] = (after.get("pause_p50") or 0) * 1000
             res["pause_p99_ms"] = (after.get("pause_p99") or 0) * 1000
@@ -214,7 +217,8 @@ def run_one(layout, name, args, binary, criu):
             res["bytes_per_epoch"] = (after["shipped"] - before["shipped"]) / max(1, epochs)
             res["primary"] = after
             d = {k: after.get(k, 0) - before.get(k, 0) for k in
-                 ("delta_pages_runs", "delta_pages_blocks", "delta_pages_whole", "delta_page", "delta_raw",
+                 ("delta_pages_runs", "delta_pages_blocks", "delta_pages_whole", "delta_pages_on_zero",
+                  "delta_page", "delta_raw",
                   "delta_wire", "delta_cache_hits", "delta_cache_misses")}
             res["delta"] = d
             for k in ("precopy_read", "precopy_stop_read", "precopy_store_used", "precopy_rounds"):
@@ -306,6 +310,7 @@ def cells(results, layout, name):
         if res.get("primary_cpu_ms_per_epoch") is not None:
             c["primaryd CPU ms / epoch"] = (f"{res['primary_cpu_ms_per_epoch']:.1f}"
                                             f" ({res['primary_cpu_s'] / (res['wrk']['duration_us'] / 1e6) * 100:.0f}% of a core)")
+            c["primaryd CPU us / request"] = f"{res['primary_cpu_us_per_request']:.1f}"
         if res.get("backup_applied_mib"):
             c["backup CPU ms / MiB applied"] = (f"{res['backup_cpu_s'] * 1000 / res['backup_applied_mib']:.1f}"
                                                 f" ({res['backup_applied_mib']:.0f} MiB)")
@@ -316,8 +321,8 @@ def cells(results, layout, name):
                                                    f"{pc['precopy_store_used'] / 2**20:.0f}")
     if name == "uffd" and res.get("delta", {}).get("delta_page"):
         d = res["delta"]
-        c["delta pages runs/blocks/whole"] = (f"{d['delta_pages_runs']:.0f}/{d['delta_pages_blocks']:.0f}/"
-                                              f"{d['delta_pages_whole']:.0f}")
+        c["delta pages runs/blocks/whole/on zeros"] = (f"{d['delta_pages_runs']:.0f}/{d['delta_pages_blocks']:.0f}/"
+                                                       f"{d['delta_pages_whole']:.0f}/{d['delta_pages_on_zero']:.0f}")
         c["page->delta->wire ratio"] = f"{d['delta_raw'] / d['delta_page']:.3f} / {d['delta_wire'] / d['delta_page']:.3f}"
     if name == "savefile":
         c["bytes shipped / request"] = f"{res['bytes_per_request']:,.0f} (file)"
@@ -329,7 +334,7 @@ def cells(results, layout, name):
 
 ROWS = ["throughput (req/s)", "vs unprotected", "latency p50 / p99 (ms)", "errors socket / non-2xx",
         "epochs/s shipped (merged)", "pause p50 / p99 (ms)", "bytes shipped / request", "bytes / epoch",
-        "primaryd CPU ms / epoch", "delta pages runs/blocks/whole", "page->delta->wire ratio",
+        "primaryd CPU ms / epoch", "primaryd CPU us / request", "delta pages runs/blocks/whole/on zeros", "page->delta->wire ratio",
         "backup CPU ms / MiB applied",
         "pre-copy MiB: rounds/stop/store"]
 

@@ -208,6 +208,22 @@ static bool page_in_content_vma(void *p, uint64_t addr)
 	return vma_carries_contents(v->shared, v->kind);
 }
 
+/* Keep the cached pages that lie in mappings the backup keeps (page_in_content_vma's rule). */
+static void retain_shipped(struct shipped_cache *cache, const struct image *img)
+{
+	_cleanup_free_ struct shipped_range *r = malloc((img->n_vmas + 1) * sizeof(*r));
+	size_t n = 0;
+
+	if (!r) { /* forgetting everything is always right: a miss needs no base */
+		shipped_reset(cache);
+		return;
+	}
+	for (size_t i = 0; i < img->n_vmas; i++)
+		if (vma_carries_contents(img->vmas[i].shared, img->vmas[i].kind))
+			r[n++] = (struct shipped_range){img->vmas[i].start, img->vmas[i].end};
+	shipped_retain(cache, r, n);
+}
+
 void capture_session_batch_begin(struct capture_session *s)
 {
 	s->batch_pages = 0;
@@ -458,13 +474,12 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 	rep->pages_shipped = c->img->pages_len / PAGE_SIZE;
 	if (shipped_enabled(&s->shipped_pages)) {
 		/* The pages are encoded batch by batch as the link sends them (link.c). */
-		struct keep_ctx kc = {.img = c->img};
 		s->enc_full = full;
 		s->enc_compress_us = 0;
 		if (full)
 			shipped_reset(&s->shipped_pages);
 		else
-			shipped_retain(&s->shipped_pages, page_in_content_vma, &kc);
+			retain_shipped(&s->shipped_pages, c->img);
 	}
 	s->enc_start_us = ran_us;
 	*out = c->img;

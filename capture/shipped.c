@@ -55,12 +55,20 @@ int shipped_init(struct shipped_cache *c, uint64_t bytes)
 	return 0;
 }
 
+static void forget_kept(struct shipped_cache *c)
+{
+	free(c->kept);
+	c->kept = NULL;
+	c->n_kept = 0;
+}
+
 void shipped_free(struct shipped_cache *c)
 {
 	if (c->data)
 		munmap(c->data, c->map_len);
 	free(c->addr);
 	free(c->older);
+	free(c->kept);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -109,11 +117,36 @@ void shipped_reset(struct shipped_cache *c)
 	for (size_t i = 0; i < c->nsets * 2; i++)
 		c->addr[i] = SHIPPED_EMPTY;
 	madvise(c->data, c->map_len, MADV_DONTNEED);
+	forget_kept(c); /* what is cached from now on lies in the next epoch's ranges */
 }
 
-void shipped_retain(struct shipped_cache *c, bool (*keep)(void *ctx, uint64_t addr), void *ctx)
+static bool in_ranges(const struct shipped_range *r, size_t n, uint64_t addr)
 {
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (r[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n && addr >= r[lo].start;
+}
+
+void shipped_retain(struct shipped_cache *c, const struct shipped_range *ranges, size_t n)
+{
+	if (!c->nsets)
+		return;
+	if (c->kept && c->n_kept == n && !memcmp(c->kept, ranges, n * sizeof(*ranges)))
+		return;
 	for (size_t i = 0; i < c->nsets * 2; i++)
-		if (c->addr[i] != SHIPPED_EMPTY && !keep(ctx, c->addr[i] & ~SHIPPED_ZERO))
+		if (c->addr[i] != SHIPPED_EMPTY && !in_ranges(ranges, n, c->addr[i] & ~SHIPPED_ZERO))
 			c->addr[i] = SHIPPED_EMPTY;
+	forget_kept(c);
+	c->kept = malloc((n ? n : 1) * sizeof(*ranges)); /* without it, the next call walks again */
+	if (c->kept) {
+		memcpy(c->kept, ranges, n * sizeof(*ranges));
+		c->n_kept = n;
+	}
 }
