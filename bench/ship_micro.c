@@ -4,7 +4,7 @@
  * with CLOCK_THREAD_CPUTIME_ID (a loaded machine slows it, it does not
  * inflate it).
  *
- *   ship_micro [--sha256] [--codec zstd|lz4|none] [--reps N] OLD_IMAGE NEW_IMAGE
+ *   ship_micro [--sha256] [--codec zstd|lz4|none] [--reps N] [--miss-percent P] OLD NEW
  *
  * OLD and NEW are two dumps of one process under load (`checksync-primaryd
  * dump`, see bench/README.md). The epoch is every page of NEW that differs
@@ -17,7 +17,11 @@
  * version 2, for a before/after in one binary. Prints ms of CPU per epoch
  * per stage, the median of N repetitions.
  */
+#include <fcntl.h>
 #include <getopt.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +69,42 @@ struct stage {
 	size_t kinds[DELTA_KINDS];
 };
 
+static const uint8_t trace_zeros[4096];
+
+/*
+ * A trace of the pages a live primaryd encoded: per page u64 addr, u8 how
+ * (0: not in the cache, 1: cached all zero, 2: cached, its 4096 bytes
+ * follow), then the page's 4096 bytes. Returns the pages, or 0.
+ */
+static size_t load_trace(const char *path, struct page_ref **out)
+{
+	int fd = open(path, O_RDONLY);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return 0;
+	const uint8_t *p = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0), *end = p + st.st_size;
+	close(fd);
+	if (p == MAP_FAILED)
+		return 0;
+	size_t n = 0, cap = st.st_size / 4105 + 1;
+	struct page_ref *pg = calloc(cap, sizeof(*pg));
+	while (pg && end - p >= 9 + 4096 && n < cap) {
+		uint64_t addr;
+		memcpy(&addr, p, 8);
+		uint8_t how = p[8];
+		p += 9;
+		const uint8_t *base = how == 0 ? NULL : how == 1 ? trace_zeros : p;
+		if (how == 2)
+			p += 4096;
+		if (end - p < 4096)
+			break;
+		pg[n++] = (struct page_ref){addr, base, p};
+		p += 4096;
+	}
+	*out = pg;
+	return n;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -109,7 +149,7 @@ static void one_epoch(const struct page_ref *pg, size_t n, bool sha256, enum del
 	st->hash = cpu_ms() - t;
 
 	for (size_t i = 0; i < n; i++) /* the cache as it was before this epoch: not timed */
-		if (pg[i].base && !(cache_zero[i] = delta_page_is_zero(pg[i].base)))
+		if (pg[i].base && !(cache_zero[i] = !memcmp(pg[i].base, delta_zero_page, 4096)))
 			memcpy(cache + i * 4096, pg[i].base, 4096);
 	t = cpu_ms();
 	for (size_t i = 0; i < n; i++) {
@@ -144,10 +184,13 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {{"sha256", no_argument, 0, 's'},
 					     {"codec", required_argument, 0, 'c'},
 					     {"reps", required_argument, 0, 'r'},
+					     {"miss-percent", required_argument, 0, 'm'},
+					     {"trace", required_argument, 0, 't'},
 					     {0}};
 	enum delta_codec codec = DELTA_CODEC_ZSTD;
 	bool sha256 = false;
-	int reps = 9, o;
+	int reps = 9, o, miss_pct = 0;
+	const char *trace = NULL;
 	struct image *a, *b;
 	char err[512] = "";
 
@@ -160,29 +203,45 @@ int main(int argc, char **argv)
 							  : DELTA_CODEC_ZSTD;
 		else if (o == 'r')
 			reps = atoi(optarg);
+		else if (o == 'm')
+			miss_pct = atoi(optarg);
+		else if (o == 't')
+			trace = optarg;
 		else
 			return 2;
 	}
 	if (reps < 1 || reps > MAX_REPS)
 		reps = 9;
-	if (argc - optind != 2 || image_read(argv[optind], &a, err, sizeof(err)) < 0 ||
+	size_t n = 0, zero = 0;
+	struct page_ref *pg = NULL;
+	if (trace) {
+		n = load_trace(trace, &pg);
+		a = b = NULL;
+		if (!n) {
+			fprintf(stderr, "%s: cannot read trace %s\n", argv[0], trace);
+			return 2;
+		}
+	} else if (argc - optind != 2 || image_read(argv[optind], &a, err, sizeof(err)) < 0 ||
 	    image_read(argv[optind + 1], &b, err, sizeof(err)) < 0) {
 		fprintf(stderr,
-			"usage: %s [--sha256] [--codec zstd|lz4|none] [--reps N] OLD_IMAGE NEW_IMAGE%s%s\n",
+			"usage: %s [--sha256] [--codec zstd|lz4|none] [--reps N] [--miss-percent P] OLD_IMAGE NEW_IMAGE%s%s\n",
 			argv[0], err[0] ? ": " : "", err);
 		return 2;
 	}
 
-	size_t n = 0, zero = 0;
-	struct page_ref *pg = calloc(b->pages_len / 4096 + 1, sizeof(*pg));
 	static const uint8_t zeros[4096];
-	for (size_t i = 0; i < b->n_runs; i++)
+	if (!trace)
+		pg = calloc(b->pages_len / 4096 + 1, sizeof(*pg));
+	for (size_t i = 0; !trace && i < b->n_runs; i++)
 		for (uint64_t p = 0; p < b->runs[i].npages; p++) {
 			uint64_t addr = b->runs[i].addr + p * 4096;
 			const uint8_t *old = page_at(a, addr),
 				      *cur = b->pages + b->runs[i].offset + p * 4096;
 			if (old && !memcmp(old, cur, 4096))
 				continue;
+			/* --miss-percent: as if the bounded cache had lost these (primaryd sees ~20%) */
+			if (old && (addr >> 12) * 0x9e3779b97f4a7c15ull >> 57 < (uint64_t)miss_pct * 128 / 100)
+				old = NULL;
 			pg[n++] = (struct page_ref){addr, old, cur};
 			zero += !old && !memcmp(cur, zeros, 4096);
 		}
@@ -209,7 +268,9 @@ int main(int argc, char **argv)
 	free(cache_zero);
 	free(raw);
 	free(pg);
-	image_free(a);
-	image_free(b);
+	if (!trace) {
+		image_free(a);
+		image_free(b);
+	}
 	return 0;
 }

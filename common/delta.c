@@ -189,24 +189,30 @@ static void put_head(uint8_t *out, uint64_t addr, enum delta_kind kind, size_t l
 
 const uint8_t delta_zero_page[DELTA_PAGE];
 
-bool delta_page_is_zero(const uint8_t *page)
+/* 8-byte words of the page that are not zero: one compare each, no early exit. */
+static size_t nonzero_words(const uint8_t *page)
 {
-	for (size_t i = 0; i < DELTA_PAGE; i += 64) {
-		uint64_t x = 0;
-		for (size_t w = 0; w < 64; w += 8) /* one test per 64 bytes, no branch per word */
-			x |= load64(page + i + w);
-		if (x)
-			return false;
-	}
-	return true;
+	size_t n = 0;
+	for (size_t i = 0; i < DELTA_PAGE; i += 8)
+		n += load64(page + i) != 0;
+	return n;
 }
 
-/* Runs against a page of zeros: the backup's copy plays no part. */
+/*
+ * Runs against a page of zeros: the backup's copy plays no part. A page
+ * mostly not zero (a live object's page the cache lost) goes whole at
+ * once: its runs would save little and cost a scan (DELTA_ON_ZERO_MAX).
+ */
 static size_t encode_on_zero(uint64_t addr, const uint8_t *cur, uint8_t *out,
 			     enum delta_kind *kind)
 {
 	uint64_t mask;
-	size_t len = encode_zrun(delta_zero_page, cur, out + DELTA_REC_HEAD, &mask);
+	size_t words = nonzero_words(cur), len = 0;
+
+	if (words > DELTA_ON_ZERO_MAX / 8)
+		len = SIZE_MAX;
+	else if (words) /* none: an empty body, no scan */
+		len = encode_zrun(delta_zero_page, cur, out + DELTA_REC_HEAD, &mask);
 
 	if (len == SIZE_MAX) {
 		*kind = DELTA_WHOLE;
@@ -223,11 +229,6 @@ size_t delta_encode_page(uint64_t addr, const uint8_t *base, const uint8_t *cur,
 	uint8_t *body = out + DELTA_REC_HEAD;
 	uint64_t mask = 0;
 
-	if (delta_page_is_zero(cur)) { /* an empty body, whatever the base */
-		*kind = DELTA_ON_ZERO;
-		put_head(out, addr, DELTA_ON_ZERO, 0);
-		return DELTA_REC_HEAD;
-	}
 	if (!base)
 		return encode_on_zero(addr, cur, out, kind);
 	size_t len = encode_zrun(base, cur, body, &mask);
@@ -235,7 +236,8 @@ size_t delta_encode_page(uint64_t addr, const uint8_t *base, const uint8_t *cur,
 		mask = changed_blocks(base, cur);
 	size_t blocks_len = 8 + (size_t)__builtin_popcountll(mask) * BLOCK;
 
-	*kind = DELTA_ZRUN;
+	/* Runs on the backup's copy of zeros are runs on zeros: delta_rec_is_zero() can tell. */
+	*kind = base == delta_zero_page ? DELTA_ON_ZERO : DELTA_ZRUN;
 	if (len != 0 && blocks_len < len && blocks_len < DELTA_PAGE) {
 		len = encode_blocks(mask, cur, body);
 		*kind = DELTA_BLOCKS;

@@ -31,8 +31,8 @@
  * garbage, which the reach scan zeroes (capture/reach.c). Such a page is
  * all or mostly zero, and when the cache has no copy of it (a miss, a full
  * epoch) its runs against zeros are a few hundred bytes where the whole
- * page was 4096 to copy and compress; an all-zero page is a record with an
- * empty body and needs no compare at all.
+ * page was 4096 to copy and compress, and an all-zero page is a record
+ * with an empty body; the cache then keeps a flag, not a copy.
  *
  * Nothing here trusts its input: delta_apply() and delta_payload_next()
  * check every length against the page and the payload.
@@ -59,17 +59,16 @@ extern const uint8_t delta_zero_page[4096];
 enum delta_codec { DELTA_CODEC_NONE = 0, DELTA_CODEC_LZ4 = 1, DELTA_CODEC_ZSTD = 2 };
 
 #define DELTA_REC_HEAD 11u
+/* A page without a base goes whole when more of its bytes than this are in non-zero words. */
+#define DELTA_ON_ZERO_MAX (DELTA_PAGE * 3 / 4)
 #define DELTA_REC_MAX (DELTA_REC_HEAD + DELTA_PAGE)
-
-/* Every byte of the page is zero. */
-bool delta_page_is_zero(const uint8_t *page);
 
 /*
  * Append the record of page `cur` at addr (base: the copy the backup holds,
  * NULL when it is not known) to out, which has room for DELTA_REC_MAX
- * bytes. Returns the bytes appended; *kind says which encoding won. An
- * all-zero page is a DELTA_ON_ZERO record with no body, whatever the base
- * (delta_rec_is_zero).
+ * bytes. Returns the bytes appended; *kind says which encoding won. Runs
+ * against delta_zero_page or against nothing are DELTA_ON_ZERO, so that
+ * such a page found all zero is a record with no body (delta_rec_is_zero).
  */
 size_t delta_encode_page(uint64_t addr, const uint8_t *base, const uint8_t *cur, uint8_t *out,
 			 enum delta_kind *kind);

@@ -25,6 +25,18 @@
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <xxhash.h>
+#if defined(__x86_64__)
+#include <xxh_x86dispatch.h>
+/*
+ * The same XXH3 at the widest vector unit the CPU has (AVX2, AVX-512),
+ * picked at run time: Debian's libxxhash is built for baseline x86-64
+ * (SSE2), where hashing every shipped page took about as much CPU as
+ * encoding it (bench/ship_micro.c). The value is the same on every path.
+ */
+#define h_xxh3_update XXH3_128bits_update_dispatch
+#else
+#define h_xxh3_update XXH3_128bits_update
+#endif
 
 #include "delta.h"
 #include "image/image.h"
@@ -1268,7 +1280,7 @@ static void h_update(struct wire_epoch_hash *h, const void *p, size_t n)
 	if (h->sum_len == WIRE_SUM_SHA256)
 		EVP_DigestUpdate(h->ctx, p, n);
 	else
-		XXH3_128bits_update(h->ctx, p, n);
+		h_xxh3_update(h->ctx, p, n);
 }
 
 static void h_u64(struct wire_epoch_hash *x, uint64_t v)

@@ -72,22 +72,26 @@ static const uint8_t zeros[PAGE];
 
 /*
  * The record delta_encode_page() must give: the shorter of runs and changed
- * 64-byte blocks; without a base (a = NULL) runs on zeros; an all-zero page
- * an empty record on zeros.
+ * 64-byte blocks; without a base (a = NULL) runs on zeros, or whole when
+ * mostly not zero; runs against delta_zero_page are runs on zeros too.
  */
 static size_t ref_page(const uint8_t *a, const uint8_t *b, uint8_t *out, enum delta_kind *kind)
 {
 	uint8_t *body = out + DELTA_REC_HEAD;
-	bool on_zero = !a || !memcmp(b, zeros, PAGE);
-	size_t len = ref_zrun(on_zero ? zeros : a, b, body);
+	bool no_base = !a, on_zero = !a || a == delta_zero_page;
+	size_t len = ref_zrun(no_base ? zeros : a, b, body), nonzero = 0;
+	for (size_t i = 0; i < PAGE; i += 8)
+		nonzero += memcmp(b + i, zeros, 8) ? 8 : 0;
+	if (no_base && nonzero > DELTA_ON_ZERO_MAX)
+		len = SIZE_MAX; /* mostly not zero: whole without trying */
 	uint64_t mask = 0;
-	for (unsigned k = 0; !on_zero && len != 0 && k < PAGE / 64; k++)
+	for (unsigned k = 0; !no_base && len != 0 && k < PAGE / 64; k++)
 		if (memcmp(a + k * 64, b + k * 64, 64) != 0)
 			mask |= 1ull << k;
 	size_t blocks_len = 8 + (size_t)__builtin_popcountll(mask) * 64;
 
 	*kind = on_zero ? DELTA_ON_ZERO : DELTA_ZRUN;
-	if (on_zero) {
+	if (no_base) {
 		if (len == SIZE_MAX) {
 			memcpy(body, b, PAGE);
 			len = PAGE;
@@ -176,6 +180,11 @@ static void check_pair(const uint8_t *base, const uint8_t *cur)
 	CHECK_INT(delta_apply(kind, rec + DELTA_REC_HEAD, len, page), 0);
 	CHECK(memcmp(page, cur, PAGE) == 0);
 	CHECK(delta_rec_is_zero(kind, n) == !memcmp(cur, zeros, PAGE));
+	if (base == delta_zero_page) { /* runs against the zero page are runs on zeros */
+		n = delta_encode_page(0x1000, base, cur, rec, &kind);
+		CHECK(kind != DELTA_ZRUN);
+		CHECK(delta_rec_is_zero(kind, n) == !memcmp(cur, zeros, PAGE));
+	}
 }
 
 /* Garbage zeroed around a few live objects, and pages of zeros, against old contents. */
@@ -187,10 +196,13 @@ static void test_on_zero(void)
 	for (size_t i = 0; i < PAGE; i++)
 		base[i] = (uint8_t)(i * 13 + 7);
 	memset(cur, 0, PAGE);
-	check_pair(base, cur); /* now all zero: an empty record on zeros */
-	CHECK_INT(delta_encode_page(0x1000, base, cur, rec, &kind), DELTA_REC_HEAD);
+	check_pair(base, cur); /* now all zero: runs of zeros against the old bytes */
+	check_pair(delta_zero_page, cur); /* zero, cached as zero: an empty record on zeros */
+	CHECK_INT(delta_encode_page(0x1000, delta_zero_page, cur, rec, &kind), DELTA_REC_HEAD);
 	CHECK_INT(kind, DELTA_ON_ZERO);
-	check_pair(zeros, cur);
+	CHECK(delta_rec_is_zero(kind, DELTA_REC_HEAD));
+	CHECK_INT(delta_encode_page(0x1000, NULL, cur, rec, &kind), DELTA_REC_HEAD);
+	CHECK_INT(kind, DELTA_ON_ZERO);
 	for (int round = 0; round < 500; round++) {
 		memset(cur, 0, PAGE);
 		for (int o = rnd() % 8; o > 0; o--) { /* a few live objects */
@@ -199,7 +211,7 @@ static void test_on_zero(void)
 				cur[k] = (uint8_t)rnd();
 		}
 		check_pair(base, cur);
-		check_pair(zeros, cur);
+		check_pair(delta_zero_page, cur);
 	}
 	/* no base, every byte set: whole */
 	memset(cur, 0x5a, PAGE);
