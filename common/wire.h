@@ -47,6 +47,9 @@
  * HELLO, each naming the other and both versions. Only a journal file
  * written by version 2 (backupd/journal.h) still holds a SHA-256 COMMIT,
  * which the decoder takes (32 bytes) for wire_epoch_hash_init_sha256().
+ * Protocol version 4 added the DELTA record kind DELTA_ON_ZERO (delta.h);
+ * journal files of version 3 hold only the older kinds, which still decode,
+ * so they load unchanged (their magic stays CSEPOCH2).
  *
  * Incarnations. Each run of a service is an incarnation, named by a
  * 64-bit id (never 0). The primary's HELLO names the incarnation it guards,
