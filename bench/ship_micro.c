@@ -16,6 +16,14 @@
  * (wire_epoch_hash_add_page). --sha256 hashes with the SHA-256 of protocol
  * version 2, for a before/after in one binary. Prints ms of CPU per epoch
  * per stage, the median of N repetitions.
+ *
+ *   ship_micro [...] --trace FILE
+ *
+ * replays instead the pages a live primaryd encoded, against its cache as
+ * it was (capture/ship_trace.h says how to record one): the pages as the
+ * reach scan left them, which two dumps do not give. The stages run one
+ * after the other over all pages, so each page is read cold by each (in
+ * primaryd the checksum warms it for the encoder): encode reads high.
  */
 #include <fcntl.h>
 #include <getopt.h>
@@ -27,6 +35,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "capture/ship_trace.h"
 #include "delta.h"
 #include "image/image.h"
 #include "wire.h"
@@ -72,9 +81,8 @@ struct stage {
 static const uint8_t trace_zeros[4096];
 
 /*
- * A trace of the pages a live primaryd encoded: per page u64 addr, u8 how
- * (0: not in the cache, 1: cached all zero, 2: cached, its 4096 bytes
- * follow), then the page's 4096 bytes. Returns the pages, or 0.
+ * A trace of the pages a live primaryd encoded (capture/ship_trace.h:
+ * CHECKSYNC_DEBUG_SHIP_TRACE=PATH,SKIP,COUNT). Returns the pages, or 0.
  */
 static size_t load_trace(const char *path, struct page_ref **out)
 {
@@ -93,8 +101,8 @@ static size_t load_trace(const char *path, struct page_ref **out)
 		memcpy(&addr, p, 8);
 		uint8_t how = p[8];
 		p += 9;
-		const uint8_t *base = how == 0 ? NULL : how == 1 ? trace_zeros : p;
-		if (how == 2)
+		const uint8_t *base = how == SHIP_TRACE_MISS ? NULL : how == SHIP_TRACE_ZERO ? trace_zeros : p;
+		if (how == SHIP_TRACE_CACHED)
 			p += 4096;
 		if (end - p < 4096)
 			break;

@@ -118,6 +118,8 @@ int capture_session_set_deltas(struct capture_session *s, uint64_t cache_bytes, 
 		return 0;
 	if (!s->raw && !(s->raw = malloc(WIRE_MAX_DELTA_RAW)))
 		return -ENOMEM;
+	ship_trace_close(&s->trace);
+	ship_trace_open(&s->trace);
 	return shipped_init(&s->shipped_pages, cache_bytes);
 }
 
@@ -176,6 +178,7 @@ void capture_session_close(struct capture_session *s)
 	precopy_free(&s->pre);
 	free(s->raw);
 	shipped_free(&s->shipped_pages);
+	ship_trace_close(&s->trace);
 	free(s->cache.threads);
 	free(s->cache.fds);
 	capture_file_cache_free(&s->files);
@@ -241,6 +244,7 @@ void capture_session_batch_add(struct capture_session *s, uint64_t addr, const u
 	const uint8_t *base = s->enc_full ? NULL : shipped_lookup(&s->shipped_pages, addr);
 	enum delta_kind kind;
 	size_t before = s->batch_raw;
+	ship_trace_page(&s->trace, addr, base, cur);
 	size_t n = delta_encode_page(addr, base, cur, s->raw + before, &kind);
 
 	s->batch_raw += n;

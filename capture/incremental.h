@@ -14,6 +14,7 @@
 #include "dirty.h"
 #include "hist.h"
 #include "precopy.h"
+#include "ship_trace.h"
 #include "shipped.h"
 #include "wp.h"
 
@@ -107,6 +108,7 @@ struct capture_session {
 	bool enc_full;
 	uint64_t enc_start_us, enc_compress_us; /* for the cost breakdown */
 	struct delta_stats delta;
+	struct ship_trace trace; /* CHECKSYNC_DEBUG_SHIP_TRACE, for bench/ship_micro.c */
 	uint64_t spans_read, spans_kept; /* live.c's span cache, over all epochs */
 	uint64_t fds_read, fds_kept;	 /* fds.c's socket cache, over all epochs */
 	uint64_t threads_read, threads_kept; /* threads.c's per-thread cache, over all epochs */
