@@ -77,6 +77,8 @@ void capture_session_report(const struct capture_session *s, struct status_repor
 			      "mspans read from the service in the stops' live sets");
 	status_report_counter(r, "live_spans_kept", "", s->spans_kept,
 			      "mspans taken from the span cache (their pages not written since)");
+	status_report_counter(r, "live_spans_refreshed", "", s->spans_refreshed,
+			      "mspans read again by pre-copy rounds, with the service running");
 	status_report_counter(r, "fds_read", "", s->fds_read,
 			      "descriptors read from /proc in the stops");
 	status_report_counter(r, "fds_kept", "", s->fds_kept,
@@ -519,6 +521,10 @@ int capture_session_precopy_step(struct capture_session *s, bool full, uint64_t 
 	if (r >= 0 && (!p->active || p->todo_pos == p->n_todo)) {
 		s->round_t0 = now_us();
 		r = precopy_round_begin(p, &s->wp, s->c.pid, full);
+		/* Right after the round's scan: the stop then re-reads only the mspans written since. */
+		if (r >= 0)
+			r = capture_live_refresh(&s->c, &s->wp, p->vmas, p->n_vmas,
+						 &s->spans_refreshed);
 	}
 	if (r >= 0)
 		r = precopy_round_step(p, s->c.pid, budget);

@@ -475,37 +475,37 @@ static void span_extent(const struct go_layout *l, int64_t *lo, int64_t *hi)
  * struct proc_vma array itself (4 KiB apart) for each of 3,000-5,000
  * mspans missed the CPU cache at every step.
  */
-static int tracked_ranges(const struct capture *c, struct rangeset *out)
+static int tracked_ranges(const struct proc_vma *vmas, size_t n_vmas, struct rangeset *out)
 {
-	for (size_t i = 0; i < c->n_vmas; i++)
-		if (wp_vma_tracked(&c->vmas[i]) &&
-		    rs_add(out, c->vmas[i].start, c->vmas[i].end) < 0)
+	for (size_t i = 0; i < n_vmas; i++)
+		if (wp_vma_tracked(&vmas[i]) && rs_add(out, vmas[i].start, vmas[i].end) < 0)
 			return -ENOMEM;
+	rs_normalize(out);
 	return 0;
 }
 
 /*
- * May [s, e) have changed since the stop that read it? Yes unless it lies
- * in mappings write tracking covers and no page of it was written:
- * w->dirty holds everything written since that stop (wp.h, seq), found by
- * the pre-copy rounds (owed) or this stop's scan.
+ * May [s, e) have changed since the scan the span cache is current for?
+ * Yes unless it lies in mappings write tracking covers and no page of it
+ * is in `written`, what the scans after that one found written.
  */
-static bool maybe_written(const struct capture *c, const struct rangeset *tracked, uint64_t s,
-			  uint64_t e)
+static bool maybe_written(const struct rangeset *tracked, const struct range *written,
+			  size_t n_written, uint64_t s, uint64_t e)
 {
-	const struct wp_tracker *w = c->wp;
 	size_t t = rs_find(tracked, s);
 
 	if (t == tracked->n || tracked->r[t].s > s || tracked->r[t].e < e)
 		return true;
-	size_t i = range_find(w->dirty, w->n, PAGE_ALIGN_DOWN(s));
-	return i < w->n && w->dirty[i].s < e;
+	size_t i = range_find(written, n_written, PAGE_ALIGN_DOWN(s));
+	return i < n_written && written[i].s < e;
 }
 
 /*
  * May this stop take records from the span cache? Only when write tracking
- * ran without a gap since the stop that filled it: its seq is exactly one
- * wp_collect() on, the collect of this stop (dump.c runs it first).
+ * ran without a gap since the scan the cache is current for (the last
+ * stop's, or the last pre-copy round's: capture_live_refresh): its seq is
+ * exactly one scan on, the collect of this stop (dump.c runs it first),
+ * and w->fresh holds every write since.
  */
 static bool span_cache_usable(const struct capture *c, const struct memcache *mc)
 {
@@ -559,8 +559,10 @@ static const struct span_rec *span_rec_at(struct capture *c, struct memcache *mc
 					  uint64_t i, uint64_t span, int *err)
 {
 	struct span_rec *rec = &mc->rec[i];
+	const struct wp_tracker *w = c->wp;
 
-	if (cached && rec->span == span && !maybe_written(c, tracked, span + lo, span + hi)) {
+	if (cached && rec->span == span &&
+	    !maybe_written(tracked, w->fresh, w->n_fresh, span + lo, span + hi)) {
 		c->stats.spans_kept++;
 		return rec;
 	}
@@ -652,9 +654,8 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 		mc->cap_rec = n;
 	}
 	span_extent(l, &lo, &hi);
-	if (cached && tracked_ranges(c, &tracked) < 0)
+	if (cached && tracked_ranges(c->vmas, c->n_vmas, &tracked) < 0)
 		return -ENOMEM;
-	rs_normalize(&tracked);
 	for (size_t k = 0; k < mc->n_order + n && !err; k++) {
 		uint64_t i = k < mc->n_order ? mc->order[k] : k - mc->n_order;
 		struct span_at one;
@@ -708,6 +709,68 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 		mc->rec_valid = true;
 		mc->rec_seq = c->wp->seq;
 	}
+	return 0;
+}
+
+/*
+ * Re-read the records of the span cache whose mspans w->dirty says were
+ * written, so that the cache is current for w's last scan. On a GC-heavy
+ * service sweeping rewrites most mspans every epoch: read here, in a
+ * pre-copy round, the stop re-reads only what was written since.
+ */
+static int refresh_spans(struct capture *c, struct memcache *mc, const struct wp_tracker *w,
+			 const struct rangeset *tracked, uint64_t *read)
+{
+	const struct go_layout *l = c->go;
+	_cleanup_free_ uint64_t *spans = NULL;
+	int64_t lo, hi;
+	uint64_t n;
+	int err = 0;
+	int r = read_slice(mc, l->mheap + l->heap_allspans.off, &spans, &n);
+	if (r < 0)
+		return r;
+	span_extent(l, &lo, &hi);
+	/* Spans new since the last stop are few: that stop reads them. */
+	for (uint64_t i = 0; i < n && i < mc->n_rec && !err; i++) {
+		struct span_rec *rec = &mc->rec[i];
+		if (rec->span == spans[i] &&
+		    (!spans[i] || !maybe_written(tracked, w->dirty, w->n, spans[i] + lo, spans[i] + hi)))
+			continue;
+		if (!spans[i]) {
+			memset(rec, 0, sizeof(*rec));
+			continue;
+		}
+		read_span_rec(l, mc, spans[i], lo, hi, rec, &err);
+		(*read)++;
+	}
+	return err;
+}
+
+int capture_live_refresh(struct capture *c, const struct wp_tracker *w,
+			 const struct proc_vma *vmas, size_t n_vmas, uint64_t *read)
+{
+	__attribute__((cleanup(rs_free))) struct rangeset tracked = {0};
+	struct memcache *mc = c->mc;
+
+	/*
+	 * Only a cache current for the scan just before this one can be
+	 * brought forward: w->dirty is what was written between the two.
+	 */
+	if (!mc || !c->go || !mc->rec_valid || w->uffd < 0 || w->seq != mc->rec_seq + 1)
+		return 0;
+	mc->rec_valid = false;
+	if (!mc_for_stop(c) || tracked_ranges(vmas, n_vmas, &tracked) < 0)
+		return -ENOMEM;
+	/*
+	 * The service runs: a record read after the scan re-armed its pages
+	 * is what a stop would read, unless the mspan is written after the
+	 * re-arm, and then the next scan reports it. A read that fails (a span
+	 * freed and its memory gone) only leaves the cache unusable.
+	 */
+	if (refresh_spans(c, mc, w, &tracked, read) < 0)
+		return 0;
+	mc->rec_valid = true;
+	mc->rec_seq = w->seq;
 	return 0;
 }
 
