@@ -343,6 +343,28 @@ void capture_session_image_free(struct capture_session *s, struct image *img)
 	image_free(img);
 }
 
+/* Beyond the target for any stop (issue 13), a stop says where its time went. */
+#define LONG_STOP_US 20000
+
+static void say_long_stop(const struct capture *c, uint64_t pause_us, uint64_t stop_us, bool full)
+{
+	const uint64_t *w = c->stats.phase_us, *cpu = c->stats.phase_cpu_us;
+
+	if (pause_us <= LONG_STOP_US)
+		return;
+	log_info("pid %d: %s epoch stopped the service for %lu ms (ms wall/CPU: stop %lu, "
+		 "safepoint %lu/%lu, live set %lu/%lu, dirty scan %lu/%lu, threads %lu/%lu, "
+		 "copy %lu/%lu, fds %lu/%lu)",
+		 c->pid, full ? "a full" : "an", (unsigned long)(pause_us / 1000),
+		 (unsigned long)(stop_us / 1000),
+		 (unsigned long)(w[CPH_SAFEPOINT] / 1000), (unsigned long)(cpu[CPH_SAFEPOINT] / 1000),
+		 (unsigned long)(w[CPH_LIVE_SET] / 1000), (unsigned long)(cpu[CPH_LIVE_SET] / 1000),
+		 (unsigned long)(w[CPH_DIRTY_SCAN] / 1000), (unsigned long)(cpu[CPH_DIRTY_SCAN] / 1000),
+		 (unsigned long)(w[CPH_THREADS] / 1000), (unsigned long)(cpu[CPH_THREADS] / 1000),
+		 (unsigned long)(w[CPH_COPY] / 1000), (unsigned long)(cpu[CPH_COPY] / 1000),
+		 (unsigned long)(w[CPH_FDS] / 1000), (unsigned long)(cpu[CPH_FDS] / 1000));
+}
+
 int capture_session_epoch(struct capture_session *s, bool full, struct image **out,
 			  struct epoch_report *rep)
 {
@@ -409,6 +431,7 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		s->threads_kept += c->stats.threads_kept;
 		hist_add_us(&h[COST_RESUME], ran_us - resume_us);
 		hist_add_us(&h[COST_PAUSE], rep->pause_us);
+		say_long_stop(c, rep->pause_us, held_us - stop_us, full);
 	}
 
 	bool precopied = c->precopy;
