@@ -110,8 +110,9 @@ def main():
               f"{r['pause_p50_ms']:>13.1f} / {r['pause_p99_ms']:<12.1f} {r['rounds'] or 0:>7.0f} "
               f"{r['roles']:>16}", flush=True)
         stops = [l for l in r["long_stops"] if "stopped the service" in l]
-        shown = [l for l in r["long_stops"] if "stopped the service" not in l or "a full epoch" in l]
-        print(f"        {len(stops)} stops over 20 ms; GC waits, whole-mapping copies and full epochs:",
+        shown = [l for l in r["long_stops"]
+                 if "stopped the service" not in l or "a full epoch" in l]
+        print(f"        {len(stops)} stops over 20 ms; GC waits, whole-mapping copies, full epochs:",
               flush=True)
         for line in shown:
             print(f"        {line}", flush=True)

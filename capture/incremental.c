@@ -356,10 +356,11 @@ static void say_long_stop(const struct capture *c, uint64_t pause_us, uint64_t s
 		 "safepoint %lu/%lu, live set %lu/%lu, dirty scan %lu/%lu, threads %lu/%lu, "
 		 "copy %lu/%lu, fds %lu/%lu)",
 		 c->pid, full ? "a full" : "an", (unsigned long)(pause_us / 1000),
-		 (unsigned long)(stop_us / 1000),
-		 (unsigned long)(w[CPH_SAFEPOINT] / 1000), (unsigned long)(cpu[CPH_SAFEPOINT] / 1000),
+		 (unsigned long)(stop_us / 1000), (unsigned long)(w[CPH_SAFEPOINT] / 1000),
+		 (unsigned long)(cpu[CPH_SAFEPOINT] / 1000),
 		 (unsigned long)(w[CPH_LIVE_SET] / 1000), (unsigned long)(cpu[CPH_LIVE_SET] / 1000),
-		 (unsigned long)(w[CPH_DIRTY_SCAN] / 1000), (unsigned long)(cpu[CPH_DIRTY_SCAN] / 1000),
+		 (unsigned long)(w[CPH_DIRTY_SCAN] / 1000),
+		 (unsigned long)(cpu[CPH_DIRTY_SCAN] / 1000),
 		 (unsigned long)(w[CPH_THREADS] / 1000), (unsigned long)(cpu[CPH_THREADS] / 1000),
 		 (unsigned long)(w[CPH_COPY] / 1000), (unsigned long)(cpu[CPH_COPY] / 1000),
 		 (unsigned long)(w[CPH_FDS] / 1000), (unsigned long)(cpu[CPH_FDS] / 1000));
@@ -544,7 +545,7 @@ int capture_session_precopy_step(struct capture_session *s, bool full, uint64_t 
 	if (r >= 0 && (!p->active || p->todo_pos == p->n_todo)) {
 		s->round_t0 = now_us();
 		r = precopy_round_begin(p, &s->wp, s->c.pid, full);
-		/* Right after the round's scan: the stop then re-reads only the mspans written since. */
+		/* Right after its scan: the stop re-reads only the mspans written since. */
 		if (r >= 0)
 			r = capture_live_refresh(&s->c, &s->wp, p->vmas, p->n_vmas,
 						 &s->spans_refreshed);

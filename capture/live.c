@@ -729,12 +729,19 @@ static int refresh_spans(struct capture *c, struct memcache *mc, const struct wp
 	int r = read_slice(mc, l->mheap + l->heap_allspans.off, &spans, &n);
 	if (r < 0)
 		return r;
+	/*
+	 * allspans only grows: shorter than at the last stop, it was read torn,
+	 * and records it does not reach would be claimed current unread.
+	 */
+	if (n < mc->n_rec)
+		return -EAGAIN;
 	span_extent(l, &lo, &hi);
-	/* Spans new since the last stop are few: that stop reads them. */
-	for (uint64_t i = 0; i < n && i < mc->n_rec && !err; i++) {
+	/* Spans new since the last stop are few: the next stop reads them. */
+	for (uint64_t i = 0; i < mc->n_rec && !err; i++) {
 		struct span_rec *rec = &mc->rec[i];
 		if (rec->span == spans[i] &&
-		    (!spans[i] || !maybe_written(tracked, w->dirty, w->n, spans[i] + lo, spans[i] + hi)))
+		    (!spans[i] ||
+		     !maybe_written(tracked, w->dirty, w->n, spans[i] + lo, spans[i] + hi)))
 			continue;
 		if (!spans[i]) {
 			memset(rec, 0, sizeof(*rec));
@@ -746,8 +753,8 @@ static int refresh_spans(struct capture *c, struct memcache *mc, const struct wp
 	return err;
 }
 
-int capture_live_refresh(struct capture *c, const struct wp_tracker *w,
-			 const struct proc_vma *vmas, size_t n_vmas, uint64_t *read)
+int capture_live_refresh(struct capture *c, const struct wp_tracker *w, const struct proc_vma *vmas,
+			 size_t n_vmas, uint64_t *read)
 {
 	__attribute__((cleanup(rs_free))) struct rangeset tracked = {0};
 	struct memcache *mc = c->mc;
