@@ -84,6 +84,11 @@ def one(binary, mib, precopy, reach):
         res["took_over"] = b.get("role") != "backup" or q.get("role") != "primary"
         res["roles"] = f"{q.get('role')}/{b.get('role')}"
         res["rounds"] = q.get("precopy_rounds")
+        # Stops over 20 ms say where their time went (capture/incremental.c), and so do GC
+        # cycles that made a stop copy whole mappings.
+        res["long_stops"] = [l.split(": ", 2)[-1] for l in up.primary.log_text().splitlines()
+                             if "epoch stopped the service for" in l or "a GC cycle has run" in l
+                             or "copying whole mappings" in l]
     return res
 
 
@@ -104,6 +109,13 @@ def main():
               f"{r['acked_s']:>14.1f} "
               f"{r['pause_p50_ms']:>13.1f} / {r['pause_p99_ms']:<12.1f} {r['rounds'] or 0:>7.0f} "
               f"{r['roles']:>16}", flush=True)
+        stops = [l for l in r["long_stops"] if "stopped the service" in l]
+        shown = [l for l in r["long_stops"]
+                 if "stopped the service" not in l or "a full epoch" in l]
+        print(f"        {len(stops)} stops over 20 ms; GC waits, whole-mapping copies, full epochs:",
+              flush=True)
+        for line in shown:
+            print(f"        {line}", flush=True)
 
 
 if __name__ == "__main__":

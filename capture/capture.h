@@ -224,6 +224,14 @@ int capture_live_set(struct capture *c);
  * sorting of the spans noted). Before capture_reach(), after every stop.
  */
 void capture_live_set_end(struct capture *c);
+/*
+ * With the service running, right after a scan of write tracking (w): bring
+ * the live set's span cache forward to that scan, re-reading the mspans it
+ * found written (pre-copy rounds). *read counts the mspans read.
+ */
+struct wp_tracker;
+int capture_live_refresh(struct capture *c, const struct wp_tracker *w, const struct proc_vma *vmas,
+			 size_t n_vmas, uint64_t *read);
 void capture_live_free(struct capture *c);
 void capture_memcache_free(struct capture *c);
 /* Which pages of [start, end) to copy; calls emit for each kept sub-range. */

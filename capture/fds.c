@@ -237,22 +237,24 @@ static int remember_fd(struct fd_cache **next, size_t *n, size_t *cap, const str
 }
 
 struct fd_walk {
+	int dir; /* /proc/PID/fd */
 	struct fd_cache *next;
 	size_t n_next, cap_next;
 };
 
-static int capture_fd(struct capture *c, int pidfd, int fd, struct fd_walk *w)
+static int capture_fd(struct capture *c, int pidfd, const char *name, struct fd_walk *w)
 {
 	struct image *img = c->img;
 	struct fdinfo fi = {0};
-	char what[32], link[4096];
+	char link[4096];
 	bool settled = false;
-	int r;
+	int fd = atoi(name), r;
 
-	snprintf(what, sizeof(what), "fd/%d", fd);
-	r = proc_readlink(c->pid, what, link, sizeof(link));
-	if (r < 0)
-		return r == -ENOENT ? 0 : r;
+	/* Relative to the open directory: the kernel walks one name, not /proc/PID/fd/N. */
+	ssize_t len = readlinkat(w->dir, name, link, sizeof(link) - 1);
+	if (len < 0)
+		return errno == ENOENT ? 0 : -errno;
+	link[len] = 0;
 	uint64_t ino = socket_ino(link);
 	const struct fd_cache *e = cached_fd(c, fd, ino);
 	if (e) {
@@ -319,10 +321,11 @@ int capture_fds(struct capture *c)
 	DIR *d = opendir(path);
 	if (!d)
 		return log_error_errno(-errno, "cannot list %s", path);
+	w.dir = dirfd(d);
 	while ((de = readdir(d)) && r >= 0) {
 		if (de->d_name[0] == '.')
 			continue;
-		r = capture_fd(c, pidfd, atoi(de->d_name), &w);
+		r = capture_fd(c, pidfd, de->d_name, &w);
 	}
 	closedir(d);
 	/* What this stop found is the cache now; a failed stop leaves none. */

@@ -77,6 +77,8 @@ void capture_session_report(const struct capture_session *s, struct status_repor
 			      "mspans read from the service in the stops' live sets");
 	status_report_counter(r, "live_spans_kept", "", s->spans_kept,
 			      "mspans taken from the span cache (their pages not written since)");
+	status_report_counter(r, "live_spans_refreshed", "", s->spans_refreshed,
+			      "mspans read again by pre-copy rounds, with the service running");
 	status_report_counter(r, "fds_read", "", s->fds_read,
 			      "descriptors read from /proc in the stops");
 	status_report_counter(r, "fds_kept", "", s->fds_kept,
@@ -359,6 +361,29 @@ void capture_session_image_free(struct capture_session *s, struct image *img)
 	image_free(img);
 }
 
+/* Beyond the target for any stop (issue 13), a stop says where its time went. */
+#define LONG_STOP_US 20000
+
+static void say_long_stop(const struct capture *c, uint64_t pause_us, uint64_t stop_us, bool full)
+{
+	const uint64_t *w = c->stats.phase_us, *cpu = c->stats.phase_cpu_us;
+
+	if (pause_us <= LONG_STOP_US)
+		return;
+	log_info("pid %d: %s epoch stopped the service for %lu ms (ms wall/CPU: stop %lu, "
+		 "safepoint %lu/%lu, live set %lu/%lu, dirty scan %lu/%lu, threads %lu/%lu, "
+		 "copy %lu/%lu, fds %lu/%lu)",
+		 c->pid, full ? "a full" : "an", (unsigned long)(pause_us / 1000),
+		 (unsigned long)(stop_us / 1000), (unsigned long)(w[CPH_SAFEPOINT] / 1000),
+		 (unsigned long)(cpu[CPH_SAFEPOINT] / 1000),
+		 (unsigned long)(w[CPH_LIVE_SET] / 1000), (unsigned long)(cpu[CPH_LIVE_SET] / 1000),
+		 (unsigned long)(w[CPH_DIRTY_SCAN] / 1000),
+		 (unsigned long)(cpu[CPH_DIRTY_SCAN] / 1000),
+		 (unsigned long)(w[CPH_THREADS] / 1000), (unsigned long)(cpu[CPH_THREADS] / 1000),
+		 (unsigned long)(w[CPH_COPY] / 1000), (unsigned long)(cpu[CPH_COPY] / 1000),
+		 (unsigned long)(w[CPH_FDS] / 1000), (unsigned long)(cpu[CPH_FDS] / 1000));
+}
+
 int capture_session_epoch(struct capture_session *s, bool full, struct image **out,
 			  struct epoch_report *rep)
 {
@@ -425,6 +450,7 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		s->threads_kept += c->stats.threads_kept;
 		hist_add_us(&h[COST_RESUME], ran_us - resume_us);
 		hist_add_us(&h[COST_PAUSE], rep->pause_us);
+		say_long_stop(c, rep->pause_us, held_us - stop_us, full);
 	}
 
 	bool precopied = c->precopy;
@@ -536,6 +562,10 @@ int capture_session_precopy_step(struct capture_session *s, bool full, uint64_t 
 	if (r >= 0 && (!p->active || p->todo_pos == p->n_todo)) {
 		s->round_t0 = now_us();
 		r = precopy_round_begin(p, &s->wp, s->c.pid, full);
+		/* Right after its scan: the stop re-reads only the mspans written since. */
+		if (r >= 0)
+			r = capture_live_refresh(&s->c, &s->wp, p->vmas, p->n_vmas,
+						 &s->spans_refreshed);
 	}
 	if (r >= 0)
 		r = precopy_round_step(p, s->c.pid, budget);

@@ -110,6 +110,7 @@ struct capture_session {
 	struct delta_stats delta;
 	struct ship_trace trace; /* CHECKSYNC_DEBUG_SHIP_TRACE, for bench/ship_micro.c */
 	uint64_t spans_read, spans_kept; /* live.c's span cache, over all epochs */
+	uint64_t spans_refreshed;	 /* mspans the pre-copy rounds read again for it */
 	uint64_t fds_read, fds_kept;	 /* fds.c's socket cache, over all epochs */
 	uint64_t threads_read, threads_kept; /* threads.c's per-thread cache, over all epochs */
 };

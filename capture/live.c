@@ -13,6 +13,7 @@
  * thread stacks) is copied as before.
  */
 #include <stdlib.h>
+#include <sys/uio.h>
 #include <sys/user.h>
 
 #include "capture.h"
@@ -475,37 +476,37 @@ static void span_extent(const struct go_layout *l, int64_t *lo, int64_t *hi)
  * struct proc_vma array itself (4 KiB apart) for each of 3,000-5,000
  * mspans missed the CPU cache at every step.
  */
-static int tracked_ranges(const struct capture *c, struct rangeset *out)
+static int tracked_ranges(const struct proc_vma *vmas, size_t n_vmas, struct rangeset *out)
 {
-	for (size_t i = 0; i < c->n_vmas; i++)
-		if (wp_vma_tracked(&c->vmas[i]) &&
-		    rs_add(out, c->vmas[i].start, c->vmas[i].end) < 0)
+	for (size_t i = 0; i < n_vmas; i++)
+		if (wp_vma_tracked(&vmas[i]) && rs_add(out, vmas[i].start, vmas[i].end) < 0)
 			return -ENOMEM;
+	rs_normalize(out);
 	return 0;
 }
 
 /*
- * May [s, e) have changed since the stop that read it? Yes unless it lies
- * in mappings write tracking covers and no page of it was written:
- * w->dirty holds everything written since that stop (wp.h, seq), found by
- * the pre-copy rounds (owed) or this stop's scan.
+ * May [s, e) have changed since the scan the span cache is current for?
+ * Yes unless it lies in mappings write tracking covers and no page of it
+ * is in `written`, what the scans after that one found written.
  */
-static bool maybe_written(const struct capture *c, const struct rangeset *tracked, uint64_t s,
-			  uint64_t e)
+static bool maybe_written(const struct rangeset *tracked, const struct range *written,
+			  size_t n_written, uint64_t s, uint64_t e)
 {
-	const struct wp_tracker *w = c->wp;
 	size_t t = rs_find(tracked, s);
 
 	if (t == tracked->n || tracked->r[t].s > s || tracked->r[t].e < e)
 		return true;
-	size_t i = range_find(w->dirty, w->n, PAGE_ALIGN_DOWN(s));
-	return i < w->n && w->dirty[i].s < e;
+	size_t i = range_find(written, n_written, PAGE_ALIGN_DOWN(s));
+	return i < n_written && written[i].s < e;
 }
 
 /*
  * May this stop take records from the span cache? Only when write tracking
- * ran without a gap since the stop that filled it: its seq is exactly one
- * wp_collect() on, the collect of this stop (dump.c runs it first).
+ * ran without a gap since the scan the cache is current for (the last
+ * stop's, or the last pre-copy round's: capture_live_refresh): its seq is
+ * exactly one scan on, the collect of this stop (dump.c runs it first),
+ * and w->fresh holds every write since.
  */
 static bool span_cache_usable(const struct capture *c, const struct memcache *mc)
 {
@@ -553,20 +554,85 @@ static int span_cache_check(struct capture *c, struct memcache *mc, const uint64
 	return 0;
 }
 
-/* The record of allspans[i] for this stop: kept from the last stop, or read now. */
-static const struct span_rec *span_rec_at(struct capture *c, struct memcache *mc, bool cached,
-					  const struct rangeset *tracked, int64_t lo, int64_t hi,
-					  uint64_t i, uint64_t span, int *err)
-{
-	struct span_rec *rec = &mc->rec[i];
+/* Records read per process_vm_readv, and the most bytes of an mspan a record takes. */
+#define REC_BATCH 512
+#define REC_MAX_BYTES 512
 
-	if (cached && rec->span == span && !maybe_written(c, tracked, span + lo, span + hi)) {
-		c->stats.spans_kept++;
-		return rec;
+/*
+ * Read the records of spans[idx[0..n)]: the [lo, hi) bytes of many mspans
+ * per process_vm_readv. Re-read mspans lie scattered over the runtime's
+ * memory; read through the block cache, each cost a 16 KiB pread of its
+ * own (2,000 of them, 5-8 ms of a stop of a 250 MB heap). An mspan the
+ * call cannot read is read alone, as before (read_span_rec()).
+ */
+static int read_recs(struct capture *c, struct memcache *mc, const uint64_t *spans,
+		     const uint32_t *idx, size_t n, int64_t lo, int64_t hi)
+{
+	const struct go_layout *l = c->go;
+	size_t ext = hi > lo ? (size_t)(hi - lo) : 0;
+	struct iovec local[REC_BATCH], remote[REC_BATCH];
+	_cleanup_free_ uint8_t *buf = NULL;
+	int err = 0;
+
+	if (ext && ext <= REC_MAX_BYTES && !(buf = malloc(REC_BATCH * ext)))
+		return -ENOMEM;
+	for (size_t k = 0; k < n && !err; k += REC_BATCH) {
+		size_t m = n - k < REC_BATCH ? n - k : REC_BATCH, whole = 0;
+		for (size_t j = 0; buf && j < m; j++) {
+			uint64_t at = spans[idx[k + j]] + lo;
+			local[j] = (struct iovec){buf + j * ext, ext};
+			remote[j] = (struct iovec){(void *)(uintptr_t)at, ext};
+		}
+		if (buf) {
+			ssize_t got = process_vm_readv(c->pid, local, m, remote, m, 0);
+			whole = got > 0 ? (size_t)got / ext : 0; /* never a part of an iovec */
+		}
+		for (size_t j = 0; j < m; j++) {
+			uint64_t span = spans[idx[k + j]];
+			struct span_rec *rec = &mc->rec[idx[k + j]];
+			if (j < whole) {
+				memset(rec, 0, sizeof(*rec));
+				rec->span = span;
+				span_rec_from(l, buf + j * ext, lo, span, rec);
+			} else {
+				read_span_rec(l, mc, span, lo, hi, rec, &err);
+			}
+		}
 	}
-	read_span_rec(c->go, mc, span, lo, hi, rec, err);
-	c->stats.spans_read++;
-	return rec;
+	return err;
+}
+
+/*
+ * Make mc->rec[i] current for every i < n with spans[i] set: a record of
+ * the same mspan is kept when cached and no byte of it is in `written`
+ * (sorted ranges written since the scan the cache is current for), the
+ * others are read. *kept and *read count them.
+ */
+static int recs_current(struct capture *c, struct memcache *mc, const uint64_t *spans, uint64_t n,
+			bool cached, const struct rangeset *tracked, const struct range *written,
+			size_t n_written, uint64_t *kept, uint64_t *read)
+{
+	_cleanup_free_ uint32_t *idx = NULL;
+	size_t n_idx = 0, cap_idx = 0;
+	int64_t lo, hi;
+
+	span_extent(c->go, &lo, &hi);
+	for (uint64_t i = 0; i < n; i++) {
+		const struct span_rec *rec = &mc->rec[i];
+		if (!spans[i])
+			continue;
+		if (cached && rec->span == spans[i] &&
+		    !maybe_written(tracked, written, n_written, spans[i] + lo, spans[i] + hi)) {
+			(*kept)++;
+			continue;
+		}
+		uint32_t *x = array_push(&idx, &n_idx, &cap_idx, sizeof(*x));
+		if (!x)
+			return -ENOMEM;
+		*x = (uint32_t)i;
+	}
+	*read += n_idx;
+	return read_recs(c, mc, spans, idx, n_idx, lo, hi);
 }
 
 static int cmp_span_at(const void *a, const void *b)
@@ -631,9 +697,7 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 	__attribute__((cleanup(rs_free))) struct rangeset tracked = {0};
 	size_t n_at = 0, cap_at = 0;
 	bool cached = span_cache_usable(c, mc);
-	int64_t lo, hi;
 	uint64_t n;
-	int err = 0;
 	int r = read_slice(mc, l->mheap + l->heap_allspans.off, &spans, &n);
 	if (r < 0)
 		return r;
@@ -651,11 +715,13 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 		mc->rec = v;
 		mc->cap_rec = n;
 	}
-	span_extent(l, &lo, &hi);
-	if (cached && tracked_ranges(c, &tracked) < 0)
+	if (cached && tracked_ranges(c->vmas, c->n_vmas, &tracked) < 0)
 		return -ENOMEM;
-	rs_normalize(&tracked);
-	for (size_t k = 0; k < mc->n_order + n && !err; k++) {
+	r = recs_current(c, mc, spans, n, cached, &tracked, cached ? c->wp->fresh : NULL,
+			 cached ? c->wp->n_fresh : 0, &c->stats.spans_kept, &c->stats.spans_read);
+	if (r < 0)
+		return r;
+	for (size_t k = 0; k < mc->n_order + n; k++) {
 		uint64_t i = k < mc->n_order ? mc->order[k] : k - mc->n_order;
 		struct span_at one;
 		if (i >= n || seen[i] || !spans[i])
@@ -664,9 +730,7 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 		/* Dead mspans too: their stale startAddr and limit are no roots either. */
 		if (l->reach_ok && (r = reach_note_mspan(c, spans[i])) < 0)
 			return r;
-		const struct span_rec *rec =
-		    span_rec_at(c, mc, cached, &tracked, lo, hi, i, spans[i], &err);
-		r = live_span(l, ls, rec, &one);
+		r = live_span(l, ls, &mc->rec[i], &one);
 		if (r >= 0 && one.in_use) {
 			struct span_at *a = array_push(&at, &n_at, &cap_at, sizeof(*a));
 			r = a ? (one.idx = (uint32_t)i, *a = one, 0) : -ENOMEM;
@@ -674,8 +738,6 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 		if (r < 0)
 			return r;
 	}
-	if (err)
-		return err;
 	mc->n_rec = n;
 	if (cached && c->live_check_every && ++mc->rec_stops % c->live_check_every == 0 &&
 	    (r = span_cache_check(c, mc, spans, n)) < 0)
@@ -708,6 +770,63 @@ static int live_spans(struct capture *c, struct memcache *mc, struct live_set *l
 		mc->rec_valid = true;
 		mc->rec_seq = c->wp->seq;
 	}
+	return 0;
+}
+
+/*
+ * Re-read the records of the span cache whose mspans w->dirty says were
+ * written, so that the cache is current for w's last scan. On a GC-heavy
+ * service sweeping rewrites most mspans every epoch: read here, in a
+ * pre-copy round, the stop re-reads only what was written since.
+ */
+static int refresh_spans(struct capture *c, struct memcache *mc, const struct wp_tracker *w,
+			 const struct rangeset *tracked, uint64_t *read)
+{
+	const struct go_layout *l = c->go;
+	_cleanup_free_ uint64_t *spans = NULL;
+	uint64_t n, kept = 0;
+	int r = read_slice(mc, l->mheap + l->heap_allspans.off, &spans, &n);
+	if (r < 0)
+		return r;
+	/*
+	 * allspans only grows: shorter than at the last stop, or with a hole,
+	 * it was read torn, and records it does not reach would be claimed
+	 * current unread.
+	 */
+	if (n < mc->n_rec)
+		return -EAGAIN;
+	for (uint64_t i = 0; i < mc->n_rec; i++)
+		if (!spans[i])
+			return -EAGAIN;
+	/* Spans new since the last stop are few: the next stop reads them. */
+	return recs_current(c, mc, spans, mc->n_rec, true, tracked, w->dirty, w->n, &kept, read);
+}
+
+int capture_live_refresh(struct capture *c, const struct wp_tracker *w, const struct proc_vma *vmas,
+			 size_t n_vmas, uint64_t *read)
+{
+	__attribute__((cleanup(rs_free))) struct rangeset tracked = {0};
+	struct memcache *mc = c->mc;
+
+	/*
+	 * Only a cache current for the scan just before this one can be
+	 * brought forward: w->dirty is what was written between the two.
+	 */
+	if (!mc || !c->go || !mc->rec_valid || w->uffd < 0 || w->seq != mc->rec_seq + 1)
+		return 0;
+	mc->rec_valid = false;
+	if (!mc_for_stop(c) || tracked_ranges(vmas, n_vmas, &tracked) < 0)
+		return -ENOMEM;
+	/*
+	 * The service runs: a record read after the scan re-armed its pages
+	 * is what a stop would read, unless the mspan is written after the
+	 * re-arm, and then the next scan reports it. A read that fails (a span
+	 * freed and its memory gone) only leaves the cache unusable.
+	 */
+	if (refresh_spans(c, mc, w, &tracked, read) < 0)
+		return 0;
+	mc->rec_valid = true;
+	mc->rec_seq = w->seq;
 	return 0;
 }
 

@@ -148,14 +148,18 @@ static int scanned_range(void *p, uint64_t s, uint64_t e)
 
 /*
  * Scan [start, end) for pages that exist and differ from their file, and
- * pass each range through the live filter.
+ * pass each range through the live filter. Only a file mapping can hold
+ * file pages: asking whether an anonymous mapping's pages are the file's
+ * makes the kernel look up each page's struct page, a cache miss per
+ * entry, 30 ns a page: 1 ms of each stop over a 120 MB heap.
  */
-static int scan_vma(struct capture *c, int pagemap_fd, uint64_t start, uint64_t end,
+static int scan_vma(struct capture *c, int pagemap_fd, uint64_t start, uint64_t end, bool file,
 		    uint64_t *present)
 {
+	const uint64_t not_file = file ? PAGE_IS_FILE : 0;
 	const struct pm_scan_arg want = {
-		.category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO,
-		.category_mask = PAGE_IS_FILE | PAGE_IS_PFNZERO,
+		.category_inverted = not_file | PAGE_IS_PFNZERO,
+		.category_mask = not_file | PAGE_IS_PFNZERO,
 		.category_anyof_mask = PAGE_IS_PRESENT | (c->swap ? PAGE_IS_SWAPPED : 0),
 		.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
 	};
@@ -297,13 +301,15 @@ static int copy_runs(struct capture *c)
 struct written_scan {
 	struct capture *c;
 	int pagemap_fd;
+	bool file; /* a file mapping (scan_vma()) */
 	uint64_t *present;
 	uint64_t s, e; /* the window gathered so far, empty when s == e */
 };
 
 static int scan_window(struct written_scan *ws)
 {
-	int r = ws->s < ws->e ? scan_vma(ws->c, ws->pagemap_fd, ws->s, ws->e, ws->present) : 0;
+	int r = ws->s < ws->e ? scan_vma(ws->c, ws->pagemap_fd, ws->s, ws->e, ws->file, ws->present)
+			      : 0;
 	ws->s = ws->e = 0;
 	return r;
 }
@@ -322,14 +328,15 @@ static int scan_written_range(void *p, uint64_t s, uint64_t e)
 	return r;
 }
 
-static int scan_mapping(struct capture *c, int pagemap_fd, uint64_t s, uint64_t e,
+static int scan_mapping(struct capture *c, int pagemap_fd, const struct image_vma *v,
 			uint64_t *present)
 {
-	struct written_scan ws = {c, pagemap_fd, present, 0, 0};
+	bool file = v->kind == VMA_FILE;
+	struct written_scan ws = {c, pagemap_fd, file, present, 0, 0};
 
 	if (!c->wp || !c->wp_filter)
-		return scan_vma(c, pagemap_fd, s, e, present);
-	int r = wp_filter(c->wp, s, e, scan_written_range, &ws);
+		return scan_vma(c, pagemap_fd, v->start, v->end, file, present);
+	int r = wp_filter(c->wp, v->start, v->end, scan_written_range, &ws);
 	return r < 0 ? r : scan_window(&ws);
 }
 
@@ -364,7 +371,7 @@ int capture_pages(struct capture *c)
 			continue;
 		for (int k = 0; k < MC_COUNT; k++)
 			before += c->stats.written[k];
-		r = scan_mapping(c, pfd, v->start, v->end, &present);
+		r = scan_mapping(c, pfd, v, &present);
 		if (r < 0)
 			return log_error_errno(r, "PAGEMAP_SCAN of %#lx-%#lx failed",
 					       (unsigned long)v->start, (unsigned long)v->end);

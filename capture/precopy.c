@@ -48,6 +48,7 @@ void precopy_free(struct precopy *p)
 	free(p->ext);
 	free(p->stale);
 	free(p->todo);
+	free(p->vmas);
 	precopy_init(p);
 }
 
@@ -236,7 +237,7 @@ static uint64_t ranges_bytes(const struct range *v, size_t n)
 
 int precopy_round_begin(struct precopy *p, struct wp_tracker *w, pid_t pid, bool full)
 {
-	_cleanup_free_ struct proc_vma *vmas = NULL;
+	struct proc_vma *vmas = NULL;
 	struct present_ctx pc = {0};
 	bool first = !p->active;
 	int r;
@@ -244,6 +245,9 @@ int precopy_round_begin(struct precopy *p, struct wp_tracker *w, pid_t pid, bool
 	ssize_t nv = proc_read_maps(pid, &vmas);
 	if (nv < 0)
 		return nv;
+	free(p->vmas);
+	p->vmas = vmas;
+	p->n_vmas = nv;
 	/* Re-arm first, then read: a write after the re-arm is found by the next scan. */
 	r = wp_scan_running(w, pid, vmas, nv);
 	if (r < 0)

@@ -51,6 +51,8 @@ struct precopy {
 	/* the round being copied: pieces still to read */
 	struct image_pagerun *todo;
 	size_t n_todo, cap_todo, todo_pos;
+	struct proc_vma *vmas; /* the mappings at the last round's start */
+	size_t n_vmas;
 	bool active;	     /* rounds have started for the next epoch */
 	bool full;	     /* the first round copied every present page */
 	unsigned rounds;     /* rounds of this epoch */

@@ -183,8 +183,7 @@ static int scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *
 int wp_scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *vmas, size_t n)
 {
 	int r = scan_running(w, pid, vmas, n);
-	if (r < 0)
-		wp_note_lost(w);
+	w->seq += r < 0 ? 2 : 1;
 	return r;
 }
 

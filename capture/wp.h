@@ -25,11 +25,13 @@ struct wp_tracker {
 	struct range *fresh;
 	size_t n_fresh, cap_fresh;
 	/*
-	 * +1 for each wp_collect() that succeeded, +2 for anything that may
-	 * have re-armed a page without its write reaching dirty or carry (a
-	 * failed scan, a new or closed userfaultfd). A reader that kept what it
-	 * read at the stop of seq s may trust w->dirty of the stop of seq s + 1
-	 * to cover every write in between (live.c's span cache).
+	 * +1 for each scan that succeeded (wp_collect(), wp_scan_running()),
+	 * +2 for anything that may have re-armed a page without its write
+	 * reaching dirty or carry (a failed scan, a new or closed
+	 * userfaultfd). A reader that kept what it read right after the scan
+	 * of seq s may trust what the scan of seq s + 1 found written (w->dirty
+	 * of a running scan, w->fresh of a stop's) to cover every write in
+	 * between (live.c's span cache).
 	 */
 	uint64_t seq;
 };

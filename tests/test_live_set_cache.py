@@ -3,7 +3,9 @@
 runtime's mspans, under load with forced GCs.
 
 Each stop re-reads only the mspans whose pages write tracking saw written
-since the stop before, and keeps the others' records. primaryd runs with
+since the scan before (the stop before, or the last pre-copy round, which
+re-reads, with the service running, those written since the scan before
+it), and keeps the others' records. primaryd runs with
 the debug switch CHECKSYNC_CHECK_LIVE_SET=2: every second stop that used the
 cache reads every mspan again, field by field, and fails the epoch with
 "the span cache differs from a full read" on any difference.
@@ -14,7 +16,8 @@ varied sizes (new spans of several size classes), and a runtime.GC() every
   - no stop found the cache differing from a full read, no epoch failed;
   - the check ran at least MIN_CHECKS times and found the spans equal;
   - the cache was used (live_spans_kept > 0) and spans were re-read too
-    (live_spans_read > 0): the check compared something;
+    (live_spans_read > 0), and pre-copy rounds brought it forward
+    (live_spans_refreshed > 0): the check compared something;
   - every key written is served, and epochs went on being acknowledged.
 """
 
@@ -81,7 +84,8 @@ def main(r):
         checks = [line for line in log.splitlines() if CHECKED in line]
         failing = [line for line in log.splitlines() if "epoch capture failing" in line]
         cs.log(f"{len(checks)} checks against a full read; "
-               f"spans read {st.get('live_spans_read')}, kept {st.get('live_spans_kept')}")
+               f"spans read {st.get('live_spans_read')}, kept {st.get('live_spans_kept')}, "
+               f"refreshed by rounds {st.get('live_spans_refreshed')}")
         if checks:
             cs.log(f"last: {checks[-1]}")
         r.check("no stop found the span cache differing from a full read", not differs, "none",
@@ -93,6 +97,8 @@ def main(r):
                 (st.get("live_spans_kept") or 0) > 0, "> 0", st.get("live_spans_kept"))
         r.check("mspans were re-read too (written pages)", (st.get("live_spans_read") or 0) > 0,
                 "> 0", st.get("live_spans_read"))
+        r.check("pre-copy rounds re-read written mspans (with the service running)",
+                (st.get("live_spans_refreshed") or 0) > 0, "> 0", st.get("live_spans_refreshed"))
         r.check("the writers and the GCs ran without error", not failed, "no error", failed[:3])
         r.check("keys were written", len(keys) > 100, "> 100", len(keys))
         problems = cs.kv_check(up.vip, keys, each=False)
