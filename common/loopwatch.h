@@ -1,0 +1,34 @@
+/*
+ * loopwatch.h - how long a daemon's event loop was held: by one callback
+ * that ran too long, or by the machine not running us.
+ *
+ * A timer ticks every LOOPWATCH_TICK_US; the delay of each tick past its
+ * due time is how long the loop could not run anything else (a heartbeat,
+ * an ACK, the lease timer). The thread's CPU time over the same gap tells
+ * the two causes apart: a callback that held the loop spent about the gap
+ * in CPU; a loop that was runnable and not scheduled (or blocked in a
+ * system call) did not. One writer: the loop itself.
+ */
+#pragma once
+
+#include <stdint.h>
+
+#include "hist.h"
+
+#define LOOPWATCH_TICK_US 10000
+
+struct event;
+struct event_base;
+struct status_report;
+
+struct loopwatch {
+	struct event *ev;
+	uint64_t due_us, cpu_us; /* when the tick was due; the thread's CPU time then */
+	struct hist late;	 /* every tick's delay past its due time */
+	uint64_t max_us, max_cpu_us, max_at_us; /* the longest delay, its CPU time, when */
+};
+
+int loopwatch_start(struct loopwatch *w, struct event_base *base);
+void loopwatch_stop(struct loopwatch *w);
+/* The loop_* rows of status and /metrics (for the current service: the loop is the daemon's). */
+void loopwatch_report(const struct loopwatch *w, struct status_report *r);
