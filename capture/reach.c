@@ -88,6 +88,15 @@ struct nspan {
 /* SLOT_REACHED_OLD_HEAP: first reached from a word of an old heap object (a store's map). */
 enum { SLOT_OLD = 0, SLOT_NEW, SLOT_REACHED, SLOT_REACHED_OLD_HEAP };
 
+/* The parts of a scan, in order; each runs in bounded pieces (capture_reach_step). */
+enum reach_phase { RP_IDLE, RP_ROOTS, RP_THREADS, RP_CLOSURE, RP_ZERO, RP_COUNT, RP_DONE };
+
+/* Roots scanned per piece, closure objects and spans zeroed per piece: well under 1 ms each. */
+#define ROOT_PIECE (256u << 10)
+#define CLOSURE_PIECE 256u
+#define ZERO_PIECE 64u
+#define COUNT_PIECE 16u
+
 /* A reached new object still to scan: slot k of span ns. */
 struct reach_work {
 	size_t k;
@@ -123,6 +132,11 @@ struct reach {
 	int debug_roots;  /* CHECKSYNC_DEBUG_REACH_ROOTS: log this many more off-heap roots */
 	uint64_t cur_word; /* address of the root word being scanned, for debug_root */
 	struct capture *c; /* for the root checks of scan_words */
+	/* A scan under way in steps (capture_reach_begin/step): where it stands. */
+	enum reach_phase phase;
+	size_t at_run, at_ns; /* the next run of roots (at_off bytes in), span to zero, run to count */
+	uint64_t at_off;
+	uint64_t job_t0, job_cpu_us; /* when it began; CPU time of its steps so far */
 };
 
 /* This thread's CPU time: what the scan costs, whatever else runs on the machine. */
@@ -870,11 +884,12 @@ static void object_bounds(const struct nspan *n, size_t k, uint64_t *s, uint64_t
 	*e = *s + n->elemsize;
 }
 
-static int scan_closure(struct capture *c)
+/* At most max reached objects off the work list (it is empty when the closure is done). */
+static int scan_closure(struct capture *c, size_t max)
 {
 	struct reach *r = c->reach;
 	r->root_class = -1;
-	while (r->n_work) {
+	while (r->n_work && max--) {
 		struct reach_work w = r->work[--r->n_work];
 		const struct nspan *n = &r->ns[w.ns];
 		uint64_t s, e;
@@ -925,12 +940,15 @@ static int zero_piece(void *ctx, uint64_t a, uint64_t b, uint8_t *data)
 	return 0;
 }
 
-/* Zero every unreached slot; neighbours are zeroed as one range, unless each keeps its header. */
-static int zero_unreached(struct capture *c)
+/*
+ * Zero every unreached slot of at most max spans from r->at_ns on;
+ * neighbours are zeroed as one range, unless each keeps its header.
+ */
+static int zero_unreached(struct capture *c, size_t max)
 {
 	struct reach *r = c->reach;
 	struct zero_ctx z = {.c = c};
-	for (size_t i = 0; i < r->n_ns; i++) {
+	for (size_t i = r->at_ns; i < r->n_ns && max--; r->at_ns = ++i) {
 		const struct nspan *n = &r->ns[i];
 		size_t end = n->first + n->nelems;
 		for (size_t k = n->first; k < end; k++) {
@@ -1033,10 +1051,11 @@ static enum reach_ship_class ship_class(const struct capture *c, uint64_t addr)
 	}
 }
 
-static void count_staged(struct capture *c)
+/* What the staged pages of runs [from, to) hold, by ship_class. */
+static void count_staged(struct capture *c, size_t from, size_t to)
 {
 	struct reach *r = c->reach;
-	for (size_t i = 0; i < c->img->n_runs; i++)
+	for (size_t i = from; i < to && i < c->img->n_runs; i++)
 		for (uint64_t p = 0; p < c->img->runs[i].npages; p++)
 			r->totals.staged[ship_class(c, c->img->runs[i].addr + p * PAGE_SIZE)] +=
 				PAGE_SIZE;
@@ -1105,7 +1124,45 @@ static const char *reach_skip_reason(struct capture *c, bool all_staged)
 	return NULL;
 }
 
-int capture_reach(struct capture *c, bool all_staged)
+/* The scan ended (done, or abandoned with st->state saying why): its totals and log lines. */
+static void reach_finish(struct capture *c)
+{
+	struct reach_stats *st = &c->stats.reach;
+	struct reach *r = c->reach;
+
+	r->phase = RP_DONE;
+	st->scan_us = now_us() - r->job_t0;
+	r->totals.scan_cpu_us += r->job_cpu_us;
+	r->totals.root_bytes += st->root_bytes;
+	if (strcmp(st->state, "done") == 0) {
+		r->totals.scans_done++;
+		r->totals.new_bytes += st->new_bytes;
+		r->totals.reached_bytes += st->reached_bytes;
+		r->totals.zeroed_bytes += st->zeroed_bytes;
+		for (int k = 0; k <= MC_COUNT; k++)
+			r->totals.reached_from[k] += r->root_hits[k];
+	} else {
+		r->totals.scans_skipped++;
+	}
+	log_debug("reach: %s: %lu new objects (%lu bytes), %lu reached (%lu bytes), "
+		  "%lu bytes zeroed, %lu root bytes, %lu us (%lu us CPU)",
+		  st->state, (unsigned long)st->new_objects, (unsigned long)st->new_bytes,
+		  (unsigned long)st->reached_objects, (unsigned long)st->reached_bytes,
+		  (unsigned long)st->zeroed_bytes, (unsigned long)st->root_bytes,
+		  (unsigned long)st->scan_us, (unsigned long)r->job_cpu_us);
+	log_debug("reach: new bytes first reached from heap %lu, stacks %lu, globals %lu, "
+		  "off-heap %lu, registers %lu; %lu dead root words left out",
+		  (unsigned long)r->root_hits[MC_HEAP], (unsigned long)r->root_hits[MC_STACKS],
+		  (unsigned long)r->root_hits[MC_GLOBALS], (unsigned long)r->root_hits[MC_OFFHEAP],
+		  (unsigned long)r->root_hits[MC_COUNT], (unsigned long)r->dead_root_words);
+}
+
+/*
+ * The part that reads the live process (the span bits) runs at once: the
+ * sooner after the resume, the less likely a GC cycle ends first and the
+ * scan is abandoned. Everything after it works on the snapshot alone.
+ */
+int capture_reach_begin(struct capture *c, bool all_staged)
 {
 	struct reach_stats *st = &c->stats.reach;
 	uint64_t t0 = now_us(), cpu0 = thread_cpu_us();
@@ -1120,7 +1177,8 @@ int capture_reach(struct capture *c, bool all_staged)
 			c->reach->totals.scans_skipped++;
 			c->reach->n_ns = 0; /* nothing is new: the breakdown counts it all as old */
 			c->reach->lo = c->reach->hi = 0;
-			count_staged(c);
+			c->reach->phase = RP_IDLE;
+			count_staged(c, 0, c->img->n_runs);
 		}
 		return 0;
 	}
@@ -1129,69 +1187,129 @@ int capture_reach(struct capture *c, bool all_staged)
 	r->n_work = 0;
 	r->mset_ready = false;
 	r->dead_root_words = 0;
+	r->job_t0 = t0;
+	r->at_run = r->at_ns = 0;
+	r->at_off = 0;
+	r->phase = RP_ROOTS;
 	const char *dbg = getenv("CHECKSYNC_DEBUG_REACH_ROOTS");
 	r->debug_roots = dbg ? atoi(dbg) : 0;
 	memset(r->root_hits, 0, sizeof(r->root_hits));
 	rc = find_new_objects(c, all_staged);
-	/* The scan itself works on the snapshot; only the allocBits came from the live process. */
 	if (rc >= 0)
 		rc = heap_sweepgen_now(c, &sg_after);
 	if (rc >= 0 && sg_after != r->cur.heap_sweepgen) {
 		st->state = "abandoned (a GC cycle ended before the span bits were read)";
-		goto out;
+		r->phase = RP_COUNT;
 	}
-	if (rc >= 0)
+	if (rc >= 0 && r->phase == RP_ROOTS)
 		rc = build_page_table(r, c->go->page_size);
-	if (rc >= 0)
+	if (rc >= 0 && r->phase == RP_ROOTS)
 		rc = sort_runs(r, c->img);
-	for (size_t i = 0; rc >= 0 && i < c->img->n_runs && r->n_ns; i++) {
-		const struct image_pagerun *run = &c->img->runs[i];
-		rc = scan_roots_range(c, run->addr, run->addr + run->npages * PAGE_SIZE,
-				      c->img->pages + run->offset);
-	}
-	if (rc >= 0 && r->n_ns)
-		rc = scan_threads(c);
-	if (rc >= 0)
-		rc = scan_closure(c);
+	r->job_cpu_us = thread_cpu_us() - cpu0;
 	if (rc == -ENOMEM) {
+		r->phase = RP_IDLE;
 		return rc;
-	} else if (rc < 0) {
+	}
+	if (rc < 0) {
 		st->state = "abandoned (cannot read the span bits)";
 		log_debug("reach: %s: %s", st->state, strerror(-rc));
-	} else {
-		rc = zero_unreached(c);
-		if (rc < 0)
-			return rc;
-		debug_drop_one(c);
-		st->state = "done";
+		r->phase = RP_COUNT;
 	}
-out:
-	count_staged(c);
-	st->scan_us = now_us() - t0;
-	r->totals.scan_cpu_us += thread_cpu_us() - cpu0;
-	r->totals.root_bytes += st->root_bytes;
-	if (strcmp(st->state, "done") == 0) {
-		r->totals.scans_done++;
-		r->totals.new_bytes += st->new_bytes;
-		r->totals.reached_bytes += st->reached_bytes;
-		r->totals.zeroed_bytes += st->zeroed_bytes;
-		for (int k = 0; k <= MC_COUNT; k++)
-			r->totals.reached_from[k] += r->root_hits[k];
-	} else {
-		r->totals.scans_skipped++;
+	return 1;
+}
+
+/* One bounded piece of the scan, in the order of the phases. */
+static int reach_piece(struct capture *c)
+{
+	struct reach *r = c->reach;
+	const struct image *img = c->img;
+	int rc = 0;
+
+	switch (r->phase) {
+	case RP_ROOTS: {
+		if (r->at_run >= img->n_runs || !r->n_ns) {
+			r->phase = RP_THREADS;
+			break;
+		}
+		/* A piece of a run scans as the run would: pieces end where the range does. */
+		const struct image_pagerun *run = &img->runs[r->at_run];
+		uint64_t len = run->npages * PAGE_SIZE, n = len - r->at_off;
+		if (n > ROOT_PIECE)
+			n = ROOT_PIECE;
+		rc = scan_roots_range(c, run->addr + r->at_off, run->addr + r->at_off + n,
+				      img->pages + run->offset + r->at_off);
+		if ((r->at_off += n) == len) {
+			r->at_run++;
+			r->at_off = 0;
+		}
+		break;
 	}
-	log_debug("reach: %s: %lu new objects (%lu bytes), %lu reached (%lu bytes), "
-		  "%lu bytes zeroed, %lu root bytes, %lu us",
-		  st->state, (unsigned long)st->new_objects, (unsigned long)st->new_bytes,
-		  (unsigned long)st->reached_objects, (unsigned long)st->reached_bytes,
-		  (unsigned long)st->zeroed_bytes, (unsigned long)st->root_bytes,
-		  (unsigned long)st->scan_us);
-	log_debug("reach: new bytes first reached from heap %lu, stacks %lu, globals %lu, "
-		  "off-heap %lu, registers %lu; %lu dead root words left out",
-		  (unsigned long)r->root_hits[MC_HEAP], (unsigned long)r->root_hits[MC_STACKS],
-		  (unsigned long)r->root_hits[MC_GLOBALS], (unsigned long)r->root_hits[MC_OFFHEAP],
-		  (unsigned long)r->root_hits[MC_COUNT], (unsigned long)r->dead_root_words);
+	case RP_THREADS:
+		if (r->n_ns)
+			rc = scan_threads(c);
+		r->phase = RP_CLOSURE;
+		break;
+	case RP_CLOSURE:
+		rc = scan_closure(c, CLOSURE_PIECE);
+		if (rc >= 0 && !r->n_work)
+			r->phase = RP_ZERO;
+		break;
+	case RP_ZERO:
+		rc = zero_unreached(c, ZERO_PIECE);
+		if (rc >= 0 && r->at_ns == r->n_ns) {
+			debug_drop_one(c);
+			c->stats.reach.state = "done";
+			r->phase = RP_COUNT;
+			r->at_run = 0;
+		}
+		break;
+	case RP_COUNT:
+		count_staged(c, r->at_run, r->at_run + COUNT_PIECE);
+		if ((r->at_run += COUNT_PIECE) >= img->n_runs)
+			r->phase = RP_DONE;
+		break;
+	default:
+		r->phase = RP_DONE;
+		break;
+	}
+	if (rc < 0 && rc != -ENOMEM) {
+		c->stats.reach.state = "abandoned (cannot read the span bits)";
+		log_debug("reach: %s: %s", c->stats.reach.state, strerror(-rc));
+		r->phase = RP_COUNT;
+		r->at_run = 0;
+		rc = 0;
+	}
+	return rc;
+}
+
+int capture_reach_step(struct capture *c, uint64_t budget_us)
+{
+	struct reach *r = c->reach;
+	uint64_t t0 = now_us(), cpu0 = thread_cpu_us();
+	int rc = 0;
+
+	if (!r || r->phase == RP_IDLE || r->phase == RP_DONE)
+		return 0;
+	do
+		rc = reach_piece(c);
+	while (rc >= 0 && r->phase != RP_DONE && now_us() - t0 < budget_us);
+	r->job_cpu_us += thread_cpu_us() - cpu0;
+	if (rc < 0) { /* -ENOMEM: the capture fails */
+		r->phase = RP_IDLE;
+		return rc;
+	}
+	if (r->phase != RP_DONE)
+		return 1;
+	reach_finish(c);
 	return 0;
+}
+
+int capture_reach(struct capture *c, bool all_staged)
+{
+	int rc = capture_reach_begin(c, all_staged);
+	while (rc == 1)
+		rc = capture_reach_step(c, UINT64_MAX);
+	return rc;
 }
 
 static bool page_all_zero(const uint8_t *p)

@@ -6,6 +6,7 @@
 #include <event2/event.h>
 #include <time.h>
 
+#include "log.h"
 #include "status.h"
 #include "util.h"
 
@@ -26,6 +27,12 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd, (void)what;
 
 	hist_add_us(&w->late, late);
+	/* Longer than this and a peer's heartbeats went unanswered: worth a line, with its cause. */
+	if (late >= LOOPWATCH_SAY_US)
+		log_info("our loop ran nothing else for %lu ms (%lu ms of it our CPU: %s)",
+			 (unsigned long)(late / 1000), (unsigned long)((cpu - w->cpu_us) / 1000),
+			 (cpu - w->cpu_us) * 2 > late ? "a callback held it"
+						      : "the machine did not run us, or a call blocked");
 	if (late > w->max_us) {
 		w->max_us = late;
 		/* Over the whole gap: the tick's own work is noise beside a held loop. */

@@ -16,6 +16,7 @@
 #include "hist.h"
 
 #define LOOPWATCH_TICK_US 10000
+#define LOOPWATCH_SAY_US 200000 /* a delay this long is logged (info) */
 
 struct event;
 struct event_base;

@@ -23,6 +23,8 @@
 #include "witness.h"
 
 #define BACKLOG_LIMIT (64u << 20)
+/* The work after an epoch's resume runs in steps of this much of the loop, heartbeats between. */
+#define AFTER_STEP_US 5000
 
 static struct timeval ms_tv(uint32_t ms)
 {
@@ -36,19 +38,71 @@ static void record_pause(struct guard *g, uint64_t us)
 	g->pauses[g->n_pauses++ % PAUSE_RING] = us;
 }
 
+static int epoch_captured(struct guard *g, int r, struct image *img, const struct epoch_report *rp,
+			  bool full, bool hold, const char *why);
+
+/* The next step of the work after the resume; the epoch goes out when it is done. */
+static int after_step(struct guard *g, uint64_t budget_us)
+{
+	struct epoch_report rep = {0};
+	struct image *img = NULL;
+	char why[200];
+
+	log_hold_errors(why, sizeof(why));
+	int r = capture_session_epoch_step(g->sess, budget_us, &img, &rep);
+	log_hold_errors(NULL, 0);
+	if (r == 1)
+		return 1;
+	if (r >= 0 && g->after_link_lost) { /* a delta for a connection that is gone */
+		capture_session_image_free(g->sess, img);
+		g->need_full = true;
+		return -ENOTCONN;
+	}
+	return epoch_captured(g, r, img, &rep, g->after_full, false, why);
+}
+
+static void after_cb(evutil_socket_t fd, short what, void *arg)
+{
+	static const struct timeval now = {0, 0};
+	struct guard *g = arg;
+	(void)fd, (void)what;
+
+	/* A zero timeout, not event_active(): that would run again before any I/O. */
+	if (capture_session_epoch_pending(g->sess) && after_step(g, AFTER_STEP_US) == 1)
+		evtimer_add(g->after_ev, &now);
+}
+
+/* An epoch whose work after the resume is under way: finish it now (a final epoch follows). */
+static void after_finish(struct guard *g)
+{
+	if (!capture_session_epoch_pending(g->sess))
+		return;
+	evtimer_del(g->after_ev);
+	(void)after_step(g, UINT64_MAX);
+}
+
+bool guard_after_pending(const struct guard *g)
+{
+	return capture_session_epoch_pending(g->sess);
+}
+
 /* Capture and ship one epoch; with hold, the service stays frozen as captured. */
 int guard_ship_epoch(struct guard *g, bool hold)
 {
+	static const struct timeval now = {0, 0};
 	struct epoch_report rep = {0};
 	struct image *img = NULL;
 	/* The last epoch's pages are still being queued (link.c): this one waits, a final one not. */
 	if (link_busy(g) && !hold)
 		return -EBUSY;
+	after_finish(g);
 	link_finish_epoch(g);
 	bool full = g->need_full;
 
 	char why[200];
 
+	if (!g->after_ev && !(g->after_ev = evtimer_new(g->base, after_cb, g)))
+		return -ENOMEM;
 	outcommit_stop_point(g->oc);
 	g->sess->hold_after_epoch = hold;
 	/* An epoch that fails fails again 10 times a second: say so once, by guard_check(). */
@@ -56,6 +110,28 @@ int guard_ship_epoch(struct guard *g, bool hold)
 	int r = capture_session_epoch(g->sess, full, &img, &rep);
 	log_hold_errors(NULL, 0);
 	g->sess->hold_after_epoch = false;
+	if (r == 1 && !hold) {
+		/* The reach scan goes on in steps from the loop: heartbeats, ACKs and the lease between. */
+		g->after_full = full;
+		g->after_link_lost = false;
+		evtimer_add(g->after_ev, &now);
+		return 0;
+	}
+	if (r == 1) {
+		log_hold_errors(why, sizeof(why));
+		while ((r = capture_session_epoch_step(g->sess, UINT64_MAX, &img, &rep)) == 1)
+			;
+		log_hold_errors(NULL, 0);
+	}
+	return epoch_captured(g, r, img, &rep, full, hold, why);
+}
+
+/* The epoch's capture ended (r < 0: it failed): ship it. */
+static int epoch_captured(struct guard *g, int r, struct image *img, const struct epoch_report *rp,
+			  bool full, bool hold, const char *why)
+{
+	struct epoch_report rep = *rp;
+
 	if (r < 0) {
 		snprintf(g->capture_err, sizeof(g->capture_err), "epoch capture failing: %s",
 			 why[0] ? why : strerror(-r));
@@ -252,6 +328,7 @@ static void lease_cb(evutil_socket_t fd, short what, void *arg)
 void guard_link_lost(struct guard *g)
 {
 	g->need_full = true;
+	g->after_link_lost = true;
 	if (!g->ended && !g->stopping)
 		link_schedule_reconnect(g);
 }
@@ -640,6 +717,7 @@ void guard_stop(struct guard *g)
 	free_event(&g->lease_ev);
 	free_event(&g->exit_ev);
 	free_event(&g->precopy_ev);
+	free_event(&g->after_ev);
 	link_free(g);
 	keeper_stop(&g->keeper);
 	if (g->pid > 0 && !g->ended && g->adopted) {

@@ -70,6 +70,10 @@ struct guard {
 	struct outcommit *oc; /* output_commit = on: outcommit.c */
 	struct service_cgroup cgroup; /* output_commit = on: the service's (cgroup.h) */
 	struct event *precopy_ev; /* the next piece of a pre-copy round (precopy.c) */
+	/* The next step of the work after an epoch's resume (the reach scan), and its epoch's kind. */
+	struct event *after_ev;
+	bool after_full;
+	bool after_link_lost; /* the link went meanwhile: the epoch is for a backup no longer there */
 	struct witness *witness; /* the etcd witness (witness.h), NULL without one */
 };
 
@@ -110,6 +114,8 @@ int guard_start_service(struct guard *g);
  */
 int guard_hold_adopted(struct guard *g, pid_t pid, uint64_t epoch);
 int guard_ship_epoch(struct guard *g, bool hold);
+/* An epoch's work after its resume (the reach scan) is still under way, in steps. */
+bool guard_after_pending(const struct guard *g);
 /*
  * Events from link.c, which writes only g->link: what they change in the
  * rest of the guard is written here (and in failover.c, g->fo).

@@ -466,7 +466,8 @@ static void epoch_free(struct guard *g)
 	g->link.sending = NULL;
 }
 
-bool link_busy(const struct guard *g) { return g->link.sending != NULL; }
+/* An epoch is being queued, or is still being made ready after its resume (guard.c). */
+bool link_busy(const struct guard *g) { return g->link.sending != NULL || guard_after_pending(g); }
 
 /* The next n (<= SLICE_PAGES) pages from the cursor, as PAGES messages of at most SENDQ_MSG_PAGES. */
 static int slice_pages(struct guard *g, struct link_epoch *e, uint32_t *sent)

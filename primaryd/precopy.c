@@ -17,8 +17,9 @@
 
 static bool rounds_may_run(struct guard *g)
 {
+	/* Not while an epoch's reach scan owns the session's capture (guard.c). */
 	return g->sess && g->link.hello_ok && !g->ended && pfailover_ships_epochs(g) &&
-	       !keeper_holds(&g->keeper);
+	       !keeper_holds(&g->keeper) && !guard_after_pending(g);
 }
 
 static void precopy_run(struct guard *g)
@@ -71,8 +72,8 @@ bool guard_precopy_tick(struct guard *g)
 		return false;
 	if (!g->precopy_ev && !(g->precopy_ev = evtimer_new(g->base, step_cb, g)))
 		return false;
-	if (evtimer_pending(g->precopy_ev, NULL))
-		return true; /* a round is under way */
+	if (evtimer_pending(g->precopy_ev, NULL) || guard_after_pending(g))
+		return true; /* a round is under way, or the last epoch is still being made ready */
 	/*
 	 * Rounds start when the epoch could go (not while the last one is on
 	 * the wire): rounds run on the loop, and more of them while waiting

@@ -100,6 +100,10 @@ def main(r, *argv):
                 break
             time.sleep(0.05)
         b, p = last_b or {}, last_p or {}
+        for d in (up.primary, up.backup):  # each long hold, as the daemon logged it (loopwatch.c)
+            holds = [ln for ln in d.log_text().splitlines() if "loop ran nothing else" in ln]
+            cs.log(f"{d.kind}: {len(holds)} loop holds of 200 ms or more" + "".join(
+                "\n    " + ln for ln in holds[-8:]))
         if poll_err:  # what held it, once it answers again
             for who in (up.primary, up.backup):
                 try:
