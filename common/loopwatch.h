@@ -5,9 +5,10 @@
  * A timer ticks every LOOPWATCH_TICK_US; the delay of each tick past its
  * due time is how long the loop could not run anything else (a heartbeat,
  * an ACK, the lease timer). The thread's CPU time over the same gap tells
- * the two causes apart: a callback that held the loop spent about the gap
- * in CPU; a loop that was runnable and not scheduled (or blocked in a
- * system call) did not. One writer: the loop itself.
+ * the causes apart: a callback that held the loop spent about the gap in
+ * CPU; a loop that was runnable and not scheduled spent it waiting for a
+ * CPU (the scheduler's run-queue delay, /proc/thread-self/schedstat); the
+ * rest of the gap it was blocked in a system call. One writer: the loop.
  */
 #pragma once
 
@@ -24,9 +25,10 @@ struct status_report;
 
 struct loopwatch {
 	struct event *ev;
-	uint64_t due_us, cpu_us; /* when the tick was due; the thread's CPU time then */
+	uint64_t due_us, cpu_us, wait_us; /* when the tick was due; the thread's CPU time and run-queue delay then */
+	int schedstat_fd;
 	struct hist late;	 /* every tick's delay past its due time */
-	uint64_t max_us, max_cpu_us, max_at_us; /* the longest delay, its CPU time, when */
+	uint64_t max_us, max_cpu_us, max_wait_us, max_at_us; /* the longest delay, its CPU time and run-queue delay, when */
 };
 
 int loopwatch_start(struct loopwatch *w, struct event_base *base);

@@ -53,7 +53,8 @@ def held(p, b):
         if not x or x.get("loop_held_max") is None:
             return f"{who}'s loop: -"
         return (f"{who}'s loop held up to {x['loop_held_max'] * 1000:.0f} ms "
-                f"({x['loop_held_max_cpu'] * 1000:.0f} ms of it CPU, {x['loop_held_max_ago']:.0f} s ago)")
+                f"({x['loop_held_max_cpu'] * 1000:.0f} ms of it on a CPU, {x['loop_held_max_wait'] * 1000:.0f} ms "
+                f"waiting for one, {x['loop_held_max_ago']:.0f} s ago)")
     return one("primaryd", p) + "; " + one("backupd", b)
 
 
@@ -103,7 +104,7 @@ def main(r, *argv):
         for d in (up.primary, up.backup):  # each long hold, as the daemon logged it (loopwatch.c)
             holds = [ln for ln in d.log_text().splitlines() if "loop ran nothing else" in ln]
             cs.log(f"{d.kind}: {len(holds)} loop holds of 200 ms or more" + "".join(
-                "\n    " + ln for ln in holds[-8:]))
+                "\n    " + ln.split(": ", 1)[-1] for ln in holds[-8:]))
         if poll_err:  # what held it, once it answers again
             for who in (up.primary, up.backup):
                 try:
