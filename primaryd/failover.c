@@ -203,7 +203,19 @@ static void thaw(struct guard *g)
 		return;
 	}
 	g->fo.state = PFAILOVER_PROTECTED;
+	if (g->fo.lease_frozen_at_us) {
+		uint64_t took = now_us() - g->fo.lease_frozen_at_us;
+		if (took > g->fo.lease_freeze_longest_us)
+			g->fo.lease_freeze_longest_us = took;
+		g->fo.lease_frozen_at_us = 0;
+	}
 	log_info("%s: backup heard again: service running", g->svc->name);
+}
+
+uint64_t pfailover_freeze_longest_us(const struct guard *g, uint64_t now)
+{
+	uint64_t cur = g->fo.lease_frozen_at_us ? now - g->fo.lease_frozen_at_us : 0;
+	return cur > g->fo.lease_freeze_longest_us ? cur : g->fo.lease_freeze_longest_us;
 }
 
 uint64_t pfailover_runs_until(const struct guard *g)
@@ -242,6 +254,8 @@ void pfailover_lease_tick(struct guard *g)
 		return;
 	}
 	g->fo.state = PFAILOVER_FROZEN;
+	g->fo.lease_frozen_at_us = now;
+	g->fo.lease_freezes++;
 	if (g->witness)
 		log_warn("%s: backup not heard for over %u ms (lease) and no lease on the witness's "
 			 "key (%s): service frozen",

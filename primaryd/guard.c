@@ -532,6 +532,11 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 		status_report_text(r, "witness", wtext, "the etcd witness's key, as this host sees it");
 	}
 	status_report_counter(r, "epochs_sent", "", g->epochs_sent, "epochs shipped");
+	status_report_counter(r, "lease_freezes", "", g->fo.lease_freezes,
+			      "times the service was frozen because the backup's lease ran out");
+	status_report_gauge(r, "lease_freeze_longest", "seconds",
+			    pfailover_freeze_longest_us(g, now) / 1e6,
+			    "the longest of those freezes (one under way included)");
 	status_report_counter(r, "epochs_merged", "", g->merged,
 			      "epochs skipped while the backup caught up");
 	status_report_counter(r, "reconnects_resumed", "", g->resumed,
