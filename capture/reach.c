@@ -139,14 +139,6 @@ struct reach {
 	uint64_t job_t0, job_cpu_us; /* when it began; CPU time of its steps so far */
 };
 
-/* This thread's CPU time: what the scan costs, whatever else runs on the machine. */
-static uint64_t thread_cpu_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static struct reach *reach_get(struct capture *c)
 {
 	if (!c->reach)

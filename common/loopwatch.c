@@ -13,13 +13,6 @@
 #include "status.h"
 #include "util.h"
 
-static uint64_t thread_cpu_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* This thread's time waiting for a CPU while runnable (schedstat's second field), or 0. */
 static uint64_t runq_wait_us(int fd)
 {

@@ -248,6 +248,14 @@ void pfailover_lease_tick(struct guard *g)
 	if (g->fo.state != PFAILOVER_PROTECTED || !lease_lapsed(g, now) ||
 	    now < pfailover_runs_until(g))
 		return;
+	/*
+	 * The lease is judged on what the backup sent: bytes of it still
+	 * unread (our loop was held; a timer may run before the loop polls the
+	 * socket again) may hold the heartbeat that renews it. They are read
+	 * first, and the lease judged again, within a heartbeat interval.
+	 */
+	if (link_input_waits(g) && guard_lease_judge_later(g, now))
+		return;
 	r = capture_session_freeze(g->sess);
 	if (r < 0) {
 		log_warn("%s: cannot freeze the service: %s", g->svc->name, strerror(-r));

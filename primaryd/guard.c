@@ -17,6 +17,7 @@
 
 #include "guard.h"
 #include "log.h"
+#include "loopwatch.h"
 #include "outcommit.h"
 #include "status.h"
 #include "util.h"
@@ -107,9 +108,16 @@ int guard_ship_epoch(struct guard *g, bool hold)
 	g->sess->hold_after_epoch = hold;
 	/* An epoch that fails fails again 10 times a second: say so once, by guard_check(). */
 	log_hold_errors(why, sizeof(why));
+	uint64_t t0 = now_us();
 	int r = capture_session_epoch(g->sess, full, &img, &rep);
+	uint64_t took = now_us() - t0;
 	log_hold_errors(NULL, 0);
 	g->sess->hold_after_epoch = false;
+	if (took >= LOOPWATCH_SAY_US) /* beside loopwatch.c's line: what held the loop */
+		log_info("%s: a %s epoch's capture held the loop for %lu ms: the stop %lu ms, after "
+			 "the resume %lu ms", g->svc->name, full ? "full" : "delta",
+			 (unsigned long)(took / 1000), (unsigned long)(rep.pause_us / 1000),
+			 (unsigned long)((took > rep.pause_us ? took - rep.pause_us : 0) / 1000));
 	if (r == 1 && !hold) {
 		/* The reach scan goes on in steps from the loop: heartbeats, ACKs and the lease between. */
 		g->after_full = full;
@@ -325,6 +333,31 @@ static void lease_cb(evutil_socket_t fd, short what, void *arg)
 		keeper_renew(&g->keeper, pfailover_runs_until(g));
 }
 
+static void lease_again_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct guard *g = arg;
+	(void)fd, (void)what;
+	pfailover_lease_tick(g);
+	guard_check(g);
+}
+
+bool guard_lease_judge_later(struct guard *g, uint64_t now)
+{
+	static const struct timeval zero = {0, 0};
+
+	if (!g->lease_put_off_us) {
+		g->lease_put_off_us = now;
+	} else if (now - g->lease_put_off_us > (uint64_t)g->svc->heartbeat_interval_ms * 1000) {
+		g->lease_put_off_us = 0;
+		return false;
+	}
+	if (!g->lease_again_ev && !(g->lease_again_ev = evtimer_new(g->base, lease_again_cb, g)))
+		return false;
+	/* A zero timeout: the loop polls the socket (and reads) before it runs the timer. */
+	evtimer_add(g->lease_again_ev, &zero);
+	return true;
+}
+
 void guard_link_lost(struct guard *g)
 {
 	g->need_full = true;
@@ -342,6 +375,7 @@ void guard_backup_hello(struct guard *g, const struct wire_hello *h)
 void guard_backup_heard(struct guard *g, uint64_t sent_us)
 {
 	g->last_heard_us = now_us();
+	g->lease_put_off_us = 0; /* a lapse from here on may be put off again */
 	pfailover_backup_heard(g, sent_us);
 }
 
@@ -723,6 +757,7 @@ void guard_stop(struct guard *g)
 	free_event(&g->exit_ev);
 	free_event(&g->precopy_ev);
 	free_event(&g->after_ev);
+	free_event(&g->lease_again_ev);
 	link_free(g);
 	keeper_stop(&g->keeper);
 	if (g->pid > 0 && !g->ended && g->adopted) {

@@ -677,8 +677,10 @@ int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t
 }
 
 /* Bytes the backup has sent that we have not read yet: in the kernel, in TLS, in libevent. */
-static bool input_waits(const struct guard *g)
+bool link_input_waits(const struct guard *g)
 {
+	if (!g->link.bev)
+		return false;
 	SSL *ssl = bufferevent_openssl_get_ssl(g->link.bev);
 	int fd = bufferevent_getfd(g->link.bev), n = 0;
 
@@ -703,7 +705,7 @@ void link_drop_if_silent(struct guard *g, uint64_t now)
 	uint64_t heard = g->link.heard_any_us > g->last_heard_us ? g->link.heard_any_us : g->last_heard_us;
 	char why[96];
 
-	if (!g->link.bev || !g->link.hello_ok || now - heard <= limit || input_waits(g))
+	if (!g->link.bev || !g->link.hello_ok || now - heard <= limit || link_input_waits(g))
 		return;
 	snprintf(why, sizeof(why), "nothing heard from it for %lu ms",
 		 (unsigned long)((now - heard) / 1000));
