@@ -89,13 +89,29 @@ struct nspan {
 enum { SLOT_OLD = 0, SLOT_NEW, SLOT_REACHED, SLOT_REACHED_OLD_HEAP };
 
 /* The parts of a scan, in order; each runs in bounded pieces (capture_reach_step). */
-enum reach_phase { RP_IDLE, RP_ROOTS, RP_THREADS, RP_CLOSURE, RP_ZERO, RP_COUNT, RP_DONE };
+enum reach_phase {
+	RP_IDLE,
+	RP_FIND,  /* which spans may hold new objects (the stop's table against the last) */
+	RP_READ,  /* their allocBits, from the running process */
+	RP_ADD,   /* their new slots */
+	RP_CHECK, /* no sweep since the stop; the lookup tables */
+	RP_ROOTS,
+	RP_THREADS,
+	RP_CLOSURE,
+	RP_ZERO,
+	RP_COUNT,
+	RP_DONE
+};
 
 /* Roots scanned per piece, closure objects and spans zeroed per piece: well under 1 ms each. */
 #define ROOT_PIECE (256u << 10)
 #define CLOSURE_PIECE 256u
 #define ZERO_PIECE 64u
 #define COUNT_PIECE 16u
+#define FIND_PIECE 4096u
+#define ADD_PIECE 256u
+
+struct bits_want;
 
 /* A reached new object still to scan: slot k of span ns. */
 struct reach_work {
@@ -134,6 +150,10 @@ struct reach {
 	struct capture *c; /* for the root checks of scan_words */
 	/* A scan under way in steps (capture_reach_begin/step): where it stands. */
 	enum reach_phase phase;
+	bool all_new;
+	struct bits_want *want; /* spans whose allocBits are read (RP_FIND to RP_ADD) */
+	size_t n_want, cap_want, bits_len, at_span, at_prev;
+	uint8_t *bits;
 	size_t at_run, at_ns; /* the next run of roots (at_off bytes in), span to zero, run to count */
 	uint64_t at_off;
 	uint64_t job_t0, job_cpu_us; /* when it began; CPU time of its steps so far */
@@ -160,6 +180,8 @@ void capture_reach_free(struct capture *c)
 	free(r->runs);
 	free(r->meta);
 	free(r->mset);
+	free(r->want);
+	free(r->bits);
 	free(r);
 	c->reach = NULL;
 }
@@ -433,38 +455,58 @@ static int add_new_span(struct capture *c, const struct reach_span_state *s, uin
 	return 0;
 }
 
-static int find_new_objects(struct capture *c, bool all_new)
+/*
+ * Which spans may hold new objects, FIND_PIECE of the stop's spans from
+ * r->at_span on. The two tables are the stops' and stay as they are until
+ * the next stop, which waits for this scan (capture_reach_begin).
+ */
+static int find_spans(struct capture *c)
 {
 	struct reach *r = c->reach;
 	const struct rtable *cur = &r->cur, *prev = &r->prev;
-	_cleanup_free_ struct bits_want *want = NULL;
-	_cleanup_free_ uint8_t *bits = NULL;
-	size_t n_want = 0, cap_want = 0, len = 0, at = 0;
+	size_t end = r->at_span + FIND_PIECE < cur->n ? r->at_span + FIND_PIECE : cur->n;
 
-	r->n_ns = r->n_slot = 0;
-	r->lo = r->hi = 0;
-	free(r->page_ns); /* built for the previous bounds: lookups search until it is rebuilt */
-	r->page_ns = NULL;
-	for (size_t i = 0; i < cur->n; i++) {
-		const struct reach_span_state *s = &cur->v[i];
+	for (; r->at_span < end; r->at_span++) {
+		const struct reach_span_state *s = &cur->v[r->at_span];
 		uint64_t from;
 		bool all;
-		if (!new_range(s, all_new ? NULL : prev_span(prev, s->base, &at), prev->heap_sweepgen,
-			       cur->heap_sweepgen, all_new, &from, &all))
+		if (!new_range(s, r->all_new ? NULL : prev_span(prev, s->base, &r->at_prev),
+			       prev->heap_sweepgen, cur->heap_sweepgen, r->all_new, &from, &all))
 			continue;
 		if (!s->allocbits)
 			return -EBADMSG;
-		struct bits_want *w = array_push(&want, &n_want, &cap_want, sizeof(*w));
+		struct bits_want *w = array_push(&r->want, &r->n_want, &r->cap_want, sizeof(*w));
 		if (!w)
 			return -ENOMEM;
-		*w = (struct bits_want){.s = s, .from = from, .off = len, .all = all};
-		len += bits_len(s);
+		*w = (struct bits_want){.s = s, .from = from, .off = r->bits_len, .all = all};
+		r->bits_len += bits_len(s);
 	}
-	if (!(bits = malloc(len + 1)))
+	return 0;
+}
+
+/* One batch of allocBits from r->at_span (an index into want) on. */
+static int read_bits_piece(struct capture *c)
+{
+	struct reach *r = c->reach;
+	size_t n = r->n_want - r->at_span < BITS_BATCH ? r->n_want - r->at_span : BITS_BATCH;
+
+	if (!r->bits && !(r->bits = malloc(r->bits_len + 1)))
 		return -ENOMEM;
-	int rc = read_all_bits(c, want, n_want, bits);
-	for (size_t i = 0; rc >= 0 && i < n_want; i++)
-		rc = add_new_span(c, want[i].s, want[i].from, want[i].all, bits + want[i].off);
+	int rc = read_all_bits(c, r->want + r->at_span, n, r->bits);
+	r->at_span += n;
+	return rc;
+}
+
+/* The new slots of ADD_PIECE spans of want from r->at_span on. */
+static int add_spans_piece(struct capture *c)
+{
+	struct reach *r = c->reach;
+	int rc = 0;
+
+	for (size_t k = 0; rc >= 0 && k < ADD_PIECE && r->at_span < r->n_want; k++, r->at_span++) {
+		const struct bits_want *w = &r->want[r->at_span];
+		rc = add_new_span(c, w->s, w->from, w->all, r->bits + w->off);
+	}
 	return rc;
 }
 
@@ -1150,17 +1192,16 @@ static void reach_finish(struct capture *c)
 }
 
 /*
- * The part that reads the live process (the span bits) runs at once: the
- * sooner after the resume, the less likely a GC cycle ends first and the
- * scan is abandoned. Everything after it works on the snapshot alone.
+ * Everything after this works on the stop's snapshot, except the reads of
+ * the spans' allocBits from the running process (RP_READ): those are
+ * sound however late they come, as long as no sweep has begun since the
+ * stop, and RP_CHECK checks that after the last of them. A later read only
+ * makes an abandoned scan likelier (it then ships the span-level set).
  */
 int capture_reach_begin(struct capture *c, bool all_staged)
 {
 	struct reach_stats *st = &c->stats.reach;
-	uint64_t t0 = now_us(), cpu0 = thread_cpu_us();
 	const char *why = reach_skip_reason(c, all_staged);
-	uint32_t sg_after;
-	int rc;
 
 	memset(st, 0, sizeof(*st));
 	if (why) {
@@ -1179,35 +1220,46 @@ int capture_reach_begin(struct capture *c, bool all_staged)
 	r->n_work = 0;
 	r->mset_ready = false;
 	r->dead_root_words = 0;
-	r->job_t0 = t0;
+	r->job_t0 = now_us();
+	r->job_cpu_us = 0;
+	r->all_new = all_staged;
+	r->n_ns = r->n_slot = 0;
+	r->lo = r->hi = 0;
+	free(r->page_ns); /* built for the previous bounds: lookups search until it is rebuilt */
+	r->page_ns = NULL;
+	free(r->bits);
+	r->bits = NULL;
+	r->n_want = r->bits_len = r->at_span = r->at_prev = 0;
 	r->at_run = r->at_ns = 0;
 	r->at_off = 0;
-	r->phase = RP_ROOTS;
+	r->phase = RP_FIND;
 	const char *dbg = getenv("CHECKSYNC_DEBUG_REACH_ROOTS");
 	r->debug_roots = dbg ? atoi(dbg) : 0;
 	memset(r->root_hits, 0, sizeof(r->root_hits));
-	rc = find_new_objects(c, all_staged);
-	if (rc >= 0)
-		rc = heap_sweepgen_now(c, &sg_after);
-	if (rc >= 0 && sg_after != r->cur.heap_sweepgen) {
-		st->state = "abandoned (a GC cycle ended before the span bits were read)";
-		r->phase = RP_COUNT;
-	}
-	if (rc >= 0 && r->phase == RP_ROOTS)
-		rc = build_page_table(r, c->go->page_size);
-	if (rc >= 0 && r->phase == RP_ROOTS)
-		rc = sort_runs(r, c->img);
-	r->job_cpu_us = thread_cpu_us() - cpu0;
-	if (rc == -ENOMEM) {
-		r->phase = RP_IDLE;
-		return rc;
-	}
-	if (rc < 0) {
-		st->state = "abandoned (cannot read the span bits)";
-		log_debug("reach: %s: %s", st->state, strerror(-rc));
-		r->phase = RP_COUNT;
-	}
 	return 1;
+}
+
+/* After the last allocBits read: abandon the scan if a sweep began since the stop, else go on. */
+static int check_and_index(struct capture *c)
+{
+	struct reach *r = c->reach;
+	uint32_t sg_after;
+	int rc = heap_sweepgen_now(c, &sg_after);
+
+	if (rc >= 0 && sg_after != r->cur.heap_sweepgen) {
+		c->stats.reach.state = "abandoned (a GC cycle ended before the span bits were read)";
+		r->phase = RP_COUNT;
+		r->at_run = 0;
+		return 0;
+	}
+	if (rc >= 0)
+		rc = build_page_table(r, c->go->page_size);
+	if (rc >= 0)
+		rc = sort_runs(r, c->img);
+	r->phase = RP_ROOTS;
+	r->at_run = 0;
+	r->at_off = 0;
+	return rc;
 }
 
 /* One bounded piece of the scan, in the order of the phases. */
@@ -1218,6 +1270,29 @@ static int reach_piece(struct capture *c)
 	int rc = 0;
 
 	switch (r->phase) {
+	case RP_FIND:
+		rc = find_spans(c);
+		if (rc >= 0 && r->at_span >= r->cur.n) {
+			r->at_span = 0;
+			r->phase = RP_READ;
+		}
+		break;
+	case RP_READ:
+		if (r->at_span < r->n_want)
+			rc = read_bits_piece(c);
+		if (rc >= 0 && r->at_span >= r->n_want) {
+			r->at_span = 0;
+			r->phase = RP_ADD;
+		}
+		break;
+	case RP_ADD:
+		rc = add_spans_piece(c);
+		if (rc >= 0 && r->at_span >= r->n_want)
+			r->phase = RP_CHECK;
+		break;
+	case RP_CHECK:
+		rc = check_and_index(c);
+		break;
 	case RP_ROOTS: {
 		if (r->at_run >= img->n_runs || !r->n_ns) {
 			r->phase = RP_THREADS;

@@ -103,9 +103,11 @@ def main(r, *argv):
             time.sleep(0.05)
         b, p = last_b or {}, last_p or {}
         for d in (up.primary, up.backup):  # each long hold, as the daemon logged it (loopwatch.c)
-            holds = [ln for ln in d.log_text().splitlines() if "loop ran nothing else" in ln]
+            lines = d.log_text().splitlines()
+            holds = [ln for ln in lines if "loop ran nothing else" in ln]
+            what = [ln for ln in lines if "held the loop" in ln]  # what held it, where it is known
             cs.log(f"{d.kind}: {len(holds)} loop holds of 200 ms or more" + "".join(
-                "\n    " + ln.split(": ", 1)[-1] for ln in holds[-8:]))
+                "\n    " + ln.split(": ", 1)[-1] for ln in holds[-6:] + what[-6:]))
         if poll_err:  # what held it, once it answers again
             for who in (up.primary, up.backup):
                 try:
