@@ -57,6 +57,13 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(w->ev, &tick);
 }
 
+void loopwatch_note(const char *who, const char *what, uint64_t since_us)
+{
+	uint64_t took = now_us() - since_us;
+	if (took >= LOOPWATCH_SAY_US)
+		log_info("%s: %s held the loop for %lu ms", who, what, (unsigned long)(took / 1000));
+}
+
 int loopwatch_start(struct loopwatch *w, struct event_base *base)
 {
 	*w = (struct loopwatch){0};

@@ -31,6 +31,13 @@ struct loopwatch {
 	uint64_t max_us, max_cpu_us, max_wait_us, max_at_us; /* the longest delay, its CPU time and run-queue delay, when */
 };
 
+/*
+ * A callback that knows what it did: when it ran since_us for
+ * LOOPWATCH_SAY_US or more, log that it held the loop (beside the tick's
+ * own line, which cannot tell what held it).
+ */
+void loopwatch_note(const char *who, const char *what, uint64_t since_us);
+
 int loopwatch_start(struct loopwatch *w, struct event_base *base);
 void loopwatch_stop(struct loopwatch *w);
 /* The loop_* rows of status and /metrics (for the current service: the loop is the daemon's). */

@@ -69,7 +69,10 @@ static void after_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd, (void)what;
 
 	/* A zero timeout, not event_active(): that would run again before any I/O. */
-	if (capture_session_epoch_pending(g->sess) && after_step(g, AFTER_STEP_US) == 1)
+	uint64_t t0 = now_us();
+	int r = capture_session_epoch_pending(g->sess) ? after_step(g, AFTER_STEP_US) : 0;
+	loopwatch_note(g->svc->name, "a step after an epoch's resume (and its first slice)", t0);
+	if (r == 1)
 		evtimer_add(g->after_ev, &now);
 }
 

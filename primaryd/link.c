@@ -20,6 +20,7 @@
 #include "epoch.h"
 #include "guard.h"
 #include "log.h"
+#include "loopwatch.h"
 #include "tls.h"
 #include "util.h"
 
@@ -588,6 +589,7 @@ static void slice_cb(evutil_socket_t fd, short what, void *arg)
 	if (!e)
 		return;
 	r = deltas ? slice_delta(g, e, &sent) : slice_pages(g, e, &sent);
+	loopwatch_note(g->svc->name, "a slice of an epoch's pages", t);
 	if (!deltas)
 		e->pack_us += now_us() - t;
 	if (r >= 0 && e->run < e->img->n_runs) {

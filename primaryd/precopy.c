@@ -9,6 +9,8 @@
  */
 #include "guard.h"
 #include "log.h"
+#include "loopwatch.h"
+#include "util.h"
 
 /* Read per step: about 10-40 ms of the loop on this VM. */
 #define STEP_BYTES (32u << 20)
@@ -34,7 +36,9 @@ static void precopy_run(struct guard *g)
 	 * at debug level only.
 	 */
 	log_hold_errors(why, sizeof(why));
+	uint64_t t0 = now_us();
 	int r = capture_session_precopy_step(g->sess, g->need_full, STEP_BYTES);
+	loopwatch_note(g->svc->name, "a pre-copy step", t0);
 	log_hold_errors(NULL, 0);
 	if (r < 0) {
 		if (r != -ENOTSUP)
