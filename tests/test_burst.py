@@ -21,10 +21,15 @@ Epochs may merge (the primary skips capturing while the backup is behind):
 that is how it keeps up, not a failure.
 
 An argument `reach=off` sets the service's reach key (README, *Reachable new
-objects*): the scan after each epoch's resume runs on primaryd's loop and
-grows with the heap written (0.4-2.7 s per epoch here at 16k-75k pages),
-which is a silence of the primary the backup rightly takes over on. With it
-off this test asserts the link's and the backup's part alone.
+objects*). On main the scan after each epoch's resume ran on primaryd's loop
+at once and grew with the heap written (0.4-2.7 s per epoch here at 16k-75k
+pages), a silence of the primary the backup rightly took over on; it now runs
+in 5 ms steps (capture_reach_step). With it off this test asserts the link's
+and the backup's part alone.
+
+Each failure message says how long each daemon's loop was held at most
+(loop_held_max, and how much of that was on a CPU and waiting for one), and
+the log shows the daemons' lines about what held it (loopwatch.c).
 """
 
 import os
