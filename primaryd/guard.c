@@ -524,6 +524,9 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	status_report_gauge(r, "pid", "", g->pid, "pid of the guarded service");
 	status_report_gauge(r, "epoch", "", g->epoch, "last epoch sent to the backup");
 	status_report_gauge(r, "acked_epoch", "", g->acked, "last epoch the backup acknowledged");
+	status_report_gauge(r, "epoch_in_capture", "", guard_after_pending(g),
+			    "1 while an epoch captured after `epoch` is still being made ready (the "
+			    "reach scan, in steps): it gets its number when it is sent");
 	status_report_gauge(r, "lag", "seconds",
 			    g->acked_at_us ? (now - g->acked_at_us) / 1e6 : NAN,
 			    "time since the last acknowledgement");
