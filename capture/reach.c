@@ -156,6 +156,7 @@ struct reach {
 	uint8_t *bits;
 	size_t at_run, at_ns; /* the next run of roots (at_off bytes in), span to zero, run to count */
 	uint64_t at_off;
+	uint64_t cl_at, cl_end; /* the rest of the reached object being scanned (scan_closure) */
 	uint64_t job_t0, job_cpu_us; /* when it began; CPU time of its steps so far */
 };
 
@@ -918,25 +919,39 @@ static void object_bounds(const struct nspan *n, size_t k, uint64_t *s, uint64_t
 	*e = *s + n->elemsize;
 }
 
-/* At most max reached objects off the work list (it is empty when the closure is done). */
+/*
+ * At most max reached objects off the work list, and at most ROOT_PIECE
+ * bytes of them: a new object can be hundreds of MiB (a map's bucket
+ * array after it grew), so one is scanned a piece at a time, from
+ * [r->cl_at, r->cl_end). Words are independent: where the pieces end
+ * changes nothing. The closure is done when both are empty.
+ */
 static int scan_closure(struct capture *c, size_t max)
 {
 	struct reach *r = c->reach;
+	uint64_t bytes = 0;
+
 	r->root_class = -1;
-	while (r->n_work && max--) {
-		struct reach_work w = r->work[--r->n_work];
-		const struct nspan *n = &r->ns[w.ns];
-		uint64_t s, e;
-		object_bounds(n, w.k, &s, &e);
-		c->stats.reach.reached_objects++;
-		c->stats.reach.reached_bytes += n->elemsize;
-		if (n->noscan) {
-			r->totals.reached_noscan += n->elemsize;
-			continue; /* no pointers in it, by its type */
+	while (bytes < ROOT_PIECE && (r->cl_at < r->cl_end || (r->n_work && max--))) {
+		if (r->cl_at >= r->cl_end) {
+			struct reach_work w = r->work[--r->n_work];
+			const struct nspan *n = &r->ns[w.ns];
+			object_bounds(n, w.k, &r->cl_at, &r->cl_end);
+			c->stats.reach.reached_objects++;
+			c->stats.reach.reached_bytes += n->elemsize;
+			if (n->noscan) {
+				r->totals.reached_noscan += n->elemsize;
+				r->cl_at = r->cl_end; /* no pointers in it, by its type */
+				continue;
+			}
 		}
-		int rc = staged_pieces(r, c->img, s, e, scan_piece, r);
+		uint64_t e = r->cl_end - r->cl_at > ROOT_PIECE - bytes ? r->cl_at + (ROOT_PIECE - bytes)
+									 : r->cl_end;
+		int rc = staged_pieces(r, c->img, r->cl_at, e, scan_piece, r);
 		if (rc < 0)
 			return rc;
+		bytes += e - r->cl_at;
+		r->cl_at = e;
 	}
 	return 0;
 }
@@ -1232,6 +1247,7 @@ int capture_reach_begin(struct capture *c, bool all_staged)
 	r->n_want = r->bits_len = r->at_span = r->at_prev = 0;
 	r->at_run = r->at_ns = 0;
 	r->at_off = 0;
+	r->cl_at = r->cl_end = 0;
 	r->phase = RP_FIND;
 	const char *dbg = getenv("CHECKSYNC_DEBUG_REACH_ROOTS");
 	r->debug_roots = dbg ? atoi(dbg) : 0;
@@ -1318,7 +1334,7 @@ static int reach_piece(struct capture *c)
 		break;
 	case RP_CLOSURE:
 		rc = scan_closure(c, CLOSURE_PIECE);
-		if (rc >= 0 && !r->n_work)
+		if (rc >= 0 && !r->n_work && r->cl_at >= r->cl_end)
 			r->phase = RP_ZERO;
 		break;
 	case RP_ZERO:
