@@ -32,6 +32,7 @@
 #include "restore/restore.h"
 #include "service.h"
 #include "peer.h"
+#include "loopwatch.h"
 #include "status.h"
 #include "store.h"
 #include "tls.h"
@@ -173,8 +174,10 @@ static void fill_status(struct status_report *r, void *arg)
 {
 	struct daemon *d = arg;
 
-	for (size_t i = 0; i < d->n_services; i++)
+	for (size_t i = 0; i < d->n_services; i++) {
 		service_report(&d->services[i], r);
+		loopwatch_report(&d->watch, r);
+	}
 }
 
 static int start_status(struct daemon *d)
@@ -324,6 +327,8 @@ static int start(struct daemon *d)
 		r = start_control(d);
 	if (r >= 0)
 		r = start_watchdog(d);
+	if (r >= 0 && loopwatch_start(&d->watch, d->base) < 0)
+		r = -ENOMEM;
 	if (r >= 0)
 		r = add_timer(d, &d->notify, NOTIFY_INTERVAL_SEC * 1000000ull, on_notify_timer);
 	if (r < 0)
@@ -349,6 +354,7 @@ static void stop(struct daemon *d)
 	journal_writer_free(d->writer); /* every queued epoch reaches the disk */
 	status_server_free(d->status);
 	control_server_free(d->control);
+	loopwatch_stop(&d->watch);
 	for (size_t i = 0; d->services && i < d->n_services; i++)
 		service_close(&d->services[i]);
 	free(d->services);

@@ -13,6 +13,7 @@
 #include <sys/queue.h>
 
 #include "config.h"
+#include "loopwatch.h"
 #include "wire.h"
 
 struct event;
@@ -45,6 +46,7 @@ struct daemon {
 	uint64_t started_us;
 	char last_status[1024]; /* the STATUS= we sent last */
 	struct event *sig_term, *sig_int, *watchdog, *notify;
+	struct loopwatch watch; /* how long the loop was held (loopwatch.h) */
 };
 
 /* The service called name, or NULL. */

@@ -33,6 +33,7 @@
 #include "daemon.h"
 #include "journal.h"
 #include "log.h"
+#include "loopwatch.h"
 #include "service.h"
 #include "store.h"
 #include "takeover.h"
@@ -535,7 +536,9 @@ static int on_commit(struct peer *s, const struct wire_msg *m)
 	epoch = store_epoch_number(s->epoch);
 	base = store_epoch_base(s->epoch);
 	npages = store_epoch_npages(s->epoch);
+	uint64_t t0 = now_us();
 	r = store_commit_begin(svc->store, s->epoch, &m->commit, err, sizeof(err));
+	loopwatch_note(svc->cfg->name, "an epoch's verification (store_commit_begin)", t0);
 	if (r < 0)
 		return refuse(s, WIRE_ERR_PROTOCOL, "epoch %" PRIu64 " refused: %s", epoch, err);
 	s->epoch = NULL; /* the store's now: merged in steps (commit_step) */
@@ -655,9 +658,19 @@ static void bad_input(struct peer *s, const char *err)
  * fills a LAN's bandwidth-delay product many times over.
  */
 #define SESSION_RCVBUF (1 << 20)
+static void read_some(struct bufferevent *bev, struct peer *s);
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct peer *s = arg;
+	uint64_t t0 = now_us();
+
+	read_some(bev, s); /* may close s */
+	loopwatch_note("a primary's connection", "reading from it (one budget)", t0);
+}
+
+static void read_some(struct bufferevent *bev, struct peer *s)
+{
 	struct evbuffer *in = bufferevent_get_input(bev);
 	size_t budget = SESSION_READ_BUDGET;
 

@@ -102,13 +102,6 @@ bool capture_cache_usable(struct capture *c)
 	return masks[0] == k->sig_caught && masks[1] == k->sig_ignored;
 }
 
-static uint64_t thread_cpu_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /*
  * Charge the time since the last lap to phase: wall time, and our thread's
  * CPU time (on a loaded machine the wall time is mostly others' work).

@@ -384,12 +384,58 @@ static void say_long_stop(const struct capture *c, uint64_t pause_us, uint64_t s
 		 (unsigned long)(w[CPH_FDS] / 1000), (unsigned long)(cpu[CPH_FDS] / 1000));
 }
 
+/* After the reach scan: the file hashes, the pages to ship, the delta cache; then the image. */
+static int after_reach(struct capture_session *s, struct image **out, struct epoch_report *rep)
+{
+	struct capture *c = &s->c;
+	bool full = s->after_full, precopied = s->after_precopied;
+	int r;
+
+	*rep = s->after_rep;
+	if (s->use_wp)
+		hist_add_us(&s->cost.h[COST_REACH], c->stats.reach.scan_us);
+	rep->mode = c->stats.mode;
+	rep->safepoint_tries = c->stats.safepoint_tries;
+	rep->fallback = c->stats.fallback;
+
+	r = capture_hash_files(c->img, &s->files);
+	/* Write tracking already limited the copy to written pages; hashing would only cost. */
+	/*
+	 * With deltas the link reads the pages straight from staging, slice by
+	 * slice, and no capture starts before it is done (link_busy()): no copy.
+	 */
+	if (r >= 0 && !precopied && !(s->use_wp && shipped_enabled(&s->shipped_pages)))
+		r = s->use_wp ? take_staged_pages(c->img) : keep_changed_pages(s, c->img, full);
+	if (r < 0) {
+		/* Leave the staging buffer with the session, not with the image. */
+		if (!precopied && c->img->pages == s->staging)
+			c->img->pages = NULL;
+		return r;
+	}
+	rep->pages_shipped = c->img->pages_len / PAGE_SIZE;
+	if (shipped_enabled(&s->shipped_pages)) {
+		/* The pages are encoded batch by batch as the link sends them (link.c). */
+		s->enc_full = full;
+		s->enc_compress_us = 0;
+		if (full)
+			shipped_reset(&s->shipped_pages);
+		else
+			retain_shipped(&s->shipped_pages, c->img);
+	}
+	s->enc_start_us = s->after_ran_us;
+	*out = c->img;
+	c->img = image_new();
+	return c->img ? 0 : -ENOMEM;
+}
+
 int capture_session_epoch(struct capture_session *s, bool full, struct image **out,
 			  struct epoch_report *rep)
 {
 	struct capture *c = &s->c;
 	int r;
 
+	if (s->after_pending)
+		return -EBUSY; /* the last epoch's scan still owns the image */
 	image_free(c->img);
 	c->img = image_new();
 	if (!c->img)
@@ -476,45 +522,44 @@ int capture_session_epoch(struct capture_session *s, bool full, struct image **o
 		return -ENOMEM;
 	}
 	/* Zero the staged bytes of unreachable new objects (write tracking: see reach.c). */
-	if (s->use_wp && capture_reach(c, !c->wp_filter) < 0) {
-		if (!precopied)
-			c->img->pages = NULL;
-		return -ENOMEM;
-	}
-	if (s->use_wp)
-		hist_add_us(&s->cost.h[COST_REACH], c->stats.reach.scan_us);
-	rep->mode = c->stats.mode;
-	rep->safepoint_tries = c->stats.safepoint_tries;
-	rep->fallback = c->stats.fallback;
-
-	r = capture_hash_files(c->img, &s->files);
-	/* Write tracking already limited the copy to written pages; hashing would only cost. */
-	/*
-	 * With deltas the link reads the pages straight from staging, slice by
-	 * slice, and no capture starts before it is done (link_busy()): no copy.
-	 */
-	if (r >= 0 && !precopied && !(s->use_wp && shipped_enabled(&s->shipped_pages)))
-		r = s->use_wp ? take_staged_pages(c->img) : keep_changed_pages(s, c->img, full);
+	r = s->use_wp ? capture_reach_begin(c, !c->wp_filter) : 0;
 	if (r < 0) {
-		/* Leave the staging buffer with the session, not with the image. */
-		if (!precopied && c->img->pages == s->staging)
+		if (!precopied)
 			c->img->pages = NULL;
 		return r;
 	}
-	rep->pages_shipped = c->img->pages_len / PAGE_SIZE;
-	if (shipped_enabled(&s->shipped_pages)) {
-		/* The pages are encoded batch by batch as the link sends them (link.c). */
-		s->enc_full = full;
-		s->enc_compress_us = 0;
-		if (full)
-			shipped_reset(&s->shipped_pages);
-		else
-			retain_shipped(&s->shipped_pages, c->img);
+	s->after_full = full;
+	s->after_precopied = precopied;
+	s->after_ran_us = ran_us;
+	s->after_rep = *rep;
+	if (r == 1) {
+		s->after_pending = true;
+		*out = NULL;
+		return 1;
 	}
-	s->enc_start_us = ran_us;
-	*out = c->img;
-	c->img = image_new();
-	return c->img ? 0 : -ENOMEM;
+	return after_reach(s, out, rep);
+}
+
+int capture_session_epoch_step(struct capture_session *s, uint64_t budget_us, struct image **out,
+			       struct epoch_report *rep)
+{
+	if (!s->after_pending)
+		return -EINVAL;
+	int r = capture_reach_step(&s->c, budget_us);
+	if (r == 1)
+		return 1;
+	s->after_pending = false;
+	if (r < 0) {
+		if (!s->after_precopied)
+			s->c.img->pages = NULL;
+		return r;
+	}
+	return after_reach(s, out, rep);
+}
+
+bool capture_session_epoch_pending(const struct capture_session *s)
+{
+	return s && s->after_pending;
 }
 
 /* Create the write tracking in a short stop (the first epoch has none yet). */

@@ -113,6 +113,12 @@ struct capture_session {
 	uint64_t spans_refreshed;	 /* mspans the pre-copy rounds read again for it */
 	uint64_t fds_read, fds_kept;	 /* fds.c's socket cache, over all epochs */
 	uint64_t threads_read, threads_kept; /* threads.c's per-thread cache, over all epochs */
+
+	/* The work after the resume, under way in steps (capture_session_epoch_step). */
+	bool after_pending;
+	bool after_full, after_precopied;
+	uint64_t after_ran_us; /* when the service ran again */
+	struct epoch_report after_rep;
 };
 
 /*
@@ -139,9 +145,17 @@ void capture_session_image_free(struct capture_session *s, struct image *img);
 /*
  * Stop the process, capture it, let it run, and return an image whose pages
  * are only those changed since the last epoch (all of them when full).
+ * Returns 0 with *out and *rep, or 1 when the work after the resume (the
+ * reach scan) goes on in steps: then capture_session_epoch_step() until it
+ * returns 0 with *out and *rep; no other capture (nor pre-copy round)
+ * starts meanwhile. Or -errno.
  */
 int capture_session_epoch(struct capture_session *s, bool full, struct image **out,
 			  struct epoch_report *rep);
+/* Run the work after the resume for about budget_us: 1 while more is left, 0 when done. */
+int capture_session_epoch_step(struct capture_session *s, uint64_t budget_us, struct image **out,
+			       struct epoch_report *rep);
+bool capture_session_epoch_pending(const struct capture_session *s);
 
 /*
  * Pre-copy (precopy.h), with the service running: the next piece of work of

@@ -88,6 +88,31 @@ struct nspan {
 /* SLOT_REACHED_OLD_HEAP: first reached from a word of an old heap object (a store's map). */
 enum { SLOT_OLD = 0, SLOT_NEW, SLOT_REACHED, SLOT_REACHED_OLD_HEAP };
 
+/* The parts of a scan, in order; each runs in bounded pieces (capture_reach_step). */
+enum reach_phase {
+	RP_IDLE,
+	RP_FIND,  /* which spans may hold new objects (the stop's table against the last) */
+	RP_READ,  /* their allocBits, from the running process */
+	RP_ADD,   /* their new slots */
+	RP_CHECK, /* no sweep since the stop; the lookup tables */
+	RP_ROOTS,
+	RP_THREADS,
+	RP_CLOSURE,
+	RP_ZERO,
+	RP_COUNT,
+	RP_DONE
+};
+
+/* Roots scanned per piece, closure objects and spans zeroed per piece: well under 1 ms each. */
+#define ROOT_PIECE (256u << 10)
+#define CLOSURE_PIECE 256u
+#define ZERO_PIECE 64u
+#define COUNT_PIECE 16u
+#define FIND_PIECE 4096u
+#define ADD_PIECE 256u
+
+struct bits_want;
+
 /* A reached new object still to scan: slot k of span ns. */
 struct reach_work {
 	size_t k;
@@ -123,15 +148,17 @@ struct reach {
 	int debug_roots;  /* CHECKSYNC_DEBUG_REACH_ROOTS: log this many more off-heap roots */
 	uint64_t cur_word; /* address of the root word being scanned, for debug_root */
 	struct capture *c; /* for the root checks of scan_words */
+	/* A scan under way in steps (capture_reach_begin/step): where it stands. */
+	enum reach_phase phase;
+	bool all_new;
+	struct bits_want *want; /* spans whose allocBits are read (RP_FIND to RP_ADD) */
+	size_t n_want, cap_want, bits_len, at_span, at_prev;
+	uint8_t *bits;
+	size_t at_run, at_ns; /* the next run of roots (at_off bytes in), span to zero, run to count */
+	uint64_t at_off;
+	uint64_t cl_at, cl_end; /* the rest of the reached object being scanned (scan_closure) */
+	uint64_t job_t0, job_cpu_us; /* when it began; CPU time of its steps so far */
 };
-
-/* This thread's CPU time: what the scan costs, whatever else runs on the machine. */
-static uint64_t thread_cpu_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 static struct reach *reach_get(struct capture *c)
 {
@@ -154,6 +181,8 @@ void capture_reach_free(struct capture *c)
 	free(r->runs);
 	free(r->meta);
 	free(r->mset);
+	free(r->want);
+	free(r->bits);
 	free(r);
 	c->reach = NULL;
 }
@@ -427,38 +456,58 @@ static int add_new_span(struct capture *c, const struct reach_span_state *s, uin
 	return 0;
 }
 
-static int find_new_objects(struct capture *c, bool all_new)
+/*
+ * Which spans may hold new objects, FIND_PIECE of the stop's spans from
+ * r->at_span on. The two tables are the stops' and stay as they are until
+ * the next stop, which waits for this scan (capture_reach_begin).
+ */
+static int find_spans(struct capture *c)
 {
 	struct reach *r = c->reach;
 	const struct rtable *cur = &r->cur, *prev = &r->prev;
-	_cleanup_free_ struct bits_want *want = NULL;
-	_cleanup_free_ uint8_t *bits = NULL;
-	size_t n_want = 0, cap_want = 0, len = 0, at = 0;
+	size_t end = r->at_span + FIND_PIECE < cur->n ? r->at_span + FIND_PIECE : cur->n;
 
-	r->n_ns = r->n_slot = 0;
-	r->lo = r->hi = 0;
-	free(r->page_ns); /* built for the previous bounds: lookups search until it is rebuilt */
-	r->page_ns = NULL;
-	for (size_t i = 0; i < cur->n; i++) {
-		const struct reach_span_state *s = &cur->v[i];
+	for (; r->at_span < end; r->at_span++) {
+		const struct reach_span_state *s = &cur->v[r->at_span];
 		uint64_t from;
 		bool all;
-		if (!new_range(s, all_new ? NULL : prev_span(prev, s->base, &at), prev->heap_sweepgen,
-			       cur->heap_sweepgen, all_new, &from, &all))
+		if (!new_range(s, r->all_new ? NULL : prev_span(prev, s->base, &r->at_prev),
+			       prev->heap_sweepgen, cur->heap_sweepgen, r->all_new, &from, &all))
 			continue;
 		if (!s->allocbits)
 			return -EBADMSG;
-		struct bits_want *w = array_push(&want, &n_want, &cap_want, sizeof(*w));
+		struct bits_want *w = array_push(&r->want, &r->n_want, &r->cap_want, sizeof(*w));
 		if (!w)
 			return -ENOMEM;
-		*w = (struct bits_want){.s = s, .from = from, .off = len, .all = all};
-		len += bits_len(s);
+		*w = (struct bits_want){.s = s, .from = from, .off = r->bits_len, .all = all};
+		r->bits_len += bits_len(s);
 	}
-	if (!(bits = malloc(len + 1)))
+	return 0;
+}
+
+/* One batch of allocBits from r->at_span (an index into want) on. */
+static int read_bits_piece(struct capture *c)
+{
+	struct reach *r = c->reach;
+	size_t n = r->n_want - r->at_span < BITS_BATCH ? r->n_want - r->at_span : BITS_BATCH;
+
+	if (!r->bits && !(r->bits = malloc(r->bits_len + 1)))
 		return -ENOMEM;
-	int rc = read_all_bits(c, want, n_want, bits);
-	for (size_t i = 0; rc >= 0 && i < n_want; i++)
-		rc = add_new_span(c, want[i].s, want[i].from, want[i].all, bits + want[i].off);
+	int rc = read_all_bits(c, r->want + r->at_span, n, r->bits);
+	r->at_span += n;
+	return rc;
+}
+
+/* The new slots of ADD_PIECE spans of want from r->at_span on. */
+static int add_spans_piece(struct capture *c)
+{
+	struct reach *r = c->reach;
+	int rc = 0;
+
+	for (size_t k = 0; rc >= 0 && k < ADD_PIECE && r->at_span < r->n_want; k++, r->at_span++) {
+		const struct bits_want *w = &r->want[r->at_span];
+		rc = add_new_span(c, w->s, w->from, w->all, r->bits + w->off);
+	}
 	return rc;
 }
 
@@ -870,24 +919,39 @@ static void object_bounds(const struct nspan *n, size_t k, uint64_t *s, uint64_t
 	*e = *s + n->elemsize;
 }
 
-static int scan_closure(struct capture *c)
+/*
+ * At most max reached objects off the work list, and at most ROOT_PIECE
+ * bytes of them: a new object can be hundreds of MiB (a map's bucket
+ * array after it grew), so one is scanned a piece at a time, from
+ * [r->cl_at, r->cl_end). Words are independent: where the pieces end
+ * changes nothing. The closure is done when both are empty.
+ */
+static int scan_closure(struct capture *c, size_t max)
 {
 	struct reach *r = c->reach;
+	uint64_t bytes = 0;
+
 	r->root_class = -1;
-	while (r->n_work) {
-		struct reach_work w = r->work[--r->n_work];
-		const struct nspan *n = &r->ns[w.ns];
-		uint64_t s, e;
-		object_bounds(n, w.k, &s, &e);
-		c->stats.reach.reached_objects++;
-		c->stats.reach.reached_bytes += n->elemsize;
-		if (n->noscan) {
-			r->totals.reached_noscan += n->elemsize;
-			continue; /* no pointers in it, by its type */
+	while (bytes < ROOT_PIECE && (r->cl_at < r->cl_end || (r->n_work && max--))) {
+		if (r->cl_at >= r->cl_end) {
+			struct reach_work w = r->work[--r->n_work];
+			const struct nspan *n = &r->ns[w.ns];
+			object_bounds(n, w.k, &r->cl_at, &r->cl_end);
+			c->stats.reach.reached_objects++;
+			c->stats.reach.reached_bytes += n->elemsize;
+			if (n->noscan) {
+				r->totals.reached_noscan += n->elemsize;
+				r->cl_at = r->cl_end; /* no pointers in it, by its type */
+				continue;
+			}
 		}
-		int rc = staged_pieces(r, c->img, s, e, scan_piece, r);
+		uint64_t e = r->cl_end - r->cl_at > ROOT_PIECE - bytes ? r->cl_at + (ROOT_PIECE - bytes)
+									 : r->cl_end;
+		int rc = staged_pieces(r, c->img, r->cl_at, e, scan_piece, r);
 		if (rc < 0)
 			return rc;
+		bytes += e - r->cl_at;
+		r->cl_at = e;
 	}
 	return 0;
 }
@@ -925,12 +989,15 @@ static int zero_piece(void *ctx, uint64_t a, uint64_t b, uint8_t *data)
 	return 0;
 }
 
-/* Zero every unreached slot; neighbours are zeroed as one range, unless each keeps its header. */
-static int zero_unreached(struct capture *c)
+/*
+ * Zero every unreached slot of at most max spans from r->at_ns on;
+ * neighbours are zeroed as one range, unless each keeps its header.
+ */
+static int zero_unreached(struct capture *c, size_t max)
 {
 	struct reach *r = c->reach;
 	struct zero_ctx z = {.c = c};
-	for (size_t i = 0; i < r->n_ns; i++) {
+	for (size_t i = r->at_ns; i < r->n_ns && max--; r->at_ns = ++i) {
 		const struct nspan *n = &r->ns[i];
 		size_t end = n->first + n->nelems;
 		for (size_t k = n->first; k < end; k++) {
@@ -1033,10 +1100,11 @@ static enum reach_ship_class ship_class(const struct capture *c, uint64_t addr)
 	}
 }
 
-static void count_staged(struct capture *c)
+/* What the staged pages of runs [from, to) hold, by ship_class. */
+static void count_staged(struct capture *c, size_t from, size_t to)
 {
 	struct reach *r = c->reach;
-	for (size_t i = 0; i < c->img->n_runs; i++)
+	for (size_t i = from; i < to && i < c->img->n_runs; i++)
 		for (uint64_t p = 0; p < c->img->runs[i].npages; p++)
 			r->totals.staged[ship_class(c, c->img->runs[i].addr + p * PAGE_SIZE)] +=
 				PAGE_SIZE;
@@ -1105,70 +1173,15 @@ static const char *reach_skip_reason(struct capture *c, bool all_staged)
 	return NULL;
 }
 
-int capture_reach(struct capture *c, bool all_staged)
+/* The scan ended (done, or abandoned with st->state saying why): its totals and log lines. */
+static void reach_finish(struct capture *c)
 {
 	struct reach_stats *st = &c->stats.reach;
-	uint64_t t0 = now_us(), cpu0 = thread_cpu_us();
-	const char *why = reach_skip_reason(c, all_staged);
-	uint32_t sg_after;
-	int rc;
-
-	memset(st, 0, sizeof(*st));
-	if (why) {
-		st->state = why;
-		if (c->reach) {
-			c->reach->totals.scans_skipped++;
-			c->reach->n_ns = 0; /* nothing is new: the breakdown counts it all as old */
-			c->reach->lo = c->reach->hi = 0;
-			count_staged(c);
-		}
-		return 0;
-	}
 	struct reach *r = c->reach;
-	r->c = c;
-	r->n_work = 0;
-	r->mset_ready = false;
-	r->dead_root_words = 0;
-	const char *dbg = getenv("CHECKSYNC_DEBUG_REACH_ROOTS");
-	r->debug_roots = dbg ? atoi(dbg) : 0;
-	memset(r->root_hits, 0, sizeof(r->root_hits));
-	rc = find_new_objects(c, all_staged);
-	/* The scan itself works on the snapshot; only the allocBits came from the live process. */
-	if (rc >= 0)
-		rc = heap_sweepgen_now(c, &sg_after);
-	if (rc >= 0 && sg_after != r->cur.heap_sweepgen) {
-		st->state = "abandoned (a GC cycle ended before the span bits were read)";
-		goto out;
-	}
-	if (rc >= 0)
-		rc = build_page_table(r, c->go->page_size);
-	if (rc >= 0)
-		rc = sort_runs(r, c->img);
-	for (size_t i = 0; rc >= 0 && i < c->img->n_runs && r->n_ns; i++) {
-		const struct image_pagerun *run = &c->img->runs[i];
-		rc = scan_roots_range(c, run->addr, run->addr + run->npages * PAGE_SIZE,
-				      c->img->pages + run->offset);
-	}
-	if (rc >= 0 && r->n_ns)
-		rc = scan_threads(c);
-	if (rc >= 0)
-		rc = scan_closure(c);
-	if (rc == -ENOMEM) {
-		return rc;
-	} else if (rc < 0) {
-		st->state = "abandoned (cannot read the span bits)";
-		log_debug("reach: %s: %s", st->state, strerror(-rc));
-	} else {
-		rc = zero_unreached(c);
-		if (rc < 0)
-			return rc;
-		debug_drop_one(c);
-		st->state = "done";
-	}
-out:
-	count_staged(c);
-	st->scan_us = now_us() - t0;
-	r->totals.scan_cpu_us += thread_cpu_us() - cpu0;
+
+	r->phase = RP_DONE;
+	st->scan_us = now_us() - r->job_t0;
+	r->totals.scan_cpu_us += r->job_cpu_us;
 	r->totals.root_bytes += st->root_bytes;
 	if (strcmp(st->state, "done") == 0) {
 		r->totals.scans_done++;
@@ -1181,17 +1194,205 @@ out:
 		r->totals.scans_skipped++;
 	}
 	log_debug("reach: %s: %lu new objects (%lu bytes), %lu reached (%lu bytes), "
-		  "%lu bytes zeroed, %lu root bytes, %lu us",
+		  "%lu bytes zeroed, %lu root bytes, %lu us (%lu us CPU)",
 		  st->state, (unsigned long)st->new_objects, (unsigned long)st->new_bytes,
 		  (unsigned long)st->reached_objects, (unsigned long)st->reached_bytes,
 		  (unsigned long)st->zeroed_bytes, (unsigned long)st->root_bytes,
-		  (unsigned long)st->scan_us);
+		  (unsigned long)st->scan_us, (unsigned long)r->job_cpu_us);
 	log_debug("reach: new bytes first reached from heap %lu, stacks %lu, globals %lu, "
 		  "off-heap %lu, registers %lu; %lu dead root words left out",
 		  (unsigned long)r->root_hits[MC_HEAP], (unsigned long)r->root_hits[MC_STACKS],
 		  (unsigned long)r->root_hits[MC_GLOBALS], (unsigned long)r->root_hits[MC_OFFHEAP],
 		  (unsigned long)r->root_hits[MC_COUNT], (unsigned long)r->dead_root_words);
+}
+
+/*
+ * Everything after this works on the stop's snapshot, except the reads of
+ * the spans' allocBits from the running process (RP_READ): those are
+ * sound however late they come, as long as no sweep has begun since the
+ * stop, and RP_CHECK checks that after the last of them. A later read only
+ * makes an abandoned scan likelier (it then ships the span-level set).
+ */
+int capture_reach_begin(struct capture *c, bool all_staged)
+{
+	struct reach_stats *st = &c->stats.reach;
+	const char *why = reach_skip_reason(c, all_staged);
+
+	memset(st, 0, sizeof(*st));
+	if (why) {
+		st->state = why;
+		if (c->reach) {
+			c->reach->totals.scans_skipped++;
+			c->reach->n_ns = 0; /* nothing is new: the breakdown counts it all as old */
+			c->reach->lo = c->reach->hi = 0;
+			c->reach->phase = RP_IDLE;
+			count_staged(c, 0, c->img->n_runs);
+		}
+		return 0;
+	}
+	struct reach *r = c->reach;
+	r->c = c;
+	r->n_work = 0;
+	r->mset_ready = false;
+	r->dead_root_words = 0;
+	r->job_t0 = now_us();
+	r->job_cpu_us = 0;
+	r->all_new = all_staged;
+	r->n_ns = r->n_slot = 0;
+	r->lo = r->hi = 0;
+	free(r->page_ns); /* built for the previous bounds: lookups search until it is rebuilt */
+	r->page_ns = NULL;
+	free(r->bits);
+	r->bits = NULL;
+	r->n_want = r->bits_len = r->at_span = r->at_prev = 0;
+	r->at_run = r->at_ns = 0;
+	r->at_off = 0;
+	r->cl_at = r->cl_end = 0;
+	r->phase = RP_FIND;
+	const char *dbg = getenv("CHECKSYNC_DEBUG_REACH_ROOTS");
+	r->debug_roots = dbg ? atoi(dbg) : 0;
+	memset(r->root_hits, 0, sizeof(r->root_hits));
+	return 1;
+}
+
+/* After the last allocBits read: abandon the scan if a sweep began since the stop, else go on. */
+static int check_and_index(struct capture *c)
+{
+	struct reach *r = c->reach;
+	uint32_t sg_after;
+	int rc = heap_sweepgen_now(c, &sg_after);
+
+	if (rc >= 0 && sg_after != r->cur.heap_sweepgen) {
+		c->stats.reach.state = "abandoned (a GC cycle ended before the span bits were read)";
+		r->phase = RP_COUNT;
+		r->at_run = 0;
+		return 0;
+	}
+	if (rc >= 0)
+		rc = build_page_table(r, c->go->page_size);
+	if (rc >= 0)
+		rc = sort_runs(r, c->img);
+	r->phase = RP_ROOTS;
+	r->at_run = 0;
+	r->at_off = 0;
+	return rc;
+}
+
+/* One bounded piece of the scan, in the order of the phases. */
+static int reach_piece(struct capture *c)
+{
+	struct reach *r = c->reach;
+	const struct image *img = c->img;
+	int rc = 0;
+
+	switch (r->phase) {
+	case RP_FIND:
+		rc = find_spans(c);
+		if (rc >= 0 && r->at_span >= r->cur.n) {
+			r->at_span = 0;
+			r->phase = RP_READ;
+		}
+		break;
+	case RP_READ:
+		if (r->at_span < r->n_want)
+			rc = read_bits_piece(c);
+		if (rc >= 0 && r->at_span >= r->n_want) {
+			r->at_span = 0;
+			r->phase = RP_ADD;
+		}
+		break;
+	case RP_ADD:
+		rc = add_spans_piece(c);
+		if (rc >= 0 && r->at_span >= r->n_want)
+			r->phase = RP_CHECK;
+		break;
+	case RP_CHECK:
+		rc = check_and_index(c);
+		break;
+	case RP_ROOTS: {
+		if (r->at_run >= img->n_runs || !r->n_ns) {
+			r->phase = RP_THREADS;
+			break;
+		}
+		/* A piece of a run scans as the run would: pieces end where the range does. */
+		const struct image_pagerun *run = &img->runs[r->at_run];
+		uint64_t len = run->npages * PAGE_SIZE, n = len - r->at_off;
+		if (n > ROOT_PIECE)
+			n = ROOT_PIECE;
+		rc = scan_roots_range(c, run->addr + r->at_off, run->addr + r->at_off + n,
+				      img->pages + run->offset + r->at_off);
+		if ((r->at_off += n) == len) {
+			r->at_run++;
+			r->at_off = 0;
+		}
+		break;
+	}
+	case RP_THREADS:
+		if (r->n_ns)
+			rc = scan_threads(c);
+		r->phase = RP_CLOSURE;
+		break;
+	case RP_CLOSURE:
+		rc = scan_closure(c, CLOSURE_PIECE);
+		if (rc >= 0 && !r->n_work && r->cl_at >= r->cl_end)
+			r->phase = RP_ZERO;
+		break;
+	case RP_ZERO:
+		rc = zero_unreached(c, ZERO_PIECE);
+		if (rc >= 0 && r->at_ns == r->n_ns) {
+			debug_drop_one(c);
+			c->stats.reach.state = "done";
+			r->phase = RP_COUNT;
+			r->at_run = 0;
+		}
+		break;
+	case RP_COUNT:
+		count_staged(c, r->at_run, r->at_run + COUNT_PIECE);
+		if ((r->at_run += COUNT_PIECE) >= img->n_runs)
+			r->phase = RP_DONE;
+		break;
+	default:
+		r->phase = RP_DONE;
+		break;
+	}
+	if (rc < 0 && rc != -ENOMEM) {
+		c->stats.reach.state = "abandoned (cannot read the span bits)";
+		log_debug("reach: %s: %s", c->stats.reach.state, strerror(-rc));
+		r->phase = RP_COUNT;
+		r->at_run = 0;
+		rc = 0;
+	}
+	return rc;
+}
+
+int capture_reach_step(struct capture *c, uint64_t budget_us)
+{
+	struct reach *r = c->reach;
+	uint64_t t0 = now_us(), cpu0 = thread_cpu_us();
+	int rc = 0;
+
+	if (!r || r->phase == RP_IDLE || r->phase == RP_DONE)
+		return 0;
+	do
+		rc = reach_piece(c);
+	while (rc >= 0 && r->phase != RP_DONE && now_us() - t0 < budget_us);
+	r->job_cpu_us += thread_cpu_us() - cpu0;
+	if (rc < 0) { /* -ENOMEM: the capture fails */
+		r->phase = RP_IDLE;
+		return rc;
+	}
+	if (r->phase != RP_DONE)
+		return 1;
+	reach_finish(c);
 	return 0;
+}
+
+int capture_reach(struct capture *c, bool all_staged)
+{
+	int rc = capture_reach_begin(c, all_staged);
+	while (rc == 1)
+		rc = capture_reach_step(c, UINT64_MAX);
+	return rc;
 }
 
 static bool page_all_zero(const uint8_t *p)

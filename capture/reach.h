@@ -45,6 +45,19 @@ void reach_spans_end(struct capture *c);
  */
 int capture_reach(struct capture *c, bool all_staged);
 
+/*
+ * The same in steps, so that a daemon's loop is never held for long: begin
+ * reads what it needs from the live process (at once: the sooner after the
+ * resume, the likelier the span bits are still the stop's) and returns 0
+ * when there is nothing more to do, 1 when capture_reach_step() is to be
+ * called until it returns 0, or -ENOMEM. Each step runs pieces of well
+ * under a millisecond until budget_us has passed. Between begin and the
+ * last step the staged image and the scan's state are the scan's: nothing
+ * else may change the image, nor start a capture.
+ */
+int capture_reach_begin(struct capture *c, bool all_staged);
+int capture_reach_step(struct capture *c, uint64_t budget_us);
+
 /* For a dump: drop the pages capture_reach() left all zero (restored as zero anyway). */
 void capture_reach_drop_zero_pages(struct capture *c);
 

@@ -81,6 +81,8 @@ bool file_id_equal(const struct file_id *a, const struct file_id *b);
 int file_sha256_id(const char *path, uint8_t out[32], struct file_id *id);
 
 uint64_t now_us(void);
+/* The calling thread's CPU time: what work costs, however loaded the machine is. */
+uint64_t thread_cpu_us(void);
 
 /* Write all n bytes, retrying short writes and EINTR; 0 or -errno. */
 int write_all(int fd, const void *p, size_t n);

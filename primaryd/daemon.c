@@ -17,6 +17,7 @@
 #include "daemon.h"
 #include "guard.h"
 #include "log.h"
+#include "loopwatch.h"
 #include "priority.h"
 #include "status.h"
 #include "tls.h"
@@ -33,6 +34,7 @@ struct primary {
 	struct control_server *control;
 	size_t handovers_pending; /* SIGTERM: services still being handed over */
 	struct event *sig_chld, *sig_term, *sig_int, *notify;
+	struct loopwatch watch; /* how long the loop was held (loopwatch.h) */
 	uint64_t watchdog_us;
 	int exit_code;
 };
@@ -226,8 +228,10 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
 static void status_fill(struct status_report *r, void *arg)
 {
 	struct primary *p = arg;
-	for (size_t i = 0; i < p->n_svcs; i++)
+	for (size_t i = 0; i < p->n_svcs; i++) {
 		guard_status_fill(&p->guards[i], r);
+		loopwatch_report(&p->watch, r);
+	}
 }
 
 static int status_listen(struct primary *p)
@@ -301,6 +305,7 @@ static void primary_free(struct primary *p)
 	free_event(p->sig_int);
 	if (p->tls)
 		SSL_CTX_free(p->tls);
+	loopwatch_stop(&p->watch);
 	if (p->base)
 		event_base_free(p->base);
 	config_services_free(p->svcs, p->n_svcs);
@@ -321,6 +326,8 @@ static int primary_start(struct primary *p, const char *config_path)
 	p->sig_term = add_signal(p, SIGTERM, on_sigterm);
 	p->sig_int = add_signal(p, SIGINT, on_sigterm);
 	if (!p->sig_chld || !p->sig_term || !p->sig_int)
+		return -ENOMEM;
+	if (loopwatch_start(&p->watch, p->base) < 0)
 		return -ENOMEM;
 	r = status_listen(p);
 	if (r < 0)

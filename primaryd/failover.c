@@ -203,7 +203,19 @@ static void thaw(struct guard *g)
 		return;
 	}
 	g->fo.state = PFAILOVER_PROTECTED;
+	if (g->fo.lease_frozen_at_us) {
+		uint64_t took = now_us() - g->fo.lease_frozen_at_us;
+		if (took > g->fo.lease_freeze_longest_us)
+			g->fo.lease_freeze_longest_us = took;
+		g->fo.lease_frozen_at_us = 0;
+	}
 	log_info("%s: backup heard again: service running", g->svc->name);
+}
+
+uint64_t pfailover_freeze_longest_us(const struct guard *g, uint64_t now)
+{
+	uint64_t cur = g->fo.lease_frozen_at_us ? now - g->fo.lease_frozen_at_us : 0;
+	return cur > g->fo.lease_freeze_longest_us ? cur : g->fo.lease_freeze_longest_us;
 }
 
 uint64_t pfailover_runs_until(const struct guard *g)
@@ -236,12 +248,22 @@ void pfailover_lease_tick(struct guard *g)
 	if (g->fo.state != PFAILOVER_PROTECTED || !lease_lapsed(g, now) ||
 	    now < pfailover_runs_until(g))
 		return;
+	/*
+	 * The lease is judged on what the backup sent: bytes of it still
+	 * unread (our loop was held; a timer may run before the loop polls the
+	 * socket again) may hold the heartbeat that renews it. They are read
+	 * first, and the lease judged again, within a heartbeat interval.
+	 */
+	if (link_input_waits(g) && guard_lease_judge_later(g, now))
+		return;
 	r = capture_session_freeze(g->sess);
 	if (r < 0) {
 		log_warn("%s: cannot freeze the service: %s", g->svc->name, strerror(-r));
 		return;
 	}
 	g->fo.state = PFAILOVER_FROZEN;
+	g->fo.lease_frozen_at_us = now;
+	g->fo.lease_freezes++;
 	if (g->witness)
 		log_warn("%s: backup not heard for over %u ms (lease) and no lease on the witness's "
 			 "key (%s): service frozen",

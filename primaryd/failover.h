@@ -88,6 +88,8 @@ struct pfailover {
 	bool handover_sent;
 	bool then_stop; /* primaryd stops after it: a failed handover leaves the service frozen */
 	bool lease_waived; /* adopted, and no backupd has answered yet: nothing can renew the lease */
+	/* Freezes on the lease: since when (0: not frozen), how many, the longest ended so far. */
+	uint64_t lease_frozen_at_us, lease_freezes, lease_freeze_longest_us;
 	bool peer_unknown_logged; /* role swap, starting: our backupd did not answer (said once) */
 	pfailover_done_fn done;
 	void *done_arg;
@@ -104,6 +106,8 @@ void pfailover_start(struct guard *g, uint64_t now);
 
 /* HELLO, ACK or HEARTBEAT from the backup, which it sent at sent_us (our clock) or later. */
 void pfailover_backup_heard(struct guard *g, uint64_t sent_us);
+/* The longest freeze on the lease so far, one under way included. */
+uint64_t pfailover_freeze_longest_us(const struct guard *g, uint64_t now);
 /* The lease timer. */
 void pfailover_lease_tick(struct guard *g);
 /* ERROR TAKEN_OVER. */

@@ -17,12 +17,15 @@
 
 #include "guard.h"
 #include "log.h"
+#include "loopwatch.h"
 #include "outcommit.h"
 #include "status.h"
 #include "util.h"
 #include "witness.h"
 
 #define BACKLOG_LIMIT (64u << 20)
+/* The work after an epoch's resume runs in steps of this much of the loop, heartbeats between. */
+#define AFTER_STEP_US 5000
 
 static struct timeval ms_tv(uint32_t ms)
 {
@@ -36,26 +39,110 @@ static void record_pause(struct guard *g, uint64_t us)
 	g->pauses[g->n_pauses++ % PAUSE_RING] = us;
 }
 
+static int epoch_captured(struct guard *g, int r, struct image *img, const struct epoch_report *rp,
+			  bool full, bool hold, const char *why);
+
+/* The next step of the work after the resume; the epoch goes out when it is done. */
+static int after_step(struct guard *g, uint64_t budget_us)
+{
+	struct epoch_report rep = {0};
+	struct image *img = NULL;
+	char why[200];
+
+	log_hold_errors(why, sizeof(why));
+	int r = capture_session_epoch_step(g->sess, budget_us, &img, &rep);
+	log_hold_errors(NULL, 0);
+	if (r == 1)
+		return 1;
+	if (r >= 0 && g->after_link_lost) { /* a delta for a connection that is gone */
+		capture_session_image_free(g->sess, img);
+		g->need_full = true;
+		return -ENOTCONN;
+	}
+	return epoch_captured(g, r, img, &rep, g->after_full, false, why);
+}
+
+static void after_cb(evutil_socket_t fd, short what, void *arg)
+{
+	static const struct timeval now = {0, 0};
+	struct guard *g = arg;
+	(void)fd, (void)what;
+
+	/* A zero timeout, not event_active(): that would run again before any I/O. */
+	uint64_t t0 = now_us();
+	int r = capture_session_epoch_pending(g->sess) ? after_step(g, AFTER_STEP_US) : 0;
+	loopwatch_note(g->svc->name, "a step after an epoch's resume (and its first slice)", t0);
+	if (r == 1)
+		evtimer_add(g->after_ev, &now);
+}
+
+/* An epoch whose work after the resume is under way: finish it now (a final epoch follows). */
+static void after_finish(struct guard *g)
+{
+	if (!capture_session_epoch_pending(g->sess))
+		return;
+	evtimer_del(g->after_ev);
+	(void)after_step(g, UINT64_MAX);
+}
+
+bool guard_after_pending(const struct guard *g)
+{
+	return capture_session_epoch_pending(g->sess);
+}
+
 /* Capture and ship one epoch; with hold, the service stays frozen as captured. */
 int guard_ship_epoch(struct guard *g, bool hold)
 {
+	static const struct timeval now = {0, 0};
 	struct epoch_report rep = {0};
 	struct image *img = NULL;
 	/* The last epoch's pages are still being queued (link.c): this one waits, a final one not. */
 	if (link_busy(g) && !hold)
 		return -EBUSY;
+	after_finish(g);
 	link_finish_epoch(g);
 	bool full = g->need_full;
 
 	char why[200];
 
+	if (!g->after_ev && !(g->after_ev = evtimer_new(g->base, after_cb, g)))
+		return -ENOMEM;
 	outcommit_stop_point(g->oc);
 	g->sess->hold_after_epoch = hold;
 	/* An epoch that fails fails again 10 times a second: say so once, by guard_check(). */
 	log_hold_errors(why, sizeof(why));
+	uint64_t t0 = now_us();
 	int r = capture_session_epoch(g->sess, full, &img, &rep);
+	uint64_t took = now_us() - t0;
 	log_hold_errors(NULL, 0);
 	g->sess->hold_after_epoch = false;
+	if (took >= LOOPWATCH_SAY_US) /* beside loopwatch.c's line: what held the loop */
+		log_info("%s: a %s epoch's capture held the loop for %lu ms: the stop %lu ms, after "
+			 "the resume %lu ms", g->svc->name, full ? "full" : "delta",
+			 (unsigned long)(took / 1000), (unsigned long)(rep.pause_us / 1000),
+			 (unsigned long)((took > rep.pause_us ? took - rep.pause_us : 0) / 1000));
+	if (r == 1 && !hold) {
+		/* The reach scan goes on in steps from the loop: heartbeats, ACKs and the lease between. */
+		g->after_full = full;
+		g->after_link_lost = false;
+		evtimer_add(g->after_ev, &now);
+		return 0;
+	}
+	if (r == 1) {
+		log_hold_errors(why, sizeof(why));
+		while ((r = capture_session_epoch_step(g->sess, UINT64_MAX, &img, &rep)) == 1)
+			;
+		log_hold_errors(NULL, 0);
+	}
+	return epoch_captured(g, r, img, &rep, full, hold, why);
+}
+
+/* The epoch's capture ended (r < 0: it failed): ship it. */
+static int epoch_captured(struct guard *g, int r, struct image *img, const struct epoch_report *rp,
+			  bool full, bool hold, const char *why)
+{
+	struct epoch_report rep = *rp;
+
 	if (r < 0) {
 		snprintf(g->capture_err, sizeof(g->capture_err), "epoch capture failing: %s",
 			 why[0] ? why : strerror(-r));
@@ -249,9 +336,35 @@ static void lease_cb(evutil_socket_t fd, short what, void *arg)
 		keeper_renew(&g->keeper, pfailover_runs_until(g));
 }
 
+static void lease_again_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct guard *g = arg;
+	(void)fd, (void)what;
+	pfailover_lease_tick(g);
+	guard_check(g);
+}
+
+bool guard_lease_judge_later(struct guard *g, uint64_t now)
+{
+	static const struct timeval zero = {0, 0};
+
+	if (!g->lease_put_off_us) {
+		g->lease_put_off_us = now;
+	} else if (now - g->lease_put_off_us > (uint64_t)g->svc->heartbeat_interval_ms * 1000) {
+		g->lease_put_off_us = 0;
+		return false;
+	}
+	if (!g->lease_again_ev && !(g->lease_again_ev = evtimer_new(g->base, lease_again_cb, g)))
+		return false;
+	/* A zero timeout: the loop polls the socket (and reads) before it runs the timer. */
+	evtimer_add(g->lease_again_ev, &zero);
+	return true;
+}
+
 void guard_link_lost(struct guard *g)
 {
 	g->need_full = true;
+	g->after_link_lost = true;
 	if (!g->ended && !g->stopping)
 		link_schedule_reconnect(g);
 }
@@ -265,6 +378,7 @@ void guard_backup_hello(struct guard *g, const struct wire_hello *h)
 void guard_backup_heard(struct guard *g, uint64_t sent_us)
 {
 	g->last_heard_us = now_us();
+	g->lease_put_off_us = 0; /* a lapse from here on may be put off again */
 	pfailover_backup_heard(g, sent_us);
 }
 
@@ -410,6 +524,9 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 	status_report_gauge(r, "pid", "", g->pid, "pid of the guarded service");
 	status_report_gauge(r, "epoch", "", g->epoch, "last epoch sent to the backup");
 	status_report_gauge(r, "acked_epoch", "", g->acked, "last epoch the backup acknowledged");
+	status_report_gauge(r, "epoch_in_capture", "", guard_after_pending(g),
+			    "1 while an epoch captured after `epoch` is still being made ready (the "
+			    "reach scan, in steps): it gets its number when it is sent");
 	status_report_gauge(r, "lag", "seconds",
 			    g->acked_at_us ? (now - g->acked_at_us) / 1e6 : NAN,
 			    "time since the last acknowledgement");
@@ -455,6 +572,11 @@ void guard_status_fill(const struct guard *g, struct status_report *r)
 		status_report_text(r, "witness", wtext, "the etcd witness's key, as this host sees it");
 	}
 	status_report_counter(r, "epochs_sent", "", g->epochs_sent, "epochs shipped");
+	status_report_counter(r, "lease_freezes", "", g->fo.lease_freezes,
+			      "times the service was frozen because the backup's lease ran out");
+	status_report_gauge(r, "lease_freeze_longest", "seconds",
+			    pfailover_freeze_longest_us(g, now) / 1e6,
+			    "the longest of those freezes (one under way included)");
 	status_report_counter(r, "epochs_merged", "", g->merged,
 			      "epochs skipped while the backup caught up");
 	status_report_counter(r, "reconnects_resumed", "", g->resumed,
@@ -640,6 +762,8 @@ void guard_stop(struct guard *g)
 	free_event(&g->lease_ev);
 	free_event(&g->exit_ev);
 	free_event(&g->precopy_ev);
+	free_event(&g->after_ev);
+	free_event(&g->lease_again_ev);
 	link_free(g);
 	keeper_stop(&g->keeper);
 	if (g->pid > 0 && !g->ended && g->adopted) {

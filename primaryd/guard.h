@@ -70,6 +70,12 @@ struct guard {
 	struct outcommit *oc; /* output_commit = on: outcommit.c */
 	struct service_cgroup cgroup; /* output_commit = on: the service's (cgroup.h) */
 	struct event *precopy_ev; /* the next piece of a pre-copy round (precopy.c) */
+	/* The next step of the work after an epoch's resume (the reach scan), and its epoch's kind. */
+	struct event *after_ev;
+	struct event *lease_again_ev; /* the lease judged again after a read (guard_lease_judge_later) */
+	uint64_t lease_put_off_us;    /* when the judgement was first put off (0: it is not) */
+	bool after_full;
+	bool after_link_lost; /* the link went meanwhile: the epoch is for a backup no longer there */
 	struct witness *witness; /* the etcd witness (witness.h), NULL without one */
 };
 
@@ -110,6 +116,13 @@ int guard_start_service(struct guard *g);
  */
 int guard_hold_adopted(struct guard *g, pid_t pid, uint64_t epoch);
 int guard_ship_epoch(struct guard *g, bool hold);
+/* An epoch's work after its resume (the reach scan) is still under way, in steps. */
+bool guard_after_pending(const struct guard *g);
+/*
+ * Judge the lease again once the loop has read what waits (a zero timer),
+ * unless it has been put off for a heartbeat interval already: false then.
+ */
+bool guard_lease_judge_later(struct guard *g, uint64_t now);
 /*
  * Events from link.c, which writes only g->link: what they change in the
  * rest of the guard is written here (and in failover.c, g->fo).

@@ -20,6 +20,7 @@
 #include "epoch.h"
 #include "guard.h"
 #include "log.h"
+#include "loopwatch.h"
 #include "tls.h"
 #include "util.h"
 
@@ -466,7 +467,8 @@ static void epoch_free(struct guard *g)
 	g->link.sending = NULL;
 }
 
-bool link_busy(const struct guard *g) { return g->link.sending != NULL; }
+/* An epoch is being queued, or is still being made ready after its resume (guard.c). */
+bool link_busy(const struct guard *g) { return g->link.sending != NULL || guard_after_pending(g); }
 
 /* The next n (<= SLICE_PAGES) pages from the cursor, as PAGES messages of at most SENDQ_MSG_PAGES. */
 static int slice_pages(struct guard *g, struct link_epoch *e, uint32_t *sent)
@@ -587,6 +589,7 @@ static void slice_cb(evutil_socket_t fd, short what, void *arg)
 	if (!e)
 		return;
 	r = deltas ? slice_delta(g, e, &sent) : slice_pages(g, e, &sent);
+	loopwatch_note(g->svc->name, "a slice of an epoch's pages", t);
 	if (!deltas)
 		e->pack_us += now_us() - t;
 	if (r >= 0 && e->run < e->img->n_runs) {
@@ -676,8 +679,10 @@ int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t
 }
 
 /* Bytes the backup has sent that we have not read yet: in the kernel, in TLS, in libevent. */
-static bool input_waits(const struct guard *g)
+bool link_input_waits(const struct guard *g)
 {
+	if (!g->link.bev)
+		return false;
 	SSL *ssl = bufferevent_openssl_get_ssl(g->link.bev);
 	int fd = bufferevent_getfd(g->link.bev), n = 0;
 
@@ -702,7 +707,7 @@ void link_drop_if_silent(struct guard *g, uint64_t now)
 	uint64_t heard = g->link.heard_any_us > g->last_heard_us ? g->link.heard_any_us : g->last_heard_us;
 	char why[96];
 
-	if (!g->link.bev || !g->link.hello_ok || now - heard <= limit || input_waits(g))
+	if (!g->link.bev || !g->link.hello_ok || now - heard <= limit || link_input_waits(g))
 		return;
 	snprintf(why, sizeof(why), "nothing heard from it for %lu ms",
 		 (unsigned long)((now - heard) / 1000));

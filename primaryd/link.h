@@ -48,6 +48,8 @@ void link_send_heartbeat(struct guard *g);
 /* Takes img, and queues its pages slice by slice from the loop; link_busy() until done. */
 int link_send_epoch(struct guard *g, struct image *img, uint64_t epoch, uint64_t base);
 bool link_busy(const struct guard *g);
+/* Bytes from the backup wait unread (in the kernel, TLS or libevent): our loop was held. */
+bool link_input_waits(const struct guard *g);
 /* Queue the rest of the epoch in flight now, on the spot (a final epoch must follow it). */
 void link_finish_epoch(struct guard *g);
 size_t link_backlog(const struct guard *g);
