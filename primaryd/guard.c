@@ -54,7 +54,8 @@ static int after_step(struct guard *g, uint64_t budget_us)
 	log_hold_errors(NULL, 0);
 	if (r == 1)
 		return 1;
-	if (r >= 0 && g->after_link_lost) { /* a delta for a connection that is gone */
+	/* A delta for a connection that is gone, or from a primary the backup has replaced. */
+	if (r >= 0 && (g->after_link_lost || pfailover_deposed_state(g))) {
 		capture_session_image_free(g->sess, img);
 		g->need_full = true;
 		return -ENOTCONN;
