@@ -318,6 +318,7 @@ def executable(r, binary):
 # ---------------------------------------------------------------- stall
 
 STALLS = (0.6, 1.1, 1.5, 2.0, 3.0)
+STALL_WATCH_S = 3.0  # after SIGCONT, at most: the failover timeout and more
 
 
 def stall_round(r, n, binary, seconds):
@@ -334,10 +335,24 @@ def stall_round(r, n, binary, seconds):
             time.sleep(seconds)
             os.kill(up.backup.pid, signal.SIGCONT)
             serving_b = []
-            t_end = time.monotonic() + 3  # the failover timeout and more
-            while time.monotonic() < t_end:
+            # Watched for the failover timeout at least, and on until backupd, still a backup,
+            # holds an epoch newer than the one it held then (the primary replicates to it
+            # again: nothing is silent any more), STALL_WATCH_S at most.
+            t_cont = time.monotonic()
+            floor_s = up.dep.service["failover_timeout_ms"] / 1000
+            held = None
+            while time.monotonic() - t_cont < STALL_WATCH_S:
                 serving_b += rp.running_in(topo, topo.b, binary)
+                if time.monotonic() - t_cont >= floor_s:
+                    st = up.backup.status()
+                    if st.get("role") != "backup":
+                        held = None
+                    elif held is None:
+                        held = st.get("epoch", 0)
+                    elif st.get("epoch", 0) > held:
+                        break
                 time.sleep(0.05)
+            cs.log(f"{tag}: watched B for {time.monotonic() - t_cont:.2f} s after SIGCONT")
         finally:
             writer.stop()
         blog = up.backup.log_text()
