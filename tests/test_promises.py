@@ -344,7 +344,10 @@ def stall_round(r, n, binary, seconds):
             while time.monotonic() - t_cont < STALL_WATCH_S:
                 serving_b += rp.running_in(topo, topo.b, binary)
                 if time.monotonic() - t_cont >= floor_s:
-                    st = up.backup.status()
+                    try:
+                        st = up.backup.status()
+                    except cs.TestError:
+                        st = {}  # busy catching up: it answers on a later try
                     if st.get("role") != "backup":
                         held = None
                     elif held is None:
