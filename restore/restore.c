@@ -7,13 +7,17 @@
  * injected system calls from a small area we map into it: one `syscall`
  * instruction, a scratch page for arguments, a stack for new threads.
  * PTRACE_O_EXITKILL means a restore that fails half way leaves nothing
- * running.
+ * running. Before that is set, from fork until the area is mapped, the
+ * husk has PR_SET_PDEATHSIG instead, and it execs only on a go-ahead byte:
+ * a husk whose restorer was killed (with backupd, say) while it waited for
+ * the hooks would go on alone and run the service afresh, on its port.
  */
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -59,10 +63,13 @@ static void husk_await_hooks(const struct restore *r, int hold[2])
 {
 	char c;
 	int err = 0;
+	ssize_t n;
 
 	close(hold[1]);
-	while (read(hold[0], &c, 1) < 0 && errno == EINTR)
+	while ((n = read(hold[0], &c, 1)) < 0 && errno == EINTR)
 		;
+	if (n != 1) /* EOF without the go-ahead: the restorer is gone, or gave up on us */
+		_exit(1);
 	if (r->output_fd >= 0)
 		err = restore_output_open(r);
 	/* should this fail, the restorer hears nothing and says that the husk did not say */
@@ -70,15 +77,29 @@ static void husk_await_hooks(const struct restore *r, int hold[2])
 	close(hold[0]);
 }
 
-/* In the restorer: the hook that places the husk, which waits on hold meanwhile. */
-static void husk_run_hooks(const struct restore *r, pid_t pid, int hold[2])
+/*
+ * In the restorer: the hook that places the husk, which waits on hold
+ * meanwhile. A fault point of its own (step "hooks"): with :hang the hook
+ * never ends, as a systemd that does not answer, for our deadline to end.
+ */
+static int husk_run_hooks(struct restore *r, pid_t pid, int hold[2])
 {
 	const struct restore_hooks *hooks = r->opts->hooks;
 
 	close(hold[0]);
-	if (hooks->husk_forked)
+	inject_step(&r->inj, "hooks");
+	int rc = inject_fault(&r->inj);
+	while (rc < 0 && r->inj.fault.hang)
+		pause();
+	if (rc >= 0 && hooks->husk_forked)
 		hooks->husk_forked(pid, hooks->arg);
-	shutdown(hold[1], SHUT_WR); /* the husk goes on */
+	if (rc >= 0 && write(hold[1], "g", 1) != 1) /* the husk goes on */
+		rc = -errno;
+	shutdown(hold[1], SHUT_WR);
+	if (rc < 0)
+		rc = restore_fail(r, rc, "the hooks of husk %d", pid);
+	inject_step(&r->inj, "husk");
+	return rc;
 }
 
 /* Once the husk has exec'd (its end closed): whether it took the output. */
@@ -115,14 +136,14 @@ static bool thread_ids_free(const struct image *img)
 static int husk_start(struct restore *r)
 {
 	const char *exe = r->img->exe;
-	int status, hold[2] = {-1, -1};
+	int rc, status, hold[2] = {-1, -1};
 
 	r->output_fd = restore_output_fd_plan(r);
 	if (r->opts->hooks && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, hold) < 0)
 		return restore_fail(r, -errno, "cannot make the husk's socket pair (socketpair)");
-	pid_t pid = husk_fork(r->img->pid);
+	pid_t restorer = getpid(), pid = husk_fork(r->img->pid);
 	if (pid < 0) {
-		int rc = -errno;
+		rc = -errno;
 		if (hold[0] >= 0) {
 			close(hold[0]);
 			close(hold[1]);
@@ -134,6 +155,9 @@ static int husk_start(struct restore *r)
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL); /* each thread's own mask comes last */
+		/* Until PTRACE_O_EXITKILL holds us (husk_map_area ends this), die with the restorer. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != restorer)
+			_exit(1);
 		setsid();
 		if (r->opts->hooks)
 			husk_await_hooks(r, hold);
@@ -150,10 +174,12 @@ static int husk_start(struct restore *r)
 		log_info("a thread id of pid %d is taken here, its threads get new ids", pid);
 	if (r->report_fd >= 0)
 		dprintf(r->report_fd, "husk %d\n", pid);
-	if (r->opts->hooks)
-		husk_run_hooks(r, pid, hold);
 	r->threads[0].tid = pid;
-	int rc = tracer_wait_until(pid, &status, now_us() + RESTORE_CALL_TIMEOUT_MS * 1000ULL);
+	if (r->opts->hooks && (rc = husk_run_hooks(r, pid, hold)) < 0) {
+		close(hold[1]);
+		return rc;
+	}
+	rc = tracer_wait_until(pid, &status, now_us() + RESTORE_CALL_TIMEOUT_MS * 1000ULL);
 	if (rc < 0 || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP) {
 		if (hold[1] >= 0)
 			close(hold[1]);
@@ -206,9 +232,14 @@ static int husk_map_area(struct restore *r)
 	r->inj.scratch_len = AREA_SCRATCH_LEN;
 	leader->insn = area + AREA_CODE;
 	rc = tracer_poke(r->memfd, leader->insn, code, sizeof(code));
-	return rc < 0 ? restore_fail(r, rc, "cannot write the restorer code at %#lx",
-				     (unsigned long)leader->insn)
-		      : 0;
+	if (rc < 0)
+		return restore_fail(r, rc, "cannot write the restorer code at %#lx",
+				    (unsigned long)leader->insn);
+	/* EXITKILL holds the husk now; the service must outlive its restorer (husk_start). */
+	ret = restore_call(r, SYS_prctl, PR_SET_PDEATHSIG, 0);
+	return ret < 0 ? restore_fail(r, ret, "cannot clear the husk's parent-death signal "
+				      "(prctl) in the restorer area at %#lx", (unsigned long)area)
+		       : 0;
 }
 
 /* Last call in the leader: take our area away again. */

@@ -45,6 +45,7 @@ import replication as rp  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "10"))
 RESTART_WITHIN_S = 0.3
+SETTLE_S = 3.0  # at most, after primaryd's restart, before the keys are checked
 TARGET_MS = 200  # a planned handover's unavailability (issue 7), as primaryd reports it
 
 
@@ -100,6 +101,25 @@ def thread_nice(pid, tid):
 
 # ---------------------------------------------------------------- restart
 
+def settled(up, primary):
+    """Whether the restart has been decided: B's backupd serves the last run and A's restarted
+    primaryd has said it starts no copy of its own, or A's primaryd guards a copy."""
+    try:
+        if "not starting the service here" in primary.log_text():
+            return up.backup.status().get("role") == "serving"
+        st = primary.status()
+        return st.get("role") == "primary" and bool(st.get("pid"))
+    except cs.TestError:
+        return False
+
+
+def wait_settled(up, primary, timeout):
+    """Until the restart is decided (settled), or TIMEOUT seconds as before when it is not."""
+    deadline = time.monotonic() + timeout
+    while not settled(up, primary) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def restart_round(r, n, binary):
     tag = f"restart {n}"
     topo, certs = new_topology()
@@ -115,7 +135,7 @@ def restart_round(r, n, binary):
                 restart_s <= RESTART_WITHIN_S, f"<= {RESTART_WITHIN_S * 1000:.0f} ms",
                 f"{restart_s * 1000:.0f} ms")
         # Either copy may answer, but once things have settled it must hold every key.
-        time.sleep(3)
+        wait_settled(up, primary, SETTLE_S)
         problems = wait_served(up.vip, keys, 15)
         r.check(f"{tag}: all 200 acknowledged keys are served through the VIP after the restart",
                 not problems, "all", cs.summarize(problems))
@@ -298,6 +318,7 @@ def executable(r, binary):
 # ---------------------------------------------------------------- stall
 
 STALLS = (0.6, 1.1, 1.5, 2.0, 3.0)
+STALL_WATCH_S = 3.0  # after SIGCONT, at most: the failover timeout and more
 
 
 def stall_round(r, n, binary, seconds):
@@ -314,10 +335,27 @@ def stall_round(r, n, binary, seconds):
             time.sleep(seconds)
             os.kill(up.backup.pid, signal.SIGCONT)
             serving_b = []
-            t_end = time.monotonic() + 3  # the failover timeout and more
-            while time.monotonic() < t_end:
+            # Watched for the failover timeout at least, and on until backupd, still a backup,
+            # holds an epoch newer than the one it held then (the primary replicates to it
+            # again: nothing is silent any more), STALL_WATCH_S at most.
+            t_cont = time.monotonic()
+            floor_s = up.dep.service["failover_timeout_ms"] / 1000
+            held = None
+            while time.monotonic() - t_cont < STALL_WATCH_S:
                 serving_b += rp.running_in(topo, topo.b, binary)
+                if time.monotonic() - t_cont >= floor_s:
+                    try:
+                        st = up.backup.status()
+                    except cs.TestError:
+                        st = {}  # busy catching up: it answers on a later try
+                    if st.get("role") != "backup":
+                        held = None
+                    elif held is None:
+                        held = st.get("epoch", 0)
+                    elif st.get("epoch", 0) > held:
+                        break
                 time.sleep(0.05)
+            cs.log(f"{tag}: watched B for {time.monotonic() - t_cont:.2f} s after SIGCONT")
         finally:
             writer.stop()
         blog = up.backup.log_text()

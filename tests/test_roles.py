@@ -391,8 +391,13 @@ def restart_at_once(run, serving, other):
     for d in (other.primary, other.backup):
         d.kill9()
         d.proc.wait_gone(5)
+    # Refused (a reset), not dropped: a dropped SYN holds the peer's connect in TCP's
+    # retransmission backoff (1, 3, 7 s) up to its 10 s handshake deadline, so that once the
+    # rule went it reconnected only seconds later, past the 10 s wait below on a loaded
+    # machine. Refused, it tries again every half second, as the docstring says.
+    reject = ["-j", "REJECT", "--reject-with", "tcp-reset"]
     block = ["ip", "netns", "exec", other.ns, "iptables", "-w", "-I", "INPUT", "-p", "tcp",
-             "--dport", str(rp.BACKUP_PORT), "-j", "DROP"]
+             "--dport", str(rp.BACKUP_PORT)] + reject
     subprocess.run(block, check=True, timeout=30)
     try:
         other.primary = rp.start_daemon("primaryd", cs.primaryd(), other.primary_conf, other.ns,
@@ -409,7 +414,7 @@ def restart_at_once(run, serving, other):
         run.one_copy(f"{tag}, before {serving}'s primaryd is back")
     finally:
         subprocess.run(["ip", "netns", "exec", other.ns, "iptables", "-w", "-D", "INPUT", "-p",
-                        "tcp", "--dport", str(rp.BACKUP_PORT), "-j", "DROP"], timeout=30)
+                        "tcp", "--dport", str(rp.BACKUP_PORT)] + reject, check=True, timeout=30)
     rp.wait_for(f"{other}'s backupd to have {serving}'s primaryd connected",
                 lambda: backupd_row(other, "connected") == 1, 10, 0.1)
     run.one_copy(f"{tag}, once {serving}'s primaryd is back")

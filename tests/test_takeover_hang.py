@@ -16,12 +16,18 @@ SIGKILLed). Expected:
   pipe holds the 1 MiB it held (restored without blocking, the pipe sized
   first).
 
-Then a second deployment, whose backupd starts with an injected call that
-hangs (CHECKSYNC_FAULT=restore-fds:3:hang): once A is dead and B reports
-"restoring", backupd is SIGKILLed mid-restore. No kvserver task may be left
-in B (its restorer dies with it, the husk with the restorer), and backupd,
-restarted without the fault, must say the restore was under way, go back to
-backup (not "serving pid 0") and take over with A's writes.
+Then two more deployments, whose backupd starts with a restore that hangs:
+an injected call in the husk (CHECKSYNC_FAULT=restore-fds:3:hang, the husk
+traced), or the hook that places the husk in its scope or cgroup
+(restore-hooks:1:hang, the husk forked but not yet traced: it waits for the
+hook to end before it execs the service). Once A is dead and B reports
+"restoring", backupd is SIGKILLed mid-restore. No process may be left in B,
+then or a second later (its restorer dies with it, the husk with the
+restorer: a husk that went on to exec the service on its own would serve an
+empty copy and hold the service's port, and the next restore would fail
+with "Address already in use"), and backupd, restarted without the fault,
+must say the restore was under way, go back to backup (not "serving pid 0")
+and take over with A's writes.
 """
 
 import ctypes
@@ -113,7 +119,20 @@ def main(r):
         scenario(r, binary, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    killed_mid_restore(r, binary)
+    killed_mid_restore(r, binary, "restore-fds:3:hang", "killed mid-restore")
+    killed_mid_restore(r, binary, "restore-hooks:1:hang", "killed while the husk is placed")
+
+
+def procs_in(topo, host):
+    """Every process in HOST's network namespace, as "pid exe" (zombies have none)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and topo.in_netns(int(pid), host):
+            try:
+                out.append(f"{pid} {os.readlink(f'/proc/{pid}/exe')}")
+            except OSError:
+                continue
+    return out
 
 
 def tasks_in(topo, host, binary):
@@ -131,12 +150,11 @@ def tasks_in(topo, host, binary):
     return out
 
 
-def killed_mid_restore(r, binary):
-    tag = "killed mid-restore"
+def killed_mid_restore(r, binary, fault, tag):
     topo = rp.Topology()
     certs = rp.make_certs(f"10.213.{topo.net}.2")
     with topo:
-        os.environ["CHECKSYNC_FAULT"] = "restore-fds:3:hang"  # backupd's restores hang 5 s
+        os.environ["CHECKSYNC_FAULT"] = fault  # backupd's restores hang (5 s, or to the deadline)
         try:
             up = rp.bring_up(topo, certs, binary)
         finally:
@@ -155,11 +173,14 @@ def killed_mid_restore(r, binary):
             r.check(f"{tag}: backupd reports 'restoring' while its restore hangs", role)
             up.backup.proc.kill9()
             deadline = time.monotonic() + 3
-            while tasks_in(topo, topo.b, binary) and time.monotonic() < deadline:
+            while procs_in(topo, topo.b) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            left = tasks_in(topo, topo.b, binary)
-            r.check(f"{tag}: nothing of the restore is left running in B once backupd is killed",
-                    not left, "no kvserver task in B", left)
+            gone = not procs_in(topo, topo.b)
+            time.sleep(1.0)  # a husk that outlived its restorer would exec the service by now
+            left = procs_in(topo, topo.b) + tasks_in(topo, topo.b, binary)
+            r.check(f"{tag}: nothing of the restore is left in B once backupd is killed, nor a "
+                    f"second later", gone and not left, "no process in B",
+                    left or "a process in B 3 s after the kill, gone since")
             up = up._replace(backup=up.dep.start_backupd())
         except BaseException:
             writer.stop()
