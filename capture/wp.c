@@ -180,16 +180,24 @@ static int scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *
 	return 0;
 }
 
-int wp_scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *vmas, size_t n)
-{
-	int r = scan_running(w, pid, vmas, n);
-	w->seq += r < 0 ? 2 : 1;
-	return r;
-}
-
 void wp_note_lost(struct wp_tracker *w)
 {
 	w->seq += 2;
+}
+
+/* A scan that worked is one step of seq; one that failed is a gap (wp.h, seq). */
+static int count_scan(struct wp_tracker *w, int r)
+{
+	if (r < 0)
+		wp_note_lost(w);
+	else
+		w->seq++;
+	return r;
+}
+
+int wp_scan_running(struct wp_tracker *w, pid_t pid, const struct proc_vma *vmas, size_t n)
+{
+	return count_scan(w, scan_running(w, pid, vmas, n));
 }
 
 int wp_open(struct capture *c, struct wp_tracker *w)
@@ -276,9 +284,7 @@ static int collect(struct capture *c, struct wp_tracker *w)
 
 int wp_collect(struct capture *c, struct wp_tracker *w)
 {
-	int r = collect(c, w);
-	w->seq += r < 0 ? 2 : 1;
-	return r;
+	return count_scan(w, collect(c, w));
 }
 
 int wp_filter(const struct wp_tracker *w, uint64_t s, uint64_t e,
