@@ -72,6 +72,10 @@ void capture_session_report(const struct capture_session *s, struct status_repor
 				      "bytes of pre-copied epochs taken from the rounds' store");
 		status_report_counter(r, "precopy_stores_reused", "", p->stores_reused,
 				      "epochs whose store was a shipped epoch's, already faulted in");
+		status_report_counter(r, "precopy_round_reread", "bytes", p->round_reread,
+				      "bytes a round read again that an earlier round of its epoch had read");
+		status_report_counter(r, "precopy_stop_reread", "bytes", p->stop_reread,
+				      "bytes the stops read again that a round had read (written since)");
 	}
 	status_report_counter(r, "live_spans_read", "", s->spans_read,
 			      "mspans read from the service in the stops' live sets");

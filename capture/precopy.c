@@ -160,6 +160,7 @@ static int plan_round(struct precopy *p, const struct range *v, size_t n)
 			uint64_t b;
 			if (x && x->addr <= a) {
 				b = x->addr + x->len < e ? x->addr + x->len : e;
+				p->stats.round_reread += b - a;
 				r = push_todo(p, a, b - a, x->off + (a - x->addr));
 			} else {
 				b = x && x->addr < e ? x->addr : e;
@@ -440,6 +441,8 @@ int precopy_place(struct capture *c, struct precopy *p)
 				r = push_run(&rd, &n_rd, &cap_rd, a, b - a, off);
 			if (in_x && !in_m)
 				p->stats.store_bytes += b - a;
+			if (in_x && in_m)
+				p->stats.stop_reread += b - a;
 			total += b - a;
 			a = b;
 		}

@@ -33,6 +33,8 @@ struct precopy_stats {
 	uint64_t final_bytes_copied; /* copied inside the stops */
 	uint64_t store_bytes;	     /* taken from the store by the stops */
 	uint64_t stores_reused;	     /* epochs whose store was a shipped epoch's */
+	uint64_t round_reread;	     /* bytes a round read again that an earlier round of the epoch had read */
+	uint64_t stop_reread;	     /* bytes the stops read again that a round had read */
 };
 
 struct precopy {
