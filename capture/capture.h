@@ -155,6 +155,13 @@ struct capture {
 	struct wp_tracker *wp; /* write tracking to re-arm this epoch, or NULL */
 	bool wp_filter;        /* copy only pages the tracker saw written */
 	struct precopy *precopy; /* pages read by pre-copy rounds (precopy.h), or NULL */
+	/*
+	 * Run while the service runs between two tries for a safepoint (dump.c),
+	 * or NULL: a pre-copy round, so the stop that follows re-reads only what
+	 * was written since it, not all the service wrote while it was let run.
+	 */
+	void (*between_tries)(struct capture *c, void *ctx);
+	void *between_ctx;
 	bool swap;             /* the system has swap: swapped-out pages exist */
 	struct inject_cache *cache; /* NULL: inject every time (one-shot dump) */
 	bool cache_ok;              /* this epoch may use it */

@@ -75,6 +75,8 @@ static int reach_safepoint(struct capture *c)
 		if (r < 0)
 			return r;
 		sleep_us(backoff);
+		if (c->between_tries)
+			c->between_tries(c, c->between_ctx);
 		backoff = backoff * 2 > SAFEPOINT_BACKOFF_MAX_US ? SAFEPOINT_BACKOFF_MAX_US
 								 : backoff * 2;
 		r = capture_stop_all(c);

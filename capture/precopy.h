@@ -35,6 +35,8 @@ struct precopy_stats {
 	uint64_t stores_reused;	     /* epochs whose store was a shipped epoch's */
 	uint64_t round_reread;	     /* bytes a round read again that an earlier round of the epoch had read */
 	uint64_t stop_reread;	     /* bytes the stops read again that a round had read */
+	uint64_t retry_rounds;	     /* rounds run between two tries of a stop for a safepoint */
+	uint64_t retry_round_cpu_us; /* primaryd's CPU time in those */
 };
 
 struct precopy {

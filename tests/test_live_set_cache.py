@@ -18,6 +18,9 @@ varied sizes (new spans of several size classes), and a runtime.GC() every
   - the cache was used (live_spans_kept > 0) and spans were re-read too
     (live_spans_read > 0), and pre-copy rounds brought it forward
     (live_spans_refreshed > 0): the check compared something;
+  - stops that found no safepoint ran a pre-copy round while they let the
+    service run (precopy_retry_rounds > 0; the forced GCs make such stops),
+    and the cache those rounds brought forward still equals a full read;
   - every key written is served, and epochs went on being acknowledged.
 """
 
@@ -99,6 +102,10 @@ def main(r):
                 "> 0", st.get("live_spans_read"))
         r.check("pre-copy rounds re-read written mspans (with the service running)",
                 (st.get("live_spans_refreshed") or 0) > 0, "> 0", st.get("live_spans_refreshed"))
+        r.check("a stop that found no safepoint ran a round before its next try",
+                (st.get("safepoint_retries") or 0) == 0 or (st.get("precopy_retry_rounds") or 0) > 0,
+                "> 0 (or no retries)",
+                f"{st.get('precopy_retry_rounds')} rounds, {st.get('safepoint_retries')} retries")
         r.check("the writers and the GCs ran without error", not failed, "no error", failed[:3])
         r.check("keys were written", len(keys) > 100, "> 100", len(keys))
         problems = cs.kv_check(up.vip, keys, each=False)
