@@ -23,6 +23,18 @@ shipped per request served; then, for uffd, the cost breakdown (status
 histograms of both daemons: the pause by phase, the work after resume, the
 backup's read/verify/apply/journal), p50 and p99 of each.
 
+--workload picks the service and its load (the columns are the same):
+
+  go-cache  (default) the paper's workload above: tests/workloads/kvserver,
+            100,000 keys of 100 B, 50% /set
+  kvserver  the repo's own service as failover_bench.py and the e2e tests
+            drive it: tests/workloads/kvserver (a go-cache too), 20,000 keys
+            of 256 B, 10% /set
+  garbage   tests/workloads/garbage (a key/value store whose every request
+            leaves ~4 KB of garbage; no go-cache), the paper's load; its
+            savefile column is n/a: SaveFile is go-cache's own
+--keys, --value-size and --set-percent override the workload's.
+
 Run as root, on an otherwise idle machine for figures worth comparing.
 """
 
@@ -59,6 +71,12 @@ PRIMARY_COST = ["pause_stop", "pause_safepoint", "pause_live_set", "pause_dirty_
 # primaryd's thread CPU time in the same phases (the wall times above include waiting for a CPU).
 PRIMARY_COST += ["pause_safepoint_cpu", "pause_live_set_cpu", "pause_dirty_scan_cpu", "pause_threads_cpu",
                  "pause_copy_cpu", "pause_fds_cpu"]
+# --workload: (tests/workloads binary, its load: keys, value size, % /set, has SaveFile).
+WORKLOADS = {
+    "go-cache": ("kvserver", {"keys": 100000, "value_size": 100, "set_percent": 50}, True),
+    "kvserver": ("kvserver", {"keys": 20000, "value_size": 256, "set_percent": 10}, True),
+    "garbage": ("garbage", {"keys": 100000, "value_size": 100, "set_percent": 50}, False),
+}
 BACKUP_COST = ["recv_read", "recv_verify", "recv_apply", "journal_write", "journal_fsync", "journal_durable"]
 
 
@@ -84,12 +102,15 @@ def main():
     for k, v in meta.items():
         print("# %-12s%s" % (k + ":", v))
     sys.stdout.flush()
-    binary = cs.build_workload("kvserver", "cgo")
+    binary = cs.build_workload(WORKLOADS[args.workload][0], "cgo")
     results, failed = {}, {}
     t_start = time.monotonic()
     try:
         for layout in args.layouts:
             for name in configs:
+                if name == "savefile" and not WORKLOADS[args.workload][2]:
+                    results[(layout, name)] = {"na": True}  # printed as n/a: no SaveFile to run
+                    continue
                 print(f"running {layout} {name} ...", file=sys.stderr, flush=True)
                 try:
                     results[(layout, name)] = run_one(layout, name, args, binary, criu)
@@ -103,6 +124,8 @@ def main():
     finally:
         cs.cleanup()
     print_tables(args, configs, results, failed)
+    if "savefile" in configs and not WORKLOADS[args.workload][2]:
+        print(f"savefile: n/a ({args.workload} has no SaveFile: it is go-cache's own)")
     if "criu" in args.only and "criu" not in configs:
         print("criu: not run (" + (criu_why or "CRIU= not given") + ")")
     elif "criu" not in args.only or not os.environ.get("CRIU"):
@@ -122,10 +145,12 @@ def parse_args():
     p.add_argument("--only", default="unprotected,uffd,savefile,criu", metavar="NAME[,NAME]",
                    help="columns (default %(default)s; criu runs only with CRIU= set)")
     p.add_argument("--layouts", default=",".join(LAYOUTS), help="pinned, shared or both (default both)")
+    p.add_argument("--workload", choices=sorted(WORKLOADS), default="go-cache",
+                   help="service and load (default go-cache: the paper's; see the module comment)")
     p.add_argument("--duration", type=int, default=8, help="seconds of load per column (default 8)")
-    p.add_argument("--keys", type=int, default=100000, help="keys preloaded and used (default 100000)")
-    p.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
-    p.add_argument("--set-percent", type=int, default=50, help="percent /set (default 50)")
+    p.add_argument("--keys", type=int, help="keys preloaded and used (default: the workload's)")
+    p.add_argument("--value-size", type=int, help="bytes per value (default: the workload's)")
+    p.add_argument("--set-percent", type=int, help="percent /set (default: the workload's)")
     p.add_argument("--epoch-ms", type=int, default=100, help="epoch_interval_ms (default 100: 10 epochs/s)")
     p.add_argument("--save-ms", type=int, default=100, help="SaveFile interval (default 100)")
     p.add_argument("--criu-ms", type=int, default=100, help="CRIU dump interval (default 100)")
@@ -136,6 +161,9 @@ def parse_args():
     p.add_argument("--json", metavar="FILE", help="write the raw numbers here")
     p.add_argument("--keep", action="store_true", help="keep logs, configs and state")
     args = p.parse_args()
+    for k, v in WORKLOADS[args.workload][1].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     args.only = [x for x in args.only.split(",") if x]
     args.layouts = [x for x in args.layouts.split(",") if x]
     if any(x not in CONFIGS for x in args.only) or any(x not in LAYOUTS for x in args.layouts):
@@ -293,6 +321,8 @@ def cells(results, layout, name):
     res = results.get((layout, name))
     if not res:
         return {}
+    if res.get("na"):
+        return {row: "n/a" for row in ROWS}
     w = res["wrk"]
     base = results.get((layout, "unprotected"), {}).get("wrk", {}).get("rps")
     c = {"throughput (req/s)": f"{w['rps']:.0f}",
@@ -384,7 +414,8 @@ def machine(args, criu):
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "host": platform.node(), "kernel": platform.release(), "cpu": cpu,
         "nproc": len(os.sched_getaffinity(0)), "loadavg": " ".join(load) + " (at start; other users' load skews)",
-        "workload": f"tests/workloads/kvserver (go-cache, cgo build), {args.keys} keys of {args.value_size} B",
+        "workload": f"{args.workload}: tests/workloads/{WORKLOADS[args.workload][0]} (cgo build), "
+                    f"{args.keys} keys of {args.value_size} B",
         "load": f"wrk -t1 -c16 -d{args.duration}s --latency, {args.set_percent}% /set, random keys, from C",
         "protection": f"epoch {args.epoch_ms} ms (uffd, compression {args.compression or 'default'}, "
                       f"delta_cache_mb {'default' if args.delta_cache_mb is None else args.delta_cache_mb}); "

@@ -144,6 +144,7 @@ def one_round(r, n, scenario, binary, certs, net):
         writers = [rp.Writer(up.vip, prefix="k")]
         if scenario in ("loopback", "unplugged"):
             writers.append(rp.Writer(cs.Client("127.0.0.1", rp.PORT, netns=topo.a), prefix="L"))
+        t_first = time.monotonic()
         for w in writers:
             w.start()
         try:
@@ -151,7 +152,11 @@ def one_round(r, n, scenario, binary, certs, net):
                 w.wait_acks(20, timeout=60)
             if scenario == "reconnect":
                 up = reconnect(r, tag, up, writers[0])
-            time.sleep(random.uniform(1.0, 3.0))
+            # The kill lands 1 to 3 s after the first write (20 acknowledged at least, each
+            # waiting for its epoch under output commit, take most of that), and never right
+            # on an acknowledgement: a random part of an epoch after the wait.
+            time.sleep(max(t_first + random.uniform(1.0, 3.0) - time.monotonic(),
+                           random.uniform(0.0, 0.3)))
             released = gauge(up.primary, "output_released_packets")
             held = gauge(up.primary, "output_held_packets")
             t_kill = rp.kill_now(up.service, up.primary.proc)

@@ -74,7 +74,7 @@ class WitnessTopology(rp.Topology):
     def __init__(self, members):
         super().__init__()
         suffix = self.a.rsplit("-", 1)[1]
-        self.etcd = [f"cs-e{i}-{suffix}" for i in range(1, members + 1)]
+        self.etcd = [f"{cs.NETNS_PREFIX}-e{i}-{suffix}" for i in range(1, members + 1)]
         for i, ns in enumerate(self.etcd):
             self.addr[ns] = f"10.213.{self.net}.{11 + i}"
             self.port[ns] = f"port-e{i + 1}"

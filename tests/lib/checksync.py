@@ -59,6 +59,8 @@ WORKLOADS = os.path.join(SRC, "tests", "workloads")
 TMP = os.environ.get("CHECKSYNC_TEST_TMP") or os.path.join(tempfile.gettempdir(), "checksync-tests")
 GOPATH = "/usr/share/gocode"
 GO = os.environ.get("CHECKSYNC_GO", "")
+# Every test namespace's name starts with this (several developers' suites may share a machine).
+NETNS_PREFIX = os.environ.get("CHECKSYNC_NETNS_PREFIX", "cs")
 TEST_NET = "10.213."  # every test address is 10.213.x.y, and only inside test namespaces
 
 HEAPMAP_ENTRIES = 1000000
@@ -498,7 +500,7 @@ class Hosts:
 
     def __init__(self):
         suffix = secrets.token_hex(3)
-        self.a, self.b = f"cs-a-{suffix}", f"cs-b-{suffix}"
+        self.a, self.b = f"{NETNS_PREFIX}-a-{suffix}", f"{NETNS_PREFIX}-b-{suffix}"
         net = random.randint(1, 254)
         self.addr = {self.a: f"10.213.{net}.1", self.b: f"10.213.{net}.2"}
         self._created = []

@@ -92,7 +92,7 @@ class Topology:
 
     def __init__(self, net=None):
         suffix = secrets.token_hex(3)
-        self.sw, self.a, self.b, self.c = (f"cs-{h}-{suffix}" for h in ("sw", "a", "b", "c"))
+        self.sw, self.a, self.b, self.c = (f"{cs.NETNS_PREFIX}-{h}-{suffix}" for h in ("sw", "a", "b", "c"))
         self.net = net or random.randint(1, 254)
         self.addr = {self.a: f"10.213.{self.net}.1", self.b: f"10.213.{self.net}.2",
                      self.c: f"10.213.{self.net}.3"}
