@@ -49,11 +49,12 @@ BREAKDOWN = tuple(f"reach_staged_{k}" for k in SHIP_CLASSES) + tuple(f"reach_shi
 def trace_summary(path, top=8):
     """Changed 8-byte words per kind of page in a CHECKSYNC_DEBUG_SHIP_TRACE file (format:
     capture/ship_trace.h), against the page the encoder had as its base (zeros on a miss).
-    Off-heap pages are grouped by 2 MiB region: with Go 1.19 a heapArena's 2 MiB bitmap is
+    Words changed to zero on heap pages are mostly reach's zeroing of unreachable objects over
+    older contents. Off-heap pages are grouped by 2 MiB region: with Go 1.19 a heapArena's 2 MiB bitmap is
     one or two such regions, whose words read like 0xfafa32fa... (scan bits high, pointer
     bits low), and mspan records (fixalloc) are others."""
     page = 4096
-    changed, pages = collections.Counter(), collections.Counter()
+    changed, to_zero, pages = collections.Counter(), collections.Counter(), collections.Counter()
     with open(path, "rb") as f:
         while True:
             head = f.read(9)
@@ -62,15 +63,18 @@ def trace_summary(path, top=8):
             addr, how = struct.unpack("<QB", head)
             base = f.read(page) if how == 2 else bytes(page)
             cur = f.read(page)
-            n = sum(8 for i in range(0, page, 8) if base[i:i + 8] != cur[i:i + 8])
+            diff = [i for i in range(0, page, 8) if base[i:i + 8] != cur[i:i + 8]]
+            n = 8 * len(diff)
             kind = "heap arena" if 0xc000000000 <= addr < 0xd000000000 else \
                 "exe" if addr < 0x10000000 else f"off-heap {addr >> 21 << 21:#x}"
             changed[kind] += n
+            to_zero[kind] += sum(8 for i in diff if cur[i:i + 8] == bytes(8))
             pages[kind] += 1
     total = max(1, sum(changed.values()))
     print(f"\nship trace {path}: {sum(pages.values())} pages, {total} changed word bytes")
     for kind, n in changed.most_common(top):
-        print(f"  {kind:28} {n:10d} B changed ({100 * n / total:4.1f}%) over {pages[kind]} pages")
+        print(f"  {kind:28} {n:10d} B changed ({100 * n / total:4.1f}%), {to_zero[kind]:10d} of them "
+              f"to zero, over {pages[kind]} pages")
 
 
 def run_one(workload, reach, args):
