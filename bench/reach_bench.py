@@ -20,7 +20,9 @@ Run as root; on a shared machine the figures move with the load.
 """
 
 import argparse
+import collections
 import os
+import struct
 import sys
 import time
 
@@ -42,6 +44,37 @@ ROOTS = ("heap", "stacks", "globals", "offheap", "registers")
 BREAKDOWN = tuple(f"reach_staged_{k}" for k in SHIP_CLASSES) + tuple(f"reach_shipped_{k}" for k in SHIP_CLASSES) \
     + tuple(f"reach_shipped_nonzero_{k}" for k in SHIP_CLASSES) \
     + tuple(f"reach_reached_from_{k}" for k in ROOTS)
+
+
+def trace_summary(path, top=8):
+    """Changed 8-byte words per kind of page in a CHECKSYNC_DEBUG_SHIP_TRACE file (format:
+    capture/ship_trace.h), against the page the encoder had as its base (zeros on a miss).
+    Words changed to zero on heap pages are mostly reach's zeroing of unreachable objects over
+    older contents. Off-heap pages are grouped by 2 MiB region: with Go 1.19 a heapArena's 2 MiB bitmap is
+    one or two such regions, whose words read like 0xfafa32fa... (scan bits high, pointer
+    bits low), and mspan records (fixalloc) are others."""
+    page = 4096
+    changed, to_zero, pages = collections.Counter(), collections.Counter(), collections.Counter()
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(9)
+            if len(head) < 9:
+                break
+            addr, how = struct.unpack("<QB", head)
+            base = f.read(page) if how == 2 else bytes(page)
+            cur = f.read(page)
+            diff = [i for i in range(0, page, 8) if base[i:i + 8] != cur[i:i + 8]]
+            n = 8 * len(diff)
+            kind = "heap arena" if 0xc000000000 <= addr < 0xd000000000 else \
+                "exe" if addr < 0x10000000 else f"off-heap {addr >> 21 << 21:#x}"
+            changed[kind] += n
+            to_zero[kind] += sum(8 for i in diff if cur[i:i + 8] == bytes(8))
+            pages[kind] += 1
+    total = max(1, sum(changed.values()))
+    print(f"\nship trace {path}: {sum(pages.values())} pages, {total} changed word bytes")
+    for kind, n in changed.most_common(top):
+        print(f"  {kind:28} {n:10d} B changed ({100 * n / total:4.1f}%), {to_zero[kind]:10d} of them "
+              f"to zero, over {pages[kind]} pages")
 
 
 def run_one(workload, reach, args):
@@ -85,7 +118,12 @@ def main():
     p.add_argument("--value-size", type=int, default=100)
     p.add_argument("--set-percent", type=int, default=50)
     p.add_argument("--settings", default="off,on", help="reach settings to run, of off,on")
+    p.add_argument("--ship-trace", metavar="PATH,SKIP,COUNT",
+                   help="trace encoded pages (CHECKSYNC_DEBUG_SHIP_TRACE) and print where the changed "
+                   "bytes are; use with one workload and one setting")
     args = p.parse_args()
+    if args.ship_trace:
+        os.environ["CHECKSYNC_DEBUG_SHIP_TRACE"] = args.ship_trace
     rows = []
     try:
         for w in args.workloads.split(","):
@@ -120,6 +158,8 @@ def main():
         print(f"{'':16} reached from " + " ".join(f"{k}={b['reach_reached_from_' + k]:.0f}" for k in ROOTS) +
               f" (noscan {b['reach_reached_noscan']:.0f})")
     print(f"wrk: {rows[0]['command'] if rows else ''}")
+    if args.ship_trace:
+        trace_summary(args.ship_trace.split(",")[0])
 
 
 if __name__ == "__main__":
