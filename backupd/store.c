@@ -284,6 +284,23 @@ static int add_pages(struct store_epoch *e, const struct wire_pages *p, char *er
 }
 
 /*
+ * Hash the pages rebuilt since pending page `from`: HASH_GROUP at a time
+ * (64 KiB, still in L2 from the rebuild), so the clock is read twice a
+ * group, not twice a page (its reads were 2-4% of backupd's perf samples).
+ */
+#define HASH_GROUP 16u
+static int hash_rebuilt(struct store_epoch *e, size_t from)
+{
+	uint64_t t = now_us();
+	int r = 0;
+
+	for (size_t i = from; r == 0 && i < e->n_pages; i++)
+		r = wire_epoch_hash_add_page(&e->hash, e->pages[i].addr, e->pages[i].data);
+	e->verify_us += now_us() - t;
+	return r;
+}
+
+/*
  * Rebuild each page of a DELTA from the base epoch's copy (a whole page,
  * or runs on zeros, needs none) and hash what was rebuilt: the commit checks the
  * pages we will hold, not the encoding they came in.
@@ -291,7 +308,7 @@ static int add_pages(struct store_epoch *e, const struct wire_pages *p, char *er
 static int add_delta(struct store_epoch *e, const struct wire_delta *d, char *err, size_t errlen)
 {
 	struct delta_rec rec;
-	size_t pos = 0;
+	size_t pos = 0, group = e->n_pages;
 	int r;
 
 	if (e->n_pages + d->npages > STORE_MAX_EPOCH_PAGES) {
@@ -326,12 +343,14 @@ static int add_delta(struct store_epoch *e, const struct wire_delta *d, char *er
 		if (base)
 			memcpy(pp->data, base, PAGE_SIZE);
 		delta_apply_checked(&rec, pp->data);
-		uint64_t t = now_us();
-		r = wire_epoch_hash_add_page(&e->hash, rec.addr, pp->data);
-		e->verify_us += now_us() - t;
-		if (r < 0)
-			return r;
+		if (e->n_pages - group == HASH_GROUP) {
+			if ((r = hash_rebuilt(e, group)) < 0)
+				return r;
+			group = e->n_pages;
+		}
 	}
+	if (r == 0)
+		r = hash_rebuilt(e, group);
 	return r;
 }
 
