@@ -338,27 +338,47 @@ int delta_check(enum delta_kind kind, const uint8_t *body, size_t len)
 	return walk(kind, body, len, NULL);
 }
 
-int delta_payload_next(const uint8_t *p, size_t n, size_t *pos, struct delta_rec *rec)
+/* The head of the record at *pos, which has room for one: its body is not checked. */
+static void rec_at(const uint8_t *p, size_t pos, struct delta_rec *rec)
 {
 	uint64_t addr;
 	uint16_t len;
 
+	memcpy(&addr, p + pos, 8);
+	memcpy(&len, p + pos + 9, 2);
+	rec->addr = le64toh(addr);
+	rec->kind = p[pos + 8];
+	rec->len = le16toh(len);
+	rec->body = p + pos + DELTA_REC_HEAD;
+}
+
+int delta_payload_next(const uint8_t *p, size_t n, size_t *pos, struct delta_rec *rec)
+{
 	if (*pos == n)
 		return 0;
 	if (n - *pos < DELTA_REC_HEAD)
 		return -EBADMSG;
-	memcpy(&addr, p + *pos, 8);
-	memcpy(&len, p + *pos + 9, 2);
-	rec->addr = le64toh(addr);
-	rec->kind = p[*pos + 8];
-	rec->len = le16toh(len);
-	rec->body = p + *pos + DELTA_REC_HEAD;
+	rec_at(p, *pos, rec);
 	if (rec->addr % DELTA_PAGE || rec->len > DELTA_PAGE ||
 	    n - *pos - DELTA_REC_HEAD < rec->len || rec->kind >= DELTA_KINDS ||
 	    delta_check(rec->kind, rec->body, rec->len) < 0)
 		return -EBADMSG;
 	*pos += DELTA_REC_HEAD + rec->len;
 	return 1;
+}
+
+int delta_payload_next_checked(const uint8_t *p, size_t n, size_t *pos, struct delta_rec *rec)
+{
+	if (*pos >= n)
+		return 0;
+	rec_at(p, *pos, rec);
+	*pos += DELTA_REC_HEAD + rec->len;
+	return 1;
+}
+
+void delta_apply_checked(const struct delta_rec *rec, uint8_t *page)
+{
+	walk(rec->kind, rec->body, rec->len, page);
 }
 
 size_t delta_bound(enum delta_codec codec, size_t n)

@@ -495,6 +495,13 @@ static int slice_pages(struct guard *g, struct link_epoch *e, uint32_t *sent)
 	return 0;
 }
 
+/*
+ * Pages are hashed and encoded HASH_GROUP at a time: the checksum warms a
+ * group (64 KiB, in L2) for the encoder, and its time is read once a group,
+ * not twice a page (the clock reads were 3% of primaryd's CPU on CPU 0).
+ */
+#define HASH_GROUP 16u
+
 /* The next pages as one DELTA message; the checksum covers each page's new contents. */
 static int slice_delta(struct guard *g, struct link_epoch *e, uint32_t *sent)
 {
@@ -508,19 +515,30 @@ static int slice_delta(struct guard *g, struct link_epoch *e, uint32_t *sent)
 	t = now_us();
 	capture_session_batch_begin(s);
 	while (e->run < img->n_runs && *sent < WIRE_MAX_DELTA_PAGES) {
-		const struct image_pagerun *run = &img->runs[e->run];
-		uint64_t addr = run->addr + e->page * PAGE_SIZE;
-		const uint8_t *data = img->pages + run->offset + e->page * PAGE_SIZE;
-		uint64_t h0 = now_us();
-		r = wire_epoch_hash_add_page(&e->h, addr, data);
+		size_t run0 = e->run;
+		uint64_t page0 = e->page, h0 = now_us();
+		uint32_t n = 0;
+		for (; e->run < img->n_runs && n < HASH_GROUP && *sent + n < WIRE_MAX_DELTA_PAGES; n++) {
+			const struct image_pagerun *run = &img->runs[e->run];
+			r = wire_epoch_hash_add_page(&e->h, run->addr + e->page * PAGE_SIZE,
+						     img->pages + run->offset + e->page * PAGE_SIZE);
+			if (r < 0)
+				return r;
+			if (++e->page == run->npages) {
+				e->run++;
+				e->page = 0;
+			}
+		}
 		hash_us += now_us() - h0;
-		if (r < 0)
-			return r;
-		capture_session_batch_add(s, addr, data);
-		(*sent)++;
-		if (++e->page == run->npages) {
-			e->run++;
-			e->page = 0;
+		for (e->run = run0, e->page = page0; n; n--) {
+			const struct image_pagerun *run = &img->runs[e->run];
+			capture_session_batch_add(s, run->addr + e->page * PAGE_SIZE,
+						  img->pages + run->offset + e->page * PAGE_SIZE);
+			(*sent)++;
+			if (++e->page == run->npages) {
+				e->run++;
+				e->page = 0;
+			}
 		}
 	}
 	if (!*sent)

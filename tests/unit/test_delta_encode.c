@@ -132,6 +132,27 @@ static uint32_t rnd(void)
 
 static int cases;
 
+/*
+ * The record as a payload of one, walked as the backup does (checked once,
+ * then walked and applied unchecked): the same record and the same page.
+ */
+static void check_payload(const uint8_t *rec, size_t n, const uint8_t *base, const uint8_t *cur)
+{
+	static uint8_t page[PAGE];
+	struct delta_rec a, b;
+	size_t pos = 0, pos2 = 0;
+
+	CHECK_INT(delta_payload_next(rec, n, &pos, &a), 1);
+	CHECK_INT(delta_payload_next(rec, n, &pos, &a), 0);
+	CHECK_INT(delta_payload_next_checked(rec, n, &pos2, &b), 1);
+	CHECK_INT(pos2, n);
+	CHECK(b.addr == 0x1000 && b.kind == a.kind && b.len == a.len && b.body == a.body);
+	CHECK_INT(delta_payload_next_checked(rec, n, &pos2, &b), 0);
+	memcpy(page, base, PAGE);
+	delta_apply_checked(&b, page);
+	CHECK(memcmp(page, cur, PAGE) == 0);
+}
+
 /* The record of cur against base: same body as the definition's, and it applies back. */
 static void check_pair(const uint8_t *base, const uint8_t *cur)
 {
@@ -167,6 +188,7 @@ static void check_pair(const uint8_t *base, const uint8_t *cur)
 	memcpy(page, base, PAGE);
 	CHECK_INT(delta_apply(kind, rec + DELTA_REC_HEAD, len, page), 0);
 	CHECK(memcmp(page, cur, PAGE) == 0);
+	check_payload(rec, n, base, cur);
 
 	/* no base (a cache miss): the same as the definition's, and it applies over anything */
 	n = delta_encode_page(0x1000, NULL, cur, rec, &kind);
