@@ -436,6 +436,13 @@ static int after_reach(struct capture_session *s, struct image **out, struct epo
 	return c->img ? 0 : -ENOMEM;
 }
 
+/* A pre-copy round failed: what the rounds read is dropped, and the next stop reads it. */
+static void round_lost(struct capture_session *s)
+{
+	precopy_reset(&s->pre); /* what the rounds found written stays owed (wp_owe) */
+	wp_note_lost(&s->wp);	/* unless the failure came between a re-arm and wp_owe */
+}
+
 /* The runtime is in a GC cycle (read while it runs): a stop now would find no safepoint. */
 static bool gc_running(const struct capture_session *s)
 {
@@ -483,9 +490,7 @@ static void round_between_tries(struct capture *c, void *ctx)
 	while (r == 0)
 		r = precopy_round_step(p, c->pid, UINT64_MAX);
 	if (r < 0) {
-		/* As capture_session_precopy_step: the stop then reads what it needs. */
-		precopy_reset(p);
-		wp_note_lost(&s->wp);
+		round_lost(s); /* the stop then reads what it needs */
 	} else {
 		p->stats.retry_rounds++;
 		p->stats.retry_round_cpu_us += thread_cpu_us() - cpu0;
@@ -684,10 +689,8 @@ int capture_session_precopy_step(struct capture_session *s, bool full, uint64_t 
 		r = precopy_round_step(p, s->c.pid, budget);
 	if (r == 1)
 		hist_add_us(&s->cost.h[COST_PRECOPY], now_us() - s->round_t0);
-	if (r < 0) {
-		precopy_reset(p); /* what the rounds found written stays owed (wp_owe) */
-		wp_note_lost(&s->wp); /* unless the failure came between a re-arm and wp_owe */
-	}
+	if (r < 0)
+		round_lost(s);
 	return r;
 }
 

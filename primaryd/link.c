@@ -502,6 +502,15 @@ static int slice_pages(struct guard *g, struct link_epoch *e, uint32_t *sent)
  */
 #define HASH_GROUP 16u
 
+/* The epoch's cursor to the page after the one in run it is at. */
+static void next_page(struct link_epoch *e, const struct image_pagerun *run)
+{
+	if (++e->page == run->npages) {
+		e->run++;
+		e->page = 0;
+	}
+}
+
 /* The next pages as one DELTA message; the checksum covers each page's new contents. */
 static int slice_delta(struct guard *g, struct link_epoch *e, uint32_t *sent)
 {
@@ -524,10 +533,7 @@ static int slice_delta(struct guard *g, struct link_epoch *e, uint32_t *sent)
 						     img->pages + run->offset + e->page * PAGE_SIZE);
 			if (r < 0)
 				return r;
-			if (++e->page == run->npages) {
-				e->run++;
-				e->page = 0;
-			}
+			next_page(e, run);
 		}
 		hash_us += now_us() - h0;
 		for (e->run = run0, e->page = page0; n; n--) {
@@ -535,10 +541,7 @@ static int slice_delta(struct guard *g, struct link_epoch *e, uint32_t *sent)
 			capture_session_batch_add(s, run->addr + e->page * PAGE_SIZE,
 						  img->pages + run->offset + e->page * PAGE_SIZE);
 			(*sent)++;
-			if (++e->page == run->npages) {
-				e->run++;
-				e->page = 0;
-			}
+			next_page(e, run);
 		}
 	}
 	if (!*sent)
